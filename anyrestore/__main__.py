@@ -1,0 +1,3 @@
+from anyrestore.cli.app import main
+
+main()

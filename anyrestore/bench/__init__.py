@@ -1,0 +1,1 @@
+"""Benchmarks: the papers' evaluation protocols, a synthetic suite, speed and complexity."""

@@ -1,0 +1,20 @@
+"""The ``anyrestore`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="anyrestore",
+    help="Restore photos damaged by noise, rain, haze, blur, low light and snow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each command module registers itself on `app` when imported (one line each).
+from anyrestore.cli import models as _models  # noqa: E402,F401
+
+
+def main() -> None:
+    app()

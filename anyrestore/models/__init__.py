@@ -1,0 +1,27 @@
+"""Pure ``nn.Module`` code for the supported architectures, built through the registry."""
+
+from anyrestore.models.base import RestorationModel
+from anyrestore.models.registry import (
+    ModelSpec,
+    build_model,
+    create_model,
+    get_spec,
+    list_archs,
+    list_models,
+    register_arch,
+    register_model,
+)
+
+__all__ = [
+    "ModelSpec",
+    "RestorationModel",
+    "build_model",
+    "create_model",
+    "get_spec",
+    "list_archs",
+    "list_models",
+    "register_arch",
+    "register_model",
+]
+
+# Importing an architecture module registers it and its variants.

@@ -1,0 +1,22 @@
+"""Gated depthwise feed-forward network (Restormer's GDFN)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GatedDconvFFN(nn.Module):
+    """1x1 expand to two branches, 3x3 depthwise, GELU(one) * other, 1x1 project back."""
+
+    def __init__(self, dim: int, expansion: float = 2.0, bias: bool = False) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(a) * b)
