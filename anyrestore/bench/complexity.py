@@ -8,6 +8,8 @@ not counted, as in the fvcore/thop counters the papers used.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,3 +34,38 @@ def count_macs(model: nn.Module, size: int | tuple[int, int] = 224) -> int:
         return counter.get_total_flops() // 2
     finally:
         model.train(was_training)
+
+
+#: Figures the papers report (Params, and "FLOPs" = MACs at 224x224), for side-by-side display.
+PAPER_FIGURES: dict[str, dict[str, float]] = {
+    "anyir_t": {"params": 5.74e6, "flops_224": 26e9},
+    "anyir_s": {"params": 8.51e6, "flops_224": 39e9},
+    "clusir_t": {"params": 6.89e6, "flops_224": 3.79e9},
+    "clusir_s": {"params": 25.03e6, "flops_224": 13.42e9},
+    "clusir_b": {"params": 54.66e6, "flops_224": 28.85e9},
+}
+
+
+def describe_models(size: int = 224) -> list[dict[str, Any]]:
+    """One row per registered variant: params, MACs at ``size``, weights available for it."""
+    from anyrestore.models import create_model, get_spec, list_models
+    from anyrestore.weights import entries_for_model
+
+    rows = []
+    for name in list_models():
+        torch.manual_seed(0)
+        model = create_model(name)
+        macs = count_macs(model, size)
+        rows.append(
+            {
+                "name": name,
+                "arch": get_spec(name).arch,
+                "params": count_params(model),
+                "flops": macs,
+                "flops_224": macs if size == 224 else count_macs(model, 224),
+                "flops_convention": "MACs (multiply-accumulates), as the papers report FLOPs",
+                "weights": [e.name for e in entries_for_model(name)],
+                "paper": PAPER_FIGURES.get(name),
+            }
+        )
+    return rows

@@ -1,0 +1,29 @@
+"""The README's commands are the ones CI and users run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    blocks = _bash_blocks()
+    assert len(blocks) >= 2, "README must open with a run command and a test command"
+    test_command = blocks[1]
+    assert "pytest" in test_command
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci, ".ci/run must run exactly the README's test command"
+
+
+def test_readme_run_command_uses_shipped_sample() -> None:
+    run_command = _bash_blocks()[0]
+    assert "anyrestore fix" in run_command
+    sample = re.search(r"anyrestore fix (\S+)", run_command).group(1)
+    assert (ROOT / sample).is_file(), f"README sample {sample} is not in the repo"
