@@ -23,7 +23,9 @@ _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def _as_batch(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
+        )
     if pred.dim() == 3:
         return pred.unsqueeze(0), target.unsqueeze(0)
     if pred.dim() != 4:
@@ -45,7 +47,9 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def _gaussian_kernel(win_size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _gaussian_kernel(
+    win_size: int, sigma: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
     # scipy.ndimage.gaussian_filter's taps (radius (win_size-1)//2), normalised to sum 1.
     r = (win_size - 1) // 2
     x = torch.arange(-r, r + 1, dtype=torch.float64)

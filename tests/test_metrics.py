@@ -13,8 +13,13 @@ from anyrestore.metrics import ms_ssim, psnr, rgb_to_y, ssim
 
 def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return structural_similarity(
-        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        channel_axis=2, data_range=1.0,
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=2,
+        data_range=1.0,
     )
 
 
@@ -36,7 +41,9 @@ def test_real_images_match_skimage(name: str, sigma: float) -> None:
     p = psnr(_to_tensor(noisy), _to_tensor(clean))
     s = ssim(_to_tensor(noisy), _to_tensor(clean))
     assert p.shape == (1,) and s.shape == (1,)
-    assert p.item() == pytest.approx(peak_signal_noise_ratio(clean, noisy, data_range=1.0), abs=0.01)
+    assert p.item() == pytest.approx(
+        peak_signal_noise_ratio(clean, noisy, data_range=1.0), abs=0.01
+    )
     assert s.item() == pytest.approx(_sk_ssim(clean, noisy), abs=1e-3)
 
 
@@ -59,8 +66,13 @@ def test_data_range_255_matches_skimage() -> None:
     b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255)
     s = ssim(_to_tensor(b).double(), _to_tensor(a).double(), data_range=255.0).item()
     ref = structural_similarity(
-        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        channel_axis=2, data_range=255.0,
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=2,
+        data_range=255.0,
     )
     assert s == pytest.approx(ref, abs=1e-3)
     p = psnr(_to_tensor(b), _to_tensor(a), data_range=255.0).item()
