@@ -1,5 +1,49 @@
-"""Checkpoints: the only code that touches safetensors files and the Hugging Face Hub."""
+"""Checkpoints: the only code that touches safetensors files and the Hugging Face Hub.
 
+``load_weights(ref)`` turns a reference into a loaded model: None (the embedded default), a
+path to a ``.safetensors`` file, a manifest entry name, or a registry model name (its
+preferred entry). See docs/weights.md.
+"""
+
+from anyrestore.weights.authoring import add_entry, embed_file, manifest_entry_for
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from anyrestore.weights.hub import cache_dir, cached_file
+from anyrestore.weights.manifest import (
+    WeightsEntry,
+    default_entry,
+    entries_for_model,
+    find_entry,
+    list_entries,
+    manifest_path,
+)
+from anyrestore.weights.resolve import (
+    FileCheck,
+    entry_for,
+    load_weights,
+    resolve_weights,
+    sha256_file,
+    verify_entries,
+)
 
-__all__ = ["load_checkpoint", "read_metadata", "save_checkpoint"]
+__all__ = [
+    "FileCheck",
+    "WeightsEntry",
+    "add_entry",
+    "cache_dir",
+    "cached_file",
+    "default_entry",
+    "embed_file",
+    "entries_for_model",
+    "entry_for",
+    "find_entry",
+    "list_entries",
+    "load_checkpoint",
+    "load_weights",
+    "manifest_entry_for",
+    "manifest_path",
+    "read_metadata",
+    "resolve_weights",
+    "save_checkpoint",
+    "sha256_file",
+    "verify_entries",
+]

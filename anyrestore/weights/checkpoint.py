@@ -72,9 +72,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], *, expect_arch: str | None = None
-) -> nn.Module:
+def load_checkpoint(path: str | os.PathLike[str], *, expect_arch: str | None = None) -> nn.Module:
     """Rebuild the model described by ``path``'s metadata and load its weights strictly (CPU, fp32)."""
     meta = read_metadata(path)
     if meta.get("format") != "anyrestore" or "arch" not in meta or "config" not in meta:

@@ -1,0 +1,177 @@
+"""Adding a trained checkpoint to the manifest (``anyrestore weights add``).
+
+The entry's facts come from the file itself: sha256 and size from its bytes, ``arch`` from
+its metadata, and what it was trained for from the metadata keys the trainer writes
+(``trained_for``: JSON list, ``training``: JSON object, any other extra key goes into
+``training`` too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from anyrestore.errors import WeightsError
+from anyrestore.weights.checkpoint import read_metadata
+from anyrestore.weights.manifest import _PACKAGE_DIR, manifest_path, parse_manifest
+from anyrestore.weights.resolve import sha256_file
+
+__all__ = ["add_entry", "embed_file", "manifest_entry_for"]
+
+_RESERVED = {
+    "format",
+    "format_version",
+    "arch",
+    "config",
+    "name",
+    "model",
+    "trained_for",
+    "training",
+}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _decode(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal for plain JSON-like data (JSON string escapes are valid TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ "
+            + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
+    if value is None:
+        return '""'
+    return json.dumps(str(value))
+
+
+def manifest_entry_for(
+    path: str | os.PathLike[str],
+    *,
+    name: str,
+    license: str,
+    model: str | None = None,
+    trained_for: list[str] | None = None,
+    description: str = "",
+    repo_id: str | None = None,
+    filename: str | None = None,
+    revision: str | None = None,
+    embedded: str | None = None,
+    default: bool = False,
+) -> str:
+    """The ``[[weights]]`` TOML block for the checkpoint at ``path``, validated by the manifest parser."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != "anyrestore" or "arch" not in meta:
+        raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
+    model = model or meta.get("model") or meta.get("name")
+    if not model:
+        raise WeightsError(f"{path}: its metadata names no model variant; pass --model")
+    if trained_for is None:
+        trained_for = _decode(meta.get("trained_for", "[]"))
+        if isinstance(trained_for, str):
+            trained_for = [trained_for]
+    if not trained_for:
+        raise WeightsError(
+            f"{path}: its metadata says nothing about what it was trained for; pass --trained-for"
+        )
+    training = _decode(meta["training"]) if "training" in meta else {}
+    if not isinstance(training, dict):
+        training = {"notes": training}
+    for key in sorted(set(meta) - _RESERVED):
+        training.setdefault(key, _decode(meta[key]))
+    if repo_id and not filename:
+        filename = path.name
+    fields: dict[str, Any] = {
+        "name": name,
+        "model": model,
+        "arch": meta["arch"],
+        "trained_for": list(trained_for),
+        "description": description,
+        "license": license,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+    }
+    for key, value in (
+        ("repo_id", repo_id),
+        ("filename", filename),
+        ("revision", revision),
+        ("embedded", embedded),
+    ):
+        if value:
+            fields[key] = value
+    if default:
+        fields["default"] = True
+    lines = ["[[weights]]"] + [f"{k} = {_toml_value(v)}" for k, v in fields.items()]
+    if training:
+        lines.append("[weights.training]")
+        lines += [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in training.items()]
+    text = "\n".join(lines) + "\n"
+    parse_manifest(
+        text, source=f"entry for {path}"
+    )  # refuse to emit an entry the loader would reject
+    return text
+
+
+def embed_file(path: str | os.PathLike[str], name: str) -> str:
+    """Copy a checkpoint into the package's ``weights/embedded/``; returns the manifest's ``embedded`` value."""
+    rel = f"weights/embedded/{name}.safetensors"
+    target = _PACKAGE_DIR / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rel
+
+
+def add_entry(entry_text: str, manifest: str | os.PathLike[str] | None = None) -> Path:
+    """Append an entry to the manifest file atomically, after checking the result still parses."""
+    # The packaged manifest is a symlink to the repository's top-level file: write the real file.
+    path = (Path(manifest) if manifest is not None else manifest_path()).resolve()
+    old = path.read_text(encoding="utf-8") if path.exists() else "schema_version = 1\n"
+    new = old.rstrip("\n") + "\n\n" + entry_text
+    parse_manifest(new, source=str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,250 @@
+"""``weights_manifest.toml``: where each checkpoint lives and what it was trained for.
+
+Weights are data, not code (timm's pretrained cfg tables): the manifest names every
+checkpoint, its Hub coordinates pinned to a commit, its sha256 and size, its license, and
+optionally a copy embedded in the package. ``docs/weights.md`` documents the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anyrestore.errors import WeightsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "MANIFEST_ENV",
+    "SCHEMA_VERSION",
+    "WeightsEntry",
+    "default_entry",
+    "entries_for_model",
+    "find_entry",
+    "list_entries",
+    "manifest_path",
+    "parse_manifest",
+]
+
+#: Environment variable naming a manifest to use instead of the packaged one.
+MANIFEST_ENV = "ANYRESTORE_MANIFEST"
+SCHEMA_VERSION = 1
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # .../anyrestore
+_PACKAGED_MANIFEST = Path(__file__).parent / "weights_manifest.toml"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+_REQUIRED = ("name", "model", "arch", "trained_for", "sha256", "size", "license")
+_HUB_KEYS = ("repo_id", "filename", "revision")
+_KNOWN = set(_REQUIRED) | set(_HUB_KEYS) | {"embedded", "default", "description", "training"}
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One checkpoint listed in the manifest."""
+
+    name: str
+    model: str  # registry variant, e.g. "anyir_s"
+    arch: str  # architecture stored in the file's metadata, e.g. "anyir"
+    trained_for: tuple[str, ...]  # degradations / tasks, e.g. ("noise", "rain")
+    sha256: str
+    size: int
+    license: str
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None  # a 40-hex commit, so a cached copy needs no network
+    embedded: str | None = None  # path as written in the manifest
+    embedded_path: Path | None = None  # the same, resolved to an absolute path
+    default: bool = False
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def on_hub(self) -> bool:
+        return self.repo_id is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (for ``weights list --json``)."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "arch": self.arch,
+            "trained_for": list(self.trained_for),
+            "sha256": self.sha256,
+            "size": self.size,
+            "license": self.license,
+            "repo_id": self.repo_id,
+            "filename": self.filename,
+            "revision": self.revision,
+            "embedded": self.embedded,
+            "default": self.default,
+            "description": self.description,
+            "training": self.training,
+        }
+
+
+def manifest_path() -> Path:
+    """The manifest in use: ``$ANYRESTORE_MANIFEST`` if set, else the one shipped in the package."""
+    override = os.environ.get(MANIFEST_ENV)
+    return Path(override).expanduser() if override else _PACKAGED_MANIFEST
+
+
+def _embedded_root(path: Path) -> Path:
+    # Packaged manifest: embedded paths are relative to the anyrestore package directory
+    # ("weights/embedded/x.safetensors"); any other manifest: relative to its own folder.
+    if path.resolve() == _PACKAGED_MANIFEST.resolve():
+        return _PACKAGE_DIR
+    return path.resolve().parent
+
+
+def parse_manifest(
+    text: str, *, source: str = "manifest", embedded_root: Path | None = None
+) -> list[WeightsEntry]:
+    """Parse and validate manifest TOML; every problem is a WeightsError naming the entry."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise WeightsError(f"{source} is not valid TOML ({exc})") from None
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise WeightsError(
+            f"{source}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+        )
+    raw = data.get("weights", [])
+    if not isinstance(raw, list):
+        raise WeightsError(f"{source}: 'weights' must be an array of tables ([[weights]])")
+    entries = [_parse_entry(item, i, source, embedded_root) for i, item in enumerate(raw)]
+    seen: set[str] = set()
+    for e in entries:
+        if e.name in seen:
+            raise WeightsError(f"{source}: weights name {e.name!r} appears twice")
+        seen.add(e.name)
+    defaults = [e.name for e in entries if e.default]
+    if len(defaults) > 1:
+        raise WeightsError(
+            f"{source}: more than one entry has default = true ({', '.join(defaults)})"
+        )
+    return entries
+
+
+def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None) -> WeightsEntry:
+    where = f"{source}: weights[{index}]"
+    if not isinstance(item, Mapping):
+        raise WeightsError(f"{where} is not a table")
+    if isinstance(item.get("name"), str):
+        where = f"{source}: entry {item['name']!r}"
+    missing = [k for k in _REQUIRED if k not in item]
+    if missing:
+        raise WeightsError(f"{where} lacks {', '.join(missing)}")
+    unknown = sorted(set(item) - _KNOWN)
+    if unknown:
+        raise WeightsError(f"{where} has unknown keys {', '.join(unknown)}")
+
+    def text(key: str, required: bool = True) -> str | None:
+        value = item.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            raise WeightsError(f"{where}: {key} must be a non-empty string")
+        return value
+
+    name = text("name")
+    assert name is not None
+    if not _NAME.fullmatch(name):
+        raise WeightsError(f"{where}: name may use only letters, digits, '.', '_' and '-'")
+    sha = (text("sha256") or "").lower()
+    if not _SHA256.fullmatch(sha):
+        raise WeightsError(f"{where}: sha256 must be 64 hex digits")
+    size = item["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise WeightsError(f"{where}: size must be a positive integer (bytes)")
+    trained_for = item["trained_for"]
+    if isinstance(trained_for, str):
+        trained_for = [trained_for]
+    if not isinstance(trained_for, list) or not all(isinstance(t, str) and t for t in trained_for):
+        raise WeightsError(f"{where}: trained_for must be a list of strings")
+    hub = {k: text(k, required=False) for k in _HUB_KEYS}
+    if any(hub.values()) and not all(hub.values()):
+        raise WeightsError(f"{where}: repo_id, filename and revision go together")
+    if hub["revision"] and not _COMMIT.fullmatch(hub["revision"]):
+        raise WeightsError(f"{where}: revision must be a pinned 40-hex commit hash")
+    embedded = text("embedded", required=False)
+    if not embedded and not hub["repo_id"]:
+        raise WeightsError(f"{where} needs Hub coordinates (repo_id/filename/revision) or embedded")
+    embedded_path = None
+    if embedded:
+        p = Path(embedded)
+        embedded_path = p if p.is_absolute() else (embedded_root or _PACKAGE_DIR) / p
+    default = item.get("default", False)
+    training = item.get("training", {})
+    description = item.get("description", "")
+    if not isinstance(default, bool):
+        raise WeightsError(f"{where}: default must be true or false")
+    if not isinstance(training, Mapping):
+        raise WeightsError(f"{where}: training must be a table")
+    if not isinstance(description, str):
+        raise WeightsError(f"{where}: description must be a string")
+    return WeightsEntry(
+        name=name,
+        model=text("model") or "",
+        arch=text("arch") or "",
+        trained_for=tuple(trained_for),
+        sha256=sha,
+        size=size,
+        license=text("license") or "",
+        repo_id=hub["repo_id"],
+        filename=hub["filename"],
+        revision=hub["revision"],
+        embedded=embedded,
+        embedded_path=embedded_path,
+        default=default,
+        description=description,
+        training=json.loads(json.dumps(dict(training), default=str)),
+    )
+
+
+def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[WeightsEntry]:
+    """Every entry of the manifest in use (or of ``manifest``), in file order."""
+    path = Path(manifest) if manifest is not None else manifest_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if manifest is None and MANIFEST_ENV not in os.environ:
+            return []  # a source tree without a manifest simply has no weights
+        raise WeightsError(f"weights manifest not found: {path}") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights manifest {path} ({exc.strerror})") from None
+    return parse_manifest(text, source=str(path), embedded_root=_embedded_root(path))
+
+
+def find_entry(name: str, manifest: str | os.PathLike[str] | None = None) -> WeightsEntry | None:
+    """The entry called ``name``, or None."""
+    return next((e for e in list_entries(manifest) if e.name == name), None)
+
+
+def entries_for_model(
+    model_name: str, manifest: str | os.PathLike[str] | None = None
+) -> list[WeightsEntry]:
+    """Entries for a registry variant; the first is the preferred one (a default entry goes first)."""
+    found = [e for e in list_entries(manifest) if e.model == model_name]
+    return sorted(found, key=lambda e: not e.default)
+
+
+def default_entry(manifest: str | os.PathLike[str] | None = None) -> WeightsEntry | None:
+    """The checkpoint used when no weights are named: ``default = true``, else the first embedded one."""
+    entries = list_entries(manifest)
+    marked = [e for e in entries if e.default]
+    if marked:
+        return marked[0]
+    return next((e for e in entries if e.embedded), None)

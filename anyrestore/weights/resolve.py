@@ -1,0 +1,194 @@
+"""From a weights reference (None, a path, an entry name, a model name) to a loaded model.
+
+Resolution order for a reference string: an existing path or anything that looks like a
+file name -> that file; a manifest entry name; a registry model name -> its preferred
+entry. Manifest files are sha256-checked before anything reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from anyrestore.errors import WeightsError
+from anyrestore.models.base import RestorationModel
+from anyrestore.weights import hub
+from anyrestore.weights.checkpoint import load_checkpoint
+from anyrestore.weights.manifest import (
+    WeightsEntry,
+    default_entry,
+    entries_for_model,
+    find_entry,
+    list_entries,
+)
+
+__all__ = [
+    "FileCheck",
+    "entry_for",
+    "load_weights",
+    "resolve_weights",
+    "sha256_file",
+    "verify_entries",
+]
+
+_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
+_NO_DEFAULT = (
+    "no default weights are installed; pass --weights NAME (see `anyrestore weights list`) "
+    "or --weights PATH to a .safetensors checkpoint"
+)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _looks_like_path(ref: str) -> bool:
+    return (
+        os.sep in ref
+        or "/" in ref
+        or Path(ref).suffix.lower() in _PICKLE_SUFFIXES | {".safetensors"}
+        or (os.path.exists(ref))
+    )
+
+
+def _check_local(path: Path) -> Path:
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise WeightsError(
+            f"{path}: anyrestore loads only .safetensors checkpoints and never unpickles "
+            f"{path.suffix} files; convert it with safetensors.torch.save_file first"
+        )
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    return path
+
+
+def entry_for(ref: str) -> WeightsEntry:
+    """The manifest entry a name refers to: an entry name, or a model name's preferred entry."""
+    entry = find_entry(ref)
+    if entry is not None:
+        return entry
+    by_model = entries_for_model(ref)
+    if by_model:
+        return by_model[0]
+    names = [e.name for e in list_entries()]
+    models = sorted({e.model for e in list_entries()})
+    known = (
+        ", ".join(names + [m for m in models if m not in names]) or "none (the manifest is empty)"
+    )
+    raise WeightsError(
+        f"unknown weights {ref!r}; known weights: {known}; or pass a path to a .safetensors file"
+    )
+
+
+def _check_entry_file(entry: WeightsEntry, path: Path, *, cached: bool) -> Path:
+    """Size and sha256 of ``path`` against the manifest; a bad cached copy is deleted."""
+    size = path.stat().st_size
+    actual = sha256_file(path) if size == entry.size else None
+    if actual == entry.sha256:
+        return path
+    found = f"size {size}" if actual is None else f"sha256 {actual[:12]}..."
+    expected = f"size {entry.size}" if actual is None else f"sha256 {entry.sha256[:12]}..."
+    if cached:
+        _remove_cached(path)
+        raise WeightsError(
+            f"checksum mismatch for weights {entry.name!r}: expected {expected}, got {found}; "
+            f"deleted the bad cached file, run again to re-download"
+        )
+    raise WeightsError(
+        f"checksum mismatch for embedded weights {entry.name!r} ({path}): expected {expected}, "
+        f"got {found}; the installation is damaged, reinstall anyrestore"
+    )
+
+
+def _remove_cached(pointer: Path) -> None:
+    # The Hub cache keeps the bytes in blobs/<etag> and links snapshots/<commit>/<file> to it.
+    blob = pointer.resolve()
+    pointer.unlink(missing_ok=True)
+    if blob != pointer:
+        blob.unlink(missing_ok=True)
+
+
+def _resolve_entry(entry: WeightsEntry, *, offline: bool | None) -> Path:
+    if entry.embedded_path is not None and entry.embedded_path.is_file():
+        return _check_entry_file(entry, entry.embedded_path, cached=False)
+    if not entry.on_hub:
+        raise WeightsError(
+            f"embedded weights {entry.name!r} are missing from the installation ({entry.embedded_path}); "
+            f"reinstall anyrestore"
+        )
+    return _check_entry_file(entry, hub.download(entry, offline=offline), cached=True)
+
+
+def resolve_weights(
+    ref: str | os.PathLike[str] | None = None, *, offline: bool | None = None
+) -> Path:
+    """A verified local file for ``ref`` (see the module docstring), downloading if needed."""
+    if ref is None:
+        entry = default_entry()
+        if entry is None:
+            raise WeightsError(_NO_DEFAULT)
+        return _resolve_entry(entry, offline=offline)
+    if isinstance(ref, os.PathLike):
+        return _check_local(Path(ref))
+    if not isinstance(ref, str) or not ref:
+        raise WeightsError(f"invalid weights reference {ref!r}")
+    if _looks_like_path(ref):
+        return _check_local(Path(ref).expanduser())
+    return _resolve_entry(entry_for(ref), offline=offline)
+
+
+def load_weights(
+    ref: str | os.PathLike[str] | None = None, *, offline: bool | None = None
+) -> RestorationModel:
+    """Resolve ``ref`` and rebuild its model on CPU in eval mode, loaded with ``strict=True``.
+
+    ``None`` is the default (embedded) checkpoint. Every failure is a WeightsError.
+    """
+    expect_arch = None
+    if ref is not None and isinstance(ref, str) and not _looks_like_path(ref):
+        expect_arch = entry_for(ref).arch
+    elif ref is None and (entry := default_entry()) is not None:
+        expect_arch = entry.arch
+    path = resolve_weights(ref, offline=offline)
+    model = load_checkpoint(path, expect_arch=expect_arch)
+    if not isinstance(model, RestorationModel):
+        raise WeightsError(f"{path} does not hold a restoration model")
+    return model
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The outcome of re-hashing one stored file for ``weights verify``."""
+
+    name: str
+    source: str  # "embedded" or "cache"
+    path: Path
+    ok: bool
+    detail: str
+
+
+def verify_entries(names: list[str] | None = None) -> list[FileCheck]:
+    """Re-hash every embedded and cached file of the manifest (or of ``names``); delete bad cached ones."""
+    entries = list_entries() if not names else [entry_for(n) for n in names]
+    checks = []
+    for entry in entries:
+        stored = []
+        if entry.embedded_path is not None and entry.embedded_path.is_file():
+            stored.append(("embedded", entry.embedded_path))
+        cached = hub.cached_file(entry)
+        if cached is not None:
+            stored.append(("cache", cached))
+        for source, path in stored:
+            try:
+                _check_entry_file(entry, path, cached=source == "cache")
+                checks.append(FileCheck(entry.name, source, path, True, "ok"))
+            except WeightsError as exc:
+                checks.append(FileCheck(entry.name, source, path, False, str(exc)))
+    return checks
