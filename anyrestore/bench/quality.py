@@ -1,0 +1,175 @@
+"""Quality runs: restore every test pair with every candidate and average PSNR / SSIM.
+
+Per test set the scores are averaged over its images; the "average" row is the mean over
+test sets (not over images), as in the papers' "Average" column.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from anyrestore.bench.candidates import Candidate
+from anyrestore.bench.suites import Task
+from anyrestore.errors import DataError, InputError
+from anyrestore.metrics import psnr, rgb_to_y, ssim
+
+AVERAGE = "average"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A test image: degraded input and clean reference, (3, h, w) float in [0, 1] on CPU."""
+
+    kind: str
+    name: str
+    degraded: Tensor
+    clean: Tensor
+
+
+@dataclass
+class _Scores:
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+
+
+def score(restored: Tensor, clean: Tensor, *, y_channel: bool = False) -> tuple[float, float]:
+    """PSNR and SSIM of one image, on full RGB or on BT.601 luma."""
+    restored = restored.clamp(0, 1).double()
+    clean = clean.double()
+    if y_channel:
+        restored, clean = rgb_to_y(restored), rgb_to_y(clean)
+    return psnr(restored, clean).item(), ssim(restored, clean).item()
+
+
+def run_quality(
+    candidates: Sequence[Candidate],
+    tasks: Sequence[Task],
+    pairs: Iterable[Pair],
+    *,
+    suite: str,
+    y_channel: bool = False,
+    save_dir: str | os.PathLike[str] | None = None,
+    on_pair: Callable[[Pair], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Score every pair with every candidate; one record per (candidate, task) plus averages."""
+    known = {t.kind for t in tasks}
+    scores: dict[tuple[str, str], _Scores] = {}
+    for pair in pairs:
+        if pair.kind not in known:
+            raise DataError(
+                f"test pair {pair.name!r} has kind {pair.kind!r}, not one of this suite's"
+            )
+        if pair.degraded.shape != pair.clean.shape:
+            raise DataError(
+                f"{pair.kind}/{pair.name}: degraded {tuple(pair.degraded.shape)} and clean "
+                f"{tuple(pair.clean.shape)} differ in size"
+            )
+        if on_pair is not None:
+            on_pair(pair)
+        if save_dir is not None:
+            _save(save_dir, suite, pair, "degraded", pair.degraded)
+        for cand in candidates:
+            with torch.inference_mode():
+                restored = cand.restore(pair.degraded)
+            if restored.shape != pair.clean.shape:
+                raise InputError(
+                    f"{cand.label} returned {tuple(restored.shape)} for {tuple(pair.clean.shape)}"
+                )
+            p, s = score(restored, pair.clean, y_channel=y_channel)
+            entry = scores.setdefault((cand.label, pair.kind), _Scores())
+            entry.psnr.append(p)
+            entry.ssim.append(s)
+            if save_dir is not None and not cand.is_baseline:
+                _save(save_dir, suite, pair, cand.label, restored)
+    if not scores:
+        raise DataError(f"no test images found for suite {suite!r}")
+    return _records(candidates, tasks, scores, suite=suite, y_channel=y_channel)
+
+
+def _records(
+    candidates: Sequence[Candidate],
+    tasks: Sequence[Task],
+    scores: dict[tuple[str, str], _Scores],
+    *,
+    suite: str,
+    y_channel: bool,
+) -> list[dict[str, Any]]:
+    present = [t for t in tasks if any((c.label, t.kind) in scores for c in candidates)]
+    base = next((c.label for c in candidates if c.is_baseline), None)
+    records: list[dict[str, Any]] = []
+    for cand in candidates:
+        rows = []
+        for task in present:
+            entry = scores[(cand.label, task.kind)]
+            rows.append(
+                {
+                    "model": cand.label,
+                    "source": cand.source,
+                    "suite": suite,
+                    "kind": task.kind,
+                    "title": task.title,
+                    "channel": "y" if y_channel else "rgb",
+                    "images": len(entry.psnr),
+                    "psnr": _mean(entry.psnr),
+                    "ssim": _mean(entry.ssim),
+                }
+            )
+        rows.append(
+            {
+                "model": cand.label,
+                "source": cand.source,
+                "suite": suite,
+                "kind": AVERAGE,
+                "title": "Average",
+                "channel": "y" if y_channel else "rgb",
+                "images": sum(r["images"] for r in rows),
+                "psnr": _mean([r["psnr"] for r in rows]),
+                "ssim": _mean([r["ssim"] for r in rows]),
+            }
+        )
+        records.extend(rows)
+    if base is not None:
+        ref = {r["kind"]: r for r in records if r["model"] == base}
+        for r in records:
+            r["psnr_gain"] = r["psnr"] - ref[r["kind"]]["psnr"]
+            r["ssim_gain"] = r["ssim"] - ref[r["kind"]]["ssim"]
+    return records
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=#-]+", "_", text).strip("._") or "x"
+
+
+def save_png(image: Tensor, path: Path) -> None:
+    """Write a (3, h, w) [0, 1] tensor as 8-bit PNG atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save(root: str | os.PathLike[str], suite: str, pair: Pair, what: str, image: Tensor) -> None:
+    folder = Path(root) / suite / _safe_name(pair.kind)
+    save_png(image.float(), folder / f"{_safe_name(pair.name)}_{_safe_name(what)}.png")

@@ -1,0 +1,132 @@
+"""One entry point for a bench run: resolve the models, pick the images, measure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from anyrestore.bench.candidates import Candidate, build_restorer, resolve_candidates
+from anyrestore.bench.quality import Pair, run_quality
+from anyrestore.bench.speed import DEFAULT_SIZES, DEFAULT_TILE, parse_sizes, run_speed
+from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, SYNTHETIC_KINDS, suite_tasks
+from anyrestore.bench.synthetic import DEFAULT_MAX_SIDE, find_photos, synthetic_pairs
+from anyrestore.errors import UsageError
+
+
+@dataclass
+class BenchConfig:
+    """Everything a bench run needs; the CLI fills it from its options."""
+
+    suite: str = "synthetic"
+    models: Sequence[str] = ()
+    weights: Sequence[str | os.PathLike[str]] = ()
+    baseline: str | None = None
+    random_init: bool = False
+    device: str = "auto"
+    precision: str | None = None  # None: fp32 for quality suites (as the papers), auto for speed
+    tile: int | None = None
+    overlap: int = 32
+    # quality suites
+    data_root: str | os.PathLike[str] | None = None
+    images: str | os.PathLike[str] | None = None
+    max_side: int | None = DEFAULT_MAX_SIDE
+    y_channel: bool = False
+    limit: int | None = None  # at most this many images per degradation kind
+    save_images: str | os.PathLike[str] | None = None
+    # speed suite
+    sizes: Sequence[str] = field(default_factory=lambda: list(DEFAULT_SIZES))
+    repeats: int = 5
+    warmup: int = 1
+
+
+def run_bench(
+    config: BenchConfig, *, progress: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run ``config.suite`` and return one record per (model, kind) or (model, size)."""
+    if config.suite not in ALL_SUITES:
+        raise UsageError(f"unknown suite {config.suite!r}; choose one of {', '.join(ALL_SUITES)}")
+    if config.suite == "speed":
+        return _speed(config, progress)
+    return _quality(config, progress)
+
+
+def _candidates(config: BenchConfig, precision: str, tile: int | None) -> list[Candidate]:
+    return resolve_candidates(
+        config.models,
+        config.weights,
+        baseline=config.baseline,
+        random_init=config.random_init,
+        device=config.device,
+        precision=precision,
+        tile=tile,
+        overlap=config.overlap,
+    )
+
+
+def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    tasks = suite_tasks(config.suite)
+    if config.suite in PAPER_SUITES:
+        if config.data_root is None:
+            raise UsageError(f"--suite {config.suite} needs --data-root DIR (see docs/bench.md)")
+        if config.images is not None:
+            raise UsageError("--images is for --suite synthetic; use --data-root for the test sets")
+        from anyrestore.bench.sources import paper_pairs
+
+        pairs = paper_pairs(config.suite, config.data_root, limit=config.limit)
+        total = None
+    else:
+        if config.data_root is not None:
+            raise UsageError("--data-root is for the test-set suites; use --images for synthetic")
+        photos = find_photos(config.images)  # fail on a bad folder before loading any model
+        if config.limit is not None:
+            photos = photos[: config.limit]
+        pairs = synthetic_pairs(SYNTHETIC_KINDS, photos, max_side=config.max_side)
+        total = len(photos) * len(SYNTHETIC_KINDS)
+    candidates = _candidates(config, config.precision or "fp32", config.tile)
+    done = 0
+
+    def on_pair(pair: Pair) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            of = f"/{total}" if total else ""
+            progress(f"{config.suite}: {done}{of} {pair.kind} {pair.name}")
+
+    return run_quality(
+        candidates,
+        tasks,
+        pairs,
+        suite=config.suite,
+        y_channel=config.y_channel,
+        save_dir=config.save_images,
+        on_pair=on_pair,
+    )
+
+
+def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    sizes = parse_sizes(config.sizes)
+    if config.baseline and not (config.models or config.weights):
+        raise UsageError("the speed suite times models; give --model or --weights")
+    precision = config.precision or "auto"
+    candidates = _candidates(config, precision, None)  # untiled; tiled sizes get their own
+    tile = config.tile or DEFAULT_TILE
+
+    def make_tiled(cand: Candidate) -> Callable[[Tensor], Tensor]:
+        assert cand.model is not None
+        restore, _ = build_restorer(
+            cand.model, device=cand.device, precision=precision, tile=tile, overlap=config.overlap
+        )
+        return restore
+
+    return run_speed(
+        candidates,
+        sizes,
+        repeats=config.repeats,
+        warmup=config.warmup,
+        make_tiled=make_tiled,
+        on_step=progress,
+    )

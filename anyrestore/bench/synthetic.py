@@ -1,0 +1,79 @@
+"""The synthetic suite: the project's own degradations applied to clean photos, fixed seeds.
+
+Without a folder it uses the public-domain sample photos shipped in ``anyrestore/assets/samples``
+(files named ``*degraded*`` there are inputs for the README, not clean photos, and are skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from anyrestore.bench.quality import Pair
+from anyrestore.errors import DataError, InputError
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEFAULT_MAX_SIDE = 512
+
+
+def find_photos(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Clean photos in ``folder`` (or the shipped samples), sorted by name."""
+    root = Path(folder) if folder is not None else SAMPLES_DIR
+    where = str(root) if folder is not None else f"the shipped samples ({root})"
+    if not root.is_dir():
+        raise DataError(f"photo folder not found: {where}; expected a folder of .png/.jpg photos")
+    photos = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and "degraded" not in p.name.lower()
+    )
+    if not photos:
+        raise DataError(
+            f"no clean photos in {where}; expected .png/.jpg files (names containing "
+            "'degraded' are skipped)"
+        )
+    return photos
+
+
+def load_photo(path: Path, max_side: int | None = DEFAULT_MAX_SIDE) -> Tensor:
+    """An RGB photo as (3, h, w) float in [0, 1], downscaled so its longer side <= ``max_side``."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if max_side and max(img.size) > max_side:
+                scale = max_side / max(img.size)
+                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+                img = img.resize(size, Image.Resampling.LANCZOS)
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def seed_for(name: str, kind: str) -> int:
+    """A fixed seed per (photo, kind), independent of which other photos are in the folder."""
+    return zlib.crc32(f"{name}:{kind}".encode())
+
+
+def synthetic_pairs(
+    kinds: Sequence[str],
+    photos: Sequence[Path],
+    *,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+) -> Iterator[Pair]:
+    """Every photo under every kind of degradation, degraded with ``seed_for(photo, kind)``."""
+    from anyrestore.data.degradations import degrade
+
+    for path in photos:
+        clean = load_photo(path, max_side)
+        for kind in kinds:
+            degraded = degrade(clean.unsqueeze(0), kind, seed=seed_for(path.name, kind))
+            yield Pair(kind, path.stem, degraded[0].clamp(0, 1).float(), clean)

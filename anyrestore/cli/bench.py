@@ -1,0 +1,121 @@
+"""``anyrestore bench``: the papers' test tables, a synthetic suite and speed, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from anyrestore.cli.app import app
+from anyrestore.cli.errors import handle_errors
+from anyrestore.errors import UsageError
+
+_SUITE_TITLES = {
+    "three": "Three degradations (AnyIR Tab. 1)",
+    "five": "Five degradations (AnyIR Tab. 2)",
+    "cdd11": "CDD-11 composited degradations (AnyIR Tab. 3)",
+    "synthetic": "Synthetic degradations (anyrestore.data.degradations, fixed seeds)",
+}
+
+
+@app.command("bench")
+@handle_errors
+def bench_command(
+    suite: Annotated[
+        str, typer.Option(help="cdd11, three, five (test sets), synthetic, or speed.")
+    ] = "synthetic",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model name or weights ref to measure (repeatable)."),
+    ] = None,
+    weights: Annotated[
+        list[Path] | None,
+        typer.Option(help="Local .safetensors checkpoint to measure (repeatable)."),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="'identity': also score the degraded input itself.")
+    ] = None,
+    random_init: Annotated[
+        bool, typer.Option(help="Build --model names untrained (for speed runs).")
+    ] = False,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Test-set root for cdd11/three/five (docs/bench.md).")
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Folder of clean photos for synthetic (default: shipped samples)."),
+    ] = None,
+    max_side: Annotated[
+        int,
+        typer.Option(help="Synthetic: downscale photos to this longer side (0: keep size)."),
+    ] = 512,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many images per degradation kind.")
+    ] = None,
+    y_channel: Annotated[
+        bool, typer.Option(help="Score BT.601 luma instead of full RGB (the papers use RGB).")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[
+        str | None,
+        typer.Option(help="auto, fp32, fp16, bf16 (default: fp32 for quality, auto for speed)."),
+    ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Tile size (quality: tile every image; speed: for tiled sizes)."),
+    ] = None,
+    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels.")] = 32,
+    sizes: Annotated[
+        str, typer.Option(help="Speed: sizes N, WxH, tiled:WxH or 12mp, comma-separated.")
+    ] = "256,512,1024,12mp",
+    repeats: Annotated[int, typer.Option(help="Speed: timed runs per size (median).")] = 5,
+    warmup: Annotated[int, typer.Option(help="Speed: untimed runs before timing.")] = 1,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV records.")] = False,
+    save_images: Annotated[
+        Path | None, typer.Option(help="Write degraded and restored images under this folder.")
+    ] = None,
+) -> None:
+    """Measure models the way the papers do: PSNR/SSIM per degradation, or speed and memory."""
+    from anyrestore.bench.report import quality_table, speed_table, to_csv, to_json
+    from anyrestore.bench.runner import BenchConfig, run_bench
+
+    if json_output and csv_output:
+        raise UsageError("choose one of --json and --csv")
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be >= 1")
+    config = BenchConfig(
+        suite=suite,
+        models=model or [],
+        weights=weights or [],
+        baseline=baseline,
+        random_init=random_init,
+        device=device,
+        precision=precision,
+        tile=tile,
+        overlap=overlap,
+        data_root=data_root,
+        images=images,
+        max_side=max_side or None,
+        y_channel=y_channel,
+        limit=limit,
+        save_images=save_images,
+        sizes=sizes.split(","),
+        repeats=repeats,
+        warmup=warmup,
+    )
+    err = Console(stderr=True)
+    with err.status(f"bench {suite}") as status:
+        records = run_bench(config, progress=lambda msg: status.update(f"bench {msg}"))
+    if json_output:
+        print(to_json(records))
+    elif csv_output:
+        print(to_csv(records), end="")
+    elif suite == "speed":
+        Console().print(speed_table(records, "Speed (median of repeats after warm-up)"))
+    else:
+        channel = "Y channel" if y_channel else "full RGB"
+        title = f"{_SUITE_TITLES.get(suite, suite)}: PSNR (dB) / SSIM on {channel}"
+        Console().print(quality_table(records, title))
