@@ -1,0 +1,177 @@
+"""``anyrestore weights``: list, download, verify and add checkpoints of the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from anyrestore.cli.app import app
+from anyrestore.cli.errors import handle_errors
+from anyrestore.errors import WeightsError
+
+weights_app = typer.Typer(
+    help="Manage model weights: the manifest, the Hub cache and the embedded default.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+_err = Console(stderr=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@weights_app.command("list")
+@handle_errors
+def list_command(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+    ] = False,
+) -> None:
+    """List the manifest's checkpoints and whether each is embedded or cached."""
+    from anyrestore.weights import cached_file, default_entry, list_entries, manifest_path
+
+    entries = list_entries()
+    default = default_entry()
+    rows = []
+    for e in entries:
+        cached = cached_file(e)
+        embedded = e.embedded_path is not None and e.embedded_path.is_file()
+        rows.append(
+            {
+                **e.to_dict(),
+                "default": default is not None and e.name == default.name,
+                "embedded_present": embedded,
+                "cached": cached is not None,
+                "cached_path": str(cached) if cached else None,
+            }
+        )
+    if json_output:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        _err.print(f"no weights in the manifest ({manifest_path()})")
+        return
+    table = Table(title="anyrestore weights")
+    for col in ("name", "model", "trained for", "size", "license", "available"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for r in rows:
+        where = [
+            w for w, ok in (("embedded", r["embedded_present"]), ("cached", r["cached"])) if ok
+        ]
+        available = ", ".join(where) or ("on the Hub" if r["repo_id"] else "missing")
+        name = r["name"] + (" (default)" if r["default"] else "")
+        table.add_row(
+            name, r["model"], ", ".join(r["trained_for"]), _size(r["size"]), r["license"], available
+        )
+    Console().print(table)
+
+
+@weights_app.command("download")
+@handle_errors
+def download_command(
+    names: Annotated[list[str], typer.Argument(help="Manifest entry names (or model names).")],
+) -> None:
+    """Download checkpoints into the Hub cache and verify their sha256; prints each local path."""
+    from anyrestore.weights import resolve_weights
+
+    for name in names:
+        path = resolve_weights(name)
+        _err.print(f"{name}: sha256 verified")
+        print(path)
+
+
+@weights_app.command("verify")
+@handle_errors
+def verify_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Entries to check (default: all).")
+    ] = None,
+) -> None:
+    """Re-hash every embedded and cached checkpoint; bad cached copies are deleted. Exit 4 on a mismatch."""
+    from anyrestore.weights import verify_entries
+
+    checks = verify_entries(names or None)
+    if not checks:
+        _err.print("nothing to verify: no embedded or cached weights")
+        return
+    table = Table(title="anyrestore weights verify")
+    for col in ("name", "source", "status", "path"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, c.source, "ok" if c.ok else "MISMATCH", str(c.path))
+    Console().print(table)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        for c in bad:
+            _err.print(c.detail, markup=False)
+        names_bad = ", ".join(sorted({c.name for c in bad}))
+        raise WeightsError(f"{len(bad)} of {len(checks)} files failed verification ({names_bad})")
+
+
+@weights_app.command("add")
+@handle_errors
+def add_command(
+    file: Annotated[Path, typer.Argument(help="The trained .safetensors checkpoint.")],
+    name: Annotated[str, typer.Option(help="Entry name, used as --weights NAME.")],
+    license: Annotated[str, typer.Option("--license", help="SPDX license id of the weights.")],
+    model: Annotated[
+        str | None, typer.Option(help="Registry variant (default: from metadata).")
+    ] = None,
+    trained_for: Annotated[
+        str | None, typer.Option(help="Comma-separated tasks (default: from metadata).")
+    ] = None,
+    description: Annotated[str, typer.Option(help="One line for `weights list`.")] = "",
+    repo_id: Annotated[str | None, typer.Option(help="Hub repo the file is uploaded to.")] = None,
+    filename: Annotated[
+        str | None, typer.Option(help="File name in the repo (default: FILE's).")
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="Pinned 40-hex commit of the upload.")
+    ] = None,
+    embed: Annotated[
+        bool, typer.Option(help="Copy FILE into the package as an embedded checkpoint.")
+    ] = False,
+    default: Annotated[bool, typer.Option(help="Make it the default checkpoint.")] = False,
+    write: Annotated[
+        bool, typer.Option(help="Append the entry to the manifest instead of printing it.")
+    ] = False,
+) -> None:
+    """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
+    from anyrestore.weights import add_entry, embed_file, manifest_entry_for
+
+    tasks = [t.strip() for t in trained_for.split(",") if t.strip()] if trained_for else None
+    kwargs = dict(
+        name=name,
+        license=license,
+        model=model,
+        trained_for=tasks,
+        description=description,
+        repo_id=repo_id,
+        filename=filename,
+        revision=revision,
+        default=default,
+    )
+    # Validate everything before copying anything into the package.
+    manifest_entry_for(
+        file, embedded=f"weights/embedded/{name}.safetensors" if embed else None, **kwargs
+    )
+    embedded = embed_file(file, name) if embed else None
+    if embedded:
+        _err.print(f"copied {file} to the package as {embedded}")
+    text = manifest_entry_for(file, embedded=embedded, **kwargs)
+    if write:
+        path = add_entry(text)
+        _err.print(f"added {name!r} to {path}")
+    else:
+        print(text, end="")
