@@ -1,0 +1,317 @@
+"""Datasets for training, validation and testing, and ``build_dataset`` / ``iter_test_pairs``.
+
+Items are ``dict(lq, gt, kind, name)`` with (3, h, w) float tensors in [0, 1]; test items also
+carry ``dataset`` (e.g. "Rain100L"). Training items are random crops with random flips;
+validation items are centre crops of a fixed split; test items are whole images. Clean-only
+sources are degraded on the fly with ``degrade``. See docs/datasets.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from anyrestore.data.degradations import SINGLE_KINDS, degrade, parse_kind
+from anyrestore.data.imagefiles import load_image
+from anyrestore.data.layouts import (
+    EXPANSION_RATIOS,
+    FIVE_KINDS,
+    FIVE_TEST_KINDS,
+    LAYOUTS,
+    THREE_KINDS,
+    Sample,
+    cdd11_labels,
+    cdd11_samples,
+    expansion_key,
+    layout_error,
+    paired_samples,
+    split_samples,
+    stable_hash,
+    synthetic_samples,
+    task_test_samples,
+    task_train_samples,
+)
+from anyrestore.errors import DataError, InputError
+
+Split = Literal["train", "val", "test"]
+Kinds = Sequence[str] | Mapping[str, float] | None
+
+# How many neighbouring samples to try before giving up on a folder of unreadable files.
+MAX_SUBSTITUTES = 64
+
+
+def pad_to(x: Tensor, h: int, w: int) -> Tensor:
+    """Reflect-pad (b?, c, H, W) at the bottom/right up to at least (h, w); repeats for tiny images."""
+    while x.shape[-2] < h or x.shape[-1] < w:
+        dh = min(h - x.shape[-2], x.shape[-2] - 1) if x.shape[-2] < h else 0
+        dw = min(w - x.shape[-1], x.shape[-1] - 1) if x.shape[-1] < w else 0
+        if dh <= 0 and dw <= 0:  # a 1-pixel side cannot be reflected
+            return F.pad(x, (0, max(0, w - x.shape[-1]), 0, max(0, h - x.shape[-2])), mode="replicate")
+        x = F.pad(x.unsqueeze(0), (0, max(dw, 0), 0, max(dh, 0)), mode="reflect").squeeze(0)
+    return x
+
+
+def common_size(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Centre-crop two images to their common size (a few datasets differ by a pixel or two)."""
+    h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
+
+    def centre(x: Tensor) -> Tensor:
+        top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        return x[..., top : top + h, left : left + w]
+
+    return centre(a), centre(b)
+
+
+class RestorationDataset(Dataset):
+    """Samples -> items; ``mode`` picks random crops + flips (train), centre crops (val) or
+    whole images (test).
+
+    Clean-only samples are degraded by their kind (or by one drawn from ``mix``) after
+    cropping, quantised to 8 bits like a saved image unless ``quantize`` is off. With
+    ``degrade_in_loop`` they come back undegraded (``lq`` is the clean crop) so the training
+    loop can call ``degrade_batch(batch["gt"], batch["kind"])`` on its device.
+
+    An unreadable file in train/val is skipped with one warning and replaced by the next
+    readable sample; in test mode it raises InputError (a benchmark must not substitute).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        mode: Split,
+        crop: int = 128,
+        seed: int = 0,
+        repeats: Sequence[int] | None = None,
+        mix: Mapping[str, float] | None = None,
+        flips: bool = True,
+        quantize: bool = True,
+        degrade_in_loop: bool = False,
+    ) -> None:
+        if mode not in ("train", "val", "test"):
+            raise ValueError(f"mode must be train, val or test, got {mode!r}")
+        if crop < 1:
+            raise ValueError(f"crop must be positive, got {crop}")
+        self.samples = list(samples)
+        self.mode = mode
+        self.crop = crop
+        self.seed = seed
+        self.flips = flips
+        self.quantize = quantize
+        self.degrade_in_loop = degrade_in_loop
+        if any(s.kind is None for s in self.samples) and not mix:
+            raise ValueError("samples without a kind need a mix of kinds to draw from")
+        self.mix_kinds = list(mix) if mix else []
+        self.mix_weights = torch.tensor([float(mix[k]) for k in self.mix_kinds]) if mix else None
+        # expanded index: sample i appears repeats[i] times (the papers' data expansion)
+        repeats = list(repeats) if repeats is not None else [1] * len(self.samples)
+        self.index = [i for i, r in enumerate(repeats) for _ in range(r)]
+        self._bad: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _generator(self, item: int, sample: Sample) -> torch.Generator:
+        if self.mode == "train":  # fresh each time; reproducible through torch.manual_seed
+            seed = int(torch.randint(0, 2**62, (1,)))
+        elif self.mode == "val":
+            seed = stable_hash(self.seed, "val", item, sample.name)
+        else:
+            seed = stable_hash(self.seed, "test", sample.source, sample.kind, sample.name)
+        return torch.Generator().manual_seed(seed)
+
+    def _read(self, path: Path) -> Tensor | None:
+        if path in self._bad:
+            return None
+        try:
+            return load_image(path)
+        except Exception as err:  # Pillow raises many types for damaged files
+            if self.mode == "test":
+                raise InputError(f"cannot read test image {path}: {err}") from err
+            self._bad.add(path)
+            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=3)
+            return None
+
+    def __getitem__(self, item: int) -> dict:
+        first = self.index[item]
+        n = len(self.samples)
+        for step in range(min(n, MAX_SUBSTITUTES)):
+            sample = self.samples[(first + step) % n]
+            gt = self._read(sample.gt)
+            lq = self._read(sample.lq) if sample.lq is not None and gt is not None else None
+            if gt is not None and (sample.lq is None or lq is not None):
+                return self._make_item(item, sample, lq, gt)
+        raise DataError(f"no readable image among {min(n, MAX_SUBSTITUTES)} samples near {self.samples[first].gt}")
+
+    def _make_item(self, item: int, sample: Sample, lq: Tensor | None, gt: Tensor) -> dict:
+        g = self._generator(item, sample)
+        kind = sample.kind
+        if kind is None:
+            pick = torch.multinomial(self.mix_weights, 1, generator=g)
+            kind = self.mix_kinds[int(pick)]
+        pair = torch.cat(common_size(lq, gt)) if lq is not None else gt
+        if self.mode != "test":
+            pair = pad_to(pair, self.crop, self.crop)
+            h, w = pair.shape[-2:]
+            if self.mode == "train":
+                top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
+                left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
+            else:
+                top, left = (h - self.crop) // 2, (w - self.crop) // 2
+            pair = pair[:, top : top + self.crop, left : left + self.crop]
+            if self.mode == "train" and self.flips:
+                flip_h, flip_v = torch.rand(2, generator=g).tolist()
+                if flip_h < 0.5:
+                    pair = pair.flip(-1)
+                if flip_v < 0.5:
+                    pair = pair.flip(-2)
+        if lq is not None:
+            lq, gt = pair[:3].contiguous(), pair[3:].contiguous()
+        else:
+            gt = pair.contiguous()
+            if self.degrade_in_loop:
+                lq = gt
+            else:
+                lq = degrade(gt, kind, generator=g)
+                if self.quantize:
+                    lq = torch.round(lq * 255) / 255
+        out = {"lq": lq, "gt": gt, "kind": kind, "name": sample.name}
+        if self.mode == "test":
+            out["dataset"] = sample.source
+        return out
+
+
+def _normalise_mix(kinds: Kinds) -> dict[str, float]:
+    if kinds is None:
+        return {k: 1.0 for k in SINGLE_KINDS}
+    mix = dict(kinds) if isinstance(kinds, Mapping) else {k: 1.0 for k in kinds}
+    if not mix:
+        raise ValueError("kinds is empty")
+    for kind, weight in mix.items():
+        parse_kind(kind)
+        if not weight >= 0:
+            raise ValueError(f"weight of {kind!r} must be >= 0, got {weight}")
+    if sum(mix.values()) <= 0:
+        raise ValueError("kind weights sum to zero")
+    return {k: float(w) for k, w in mix.items()}
+
+
+def _task_kinds(layout: str, kinds: Kinds, split: Split) -> list[str]:
+    allowed = THREE_KINDS if layout == "three" else FIVE_KINDS
+    if kinds is None:
+        return list(FIVE_TEST_KINDS if layout == "five" and split == "test" else allowed)
+    out = []
+    for kind in kinds:
+        if kind not in allowed:
+            raise ValueError(f"{kind!r} is not part of the {layout}-task setting ({', '.join(allowed)})")
+        out.append(kind)
+    return out
+
+
+def _repeats(samples: Sequence[Sample], expansion: bool | Mapping[str, int]) -> list[int]:
+    if expansion is False:
+        return [1] * len(samples)
+    ratios = dict(EXPANSION_RATIOS)
+    if isinstance(expansion, Mapping):
+        ratios.update(expansion)
+    return [int(ratios.get(expansion_key(s.kind or ""), 1)) for s in samples]
+
+
+def build_dataset(
+    layout: str,
+    root: str | Path,
+    *,
+    split: Split = "train",
+    crop: int = 128,
+    kinds: Kinds = None,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    expansion: bool | Mapping[str, int] = True,
+    flips: bool = True,
+    quantize: bool = True,
+    degrade_in_loop: bool = False,
+) -> RestorationDataset:
+    """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
+
+    ``kinds``: for "synthetic" the degradations to draw from (a list, or kind -> weight);
+    for "three"/"five"/"cdd11" a subset of the setting's tasks; for "paired" the label of its
+    items. ``expansion`` applies the papers' ratios (3/120/5/200, dehaze 1) to training splits
+    of "three"/"five", or per-task overrides, or nothing (False). "val" is a fixed
+    ``val_fraction`` of the training images (split by ``seed``, disjoint from "train").
+    "test" gives whole images: the layout's test folders, or every image for "paired" and
+    "synthetic" (each image once per kind there). Raises DataError when ``root`` does not
+    have the layout's folder tree.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    root = Path(root)
+    if not root.is_dir():
+        raise layout_error(layout, root, "folder does not exist")
+    mix = None
+    if layout == "paired":
+        label = "+".join(kinds) if kinds and not isinstance(kinds, Mapping) else "paired"
+        samples = paired_samples(root, label)
+    elif layout == "synthetic":
+        mix = _normalise_mix(kinds)
+        samples = synthetic_samples(root)
+        if split == "test":  # every image once per kind, degraded with a fixed seed
+            samples = [
+                Sample(k, s.name, s.gt, None, s.group, s.source) for k, w in mix.items() if w > 0 for s in samples
+            ]
+    elif layout in ("three", "five"):
+        task_kinds = _task_kinds(layout, kinds, split)
+        if split == "test":
+            samples = task_test_samples(layout, root, task_kinds)
+        else:
+            samples = task_train_samples(layout, root, task_kinds)
+    else:
+        labels = cdd11_labels(kinds)
+        samples = cdd11_samples(root, "test" if split == "test" else "train", labels)
+
+    repeats = None
+    if split != "test":
+        train, val = split_samples(samples, val_fraction, seed)
+        samples = train if split == "train" else val
+        if not samples:
+            raise DataError(
+                f"{layout} layout under {root}: no images left for the {split} split "
+                f"(val_fraction={val_fraction})"
+            )
+        if split == "train" and layout in ("three", "five"):
+            repeats = _repeats(samples, expansion)
+    return RestorationDataset(
+        samples,
+        mode=split,
+        crop=crop,
+        seed=seed,
+        repeats=repeats,
+        mix=mix,
+        flips=flips,
+        quantize=quantize,
+        degrade_in_loop=degrade_in_loop and split == "train",
+    )
+
+
+def iter_test_pairs(layout: str, root: str | Path, *, kinds: Kinds = None, seed: int = 0) -> Iterator[dict]:
+    """Whole test images of ``layout`` as items with ``dataset``; unreadable ones are skipped.
+
+    Synthetic degradations (CBSD68 noise, the "synthetic" layout) use a seed fixed per image,
+    so every run and every model sees the same degraded images.
+    """
+    dataset = build_dataset(layout, root, split="test", kinds=kinds, seed=seed)
+    for i in range(len(dataset)):
+        try:
+            yield dataset[i]
+        except InputError as err:
+            warnings.warn(f"{err}; skipped", stacklevel=2)

@@ -1,0 +1,317 @@
+"""The papers' dataset folder layouts, turned into lists of samples (see docs/datasets.md).
+
+Three-task (N+H+R) and five-task (N+H+R+B+L) settings follow the PromptIR / AdaIR trees that
+AnyIR (App. A.1) and ClusIR (Sec. 4.1, supp. 6.1) train and test on; CDD-11 follows OneRestore.
+Folder names are matched case-insensitively. Nothing here reads pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from anyrestore.data.degradations import CDD11, canonical_kind
+from anyrestore.data.imagefiles import list_images
+from anyrestore.errors import DataError
+
+# Data expansion ratios of ClusIR Sec. 4.1 (after AdaIR): how many times each training image
+# is repeated per epoch; noise counts per sigma. Dehazing (72k OTS images) is not repeated.
+EXPANSION_RATIOS: dict[str, int] = {"noise": 3, "rain": 120, "blur": 5, "low_light": 200, "haze": 1}
+
+THREE_KINDS: tuple[str, ...] = ("noise_15", "noise_25", "noise_50", "rain", "haze")
+FIVE_KINDS: tuple[str, ...] = THREE_KINDS + ("blur", "low_light")
+# The five-task setting reports denoising at sigma 25 only (AnyIR App. A.1).
+FIVE_TEST_KINDS: tuple[str, ...] = ("noise_25", "rain", "haze", "blur", "low_light")
+
+# CDD-11 folder name -> label; "clear" holds the ground truth.
+CDD11_FOLDERS: dict[str, str] = {
+    "low": "L",
+    "haze": "H",
+    "rain": "R",
+    "snow": "S",
+    "low_haze": "L+H",
+    "low_rain": "L+R",
+    "low_snow": "L+S",
+    "haze_rain": "H+R",
+    "haze_snow": "H+S",
+    "low_haze_rain": "L+H+R",
+    "low_haze_snow": "L+H+S",
+}
+
+# One-line trees for error messages; docs/datasets.md draws them in full.
+TREES: dict[str, str] = {
+    "paired": "ROOT/{lq,gt}/ (or {input,target}/ or {degraded,clean}/) with matching file names",
+    "synthetic": "ROOT/ holding clean photos (any depth)",
+    "three": (
+        "ROOT/Train/{Denoise/, Derain/{rainy,gt}/, Dehaze/{synthetic,original}/} and "
+        "ROOT/test/{denoise/bsd68/, derain/Rain100L/{input,target}/, dehaze/{input,target}/}"
+    ),
+    "five": (
+        "ROOT/Train/{Denoise/, Derain/{rainy,gt}/, Dehaze/{synthetic,original}/, "
+        "Deblur/{blur,sharp}/, Enhance/{low,gt}/} and ROOT/test/{denoise/bsd68/, "
+        "derain/Rain100L/{input,target}/, dehaze/{input,target}/, deblur/gopro/{input,target}/, "
+        "enhance/lol/{input,target}/}"
+    ),
+    "cdd11": "ROOT/{train,test}/{clear, low, haze, rain, snow, low_haze, low_rain, low_snow, "
+    "haze_rain, haze_snow, low_haze_rain, low_haze_snow}/ with the same file names",
+}
+LAYOUTS: tuple[str, ...] = tuple(TREES)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training or test image: its clean file, its degraded file (or None: synthesise)."""
+
+    kind: str | None  # None: drawn from the dataset's mix of kinds (synthetic layout)
+    name: str  # path of the degraded (else clean) file relative to its folder, no suffix
+    gt: Path
+    lq: Path | None
+    group: str  # the clean scene; the validation split never separates a group
+    source: str  # the dataset it comes from, e.g. "Rain100L"
+
+
+def layout_error(layout: str, root: Path, problem: str) -> DataError:
+    return DataError(f"{layout} layout: {problem} under {root}; expected {TREES[layout]} (see docs/datasets.md)")
+
+
+def find_dir(parent: Path, *names: str) -> Path | None:
+    """The first child folder of ``parent`` whose name matches one of ``names`` (any case)."""
+    if not parent.is_dir():
+        return None
+    children = {p.name.lower(): p for p in sorted(parent.iterdir()) if p.is_dir()}
+    for name in names:
+        if name.lower() in children:
+            return children[name.lower()]
+    return None
+
+
+def require_dir(layout: str, root: Path, parent: Path, *names: str) -> Path:
+    found = find_dir(parent, *names)
+    if found is None:
+        where = parent.relative_to(root).as_posix() if parent != root else ""
+        shown = "/".join(filter(None, [where, names[0]]))
+        raise layout_error(layout, root, f"missing folder {shown!r}")
+    return found
+
+
+def require_images(layout: str, root: Path, folder: Path) -> list[Path]:
+    files = list_images(folder)
+    if not files:
+        raise layout_error(layout, root, f"no images in {folder.relative_to(root).as_posix()!r}")
+    return files
+
+
+# Pairing keys: how a degraded file's relative path names its clean counterpart.
+Key = Callable[[PurePath], str]
+
+
+def same_name(rel: PurePath) -> str:
+    return rel.with_suffix("").as_posix()
+
+
+_RAIN_PREFIX = re.compile(r"^(no)?rain[-_]", re.IGNORECASE)
+
+
+def rain_name(rel: PurePath) -> str:
+    """'rain-12', 'norain-12x2' (original RainTrainL) and '12' all pair with 'norain-12' / '12'."""
+    stem = _RAIN_PREFIX.sub("", rel.stem)
+    stem = re.sub(r"x2$", "", stem)
+    return (rel.parent / stem).as_posix()
+
+
+def hazy_scene(rel: PurePath) -> str:
+    """RESIDE names hazy images SCENE_AIRLIGHT_BETA.jpg next to a clear SCENE.png."""
+    return rel.stem.split("_")[0]
+
+
+def match_pairs(
+    layout: str, root: Path, lq_dir: Path, gt_dir: Path, lq_key: Key = same_name, gt_key: Key = same_name
+) -> list[tuple[Path, Path, str]]:
+    """(degraded, clean, name) for every degraded image whose key matches a clean image's key."""
+    index: dict[str, Path] = {}
+    for path in require_images(layout, root, gt_dir):
+        key = gt_key(path.relative_to(gt_dir))
+        if key in index:
+            warnings.warn(f"{path} and {index[key]} both match {key!r}; using the latter", stacklevel=3)
+            continue
+        index[key] = path
+    pairs, missing = [], []
+    for path in require_images(layout, root, lq_dir):
+        rel = path.relative_to(lq_dir)
+        gt = index.get(lq_key(rel))
+        if gt is None:
+            missing.append(rel.as_posix())
+        else:
+            pairs.append((path, gt, rel.with_suffix("").as_posix()))
+    if not pairs:
+        raise layout_error(
+            layout,
+            root,
+            f"no file in {lq_dir.relative_to(root).as_posix()!r} matches one in "
+            f"{gt_dir.relative_to(root).as_posix()!r}",
+        )
+    if missing:
+        warnings.warn(
+            f"{len(missing)} images in {lq_dir} have no clean counterpart in {gt_dir} "
+            f"(e.g. {missing[0]}); skipped",
+            stacklevel=3,
+        )
+    return pairs
+
+
+def pair_samples(
+    pairs: Iterable[tuple[Path, Path, str]], kind: str, source: str, gt_dir: Path
+) -> list[Sample]:
+    return [
+        Sample(kind, name, gt, lq, group=gt.relative_to(gt_dir).as_posix(), source=source)
+        for lq, gt, name in pairs
+    ]
+
+
+def clean_samples(files: Sequence[Path], folder: Path, kinds: Sequence[str | None], source: str) -> list[Sample]:
+    """Clean-only samples (degraded on the fly), one per file and kind."""
+    out = []
+    for kind in kinds:
+        for path in files:
+            rel = path.relative_to(folder)
+            out.append(Sample(kind, rel.with_suffix("").as_posix(), path, None, rel.as_posix(), source))
+    return out
+
+
+def expansion_key(kind: str) -> str:
+    return "noise" if kind.startswith("noise_") else kind
+
+
+# --- the layouts ---------------------------------------------------------------------------
+
+
+def paired_samples(root: Path, kind: str) -> list[Sample]:
+    for lq_name, gt_name in (("lq", "gt"), ("input", "target"), ("degraded", "clean")):
+        lq_dir, gt_dir = find_dir(root, lq_name), find_dir(root, gt_name)
+        if lq_dir is not None and gt_dir is not None:
+            return pair_samples(match_pairs("paired", root, lq_dir, gt_dir), kind, root.name, gt_dir)
+    raise layout_error("paired", root, "no degraded/clean folder pair")
+
+
+def synthetic_samples(root: Path) -> list[Sample]:
+    files = list_images(root)
+    if not files:
+        raise layout_error("synthetic", root, "no images")
+    return clean_samples(files, root, [None], root.name)
+
+
+def task_train_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sample]:
+    """Training samples of the three- or five-task setting for the requested kinds."""
+    train = require_dir(layout, root, root, "Train")
+    out: list[Sample] = []
+    noise = [k for k in kinds if k.startswith("noise_")]
+    if noise:
+        folder = require_dir(layout, root, train, "Denoise")
+        out += clean_samples(require_images(layout, root, folder), folder, noise, "BSD400+WED")
+    if "rain" in kinds:
+        folder = require_dir(layout, root, train, "Derain")
+        lq, gt = require_dir(layout, root, folder, "rainy"), require_dir(layout, root, folder, "gt")
+        out += pair_samples(match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt)
+    if "haze" in kinds:
+        folder = require_dir(layout, root, train, "Dehaze")
+        lq, gt = require_dir(layout, root, folder, "synthetic"), require_dir(layout, root, folder, "original")
+        out += pair_samples(match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "RESIDE-OTS", gt)
+    if "blur" in kinds:
+        folder = require_dir(layout, root, train, "Deblur")
+        lq, gt = require_dir(layout, root, folder, "blur"), require_dir(layout, root, folder, "sharp")
+        out += pair_samples(match_pairs(layout, root, lq, gt), "blur", "GoPro", gt)
+    if "low_light" in kinds:
+        folder = require_dir(layout, root, train, "Enhance")
+        lq, gt = require_dir(layout, root, folder, "low"), require_dir(layout, root, folder, "gt")
+        out += pair_samples(match_pairs(layout, root, lq, gt), "low_light", "LOL-v1", gt)
+    return out
+
+
+def task_test_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sample]:
+    """Test samples of the three- or five-task setting: CBSD68, Rain100L, SOTS, GoPro, LOL-v1."""
+    test = require_dir(layout, root, root, "test")
+    out: list[Sample] = []
+    noise = [k for k in kinds if k.startswith("noise_")]
+    if noise:
+        folder = require_dir(layout, root, require_dir(layout, root, test, "denoise"), "bsd68", "cbsd68")
+        out += clean_samples(require_images(layout, root, folder), folder, noise, "CBSD68")
+    if "rain" in kinds:
+        folder = require_dir(layout, root, require_dir(layout, root, test, "derain"), "Rain100L")
+        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
+        out += pair_samples(match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt)
+    if "haze" in kinds:
+        folder = require_dir(layout, root, test, "dehaze")
+        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
+        out += pair_samples(match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "SOTS-outdoor", gt)
+    if "blur" in kinds:
+        folder = require_dir(layout, root, require_dir(layout, root, test, "deblur"), "gopro")
+        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
+        out += pair_samples(match_pairs(layout, root, lq, gt), "blur", "GoPro", gt)
+    if "low_light" in kinds:
+        folder = require_dir(layout, root, require_dir(layout, root, test, "enhance"), "lol")
+        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
+        out += pair_samples(match_pairs(layout, root, lq, gt), "low_light", "LOL-v1", gt)
+    return out
+
+
+def cdd11_labels(kinds: Iterable[str] | None) -> list[str]:
+    """CDD-11 labels for ``kinds`` (labels or composites in any spelling), in table order."""
+    if kinds is None:
+        return list(CDD11)
+    by_canonical = {canonical_kind(label): label for label in CDD11}
+    labels = []
+    for kind in kinds:
+        label = by_canonical.get(canonical_kind(kind))
+        if label is None:
+            raise ValueError(f"{kind!r} is not a CDD-11 degradation; CDD-11 has {', '.join(CDD11)}")
+        labels.append(label)
+    return [label for label in CDD11 if label in labels]
+
+
+def cdd11_samples(root: Path, split_dir: str, labels: Sequence[str]) -> list[Sample]:
+    folder = require_dir("cdd11", root, root, split_dir, f"CDD-11_{split_dir}")
+    gt = require_dir("cdd11", root, folder, "clear")
+    out: list[Sample] = []
+    folders = {label: name for name, label in CDD11_FOLDERS.items()}
+    for label in labels:
+        lq = require_dir("cdd11", root, folder, folders[label])
+        out += pair_samples(match_pairs("cdd11", root, lq, gt), label, "CDD-11", gt)
+    return out
+
+
+# --- the validation split ------------------------------------------------------------------
+
+
+def stable_hash(*parts: object) -> int:
+    """A 63-bit hash of ``parts`` that is the same on every machine and run."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def split_samples(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(train, val): per source, the ``fraction`` of groups with the smallest seeded hash is val.
+
+    Ranking by a hash of the group name keeps the split the same every time (and almost the
+    same when files are added); whole groups move, so a scene's other versions (the 35 hazy
+    renderings of one RESIDE image, the 11 CDD-11 degradations, the 3 noise levels) never leak
+    into training.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
+    val_groups: set[tuple[str, str]] = set()
+    by_source: dict[str, set[str]] = {}
+    for s in samples:
+        by_source.setdefault(s.source, set()).add(s.group)
+    for source, groups in by_source.items():
+        n_val = round(len(groups) * fraction)
+        if fraction > 0 and n_val == 0 and len(groups) >= 2:
+            n_val = 1
+        ranked = sorted(groups, key=lambda g: (stable_hash(seed, source, g), g))
+        val_groups.update((source, g) for g in ranked[:n_val])
+    train = [s for s in samples if (s.source, s.group) not in val_groups]
+    val = [s for s in samples if (s.source, s.group) in val_groups]
+    return train, val
