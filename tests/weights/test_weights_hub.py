@@ -1,0 +1,156 @@
+"""The real download path (huggingface_hub.hf_hub_download) against a local stand-in Hub."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import COMMIT, REPO, cache_files, hub_entry
+from safetensors.torch import load as load_safetensors
+
+from anyrestore.errors import WeightsError
+from anyrestore.models import RestorationModel
+from anyrestore.weights import cached_file, find_entry, load_weights, resolve_weights
+
+
+def _tampered(data: bytes) -> bytes:
+    # Same size, one flipped byte in the tensor data: only the sha256 can tell.
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+
+def _blobs(home: Path) -> list[Path]:
+    return [p for p in cache_files(home) if "blobs" in p.parts or "snapshots" in p.parts]
+
+
+def test_first_download_then_cache_hits_offline_and_with_server_down(
+    fake_hub, manifest, tiny_bytes, hf_home, monkeypatch
+):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes))
+
+    path = resolve_weights("tiny-hub")
+    assert path.read_bytes() == tiny_bytes
+    assert hf_home in path.parents  # the library's normal cache under HF_HOME
+    methods = [m for m, _, _ in fake_hub.requests]
+    assert methods == ["HEAD", "GET"]
+    assert cached_file(find_entry("tiny-hub")) == path
+
+    model = load_weights("tiny-hub")
+    assert isinstance(model, RestorationModel) and model.arch == "anyir" and not model.training
+    saved = load_safetensors(tiny_bytes)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+    fake_hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_weights("tiny-hub") == path
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    fake_hub.stop()
+    assert load_weights("tiny-hub").arch == "anyir"
+    assert fake_hub.requests == []  # a pinned commit already cached needs no network at all
+
+
+@pytest.mark.parametrize("etag", ["honest", "lying"])
+def test_tampered_download_is_rejected_deleted_and_redownloaded(
+    fake_hub, manifest, tiny_bytes, hf_home, etag
+):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", _tampered(tiny_bytes))
+    if etag == "lying":  # a mirror announcing the expected hash for different bytes
+        fake_hub.repos[REPO].etag_override["tiny.safetensors"] = hashlib.sha256(
+            tiny_bytes
+        ).hexdigest()
+    manifest(hub_entry(tiny_bytes))
+
+    with pytest.raises(WeightsError, match="checksum mismatch.*deleted the bad cached file"):
+        load_weights("tiny-hub")
+    assert _blobs(hf_home) == []
+    assert cached_file(find_entry("tiny-hub")) is None
+
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)  # the Hub is fixed
+    assert resolve_weights("tiny-hub").read_bytes() == tiny_bytes
+    assert [m for m, _, _ in fake_hub.requests].count("GET") == 2
+
+
+def test_wrong_size_is_rejected_without_hashing(fake_hub, manifest, tiny_bytes, hf_home):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes + b"\0")
+    manifest(hub_entry(tiny_bytes))
+    with pytest.raises(WeightsError, match=f"expected size {len(tiny_bytes)}, got size"):
+        resolve_weights("tiny-hub")
+    assert _blobs(hf_home) == []
+
+
+def test_offline_and_not_cached_makes_no_request(
+    fake_hub, manifest, tiny_bytes, hf_home, monkeypatch
+):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="not cached and offline mode is on") as info:
+        load_weights("tiny-hub")
+    assert "anyrestore weights download tiny-hub" in str(info.value)
+    with pytest.raises(WeightsError, match="not cached and offline"):
+        resolve_weights("tiny-hub", offline=True)  # the argument wins over the environment too
+    assert fake_hub.requests == []
+    assert _blobs(hf_home) == []
+
+
+def test_server_down_is_a_network_error_and_leaves_no_cache(
+    fake_hub, manifest, tiny_bytes, hf_home, no_backoff
+):
+    manifest(hub_entry(tiny_bytes))
+    fake_hub.stop()
+    with pytest.raises(
+        WeightsError, match=f"could not download weights 'tiny-hub'.*{fake_hub.url}"
+    ):
+        load_weights("tiny-hub")
+    assert no_backoff  # the client retried (we only skipped its waits)
+    assert _blobs(hf_home) == []
+
+
+@pytest.mark.parametrize("stage", ["head", "get"])
+def test_http_500_is_a_network_error_and_leaves_nothing_half_written(
+    fake_hub, manifest, tiny_bytes, hf_home, no_backoff, stage
+):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes))
+    setattr(fake_hub, f"fail_{stage}", 500)
+    with pytest.raises(WeightsError, match="could not download weights 'tiny-hub'.*500"):
+        resolve_weights("tiny-hub")
+    leftovers = [p for p in cache_files(hf_home) if "blobs" in p.parts or p.suffix == ".incomplete"]
+    assert leftovers == [] and _blobs(hf_home) == []
+
+    setattr(fake_hub, f"fail_{stage}", None)  # the Hub recovers: a retry just works
+    assert resolve_weights("tiny-hub").read_bytes() == tiny_bytes
+
+
+@pytest.mark.parametrize(
+    ("repo", "revision", "filename"),
+    [
+        ("anyrestore-test/missing", COMMIT, "tiny.safetensors"),
+        (REPO, "f" * 40, "tiny.safetensors"),
+        (REPO, COMMIT, "other.safetensors"),
+    ],
+    ids=["repo", "revision", "file"],
+)
+def test_missing_on_the_hub(fake_hub, manifest, tiny_bytes, repo, revision, filename):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes, repo_id=repo, revision=revision, filename=filename))
+    with pytest.raises(WeightsError, match="not found on the Hub"):
+        resolve_weights("tiny-hub")
+
+
+def test_wrong_architecture_in_manifest(fake_hub, manifest, tiny_bytes, hf_home):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes, arch="clusir"))
+    with pytest.raises(WeightsError, match="holds a 'anyir' model, expected 'clusir'"):
+        load_weights("tiny-hub")
+
+
+def test_model_name_resolves_to_its_preferred_entry(fake_hub, manifest, tiny_bytes, hf_home):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    other = hub_entry(tiny_bytes, name="tiny-other", filename="absent.safetensors")
+    manifest(other, hub_entry(tiny_bytes, default=True))  # the default entry is preferred
+    assert load_weights("anyir_t").arch == "anyir"
+    assert all("absent" not in path for _, path, _ in fake_hub.requests)
