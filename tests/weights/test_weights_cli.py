@@ -1,0 +1,171 @@
+"""``anyrestore weights list | download | verify | add`` and the manifest authoring helper."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COMMIT, REPO, hub_entry
+from typer.testing import CliRunner
+
+from anyrestore.cli.app import app
+from anyrestore.errors import WeightsError
+from anyrestore.weights import (
+    add_entry,
+    authoring,
+    find_entry,
+    list_entries,
+    load_weights,
+    manifest_entry_for,
+)
+from anyrestore.weights.manifest import tomllib
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["weights", *args])
+
+
+def test_list_shows_entries_and_cache_state(fake_hub, manifest, tiny_bytes):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes, description="tiny test net"))
+
+    rows = json.loads(_run("list", "--json").stdout)
+    assert [(r["name"], r["model"], r["cached"], r["embedded_present"]) for r in rows] == [
+        ("tiny-hub", "anyir_t", False, False)
+    ]
+    assert rows[0]["trained_for"] == ["noise", "rain"] and rows[0]["license"] == "MIT"
+
+    result = _run("download", "tiny-hub")
+    assert result.exit_code == 0, result.output
+    path = result.stdout.strip()
+    assert open(path, "rb").read() == tiny_bytes
+
+    rows = json.loads(_run("list", "--json").stdout)
+    assert rows[0]["cached"] and rows[0]["cached_path"] == path
+    table = _run("list").stdout
+    assert "tiny-hub" in table and "noise, rain" in table and "cached" in table
+
+
+def test_verify_reports_and_removes_a_corrupted_cached_file(fake_hub, manifest, tiny_bytes):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes))
+    assert _run("verify").exit_code == 0  # nothing cached: nothing to check
+
+    path = _run("download", "tiny-hub").stdout.strip()
+    result = _run("verify")
+    assert result.exit_code == 0 and "ok" in result.stdout
+
+    blob = Path(path).resolve()
+    blob.write_bytes(tiny_bytes[:-1] + b"\0")  # bit rot in the cache
+    result = _run("verify")
+    assert result.exit_code == 4
+    assert "MISMATCH" in result.stdout
+    assert "1 of 1 files failed verification (tiny-hub)" in result.stderr
+    assert not blob.exists()
+    assert _run("download", "tiny-hub").exit_code == 0  # and a retry re-downloads
+
+
+def test_errors_are_one_line_with_exit_4(manifest, fake_hub, tiny_bytes, monkeypatch):
+    manifest(hub_entry(tiny_bytes))
+    result = _run("download", "nope")
+    assert result.exit_code == 4
+    assert result.stderr.startswith(
+        "anyrestore: error: unknown weights 'nope'; known weights: tiny-hub"
+    )
+    assert result.stderr.count("\n") == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = _run("download", "tiny-hub")
+    assert result.exit_code == 4 and "offline" in result.stderr and "Traceback" not in result.output
+
+
+def test_entry_from_file_round_trips_and_resolves(fake_hub, manifest, tiny_file, tiny_bytes):
+    text = manifest_entry_for(
+        tiny_file,
+        name="tiny-made",
+        license="Apache-2.0",
+        repo_id=REPO,
+        revision=COMMIT,
+        description='a "quoted" line',
+    )
+    entry = tomllib.loads(text)["weights"][0]
+    assert entry["sha256"] == hashlib.sha256(tiny_bytes).hexdigest() and entry["size"] == len(
+        tiny_bytes
+    )
+    assert (
+        entry["model"] == "anyir_t"
+        and entry["arch"] == "anyir"
+        and entry["filename"] == "tiny.safetensors"
+    )
+    assert entry["trained_for"] == ["noise", "rain"]  # from the checkpoint's metadata
+    assert entry["training"] == {"steps": 10, "dataset": "synthetic"}
+
+    path = manifest()
+    add_entry(text, path)
+    add_entry(
+        manifest_entry_for(
+            tiny_file, name="tiny-made2", license="MIT", repo_id=REPO, revision=COMMIT
+        ),
+        path,
+    )
+    assert [e.name for e in list_entries()] == ["tiny-made", "tiny-made2"]
+    assert find_entry("tiny-made").description == 'a "quoted" line'
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    assert load_weights("tiny-made").arch == "anyir"
+
+
+def test_entry_refuses_what_the_manifest_would_reject(tiny_file):
+    with pytest.raises(WeightsError, match="needs Hub coordinates"):
+        manifest_entry_for(tiny_file, name="x", license="MIT")
+    with pytest.raises(WeightsError, match="pinned 40-hex commit"):
+        manifest_entry_for(tiny_file, name="x", license="MIT", repo_id=REPO, revision="main")
+
+
+def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    monkeypatch.setattr(authoring, "_PACKAGE_DIR", package)  # do not write into the real package
+    path = manifest()
+    args = [
+        "add",
+        str(tiny_file),
+        "--name",
+        "tiny-emb",
+        "--license",
+        "MIT",
+        "--trained-for",
+        "noise, haze",
+    ]
+    result = _run(*args, "--embed", "--default")
+    assert result.exit_code == 0, result.output
+    assert (
+        tomllib.loads(result.stdout)["weights"][0]["embedded"]
+        == "weights/embedded/tiny-emb.safetensors"
+    )
+    assert (package / "weights/embedded/tiny-emb.safetensors").read_bytes() == tiny_bytes
+    assert list_entries() == []  # printing does not touch the manifest
+
+    embedded_dir = path.parent / "weights" / "embedded"  # where a private manifest looks
+    embedded_dir.mkdir(parents=True)
+    (embedded_dir / "tiny-emb.safetensors").write_bytes(tiny_bytes)
+    assert _run(*args, "--embed", "--default", "--write").exit_code == 0
+    (entry,) = list_entries()
+    assert entry.trained_for == ("noise", "haze") and entry.default
+    assert load_weights().arch == "anyir"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_add_writes_through_the_package_symlink(tmp_path, tiny_file):
+    real = tmp_path / "weights_manifest.toml"
+    real.write_text("# header kept\nschema_version = 1\n")
+    link = tmp_path / "pkg" / "weights_manifest.toml"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    add_entry(
+        manifest_entry_for(tiny_file, name="t", license="MIT", repo_id=REPO, revision=COMMIT), link
+    )
+    assert link.is_symlink() and "# header kept" in real.read_text()
+    assert [e.name for e in list_entries(link)] == ["t"]

@@ -1,0 +1,204 @@
+"""load_weights on local files, the embedded default, and the manifest's rules."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, entry_toml, hub_entry
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
+
+from anyrestore.errors import WeightsError
+from anyrestore.models import create_model
+from anyrestore.weights import (
+    default_entry,
+    entries_for_model,
+    list_entries,
+    load_weights,
+    resolve_weights,
+    save_checkpoint,
+)
+from anyrestore.weights.checkpoint import read_metadata
+
+
+def _embedded_entry(data: bytes, name: str = "tiny-embedded", **overrides) -> str:
+    fields = {
+        "name": name,
+        "model": "anyir_t",
+        "arch": "anyir",
+        "trained_for": ["noise"],
+        "license": "MIT",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "embedded": f"weights/embedded/{name}.safetensors",
+    }
+    fields.update(overrides)
+    return entry_toml(**fields)
+
+
+def _embed(manifest_path: Path, data: bytes, name: str = "tiny-embedded") -> Path:
+    path = manifest_path.parent / "weights" / "embedded" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("as_str", [True, False])
+def test_local_file_loads_strictly_with_config_from_metadata(tiny_file, tiny_bytes, as_str):
+    model = load_weights(str(tiny_file) if as_str else tiny_file)
+    assert model.arch == "anyir" and not model.training
+    assert model.config_dict()["dim"] == TINY["dim"]
+    saved = load_safetensors(tiny_bytes)
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert resolve_weights(tiny_file) == tiny_file
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt"])
+@pytest.mark.parametrize("exists", [True, False])
+def test_pickle_checkpoints_are_refused(tmp_path, suffix, exists):
+    path = tmp_path / f"model{suffix}"
+    if exists:
+        torch.save({"w": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError, match=f"only .safetensors.*never unpickles {suffix}"):
+        load_weights(path)
+
+
+def test_missing_and_unreadable_local_files(tmp_path):
+    with pytest.raises(WeightsError, match="weights file not found"):
+        load_weights(tmp_path / "absent.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_weights(junk)
+
+
+def test_wrong_keys_are_named(tmp_path):
+    model = create_model("anyir_t", **TINY)
+    full = tmp_path / "full.safetensors"
+    save_checkpoint(model, full)
+    state = load_safetensors(full.read_bytes())
+    dropped = sorted(state)[0]
+    del state[dropped]
+    state["extra.weight"] = torch.zeros(2)
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, broken, metadata=read_metadata(full))
+    with pytest.raises(
+        WeightsError, match=rf"missing keys \[{dropped}\].*unexpected keys \[extra.weight\]"
+    ):
+        load_weights(broken)
+
+
+def test_file_without_anyrestore_metadata(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, path)
+    with pytest.raises(WeightsError, match="no anyrestore architecture metadata"):
+        load_weights(path)
+
+
+def test_no_default_installed_says_how_to_pass_weights(manifest):
+    manifest()
+    with pytest.raises(WeightsError, match="no default weights are installed.*--weights"):
+        load_weights()
+    with pytest.raises(WeightsError, match="no default weights"):
+        load_weights(None)
+
+
+def test_packaged_manifest_parses_and_embedded_copies_match(monkeypatch):
+    monkeypatch.delenv("ANYRESTORE_MANIFEST", raising=False)
+    for entry in list_entries():  # a shipped copy must be the file the manifest describes
+        if entry.embedded_path is not None:
+            assert hashlib.sha256(entry.embedded_path.read_bytes()).hexdigest() == entry.sha256
+
+
+def test_embedded_default_loads_offline_without_network(manifest, tiny_bytes, monkeypatch):
+    path = manifest(
+        _embedded_entry(tiny_bytes, repo_id="x/y", filename="f.safetensors", revision="a" * 40)
+    )
+    _embed(path, tiny_bytes)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert default_entry().name == "tiny-embedded"
+    assert load_weights().arch == "anyir"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_weights(None) == path.parent / "weights/embedded/tiny-embedded.safetensors"
+
+
+def test_damaged_embedded_copy_is_reported_and_kept(manifest, tiny_bytes):
+    path = manifest(_embedded_entry(tiny_bytes))
+    stored = _embed(path, tiny_bytes[:-1] + bytes([tiny_bytes[-1] ^ 1]))
+    with pytest.raises(WeightsError, match="checksum mismatch for embedded weights.*reinstall"):
+        load_weights()
+    assert stored.exists()  # package files are never deleted
+
+
+def test_missing_embedded_copy_without_hub(manifest, tiny_bytes):
+    manifest(_embedded_entry(tiny_bytes))
+    with pytest.raises(WeightsError, match="missing from the installation"):
+        load_weights("tiny-embedded")
+
+
+def test_default_flag_beats_first_embedded(manifest, tiny_bytes):
+    path = manifest(_embedded_entry(tiny_bytes), hub_entry(tiny_bytes, default=True))
+    _embed(path, tiny_bytes)
+    assert default_entry().name == "tiny-hub"
+    assert [e.name for e in entries_for_model("anyir_t")] == ["tiny-hub", "tiny-embedded"]
+
+
+def test_unknown_name_lists_known_names(manifest, tiny_bytes):
+    manifest(hub_entry(tiny_bytes), hub_entry(tiny_bytes, name="tiny-two"))
+    with pytest.raises(
+        WeightsError, match="unknown weights 'nope'; known weights: tiny-hub, tiny-two, anyir_t"
+    ):
+        load_weights("nope")
+
+
+def test_manifest_env_override_must_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANYRESTORE_MANIFEST", os.fspath(tmp_path / "absent.toml"))
+    with pytest.raises(WeightsError, match="weights manifest not found"):
+        list_entries()
+
+
+_SHA = "0" * 64
+_BAD_MANIFESTS = {
+    "not toml": ("[[weights]\nname=", "not valid TOML"),
+    "missing keys": (entry_toml(name="a", model="m"), "lacks arch, trained_for, sha256, size, license"),
+    "bad sha": (
+        entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256="xyz", size=1, license="MIT", embedded="e"),
+        "sha256 must be 64 hex digits",
+    ),
+    "unpinned revision": (
+        entry_toml(
+            name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT",
+            repo_id="o/r", filename="f", revision="main",
+        ),
+        "pinned 40-hex commit",
+    ),
+    "partial hub": (
+        entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT", repo_id="o/r"),
+        "repo_id, filename and revision go together",
+    ),
+    "no source": (
+        entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT"),
+        "needs Hub coordinates",
+    ),
+    "unknown key": (
+        entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT", embedded="e", sha="1"),
+        "unknown keys sha",
+    ),
+    "duplicate": (
+        2 * entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT", embedded="e"),
+        "appears twice",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_BAD_MANIFESTS))
+def test_invalid_manifests_are_weights_errors(manifest, case):
+    text, message = _BAD_MANIFESTS[case]
+    manifest(text)
+    with pytest.raises(WeightsError, match=message):
+        list_entries()
