@@ -48,13 +48,18 @@ MAX_SUBSTITUTES = 64
 
 
 def pad_to(x: Tensor, h: int, w: int) -> Tensor:
-    """Reflect-pad (b?, c, H, W) at the bottom/right up to at least (h, w); repeats for tiny images."""
+    """Reflect-pad (c, H, W) evenly on all sides up to at least (h, w), repeating for tiny images."""
     while x.shape[-2] < h or x.shape[-1] < w:
-        dh = min(h - x.shape[-2], x.shape[-2] - 1) if x.shape[-2] < h else 0
-        dw = min(w - x.shape[-1], x.shape[-1] - 1) if x.shape[-1] < w else 0
-        if dh <= 0 and dw <= 0:  # a 1-pixel side cannot be reflected
-            return F.pad(x, (0, max(0, w - x.shape[-1]), 0, max(0, h - x.shape[-2])), mode="replicate")
-        x = F.pad(x.unsqueeze(0), (0, max(dw, 0), 0, max(dh, 0)), mode="reflect").squeeze(0)
+        need_h, need_w = max(0, h - x.shape[-2]), max(0, w - x.shape[-1])
+        top, bottom = (min(n, x.shape[-2] - 1) for n in (need_h // 2, need_h - need_h // 2))
+        left, right = (min(n, x.shape[-1] - 1) for n in (need_w // 2, need_w - need_w // 2))
+        if top + bottom + left + right == 0:  # a 1-pixel side cannot be reflected
+            return F.pad(
+                x,
+                (need_w // 2, need_w - need_w // 2, need_h // 2, need_h - need_h // 2),
+                mode="replicate",
+            )
+        x = F.pad(x.unsqueeze(0), (left, right, top, bottom), mode="reflect").squeeze(0)
     return x
 
 
@@ -148,7 +153,9 @@ class RestorationDataset(Dataset):
             lq = self._read(sample.lq) if sample.lq is not None and gt is not None else None
             if gt is not None and (sample.lq is None or lq is not None):
                 return self._make_item(item, sample, lq, gt)
-        raise DataError(f"no readable image among {min(n, MAX_SUBSTITUTES)} samples near {self.samples[first].gt}")
+        raise DataError(
+            f"no readable image among {min(n, MAX_SUBSTITUTES)} samples near {self.samples[first].gt}"
+        )
 
     def _make_item(self, item: int, sample: Sample, lq: Tensor | None, gt: Tensor) -> dict:
         g = self._generator(item, sample)
@@ -210,7 +217,9 @@ def _task_kinds(layout: str, kinds: Kinds, split: Split) -> list[str]:
     out = []
     for kind in kinds:
         if kind not in allowed:
-            raise ValueError(f"{kind!r} is not part of the {layout}-task setting ({', '.join(allowed)})")
+            raise ValueError(
+                f"{kind!r} is not part of the {layout}-task setting ({', '.join(allowed)})"
+            )
         out.append(kind)
     return out
 
@@ -267,7 +276,10 @@ def build_dataset(
         samples = synthetic_samples(root)
         if split == "test":  # every image once per kind, degraded with a fixed seed
             samples = [
-                Sample(k, s.name, s.gt, None, s.group, s.source) for k, w in mix.items() if w > 0 for s in samples
+                Sample(k, s.name, s.gt, None, s.group, s.source)
+                for k, w in mix.items()
+                if w > 0
+                for s in samples
             ]
     elif layout in ("three", "five"):
         task_kinds = _task_kinds(layout, kinds, split)
@@ -303,7 +315,9 @@ def build_dataset(
     )
 
 
-def iter_test_pairs(layout: str, root: str | Path, *, kinds: Kinds = None, seed: int = 0) -> Iterator[dict]:
+def iter_test_pairs(
+    layout: str, root: str | Path, *, kinds: Kinds = None, seed: int = 0
+) -> Iterator[dict]:
     """Whole test images of ``layout`` as items with ``dataset``; unreadable ones are skipped.
 
     Synthetic degradations (CBSD68 noise, the "synthetic" layout) use a seed fixed per image,

@@ -21,7 +21,10 @@ def is_image_file(path: Path) -> bool:
 def list_images(folder: Path, *, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (by extension), sorted by their path relative to it."""
     pattern = folder.rglob("*") if recursive else folder.glob("*")
-    return sorted((p for p in pattern if p.is_file() and is_image_file(p)), key=lambda p: p.relative_to(folder).as_posix())
+    return sorted(
+        (p for p in pattern if p.is_file() and is_image_file(p)),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
 
 
 def load_image(path: str | Path) -> Tensor:
@@ -38,5 +41,7 @@ def load_image(path: str | Path) -> Tensor:
 
 def to_pil(image: Tensor) -> Image.Image:
     """(3, h, w) float in [0, 1] -> 8-bit RGB Pillow image (rounded)."""
-    array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    array = (
+        (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    )
     return Image.fromarray(array)

@@ -75,7 +75,9 @@ class Sample:
 
 
 def layout_error(layout: str, root: Path, problem: str) -> DataError:
-    return DataError(f"{layout} layout: {problem} under {root}; expected {TREES[layout]} (see docs/datasets.md)")
+    return DataError(
+        f"{layout} layout: {problem} under {root}; expected {TREES[layout]} (see docs/datasets.md)"
+    )
 
 
 def find_dir(parent: Path, *names: str) -> Path | None:
@@ -129,14 +131,21 @@ def hazy_scene(rel: PurePath) -> str:
 
 
 def match_pairs(
-    layout: str, root: Path, lq_dir: Path, gt_dir: Path, lq_key: Key = same_name, gt_key: Key = same_name
+    layout: str,
+    root: Path,
+    lq_dir: Path,
+    gt_dir: Path,
+    lq_key: Key = same_name,
+    gt_key: Key = same_name,
 ) -> list[tuple[Path, Path, str]]:
     """(degraded, clean, name) for every degraded image whose key matches a clean image's key."""
     index: dict[str, Path] = {}
     for path in require_images(layout, root, gt_dir):
         key = gt_key(path.relative_to(gt_dir))
         if key in index:
-            warnings.warn(f"{path} and {index[key]} both match {key!r}; using the latter", stacklevel=3)
+            warnings.warn(
+                f"{path} and {index[key]} both match {key!r}; using the latter", stacklevel=3
+            )
             continue
         index[key] = path
     pairs, missing = [], []
@@ -172,13 +181,17 @@ def pair_samples(
     ]
 
 
-def clean_samples(files: Sequence[Path], folder: Path, kinds: Sequence[str | None], source: str) -> list[Sample]:
+def clean_samples(
+    files: Sequence[Path], folder: Path, kinds: Sequence[str | None], source: str
+) -> list[Sample]:
     """Clean-only samples (degraded on the fly), one per file and kind."""
     out = []
     for kind in kinds:
         for path in files:
             rel = path.relative_to(folder)
-            out.append(Sample(kind, rel.with_suffix("").as_posix(), path, None, rel.as_posix(), source))
+            out.append(
+                Sample(kind, rel.with_suffix("").as_posix(), path, None, rel.as_posix(), source)
+            )
     return out
 
 
@@ -193,7 +206,9 @@ def paired_samples(root: Path, kind: str) -> list[Sample]:
     for lq_name, gt_name in (("lq", "gt"), ("input", "target"), ("degraded", "clean")):
         lq_dir, gt_dir = find_dir(root, lq_name), find_dir(root, gt_name)
         if lq_dir is not None and gt_dir is not None:
-            return pair_samples(match_pairs("paired", root, lq_dir, gt_dir), kind, root.name, gt_dir)
+            return pair_samples(
+                match_pairs("paired", root, lq_dir, gt_dir), kind, root.name, gt_dir
+            )
     raise layout_error("paired", root, "no degraded/clean folder pair")
 
 
@@ -215,14 +230,24 @@ def task_train_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sa
     if "rain" in kinds:
         folder = require_dir(layout, root, train, "Derain")
         lq, gt = require_dir(layout, root, folder, "rainy"), require_dir(layout, root, folder, "gt")
-        out += pair_samples(match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt)
+        out += pair_samples(
+            match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt
+        )
     if "haze" in kinds:
         folder = require_dir(layout, root, train, "Dehaze")
-        lq, gt = require_dir(layout, root, folder, "synthetic"), require_dir(layout, root, folder, "original")
-        out += pair_samples(match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "RESIDE-OTS", gt)
+        lq, gt = (
+            require_dir(layout, root, folder, "synthetic"),
+            require_dir(layout, root, folder, "original"),
+        )
+        out += pair_samples(
+            match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "RESIDE-OTS", gt
+        )
     if "blur" in kinds:
         folder = require_dir(layout, root, train, "Deblur")
-        lq, gt = require_dir(layout, root, folder, "blur"), require_dir(layout, root, folder, "sharp")
+        lq, gt = (
+            require_dir(layout, root, folder, "blur"),
+            require_dir(layout, root, folder, "sharp"),
+        )
         out += pair_samples(match_pairs(layout, root, lq, gt), "blur", "GoPro", gt)
     if "low_light" in kinds:
         folder = require_dir(layout, root, train, "Enhance")
@@ -237,23 +262,41 @@ def task_test_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sam
     out: list[Sample] = []
     noise = [k for k in kinds if k.startswith("noise_")]
     if noise:
-        folder = require_dir(layout, root, require_dir(layout, root, test, "denoise"), "bsd68", "cbsd68")
+        folder = require_dir(
+            layout, root, require_dir(layout, root, test, "denoise"), "bsd68", "cbsd68"
+        )
         out += clean_samples(require_images(layout, root, folder), folder, noise, "CBSD68")
     if "rain" in kinds:
         folder = require_dir(layout, root, require_dir(layout, root, test, "derain"), "Rain100L")
-        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
-        out += pair_samples(match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt)
+        lq, gt = (
+            require_dir(layout, root, folder, "input"),
+            require_dir(layout, root, folder, "target"),
+        )
+        out += pair_samples(
+            match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt
+        )
     if "haze" in kinds:
         folder = require_dir(layout, root, test, "dehaze")
-        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
-        out += pair_samples(match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "SOTS-outdoor", gt)
+        lq, gt = (
+            require_dir(layout, root, folder, "input"),
+            require_dir(layout, root, folder, "target"),
+        )
+        out += pair_samples(
+            match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "SOTS-outdoor", gt
+        )
     if "blur" in kinds:
         folder = require_dir(layout, root, require_dir(layout, root, test, "deblur"), "gopro")
-        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
+        lq, gt = (
+            require_dir(layout, root, folder, "input"),
+            require_dir(layout, root, folder, "target"),
+        )
         out += pair_samples(match_pairs(layout, root, lq, gt), "blur", "GoPro", gt)
     if "low_light" in kinds:
         folder = require_dir(layout, root, require_dir(layout, root, test, "enhance"), "lol")
-        lq, gt = require_dir(layout, root, folder, "input"), require_dir(layout, root, folder, "target")
+        lq, gt = (
+            require_dir(layout, root, folder, "input"),
+            require_dir(layout, root, folder, "target"),
+        )
         out += pair_samples(match_pairs(layout, root, lq, gt), "low_light", "LOL-v1", gt)
     return out
 
@@ -292,7 +335,9 @@ def stable_hash(*parts: object) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-def split_samples(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_samples(
+    samples: Sequence[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
     """(train, val): per source, the ``fraction`` of groups with the smallest seeded hash is val.
 
     Ranking by a hash of the group name keeps the split the same every time (and almost the

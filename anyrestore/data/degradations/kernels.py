@@ -84,7 +84,9 @@ def _pad(x: Tensor, p: int, mode: str) -> Tensor:
     return F.pad(x, (p, p, p, p), mode="replicate")
 
 
-def filter2d(x: Tensor, kernels: Tensor, *, padding: str = "reflect", fft: bool | None = None) -> Tensor:
+def filter2d(
+    x: Tensor, kernels: Tensor, *, padding: str = "reflect", fft: bool | None = None
+) -> Tensor:
     """Convolve each image of ``x`` (b, c, h, w) with its own kernel (b, k, k), k odd.
 
     A true convolution (kernel flipped), same size out; ``padding`` is "reflect" (borders

@@ -37,7 +37,11 @@ def haze(x: Tensor, draw: Draw) -> Tensor:
     t = torch.exp(-beta * depth)  # transmission
     airlight = expand(draw.uniform(0.75, 1.0))
     # a slight per-channel tint (skies scatter a little more blue)
-    tint = 1 + 0.03 * (draw.rand(b, 3, 1, 1) * 2 - 1) + torch.tensor([-0.01, 0.0, 0.015], device=x.device).view(1, 3, 1, 1)
+    tint = (
+        1
+        + 0.03 * (draw.rand(b, 3, 1, 1) * 2 - 1)
+        + torch.tensor([-0.01, 0.0, 0.015], device=x.device).view(1, 3, 1, 1)
+    )
     a = (airlight * tint).clamp(max=1.0)
     return x * t + a * (1 - t)
 
@@ -53,7 +57,9 @@ def _kernel_size(length: Tensor, radius: Tensor, softness: Tensor) -> int:
     return 2 * math.ceil(reach) + 1
 
 
-def _stamp(seeds: Tensor, length: Tensor, radius: Tensor, softness: Tensor, angle: Tensor) -> Tensor:
+def _stamp(
+    seeds: Tensor, length: Tensor, radius: Tensor, softness: Tensor, angle: Tensor
+) -> Tensor:
     """Draw a capsule at every seed (its peak scaled by the seed's value); result in [0, 1]."""
     size = _kernel_size(length, radius, softness)
     kernels = capsule_kernels(length, radius, softness, angle, size)
@@ -75,7 +81,11 @@ def rain(x: Tensor, draw: Draw) -> Tensor:
     near = _stamp(_sparse_seeds(draw, h, w, density, 0.5, 1.0), length, radius, softness, angle)
     far_angle = angle + draw.uniform(-0.05, 0.05)
     far = _stamp(
-        _sparse_seeds(draw, h, w, density * 1.5, 0.3, 0.7), length * 0.5, radius * 0.7, softness, far_angle
+        _sparse_seeds(draw, h, w, density * 1.5, 0.3, 0.7),
+        length * 0.5,
+        radius * 0.7,
+        softness,
+        far_angle,
     )
     layer = 1 - (1 - near) * (1 - far)
     strength = expand(draw.uniform(0.45, 0.85))
@@ -88,7 +98,13 @@ def rain(x: Tensor, draw: Draw) -> Tensor:
 _SNOW_LAYERS = (
     ((0.002, 0.006), (0.5, 1.0), (0.25, 0.4), (0.0, 2.0), (0.7, 1.0)),  # far: small, sharp
     ((0.0004, 0.0012), (1.2, 2.2), (0.4, 0.8), (0.0, 3.0), (0.75, 1.0)),  # middle
-    ((0.00005, 0.0002), (2.5, 4.5), (1.0, 2.0), (0.0, 2.0), (0.5, 0.85)),  # near the lens: big, blurred
+    (
+        (0.00005, 0.0002),
+        (2.5, 4.5),
+        (1.0, 2.0),
+        (0.0, 2.0),
+        (0.5, 0.85),
+    ),  # near the lens: big, blurred
 )
 
 
@@ -105,7 +121,9 @@ def snow(x: Tensor, draw: Draw) -> Tensor:
     mask = torch.zeros(b, 1, h, w, device=x.device)
     for density, radius, softness, fall, opacity in _SNOW_LAYERS:
         seeds = _sparse_seeds(draw, h, w, draw.log_uniform(*density), 0.6, 1.0)
-        flakes = _stamp(seeds, draw.uniform(*fall), draw.uniform(*radius), draw.uniform(*softness), angle)
+        flakes = _stamp(
+            seeds, draw.uniform(*fall), draw.uniform(*radius), draw.uniform(*softness), angle
+        )
         mask = 1 - (1 - mask) * (1 - flakes * expand(draw.uniform(*opacity)))
     colour = expand(draw.uniform(0.9, 1.0))
     return out * (1 - mask) + colour * mask

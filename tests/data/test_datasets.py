@@ -1,0 +1,365 @@
+"""Datasets: the papers' layouts read from tiny fake trees, splits, crops, bad files, errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from anyrestore.data import build_dataset, degrade_batch, iter_test_pairs, load_image
+from anyrestore.data.layouts import CDD11_FOLDERS, EXPANSION_RATIOS
+from anyrestore.errors import DataError
+
+
+def write(
+    path: Path, seed: int = 0, size: tuple[int, int] = (40, 48), value: int | None = None
+) -> np.ndarray:
+    """A small RGB image (h, w) = size; distinct per seed (or flat ``value``)."""
+    rng = np.random.default_rng(seed)
+    if value is None:
+        array = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    else:
+        array = np.full((*size, 3), value, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return array
+
+
+def write_pair(lq: Path, gt: Path, seed: int, size: tuple[int, int] = (40, 48)) -> None:
+    """A clean image and its 'degraded' version: the colour negative, so pairs can be checked."""
+    clean = write(gt, seed, size)
+    lq.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(255 - clean).save(lq)
+
+
+def assert_pairs_aligned(item: dict) -> None:
+    assert torch.allclose(item["lq"], 1 - item["gt"], atol=1e-6)
+
+
+# --- paired folders --------------------------------------------------------------------------
+
+
+def test_paired_matches_stems_across_extensions(tmp_path: Path) -> None:
+    for i in range(6):
+        write_pair(tmp_path / "lq" / f"img{i}.png", tmp_path / "gt" / f"img{i}.bmp", seed=i)
+    write(tmp_path / "lq" / "orphan.png", 99)
+    with pytest.warns(UserWarning, match="no clean counterpart"):
+        ds = build_dataset("paired", tmp_path, split="test", kinds=["rain"])
+    items = [ds[i] for i in range(len(ds))]
+    assert sorted(it["name"] for it in items) == [f"img{i}" for i in range(6)]
+    for it in items:
+        assert it["lq"].shape == (3, 40, 48) and it["kind"] == "rain"
+        assert_pairs_aligned(it)
+
+
+def test_paired_train_crops_and_flips_keep_pairs_aligned(tmp_path: Path) -> None:
+    for i in range(6):
+        write_pair(tmp_path / "input" / f"{i}.png", tmp_path / "target" / f"{i}.png", seed=i)
+    ds = build_dataset("paired", tmp_path, split="train", crop=24, val_fraction=0.0)
+    torch.manual_seed(0)
+    items = [ds[i % len(ds)] for i in range(24)]
+    for it in items:
+        assert it["lq"].shape == it["gt"].shape == (3, 24, 24)
+        assert (
+            it["gt"].dtype == torch.float32
+            and 0 <= float(it["gt"].min()) <= float(it["gt"].max()) <= 1
+        )
+        assert_pairs_aligned(it)
+    # the crops move around and flips happen: not every crop of image 0 is the same
+    crops = [ds[0]["gt"] for _ in range(6)]
+    assert any(not torch.equal(crops[0], c) for c in crops[1:])
+
+
+def test_images_smaller_than_the_crop_are_reflect_padded(tmp_path: Path) -> None:
+    write_pair(tmp_path / "lq" / "a.png", tmp_path / "gt" / "a.png", seed=0, size=(10, 7))
+    write_pair(tmp_path / "lq" / "b.png", tmp_path / "gt" / "b.png", seed=1, size=(10, 7))
+    ds = build_dataset("paired", tmp_path, split="val", crop=32, val_fraction=0.5)
+    item = ds[0]
+    assert item["gt"].shape == (3, 32, 32)
+    assert_pairs_aligned(item)
+    original = load_image(tmp_path / "gt" / f"{item['name']}.png")
+    assert torch.equal(item["gt"][:, 11:21, 12:19], original)  # centred crop of the padded image
+
+
+def test_paired_root_without_folders_names_the_layout(tmp_path: Path) -> None:
+    write(tmp_path / "photos" / "a.png")
+    with pytest.raises(DataError, match=r"paired layout.*\{lq,gt\}"):
+        build_dataset("paired", tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        build_dataset("paired", tmp_path / "missing")
+
+
+# --- synthetic on-the-fly ---------------------------------------------------------------------
+
+
+def make_photos(folder: Path, n: int) -> None:
+    for i in range(n):
+        write(folder / ("sub" if i % 2 else "") / f"p{i:02d}.png", seed=i)
+
+
+def test_validation_split_is_fixed_and_disjoint(tmp_path: Path) -> None:
+    make_photos(tmp_path, 20)
+    train = build_dataset("synthetic", tmp_path, split="train", val_fraction=0.25, seed=1)
+    val = build_dataset("synthetic", tmp_path, split="val", val_fraction=0.25, seed=1)
+    again = build_dataset("synthetic", tmp_path, split="val", val_fraction=0.25, seed=1)
+    train_names = {s.name for s in train.samples}
+    val_names = [s.name for s in val.samples]
+    assert val_names == [s.name for s in again.samples]
+    assert len(val_names) == 5 and not train_names & set(val_names)
+    assert train_names | set(val_names) == {f"{'sub/' if i % 2 else ''}p{i:02d}" for i in range(20)}
+    other = build_dataset("synthetic", tmp_path, split="val", val_fraction=0.25, seed=2)
+    assert [s.name for s in other.samples] != val_names
+    # validation items are reproducible crops and degradations
+    assert all(torch.equal(val[i]["lq"], again[i]["lq"]) for i in range(len(val)))
+
+
+def test_synthetic_mix_weights_and_on_the_fly_degradation(tmp_path: Path) -> None:
+    make_photos(tmp_path, 4)
+    ds = build_dataset(
+        "synthetic",
+        tmp_path,
+        split="train",
+        crop=16,
+        val_fraction=0.0,
+        kinds={"low_light": 1, "haze": 0},
+    )
+    torch.manual_seed(0)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["kind"] == "low_light"
+        assert float(item["lq"].mean()) < float(item["gt"].mean())
+        # quantised like a saved 8-bit image
+        assert torch.allclose(item["lq"] * 255, (item["lq"] * 255).round(), atol=1e-4)
+
+
+def test_degrade_in_loop_returns_clean_crops_for_degrade_batch(tmp_path: Path) -> None:
+    make_photos(tmp_path, 6)
+    ds = build_dataset(
+        "synthetic",
+        tmp_path,
+        split="train",
+        crop=16,
+        val_fraction=0.0,
+        kinds=["haze", "noise_50"],
+        degrade_in_loop=True,
+    )
+    torch.manual_seed(0)
+    batch = next(iter(DataLoader(ds, batch_size=6, shuffle=False)))
+    assert batch["lq"].shape == (6, 3, 16, 16) and torch.equal(batch["lq"], batch["gt"])
+    assert set(batch["kind"]) <= {"haze", "noise_50"}
+    lq = degrade_batch(batch["gt"], batch["kind"], seed=0)
+    assert lq.shape == batch["gt"].shape and not torch.equal(lq, batch["gt"])
+
+
+def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path: Path) -> None:
+    make_photos(tmp_path, 3)
+    first = list(iter_test_pairs("synthetic", tmp_path, kinds=["noise_25", "blur"]))
+    second = list(iter_test_pairs("synthetic", tmp_path, kinds=["noise_25", "blur"]))
+    assert len(first) == 6 and {it["kind"] for it in first} == {"noise_25", "blur"}
+    assert all(it["lq"].shape == (3, 40, 48) for it in first)
+    assert all(torch.equal(a["lq"], b["lq"]) for a, b in zip(first, second, strict=True))
+
+
+def test_corrupt_training_image_is_skipped_with_one_warning(tmp_path: Path) -> None:
+    make_photos(tmp_path, 5)
+    (tmp_path / "p99_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    ds = build_dataset(
+        "synthetic", tmp_path, split="train", crop=16, val_fraction=0.0, kinds=["haze"]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = [ds[i] for i in range(len(ds))] + [ds[i] for i in range(len(ds))]
+    assert len(items) == 12 and all(it["gt"].shape == (3, 16, 16) for it in items)
+    messages = [str(w.message) for w in caught if "unreadable" in str(w.message)]
+    assert len(messages) == 1 and "p99_broken.png" in messages[0]
+    broken = next(i for i, s in enumerate(ds.samples) if s.name == "p99_broken")
+    assert ds[broken]["name"] == ds.samples[(broken + 1) % len(ds)].name  # the next sample
+
+
+def test_corrupt_test_image_is_skipped_by_iter_test_pairs(tmp_path: Path) -> None:
+    make_photos(tmp_path, 2)
+    (tmp_path / "zz.jpg").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="zz.jpg"):
+        items = list(iter_test_pairs("synthetic", tmp_path, kinds=["haze"]))
+    assert len(items) == 2
+
+
+# --- the papers' layouts ------------------------------------------------------------------------
+
+
+def make_task_tree(root: Path, five: bool) -> None:
+    train, test = root / "Train", root / "test"
+    for i in range(4):
+        write(train / "Denoise" / f"{i:05d}.bmp", seed=i)
+    for i in range(1, 4):
+        write_pair(
+            train / "Derain" / "rainy" / f"rain-{i}.png",
+            train / "Derain" / "gt" / f"norain-{i}.png",
+            seed=10 + i,
+        )
+    for scene in ("0025", "0039"):
+        write(train / "Dehaze" / "original" / f"{scene}.png", seed=int(scene))
+        for beta in ("0.1", "0.2"):
+            write(
+                train / "Dehaze" / "synthetic" / "part1" / f"{scene}_0.8_{beta}.jpg",
+                seed=int(scene) + 1,
+            )
+    for i in range(2):
+        write(test / "denoise" / "bsd68" / f"{i}.jpg", seed=20 + i, size=(33, 41))
+    write_pair(
+        test / "derain" / "Rain100L" / "input" / "1.png",
+        test / "derain" / "Rain100L" / "target" / "1.png",
+        30,
+    )
+    write(test / "dehaze" / "input" / "0001_0.8_0.2.jpg", 40)
+    write(test / "dehaze" / "target" / "0001.png", 41)
+    if five:
+        for i in range(3):
+            name = f"GOPR0372_07_00_{i:06d}.png"
+            write_pair(
+                train / "Deblur" / "blur" / name, train / "Deblur" / "sharp" / name, seed=50 + i
+            )
+            write_pair(
+                train / "Enhance" / "low" / f"{i}.png",
+                train / "Enhance" / "gt" / f"{i}.png",
+                seed=60 + i,
+            )
+        write_pair(
+            test / "deblur" / "gopro" / "input" / "a.png",
+            test / "deblur" / "gopro" / "target" / "a.png",
+            70,
+        )
+        write_pair(
+            test / "enhance" / "lol" / "input" / "1.png",
+            test / "enhance" / "lol" / "target" / "1.png",
+            71,
+        )
+
+
+def test_three_task_training_set_uses_the_expansion_ratios(tmp_path: Path) -> None:
+    make_task_tree(tmp_path, five=False)
+    ds = build_dataset("three", tmp_path, split="train", crop=16, val_fraction=0.0)
+    kinds = [ds.samples[i].kind for i in ds.index]
+    assert kinds.count("noise_15") == kinds.count("noise_50") == 4 * EXPANSION_RATIOS["noise"]
+    assert kinds.count("rain") == 3 * 120 and kinds.count("haze") == 4
+    plain = build_dataset(
+        "three", tmp_path, split="train", crop=16, val_fraction=0.0, expansion=False
+    )
+    assert len(plain) == 4 * 3 + 3 + 4
+    torch.manual_seed(0)
+    rain = next(i for i in range(len(ds)) if ds.samples[ds.index[i]].kind == "rain")
+    item = ds[rain]
+    assert item["kind"] == "rain" and item["name"].startswith("rain-")
+    assert_pairs_aligned(item)
+
+
+def test_three_task_val_split_keeps_scenes_together(tmp_path: Path) -> None:
+    make_task_tree(tmp_path, five=False)
+    train = build_dataset("three", tmp_path, split="train", val_fraction=0.4, expansion=False)
+    val = build_dataset("three", tmp_path, split="val", val_fraction=0.4)
+    for source in ("BSD400+WED", "Rain100L", "RESIDE-OTS"):
+        train_groups = {s.group for s in train.samples if s.source == source}
+        val_groups = {s.group for s in val.samples if s.source == source}
+        assert train_groups and val_groups and not train_groups & val_groups
+    hazy_val = [s for s in val.samples if s.kind == "haze"]
+    assert (
+        len(hazy_val) == 2 and len({s.group for s in hazy_val}) == 1
+    )  # both renderings of a scene
+    assert len(val) == len(val.samples)  # no expansion on validation
+
+
+def test_three_task_test_pairs(tmp_path: Path) -> None:
+    make_task_tree(tmp_path, five=False)
+    items = list(iter_test_pairs("three", tmp_path))
+    summary = sorted((it["dataset"], it["kind"]) for it in items)
+    assert summary == sorted(
+        [("CBSD68", f"noise_{s}") for s in (15, 25, 50) for _ in range(2)]
+        + [("Rain100L", "rain"), ("SOTS-outdoor", "haze")]
+    )
+    noisy = [it for it in items if it["dataset"] == "CBSD68"]
+    assert all(it["lq"].shape == it["gt"].shape == (3, 33, 41) for it in noisy)
+    again = [it for it in iter_test_pairs("three", tmp_path, kinds=["noise_50"])]
+    fixed = {it["name"]: it["lq"] for it in noisy if it["kind"] == "noise_50"}
+    assert all(torch.equal(fixed[it["name"]], it["lq"]) for it in again)
+    sots = next(it for it in items if it["dataset"] == "SOTS-outdoor")
+    assert sots["name"] == "0001_0.8_0.2"
+    assert torch.allclose(
+        sots["gt"], load_image(tmp_path / "test" / "dehaze" / "target" / "0001.png")
+    )
+
+
+def test_five_task_adds_deblur_and_low_light(tmp_path: Path) -> None:
+    make_task_tree(tmp_path, five=True)
+    ds = build_dataset("five", tmp_path, split="train", val_fraction=0.0)
+    kinds = [ds.samples[i].kind for i in ds.index]
+    assert kinds.count("blur") == 3 * 5 and kinds.count("low_light") == 3 * 200
+    tests = list(iter_test_pairs("five", tmp_path))
+    assert sorted({(it["dataset"], it["kind"]) for it in tests}) == [
+        ("CBSD68", "noise_25"),
+        ("GoPro", "blur"),
+        ("LOL-v1", "low_light"),
+        ("Rain100L", "rain"),
+        ("SOTS-outdoor", "haze"),
+    ]
+    three = build_dataset("three", tmp_path, val_fraction=0.0, expansion=False)
+    assert {three.samples[i].kind for i in three.index} == {
+        "noise_15",
+        "noise_25",
+        "noise_50",
+        "rain",
+        "haze",
+    }
+    with pytest.raises(
+        DataError, match=r"five layout: folder does not exist.*Deblur/\{blur,sharp\}"
+    ) as err:
+        build_dataset("five", tmp_path / "nowhere")
+    assert "\n" not in str(err.value)  # the CLI prints it as one line
+
+
+def test_malformed_task_roots_name_the_layout(tmp_path: Path) -> None:
+    make_task_tree(tmp_path, five=False)
+    with pytest.raises(
+        DataError, match=r"five layout: missing folder 'Train/Deblur'.*Deblur/\{blur,sharp\}"
+    ):
+        build_dataset("five", tmp_path)
+    with pytest.raises(DataError, match="three layout: missing folder 'Train'"):
+        build_dataset("three", tmp_path / "test")
+    for path in (tmp_path / "Train" / "Derain" / "gt").iterdir():
+        path.rename(path.with_name("other-" + path.name))
+    with pytest.raises(DataError, match="no file in 'Train/Derain/rainy' matches"):
+        build_dataset("three", tmp_path)
+    with pytest.raises(ValueError, match="blur"):
+        build_dataset("three", tmp_path, kinds=["blur"])
+
+
+def test_cdd11_layout(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        for i in range(4):
+            name = f"{i:06d}.png"
+            write(tmp_path / split / "clear" / name, seed=i)
+            for folder in CDD11_FOLDERS:
+                write(tmp_path / split / folder / name, seed=100 + i)
+    train = build_dataset("cdd11", tmp_path, split="train", val_fraction=0.25, crop=16)
+    val = build_dataset("cdd11", tmp_path, split="val", val_fraction=0.25, crop=16)
+    assert len(val) == 11 and len(train) == 33  # one scene of four, in all 11 versions
+    assert not {s.name for s in train.samples} & {s.name for s in val.samples}
+    tests = list(iter_test_pairs("cdd11", tmp_path, kinds=["L+H", "haze+rain"]))
+    assert sorted({it["kind"] for it in tests}) == ["H+R", "L+H"] and len(tests) == 8
+    assert all(it["dataset"] == "CDD-11" and it["gt"].shape == (3, 40, 48) for it in tests)
+    (tmp_path / "test" / "clear").rename(tmp_path / "test" / "gt")
+    with pytest.raises(
+        DataError, match=r"cdd11 layout: missing folder 'test/clear'.*low_haze_snow"
+    ):
+        build_dataset("cdd11", tmp_path, split="test")
+
+
+def test_unknown_layout_and_split(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="paired, synthetic, three, five, cdd11"):
+        build_dataset("four", tmp_path)
+    with pytest.raises(ValueError):
+        build_dataset("synthetic", tmp_path, split="validation")  # type: ignore[arg-type]

@@ -1,0 +1,258 @@
+"""Degradations: seeded, batched, in range, and each changes an image the way it should."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anyrestore.data.degradations import (
+    CDD11,
+    SINGLE_KINDS,
+    canonical_kind,
+    degrade,
+    degrade_batch,
+    list_kinds,
+    parse_kind,
+)
+from anyrestore.data.degradations._rng import Draw
+from anyrestore.data.degradations.kernels import filter2d, trajectory_kernels
+
+
+def photo(b: int = 2, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:
+    """A stand-in photo: smooth colour regions plus sharp 8-px checker edges, in [0.1, 0.9]."""
+    g = torch.Generator().manual_seed(seed)
+    smooth = F.interpolate(torch.rand(b, 3, 4, 4, generator=g), size=(h, w), mode="bilinear")
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    checker = (((ys // 8) + (xs // 8)) % 2).float()
+    return (0.1 + 0.5 * smooth + 0.3 * checker).clamp(0, 1)
+
+
+def grad_energy(x: torch.Tensor) -> float:
+    return float(
+        (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+        + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    )
+
+
+def dark_channel(x: torch.Tensor, patch: int = 7) -> torch.Tensor:
+    return -F.max_pool2d(-x.amin(dim=1, keepdim=True), patch, stride=1, padding=patch // 2)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+@pytest.mark.parametrize("kind", list_kinds())
+def test_seeded_in_range_same_shape(kind: str) -> None:
+    x = photo()
+    y = degrade(x, kind, seed=3)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert torch.equal(y, degrade(x, kind, seed=3))
+    assert not torch.equal(y, degrade(x, kind, seed=4))
+    assert not torch.allclose(y, x, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", SINGLE_KINDS)
+def test_each_image_of_a_batch_gets_its_own_parameters(kind: str) -> None:
+    x = photo(b=1).expand(2, -1, -1, -1).contiguous()
+    y = degrade(x, kind, seed=0)
+    assert not torch.allclose(y[0], y[1], atol=1e-3)
+
+
+def test_per_image_parameters_not_just_per_pixel_randomness() -> None:
+    x = torch.full((4, 3, 32, 32), 0.6)
+    means = degrade(x, "low_light", seed=0).mean(dim=(1, 2, 3))
+    assert float(means.max() - means.min()) > 0.02  # different darkening curves
+
+
+def test_unbatched_image_and_generator_match_seed() -> None:
+    x = photo(b=1)
+    y = degrade(x[0], "haze+rain", seed=7)
+    assert y.shape == x[0].shape
+    assert torch.equal(y, degrade(x, "haze+rain", seed=7)[0])
+    assert torch.equal(y, degrade(x[0], "haze+rain", generator=torch.Generator().manual_seed(7)))
+
+
+def test_half_precision_input_keeps_its_dtype() -> None:
+    y = degrade(photo().half(), "blur", seed=0)
+    assert y.dtype == torch.float16
+
+
+@pytest.mark.parametrize("sigma", [15, 25, 50])
+def test_noise_has_the_requested_sigma(sigma: int) -> None:
+    x = torch.full((1, 3, 128, 128), 0.5)
+    y = degrade(x, f"noise_{sigma}", seed=1)
+    # clipping at 0 and 1 is 2.5 sigma away at most and shaves < 1% off the std
+    assert float((y - x).std()) == pytest.approx(sigma / 255, rel=0.03)
+    assert abs(float((y - x).mean())) < 0.005
+
+
+def test_haze_raises_the_dark_channel_and_lowers_contrast() -> None:
+    x = photo(b=4)
+    y = degrade(x, "haze", seed=0)
+    assert float(dark_channel(y).mean()) > float(dark_channel(x).mean()) + 0.1
+    assert float(y.std(dim=(1, 2, 3)).mean()) < float(x.std(dim=(1, 2, 3)).mean())
+
+
+def test_haze_is_thicker_far_away_at_the_top() -> None:
+    x = torch.zeros(8, 3, 64, 64)  # a black scene shows the airlight A (1 - t) directly
+    y = degrade(x, "haze", seed=0)
+    assert float(y[..., :16, :].mean()) > float(y[..., -16:, :].mean())
+
+
+def test_low_light_darkens() -> None:
+    x = photo(b=4)
+    y = degrade(x, "low_light", seed=0)
+    assert float(y.mean()) < 0.6 * float(x.mean())
+
+
+def test_low_light_noise_depends_on_the_signal() -> None:
+    x = torch.cat([torch.full((1, 3, 64, 64), 0.2), torch.full((1, 3, 64, 64), 1.0)], dim=-1)
+    y = degrade(x.expand(4, -1, -1, -1), "low_light", seed=0)
+    dim, bright = y[..., :64].std(dim=(1, 2, 3)), y[..., 64:].std(dim=(1, 2, 3))
+    assert bool((bright > dim).all())
+
+
+def test_blur_lowers_gradient_energy() -> None:
+    x = photo(b=4)
+    assert grad_energy(degrade(x, "blur", seed=0)) < 0.7 * grad_energy(x)
+
+
+def test_rain_adds_sparse_bright_streaks_and_never_darkens() -> None:
+    x = photo(b=4)
+    y = degrade(x, "rain", seed=0)
+    assert bool((y >= x - 1e-6).all())
+    assert float(y.mean()) > float(x.mean())
+    streak = (y - x).amax(dim=1) > 0.2
+    assert 0.002 < float(streak.float().mean()) < 0.5
+
+
+def test_rain_streaks_are_elongated_along_one_direction() -> None:
+    x = torch.zeros(1, 3, 96, 96)
+    layer = degrade(x, "rain", seed=2)[0, 0]
+    # streaks within 26 degrees of vertical: far more structure along x than along y
+    dx = (layer[:, 1:] - layer[:, :-1]).abs().mean()
+    dy = (layer[1:, :] - layer[:-1, :]).abs().mean()
+    assert float(dx) > 1.5 * float(dy)
+
+
+def test_snow_adds_sparse_bright_flakes() -> None:
+    x = torch.full((4, 3, 96, 96), 0.2)
+    y = degrade(x, "snow", seed=0)
+    bright = y.amin(dim=1) > 0.6
+    assert 0.001 < float(bright.float().mean()) < 0.3
+    assert float(y.mean()) > 0.2
+
+
+def test_jpeg_adds_8x8_blockiness_but_keeps_the_image() -> None:
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(
+        torch.rand(2, 3, 6, 6, generator=g), size=(96, 96), mode="bicubic", align_corners=True
+    )
+    x = (smooth + 0.03 * torch.randn(2, 3, 96, 96, generator=g)).clamp(0, 1)
+    y = degrade(x, "jpeg", seed=0)
+    assert psnr(x, y) > 22
+    assert not torch.equal(x, y)
+
+    def blockiness(img: torch.Tensor) -> float:
+        d = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(dim=(0, 1, 2))  # per column step
+        at_edges = d[7::8].mean()
+        inside = torch.cat([d[i::8] for i in range(7)]).mean()
+        return float(at_edges / inside)
+
+    assert blockiness(y) > 1.1 * blockiness(x)
+
+
+def test_parse_kind_orders_composites_physically() -> None:
+    assert parse_kind("noise_25+jpeg+blur+haze") == ("haze", "blur", "noise_25", "jpeg")
+    assert parse_kind("rain+haze+low_light") == ("haze", "rain", "low_light")
+    assert parse_kind("L+H+S") == ("haze", "snow", "low_light")
+    assert parse_kind(["low_light", "H"]) == ("haze", "low_light")
+    assert canonical_kind("L+H") == canonical_kind("haze+low_light") == "haze+low_light"
+
+
+def test_cdd11_labels_in_table_order_and_consistent() -> None:
+    assert list(CDD11) == ["L", "H", "R", "S", "L+H", "L+R", "L+S", "H+R", "H+S", "L+H+R", "L+H+S"]
+    for label, composite in CDD11.items():
+        assert parse_kind(label) == parse_kind(composite)
+
+
+@pytest.mark.parametrize("bad", ["fog", "noise_30", "rain+rain", "noise_15+noise_50", "", "L+X"])
+def test_parse_kind_rejects_with_known_names(bad: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_kind(bad)
+    if "twice" not in str(err.value) and "more than one" not in str(err.value):
+        assert "low_light" in str(err.value) and "noise_15" in str(err.value)
+
+
+def test_composite_applies_haze_before_rain_whatever_the_spelling() -> None:
+    x = photo()
+    composite = degrade(x, "rain+haze", generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    stepwise = degrade(degrade(x, "haze", generator=g), "rain", generator=g)
+    assert torch.allclose(composite, stepwise)
+    g = torch.Generator().manual_seed(5)
+    wrong_order = degrade(degrade(x, "rain", generator=g), "haze", generator=g)
+    assert not torch.allclose(composite, wrong_order)
+    assert torch.equal(degrade(x, "L+H", seed=1), degrade(x, "haze+low_light", seed=1))
+
+
+def test_degrade_batch_applies_each_images_kind() -> None:
+    x = photo(b=4)
+    kinds = ["low_light", "haze", "low_light", "noise_50"]
+    y = degrade_batch(x, kinds, seed=0)
+    assert torch.equal(y, degrade_batch(x, kinds, seed=0))
+    assert float(y[0].mean()) < 0.6 * float(x[0].mean())
+    assert float(dark_channel(y[1:2]).mean()) > float(dark_channel(x[1:2]).mean()) + 0.1
+    assert float((y[3] - x[3]).std()) > 0.1
+    with pytest.raises(ValueError):
+        degrade_batch(x, kinds[:2])
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ValueError):
+        degrade(torch.rand(1, 64, 64), "haze")
+    with pytest.raises(ValueError):
+        degrade(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "haze")
+    with pytest.raises(ValueError):
+        degrade(photo(), "haze", seed=1, generator=torch.Generator())
+
+
+def test_fft_and_direct_convolution_agree() -> None:
+    x = photo(b=2, h=40, w=36)
+    draw = Draw(torch.Generator().manual_seed(0), x.device, 2)
+    kernels = trajectory_kernels(draw, torch.tensor([6.0, 15.0]), torch.tensor([0.5, 1.0]), size=19)
+    assert torch.allclose(kernels.sum(dim=(1, 2)), torch.ones(2))
+    assert bool((kernels >= 0).all())
+    direct = filter2d(x, kernels, fft=False)
+    fft = filter2d(x, kernels, fft=True)
+    assert torch.allclose(direct, fft, atol=1e-5)
+    delta = torch.zeros(2, 5, 5)
+    delta[:, 2, 2] = 1
+    assert torch.allclose(filter2d(x, delta), x, atol=1e-6)
+    shift = torch.zeros(2, 5, 5)
+    shift[:, 2, 3] = 1  # a true convolution moves content right
+    assert torch.allclose(filter2d(x, shift, padding="zeros")[..., 1:], x[..., :-1], atol=1e-6)
+
+
+def test_trajectory_kernels_span_the_requested_extent() -> None:
+    draw = Draw(torch.Generator().manual_seed(1), torch.device("cpu"), 3)
+    extent = torch.tensor([5.0, 11.0, 21.0])
+    kernels = trajectory_kernels(draw, extent, torch.zeros(3), size=25)
+    for k, e in zip(kernels, extent.tolist(), strict=True):
+        ys, xs = torch.nonzero(k > 1e-4, as_tuple=True)
+        span = max(int(ys.max() - ys.min()), int(xs.max() - xs.min()))
+        assert math.isclose(span, e, abs_tol=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_cuda_with_device_generators() -> None:
+    x = photo().cuda()
+    for kind in list_kinds():
+        y = degrade(x, kind, seed=0)
+        assert y.device == x.device and y.shape == x.shape
+        assert torch.equal(y, degrade(x, kind, seed=0))
