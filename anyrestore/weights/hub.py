@@ -8,7 +8,10 @@ is honoured.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from anyrestore.errors import WeightsError
@@ -71,15 +74,16 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
 
     where = f"{entry.repo_id}/{entry.filename}@{entry.revision[:12] if entry.revision else 'main'}"
     try:
-        path = hf_hub_download(
-            entry.repo_id or "",
-            entry.filename or "",
-            revision=entry.revision,
-            cache_dir=cache_dir(),
-            endpoint=endpoint(),
-            local_files_only=offline,
-            library_name="anyrestore",
-        )
+        with _retry_notices_only():
+            path = hf_hub_download(
+                entry.repo_id or "",
+                entry.filename or "",
+                revision=entry.revision,
+                cache_dir=cache_dir(),
+                endpoint=endpoint(),
+                local_files_only=offline,
+                library_name="anyrestore",
+            )
     except hf_errors.LocalEntryNotFoundError as exc:
         if offline:
             raise WeightsError(
@@ -111,6 +115,36 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
             ) from None
         raise
     return Path(path)
+
+
+class _RetryNotice(logging.Filter):
+    """Keep the client's "Retrying in 2s [Retry 2/5]" as one short line; drop per-attempt noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith(("Retrying in", "Rate limited")):
+            record.msg, record.args = f"anyrestore: the Hub did not answer; {msg}", ()
+            return True
+        return record.levelno >= logging.ERROR
+
+
+@contextmanager
+def _retry_notices_only() -> Iterator[None]:
+    # The failure itself becomes one WeightsError line; the client's warnings would repeat it
+    # once per attempt. Left alone when the user asked for verbose Hub logs (HF_HUB_VERBOSITY).
+    hub_logger = logging.getLogger("huggingface_hub")
+    if hub_logger.getEffectiveLevel() < logging.WARNING:
+        yield
+        return
+    notice = _RetryNotice()
+    handlers = list(hub_logger.handlers)
+    for handler in handlers:
+        handler.addFilter(notice)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(notice)
 
 
 def _cause(exc: BaseException) -> str:
