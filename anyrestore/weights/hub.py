@@ -69,8 +69,8 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
     if not entry.on_hub:
         raise WeightsError(f"weights {entry.name!r} have no Hub coordinates to download from")
     offline = is_offline(offline)
-    from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
+    from huggingface_hub import utils as hf_errors  # the error classes, in 0.23 to 2.x alike
 
     where = f"{entry.repo_id}/{entry.filename}@{entry.revision[:12] if entry.revision else 'main'}"
     try:
@@ -97,7 +97,7 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
     except (
         hf_errors.RepositoryNotFoundError,
         hf_errors.RevisionNotFoundError,
-        hf_errors.RemoteEntryNotFoundError,
+        hf_errors.EntryNotFoundError,  # remote only: the local one is handled above
     ) as exc:
         raise WeightsError(
             f"weights {entry.name!r}: {where} not found on the Hub ({_first_line(exc)})"
