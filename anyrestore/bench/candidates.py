@@ -44,9 +44,12 @@ def _unique(label: str, taken: set[str]) -> str:
 
 
 def build_restorer(
-    model: nn.Module, *, device: str, precision: str, tile: int | None, overlap: int
+    model: nn.Module, *, device: str, precision: str, tile: int | None, overlap: int | None
 ) -> tuple[Callable[[Tensor], Tensor], str]:
-    """The engine's ``restore_tensor`` for ``model`` and the device it resolved to."""
+    """The engine's ``restore_tensor`` for ``model`` and the device it resolved to.
+
+    ``tile``: 0 whole images, N tiles of N pixels, None the engine's automatic choice.
+    """
     from anyrestore.engine import Restorer
 
     restorer = Restorer(model, device=device, precision=precision, tile=tile, overlap=overlap)
@@ -61,8 +64,8 @@ def resolve_candidates(
     random_init: bool = False,
     device: str = "auto",
     precision: str = "auto",
-    tile: int | None = None,
-    overlap: int = 32,
+    tile: int | None = 0,
+    overlap: int | None = None,
 ) -> list[Candidate]:
     """Build every candidate of a run: baseline first, then ``models``, then ``weights`` files.
 

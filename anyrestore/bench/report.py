@@ -101,7 +101,10 @@ def quality_table(records: Sequence[dict[str, Any]], title: str) -> Table:
 
 def speed_table(records: Sequence[dict[str, Any]], title: str) -> Table:
     """One row per (model, size): median latency, megapixels per second, peak memory."""
-    table = Table(title=title)
+    table = Table(
+        title=title,
+        caption="Peak MB: CUDA max_memory_allocated; CPU growth of resident memory (docs/bench.md)",
+    )
     for col, justify in (
         ("Model", "left"),
         ("Size", "left"),
@@ -118,7 +121,7 @@ def speed_table(records: Sequence[dict[str, Any]], title: str) -> Table:
             r["size"],
             r["device"],
             f"{r['seconds']:.4f}",
-            f"{r['megapixels_per_s']:.3f}",
+            f"{r['megapixels_per_s']:.4g}",
             mem,
         )
     return table

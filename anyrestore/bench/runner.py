@@ -9,9 +9,9 @@ from typing import Any
 
 from torch import Tensor
 
-from anyrestore.bench.candidates import Candidate, build_restorer, resolve_candidates
+from anyrestore.bench.candidates import IDENTITY, Candidate, build_restorer, resolve_candidates
 from anyrestore.bench.quality import Pair, run_quality
-from anyrestore.bench.speed import DEFAULT_SIZES, DEFAULT_TILE, parse_sizes, run_speed
+from anyrestore.bench.speed import DEFAULT_SIZES, parse_sizes, run_speed
 from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, SYNTHETIC_KINDS, suite_tasks
 from anyrestore.bench.synthetic import DEFAULT_MAX_SIDE, find_photos, synthetic_pairs
 from anyrestore.errors import UsageError
@@ -28,8 +28,8 @@ class BenchConfig:
     random_init: bool = False
     device: str = "auto"
     precision: str | None = None  # None: fp32 for quality suites (as the papers), auto for speed
-    tile: int | None = None
-    overlap: int = 32
+    tile: int | None = None  # quality: None whole images (as the papers); speed: tiled sizes only
+    overlap: int | None = None  # None: the model's tile_overlap_hint
     # quality suites
     data_root: str | os.PathLike[str] | None = None
     images: str | os.PathLike[str] | None = None
@@ -49,6 +49,10 @@ def run_bench(
     """Run ``config.suite`` and return one record per (model, kind) or (model, size)."""
     if config.suite not in ALL_SUITES:
         raise UsageError(f"unknown suite {config.suite!r}; choose one of {', '.join(ALL_SUITES)}")
+    if config.baseline not in (None, IDENTITY):
+        raise UsageError(f"unknown baseline {config.baseline!r}; the only one is {IDENTITY!r}")
+    if config.limit is not None and config.limit < 1:
+        raise UsageError("--limit must be >= 1")
     if config.suite == "speed":
         return _speed(config, progress)
     return _quality(config, progress)
@@ -86,7 +90,7 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
             photos = photos[: config.limit]
         pairs = synthetic_pairs(SYNTHETIC_KINDS, photos, max_side=config.max_side)
         total = len(photos) * len(SYNTHETIC_KINDS)
-    candidates = _candidates(config, config.precision or "fp32", config.tile)
+    candidates = _candidates(config, config.precision or "fp32", config.tile or 0)
     done = 0
 
     def on_pair(pair: Pair) -> None:
@@ -112,13 +116,16 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
     if config.baseline and not (config.models or config.weights):
         raise UsageError("the speed suite times models; give --model or --weights")
     precision = config.precision or "auto"
-    candidates = _candidates(config, precision, None)  # untiled; tiled sizes get their own
-    tile = config.tile or DEFAULT_TILE
+    candidates = _candidates(config, precision, 0)  # whole images; tiled sizes get their own
 
     def make_tiled(cand: Candidate) -> Callable[[Tensor], Tensor]:
         assert cand.model is not None
         restore, _ = build_restorer(
-            cand.model, device=cand.device, precision=precision, tile=tile, overlap=config.overlap
+            cand.model,
+            device=cand.device,
+            precision=precision,
+            tile=config.tile,  # None: the engine's automatic tile size for the device
+            overlap=config.overlap,
         )
         return restore
 

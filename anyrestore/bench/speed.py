@@ -31,7 +31,6 @@ from anyrestore.bench.candidates import Candidate
 from anyrestore.errors import UsageError
 
 DEFAULT_SIZES = ("256", "512", "1024", "12mp")
-DEFAULT_TILE = 512
 _TWELVE_MP = (3000, 4000)  # h, w: a 12-megapixel 4:3 photo
 
 
@@ -140,10 +139,8 @@ def _reset_hwm() -> bool:
     return True
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
+def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall seconds of each of ``repeats`` calls of ``fn``."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -186,7 +183,7 @@ def run_speed(
             for _ in range(warmup):
                 call()
             with PeakMemory(device) as mem:
-                times = time_calls(call, repeats, 0)
+                times = time_calls(call, repeats)
             seconds = statistics.median(times)
             records.append(
                 {

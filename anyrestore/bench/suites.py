@@ -6,8 +6,7 @@ ClusIR): PSNR/SSIM on full RGB images per test set, and the average over the tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from anyrestore.errors import UsageError
 
@@ -18,8 +17,7 @@ class Task:
 
     kind: str  # key in results and JSON, e.g. "sots", "cbsd68_25", "L+H", "noise_25"
     title: str  # what the table shows
-    layout: str = ""  # dataset layout read from --data-root ("" for synthetic kinds)
-    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset reader
+    data_kind: str  # the degradation kind anyrestore.data gives these images, e.g. "haze"
 
 
 CDD11_KINDS = ("L", "H", "R", "S", "L+H", "L+R", "L+S", "H+R", "H+S", "L+H+R", "L+H+S")
@@ -32,12 +30,12 @@ def _cdd11_title(kind: str) -> str:
     return f"CDD-11 {_CDD11_NAMES[kind]} ({kind})"
 
 
-_SOTS = Task("sots", "Dehazing SOTS", "sots")
-_RAIN = Task("rain100l", "Deraining Rain100L", "rain100l")
+_SOTS = Task("sots", "Dehazing SOTS", "haze")
+_RAIN = Task("rain100l", "Deraining Rain100L", "rain")
 
 
 def _cbsd68(sigma: int) -> Task:
-    return Task(f"cbsd68_{sigma}", f"Denoising CBSD68 σ={sigma}", "cbsd68", {"sigma": sigma})
+    return Task(f"cbsd68_{sigma}", f"Denoising CBSD68 σ={sigma}", f"noise_{sigma}")
 
 
 PAPER_SUITES: dict[str, tuple[Task, ...]] = {
@@ -48,11 +46,11 @@ PAPER_SUITES: dict[str, tuple[Task, ...]] = {
         _SOTS,
         _RAIN,
         _cbsd68(25),
-        Task("gopro", "Deblurring GoPro", "gopro"),
-        Task("lol", "Low-light LOL-v1", "lol"),
+        Task("gopro", "Deblurring GoPro", "blur"),
+        Task("lol", "Low-light LOL-v1", "low_light"),
     ),
     # AnyIR Tab. 3: the CDD-11 test split, one row per degradation combination.
-    "cdd11": tuple(Task(k, _cdd11_title(k), "cdd11", {"kind": k}) for k in CDD11_KINDS),
+    "cdd11": tuple(Task(k, _cdd11_title(k), k) for k in CDD11_KINDS),
 }
 
 #: What the synthetic suite applies to clean photos: every CDD-11 type, noise, blur.
@@ -66,7 +64,7 @@ _SYNTHETIC_TITLES = {
 }
 
 SYNTHETIC_TASKS: tuple[Task, ...] = tuple(
-    Task(k, _SYNTHETIC_TITLES.get(k) or _cdd11_title(k).replace("CDD-11", "Synthetic"))
+    Task(k, _SYNTHETIC_TITLES.get(k) or _cdd11_title(k).replace("CDD-11", "Synthetic"), k)
     for k in SYNTHETIC_KINDS
 )
 

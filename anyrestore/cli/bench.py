@@ -64,9 +64,14 @@ def bench_command(
     ] = None,
     tile: Annotated[
         int | None,
-        typer.Option(help="Tile size (quality: tile every image; speed: for tiled sizes)."),
+        typer.Option(
+            help="Tile size. Quality: tile larger images (default whole images, as the papers). "
+            "Speed: for tiled sizes (default the engine's automatic size)."
+        ),
     ] = None,
-    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels.")] = 32,
+    overlap: Annotated[
+        int | None, typer.Option(help="Tile overlap in pixels (default: the model's hint).")
+    ] = None,
     sizes: Annotated[
         str, typer.Option(help="Speed: sizes N, WxH, tiled:WxH or 12mp, comma-separated.")
     ] = "256,512,1024,12mp",
@@ -84,8 +89,6 @@ def bench_command(
 
     if json_output and csv_output:
         raise UsageError("choose one of --json and --csv")
-    if limit is not None and limit < 1:
-        raise UsageError("--limit must be >= 1")
     config = BenchConfig(
         suite=suite,
         models=model or [],

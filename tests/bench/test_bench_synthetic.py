@@ -1,0 +1,77 @@
+"""The synthetic suite: which photos it reads, and fixed-seed degradations of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from anyrestore.bench.candidates import identity_candidate
+from anyrestore.bench.quality import run_quality
+from anyrestore.bench.suites import SYNTHETIC_KINDS, SYNTHETIC_TASKS
+from anyrestore.bench.synthetic import find_photos, load_photo, seed_for, synthetic_pairs
+from anyrestore.data.degradations import degrade
+from anyrestore.errors import DataError
+from anyrestore.metrics import psnr, ssim
+
+
+def test_find_photos_skips_degraded_and_non_images(photos: Path) -> None:
+    assert [p.name for p in find_photos(photos)] == ["a.png", "b.jpg"]
+
+
+def test_missing_or_empty_folder_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        find_photos(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"\.png/\.jpg"):
+        find_photos(tmp_path / "empty")
+
+
+def test_load_photo_downscales_the_longer_side(photos: Path) -> None:
+    full = load_photo(photos / "a.png", max_side=None)
+    small = load_photo(photos / "a.png", max_side=24)
+    assert full.shape == (3, 40, 48)
+    assert small.shape == (3, 20, 24)
+    assert 0.0 <= small.min() and small.max() <= 1.0
+
+
+def test_every_kind_is_applied_with_a_fixed_seed(photos: Path) -> None:
+    files = find_photos(photos)
+    first = list(synthetic_pairs(SYNTHETIC_KINDS, files, max_side=None))
+    again = list(synthetic_pairs(SYNTHETIC_KINDS, files[:1], max_side=None))
+    assert [p.kind for p in first[: len(SYNTHETIC_KINDS)]] == list(SYNTHETIC_KINDS)
+    assert len(first) == 2 * len(SYNTHETIC_KINDS)
+    for pair, repeat in zip(
+        first[: len(again)], again, strict=True
+    ):  # the same photo gives the same result alone
+        assert torch.equal(pair.degraded, repeat.degraded)
+        assert pair.degraded.shape == pair.clean.shape
+        assert not torch.equal(pair.degraded, pair.clean)
+    # The seed depends on the photo and the kind, so noise differs between photos.
+    assert seed_for("a.png", "noise_25") != seed_for("b.jpg", "noise_25")
+
+
+def test_identity_baseline_scores_the_degraded_input(photos: Path) -> None:
+    files = find_photos(photos)
+    kinds = ("noise_25", "L+H")
+    tasks = [t for t in SYNTHETIC_TASKS if t.kind in kinds]
+    records = run_quality(
+        [identity_candidate()], tasks, synthetic_pairs(kinds, files), suite="synthetic"
+    )
+    by_kind = {r["kind"]: r for r in records}
+    for kind in kinds:
+        direct_p, direct_s = [], []
+        for f in files:
+            clean = load_photo(f)
+            noisy = degrade(clean.unsqueeze(0), kind, seed=seed_for(f.name, kind))
+            direct_p.append(psnr(noisy.double(), clean.unsqueeze(0).double()).item())
+            direct_s.append(ssim(noisy.double(), clean.unsqueeze(0).double()).item())
+        assert by_kind[kind]["psnr"] == pytest.approx(sum(direct_p) / 2, abs=1e-6)
+        assert by_kind[kind]["ssim"] == pytest.approx(sum(direct_s) / 2, abs=1e-6)
+        assert by_kind[kind]["images"] == 2
+    average = by_kind["average"]
+    assert average["psnr"] == pytest.approx(
+        (by_kind["noise_25"]["psnr"] + by_kind["L+H"]["psnr"]) / 2
+    )
+    assert average["psnr_gain"] == 0.0
