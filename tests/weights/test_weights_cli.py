@@ -169,3 +169,16 @@ def test_add_writes_through_the_package_symlink(tmp_path, tiny_file):
     )
     assert link.is_symlink() and "# header kept" in real.read_text()
     assert [e.name for e in list_entries(link)] == ["t"]
+
+
+def test_verify_checks_embedded_copies(manifest, tiny_bytes, hf_home):
+    path = manifest(hub_entry(tiny_bytes, embedded="weights/embedded/t.safetensors"))
+    stored = path.parent / "weights" / "embedded" / "t.safetensors"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(tiny_bytes)
+    result = _run("verify")
+    assert result.exit_code == 0 and "embedded" in result.stdout and "ok" in result.stdout
+    stored.write_bytes(tiny_bytes[:-1] + b"\0")
+    result = _run("verify")
+    assert result.exit_code == 4 and "reinstall" in result.stderr
+    assert stored.exists()

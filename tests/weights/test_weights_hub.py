@@ -154,3 +154,12 @@ def test_model_name_resolves_to_its_preferred_entry(fake_hub, manifest, tiny_byt
     manifest(other, hub_entry(tiny_bytes, default=True))  # the default entry is preferred
     assert load_weights("anyir_t").arch == "anyir"
     assert all("absent" not in path for _, path, _ in fake_hub.requests)
+
+
+def test_entry_with_hub_and_missing_embedded_copy_downloads(
+    fake_hub, manifest, tiny_bytes, hf_home
+):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes, embedded="weights/embedded/absent.safetensors", default=True))
+    path = resolve_weights(None)
+    assert hf_home in path.parents and path.read_bytes() == tiny_bytes
