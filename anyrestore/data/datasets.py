@@ -262,6 +262,9 @@ def build_dataset(
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    if degrade_in_loop and layout != "synthetic":
+        # the loop would degrade real degraded/clean pairs a second time
+        raise ValueError("degrade_in_loop needs the synthetic layout (clean photos only)")
     if isinstance(kinds, str):
         kinds = [kinds]
     root = Path(root)

@@ -154,6 +154,8 @@ def test_degrade_in_loop_returns_clean_crops_for_degrade_batch(tmp_path: Path) -
     assert set(batch["kind"]) <= {"haze", "noise_50"}
     lq = degrade_batch(batch["gt"], batch["kind"], seed=0)
     assert lq.shape == batch["gt"].shape and not torch.equal(lq, batch["gt"])
+    with pytest.raises(ValueError, match="synthetic"):
+        build_dataset("paired", tmp_path, degrade_in_loop=True)
 
 
 def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path: Path) -> None:
