@@ -10,7 +10,13 @@ import torch
 from anyrestore.bench.candidates import identity_candidate
 from anyrestore.bench.quality import run_quality
 from anyrestore.bench.suites import SYNTHETIC_KINDS, SYNTHETIC_TASKS
-from anyrestore.bench.synthetic import find_photos, load_photo, seed_for, synthetic_pairs
+from anyrestore.bench.synthetic import (
+    SAMPLES_DIR,
+    find_photos,
+    load_photo,
+    seed_for,
+    synthetic_pairs,
+)
 from anyrestore.data.degradations import degrade
 from anyrestore.errors import DataError
 from anyrestore.metrics import psnr, ssim
@@ -75,3 +81,13 @@ def test_identity_baseline_scores_the_degraded_input(photos: Path) -> None:
         (by_kind["noise_25"]["psnr"] + by_kind["L+H"]["psnr"]) / 2
     )
     assert average["psnr_gain"] == 0.0
+
+
+def test_shipped_samples_are_the_default_photos() -> None:
+    photos = find_photos()
+    assert photos, "anyrestore/assets/samples/ ships clean photos"
+    sources = (SAMPLES_DIR / "SOURCES.md").read_text()
+    for path in photos:
+        assert "degraded" not in path.name
+        assert path.name in sources  # each photo's source and license is documented
+        assert load_photo(path, max_side=64).shape[0] == 3

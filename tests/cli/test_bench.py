@@ -189,6 +189,17 @@ def test_malformed_root_names_the_missing_folder(tmp_path: Path) -> None:
     assert "dehaze/target" in err and "expected" in err
 
 
+def test_unreadable_test_image_is_an_input_error_and_limit_caps_rows(tmp_path: Path) -> None:
+    root = make_task_tree(tmp_path / "three", n=3)
+    code, out, _ = run("--suite", "three", "--data-root", str(root), "--baseline", "identity",
+                       "--limit", "2", "--json")  # fmt: skip
+    assert code == 0
+    assert {r["images"] for r in json.loads(out) if r["kind"] != "average"} == {2}
+    (root / "test" / "dehaze" / "input" / "0001_0.8_0.2.png").write_bytes(b"not a png")
+    code, _, err = run("--suite", "three", "--data-root", str(root), "--baseline", "identity")
+    assert code == 3 and "0001_0.8_0.2.png" in err
+
+
 def test_usage_errors(tmp_path: Path) -> None:
     assert run("--suite", "three", "--baseline", "identity")[0] == 2  # no --data-root
     assert run("--suite", "nope", "--baseline", "identity")[0] == 2
@@ -231,6 +242,14 @@ def test_synthetic_with_model_saves_images(tmp_path: Path, tiny_weights: Path) -
     ) / 255.0).permute(2, 0, 1)  # fmt: skip
     identity = _by(records, "identity")["noise_50"]["psnr"]
     assert psnr(noisy, clean).item() == pytest.approx(identity, abs=0.05)  # 8-bit rounding
+
+
+def test_synthetic_defaults_to_the_shipped_samples() -> None:
+    code, out, _ = run("--baseline", "identity", "--limit", "1", "--max-side", "48", "--json")
+    assert code == 0
+    records = json.loads(out)
+    assert len(records) == 16 and all(r["suite"] == "synthetic" for r in records)
+    assert all(r["images"] == 1 for r in records if r["kind"] != "average")
 
 
 def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
