@@ -126,7 +126,9 @@ def test_three_identity_baseline_is_the_inputs_own_score(tmp_path: Path) -> None
     assert list(records) == ["sots", "rain100l", "cbsd68_15", "cbsd68_25", "cbsd68_50", "average"]
     rain = root / "test" / "derain" / "Rain100L"
     direct = [
-        psnr(_tensor(rain / "input" / f"rain-{i}.png"), _tensor(rain / "target" / f"norain-{i}.png"))
+        psnr(
+            _tensor(rain / "input" / f"rain-{i}.png"), _tensor(rain / "target" / f"norain-{i}.png")
+        )
         for i in range(2)
     ]
     assert records["rain100l"]["psnr"] == pytest.approx(float(sum(direct)) / 2, abs=1e-4)
@@ -135,7 +137,9 @@ def test_three_identity_baseline_is_the_inputs_own_score(tmp_path: Path) -> None
     noisy = [p for p in iter_test_pairs("three", root, kinds=["noise_50"])]
     expected = np.mean([ssim(p["lq"].double(), p["gt"].double()).item() for p in noisy])
     assert records["cbsd68_50"]["ssim"] == pytest.approx(expected, abs=1e-5)
-    assert records["cbsd68_15"]["psnr"] > records["cbsd68_25"]["psnr"] > records["cbsd68_50"]["psnr"]
+    assert (
+        records["cbsd68_15"]["psnr"] > records["cbsd68_25"]["psnr"] > records["cbsd68_50"]["psnr"]
+    )
     rows = [records[k]["psnr"] for k in records if k != "average"]
     assert records["average"]["psnr"] == pytest.approx(sum(rows) / len(rows))
     for r in records.values():
