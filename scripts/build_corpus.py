@@ -21,6 +21,7 @@ import shutil
 import sys
 import tarfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,8 +271,10 @@ def stage(c: Candidate, rgb: np.ndarray, quality: float | None, staging: Path, f
     return staged
 
 
-def build(out: Path, cache: Path, fmt: str = "jpg", sheets: Path | None = None) -> dict:
-    """Fetch, filter, split and write the corpus; returns the summary that main prints."""
+def build(
+    out: Path, candidates: Iterable[Candidate], fmt: str = "jpg", sheets: Path | None = None
+) -> dict:
+    """Filter, split and write the corpus; returns the summary that main prints."""
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -279,7 +282,7 @@ def build(out: Path, cache: Path, fmt: str = "jpg", sheets: Path | None = None) 
     dropped: list[tuple[str, str, str]] = []
     dropped_thumbs: list[tuple[str, Image.Image]] = []
     seen_pixels: dict[str, str] = {}
-    candidates = list(all_candidates(cache))
+    candidates = list(candidates)
     largest = largest_variants(candidates)
 
     for c in candidates:
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write kept.png and dropped.png thumbnail grids into this folder")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = build(args.out, args.cache, args.format, args.contact_sheets)
+    summary = build(args.out, all_candidates(args.cache), args.format, args.contact_sheets)
     print_summary(summary)
     if args.archive:
         write_archive(args.out, args.archive)

@@ -104,13 +104,15 @@ def photo_stats(rgb: np.ndarray) -> dict[str, float]:
     same_down = (x[1:, :-1] == x[:-1, :-1]).all(axis=2)
     fills = []
     for c in range(3):
-        ch = sample.reshape(-1, 3)[:, c]
-        lo, hi = np.percentile(ch, [1, 99])
-        used = np.unique(ch[(ch >= lo) & (ch <= hi)])
-        fills.append(len(used) / (hi - lo + 1))
+        counts = np.bincount(sample[:, c], minlength=256)
+        cdf = np.cumsum(counts) / len(sample)
+        lo, hi = int(np.searchsorted(cdf, 0.01)), int(np.searchsorted(cdf, 0.99))
+        fills.append(np.count_nonzero(counts[lo:hi + 1]) / (hi - lo + 1))
+    packed.sort()
+    distinct = 1 + np.count_nonzero(np.diff(packed))
     return {
         "chroma_p99": float(np.percentile(chroma, 99)),
-        "unique_ratio": float(len(np.unique(packed)) / len(packed)),
+        "unique_ratio": float(distinct / len(packed)),
         "flat_fraction": float((same_right & same_down).mean()),
         "level_fill": float(min(fills)),
     }
