@@ -25,3 +25,4 @@ __all__ = [
 ]
 
 # Importing an architecture module registers it and its variants.
+from anyrestore.models import clusir  # noqa: E402,F401

@@ -1,0 +1,101 @@
+"""Degradation-aware frequency modulation module (DAFMM), ClusIR Sec. 3.3, Eq. (11)-(15).
+
+A DWT splits the features into a low band and three high bands. The frequency self-mining
+block (FSB) filters the low band with a per-image, softmax-normalised 3x3 kernel to separate
+what is really low-frequency from the residual detail the DWT left in it. The clean low part
+has its Fourier amplitude and phase re-predicted together with the degradation prompt; the
+high bands and the mined detail are gated channel-wise by the prompt; an inverse DWT puts
+them back together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyrestore.models.layers.globalstats import GlobalStat
+from anyrestore.models.layers.wavelets import DWT, IDWT
+
+
+class FrequencySelfMining(nn.Module):
+    """FSB: content-adaptive low-pass filter from pooled statistics; high = input - low."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, groups: int = 8) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.groups = math.gcd(dim, groups)
+        self.stat = GlobalStat()
+        self.to_kernel = nn.Conv2d(dim, self.groups * kernel_size**2, 1)
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """Per image and channel group, the k*k low-pass taps (summing to 1): (b, groups, k*k)."""
+        # Eq. (11): W = softmax(Conv(GAP(X_L))) over the k*k taps
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        taps = self.to_kernel(pooled).reshape(x.shape[0], self.groups, self.kernel_size**2)
+        return taps.softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = x.shape
+        k = self.kernel_size
+        taps = self.stat(lambda: self.kernel(x), b)
+        patches = F.unfold(F.pad(x, (k // 2,) * 4, mode="replicate"), k)
+        patches = patches.reshape(b, self.groups, c // self.groups, k * k, h * w)
+        # Eq. (12): X_low(i) = sum_j W_j * X_L(i + j) over the k*k patch around each pixel i
+        low = (patches * taps.to(patches.dtype)[:, :, None, :, None]).sum(dim=3).reshape(b, c, h, w)
+        # Eq. (13): X_high = X_L - X_low
+        return low, x - low
+
+
+class _SpectralFuse(nn.Module):
+    """1x1 conv, LeakyReLU, 1x1 conv over [spectrum component, prompt] channels."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(2 * dim, dim, 1), nn.LeakyReLU(0.1), nn.Conv2d(dim, dim, 1)
+        )
+
+    def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        p = prompt[:, :, None, None].to(x.dtype).expand(-1, -1, *x.shape[-2:])
+        return self.body(torch.cat([x, p], dim=1))
+
+
+class DAFMM(nn.Module):
+    """Residual frequency modulation of a feature map by a (b, dim) degradation prompt."""
+
+    def __init__(self, dim: int, wavelet: str = "haar") -> None:
+        super().__init__()
+        self.dwt = DWT(wavelet)
+        self.idwt = IDWT(wavelet)
+        self.fsb = FrequencySelfMining(dim)
+        self.amplitude = _SpectralFuse(dim)
+        self.phase = _SpectralFuse(dim)
+        self.high = nn.Conv2d(4 * dim, 4 * dim, 1)
+        self.high_gate = nn.Linear(dim, 4 * dim)
+        self.out = nn.Conv2d(dim, dim, 1)
+
+    def low_frequency(self, low: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Eq. (14): amplitude and phase of the low band re-predicted with the prompt."""
+        h, w = low.shape[-2:]
+        spectrum = torch.fft.rfft2(low.float(), norm="ortho")
+        amplitude = self.amplitude(spectrum.abs(), prompt).float()
+        phase = self.phase(spectrum.angle(), prompt).float()
+        # Eq. (14): X^_L = IFFT(F_A(Concat(A(X_low), P)) * exp(i F_P(Concat(Phi(X_low), P))))
+        fused = torch.polar(amplitude, phase)
+        return torch.fft.irfft2(fused, s=(h, w), norm="ortho").to(low.dtype)
+
+    def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        bands = self.dwt(x)
+        ll, highs = bands[:, :c], bands[:, c:]
+        low, detail = self.fsb(ll)
+        low = self.low_frequency(low, prompt)
+        # Eq. (15): X^_H = Conv(Concat(X_LH, X_HL, X_HH, X_high)) * sigmoid(W_p P)
+        gate = torch.sigmoid(self.high_gate(prompt))[:, :, None, None]
+        mixed = self.high(torch.cat([highs, detail], dim=1)) * gate.to(x.dtype)
+        highs, detail = mixed[:, : 3 * c], mixed[:, 3 * c :]
+        restored = self.idwt(torch.cat([low + detail, highs], dim=1))
+        return x + self.out(restored)
