@@ -1,7 +1,8 @@
 """Multi-Dconv head transposed attention (Restormer, Zamir et al. 2022).
 
 Attention is taken across channels rather than pixels, so its cost grows linearly with
-image size: a (c/heads x c/heads) map per head instead of (hw x hw).
+image size: a (c/heads x c/heads) map per head instead of (hw x hw). That map sums over every
+pixel, so it is an image-wide statistic and goes through ``GlobalStat`` for tiled inference.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from anyrestore.models.layers.globalstats import GlobalStat
 
 
 class TransposedAttention(nn.Module):
@@ -24,6 +27,7 @@ class TransposedAttention(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dw = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.proj = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.stats = GlobalStat()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -31,8 +35,12 @@ class TransposedAttention(nn.Module):
         q = q.reshape(b, self.heads, c // self.heads, h * w)
         k = k.reshape(b, self.heads, c // self.heads, h * w)
         v = v.reshape(b, self.heads, c // self.heads, h * w)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature  # (b, heads, c', c')
-        out = attn.softmax(dim=-1) @ v
+
+        def channel_attention() -> torch.Tensor:
+            qn = F.normalize(q, dim=-1)
+            kn = F.normalize(k, dim=-1)
+            attn = (qn @ kn.transpose(-2, -1)) * self.temperature  # (b, heads, c', c')
+            return attn.softmax(dim=-1)
+
+        out = self.stats(channel_attention, batch=b) @ v
         return self.proj(out.reshape(b, c, h, w))
