@@ -1,0 +1,174 @@
+"""AnyIR (Ren et al., TMLR): all-in-one restoration by spatial-frequency degradation adaptation.
+
+Sec. 3.2: a 4-level U-shaped encoder-decoder of degradation adaptation blocks (DAB) behind a
+3x3 conv patch embedding, with refinement blocks at full resolution and a global skip.
+Sec. 3.3 (Eq. 6-8): a DAB skip-splits its channels, runs transposed attention on one half
+and GatedDA (Sec. 3.4, Alg. 1) on the other, fuses them in space and frequency (Sec. 3.5,
+Alg. 2, Eq. 9) and finishes with norm + FFN. Variant sizes follow App. A.2, Tab. 11.
+Choices the paper leaves open are listed in docs/architectures.md ("AnyIR").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyrestore.models.base import RestorationModel
+from anyrestore.models.layers.attention import TransposedAttention
+from anyrestore.models.layers.ffn import GatedDconvFFN
+from anyrestore.models.layers.fusion import SpatialFrequencyFusion
+from anyrestore.models.layers.gated import GatedDA
+from anyrestore.models.layers.norm import LayerNorm2d
+from anyrestore.models.layers.sampling import Downsample, Upsample
+from anyrestore.models.registry import register_arch, register_model
+
+__all__ = ["AnyIRConfig", "AnyIR", "DegradationAdaptationBlock", "skip_split"]
+
+
+@dataclass(frozen=True)
+class AnyIRConfig:
+    """Sizes of an AnyIR network; ``dim`` is the level-1 width, doubled at every level down."""
+
+    dim: int = 28
+    blocks: tuple[int, int, int, int] = (3, 5, 5, 7)
+    #: Attention heads per level; the attention half of a level has dim * 2**level / 2 channels.
+    heads: tuple[int, int, int, int] = (1, 2, 4, 8)
+    ffn_expansion: float = 2.0
+    refinement_blocks: int = 4
+    #: Kernel of GatedDA's depthwise conv W_depth (Alg. 1 step 8); the paper gives none.
+    gate_kernel: int = 7
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.blocks) != 4 or len(self.heads) != 4:
+            raise ValueError("AnyIR has 4 levels: blocks and heads need 4 entries each")
+        if self.dim < 4 or self.dim % 4:
+            # Skip-split halves C, GatedDA then gives alpha and beta a quarter of C each.
+            raise ValueError(f"dim must be a positive multiple of 4, got {self.dim}")
+        if min(self.blocks) < 1 or self.refinement_blocks < 0:
+            raise ValueError("every level needs at least one block; refinement_blocks >= 0")
+        for level, heads in enumerate(self.heads):
+            half = self.dim * 2**level // 2
+            if heads < 1 or half % heads:
+                raise ValueError(
+                    f"level {level + 1}: {heads} heads do not divide the {half} attention channels "
+                    f"(dim {self.dim}); choose heads that divide dim * 2**level / 2"
+                )
+
+
+def skip_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (6): 1-based odd channels (2k-1) go to attention, even channels (2k) to the gate."""
+    return x[:, 0::2], x[:, 1::2]
+
+
+class DegradationAdaptationBlock(nn.Module):
+    """DAB (Sec. 3.3): skip-split, attention || GatedDA, spatial-frequency fusion, norm + FFN."""
+
+    def __init__(self, dim: int, heads: int, cfg: AnyIRConfig) -> None:
+        super().__init__()
+        half = dim // 2
+        self.norm1 = LayerNorm2d(dim, bias=True)
+        self.attn = TransposedAttention(half, heads, bias=cfg.bias)
+        self.gate = GatedDA(half, cfg.gate_kernel, bias=cfg.bias)
+        self.fusion = SpatialFrequencyFusion(dim, bias=cfg.bias)
+        self.norm2 = LayerNorm2d(dim, bias=True)
+        self.ffn = GatedDconvFFN(dim, cfg.ffn_expansion, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Eq. (6): skip-split of the normalised input into interleaved halves
+        f_att, f_gate = skip_split(self.norm1(x))
+        # Eq. (7): transposed (channel) attention on one half
+        f_att = self.attn(f_att)
+        # Sec. 3.4 / Alg. 1: GatedDA on the other half
+        f_gate = self.gate(f_gate)
+        # Alg. 2 + Eq. (9): F_fuse = Conv_{W_fuse}(fusion) + F_in
+        f_fuse = self.fusion(f_att, f_gate) + x
+        # Eq. (8): F_out = FFN(Norm(F_fuse)) + F_fuse
+        return self.ffn(self.norm2(f_fuse)) + f_fuse
+
+
+def _stage(dim: int, heads: int, count: int, cfg: AnyIRConfig) -> nn.Sequential:
+    return nn.Sequential(*(DegradationAdaptationBlock(dim, heads, cfg) for _ in range(count)))
+
+
+class AnyIR(RestorationModel):
+    """The U-shaped AnyIR network (Fig. 2a); accepts any input size and pads internally."""
+
+    arch = "anyir"
+    pad_multiple = 8
+    tile_overlap_hint = 64
+
+    def __init__(self, config: AnyIRConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.dim
+        nb, nh = cfg.blocks, cfg.heads
+        # Sec. 3.2: shallow 3x3 conv patch embedding, H x W x C
+        self.patch_embed = nn.Conv2d(3, d, 3, padding=1, bias=cfg.bias)
+        # Encoder: each level doubles channels and halves resolution.
+        self.encoder1 = _stage(d, nh[0], nb[0], cfg)
+        self.down1_2 = Downsample(d)
+        self.encoder2 = _stage(2 * d, nh[1], nb[1], cfg)
+        self.down2_3 = Downsample(2 * d)
+        self.encoder3 = _stage(4 * d, nh[2], nb[2], cfg)
+        self.down3_4 = Downsample(4 * d)
+        self.latent = _stage(8 * d, nh[3], nb[3], cfg)
+        # Decoder: upsample, concat the skip, merge by a linear (1x1) projection.
+        # The bottleneck is first projected to 4C, so the 3x3 upsampling conv runs at 4C -> 8C
+        # (a 16C-wide conv here would alone hold ~15% of the paper's parameter budget).
+        self.reduce_latent = nn.Conv2d(8 * d, 4 * d, 1, bias=cfg.bias)
+        self.up4_3 = Upsample(4 * d)
+        self.reduce3 = nn.Conv2d(6 * d, 4 * d, 1, bias=cfg.bias)
+        self.decoder3 = _stage(4 * d, nh[2], nb[2], cfg)
+        self.up3_2 = Upsample(4 * d)
+        self.reduce2 = nn.Conv2d(4 * d, 2 * d, 1, bias=cfg.bias)
+        self.decoder2 = _stage(2 * d, nh[1], nb[1], cfg)
+        self.up2_1 = Upsample(2 * d)
+        # Level 1 keeps the concatenated 2C width, as in Restormer/PromptIR (no reduction).
+        self.decoder1 = _stage(2 * d, nh[0], nb[0], cfg)
+        self.refinement = _stage(2 * d, nh[0], cfg.refinement_blocks, cfg)
+        self.output = nn.Conv2d(2 * d, 3, 3, padding=1, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> Any:
+        h, w = x.shape[-2:]
+        inp = _pad_to_multiple(x, self.pad_multiple)
+        e1 = self.encoder1(self.patch_embed(inp))
+        e2 = self.encoder2(self.down1_2(e1))
+        e3 = self.encoder3(self.down2_3(e2))
+        z = self.latent(self.down3_4(e3))
+        d3 = self.decoder3(self.reduce3(torch.cat((self.up4_3(self.reduce_latent(z)), e3), dim=1)))
+        d2 = self.decoder2(self.reduce2(torch.cat((self.up3_2(d3), e2), dim=1)))
+        d1 = self.decoder1(torch.cat((self.up2_1(d2), e1), dim=1))
+        # Sec. 3.2: refinement at full resolution, then the global skip (input added to output)
+        out = self.output(self.refinement(d1)) + inp
+        out = out[..., :h, :w]
+        return (out, {"losses": {}}) if return_aux else out
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple; reflect where the image is large enough, else replicate."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+register_arch("anyir", AnyIRConfig, AnyIR)
+
+
+@register_model("anyir_t", arch="anyir")
+def anyir_t() -> AnyIRConfig:
+    """AnyIR-Tiny (Tab. 11): blocks [3,5,5,7], dim 28, FFN x2, 4 refinement blocks."""
+    return AnyIRConfig(dim=28, blocks=(3, 5, 5, 7), ffn_expansion=2.0, refinement_blocks=4)
+
+
+@register_model("anyir_s", arch="anyir")
+def anyir_s() -> AnyIRConfig:
+    """AnyIR-Small (Tab. 11): blocks [4,6,6,8], dim 32, FFN x2, 4 refinement blocks."""
+    return AnyIRConfig(dim=32, blocks=(4, 6, 6, 8), ffn_expansion=2.0, refinement_blocks=4)
