@@ -1,0 +1,138 @@
+"""AnyIR against its paper: size and cost (Tab. 6/11), Eq. (6), Alg. 1-2, tiling hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anyrestore.bench.complexity import count_macs, count_params
+from anyrestore.models import create_model
+from anyrestore.models.anyir import AnyIRConfig, skip_split
+from anyrestore.models.layers.fusion import frequency_fusion
+from anyrestore.models.layers.gated import GatedDA
+from anyrestore.models.layers.globalstats import (
+    frozen_global_stats,
+    has_global_stats,
+    set_global_mode,
+)
+
+TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("anyir_t", **TINY).eval()
+
+
+# Tab. 6 / Tab. 11: Params and "FLOPs" (MACs) at 224x224.
+PAPER = {"anyir_t": (5.74e6, 26e9), "anyir_s": (8.51e6, 39e9)}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_params_and_macs_match_the_paper(name: str, built_model) -> None:
+    params, macs = PAPER[name]
+    model = built_model(name)
+    assert abs(count_params(model) / params - 1) < 0.03
+    # Every counted op (conv, attention matmul) scales with the pixel count and 56 needs no
+    # padding, so 16x the 56x56 count is the 224x224 count (checked exactly below).
+    assert abs(16 * count_macs(model, 56) / macs - 1) < 0.15
+
+
+def test_mac_count_scales_exactly_with_area() -> None:
+    model = tiny_model()
+    assert count_macs(model, 224) == 16 * count_macs(model, 56)
+
+
+def test_skip_split_interleaves_channels_as_eq6() -> None:
+    x = torch.arange(6.0).reshape(1, 6, 1, 1)
+    att, gate = skip_split(x)
+    # Eq. (6): 1-based channels 2k-1 (0-based 0, 2, 4) to attention, 2k to the gate.
+    assert att.flatten().tolist() == [0.0, 2.0, 4.0]
+    assert gate.flatten().tolist() == [1.0, 3.0, 5.0]
+
+
+def test_block_feeds_the_split_halves_to_attention_and_gate() -> None:
+    model = tiny_model()
+    block = model.encoder1[0]
+    seen: dict[str, torch.Tensor] = {}
+    block.attn.register_forward_hook(lambda m, args, out: seen.update(att=args[0]))
+    block.gate.register_forward_hook(lambda m, args, out: seen.update(gate=args[0]))
+    x = torch.rand(1, 8, 16, 16)
+    with torch.no_grad():
+        block(x)
+        normed = block.norm1(x)
+    assert torch.equal(seen["att"], normed[:, 0::2])
+    assert torch.equal(seen["gate"], normed[:, 1::2])
+
+
+def test_gated_da_temperature_uses_image_channel_statistics() -> None:
+    torch.manual_seed(0)
+    gate = GatedDA(6)
+    # Tab. 8: (alpha, beta, gamma) = (hidden/4, hidden/4, hidden/2), hidden = 2C here.
+    assert gate.split == (3, 3, 6)
+    x = torch.randn(2, 6, 9, 11) * 3 + 1
+    set_global_mode(gate, "record")
+    with torch.no_grad():
+        gate(x)
+        f_hat = gate.norm(x)
+    # Alg. 1 steps 2-4: Delta = sigmoid(mean + std) per image and channel.
+    mu = f_hat.mean(dim=(2, 3), keepdim=True)
+    sigma = f_hat.std(dim=(2, 3), unbiased=False, keepdim=True)
+    torch.testing.assert_close(gate.stats._stored, torch.sigmoid(mu + sigma), atol=1e-5, rtol=0)
+
+
+def test_recorded_statistics_replay_to_the_live_output() -> None:
+    model = tiny_model()
+    assert has_global_stats(model)
+    image = torch.rand(1, 3, 40, 48)
+    other = torch.rand(1, 3, 40, 48) * 0.2
+    with torch.no_grad():
+        live = model(image)
+        with frozen_global_stats(model, image):
+            replayed = model(image)
+            # Statistics of `image` imposed on `other`: the replay really is used.
+            other_with_image_stats = model(other)
+        other_live = model(other)
+    assert torch.equal(replayed, live)
+    assert not torch.allclose(other_with_image_stats, other_live, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(97, 131), (8, 8), (5, 3), (1, 1)])
+def test_any_input_size_is_padded_and_cropped(size: tuple[int, int]) -> None:
+    model = tiny_model()
+    x = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        out, aux = model(x, return_aux=True)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    assert aux == {"losses": {}}
+
+
+def test_bf16_autocast_with_channels_last_runs() -> None:
+    model = tiny_model()
+    x = torch.rand(1, 3, 37, 45)
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x.contiguous(memory_format=torch.channels_last))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    assert (out.float() - reference).abs().mean() < 0.02
+
+
+def test_frequency_fusion_is_the_repeated_sum_of_the_halves() -> None:
+    # Alg. 2 steps 11-14 are linear: irfft2(rfft2(a) + rfft2(b)) = a + b, so the branch is
+    # pixel-local (nothing for tiling to freeze). Odd width checks the irfft2 size argument.
+    a, b = torch.randn(2, 4, 7, 9), torch.randn(2, 4, 7, 9)
+    torch.testing.assert_close(frequency_fusion(a, b), (a + b).repeat(1, 2, 1, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = frequency_fusion(a.bfloat16(), b.bfloat16())
+    assert half.dtype == torch.bfloat16
+
+
+def test_config_rejects_heads_that_do_not_divide_the_attention_half() -> None:
+    with pytest.raises(ValueError, match="heads"):
+        AnyIRConfig(dim=12, heads=(1, 2, 4, 5))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        AnyIRConfig(dim=10)
+    assert AnyIRConfig(dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1).heads == (1, 2, 4, 8)

@@ -1,0 +1,131 @@
+"""The RestorationModel contract, checked for every registered variant (timm-style)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from anyrestore.models import (
+    RestorationModel,
+    build_model,
+    create_model,
+    get_spec,
+    list_models,
+    register_arch,
+    register_model,
+)
+from anyrestore.models.registry import config_from_dict
+from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
+
+MODELS = list_models()
+
+
+def test_variants_are_registered() -> None:
+    assert {"anyir_t", "anyir_s"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_declares_its_contract(name: str, built_model) -> None:
+    model = built_model(name)
+    spec = get_spec(name)
+    assert isinstance(model, RestorationModel)
+    assert model.arch == spec.arch
+    assert model.config == spec.config
+    assert model.pad_multiple >= 1 and model.tile_overlap_hint >= 0
+    # The config survives JSON (as in checkpoint metadata) and rebuilds the same config.
+    values = json.loads(json.dumps(model.config_dict()))
+    assert config_from_dict(model.arch, values) == model.config
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_odd_input_size_comes_out_same_size(name: str, built_model, make_images) -> None:
+    model = built_model(name)
+    x = make_images(1, 19, 13)
+    with torch.no_grad():
+        out, aux = model(x, return_aux=True)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    assert isinstance(aux["losses"], dict)
+    assert all(v.dim() == 0 for v in aux["losses"].values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_eval_is_deterministic_and_per_image(name: str, built_model, make_images) -> None:
+    model = built_model(name)
+    x = make_images(2, 16, 24, seed=1)
+    with torch.no_grad():
+        first = model(x)
+        second = model(x)
+        alone = model(x[1:])
+    assert torch.equal(first, second)
+    # Image-wide statistics are per image: the batch neighbour does not change the result.
+    torch.testing.assert_close(alone, first[1:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_step_reaches_every_parameter(name: str, make_images) -> None:
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    size = max(16, model.pad_multiple)
+    clean = make_images(4, size, size, seed=2)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    out, aux = model(noisy, return_aux=True)
+    loss = (out - clean).abs().mean() + sum(aux["losses"].values())
+    loss.backward()
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]} ({len(missing)})"
+    bad = [n for n, p in params.items() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradient in {bad[:5]}"
+    zero = [n for n, p in params.items() if not p.grad.abs().sum() > 0]
+    assert len(zero) <= 0.05 * len(params), f"zero gradient for {zero[:5]} ({len(zero)})"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoint_round_trip(name: str, built_model, make_images, tmp_path) -> None:
+    model = built_model(name)
+    path = save_checkpoint(model, tmp_path / f"{name}.safetensors", name=name)
+    loaded = load_checkpoint(path)
+    assert type(loaded) is type(model)
+    assert loaded.config == model.config
+    own, back = model.state_dict(), loaded.state_dict()
+    assert own.keys() == back.keys()
+    assert all(torch.equal(own[k], back[k]) for k in own)
+    x = make_images(1, 16, 24, seed=4)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_registering_a_name_twice_raises() -> None:
+    spec = get_spec(MODELS[0])
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(spec.name, arch=spec.arch)(lambda: spec.config)
+    model_cls = type(build_model(spec.arch, spec.config))
+    with pytest.raises(ValueError, match="already registered"):
+        register_arch(spec.arch, type(spec.config), model_cls)
+    assert list_models() == MODELS
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError) as info:
+        create_model("no_such_model")
+    assert all(name in str(info.value) for name in MODELS)
+
+
+def test_create_model_applies_overrides_without_touching_the_variant(make_images) -> None:
+    default = get_spec("anyir_t").config
+    tiny = create_model("anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1)
+    assert tiny.config == dataclasses.replace(
+        default, dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1
+    )
+    assert get_spec("anyir_t").config == default
+    n_tiny = sum(p.numel() for p in tiny.parameters())
+    assert n_tiny < sum(p.numel() for p in create_model("anyir_t").parameters()) / 20
+    with pytest.raises(TypeError):
+        create_model("anyir_t", no_such_field=1)
+    with torch.no_grad():
+        assert math.isfinite(float(tiny(make_images(1, 8, 8)).sum()))
