@@ -1,0 +1,426 @@
+"""Training configuration: a TOML file, then ``--set section.key=value`` overrides.
+
+One dataclass per TOML table; unknown keys and wrong types are a ``ConfigError`` naming the
+key, so a typo never silently trains the wrong recipe. Values left at ``None`` or ``"auto"``
+are resolved from the model's architecture (AnyIR or ClusIR recipe) by ``resolve``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from anyrestore.errors import ConfigError
+
+LAYOUTS = ("paired", "synthetic", "three", "five", "cdd11")
+
+
+@dataclass
+class DataConfig:
+    """``[data]``: where images come from and how they are cut."""
+
+    layout: str = "synthetic"
+    root: str = ""
+    #: Degradation kinds to train on (a list, or kind -> sampling weight for "synthetic");
+    #: empty means every kind the layout offers.
+    kinds: list[str] | dict[str, float] = field(default_factory=list)
+    crop: int = 128
+    flips: bool = True
+    val_fraction: float = 0.15
+    #: Validation items scored each time (0 = the whole validation split).
+    val_items: int = 64
+    #: Repeat factor per degradation kind for "three"/"five" (ClusIR/AdaIR "data expansion"):
+    #: true = the papers' ratios (noise 3, rain 120, blur 5, low_light 200, haze 1), a table
+    #: overrides some of them, false repeats nothing.
+    expansion: bool | dict[str, int] = True
+    #: DataLoader worker processes per training process.
+    workers: int = 2
+    #: Synthesize degradations on the device batch instead of in the workers ("auto": on CUDA).
+    degrade_on_device: bool | str = "auto"
+    #: Extra keyword arguments for ``anyrestore.data.build_dataset``.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """``[loss]``: the recipe, and weights that override it."""
+
+    #: "auto" (by architecture), "anyir" (L1 + 0.1 Fourier), "clusir" (L1 + MS-SSIM + aux).
+    recipe: str = "auto"
+    l1: float | None = None
+    fourier: float | None = None
+    ms_ssim: float | None = None
+    #: Scale on the model's own auxiliary losses (ClusIR orthogonality, load balance).
+    aux: float | None = None
+    #: ``torch.fft.rfft2`` normalisation of the Fourier term ("backward" as in AdaIR/MoCE-IR code).
+    fourier_norm: str = "backward"
+
+
+@dataclass
+class OptimConfig:
+    """``[optim]``: Adam(W) and gradient clipping."""
+
+    name: str = "adam"
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    #: Max global gradient norm; 0 disables clipping.
+    grad_clip: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    """``[schedule]``: learning-rate shape over the whole run (fractions of total steps)."""
+
+    #: "auto" (cosine for AnyIR, step for ClusIR), "cosine", "step" or "constant".
+    kind: str = "auto"
+    #: Linear warmup length as a fraction of the run.
+    warmup: float | None = None
+    #: Final learning rate of the cosine decay.
+    min_lr: float = 0.0
+    #: Fractions of the run where the "step" schedule multiplies the rate by ``gamma``.
+    milestones: list[float] = field(default_factory=lambda: [0.5])
+    gamma: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """``[train]``: how long, how big, what precision."""
+
+    epochs: float = 1.0
+    #: Total optimizer steps; overrides ``epochs`` when > 0.
+    steps: int = 0
+    #: Global batch size, split evenly over the processes of a distributed run.
+    batch_size: int = 32
+    #: "auto", "fp32", "bf16" or "fp16" (fp16 only on CUDA, with loss scaling).
+    precision: str = "auto"
+    channels_last: bool | str = "auto"
+    #: EMA decay of the weights (e.g. 0.999); 0 disables EMA. Export writes EMA weights.
+    ema_decay: float = 0.0
+    #: torch intra-op threads per process; 0 keeps torch's default.
+    threads: int = 0
+    #: DDP's find_unused_parameters; "auto" turns it on for models with top-k routing (ClusIR).
+    find_unused_parameters: bool | str = "auto"
+
+
+@dataclass
+class LogConfig:
+    """``[log]``: progress, metrics, validation and checkpoint cadence (in steps)."""
+
+    every: int = 50
+    progress: bool = True
+    #: Steps between validations; 0 validates only at the end.
+    val_every: int = 0
+    #: Steps between resume checkpoints; 0 writes one only at the end (and on interrupt).
+    ckpt_every: int = 1000
+
+
+@dataclass
+class Config:
+    """The whole training recipe."""
+
+    model: str = ""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+    def digest(self) -> str:
+        """sha256 of the canonical TOML text, to name a recipe in checkpoint metadata."""
+        return hashlib.sha256(self.to_toml().encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (or start from ``base``), apply ``key=value`` overrides, validate."""
+    values: dict[str, Any] = {} if base is None else _deep_copy(base)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = _merge(values, tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(values, key, value)
+    return _build(Config, values, "")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"optim.lr=1e-4"`` -> ``("optim.lr", 1e-4)``; the value is read as TOML, else a string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words: --set model=clusir_t, --set data.root=/data/x
+    return key, value
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = values
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, checking keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.')} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        known = ", ".join(prefix + k for k in fields)
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r} (known: {known})")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _check(value: Any, hint: Any, key: str) -> Any:
+    """Return ``value`` coerced to ``hint`` (int -> float only), or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key {key!r}: {value!r} is not {_describe(hint)}")
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is Any:
+        return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is bool or hint is str:
+        if isinstance(value, hint):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(hint)
+            return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            _, item = typing.get_args(hint)
+            return {str(k): _check(v, item, f"{key}.{k}") for k, v in value.items()}
+    raise ConfigError(f"config key {key!r}: {value!r} is not {_describe(hint)}")
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "unset"
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    return {bool: "true/false", str: "a string", int: "an integer", float: "a number"}.get(
+        hint, str(hint)
+    )
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The concrete loss weights and schedule after ``"auto"`` values are resolved."""
+
+    l1: float
+    fourier: float
+    ms_ssim: float
+    aux: float
+    schedule: str
+    warmup: float
+
+
+#: The papers' recipes. AnyIR (App. A.2): L1 + Fourier, Adam 2e-4, cosine decay; the warmup
+#: (10% of the run) follows the PromptIR code AnyIR builds on. ClusIR (Sec. 4.1): L1 + MS-SSIM,
+#: rate halved after half the epochs; the paper gives no MS-SSIM weight, so the two are summed.
+RECIPES = {
+    "anyir": Recipe(l1=1.0, fourier=0.1, ms_ssim=0.0, aux=1.0, schedule="cosine", warmup=0.1),
+    "clusir": Recipe(l1=1.0, fourier=0.0, ms_ssim=1.0, aux=1.0, schedule="step", warmup=0.0),
+}
+
+
+def resolve(config: Config, arch: str) -> Recipe:
+    """Fill ``auto`` loss and schedule choices from the architecture's paper recipe."""
+    name = config.loss.recipe
+    if name == "auto":
+        name = "clusir" if arch == "clusir" else "anyir"
+    if name not in RECIPES:
+        raise ConfigError(f"loss.recipe must be auto, {', '.join(RECIPES)}; got {name!r}")
+    base = RECIPES[name]
+    loss = config.loss
+    kind = config.schedule.kind if config.schedule.kind != "auto" else base.schedule
+    warmup = config.schedule.warmup if config.schedule.warmup is not None else base.warmup
+    recipe = Recipe(
+        l1=base.l1 if loss.l1 is None else loss.l1,
+        fourier=base.fourier if loss.fourier is None else loss.fourier,
+        ms_ssim=base.ms_ssim if loss.ms_ssim is None else loss.ms_ssim,
+        aux=base.aux if loss.aux is None else loss.aux,
+        schedule=kind,
+        warmup=warmup,
+    )
+    if not (recipe.l1 or recipe.fourier or recipe.ms_ssim):
+        raise ConfigError("loss: at least one of l1, fourier and ms_ssim must have a non-zero weight")
+    if min(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.aux) < 0:
+        raise ConfigError("loss weights must be >= 0")
+    return recipe
+
+
+def validate(config: Config) -> None:
+    """Check values that types alone cannot (ranges, choices, the model name)."""
+    from anyrestore.models.registry import list_models
+
+    if not config.model:
+        raise ConfigError("config key 'model' is required (one of: " + ", ".join(list_models()) + ")")
+    if config.model not in list_models():
+        raise ConfigError(
+            f"unknown model {config.model!r} (known: {', '.join(list_models())})"
+        )
+    d, t, o, s, lg = config.data, config.train, config.optim, config.schedule, config.log
+    checks = [
+        (d.layout in LAYOUTS, f"data.layout must be one of {', '.join(LAYOUTS)}"),
+        (d.crop >= 8, "data.crop must be >= 8"),
+        (0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+        (d.val_items >= 0, "data.val_items must be >= 0"),
+        (d.workers >= 0, "data.workers must be >= 0"),
+        (
+            isinstance(d.expansion, bool) or all(v >= 1 for v in d.expansion.values()),
+            "data.expansion ratios must be >= 1",
+        ),
+        (d.degrade_on_device in (True, False, "auto"), "data.degrade_on_device must be true, false or \"auto\""),
+        (config.loss.fourier_norm in ("backward", "ortho", "forward"), "loss.fourier_norm must be backward, ortho or forward"),
+        (o.name in ("adam", "adamw"), "optim.name must be adam or adamw"),
+        (o.lr > 0 and math.isfinite(o.lr), "optim.lr must be > 0"),
+        (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)"),
+        (o.grad_clip >= 0, "optim.grad_clip must be >= 0"),
+        (s.kind in ("auto", "cosine", "step", "constant"), "schedule.kind must be auto, cosine, step or constant"),
+        (s.warmup is None or 0 <= s.warmup < 1, "schedule.warmup must be in [0, 1)"),
+        (all(0 < m < 1 for m in s.milestones), "schedule.milestones must be fractions in (0, 1)"),
+        (0 < s.gamma <= 1, "schedule.gamma must be in (0, 1]"),
+        (t.epochs > 0 or t.steps > 0, "train.epochs or train.steps must be > 0"),
+        (t.steps >= 0, "train.steps must be >= 0"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16"),
+        (t.channels_last in (True, False, "auto"), "train.channels_last must be true, false or \"auto\""),
+        (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
+        (t.threads >= 0, "train.threads must be >= 0"),
+        (t.find_unused_parameters in (True, False, "auto"), "train.find_unused_parameters must be true, false or \"auto\""),
+        (lg.every >= 1, "log.every must be >= 1"),
+        (lg.val_every >= 0 and lg.ckpt_every >= 0, "log.val_every and log.ckpt_every must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if config.loss.recipe not in ("auto", *RECIPES):
+        raise ConfigError(f"loss.recipe must be auto, {', '.join(RECIPES)}; got {config.loss.recipe!r}")
+
+
+# ----------------------------------------------------------------------------- TOML output
+
+
+def dump_toml(values: dict[str, Any]) -> str:
+    """Write the config's plain values back as TOML (scalars first, then one table each)."""
+    lines: list[str] = []
+    _dump_table(values, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _dump_table(values: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+    if path:
+        lines.append("")
+        lines.append("[" + ".".join(path) + "]")
+    for k, v in scalars.items():
+        if v is None:
+            continue  # TOML has no null: an absent key means "auto"
+        lines.append(f"{_key(k)} = {_value(v)}")
+    for k, v in tables.items():
+        _dump_table(v, [*path, _key(k)], lines)
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _value(k)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
