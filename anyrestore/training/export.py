@@ -1,0 +1,101 @@
+"""Turn a resume checkpoint into an inference checkpoint (safetensors + metadata).
+
+The file written rebuilds its model alone (architecture config in the metadata, through
+``anyrestore.weights.checkpoint.save_checkpoint``) and carries the facts
+``anyrestore weights add`` puts into ``weights_manifest.toml``: ``model``, ``trained_for``
+and a ``training`` object (steps, samples, data, recipe hash, hardware, wall time, date, PSNR).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anyrestore.errors import ConfigError
+from anyrestore.models.registry import build_model
+from anyrestore.training.config import load_config, resolve
+from anyrestore.training.state import load_state
+from anyrestore.weights.checkpoint import save_checkpoint
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    dtype: str = "fp16",
+    use_ema: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``output`` from the training checkpoint; returns the path and its training facts.
+
+    The EMA weights are written when the run kept an EMA (and ``use_ema``), else the raw ones.
+    """
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    state = load_state(checkpoint)
+    model = build_model(state["arch"], state["model_config"])
+    ema = state.get("ema") if use_ema else None
+    model.load_state_dict(ema["model"] if ema else state["model"])
+    facts = training_facts(state, ema_used=bool(ema))
+    path = save_checkpoint(
+        model,
+        output,
+        name=state["model_name"],
+        dtype=DTYPES[dtype],
+        extra={
+            "model": state["model_name"],
+            "trained_for": facts["kinds"],
+            "training": facts,
+        },
+    )
+    return path, facts
+
+
+def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
+    """The plain facts about how a checkpoint was trained (flat, TOML-friendly values)."""
+    config = load_config(None, base=_toml(state["config_toml"]))
+    recipe = resolve(config, state["arch"])
+    progress = state["progress"]
+    loss = " + ".join(
+        f"{w:g}*{name}" for name, w in (
+            ("l1", recipe.l1), ("fourier", recipe.fourier), ("ms_ssim", recipe.ms_ssim)
+        ) if w
+    )
+    if recipe.aux:
+        loss += " + model aux"
+    facts: dict[str, Any] = {
+        "model": state["model_name"],
+        "steps": progress["step"],
+        "total_steps": state["total_steps"],
+        "epochs_completed": progress["epoch"],
+        "samples_seen": progress["samples"],
+        "batch_size": config.train.batch_size,
+        "crop": config.data.crop,
+        "dataset": config.data.layout,
+        "data_root": Path(config.data.root).name,
+        "kinds": sorted(progress.get("kinds") or config.data.kinds),
+        "lr": config.optim.lr,
+        "optimizer": config.optim.name,
+        "schedule": recipe.schedule,
+        "loss": loss,
+        "precision": state["precision"],
+        "hardware": f"{state['world_size']} x {state['device']}",
+        "wall_time_s": round(progress["wall_time"], 1),
+        "date": state["date"],
+        "ema": ema_used,
+        "config_sha256": config.digest(),
+        "torch": torch.__version__,
+    }
+    if progress.get("val_psnr") is not None:
+        facts["val_psnr"] = round(progress["val_psnr"], 3)
+    return facts
+
+
+def _toml(text: str) -> dict[str, Any]:
+    from anyrestore.training.config import tomllib
+
+    return tomllib.loads(text)

@@ -1,0 +1,531 @@
+"""The training loop, top to bottom: set up, (resume,) step, log, validate, checkpoint.
+
+Follows AnyIR App. A.2 and ClusIR Sec. 4.1 (see ``config.RECIPES``). The same code runs as
+one process or as one of N under ``torchrun`` (see ``distributed``).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from anyrestore.errors import ConfigError, DataError, DeviceError
+from anyrestore.metrics import psnr
+from anyrestore.models.registry import create_model
+from anyrestore.training import distributed
+from anyrestore.training.batches import ResumableSampler, SeededItems, item_seed
+from anyrestore.training.config import Config, resolve, validate
+from anyrestore.training.ema import EMA
+from anyrestore.training.losses import RestorationLoss
+from anyrestore.training.optim import build_optimizer, build_scheduler
+from anyrestore.training.report import Reporter
+from anyrestore.training.state import load_state, rng_state, save_state, set_rng_state
+
+#: CPU training precision when ``train.precision = "auto"`` (see docs/training.md for the
+#: measurement behind it).
+CPU_PRECISION = "fp32"
+CPU_CHANNELS_LAST = False
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every resume checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    samples: int = 0
+    wall_time: float = 0.0
+    val_psnr: float | None = None
+    kinds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    step: int
+    total_steps: int
+    val_psnr: float | None
+    finished: bool
+
+
+def train(
+    config: Config,
+    *,
+    resume: str | Path | None = None,
+    stop_at: int = 0,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``config`` (optionally continuing ``resume``); returns where things were written.
+
+    ``stop_at`` ends this invocation after that many total steps with a resume checkpoint,
+    leaving the schedule of the full run unchanged.
+    """
+    validate(config)
+    device = _pick_device(config.device)
+    dist = distributed.setup(device.type)
+    try:
+        if device.type == "cuda" and dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+        return _run(config, device, dist, resume, stop_at, console)
+    finally:
+        distributed.teardown(dist)
+
+
+def _run(
+    config: Config,
+    device: torch.device,
+    dist: distributed.Dist,
+    resume: str | Path | None,
+    stop_at: int,
+    console: Console | None,
+) -> TrainResult:
+    out = Path(config.out)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    state = load_state(resume) if resume is not None else None
+
+    # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
+    torch.manual_seed(config.seed)
+    model = _build_model(config)
+    recipe = resolve(config, model.arch)
+    precision, channels_last = _pick_precision(config, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+
+    # Data: global batch split over ranks; full batches only.
+    train_set, val_set, degrade_on_device = _build_data(config, device)
+    if config.train.batch_size % dist.world_size:
+        raise ConfigError(
+            f"train.batch_size {config.train.batch_size} is not divisible by the "
+            f"{dist.world_size} processes"
+        )
+    batch = config.train.batch_size // dist.world_size
+    items = SeededItems(train_set, config.seed)
+    sampler = ResumableSampler(
+        items, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
+    )
+    steps_per_epoch = sampler.num_samples // batch
+    if steps_per_epoch == 0:
+        raise DataError(
+            f"{len(train_set)} training items give no full batch of {batch} per process; "
+            "lower train.batch_size or add images"
+        )
+    total_steps = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, recipe, config.schedule, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    ema = EMA(model, config.train.ema_decay) if config.train.ema_decay > 0 else None
+    criterion = RestorationLoss(
+        recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.aux, config.loss.fourier_norm
+    )
+    run = Progress()
+
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        run = Progress(**state["progress"])
+        rngs = state["rng"]
+        set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0])
+    else:
+        torch.manual_seed(item_seed(config.seed, dist.rank))
+
+    net = distributed.wrap(model, dist, device, _find_unused(config, model))
+    reporter = Reporter(
+        out,
+        total=total_steps,
+        start=run.step,
+        active=dist.is_main,
+        progress=config.log.progress,
+        console=console,
+    )
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(config.to_toml())
+        reporter.message(
+            f"training {config.model} on {device} ({precision}"
+            f"{', channels_last' if channels_last else ''}, {dist.world_size} process"
+            f"{'es' if dist.enabled else ''}): {len(train_set)} items, "
+            f"{steps_per_epoch} steps/epoch, {total_steps} steps"
+            + (f", resuming at step {run.step}" if state is not None else "")
+        )
+
+    facts = {
+        "model_name": config.model,
+        "arch": model.arch,
+        "model_config": model.config_dict(),
+        "config_toml": config.to_toml(),
+        "total_steps": total_steps,
+        "precision": precision,
+        "world_size": dist.world_size,
+        "device": _device_name(device),
+    }
+    kinds_seen = set(run.kinds)
+    stop_requested = {"flag": False}
+    last_ckpt = out / "last.pt"
+
+    def checkpoint() -> Path:
+        run.kinds = sorted(set().union(*distributed.gather(dist, sorted(kinds_seen))))
+        rngs = distributed.gather(dist, rng_state())
+        if dist.is_main:
+            save_state(
+                {
+                    **facts,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "progress": run.__dict__.copy(),
+                    "rng": rngs,
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                },
+                last_ckpt,
+            )
+        distributed.barrier(dist)
+        return last_ckpt
+
+    def validate_now() -> float | None:
+        eval_model = ema.model if ema is not None else model
+        value = evaluate(eval_model, val_set, config.data.val_items, device, dist, precision)
+        if value is not None:
+            run.val_psnr = value
+            reporter.record(
+                {"step": run.step, "val_psnr": value}, f"step {run.step}: val PSNR {value:.2f} dB"
+            )
+        return value
+
+    quantize = bool(config.data.options.get("quantize", True))
+    finished = False
+    tic = time.perf_counter()
+    window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0}
+    with _stop_on_signals(stop_requested):
+        try:
+            while run.step < total_steps:
+                sampler.set_epoch(run.epoch)
+                sampler.set_start(run.batch_in_epoch * batch)
+                loader = _loader(items, sampler, batch, config, run.epoch, device)
+                t0 = time.perf_counter()
+                for data in loader:
+                    lq, gt, kinds = _to_device(data, device, memory_format)
+                    if degrade_on_device:
+                        lq = _degrade(gt, kinds, config.seed, run.step, dist.rank, quantize)
+                        lq = lq.contiguous(memory_format=memory_format)
+                    kinds_seen.update(kinds)
+
+                    # One optimizer step: forward under autocast, losses in fp32.
+                    with _autocast(device, precision):
+                        pred, aux = net(lq, return_aux=True)
+                    loss, parts = criterion(pred, gt, aux.get("losses") if aux else None)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if config.optim.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update(model)
+
+                    run.step += 1
+                    run.batch_in_epoch += 1
+                    run.samples += batch * dist.world_size
+                    if run.batch_in_epoch == steps_per_epoch:
+                        run.epoch += 1
+                        run.batch_in_epoch = 0
+
+                    # Bookkeeping (averaged over the log window and, when logged, over ranks).
+                    now = time.perf_counter()
+                    window["time"] += now - t0
+                    window["samples"] += batch * dist.world_size
+                    window["count"] += 1
+                    sums = window["sums"]
+                    sums["loss"] = sums.get("loss", 0.0) + loss.detach()
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    row = None
+                    if run.step % config.log.every == 0 or run.step == total_steps:
+                        row = _log_row(run, window, scheduler, total_steps, dist, device)
+                        window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0}
+                    reporter.step(run.step, row)
+
+                    done = run.step >= total_steps
+                    if config.log.val_every and run.step % config.log.val_every == 0 and not done:
+                        validate_now()
+                    stop = run.step == stop_at or distributed.any_true(
+                        dist, stop_requested["flag"], device
+                    )
+                    if (config.log.ckpt_every and run.step % config.log.ckpt_every == 0) or (
+                        stop and not done
+                    ):
+                        run.wall_time += time.perf_counter() - tic
+                        tic = time.perf_counter()
+                        checkpoint()
+                    if done or stop:
+                        break
+                    t0 = time.perf_counter()
+                if stop_requested["flag"] or (stop_at and run.step == stop_at):
+                    break
+            finished = run.step >= total_steps
+            if finished:
+                validate_now()
+                run.wall_time += time.perf_counter() - tic
+                tic = time.perf_counter()
+                checkpoint()
+                reporter.message(f"finished {run.step} steps; resume checkpoint {last_ckpt}")
+            else:
+                reporter.message(f"stopped at step {run.step}; resume with --resume {last_ckpt}")
+        finally:
+            reporter.close()
+    if stop_requested["flag"]:
+        raise KeyboardInterrupt
+    return TrainResult(out, last_ckpt, run.step, total_steps, run.val_psnr, finished)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def _build_model(config: Config) -> torch.nn.Module:
+    try:
+        return create_model(config.model, **config.model_overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model_overrides for {config.model}: {exc}") from None
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was requested but no GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"training runs on cpu or cuda, not {name!r}")
+    return device
+
+
+def _pick_precision(config: Config, device: torch.device) -> tuple[str, bool]:
+    precision = config.train.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = CPU_PRECISION
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision = fp16 needs a GPU; use bf16 or fp32 on CPU")
+    channels_last = config.train.channels_last
+    if channels_last == "auto":
+        channels_last = CPU_CHANNELS_LAST if device.type == "cpu" else False
+    return precision, bool(channels_last)
+
+
+def _find_unused(config: Config, model: torch.nn.Module) -> bool:
+    # ClusIR routes each sample to its top-k experts, so some experts get no gradient in a step.
+    value = config.train.find_unused_parameters
+    return model.arch == "clusir" if value == "auto" else bool(value)
+
+
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
+    """The train and validation datasets, and whether degradations run on the device."""
+    from anyrestore.data import build_dataset
+
+    d = config.data
+    if not d.root:
+        raise ConfigError("data.root is not set (e.g. --set data.root=/path/to/images)")
+    if not Path(d.root).exists():
+        raise DataError(f"data.root does not exist: {d.root}")
+    on_device = d.degrade_on_device
+    if on_device == "auto":
+        on_device = device.type == "cuda" and d.layout == "synthetic"
+    kinds: Any = d.kinds or None
+    common: dict[str, Any] = {
+        "kinds": kinds,
+        "seed": config.seed,
+        "val_fraction": d.val_fraction,
+        "crop": d.crop,
+        **d.options,
+    }
+    try:
+        train_set = build_dataset(
+            d.layout,
+            d.root,
+            split="train",
+            flips=d.flips,
+            expansion=d.expansion,
+            degrade_in_loop=bool(on_device),
+            **common,
+        )
+        val_set = build_dataset(d.layout, d.root, split="val", **common)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data: {exc}") from None
+    return train_set, val_set, bool(on_device)
+
+
+def _loader(
+    items: SeededItems,
+    sampler: ResumableSampler,
+    batch: int,
+    config: Config,
+    epoch: int,
+    device: torch.device,
+) -> DataLoader:
+    workers = config.data.workers
+    return DataLoader(
+        items,
+        batch_size=batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        # Own generator: creating the loader must not advance the global RNG (exact resume).
+        generator=torch.Generator().manual_seed(item_seed(config.seed, epoch, 17)),
+    )
+
+
+def _to_device(
+    data: dict[str, Any], device: torch.device, memory_format: torch.memory_format
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    gt = data["gt"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    lq = data.get("lq")
+    if lq is not None:
+        lq = lq.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    kinds = list(data.get("kind", []))
+    return lq, gt, kinds
+
+
+def _degrade(
+    gt: torch.Tensor, kinds: list[str], seed: int, step: int, rank: int, quantize: bool
+) -> torch.Tensor:
+    """Degrade a batch of clean crops on their device, as the dataset would have (8-bit)."""
+    from anyrestore.data.degradations import degrade_batch
+
+    generator = torch.Generator(device=gt.device)
+    generator.manual_seed(item_seed(seed, step, rank, 29))
+    with torch.no_grad():
+        lq = degrade_batch(gt.float(), kinds, generator=generator)
+        if quantize:
+            lq = torch.round(lq * 255) / 255
+    return lq
+
+
+def _log_row(
+    run: Progress,
+    window: dict[str, Any],
+    scheduler: Any,
+    total_steps: int,
+    dist: distributed.Dist,
+    device: torch.device,
+) -> dict[str, Any]:
+    names = sorted(window["sums"])
+    values = [float(window["sums"][k]) / window["count"] for k in names]
+    values = [v / dist.world_size for v in distributed.all_sum(dist, values, device)]
+    rate = window["samples"] / max(window["time"], 1e-9)
+    row = {
+        "step": run.step,
+        "epoch": run.epoch,
+        "samples": run.samples,
+        **{k: round(v, 6) for k, v in zip(names, values, strict=True)},
+        "lr": scheduler.get_last_lr()[0],
+        "samples_per_s": round(rate, 2),
+        "eta_s": round((total_steps - run.step) * window["samples"] / window["count"] / rate, 1),
+    }
+    return row
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Any,
+    limit: int,
+    device: torch.device,
+    dist: distributed.Dist,
+    precision: str,
+) -> float | None:
+    """Mean PSNR (dB) over the first ``limit`` validation items, shared out over ranks."""
+    n = len(dataset) if not limit else min(limit, len(dataset))
+    if n == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    multiple = int(getattr(model, "pad_multiple", 1)) or 1
+    total = 0.0
+    for i in range(dist.rank, n, dist.world_size):
+        item = dataset[i]
+        lq = item["lq"].unsqueeze(0).to(device)
+        gt = item["gt"].unsqueeze(0).to(device)
+        h, w = lq.shape[-2:]
+        with _autocast(device, precision):
+            pred = model(_pad(lq, multiple))
+        pred = pred[..., :h, :w].float().clamp(0, 1)
+        total += float(psnr(pred, gt.float()).sum())
+    model.train(was_training)
+    total, = distributed.all_sum(dist, [total], device)
+    return total / n
+
+
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+@contextmanager
+def _stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
+    """Ctrl-C / SIGTERM finish the current step, write a resume checkpoint, then stop."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["flag"]:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        flag["flag"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

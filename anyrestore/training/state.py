@@ -1,0 +1,98 @@
+"""Resume checkpoints: everything needed to continue a run exactly where it stopped.
+
+These are our own training-state files (``last.pt``), written with ``torch.save`` and read back
+only when the user passes ``--resume``, with ``torch.load(weights_only=True)``: they hold only
+tensors and plain containers (RNG states are stored as tensors and lists), so no arbitrary
+object is ever unpickled. Inference checkpoints are a different thing: ``export`` writes those
+as safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anyrestore.errors import ConfigError
+
+FORMAT = "anyrestore-train"
+VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of this process: python, numpy, torch CPU and CUDA."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a resume checkpoint atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resolve_resume(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or a run folder holding ``last.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "last.pt"
+    if not p.is_file():
+        raise ConfigError(f"resume checkpoint not found: {p}")
+    return p
+
+
+def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a resume checkpoint onto the CPU (``weights_only=True``: tensors and containers)."""
+    p = resolve_resume(path)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ConfigError(f"{p} is not a readable training checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"{p} is not an anyrestore training checkpoint")
+    if state.get("version") != VERSION:
+        raise ConfigError(f"{p}: training checkpoint version {state.get('version')} unsupported")
+    return state
