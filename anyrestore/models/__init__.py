@@ -25,5 +25,5 @@ __all__ = [
 ]
 
 # Importing an architecture module registers it and its variants.
-from anyrestore.models import anyir  # noqa: E402,F401
+from anyrestore.models import anyir  # noqa: E402,F401,I001
 from anyrestore.models import clusir  # noqa: E402,F401
