@@ -65,9 +65,13 @@ class ClusIRConfig:
             raise ValueError("block counts must be >= 0")
         for level, heads in enumerate(self.heads):
             if heads < 1 or (self.dim * 2**level) % heads:
-                raise ValueError(f"level {level + 1}: {heads} heads do not divide {self.dim * 2**level}")
+                raise ValueError(
+                    f"level {level + 1}: {heads} heads do not divide {self.dim * 2**level}"
+                )
         if self.prompt_dim % self.heads[-1]:
-            raise ValueError(f"heads[-1] = {self.heads[-1]} must divide prompt_dim {self.prompt_dim}")
+            raise ValueError(
+                f"heads[-1] = {self.heads[-1]} must divide prompt_dim {self.prompt_dim}"
+            )
         if not 1 <= self.top_clusters <= self.num_clusters <= self.dim:
             raise ValueError("need 1 <= top_clusters <= num_clusters <= dim")
         if not 1 <= self.top_experts <= self.experts_per_cluster:

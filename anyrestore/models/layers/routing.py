@@ -97,8 +97,9 @@ class ClusterRouter(nn.Module):
 
     def orthogonality_loss(self) -> torch.Tensor:
         """Mean squared cosine between distinct prototypes (0 when orthogonal)."""
-        m = self.unit_prototypes()
-        gram = m @ m.t()
+        m = self.unit_prototypes().float()
+        with torch.autocast(m.device.type, enabled=False):  # bf16 would swamp cosines near 0
+            gram = m @ m.t()
         off = gram - torch.eye(len(m), device=m.device, dtype=gram.dtype)
         return off.pow(2).sum() / max(len(m) * (len(m) - 1), 1)
 
@@ -153,13 +154,14 @@ class ClusterRouter(nn.Module):
 def dispatch(route: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and expert: the Eq. (3) weight p^_k p^(e|k) and whether it runs, (b, n*e) each."""
     b, n, e = route["expert_probs"].shape
-    within = torch.zeros(b, n, e, dtype=route["expert_weights"].dtype, device=route["experts"].device)
-    within = within.scatter(2, route["experts"], route["expert_weights"])
-    per_cluster = torch.zeros(b, n, dtype=within.dtype, device=within.device)
-    per_cluster = per_cluster.scatter(1, route["clusters"], route["cluster_weights"])
-    picked = torch.zeros(b, n, dtype=torch.bool, device=within.device)
+    device = route["experts"].device
+    within = torch.zeros(b, n, e, device=device)
+    within = within.scatter(2, route["experts"], route["expert_weights"].float())
+    per_cluster = torch.zeros(b, n, device=device)
+    per_cluster = per_cluster.scatter(1, route["clusters"], route["cluster_weights"].float())
+    picked = torch.zeros(b, n, dtype=torch.bool, device=device)
     picked = picked.scatter(1, route["clusters"], True)
-    running = torch.zeros(b, n, e, dtype=torch.bool, device=within.device)
+    running = torch.zeros(b, n, e, dtype=torch.bool, device=device)
     running = running.scatter(2, route["experts"], True) & picked.unsqueeze(-1)
     weights = per_cluster.unsqueeze(-1) * within
     return weights.reshape(b, n * e), running.reshape(b, n * e)
@@ -178,7 +180,7 @@ def explore_idle_experts(
     idle = ~running.any(dim=0)
     if not bool(idle.any()):
         return weights, running
-    joint = (route["posterior"].unsqueeze(-1) * route["expert_probs"]).flatten(1)
+    joint = (route["posterior"].unsqueeze(-1) * route["expert_probs"]).flatten(1).float()
     rows = joint.detach().argmax(dim=0)
     extra = torch.zeros_like(running)
     cols = idle.nonzero().squeeze(1)

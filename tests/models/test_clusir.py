@@ -1,0 +1,196 @@
+"""ClusIR specifics: paper calibration, PCGRM routing, wavelets, frozen statistics, bf16."""
+
+from __future__ import annotations
+
+import pytest
+import pywt
+import torch
+
+from anyrestore.bench.complexity import count_macs, count_params
+from anyrestore.models import create_model
+from anyrestore.models.layers.globalstats import GlobalStat, frozen_global_stats
+from anyrestore.models.layers.routing import ClusterRouter, select_top_k
+from anyrestore.models.layers.wavelets import DWT, IDWT
+
+# Tab. 7 / Tab. 8 of the paper: parameters (M) and FLOPs (GMACs at 224 x 224).
+PAPER = {"clusir_t": (6.89, 3.79), "clusir_s": (25.03, 13.42), "clusir_b": (54.66, 28.85)}
+TINY = {"dim": 8, "experts_per_cluster": 3, "prompt_dim": 32}
+
+
+def tiny(**overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("clusir_t", **{**TINY, **overrides}).eval()
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_size_and_compute_match_the_paper(name: str, built_model) -> None:
+    params, macs = PAPER[name]
+    model = built_model(name)
+    assert count_params(model) / 1e6 == pytest.approx(params, rel=0.03)
+    assert count_macs(model, 224) / 1e9 == pytest.approx(macs, rel=0.15)
+
+
+def test_only_selected_experts_are_counted() -> None:
+    # One image runs top_clusters * top_experts experts per stage, whatever the pool size.
+    few, many = tiny(experts_per_cluster=2), tiny(experts_per_cluster=6)
+    assert count_params(many) > 1.3 * count_params(few)
+    # Only the per-image gate (a linear over all experts) grows with the pool.
+    assert count_macs(many, 64) == pytest.approx(count_macs(few, 64), rel=1e-4)
+
+
+def test_prototypes_are_unit_norm_and_start_orthogonal() -> None:
+    routers = [m for m in tiny().modules() if isinstance(m, ClusterRouter)]
+    assert len(routers) == 4
+    for router in routers:
+        bank = router.unit_prototypes()
+        assert bank.shape[0] == 3
+        torch.testing.assert_close(bank.norm(dim=1), torch.ones(3))
+        torch.testing.assert_close(bank @ bank.t(), torch.eye(3), atol=1e-6, rtol=0)
+        # Orthogonal initialisation, not only normalisation of a random bank.
+        torch.testing.assert_close(router.prototypes.norm(dim=1), torch.ones(3))
+
+
+def test_routing_is_hierarchical_top_k_per_image(make_images) -> None:
+    model = tiny()
+    cfg = model.config
+    x = make_images(3, 37, 29)
+    with torch.no_grad():
+        out, aux = model(x, return_aux=True)
+    assert out.shape == x.shape
+    assert len(aux["routing"]) == 4
+    n, e = cfg.num_clusters, cfg.experts_per_cluster
+    for stage in aux["routing"]:
+        posterior = stage["cluster_posterior"]
+        assert posterior.shape == (3, n)
+        torch.testing.assert_close(posterior.sum(dim=1), torch.ones(3))
+        clusters = stage["clusters"]
+        assert clusters.shape == (3, cfg.top_clusters)
+        # The selected clusters are the most probable ones, each image on its own.
+        expected = posterior.topk(cfg.top_clusters, dim=1).indices
+        assert torch.equal(clusters.sort(dim=1).values, expected.sort(dim=1).values)
+        probs = stage["expert_probs"]
+        assert probs.shape == (3, n, e)
+        torch.testing.assert_close(probs.sum(dim=-1), torch.ones(3, n))
+        usage = stage["expert_usage"]
+        assert usage.shape == (3, n, e) and usage.dtype == torch.bool
+        assert usage.sum(dim=(1, 2)).tolist() == [cfg.top_clusters * cfg.top_experts] * 3
+        # Experts run only inside the selected clusters, and their weights sum to one.
+        in_selected = torch.zeros(3, n, dtype=torch.bool).scatter(1, clusters, True)
+        assert not (usage & ~in_selected.unsqueeze(-1)).any()
+        weights = stage["expert_weights"]
+        assert (weights[~usage] == 0).all() and (weights[usage] > 0).all()
+        torch.testing.assert_close(weights.sum(dim=(1, 2)), torch.ones(3))
+
+
+def test_aux_losses_are_weighted_finite_and_orthogonality_starts_at_zero(make_images) -> None:
+    model = tiny().train()
+    _, aux = model(make_images(4, 32, 32), return_aux=True)
+    losses = aux["losses"]
+    assert set(losses) == {"orthogonality", "load_balance"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    assert losses["orthogonality"] < 1e-10
+    # Switch-style balance is >= 1 before weighting, 1 when perfectly uniform.
+    assert losses["load_balance"] >= 0.99 * model.config.balance_loss_weight
+    heavier = tiny(balance_loss_weight=1.0).train()
+    _, aux_heavy = heavier(make_images(4, 32, 32), return_aux=True)
+    assert aux_heavy["losses"]["load_balance"] > losses["load_balance"]
+
+
+def test_noise_only_while_training(make_images) -> None:
+    model = tiny()
+    x = make_images(2, 32, 32, seed=5)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        torch.manual_seed(1)
+        first = model(x)
+        torch.manual_seed(2)
+        second = model(x)
+    model.eval()
+    assert not torch.equal(first, second)
+
+
+def test_training_step_reaches_every_expert_and_prior(make_images) -> None:
+    # More experts than a batch of four can select: idle experts are explored, none starve.
+    model = tiny(experts_per_cluster=6).train()
+    # 64 px: the WTB key/value grid (1/32) has more than one token, so queries matter.
+    clean = make_images(4, 64, 64, seed=6)
+    out, aux = model(clean + 0.05 * torch.randn_like(clean), return_aux=True)
+    ((out - clean).abs().mean() + sum(aux["losses"].values())).backward()
+    starved = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not starved, starved[:5]
+
+
+def test_cluster_coverage_keeps_k_per_row_and_uses_every_cluster() -> None:
+    scores = torch.tensor([[0.9, 0.08, 0.02], [0.8, 0.15, 0.05], [0.7, 0.2, 0.1]])
+    plain = select_top_k(scores, 2)
+    assert 2 not in plain
+    covered = select_top_k(scores, 2, cover=True)
+    assert sorted(set(covered.flatten().tolist())) == [0, 1, 2]
+    assert all(len(set(row.tolist())) == 2 for row in covered)
+    # The row that rates the unused cluster highest is the one that takes it.
+    assert 2 in covered[2]
+
+
+@pytest.mark.parametrize("wavelet", ["haar", "db2"])
+def test_dwt_then_idwt_reconstructs(wavelet: str) -> None:
+    x = torch.randn(2, 3, 12, 20, dtype=torch.float64)
+    bands = DWT(wavelet).double()(x)
+    assert bands.shape == (2, 12, 6, 10)
+    back = IDWT(wavelet).double()(bands)
+    # Perfect reconstruction: only floating-point rounding remains.
+    torch.testing.assert_close(back, x, atol=1e-6, rtol=0)
+    single = IDWT(wavelet)(DWT(wavelet)(x.float()))
+    torch.testing.assert_close(single, x.float(), atol=1e-5, rtol=0)
+
+
+def test_haar_dwt_matches_pywavelets() -> None:
+    x = torch.randn(1, 2, 8, 6, dtype=torch.float64)
+    bands = DWT("haar").double()(x)
+    ll, (lh, hl, hh) = pywt.dwt2(x.numpy(), "haar", mode="periodization")
+    for i, ref in enumerate((ll, lh, hl, hh)):
+        torch.testing.assert_close(bands[:, 2 * i : 2 * i + 2], torch.from_numpy(ref))
+
+
+def test_recorded_statistics_replay_exactly(make_images) -> None:
+    model = tiny()
+    stats = [m for m in model.modules() if isinstance(m, GlobalStat)]
+    # 4 routers, 3 semantic prompts, 3 frequency self-mining kernels.
+    assert len(stats) == 10
+    images = make_images(4, 48, 64, seed=7)
+    x, other = images[:1], images[3:]
+    with torch.no_grad():
+        live = model(x)
+        with frozen_global_stats(model, x):
+            assert all(s._stored is not None for s in stats)
+            replayed = model(x)
+            # A batch-1 recording expands to a batch of tiles.
+            batch = model(torch.cat([x, x, x]))
+            foreign = model(other)
+        assert torch.equal(replayed, live)
+        torch.testing.assert_close(batch, live.expand(3, -1, -1, -1), atol=1e-5, rtol=1e-4)
+        # The statistics do drive the network: x's routing on another image changes it.
+        assert not torch.allclose(foreign, model(other), atol=1e-4)
+    assert all(s.mode == "live" for s in stats)
+
+
+def test_runs_under_bf16_autocast(make_images) -> None:
+    model = tiny()
+    x = make_images(2, 40, 56)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, aux = model(x, return_aux=True)
+    assert out.shape == x.shape
+    assert torch.isfinite(out.float()).all()
+    assert all(torch.isfinite(v) for v in aux["losses"].values())
+    with torch.no_grad():
+        reference = model(x)
+    assert (out.float() - reference).abs().mean() < 0.05
+
+
+def test_config_rejects_impossible_routing() -> None:
+    with pytest.raises(ValueError, match="top_clusters"):
+        create_model("clusir_t", top_clusters=4)
+    with pytest.raises(ValueError, match="top_experts"):
+        create_model("clusir_t", dim=8, experts_per_cluster=1, top_experts=2)
+    with pytest.raises(ValueError, match="orthogonal"):
+        create_model("clusir_t", dim=8, wavelet="bior2.2")
