@@ -48,6 +48,11 @@ def test_prototypes_are_unit_norm_and_start_orthogonal() -> None:
         torch.testing.assert_close(bank @ bank.t(), torch.eye(3), atol=1e-6, rtol=0)
         # Orthogonal initialisation, not only normalisation of a random bank.
         torch.testing.assert_close(router.prototypes.norm(dim=1), torch.ones(3))
+        assert router.orthogonality_loss() < 1e-12
+    with torch.no_grad():
+        routers[0].prototypes[1] = 3 * routers[0].prototypes[0]  # two parallel prototypes
+    # Mean over the 6 ordered pairs of squared cosines: the parallel pair gives 2/6.
+    assert routers[0].orthogonality_loss().item() == pytest.approx(1 / 3, abs=1e-5)
 
 
 def test_routing_is_hierarchical_top_k_per_image(make_images) -> None:
@@ -83,17 +88,19 @@ def test_routing_is_hierarchical_top_k_per_image(make_images) -> None:
 
 
 def test_aux_losses_are_weighted_finite_and_orthogonality_starts_at_zero(make_images) -> None:
-    model = tiny().train()
-    _, aux = model(make_images(4, 32, 32), return_aux=True)
-    losses = aux["losses"]
-    assert set(losses) == {"orthogonality", "load_balance"}
-    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
-    assert losses["orthogonality"] < 1e-10
-    # Switch-style balance is >= 1 before weighting, 1 when perfectly uniform.
-    assert losses["load_balance"] >= 0.99 * model.config.balance_loss_weight
-    heavier = tiny(balance_loss_weight=1.0).train()
-    _, aux_heavy = heavier(make_images(4, 32, 32), return_aux=True)
-    assert aux_heavy["losses"]["load_balance"] > losses["load_balance"]
+    x = make_images(4, 32, 32)
+    losses = {}
+    for weight in (0.01, 1.0):
+        model = tiny(balance_loss_weight=weight, orth_loss_weight=weight).train()
+        torch.manual_seed(3)  # same routing noise for both weights
+        _, aux = model(x, return_aux=True)
+        losses[weight] = aux["losses"]
+    assert set(losses[1.0]) == {"orthogonality", "load_balance"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses[1.0].values())
+    assert losses[1.0]["orthogonality"] < 1e-10
+    assert losses[1.0]["load_balance"] > 0.1
+    # Returned already multiplied by the config weights.
+    torch.testing.assert_close(losses[0.01]["load_balance"], 0.01 * losses[1.0]["load_balance"])
 
 
 def test_noise_only_while_training(make_images) -> None:
