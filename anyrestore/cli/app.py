@@ -15,6 +15,7 @@ app = typer.Typer(
 # Each command module registers itself on `app` when imported (one line each).
 from anyrestore.cli import bench as _bench  # noqa: E402,F401
 from anyrestore.cli import models as _models  # noqa: E402,F401
+from anyrestore.cli import train as _train  # noqa: E402,F401
 from anyrestore.cli import weights as _weights  # noqa: E402,F401
 
 

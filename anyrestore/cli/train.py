@@ -1,0 +1,89 @@
+"""``anyrestore train``: train from a TOML recipe, resume, and export inference weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anyrestore.cli.app import app
+from anyrestore.cli.errors import handle_errors
+from anyrestore.errors import UsageError
+
+train_app = typer.Typer(
+    help="Train a model from a TOML recipe (see configs/ and docs/training.md).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(train_app, name="train")
+
+
+@train_app.callback()
+@handle_errors
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Recipe TOML (e.g. configs/anyir_three.toml).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key, e.g. --set optim.lr=1e-4 (repeatable)."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (train.steps).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder for checkpoints and logs (out).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (device).")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue from a resume checkpoint (last.pt) or its run folder."),
+    ] = None,
+    stop_at: Annotated[
+        int, typer.Option(help="Stop after this step with a resume checkpoint (schedule unchanged).")
+    ] = 0,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar (log.progress).")] = True,
+) -> None:
+    """Train a model; with --resume, continue a run exactly where it stopped."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None and resume is None:
+        raise UsageError("give --config FILE.toml (or --resume CHECKPOINT); see configs/")
+    from anyrestore.training.config import load_config, tomllib
+    from anyrestore.training.loop import train
+    from anyrestore.training.state import load_state
+
+    overrides = list(set_ or [])
+    for key, value in (("train.steps", steps), ("out", out), ("device", device)):
+        if value is not None:
+            overrides.append(f"{key}={_toml_literal(value)}")
+    if not progress:
+        overrides.append("log.progress=false")
+    base = None
+    if resume is not None and config is None:
+        base = tomllib.loads(load_state(resume)["config_toml"])
+    cfg = load_config(config, overrides, base=base)
+    result = train(cfg, resume=resume, stop_at=stop_at)
+    print(result.checkpoint)
+
+
+@train_app.command("export")
+@handle_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Resume checkpoint (last.pt) or run folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    dtype: Annotated[str, typer.Option(help="Weight dtype: fp16, bf16 or fp32.")] = "fp16",
+    ema: Annotated[bool, typer.Option(help="Write the EMA weights when the run kept them.")] = True,
+) -> None:
+    """Write inference weights (safetensors, config and training facts in the metadata)."""
+    from anyrestore.training.export import export_checkpoint
+
+    path, facts = export_checkpoint(checkpoint, output, dtype=dtype, use_ema=ema)
+    typer.echo(
+        f"exported {facts['model']} at step {facts['steps']} ({dtype}) to {path}", err=True
+    )
+    print(path)
+
+
+def _toml_literal(value: object) -> str:
+    if isinstance(value, (int, float)):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

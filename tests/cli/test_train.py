@@ -1,0 +1,95 @@
+"""``anyrestore train``: one-line errors with exit 2, and train -> export -> load from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from anyrestore.cli.app import app
+from anyrestore.weights.checkpoint import load_checkpoint, read_metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "smoke.toml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _photos(folder: Path, count: int = 6) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (24 + i, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["train", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+        (["--set", "model=anyir_xl"], "unknown model 'anyir_xl'"),
+        (["--set", "train.precision=fp16", "--device", "cpu"], "fp16 needs a GPU"),
+        (["--set", "data.root="], "data.root is not set"),
+    ],
+)
+def test_config_errors_are_one_line_with_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = _run("-c", str(SMOKE), "--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("anyrestore: error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_and_data_root(tmp_path: Path) -> None:
+    result = _run()
+    assert result.exit_code == 2 and "--config" in result.stderr
+    result = _run("-c", str(tmp_path / "nope.toml"))
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+    result = _run("-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(tmp_path))
+    assert result.exit_code == 6 and "data.root does not exist" in result.stderr
+
+
+def test_train_then_export_from_the_cli(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "run"
+    result = _run(
+        "-c", str(SMOKE), "--set", f"data.root={photos}", "--out", str(out), "--steps", "2",
+        "--set", "data.crop=16", "--set", "train.batch_size=2", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out / "last.pt")
+
+    weights = tmp_path / "model.safetensors"
+    result = CliRunner().invoke(app, ["train", "export", str(out), "-o", str(weights)])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(weights)
+    assert meta["model"] == "anyir_t"
+    training = json.loads(meta["training"])
+    assert training["steps"] == 2 and training["samples_seen"] == 4 and training["crop"] == 16
+    model = load_checkpoint(weights)  # the metadata alone rebuilds the model
+    assert model.config.dim == 8
+    assert all(t.dtype == torch.float16 for t in _raw_tensors(weights))
+
+    result = CliRunner().invoke(app, ["train", "export", str(out), "-o", str(weights), "--dtype", "fp64"])
+    assert result.exit_code == 2 and "--dtype" in result.stderr
+
+
+def _raw_tensors(path: Path) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return [t for t in load_file(str(path)).values() if t.is_floating_point()]

@@ -1,0 +1,143 @@
+"""Recipes load, overrides apply, mistakes are named, and the papers' schedules are right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from trainkit import ROOT
+
+from anyrestore.errors import ConfigError
+from anyrestore.models import list_models
+from anyrestore.training.config import RECIPES, Config, load_config, resolve, validate
+from anyrestore.training.losses import RestorationLoss, fourier_l1
+from anyrestore.training.optim import build_optimizer, build_scheduler
+
+CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    config = load_config(path)
+    if config.model not in list_models():
+        pytest.skip(f"{config.model} is not registered yet")
+    validate(config)
+    # What is written back reads back to the same recipe.
+    assert load_config(None, base=_toml(config.to_toml())) == config
+
+
+def _toml(text: str) -> dict:
+    from anyrestore.training.config import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_paper_recipes_match_the_papers() -> None:
+    anyir = {p.name: load_config(p) for p in CONFIGS if p.name.startswith("anyir_")}
+    clusir = {p.name: load_config(p) for p in CONFIGS if p.name.startswith("clusir_")}
+    assert set(anyir) == {"anyir_three.toml", "anyir_five.toml", "anyir_cdd11.toml"}
+    assert set(clusir) == {"clusir_three.toml", "clusir_five.toml", "clusir_cdd11.toml"}
+    # AnyIR App. A.2 / A.1: batch 32, 128 crops, Adam 2e-4 (0.9, 0.999), 120/130/150 epochs.
+    assert [anyir[f"anyir_{s}.toml"].train.epochs for s in ("three", "five", "cdd11")] == [120, 130, 150]
+    for c in anyir.values():
+        assert (c.train.batch_size, c.data.crop, c.optim.lr, c.optim.betas) == (32, 128, 2e-4, [0.9, 0.999])
+        assert resolve(c, "anyir").schedule == "cosine" and resolve(c, "anyir").fourier == 0.1
+    # ClusIR Sec. 4.1: batch 48, 150 epochs, halved at 75, expansion 3/120/5/200.
+    for c in clusir.values():
+        assert (c.train.batch_size, c.train.epochs, c.schedule.milestones, c.schedule.gamma) == (48, 150, [0.5], 0.5)
+        assert resolve(c, "clusir").ms_ssim > 0 and resolve(c, "clusir").schedule == "step"
+    assert clusir["clusir_five.toml"].data.expansion in (True, {"noise": 3, "rain": 120, "blur": 5, "low_light": 200, "haze": 1})
+
+
+def test_overrides_parse_as_toml_values() -> None:
+    config = load_config(
+        None,
+        ["model=anyir_t", "optim.lr=1e-4", "data.kinds=['rain', 'haze']", "data.root=/data/x y", "train.ema_decay=0"],
+    )
+    assert config.model == "anyir_t" and config.optim.lr == 1e-4
+    assert config.data.kinds == ["rain", "haze"] and config.data.root == "/data/x y"
+    assert config.train.ema_decay == 0.0 and isinstance(config.train.ema_decay, float)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=1", "unknown config key 'optim.lrr'"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("train.steps=ten", "'train.steps': 'ten' is not an integer"),
+        ("train.batch_size=2.5", "'train.batch_size'"),
+        ("optim=3", "optim must be a table"),
+        ("no_equals_sign", "KEY=VALUE"),
+    ],
+)
+def test_config_mistakes_are_named(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(None, ["model=anyir_t", override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=anyir_xl", "unknown model 'anyir_xl'"),
+        ("train.precision=fp8", "train.precision"),
+        ("schedule.kind=linear", "schedule.kind"),
+        ("data.layout=flat", "data.layout"),
+        ("optim.lr=0", "optim.lr"),
+    ],
+)
+def test_invalid_values_are_refused(override: str, message: str) -> None:
+    config = load_config(None, ["model=anyir_t", override])
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def _lrs(kind: str, total: int, warmup: float | None = None) -> list[float]:
+    config = load_config(None, ["model=anyir_t", f"schedule.kind={kind}"])
+    if warmup is not None:
+        config.schedule.warmup = warmup
+    recipe = resolve(config, "anyir")
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, config.optim)
+    sched = build_scheduler(opt, recipe, config.schedule, total)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_with_warmup_and_step_halving() -> None:
+    cos = _lrs("cosine", 100, warmup=0.1)
+    assert cos[0] == pytest.approx(2e-5) and cos[9] == pytest.approx(2e-4)  # linear warmup
+    assert all(a >= b for a, b in zip(cos[9:], cos[10:], strict=False))  # then decays
+    assert cos[55] == pytest.approx(1e-4, rel=0.05) and cos[-1] < 1e-6
+    step = _lrs("step", 100, warmup=0.0)
+    assert step[:50] == [2e-4] * 50 and step[50:] == [1e-4] * 50  # ClusIR: halved at half
+
+
+def test_recipe_defaults_follow_the_architecture() -> None:
+    config = Config(model="anyir_t")
+    assert resolve(config, "anyir") == RECIPES["anyir"]
+    assert resolve(config, "clusir") == RECIPES["clusir"]
+    config.loss.fourier = 0.5
+    assert resolve(config, "anyir").fourier == 0.5
+    config.loss.l1, config.loss.fourier = 0.0, 0.0
+    with pytest.raises(ConfigError, match="non-zero"):
+        resolve(config, "anyir")
+
+
+def test_losses() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 24, 24)
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    assert fourier_l1(x, x) == 0 and fourier_l1(x, y) > 0
+    loss = RestorationLoss(l1=1.0, fourier=0.1, ms_ssim=1.0, aux=2.0)
+    pred = y.clone().requires_grad_()
+    total, parts = loss(pred, x, {"balance": torch.tensor(0.25)})
+    expected = parts["l1"] + 0.1 * parts["fourier"] + parts["ms_ssim"] + 2.0 * 0.25
+    assert torch.allclose(total, expected)
+    assert set(parts) == {"l1", "fourier", "ms_ssim", "aux_balance"}
+    total.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
