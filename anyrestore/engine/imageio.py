@@ -1,0 +1,494 @@
+"""Reading and writing photos without losing what the model does not touch.
+
+EXIF orientation is applied on read, the ICC profile, EXIF and alpha channel are carried to
+the output, grayscale stays grayscale and 16-bit PNG/TIFF stay 16-bit. Pillow decodes 16-bit
+RGB(A) to 8 bits (it has no 16-bit RGB mode), so the file is decoded twice, once with Pillow's
+high-byte unpacker and once with its low-byte twin (same bit width, so the PNG/TIFF
+unfiltering is identical), and the bytes are recombined; 16-bit output is encoded here
+(PNG chunks / a baseline TIFF) with numpy and zlib. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from anyrestore.errors import InputError, UsageError
+
+log = logging.getLogger("anyrestore")
+
+FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+EXTENSIONS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+FORMAT_EXTENSION = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "ANYRESTORE_MAX_PIXELS"
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+
+_ORIENTATION = 0x0112
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+_pillow_limit_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A decoded photo: float RGB for the model plus everything to write it back faithfully.
+
+    Grayscale images hold three equal channels in ``rgb`` and are written back as one.
+    """
+
+    rgb: np.ndarray  # (h, w, 3) float32 in [0, 1]
+    alpha: np.ndarray | None = None  # (h, w) uint8 or uint16, passed through untouched
+    bit_depth: int = 8
+    grayscale: bool = False
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # with the orientation tag removed (already applied)
+    format: str | None = None  # source format, one of FORMATS
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    def with_rgb(self, rgb: np.ndarray) -> ImageData:
+        if rgb.shape != self.rgb.shape:
+            raise ValueError(f"restored RGB has shape {rgb.shape}, expected {self.rgb.shape}")
+        return dataclasses.replace(self, rgb=rgb)
+
+
+# -- formats and limits -------------------------------------------------------------------
+
+
+def parse_format(name: str) -> str:
+    """Normalise a format name or extension (``jpg``, ``.TIFF``, ``webp``) to one of FORMATS."""
+    key = name.strip().lower()
+    key = key if key.startswith(".") else "." + key
+    if key in EXTENSIONS:
+        return EXTENSIONS[key]
+    raise UsageError(f"unsupported output format {name!r}; use png, jpg, webp, tif or bmp")
+
+
+def format_for_path(path: str | os.PathLike[str]) -> str:
+    """The output format implied by a file name's extension."""
+    suffix = Path(path).suffix
+    if not suffix:
+        raise UsageError(f"{path}: no file extension to choose the format from; add one or pass --format")
+    return parse_format(suffix)
+
+
+def max_pixels_from_env() -> int:
+    """The decompression-bomb limit: ANYRESTORE_MAX_PIXELS if set, else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise UsageError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels") from None
+    if value <= 0:
+        raise UsageError(f"{MAX_PIXELS_ENV} must be positive, got {raw}")
+    return value
+
+
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    # Pillow's global limit would pre-empt ours (and warn); we check the header size ourselves.
+    with _pillow_limit_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def read_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    max_pixels: int | None = None,
+    name: str | None = None,
+) -> ImageData:
+    """Decode a file path or encoded bytes; InputError for anything unreadable or too large."""
+    limit = max_pixels if max_pixels is not None else max_pixels_from_env()
+    is_bytes = isinstance(source, (bytes, bytearray, memoryview))
+    label = name or ("<stdin>" if is_bytes else str(source))
+
+    def opener() -> Image.Image:
+        fp: Any = io.BytesIO(bytes(source)) if is_bytes else source  # type: ignore[arg-type]
+        return Image.open(fp)
+
+    try:
+        with _own_pixel_limit():
+            im = opener()
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{label}: not an image file (supported: PNG, JPEG, WebP, TIFF, BMP)") from None
+    except PermissionError as exc:
+        raise InputError(f"{label}: cannot open ({exc.strerror})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{label}: cannot read image ({exc})") from None
+    with im:
+        fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
+        if fmt not in FORMATS:
+            raise InputError(f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, TIFF, BMP)")
+        w, h = im.size
+        if w * h > limit:
+            raise InputError(
+                f"{label}: {w}x{h} is {w * h / 1e6:.1f} MP, over the {limit / 1e6:g} MP limit "
+                f"(raise it with --max-pixels or {MAX_PIXELS_ENV})"
+            )
+        try:
+            with _own_pixel_limit():
+                return _decode(im, fmt, opener)
+        except InputError:
+            raise
+        except MemoryError:
+            raise InputError(f"{label}: not enough memory to decode {w}x{h}") from None
+        except Exception as exc:  # Pillow raises many types on corrupt data
+            raise InputError(f"{label}: corrupt or truncated image ({exc})") from None
+
+
+def _rawmode(tile: Any) -> str:
+    args = tile.args
+    return str(args[0] if isinstance(args, tuple) else args)
+
+
+def _with_rawmode(tile: Any, rawmode: str) -> Any:
+    args = tile.args
+    return tile._replace(args=(rawmode, *args[1:]) if isinstance(args, tuple) else rawmode)
+
+
+_NATIVE = ";16L" if sys.byteorder == "little" else ";16B"
+_LOW_BYTE_TWIN = {";16B": ";16L", ";16L": ";16B", ";16N": ";16B" if _NATIVE == ";16L" else ";16L"}
+
+
+def _sixteen_bit_layout(im: Image.Image) -> str | None:
+    """'rgb' or 'la' when Pillow would reduce a 16-bit file to 8 bits, else None."""
+    if im.mode not in ("RGB", "RGBA") or not im.tile:
+        return None
+    modes = {_rawmode(t) for t in im.tile}
+    if len(modes) != 1:
+        return None
+    raw = modes.pop()
+    if raw == "LA;16B":
+        return "la"
+    if raw in (f"{im.mode}{s}" for s in _LOW_BYTE_TWIN):
+        return "rgb"
+    return None
+
+
+def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> ImageData:
+    layout = _sixteen_bit_layout(im)
+    if layout == "la":
+        # 16-bit gray+alpha: the RGBA unpacker has the same width and yields all four bytes.
+        im.tile = [_with_rawmode(t, "RGBA") for t in im.tile]
+    im.load()
+    orientation, exif = _orientation_and_exif(im, fmt)
+    icc = im.info.get("icc_profile") or None
+    bit_depth = 8
+    if layout == "la":
+        b = np.asarray(im).astype(np.uint16)
+        pixels = np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=-1)
+        has_alpha, gray, bit_depth = True, True, 16
+    elif layout == "rgb":
+        high = np.asarray(im).astype(np.uint16)
+        with opener() as twin:
+            twin.tile = [
+                _with_rawmode(t, _rawmode(t)[:-4] + _LOW_BYTE_TWIN[_rawmode(t)[-4:]]) for t in twin.tile
+            ]
+            twin.load()
+            low = np.asarray(twin)
+        pixels = (high << 8) | low
+        has_alpha, gray, bit_depth = im.mode == "RGBA", False, 16
+    elif im.mode.startswith("I;16") or im.mode == "I":
+        pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+        has_alpha, gray, bit_depth = False, True, 16
+    elif im.mode == "F":
+        raise InputError("floating-point images are not supported; convert to 8 or 16 bit")
+    else:
+        target, icc = _eight_bit_target(im, icc)
+        converted = _to_mode(im, target, icc)
+        if im.mode == "CMYK":
+            icc = None  # now sRGB
+        pixels = np.asarray(converted)
+        has_alpha, gray = target in ("LA", "RGBA"), target in ("L", "LA")
+    pixels = _apply_orientation(pixels, orientation)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    alpha = np.ascontiguousarray(pixels[..., -1]) if has_alpha else None
+    color = pixels[..., :-1] if has_alpha else pixels
+    rgb = color.astype(np.float32)
+    rgb *= np.float32(1.0 / (65535 if bit_depth == 16 else 255))
+    if gray:
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt)
+
+
+def _eight_bit_target(im: Image.Image, icc: bytes | None) -> tuple[str, bytes | None]:
+    mode = im.mode
+    transparent = "transparency" in im.info
+    if mode in ("1", "L"):
+        return ("LA" if transparent else "L"), icc
+    if mode in ("LA", "La"):
+        return "LA", icc
+    if mode in ("RGBA", "RGBa", "PA") or "A" in mode:
+        return "RGBA", icc
+    if mode == "P":
+        return ("RGBA" if transparent else "RGB"), icc
+    if mode == "RGB":
+        return ("RGBA" if transparent else "RGB"), icc
+    if mode == "LAB":
+        return "RGB", None
+    return "RGB", icc  # CMYK, YCbCr, HSV, RGBX
+
+
+def _to_mode(im: Image.Image, target: str, icc: bytes | None) -> Image.Image:
+    if im.mode == "CMYK" and icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # a broken profile: fall back to Pillow's plain conversion
+            log.warning("could not apply the CMYK colour profile; converting without it")
+    return im if im.mode == target else im.convert(target)
+
+
+def _orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
+    """The EXIF orientation, and EXIF bytes to carry (TIFF tags are structural, not carried)."""
+    try:
+        exif = im.getexif()
+        orientation = int(exif.get(_ORIENTATION, 1) or 1)
+        if fmt == "TIFF" or not im.info.get("exif"):
+            return (orientation if 1 <= orientation <= 8 else 1), None
+        if _ORIENTATION in exif:
+            del exif[_ORIENTATION]
+        return (orientation if 1 <= orientation <= 8 else 1), exif.tobytes()
+    except Exception:  # unreadable metadata must not cost the image
+        return 1, None
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation 1-8 as in Pillow's ImageOps.exif_transpose, on an (h, w, ...) array."""
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(a, -1)
+    if orientation == 7:
+        return a.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(a, 1)
+    return a
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def _quantize(x: np.ndarray, maxval: int) -> np.ndarray:
+    scaled = x * np.float32(maxval)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, maxval, out=scaled)
+    return scaled.astype(np.uint16 if maxval > 255 else np.uint8)
+
+
+def _rescale_alpha(alpha: np.ndarray, maxval: int) -> np.ndarray:
+    if alpha.dtype == np.uint16 and maxval == 255:
+        return ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if alpha.dtype == np.uint8 and maxval == 65535:
+        return alpha.astype(np.uint16) * 257
+    return alpha
+
+
+def _icc_fits(icc: bytes | None, channels: int) -> bool:
+    if not icc or len(icc) < 20:
+        return False
+    space = icc[16:20]
+    return space == (b"GRAY" if channels <= 2 else b"RGB ")
+
+
+def encode_image(image: ImageData, fmt: str) -> bytes:
+    """Encode to bytes; 16-bit survives in PNG and TIFF, JPEG drops alpha (with a warning)."""
+    fmt = parse_format(fmt)
+    depth = image.bit_depth if fmt in ("PNG", "TIFF") else 8
+    maxval = 65535 if depth == 16 else 255
+    color = image.rgb @ _LUMA if image.grayscale else image.rgb
+    channels = [_quantize(color, maxval)]
+    if channels[0].ndim == 2:
+        channels[0] = channels[0][..., None]
+    alpha = image.alpha
+    if alpha is not None and fmt == "JPEG":
+        log.warning("JPEG has no alpha channel; the output drops it")
+        alpha = None
+    if alpha is not None:
+        channels.append(_rescale_alpha(alpha, maxval)[..., None])
+    pixels = np.concatenate(channels, axis=-1) if len(channels) > 1 else channels[0]
+    gray = pixels.shape[-1] in (1, 2)
+    # WebP has no gray modes; Pillow cannot write gray+alpha BMP or read 16-bit gray+alpha TIFF.
+    if gray and (fmt == "WEBP" or (pixels.shape[-1] == 2 and (fmt == "BMP" or (fmt == "TIFF" and depth == 16)))):
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
+    icc = image.icc_profile if _icc_fits(image.icc_profile, pixels.shape[-1]) else None
+    if depth == 16:
+        if fmt == "PNG":
+            return _encode_png16(pixels, icc, image.exif)
+        return _encode_tiff16(pixels, icc)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
+    pil = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+    params: dict[str, Any] = {}
+    if icc and fmt != "BMP":
+        params["icc_profile"] = icc
+    if image.exif and fmt in ("PNG", "JPEG", "WEBP"):
+        params["exif"] = image.exif
+    if fmt == "JPEG":
+        params.update(quality=JPEG_QUALITY, subsampling=0)
+    elif fmt == "WEBP":
+        params.update(quality=WEBP_QUALITY, method=4)
+    elif fmt == "TIFF":
+        params.update(compression="tiff_adobe_deflate")
+    buf = io.BytesIO()
+    pil.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with the Sub filter on every row."""
+    h, w, c = pixels.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = np.ascontiguousarray(pixels, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
+    bpp = 2 * c
+    filtered = np.empty((h, w * c * 2 + 1), dtype=np.uint8)
+    filtered[:, 0] = 1  # filter type Sub: each byte minus the same byte of the previous pixel
+    filtered[:, 1 : 1 + bpp] = raw[:, :bpp]
+    np.subtract(raw[:, bpp:], raw[:, :-bpp], out=filtered[:, 1 + bpp :])
+    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
+    if icc:
+        out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
+    if exif:
+        out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    out.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
+    """A little-endian 16-bit TIFF, Adobe Deflate with horizontal differencing (predictor 2)."""
+    h, w, c = pixels.shape
+    rows_per_strip = max(1, (1 << 18) // (w * c * 2))
+    diff = pixels.astype("<u2")
+    diff[:, 1:] = pixels[:, 1:] - pixels[:, :-1]  # uint16 arithmetic wraps, as predictor 2 does
+    strips = [zlib.compress(diff[y : y + rows_per_strip].tobytes(), 6) for y in range(0, h, rows_per_strip)]
+    tags: list[tuple[int, int, bytes, int]] = []  # (tag, type, value bytes, count)
+
+    def tag(code: int, kind: int, values: list[int] | bytes) -> None:
+        if isinstance(values, bytes):
+            tags.append((code, kind, values, len(values)))
+        else:
+            fmt = {3: "H", 4: "I"}[kind]
+            tags.append((code, kind, struct.pack(f"<{len(values)}{fmt}", *values), len(values)))
+
+    offsets_at = 8
+    strip_offsets = []
+    for s in strips:
+        strip_offsets.append(offsets_at)
+        offsets_at += len(s)
+    tag(256, 4, [w])
+    tag(257, 4, [h])
+    tag(258, 3, [16] * c)
+    tag(259, 3, [8])  # Adobe Deflate
+    tag(262, 3, [2 if c >= 3 else 1])  # RGB or BlackIsZero
+    tag(273, 4, strip_offsets)
+    tag(277, 3, [c])
+    tag(278, 4, [rows_per_strip])
+    tag(279, 4, [len(s) for s in strips])
+    tag(284, 3, [1])  # chunky
+    tag(317, 3, [2])  # horizontal differencing
+    if c in (2, 4):
+        tag(338, 3, [2])  # unassociated alpha
+    if icc:
+        tag(34675, 7, icc)
+    tags.sort()
+    ifd_at = offsets_at + (offsets_at & 1)
+    extra_at = ifd_at + 2 + 12 * len(tags) + 4
+    ifd, extra = [struct.pack("<H", len(tags))], bytearray()
+    for code, kind, value, count in tags:
+        if len(value) <= 4:
+            ifd.append(struct.pack("<HHI", code, kind, count) + value.ljust(4, b"\0"))
+        else:
+            ifd.append(struct.pack("<HHII", code, kind, count, extra_at + len(extra)))
+            extra += value + b"\0" * (len(value) & 1)
+    ifd.append(struct.pack("<I", 0))
+    head = b"II*\x00" + struct.pack("<I", ifd_at)
+    return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), *ifd, bytes(extra)])
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_image(image: ImageData, path: str | os.PathLike[str], fmt: str | None = None) -> Path:
+    """Encode and write atomically; the format comes from ``fmt`` or the extension."""
+    return atomic_write(path, encode_image(image, fmt or format_for_path(path)))

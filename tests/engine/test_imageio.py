@@ -1,0 +1,313 @@
+"""Image I/O round trips (orientation, ICC, alpha, 16 bit, gray, palette, CMYK) and error paths."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms, ImageOps
+
+from anyrestore.engine import Restorer, encode_image, read_image, write_image
+from anyrestore.engine import imageio as imageio_module
+from anyrestore.engine.imageio import atomic_write, format_for_path, parse_format
+from anyrestore.errors import InputError, UsageError
+from anyrestore.models.base import RestorationModel
+
+H, W = 40, 56
+RNG = np.random.default_rng(0)
+
+
+class Identity(RestorationModel):
+    """Returns its input, so a round trip through the engine must be lossless."""
+
+    arch = "test_identity"
+    pad_multiple = 8
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor:
+        return x
+
+
+def identity_restore(img: imageio_module.ImageData) -> imageio_module.ImageData:
+    return Restorer(Identity(), "cpu", tile=0).restore_image(img)
+
+
+def pil_bytes(im: Image.Image, fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def as_uint(rgb: np.ndarray, maxval: int = 255) -> np.ndarray:
+    return np.clip(rgb * maxval + 0.5, 0, maxval).astype(np.uint16 if maxval > 255 else np.uint8)
+
+
+def srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+# -- independent 16-bit PNG helpers (filter 0 writer, filter 0/1 reader) -------------------
+
+
+def png16_reference(pixels: np.ndarray) -> bytes:
+    h, w, c = pixels.shape
+    rows = np.ascontiguousarray(pixels, dtype=">u2").view(np.uint8).reshape(h, -1)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def decode_png16(data: bytes) -> np.ndarray:
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert header is not None
+    w, h, depth, color_type = header[:4]
+    assert depth == 16
+    c = {0: 1, 4: 2, 2: 3, 6: 4}[color_type]
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * c * 2)
+    out = rows[:, 1:].copy()
+    for y in range(h):
+        if rows[y, 0] == 1:  # Sub: running sum per byte lane
+            out[y] = (np.cumsum(out[y].reshape(w, c * 2).astype(np.uint32), axis=0) % 256).reshape(-1)
+        else:
+            assert rows[y, 0] == 0
+    return out.view(">u2").reshape(h, w, c).astype(np.uint16)
+
+
+# -- orientation, metadata -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow_and_dropped_from_output(orientation: int) -> None:
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestCam"
+    data = pil_bytes(im, "PNG", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    img = read_image(data)
+    assert np.array_equal(as_uint(img.rgb), expected)
+    out = Image.open(io.BytesIO(encode_image(identity_restore(img), "JPEG")))
+    assert out.size == (expected.shape[1], expected.shape[0])
+    assert 0x0112 not in out.getexif() and out.getexif()[0x010F] == "TestCam"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_icc_profile_is_carried_to_the_output(fmt: str) -> None:
+    icc = srgb_icc()
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, fmt, icc_profile=icc))
+    assert img.icc_profile == icc
+    out = Image.open(io.BytesIO(encode_image(identity_restore(img), fmt)))
+    assert out.info.get("icc_profile") == icc
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+def test_alpha_passes_through_untouched(fmt: str) -> None:
+    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    params = {"lossless": True} if fmt == "WEBP" else {}
+    img = read_image(pil_bytes(Image.fromarray(rgba, "RGBA"), fmt, **params))
+    assert img.alpha is not None and np.array_equal(img.alpha, rgba[..., 3])
+    restored = Restorer(_Darken(), "cpu", tile=0).restore_image(img)
+    out = np.asarray(Image.open(io.BytesIO(encode_image(restored, fmt))))
+    assert out.shape == (H, W, 4)
+    assert np.array_equal(out[..., 3], rgba[..., 3])
+    if fmt != "WEBP":  # RGB really went through the model
+        assert np.array_equal(out[..., :3], as_uint(restored.rgb))
+
+
+class _Darken(Identity):
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor:
+        return x * 0.5
+
+
+def test_jpeg_output_drops_alpha_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    img = read_image(pil_bytes(Image.fromarray(rgba, "RGBA"), "PNG"))
+    with caplog.at_level(logging.WARNING, logger="anyrestore"):
+        out = Image.open(io.BytesIO(encode_image(img, "JPEG")))
+    assert out.mode == "RGB" and "alpha" in caplog.text
+
+
+# -- 16 bit --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_png_round_trip_is_exact(channels: int) -> None:
+    pixels = RNG.integers(0, 65536, (H, W, channels), dtype=np.uint16)
+    img = read_image(png16_reference(pixels))
+    assert img.bit_depth == 16 and img.grayscale == (channels <= 2)
+    color = pixels[..., : 3 if channels >= 3 else 1]
+    assert np.array_equal(as_uint(img.rgb, 65535)[..., : color.shape[-1]], color)
+    data = encode_image(identity_restore(img), "PNG")
+    assert np.array_equal(decode_png16(data), pixels)  # independent decoder
+    if channels >= 3:  # Pillow sees the same image, reduced to its high bytes
+        high = np.asarray(Image.open(io.BytesIO(data)))
+        assert np.array_equal(high, (pixels >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_tiff_round_trip_is_exact(channels: int) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    pixels = RNG.integers(0, 65536, (H, W, channels), dtype=np.uint16)
+    buf = io.BytesIO()
+    source = pixels[..., 0] if channels == 1 else pixels
+    extra = {"extrasamples": [2]} if channels == 4 else {}
+    tifffile.imwrite(buf, source, photometric="minisblack" if channels == 1 else "rgb", compression="zlib", **extra)
+    img = read_image(buf.getvalue())
+    assert img.bit_depth == 16 and img.grayscale == (channels == 1)
+    data = encode_image(identity_restore(img), "TIFF")
+    back = tifffile.imread(io.BytesIO(data))
+    assert back.dtype == np.uint16 and np.array_equal(back.reshape(pixels.shape), pixels)
+    assert np.array_equal(read_image(data).rgb, img.rgb)  # and our own reader agrees
+
+
+def test_16bit_gray_png_written_by_pillow_stays_16bit(tmp_path: Path) -> None:
+    gray = RNG.integers(0, 65536, (H, W), dtype=np.uint16)
+    src = tmp_path / "gray16.png"
+    Image.fromarray(gray).save(src)
+    img = read_image(src)
+    out = write_image(identity_restore(img), tmp_path / "out.png")
+    back = Image.open(out)
+    assert back.mode.startswith("I;16") and np.array_equal(np.asarray(back), gray)
+
+
+# -- colour modes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF"])
+def test_grayscale_stays_grayscale(fmt: str) -> None:
+    gray = RNG.integers(0, 256, (H, W), dtype=np.uint8)
+    img = read_image(pil_bytes(Image.fromarray(gray, "L"), fmt))
+    assert img.grayscale and img.rgb.shape == (H, W, 3)
+    assert np.array_equal(img.rgb[..., 0], img.rgb[..., 2])
+    out = Image.open(io.BytesIO(encode_image(identity_restore(img), fmt)))
+    assert out.mode == "L"
+    if fmt != "JPEG":
+        assert np.array_equal(np.asarray(out), gray)
+
+
+def test_palette_images_are_converted_with_their_transparency() -> None:
+    rgb = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    pal = rgb.quantize(16)
+    img = read_image(pil_bytes(pal, "PNG"))
+    assert not img.grayscale and img.alpha is None
+    assert np.array_equal(as_uint(img.rgb), np.asarray(pal.convert("RGB")))
+    pal.info["transparency"] = 0
+    with_alpha = read_image(pil_bytes(pal, "PNG", transparency=0))
+    assert with_alpha.alpha is not None
+    assert np.array_equal(with_alpha.alpha, np.asarray(pal.convert("RGBA"))[..., 3])
+    assert Image.open(io.BytesIO(encode_image(with_alpha, "PNG"))).mode == "RGBA"
+
+
+def test_cmyk_jpeg_is_converted_to_rgb() -> None:
+    cmyk = Image.fromarray(RNG.integers(0, 256, (H, W, 4), dtype=np.uint8), "CMYK")
+    data = pil_bytes(cmyk, "JPEG", quality=95)
+    img = read_image(data)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert img.rgb.shape == (H, W, 3) and img.format == "JPEG"
+    assert np.array_equal(as_uint(img.rgb), expected)
+    assert Image.open(io.BytesIO(encode_image(img, "JPEG"))).mode == "RGB"
+
+
+def test_bmp_and_webp_outputs() -> None:
+    rgb = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    img = read_image(pil_bytes(Image.fromarray(rgb), "BMP"))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_image(img, "BMP")))), rgb)
+    gray = read_image(pil_bytes(Image.fromarray(rgb[..., 0], "L"), "PNG"))
+    webp = Image.open(io.BytesIO(encode_image(gray, "WEBP")))  # WebP has no gray mode
+    assert webp.mode == "RGB" and webp.size == (W, H)
+
+
+# -- limits and errors ---------------------------------------------------------------------
+
+
+def test_decompression_bomb_limit_from_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pil_bytes(Image.new("RGB", (W, H)), "PNG")
+    with pytest.raises(InputError, match=r"over the 0.001 MP limit"):
+        read_image(data, max_pixels=1000)
+    monkeypatch.setenv("ANYRESTORE_MAX_PIXELS", "2000")
+    with pytest.raises(InputError, match="ANYRESTORE_MAX_PIXELS"):
+        read_image(data)
+    monkeypatch.setenv("ANYRESTORE_MAX_PIXELS", "3000")
+    assert read_image(data).width == W
+    monkeypatch.setenv("ANYRESTORE_MAX_PIXELS", "lots")
+    with pytest.raises(UsageError):
+        read_image(data)
+
+
+def test_bomb_limit_is_checked_before_decoding() -> None:
+    # A header claiming 30000 x 30000 pixels and no pixel data at all.
+    header = png16_reference(np.zeros((1, 1, 3), np.uint16))
+    big = bytearray(header)
+    big[16:24] = struct.pack(">II", 30000, 30000)
+    big[29:33] = struct.pack(">I", zlib.crc32(bytes(big[12:29])))
+    with pytest.raises(InputError, match="900.0 MP"):
+        read_image(bytes(big))
+
+
+def test_corrupt_missing_and_unsupported_inputs(tmp_path: Path) -> None:
+    good = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), "PNG")
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        read_image(good[: len(good) // 2])
+    with pytest.raises(InputError, match="not an image file"):
+        read_image(b"hello, not an image")
+    with pytest.raises(InputError, match="unsupported image format GIF"):
+        read_image(pil_bytes(Image.new("RGB", (8, 8)), "GIF"))
+    with pytest.raises(InputError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_output_formats_are_named_by_extension_or_name() -> None:
+    assert format_for_path("a/b.JPEG") == "JPEG" and format_for_path("x.tif") == "TIFF"
+    assert parse_format("webp") == "WEBP" and parse_format(".png") == "PNG"
+    with pytest.raises(UsageError, match="unsupported output format"):
+        format_for_path("out.gif")
+    with pytest.raises(UsageError, match="no file extension"):
+        format_for_path("out")
+
+
+# -- atomic writes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    target = tmp_path / "out.png"
+    target.write_bytes(b"previous result")
+
+    def boom(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, boom)
+    with pytest.raises(UsageError, match="No space left"):
+        atomic_write(target, b"new bytes " * 1000)
+    assert target.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_atomic_write_creates_folders_and_respects_umask(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "out.bin"
+    atomic_write(target, b"data")
+    assert target.read_bytes() == b"data"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,144 @@
+"""Tiling geometry, blending windows, tiled == whole for a local model, OOM retry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from anyrestore.engine import Restorer
+from anyrestore.engine.reference import METHODS, make_reference
+from anyrestore.engine.tiling import TileGrid, pad_to_multiple, run_tiled, tile_starts, window_1d
+from anyrestore.errors import DeviceError
+from anyrestore.models.base import RestorationModel
+
+
+class LocalConv(RestorationModel):
+    """Three 3x3 convs: receptive-field radius 3, no global statistics."""
+
+    arch = "test_local_conv"
+    tile_overlap_hint = 16
+
+    def __init__(self, pad_multiple: int = 1) -> None:
+        super().__init__()
+        self.pad_multiple = pad_multiple  # type: ignore[misc]
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.GELU(),
+            nn.Conv2d(8, 8, 3, padding=1), nn.GELU(),
+            nn.Conv2d(8, 3, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor:
+        assert x.shape[-1] % self.pad_multiple == 0 and x.shape[-2] % self.pad_multiple == 0
+        return x + 0.2 * self.net(x)
+
+
+@pytest.mark.parametrize("size,tile,overlap", [(56, 24, 12), (57, 32, 16), (100, 40, 20), (30, 24, 12)])
+def test_tiles_cover_the_axis_and_end_at_its_edge(size: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(size, tile, overlap)
+    length = min(tile, size)
+    assert starts[0] == 0 and starts[-1] + length == size
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(0 < g <= tile - overlap for g in gaps)  # neighbours overlap by >= overlap
+
+
+def test_windows_of_two_neighbours_sum_to_one_over_the_overlap() -> None:
+    tile, overlap = 32, 16
+    left = window_1d(tile, overlap, lead=False, trail=True)
+    right = window_1d(tile, overlap, lead=True, trail=False)
+    total = left[tile - overlap :] + right[:overlap]
+    assert torch.allclose(total, torch.ones(overlap, dtype=total.dtype))
+    assert left[0] == 1 and right[-1] == 1  # image borders are not faded
+    assert right[: overlap // 4].abs().max() == 0  # the least-context pixels are never used
+
+
+def test_summed_window_is_positive_everywhere() -> None:
+    grid = TileGrid.build(100, 77, 32, 16)
+    sum_y, sum_x = grid.weight_sums()
+    assert sum_y.min() > 0.99 and sum_x.min() > 0.99
+
+
+@pytest.mark.parametrize("tile,overlap,batch", [(24, 12, 1), (32, 16, 3), (28, 12, 2)])
+def test_tiled_equals_whole_image_when_the_receptive_field_fits_the_overlap(
+    tile: int, overlap: int, batch: int
+) -> None:
+    model = LocalConv()
+    x = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(1))
+    whole = Restorer(model, "cpu", tile=0).restore_tensor(x)
+    restorer = Restorer(model, "cpu", tile=tile, overlap=overlap, tile_batch=batch)
+    tiled = restorer.restore_tensor(x)
+    assert restorer.last_run is not None and restorer.last_run.tiles > 4
+    assert (tiled - whole).abs().max() < 1e-4
+
+
+def test_padding_to_the_models_multiple_is_undone() -> None:
+    model = LocalConv(pad_multiple=8)
+    x = torch.rand(2, 3, 37, 53)
+    out = Restorer(model, "cpu", tile=0).restore_tensor(x)
+    assert out.shape == x.shape
+    tiled = Restorer(model, "cpu", tile=24, overlap=12).restore_tensor(x)
+    assert tiled.shape == x.shape
+
+
+def test_pad_to_multiple_reflects_and_handles_tiny_images() -> None:
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    padded = pad_to_multiple(x, 4)
+    assert padded.shape == (1, 1, 4, 4)
+    assert torch.equal(padded[0, 0, 3], x[0, 0, 1])  # reflect: row 3 mirrors row 1
+    tiny = pad_to_multiple(torch.rand(1, 3, 2, 2), 8)  # too small to reflect
+    assert tiny.shape == (1, 3, 8, 8)
+
+
+def test_run_tiled_calls_forward_on_tile_sized_batches_only() -> None:
+    seen = []
+
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape))
+        return t
+
+    x = torch.rand(1, 3, 50, 70)
+    out = run_tiled(x, forward, tile=32, overlap=8, batch=2)
+    assert torch.allclose(out, x, atol=1e-6)  # identity model: blending is exact
+    assert all(s[0] <= 2 and s[-2:] == (32, 32) for s in seen)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "live"])
+def test_stats_reference_is_bounded(method: str) -> None:
+    x = torch.rand(1, 3, 300, 500)
+    ref = make_reference(x, 128, method)  # type: ignore[arg-type]
+    assert max(ref.shape[-2:]) <= 128 and min(ref.shape[-2:]) >= 32
+    small = torch.rand(1, 3, 60, 90)
+    assert make_reference(small, 128, method) is small  # small images: exact statistics
+
+
+class OOMAbove(LocalConv):
+    """Raises CUDA-style out-of-memory for inputs larger than ``limit`` pixels."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        if x.shape[0] * x.shape[-1] * x.shape[-2] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_out_of_memory_halves_the_tile_and_retries() -> None:
+    model = OOMAbove(limit=40 * 40)
+    x = torch.rand(3, 64, 80)
+    restorer = Restorer(model, "cpu", tile=0, overlap=8)
+    out = restorer.restore_tensor(x)
+    assert out.shape == x.shape
+    assert restorer.last_run is not None and restorer.last_run.tile == 40  # 80 -> 40
+    expected = Restorer(LocalConv(), "cpu", tile=40, overlap=8).restore_tensor(x)
+    assert (out - expected).abs().max() < 1e-5
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_device_error() -> None:
+    restorer = Restorer(OOMAbove(limit=10), "cpu", tile=64, overlap=8)
+    with pytest.raises(DeviceError, match="out of memory"):
+        restorer.restore_tensor(torch.rand(3, 70, 70))
