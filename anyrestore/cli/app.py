@@ -13,7 +13,9 @@ app = typer.Typer(
 )
 
 # Each command module registers itself on `app` when imported (one line each).
+from anyrestore.cli import batch as _batch  # noqa: E402,F401
 from anyrestore.cli import bench as _bench  # noqa: E402,F401
+from anyrestore.cli import fix as _fix  # noqa: E402,F401
 from anyrestore.cli import models as _models  # noqa: E402,F401
 from anyrestore.cli import train as _train  # noqa: E402,F401
 from anyrestore.cli import weights as _weights  # noqa: E402,F401

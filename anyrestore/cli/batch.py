@@ -1,0 +1,218 @@
+"""``anyrestore batch``: restore a folder (optionally its tree), one model load, bad files skipped.
+
+Under ``torchrun`` (RANK / WORLD_SIZE set) every rank takes files ``rank::world_size`` of the
+sorted list, and on CUDA its LOCAL_RANK GPU, so a folder spreads over GPUs or machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from anyrestore.cli.app import app
+from anyrestore.cli.errors import EXIT_FAILED, handle_errors
+from anyrestore.cli.fix import (
+    DeviceOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    OverlapOpt,
+    PrecisionOpt,
+    QuietOpt,
+    TileOpt,
+    WeightsOpt,
+    load_model,
+    make_restorer,
+    setup_logging,
+)
+from anyrestore.errors import DeviceError, UsageError, WeightsError
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def _shard() -> tuple[int, int]:
+    """This process's (rank, world size) from torchrun's environment; (0, 1) without it."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UsageError("RANK and WORLD_SIZE must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"invalid RANK={rank} for WORLD_SIZE={world}")
+    return rank, world
+
+
+def find_images(root: Path, recursive: bool, pattern: str | None, exclude: Path | None) -> list[Path]:
+    """Image files under ``root`` (sorted by relative path), skipping hidden files and ``exclude``."""
+    from anyrestore.engine.imageio import EXTENSIONS
+
+    if pattern:
+        candidates = root.rglob(pattern) if recursive else root.glob(pattern)
+    else:
+        candidates = root.rglob("*") if recursive else root.iterdir()
+    found = []
+    for path in candidates:
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if exclude is not None and path.resolve().is_relative_to(exclude):
+            continue
+        if pattern is None and path.suffix.lower() not in EXTENSIONS:
+            continue
+        found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def plan_jobs(
+    root: Path, out_dir: Path, files: list[Path], recursive: bool, suffix: str, ext: str | None
+) -> list[Job]:
+    """Map every input to its output; two inputs landing on one output is a usage error."""
+    jobs, seen = [], {}
+    for path in files:
+        rel = path.relative_to(root)
+        parent = out_dir / rel.parent if recursive else out_dir
+        target = parent / f"{rel.stem}{suffix}{ext if ext is not None else rel.suffix}"
+        if target in seen:
+            raise UsageError(f"{seen[target]} and {rel} would both be written to {target}; use --suffix or --ext")
+        seen[target] = rel
+        jobs.append(Job(path, target))
+    return jobs
+
+
+@app.command("batch")
+@handle_errors
+def batch_command(
+    input_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of images to restore.")],
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", metavar="OUTDIR", help="Where restored images go (not DIR itself).")
+    ],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include subfolders; OUTDIR mirrors the tree.")] = False,
+    glob: Annotated[
+        str | None, typer.Option("--glob", help="Only files matching this pattern, e.g. '*.jpg'. Default: all images.")
+    ] = None,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone.")] = False,
+    suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output's stem, e.g. _restored.")] = "",
+    ext: Annotated[
+        str | None, typer.Option("--ext", help="Output format for every file (png, jpg, webp, tif, bmp). Default: the input's.")
+    ] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = None,
+    tile_overlap: OverlapOpt = None,
+    max_pixels: MaxPixelsOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Restore every image in a folder; failures are reported, the rest still run (exit 1 if any failed)."""
+    from anyrestore.engine.imageio import (
+        atomic_write,
+        encode_image,
+        format_for_path,
+        parse_format,
+        read_image,
+    )
+
+    setup_logging(quiet)
+    err = Console(stderr=True)
+    if not input_dir.is_dir():
+        raise UsageError(f"input folder not found: {input_dir}" if not input_dir.exists() else f"{input_dir} is not a folder")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"{output_dir} exists and is not a folder")
+    root, out_root = input_dir.resolve(), output_dir.resolve()
+    if root == out_root:
+        raise UsageError("OUTDIR must differ from DIR: batch never writes over its inputs")
+    if max_pixels is not None and max_pixels <= 0:
+        raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+    out_ext = None
+    if ext is not None:
+        parse_format(ext)
+        out_ext = "." + ext.strip().lstrip(".").lower()
+    if "/" in suffix or os.sep in suffix:
+        raise UsageError("--suffix cannot contain a path separator")
+    rank, world = _shard()
+
+    files = find_images(root, recursive, glob, out_root if out_root.is_relative_to(root) else None)
+    jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    if not jobs:
+        if not quiet:
+            err.print(f"no images to restore in {input_dir}{where}", highlight=False)
+        return
+
+    net, model_name = load_model(model, weights)
+    restorer = make_restorer(net, device, precision, tile, tile_overlap)
+    if not quiet:
+        err.print(f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}", highlight=False)
+
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("restoring", total=len(jobs))
+        for job in jobs:
+            rel = job.source.relative_to(root).as_posix()
+            record = {"input": str(job.source), "output": str(job.target), "model": model_name,
+                      "device": str(restorer.device), "precision": restorer.precision}
+            t0 = time.perf_counter()
+            if skip_existing and job.target.exists():
+                record["status"] = "skipped"
+            else:
+                try:
+                    image = read_image(job.source, max_pixels=max_pixels, name=rel)
+                    restored = restorer.restore_image(image)
+                    atomic_write(job.target, encode_image(restored, format_for_path(job.target)))
+                    info = restorer.last_run
+                    record.update(status="ok", width=image.width, height=image.height,
+                                  tiles=info.tiles if info else 1)
+                except (DeviceError, WeightsError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # one bad file must not stop the folder
+                    message = str(exc) or type(exc).__name__
+                    message = message if message.startswith(rel) else f"{rel}: {message}"
+                    record.update(status="failed", error=message)
+                    progress.console.print(f"[red]failed[/red] {escape(message)}", highlight=False)
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            counts[str(record["status"])] += 1
+            if json_output:
+                print(json.dumps(record), flush=True)
+            progress.advance(task)
+    elapsed = time.perf_counter() - started
+    if not quiet or counts["failed"]:
+        err.print(
+            f"{counts['ok']} restored, {counts['skipped']} skipped, {counts['failed']} failed"
+            f"{where} in {elapsed:.1f} s",
+            highlight=False,
+        )
+    if counts["failed"]:
+        raise typer.Exit(EXIT_FAILED)

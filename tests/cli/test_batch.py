@@ -1,0 +1,135 @@
+"""``anyrestore batch``: bad files skipped, trees mirrored, skip-existing, sharding by RANK."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import anyrestore.weights
+from anyrestore.cli.app import app
+
+H, W = 40, 56
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def photo(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def batch(*args: str | Path) -> object:
+    return runner.invoke(app, ["batch", *map(str, args)])
+
+
+def records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_a_corrupt_file_is_reported_and_the_rest_restored(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "a.png")
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a PNG")
+    photo(src / "c.jpg", seed=1)
+    calls = []
+    real_load = anyrestore.weights.load_weights
+    monkeypatch.setattr(anyrestore.weights, "load_weights", lambda *a, **k: calls.append(a) or real_load(*a, **k))
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    assert (out / "a.png").is_file() and (out / "c.jpg").is_file() and not (out / "b.png").exists()
+    status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
+    assert status == {"a.png": "ok", "b.png": "failed", "c.jpg": "ok"}
+    assert "failed b.png" in result.stderr
+    assert "2 restored, 0 skipped, 1 failed" in result.stderr
+    assert len(calls) == 1  # the model is loaded once per run
+
+
+def test_recursive_mirrors_the_tree_and_plain_runs_stay_flat(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = tmp_path / "in"
+    photo(src / "top.png")
+    photo(src / "sub" / "mid.png")
+    photo(src / "sub" / "deeper" / "low.jpg")
+    (src / "notes.txt").write_text("not an image, not selected")
+    result = batch(src, "-o", tmp_path / "tree", "--weights", tiny_checkpoint, "--recursive")
+    assert result.exit_code == 0, result.output
+    made = sorted(p.relative_to(tmp_path / "tree").as_posix() for p in (tmp_path / "tree").rglob("*") if p.is_file())
+    assert made == ["sub/deeper/low.jpg", "sub/mid.png", "top.png"]
+    result = batch(src, "-o", tmp_path / "flat", "--weights", tiny_checkpoint, "--suffix", "_r", "--ext", "png")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["top_r.png"]
+
+
+def test_output_folder_inside_the_input_is_not_read_back(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = tmp_path / "in"
+    photo(src / "a.png")
+    for _ in range(2):
+        result = batch(src, "-o", src / "restored", "--weights", tiny_checkpoint, "-r", "--json")
+        assert result.exit_code == 0, result.output
+        assert [Path(r["input"]).name for r in records(result.stdout)] == ["a.png"]
+
+
+def test_skip_existing_leaves_outputs_alone(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "a.png")
+    photo(src / "b.png", seed=1)
+    out.mkdir()
+    (out / "a.png").write_bytes(b"earlier result")
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--skip-existing", "--json", "--glob", "*.png")
+    assert result.exit_code == 0, result.output
+    assert (out / "a.png").read_bytes() == b"earlier result"
+    assert [r["status"] for r in records(result.stdout)] == ["skipped", "ok"]
+    assert "1 restored, 1 skipped, 0 failed" in result.stderr
+
+
+def test_usage_errors_are_exit_2(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = tmp_path / "in"
+    photo(src / "a.jpg")
+    photo(src / "a.png")
+    same = batch(src, "-o", src, "--weights", tiny_checkpoint)
+    assert same.exit_code == 2 and "OUTDIR must differ from DIR" in same.stderr
+    assert batch(tmp_path / "missing", "-o", tmp_path / "o").exit_code == 2
+    clash = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint, "--ext", "png")
+    assert clash.exit_code == 2 and "would both be written" in clash.stderr
+    assert batch(src, "-o", tmp_path / "o", "--ext", "gif").exit_code == 2
+
+
+def test_ranks_split_the_sorted_file_list(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    names = [f"img{i}.png" for i in range(5)]
+    for i, name in enumerate(names):
+        photo(src / name, seed=i)
+    cmd = [sys.executable, "-m", "anyrestore", "batch", str(src), "-o", str(out),
+           "--weights", str(tiny_checkpoint), "--json", "--quiet"]
+    procs = [
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"},
+        )
+        for rank in range(2)
+    ]
+    done = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, done, strict=True):
+        assert proc.returncode == 0, err.decode()
+    taken = [[Path(r["input"]).name for r in records(stdout.decode())] for stdout, _ in done]
+    assert taken == [names[0::2], names[1::2]]
+    assert sorted(p.name for p in out.iterdir()) == names

@@ -1,0 +1,163 @@
+"""``anyrestore fix``: outputs, JSON, stdin/stdout, and every error path with its exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from anyrestore.cli.app import app
+
+H, W = 40, 56
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # Tiny models: a second thread only adds overhead (a lot of it on a busy shared CPU).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def photo(path: Path, seed: int = 0, size: tuple[int, int] = (W, H)) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def fix(*args: str | Path) -> object:
+    return runner.invoke(app, ["fix", *map(str, args)])
+
+
+def one_line_error(result: object) -> str:
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("anyrestore: error: "), result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in result.output  # type: ignore[attr-defined]
+    return lines[0]
+
+
+def test_default_output_is_written_next_to_the_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = photo(tmp_path / "holiday.jpg")
+    result = fix(src, "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "holiday_restored.jpg"
+    assert result.stdout.strip() == str(out)
+    assert Image.open(out).format == "JPEG" and Image.open(out).size == (W, H)
+    assert "cpu (fp32)" in result.stderr  # the device used is always reported
+
+
+def test_json_reports_what_was_done(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = photo(tmp_path / "in.png")
+    out = tmp_path / "sub" / "out.webp"
+    result = fix(src, "-o", out, "--weights", tiny_checkpoint, "--json", "--tile", "32", "--tile-overlap", "8")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert {"input", "output", "model", "device", "precision", "tiles", "seconds", "width", "height"} <= set(record)
+    assert record["output"] == str(out) and record["device"] == "cpu" and record["precision"] == "fp32"
+    assert (record["width"], record["height"]) == (W, H) and record["tiles"] == 4
+    assert Image.open(out).format == "WEBP"
+
+
+def test_input_is_only_overwritten_with_overwrite(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = photo(tmp_path / "a.png")
+    before = src.read_bytes()
+    result = fix(src, "-o", src, "--weights", tiny_checkpoint)
+    assert result.exit_code == 2
+    assert "--overwrite" in one_line_error(result)
+    assert src.read_bytes() == before
+    result = fix(src, "-o", src, "--weights", tiny_checkpoint, "--overwrite")
+    assert result.exit_code == 0 and src.read_bytes() != before
+    existing = photo(tmp_path / "other.png", seed=1)  # other existing outputs are replaced
+    assert fix(src, "-o", existing, "--weights", tiny_checkpoint).exit_code == 0
+
+
+def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    result = fix(tmp_path / "nope.jpg")
+    assert result.exit_code == 2
+    assert "input not found" in one_line_error(result)
+
+
+@pytest.mark.parametrize("kind,message", [("truncated", "corrupt or truncated"), ("text", "not an image file")])
+def test_corrupt_input_is_exit_3(tmp_path: Path, tiny_checkpoint: Path, kind: str, message: str) -> None:
+    bad = tmp_path / "bad.png"
+    if kind == "truncated":
+        good = photo(tmp_path / "good.png").read_bytes()
+        bad.write_bytes(good[: len(good) // 2])
+    else:
+        bad.write_bytes(b"plain text")
+    result = fix(bad, "--weights", tiny_checkpoint)
+    assert result.exit_code == 3
+    assert message in one_line_error(result)
+
+
+def test_bomb_limit_is_exit_3(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = photo(tmp_path / "a.png")
+    result = fix(src, "--weights", tiny_checkpoint, "--max-pixels", "1000")
+    assert result.exit_code == 3 and "limit" in one_line_error(result)
+    monkeypatch.setenv("ANYRESTORE_MAX_PIXELS", "1000")
+    assert fix(src, "--weights", tiny_checkpoint).exit_code == 3
+
+
+def test_unsupported_input_format_is_exit_3(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    gif = tmp_path / "anim.gif"
+    Image.new("RGB", (W, H)).save(gif)
+    result = fix(gif, "--weights", tiny_checkpoint)
+    assert result.exit_code == 3 and "unsupported image format GIF" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--device", "tpu"], 5, "unknown device"),
+        (["--device", "cuda"], 5, "CUDA is not available"),
+        (["--precision", "fp16", "--device", "cpu"], 2, "fp16 is not supported on the CPU"),
+        (["-o", "out.gif"], 2, "unsupported output format"),
+        (["--model", "anyir_s"], 2, "does not match"),
+        (["--model", "no_such_model"], 2, "unknown model"),
+        (["--tile", "-5"], 2, "tile"),
+    ],
+)
+def test_bad_options_fail_with_their_exit_code(
+    tmp_path: Path, tiny_checkpoint: Path, args: list[str], code: int, message: str
+) -> None:
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    src = photo(tmp_path / "a.png")
+    result = runner.invoke(app, ["fix", str(src), "--weights", str(tiny_checkpoint), *args])
+    assert result.exit_code == code, result.output
+    assert message in one_line_error(result)
+
+
+def test_unreadable_weights_are_exit_4(tmp_path: Path) -> None:
+    src = photo(tmp_path / "a.png")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    result = fix(src, "--weights", broken)
+    assert result.exit_code == 4
+    one_line_error(result)
+
+
+def test_stdin_to_stdout_in_a_subprocess(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)).save(buf, "JPEG")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "anyrestore", "fix", "-", "-o", "-", "--weights", str(tiny_checkpoint)],
+        input=buf.getvalue(), capture_output=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = Image.open(io.BytesIO(proc.stdout))
+    assert out.format == "PNG" and out.size == (W, H)  # PNG is stdout's default
+    assert b"cpu (fp32)" in proc.stderr and b"Traceback" not in proc.stderr
