@@ -166,7 +166,9 @@ class Restorer:
 
     def _restore_tiled(self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int) -> torch.Tensor:
         h, w = x.shape[-2:]
-        overlap = min(self.overlap, tile // 2)
+        m = self.pad_multiple
+        # Overlap on the model's grid too: rounded up to the multiple, at most half a tile.
+        overlap = min(-(-self.overlap // m) * m, tile // 2 // m * m)
         replay = self.stats_method != "live" and has_global_stats(self.model)
         frozen = nullcontext()
         if replay:
@@ -175,6 +177,7 @@ class Restorer:
             # Enter autocast first so the recording pass runs at the tiles' precision.
             frozen = frozen_global_stats(self.model, reference)
         with autocast(self.device, self.precision), frozen:
-            out = run_tiled(x, self._forward, tile, overlap, tile_batch, self.on_tile)
-        self.last_run = RunInfo(len(TileGrid.build(h, w, tile, overlap)), tile, overlap, replay)
+            out = run_tiled(x, self._forward, tile, overlap, tile_batch, self.on_tile, m)
+        grid = TileGrid.build(h + (-h) % m, w + (-w) % m, tile, overlap)
+        self.last_run = RunInfo(len(grid), tile, overlap, replay)
         return out

@@ -22,13 +22,19 @@ import torch.nn.functional as F
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (b,c,h,w) on the bottom and right to multiples of ``multiple`` by reflection.
+    """Pad (b,c,h,w) on the bottom and right to multiples of ``multiple`` by reflection."""
+    h, w = x.shape[-2:]
+    return pad_to_size(x, h + (-h) % multiple, w + (-w) % multiple)
+
+
+def pad_to_size(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad (b,c,h,w) on the bottom and right to ``height`` x ``width`` by reflection.
 
     Reflection needs the pad to be shorter than the side; tiny images fall back to
     replicating the edge.
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = height - h, width - w
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -126,14 +132,20 @@ def run_tiled(
     overlap: int,
     batch: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
+    multiple: int = 1,
 ) -> torch.Tensor:
     """Restore a (1,c,h,w) CPU tensor tile by tile; the result is assembled on the CPU.
 
     ``forward`` maps a (n,c,th,tw) CPU batch of tiles to its CPU output; only one batch of
-    tiles is ever on the device.
+    tiles is ever on the device. The grid is laid over the image padded to ``multiple``
+    (``tile`` and ``overlap`` must be multiples of it), so every tile starts on the model's
+    downsampling grid exactly where the whole-image pass has it, and tiles at the bottom or
+    right edge are reflect-padded exactly as the whole image would be.
     """
     _, c, h, w = x.shape
-    grid = TileGrid.build(h, w, tile, overlap)
+    if tile % multiple or overlap % multiple:
+        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {multiple}")
+    grid = TileGrid.build(h + (-h) % multiple, w + (-w) % multiple, tile, overlap)
     wys, wxs = grid.windows()
     row_of = {y: i for i, y in enumerate(grid.ys)}
     col_of = {xx: i for i, xx in enumerate(grid.xs)}
@@ -143,17 +155,18 @@ def run_tiled(
     for first in range(0, len(positions), batch):
         chunk = positions[first : first + batch]
         tiles = torch.cat(
-            [x[:, :, y : y + grid.tile_h, xx : xx + grid.tile_w] for y, xx in chunk]
+            [pad_to_size(x[:, :, y : y + grid.tile_h, xx : xx + grid.tile_w], grid.tile_h, grid.tile_w) for y, xx in chunk]
         )
         restored = forward(tiles.contiguous()).float()
         for (y, xx), t in zip(chunk, restored, strict=True):
-            weight = wys[row_of[y]][:, None] * wxs[col_of[xx]][None, :]
-            out[0, :, y : y + grid.tile_h, xx : xx + grid.tile_w] += t * weight.float()
+            th, tw = min(grid.tile_h, h - y), min(grid.tile_w, w - xx)
+            weight = wys[row_of[y]][:th, None] * wxs[col_of[xx]][None, :tw]
+            out[0, :, y : y + th, xx : xx + tw] += t[:, :th, :tw] * weight.float()
         done += len(chunk)
         if on_tile is not None:
             on_tile(done, len(positions))
     sum_y, sum_x = grid.weight_sums()
     # Two broadcast divisions: the full (h, w) weight map is never materialised.
-    out.mul_((1.0 / sum_x).float())
-    out.mul_((1.0 / sum_y).float()[:, None])
+    out.mul_((1.0 / sum_x[:w]).float())
+    out.mul_((1.0 / sum_y[:h]).float()[:, None])
     return out

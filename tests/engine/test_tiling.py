@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.engine import Restorer
@@ -79,6 +80,31 @@ def test_padding_to_the_models_multiple_is_undone() -> None:
     assert out.shape == x.shape
     tiled = Restorer(model, "cpu", tile=24, overlap=12).restore_tensor(x)
     assert tiled.shape == x.shape
+
+
+class BlockMixer(RestorationModel):
+    """Mixes each 4x4 block (pixel-unshuffle, 1x1 conv, shuffle): exact only on the 4-pixel grid."""
+
+    arch = "test_block_mixer"
+    pad_multiple = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mix = nn.Conv2d(48, 48, 1)
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor:
+        return torch.sigmoid(F.pixel_shuffle(self.mix(F.pixel_unshuffle(x, 4)), 4))
+
+
+def test_tiles_sit_on_the_models_grid_and_edge_tiles_are_padded_like_the_whole_image() -> None:
+    x = torch.rand(3, 41, 57, generator=torch.Generator().manual_seed(2))  # not multiples of 4
+    model = BlockMixer()
+    whole = Restorer(model, "cpu", tile=0).restore_tensor(x)
+    restorer = Restorer(model, "cpu", tile=16, overlap=6)  # overlap rounds up to 8
+    tiled = restorer.restore_tensor(x)
+    assert restorer.last_run is not None and restorer.last_run.overlap == 8
+    assert (tiled - whole).abs().max() < 1e-5
 
 
 def test_pad_to_multiple_reflects_and_handles_tiny_images() -> None:
