@@ -11,11 +11,13 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from anyrestore.cli.app import app
 from anyrestore.cli.errors import handle_errors
@@ -119,10 +121,25 @@ def make_restorer(
     precision: str,
     tile: int | None,
     overlap: int | None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> Restorer:
     from anyrestore.engine import Restorer
 
-    return Restorer(model, device, precision, tile=tile, overlap=overlap)
+    return Restorer(model, device, precision, tile=tile, overlap=overlap, on_tile=on_tile)
+
+
+def tile_progress(console: Console) -> tuple[Progress, Callable[[int, int], None]]:
+    """A transient stderr progress bar over the tiles of one image, and its callback."""
+    progress = Progress(
+        TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=True, disable=console.quiet or not console.is_terminal,
+    )
+    task = progress.add_task("tiles", total=None, visible=False)
+
+    def on_tile(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, visible=True)
+
+    return progress, on_tile
 
 
 def _stdout_target(fmt: str | None, json_output: bool) -> str:
@@ -228,10 +245,12 @@ def fix_command(
     read_seconds = time.perf_counter() - start
 
     net, model_name = load_model(model, weights)
-    restorer = make_restorer(net, device, precision, tile, tile_overlap)
+    progress, on_tile = tile_progress(err)
+    restorer = make_restorer(net, device, precision, tile, tile_overlap, on_tile)
     err.print(f"model {model_name} on {restorer.describe()}", highlight=False)
     start = time.perf_counter()
-    restored = restorer.restore_image(image)
+    with progress:
+        restored = restorer.restore_image(image)
     encoded = encode_image(restored, out_format)
     if out_path is None:
         sys.stdout.buffer.write(encoded)

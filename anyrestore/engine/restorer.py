@@ -161,7 +161,8 @@ class Restorer:
             if not self._warned_fallback:
                 log.warning("%s produced non-finite values; recomputing in fp32", self.precision)
                 self._warned_fallback = True
-            out = self.model(inp.float())[..., :h, :w].float()
+            with torch.autocast(self.device.type, enabled=False):
+                out = self.model(inp.float())[..., :h, :w].float()
         return out.clamp_(0.0, 1.0).cpu()
 
     def _restore_tiled(self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int) -> torch.Tensor:
