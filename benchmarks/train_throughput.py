@@ -94,6 +94,7 @@ def main() -> None:
                         help="which of fp32, bf16, fp16 to run (fp16 on GPU only)")
     parser.add_argument("--formats", nargs="+", default=["nchw", "channels_last"],
                         help="memory formats: nchw, channels_last")
+    parser.add_argument("--no-prime", action="store_true", help="skip the discarded first run")
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--no-gpu", action="store_true")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -111,6 +112,11 @@ def main() -> None:
         runs += [(gpu, p, cl, args.gpu_batch) for p in args.precisions for cl in formats]
 
     rows = []
+    if runs and args.models and not args.no_prime:
+        # The first configuration measured in a process ran 2-4x slower than the same one
+        # measured later (allocator / page-fault warm-up on the project VM): prime, discard.
+        device, precision, cl, batch = runs[0]
+        measure(args.models[0], device, precision, cl, batch=batch, crop=args.crop, steps=1, warmup=1)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print(f"{'model':10} {'dev':5} {'prec':5} {'chlast':6} {'batch':>5} {'samples/s':>10} {'ms/step':>9} {'loss':>9}")

@@ -62,7 +62,8 @@ def train_command(
         base = tomllib.loads(load_state(resume)["config_toml"])
     cfg = load_config(config, overrides, base=base)
     result = train(cfg, resume=resume, stop_at=stop_at)
-    print(result.checkpoint)
+    if result.is_main:
+        print(result.checkpoint)
 
 
 @train_app.command("export")

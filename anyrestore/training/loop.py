@@ -34,8 +34,11 @@ from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
 from anyrestore.training.state import load_state, rng_state, save_state, set_rng_state
 
-#: CPU training precision when ``train.precision = "auto"`` (see docs/training.md for the
-#: measurement behind it).
+#: CPU defaults for ``precision = "auto"`` / ``channels_last = "auto"``. Measured on the project's
+#: 2-core AMD EPYC VM (torch reports AVX2 only, no AVX512-BF16/AMX exposed): bf16 autocast made a
+#: training step 7x (NCHW) to 29x (channels_last) slower than fp32, and channels_last was no
+#: faster in fp32 (docs/training.md, benchmarks/train_throughput.py). CPUs with AMX/AVX512-BF16
+#: may differ: set them explicitly after measuring.
 CPU_PRECISION = "fp32"
 CPU_CHANNELS_LAST = False
 
@@ -61,6 +64,8 @@ class TrainResult:
     total_steps: int
     val_psnr: float | None
     finished: bool
+    #: False on ranks other than 0 of a distributed run (they print nothing).
+    is_main: bool = True
 
 
 def train(
@@ -299,7 +304,9 @@ def _run(
             reporter.close()
     if stop_requested["flag"]:
         raise KeyboardInterrupt
-    return TrainResult(out, last_ckpt, run.step, total_steps, run.val_psnr, finished)
+    return TrainResult(
+        out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main
+    )
 
 
 # ----------------------------------------------------------------------------- pieces
