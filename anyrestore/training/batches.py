@@ -31,12 +31,14 @@ class SeededItems(Dataset):
     per item here makes those draws independent of worker assignment and of resuming.
     """
 
-    def __init__(self, dataset: Any, seed: int) -> None:
+    def __init__(self, dataset: Any, seed: int, *, repeat: int = 1) -> None:
         self.dataset = dataset
         self.seed = seed
+        #: A folder smaller than one batch is cycled ``repeat`` times per epoch.
+        self.repeat = repeat
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) * self.repeat
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
@@ -47,7 +49,7 @@ class SeededItems(Dataset):
             np.random.seed(seed % 2**32)
             torch.manual_seed(seed)
             try:
-                return self.dataset[index]
+                return self.dataset[index % len(self.dataset)]
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)

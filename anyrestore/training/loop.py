@@ -36,9 +36,9 @@ from anyrestore.training.state import load_state, rng_state, save_state, set_rng
 
 #: CPU defaults for ``precision = "auto"`` / ``channels_last = "auto"``. Measured on the project's
 #: 2-core AMD EPYC VM (torch reports AVX2 only, no AVX512-BF16/AMX exposed): bf16 autocast made a
-#: training step 7x (NCHW) to 29x (channels_last) slower than fp32, and channels_last was no
-#: faster in fp32 (docs/training.md, benchmarks/train_throughput.py). CPUs with AMX/AVX512-BF16
-#: may differ: set them explicitly after measuring.
+#: training step 4x to 30x slower than fp32, and channels_last was no faster in fp32
+#: (docs/training.md, benchmarks/train_throughput.py). CPUs with AMX/AVX512-BF16 may differ:
+#: set them explicitly after measuring.
 CPU_PRECISION = "fp32"
 CPU_CHANNELS_LAST = False
 
@@ -120,16 +120,14 @@ def _run(
             f"{dist.world_size} processes"
         )
     batch = config.train.batch_size // dist.world_size
-    items = SeededItems(train_set, config.seed)
+    if len(train_set) == 0:
+        raise DataError(f"no training images under {config.data.root}")
+    repeat = math.ceil(config.train.batch_size / len(train_set))
+    items = SeededItems(train_set, config.seed, repeat=repeat)
     sampler = ResumableSampler(
         items, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
     )
-    steps_per_epoch = sampler.num_samples // batch
-    if steps_per_epoch == 0:
-        raise DataError(
-            f"{len(train_set)} training items give no full batch of {batch} per process; "
-            "lower train.batch_size or add images"
-        )
+    steps_per_epoch = sampler.num_samples // batch  # >= 1: tiny folders are cycled
     total_steps = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
 
     optimizer = build_optimizer(model, config.optim)
@@ -142,7 +140,13 @@ def _run(
     run = Progress()
 
     if state is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise ConfigError(
+                f"{resume} was trained as {state.get('model_name')} with other settings; "
+                f"it does not fit {config.model} with these model_overrides"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
