@@ -1,4 +1,4 @@
-"""Feeding the loop: sharded, resumable sampling and per-item seeds.
+"""Feeding the loop: datasets from the config, sharded resumable sampling, per-item seeds.
 
 Every training item draws its random crop, flip and degradation from a seed fixed by
 ``(run seed, epoch, index)``, not from whichever worker happens to load it; together with a
@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from anyrestore.errors import ConfigError, DataError
+from anyrestore.training.config import Config
 
 
 def item_seed(*parts: int) -> int:
@@ -75,3 +79,90 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
+
+
+def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
+    """The train and validation datasets, and whether degradations run on the device."""
+    from anyrestore.data import build_dataset
+
+    d = config.data
+    if not d.root:
+        raise ConfigError("data.root is not set (e.g. --set data.root=/path/to/images)")
+    if not Path(d.root).exists():
+        raise DataError(f"data.root does not exist: {d.root}")
+    on_device = d.degrade_on_device
+    if on_device == "auto":
+        on_device = device.type == "cuda" and d.layout == "synthetic"
+    kinds: Any = d.kinds or None
+    common: dict[str, Any] = {
+        "kinds": kinds,
+        "seed": config.seed,
+        "val_fraction": d.val_fraction,
+        "crop": d.crop,
+        **d.options,
+    }
+    try:
+        train_set = build_dataset(
+            d.layout,
+            d.root,
+            split="train",
+            flips=d.flips,
+            expansion=d.expansion,
+            degrade_in_loop=bool(on_device),
+            **common,
+        )
+        val_set = build_dataset(d.layout, d.root, split="val", **common)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data: {exc}") from None
+    return train_set, val_set, bool(on_device)
+
+
+def make_loader(
+    items: SeededItems,
+    sampler: ResumableSampler,
+    batch: int,
+    config: Config,
+    epoch: int,
+    device: torch.device,
+) -> DataLoader:
+    """The loader for one epoch (from the sampler's current start)."""
+    workers = config.data.workers
+    return DataLoader(
+        items,
+        batch_size=batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        # Own generator: creating the loader must not advance the global RNG (exact resume).
+        generator=torch.Generator().manual_seed(item_seed(config.seed, epoch, 17)),
+    )
+
+
+def to_device(
+    data: dict[str, Any], device: torch.device, memory_format: torch.memory_format
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(lq, gt, kinds) of a collated batch, on ``device`` in ``memory_format``."""
+    gt = data["gt"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    lq = data.get("lq")
+    if lq is not None:
+        lq = lq.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    kinds = list(data.get("kind", []))
+    return lq, gt, kinds
+
+
+def degrade_on_device(
+    gt: torch.Tensor, kinds: list[str], seed: int, step: int, rank: int, quantize: bool
+) -> torch.Tensor:
+    """Degrade a batch of clean crops on their device, as the dataset would have (8-bit)."""
+    from anyrestore.data.degradations import degrade_batch
+
+    generator = torch.Generator(device=gt.device)
+    generator.manual_seed(item_seed(seed, step, rank, 29))
+    with torch.no_grad():
+        lq = degrade_batch(gt.float(), kinds, generator=generator)
+        if quantize:
+            lq = torch.round(lq * 255) / 255
+    return lq

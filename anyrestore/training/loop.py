@@ -11,24 +11,30 @@ import platform
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
-from torch.utils.data import DataLoader
 
 from anyrestore.errors import ConfigError, DataError, DeviceError
-from anyrestore.metrics import psnr
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
-from anyrestore.training.batches import ResumableSampler, SeededItems, item_seed
+from anyrestore.training.batches import (
+    ResumableSampler,
+    SeededItems,
+    build_data,
+    degrade_on_device,
+    item_seed,
+    make_loader,
+    to_device,
+)
 from anyrestore.training.config import Config, resolve, validate
 from anyrestore.training.ema import EMA
+from anyrestore.training.evaluate import autocast, evaluate
 from anyrestore.training.losses import RestorationLoss
 from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
@@ -113,7 +119,7 @@ def _run(
     model.to(device=device, memory_format=memory_format)
 
     # Data: global batch split over ranks; full batches only.
-    train_set, val_set, degrade_on_device = _build_data(config, device)
+    train_set, val_set, on_device = build_data(config, device)
     if config.train.batch_size % dist.world_size:
         raise ConfigError(
             f"train.batch_size {config.train.batch_size} is not divisible by the "
@@ -232,17 +238,17 @@ def _run(
             while run.step < total_steps:
                 sampler.set_epoch(run.epoch)
                 sampler.set_start(run.batch_in_epoch * batch)
-                loader = _loader(items, sampler, batch, config, run.epoch, device)
+                loader = make_loader(items, sampler, batch, config, run.epoch, device)
                 t0 = time.perf_counter()
                 for data in loader:
-                    lq, gt, kinds = _to_device(data, device, memory_format)
-                    if degrade_on_device:
-                        lq = _degrade(gt, kinds, config.seed, run.step, dist.rank, quantize)
+                    lq, gt, kinds = to_device(data, device, memory_format)
+                    if on_device:
+                        lq = degrade_on_device(gt, kinds, config.seed, run.step, dist.rank, quantize)
                         lq = lq.contiguous(memory_format=memory_format)
                     kinds_seen.update(kinds)
 
                     # One optimizer step: forward under autocast, losses in fp32.
-                    with _autocast(device, precision):
+                    with autocast(device, precision):
                         pred, aux = net(lq, return_aux=True)
                     loss, parts = criterion(pred, gt, aux.get("losses") if aux else None)
                     optimizer.zero_grad(set_to_none=True)
@@ -301,12 +307,15 @@ def _run(
                 run.wall_time += time.perf_counter() - tic
                 tic = time.perf_counter()
                 checkpoint()
-                reporter.message(f"finished {run.step} steps; resume checkpoint {last_ckpt}")
+                reporter.message(
+                    f"finished {run.step} steps; export with: anyrestore train export {out} "
+                    "-o model.safetensors"
+                )
             else:
                 reporter.message(f"stopped at step {run.step}; resume with --resume {last_ckpt}")
         finally:
             reporter.close()
-    if stop_requested["flag"]:
+    if stop_requested["flag"] and not finished:
         raise KeyboardInterrupt
     return TrainResult(
         out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main
@@ -358,102 +367,10 @@ def _find_unused(config: Config, model: torch.nn.Module) -> bool:
     return model.arch == "clusir" if value == "auto" else bool(value)
 
 
-def _autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or "cpu"
-
-
-def _build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
-    """The train and validation datasets, and whether degradations run on the device."""
-    from anyrestore.data import build_dataset
-
-    d = config.data
-    if not d.root:
-        raise ConfigError("data.root is not set (e.g. --set data.root=/path/to/images)")
-    if not Path(d.root).exists():
-        raise DataError(f"data.root does not exist: {d.root}")
-    on_device = d.degrade_on_device
-    if on_device == "auto":
-        on_device = device.type == "cuda" and d.layout == "synthetic"
-    kinds: Any = d.kinds or None
-    common: dict[str, Any] = {
-        "kinds": kinds,
-        "seed": config.seed,
-        "val_fraction": d.val_fraction,
-        "crop": d.crop,
-        **d.options,
-    }
-    try:
-        train_set = build_dataset(
-            d.layout,
-            d.root,
-            split="train",
-            flips=d.flips,
-            expansion=d.expansion,
-            degrade_in_loop=bool(on_device),
-            **common,
-        )
-        val_set = build_dataset(d.layout, d.root, split="val", **common)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"data: {exc}") from None
-    return train_set, val_set, bool(on_device)
-
-
-def _loader(
-    items: SeededItems,
-    sampler: ResumableSampler,
-    batch: int,
-    config: Config,
-    epoch: int,
-    device: torch.device,
-) -> DataLoader:
-    workers = config.data.workers
-    return DataLoader(
-        items,
-        batch_size=batch,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
-        # Own generator: creating the loader must not advance the global RNG (exact resume).
-        generator=torch.Generator().manual_seed(item_seed(config.seed, epoch, 17)),
-    )
-
-
-def _to_device(
-    data: dict[str, Any], device: torch.device, memory_format: torch.memory_format
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    gt = data["gt"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-    lq = data.get("lq")
-    if lq is not None:
-        lq = lq.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-    kinds = list(data.get("kind", []))
-    return lq, gt, kinds
-
-
-def _degrade(
-    gt: torch.Tensor, kinds: list[str], seed: int, step: int, rank: int, quantize: bool
-) -> torch.Tensor:
-    """Degrade a batch of clean crops on their device, as the dataset would have (8-bit)."""
-    from anyrestore.data.degradations import degrade_batch
-
-    generator = torch.Generator(device=gt.device)
-    generator.manual_seed(item_seed(seed, step, rank, 29))
-    with torch.no_grad():
-        lq = degrade_batch(gt.float(), kinds, generator=generator)
-        if quantize:
-            lq = torch.round(lq * 255) / 255
-    return lq
 
 
 def _log_row(
@@ -478,46 +395,6 @@ def _log_row(
         "eta_s": round((total_steps - run.step) * window["samples"] / window["count"] / rate, 1),
     }
     return row
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    dataset: Any,
-    limit: int,
-    device: torch.device,
-    dist: distributed.Dist,
-    precision: str,
-) -> float | None:
-    """Mean PSNR (dB) over the first ``limit`` validation items, shared out over ranks."""
-    n = len(dataset) if not limit else min(limit, len(dataset))
-    if n == 0:
-        return None
-    was_training = model.training
-    model.eval()
-    multiple = int(getattr(model, "pad_multiple", 1)) or 1
-    total = 0.0
-    for i in range(dist.rank, n, dist.world_size):
-        item = dataset[i]
-        lq = item["lq"].unsqueeze(0).to(device)
-        gt = item["gt"].unsqueeze(0).to(device)
-        h, w = lq.shape[-2:]
-        with _autocast(device, precision):
-            pred = model(_pad(lq, multiple))
-        pred = pred[..., :h, :w].float().clamp(0, 1)
-        total += float(psnr(pred, gt.float()).sum())
-    model.train(was_training)
-    total, = distributed.all_sum(dist, [total], device)
-    return total / n
-
-
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 @contextmanager

@@ -1,0 +1,60 @@
+"""Validation: mean PSNR on the fixed validation split, shared out over the processes."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from anyrestore.metrics import psnr
+from anyrestore.training import distributed
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """Autocast for ``precision`` ("fp32" = none)."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Any,
+    limit: int,
+    device: torch.device,
+    dist: distributed.Dist,
+    precision: str,
+) -> float | None:
+    """Mean PSNR (dB) over the first ``limit`` validation items, shared out over ranks."""
+    n = len(dataset) if not limit else min(limit, len(dataset))
+    if n == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    multiple = int(getattr(model, "pad_multiple", 1)) or 1
+    total = 0.0
+    for i in range(dist.rank, n, dist.world_size):
+        item = dataset[i]
+        lq = item["lq"].unsqueeze(0).to(device)
+        gt = item["gt"].unsqueeze(0).to(device)
+        h, w = lq.shape[-2:]
+        with autocast(device, precision):
+            pred = model(_pad(lq, multiple))
+        pred = pred[..., :h, :w].float().clamp(0, 1)
+        total += float(psnr(pred, gt.float()).sum())
+    model.train(was_training)
+    total, = distributed.all_sum(dist, [total], device)
+    return total / n
+
+
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
