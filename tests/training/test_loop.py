@@ -116,3 +116,25 @@ def test_two_process_gloo_run_writes_one_checkpoint(photos: Path, tmp_path: Path
     rows = _rows(out)
     assert [r["step"] for r in rows if "loss" in r] == [2, 4]  # rank 0 alone logs
     assert sum("val_psnr" in r for r in rows) == 1
+
+
+def test_degradations_can_run_on_the_batch(photos: Path, tmp_path: Path) -> None:
+    from anyrestore.training.batches import build_data, degrade_on_device
+
+    config = _tiny(
+        photos, tmp_path / "run", "data.degrade_on_device=true", "train.steps=3", "log.val_every=0"
+    )
+    train_set, val_set, on_device = build_data(config, torch.device("cpu"))
+    assert on_device
+    item = train_set[0]
+    assert torch.equal(item["lq"], item["gt"])  # clean crops come back from the workers
+    assert not torch.equal(val_set[0]["lq"], val_set[0]["gt"])  # validation stays fixed
+    gt = torch.stack([train_set[i]["gt"] for i in range(4)])
+    kinds = [train_set[i]["kind"] for i in range(4)]
+    lq = degrade_on_device(gt, kinds, config.seed, step=5, rank=0, quantize=True)
+    assert lq.shape == gt.shape and not torch.equal(lq, gt)
+    assert torch.equal(lq, torch.round(lq * 255) / 255)  # 8-bit like a saved image
+    assert torch.equal(lq, degrade_on_device(gt, kinds, config.seed, step=5, rank=0, quantize=True))
+    assert not torch.equal(lq, degrade_on_device(gt, kinds, config.seed, step=6, rank=0, quantize=True))
+    result = train(config)
+    assert result.finished
