@@ -113,6 +113,9 @@ class TrainConfig:
     threads: int = 0
     #: DDP's find_unused_parameters; "auto" turns it on for models with top-k routing (ClusIR).
     find_unused_parameters: bool | str = "auto"
+    #: Start from the weights of this .safetensors checkpoint (e.g. a shipped release model)
+    #: instead of a random initialisation; optimizer and schedule start fresh.
+    init_from: str = ""
 
 
 @dataclass

@@ -6,6 +6,7 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import signal
@@ -39,6 +40,7 @@ from anyrestore.training.losses import RestorationLoss
 from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
 from anyrestore.training.state import load_state, rng_state, save_state, set_rng_state
+from anyrestore.weights.checkpoint import load_checkpoint
 
 #: CPU defaults for ``precision = "auto"`` / ``channels_last = "auto"``. Measured on the project's
 #: 2-core AMD EPYC VM (torch reports AVX2 only, no AVX512-BF16/AMX exposed): bf16 autocast made a
@@ -113,6 +115,8 @@ def _run(
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
     torch.manual_seed(config.seed)
     model = _build_model(config)
+    if config.train.init_from and state is None:
+        _init_from(model, config.train.init_from)
     recipe = resolve(config, model.arch)
     precision, channels_last = _pick_precision(config, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -330,6 +334,16 @@ def _build_model(config: Config) -> torch.nn.Module:
         return create_model(config.model, **config.model_overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model_overrides for {config.model}: {exc}") from None
+
+
+def _init_from(model: torch.nn.Module, path: str) -> None:
+    """Copy weights from a safetensors checkpoint of the same architecture and config."""
+    source = load_checkpoint(path, expect_arch=model.arch)
+    if json.dumps(source.config_dict(), sort_keys=True) != json.dumps(
+        model.config_dict(), sort_keys=True
+    ):
+        raise ConfigError(f"train.init_from {path} has another {model.arch} config than the model")
+    model.load_state_dict(source.state_dict())
 
 
 def _pick_device(name: str) -> torch.device:
