@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.base import RestorationModel
@@ -23,6 +22,7 @@ from anyrestore.models.layers.ffn import GatedDconvFFN
 from anyrestore.models.layers.fusion import SpatialFrequencyFusion
 from anyrestore.models.layers.gated import GatedDA
 from anyrestore.models.layers.norm import LayerNorm2d
+from anyrestore.models.layers.padding import pad_to_multiple
 from anyrestore.models.layers.sampling import Downsample, Upsample
 from anyrestore.models.registry import register_arch, register_model
 
@@ -135,7 +135,7 @@ class AnyIR(RestorationModel):
 
     def forward(self, x: torch.Tensor, return_aux: bool = False) -> Any:
         h, w = x.shape[-2:]
-        inp = _pad_to_multiple(x, self.pad_multiple)
+        inp = pad_to_multiple(x, self.pad_multiple)
         e1 = self.encoder1(self.patch_embed(inp))
         e2 = self.encoder2(self.down1_2(e1))
         e3 = self.encoder3(self.down2_3(e2))
@@ -147,16 +147,6 @@ class AnyIR(RestorationModel):
         out = self.output(self.refinement(d1)) + inp
         out = out[..., :h, :w]
         return (out, {"losses": {}}) if return_aux else out
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right to a multiple; reflect where the image is large enough, else replicate."""
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 register_arch("anyir", AnyIRConfig, AnyIR)

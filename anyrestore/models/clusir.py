@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.base import RestorationModel
 from anyrestore.models.layers.dafmm import DAFMM
+from anyrestore.models.layers.padding import pad_to_multiple
 from anyrestore.models.layers.prompts import SemanticPrompt
 from anyrestore.models.layers.routing import ClusterMoE, load_balance_loss
 from anyrestore.models.layers.sampling import Downsample, Upsample
@@ -137,7 +137,7 @@ class ClusIR(RestorationModel):
 
     def forward(self, x: torch.Tensor, return_aux: bool = False) -> Any:
         h, w = x.shape[-2:]
-        inp = _pad_to_multiple(x, self.pad_multiple)
+        inp = pad_to_multiple(x, self.pad_multiple)
         feat = self.patch_embed(inp)
         skips, routes = [], []
         for i in range(LEVELS):
@@ -182,16 +182,6 @@ class ClusIR(RestorationModel):
             "load_balance": cfg.balance_loss_weight * balance,
         }
         return {"losses": losses, "routing": routing}
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right to a multiple; reflect where the image is large enough, else replicate."""
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 register_arch("clusir", ClusIRConfig, ClusIR)

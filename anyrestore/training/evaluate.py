@@ -6,7 +6,6 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from anyrestore.metrics import psnr
 from anyrestore.training import distributed
@@ -35,26 +34,16 @@ def evaluate(
         return None
     was_training = model.training
     model.eval()
-    multiple = int(getattr(model, "pad_multiple", 1)) or 1
     total = 0.0
     for i in range(dist.rank, n, dist.world_size):
         item = dataset[i]
         lq = item["lq"].unsqueeze(0).to(device)
         gt = item["gt"].unsqueeze(0).to(device)
-        h, w = lq.shape[-2:]
         with autocast(device, precision):
-            pred = model(_pad(lq, multiple))
-        pred = pred[..., :h, :w].float().clamp(0, 1)
+            pred = model(lq)  # models take any size (they pad to their multiple themselves)
+        pred = pred.float().clamp(0, 1)
         total += float(psnr(pred, gt.float()).sum())
     model.train(was_training)
     total, = distributed.all_sum(dist, [total], device)
     return total / n
 
-
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
