@@ -80,6 +80,7 @@ def run_quality(
             on_pair(pair)
         if save_dir is not None:
             _save(save_dir, suite, pair, "degraded", pair.degraded)
+            _save(save_dir, suite, pair, "clean", pair.clean)
         for cand in candidates:
             with torch.inference_mode():
                 restored = cand.restore(pair.degraded)

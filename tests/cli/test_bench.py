@@ -236,7 +236,7 @@ def test_synthetic_with_model_saves_images(tmp_path: Path, tiny_weights: Path) -
     for kind in ("L+H+S", "noise_25", "blur"):
         folder = saved / "synthetic" / kind
         names = sorted(p.name for p in folder.iterdir())
-        assert names == ["a_degraded.png", "a_tiny.png"]
+        assert names == ["a_clean.png", "a_degraded.png", "a_tiny.png"]
         with Image.open(folder / "a_tiny.png") as img:
             assert img.size == (32, 27)  # 48x40 downscaled to a longer side of 32
     # The saved degraded image is what the identity baseline scored.
