@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +9,10 @@ from typing import Any
 
 import pytest
 from hubserver import FakeHub
+from weightkit import TINY
 
 from anyrestore.models import create_model
 from anyrestore.weights import save_checkpoint
-
-REPO = "anyrestore-test/tiny"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 @pytest.fixture(scope="session")
@@ -35,34 +30,6 @@ def tiny_file(tmp_path: Path, tiny_bytes: bytes) -> Path:
     path = tmp_path / "tiny.safetensors"
     path.write_bytes(tiny_bytes)
     return path
-
-
-def entry_toml(**fields: Any) -> str:
-    """A [[weights]] block; strings and lists through JSON, which TOML accepts."""
-    lines = ["[[weights]]"]
-    for key, value in fields.items():
-        if value is None:
-            continue
-        text = str(value).lower() if isinstance(value, bool) else json.dumps(value)
-        lines.append(f"{key} = {text}")
-    return "\n".join(lines) + "\n"
-
-
-def hub_entry(data: bytes, name: str = "tiny-hub", **overrides: Any) -> str:
-    fields = {
-        "name": name,
-        "model": "anyir_t",
-        "arch": "anyir",
-        "trained_for": ["noise", "rain"],
-        "license": "MIT",
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-        "repo_id": REPO,
-        "filename": "tiny.safetensors",
-        "revision": COMMIT,
-    }
-    fields.update(overrides)
-    return entry_toml(**fields)
 
 
 @pytest.fixture
@@ -131,15 +98,3 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     monkeypatch.setattr(http, "time", _Time())
     monkeypatch.setattr(file_download, "time", _Time())
     return waits
-
-
-def cache_files(home: Path) -> list[Path]:
-    """Every regular file or link in the Hub cache, except lock files and the cache tag."""
-    hub = home / "hub"
-    if not hub.exists():
-        return []
-    return sorted(
-        p
-        for p in hub.rglob("*")
-        if (p.is_file() or p.is_symlink()) and ".locks" not in p.parts and p.name != "CACHEDIR.TAG"
-    )

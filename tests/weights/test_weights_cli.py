@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT, REPO, hub_entry
 from typer.testing import CliRunner
+from weightkit import COMMIT, REPO, hub_entry
 
 from anyrestore.cli.app import app
 from anyrestore.errors import WeightsError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMMIT, REPO, cache_files, hub_entry
 from safetensors.torch import load as load_safetensors
+from weightkit import COMMIT, REPO, cache_files, hub_entry
 
 from anyrestore.errors import WeightsError
 from anyrestore.models import RestorationModel

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, entry_toml, hub_entry
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
+from weightkit import TINY, entry_toml, hub_entry
 
 from anyrestore.errors import WeightsError
 from anyrestore.models import create_model
