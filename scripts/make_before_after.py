@@ -12,6 +12,7 @@ Every restored tile in the grid is an image the tool wrote; this script only lay
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -20,7 +21,8 @@ LABEL_HEIGHT = 22
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    # The bench's file-name rule (anyrestore/bench/quality.py).
+    return re.sub(r"[^A-Za-z0-9_.+=#-]+", "_", name).strip("._") or "x"
 
 
 def compose(root: Path, image: str, kinds: list[str], models: list[str], size: int) -> Image.Image:

@@ -1,6 +1,6 @@
 """Write the README's demo input, anyrestore/assets/samples/sample_degraded.jpg.
 
-    python scripts/make_sample_degraded.py [--kind L+H] [--seed 7]
+    python scripts/make_sample_degraded.py [--kind L] [--seed 7]
 
 It is `chelsea.jpg` (CC0, see SOURCES.md) degraded by the project's own synthesiser with a
 fixed seed, so the demo is reproducible and the clean original ships beside it. The bench's
@@ -24,7 +24,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "anyrestore" / "assets" / "sampl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="chelsea.jpg")
-    parser.add_argument("--kind", default="L+H")
+    parser.add_argument("--kind", default="L")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     with Image.open(SAMPLES / args.source) as im:
