@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from anyrestore.errors import UsageError
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not) in ``model``."""
@@ -46,13 +48,17 @@ PAPER_FIGURES: dict[str, dict[str, float]] = {
 }
 
 
-def describe_models(size: int = 224) -> list[dict[str, Any]]:
-    """One row per registered variant: params, MACs at ``size``, weights available for it."""
+def describe_models(size: int = 224, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per registered variant (or per name given): params, MACs, weights for it."""
     from anyrestore.models import create_model, get_spec, list_models
     from anyrestore.weights import entries_for_model
 
     rows = []
-    for name in list_models():
+    for name in names or list_models():
+        try:
+            get_spec(name)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
         torch.manual_seed(0)
         model = create_model(name)
         macs = count_macs(model, size)

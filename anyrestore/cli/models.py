@@ -18,11 +18,14 @@ from anyrestore.cli.errors import handle_errors
 def models_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
     size: Annotated[int, typer.Option(help="Square input side for the MAC count.")] = 224,
+    only: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only these variants (repeatable).")
+    ] = None,
 ) -> None:
     """List model variants: parameters, MACs (the papers' "FLOPs") and available weights."""
     from anyrestore.bench.complexity import describe_models
 
-    rows = describe_models(size=size)
+    rows = describe_models(size=size, names=only)
     if json_output:
         print(json.dumps(rows, indent=2))
         return
