@@ -4,21 +4,25 @@ The file written rebuilds its model alone (architecture config in the metadata, 
 ``anyrestore.weights.checkpoint.save_checkpoint``) and carries the facts
 ``anyrestore weights add`` puts into ``weights_manifest.toml``: ``model``, ``trained_for``
 and a ``training`` object (steps, samples, data, recipe hash, hardware, wall time, date, PSNR).
+A run that started from another checkpoint (``train.init_from``) also names that file and adds
+its totals, so a checkpoint trained in stages says how much training it had in all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anyrestore.errors import ConfigError
+from anyrestore.errors import ConfigError, WeightsError
 from anyrestore.models.registry import build_model
 from anyrestore.training.config import load_config, resolve
 from anyrestore.training.state import load_state
-from anyrestore.weights.checkpoint import save_checkpoint
+from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
+from anyrestore.weights.resolve import sha256_file
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -92,7 +96,29 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     }
     if progress.get("val_psnr") is not None:
         facts["val_psnr"] = round(progress["val_psnr"], 3)
+    if config.train.init_from:
+        facts.update(_lineage(Path(config.train.init_from), facts))
     return facts
+
+
+def _lineage(init: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """Name the checkpoint this run started from and add its training to the totals.
+
+    The totals chain: a file that was itself trained in stages carries ``*_total`` facts, which
+    are used instead of its own stage's. If the file has moved since, only its name is known.
+    """
+    lineage: dict[str, Any] = {"init_from": init.name}
+    try:
+        before = json.loads(read_metadata(init).get("training", "{}"))
+        lineage["init_from_sha256"] = sha256_file(init)
+    except (WeightsError, OSError, ValueError):
+        return lineage
+    for key in ("steps", "samples_seen", "wall_time_s"):
+        earlier = before.get(f"{key}_total", before.get(key))
+        if isinstance(earlier, (int, float)):
+            total = earlier + facts[key]
+            lineage[f"{key}_total"] = round(total, 1) if key == "wall_time_s" else total
+    return lineage
 
 
 def _toml(text: str) -> dict[str, Any]:

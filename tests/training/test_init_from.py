@@ -50,3 +50,31 @@ def test_init_from_rejects_another_config(photos: Path, tmp_path: Path) -> None:
     init = save_checkpoint(other, tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="init_from"):
         train(_config(photos, tmp_path / "run", init))
+
+
+def test_export_of_a_continued_run_names_its_start_and_sums_the_stages(
+    photos: Path, tmp_path: Path
+) -> None:
+    from anyrestore.training import export_checkpoint
+    from anyrestore.weights.resolve import sha256_file
+
+    # The starting file was itself trained in two stages: its *_total facts are what count.
+    earlier = {"steps": 5, "samples_seen": 20, "wall_time_s": 3.0,
+               "steps_total": 15, "samples_seen_total": 60, "wall_time_s_total": 9.0}
+    init = save_checkpoint(
+        create_model("anyir_t", **TINY), tmp_path / "stage1.safetensors",
+        extra={"training": earlier},
+    )
+    config = _config(photos, tmp_path / "run", init, steps=2)
+    result = train(config)
+    _, facts = export_checkpoint(result.checkpoint, tmp_path / "stage2.safetensors")
+    assert facts["init_from"] == "stage1.safetensors"
+    assert facts["init_from_sha256"] == sha256_file(init)
+    assert facts["steps"] == 2 and facts["steps_total"] == 17
+    assert facts["samples_seen_total"] == 60 + 2 * config.train.batch_size
+    assert facts["wall_time_s_total"] >= 9.0
+
+    # Once the starting file is gone, the export still works and names it, without totals.
+    init.unlink()
+    _, facts = export_checkpoint(result.checkpoint, tmp_path / "again.safetensors")
+    assert facts["init_from"] == "stage1.safetensors" and "steps_total" not in facts
