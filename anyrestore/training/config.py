@@ -116,6 +116,9 @@ class TrainConfig:
     #: Start from the weights of this .safetensors checkpoint (e.g. a shipped release model)
     #: instead of a random initialisation; optimizer and schedule start fresh.
     init_from: str = ""
+    #: Parameter names (fnmatch patterns, e.g. "dafmm.*.amplitude.*") that keep their fresh
+    #: initialisation instead of init_from's values: for layers whose meaning has changed.
+    init_reset: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -6,6 +6,7 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import platform
@@ -116,7 +117,7 @@ def _run(
     torch.manual_seed(config.seed)
     model = _build_model(config)
     if config.train.init_from and state is None:
-        _init_from(model, config.train.init_from)
+        _init_from(model, config.train.init_from, config.train.init_reset)
     recipe = resolve(config, model.arch)
     precision, channels_last = _pick_precision(config, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -336,14 +337,24 @@ def _build_model(config: Config) -> torch.nn.Module:
         raise ConfigError(f"model_overrides for {config.model}: {exc}") from None
 
 
-def _init_from(model: torch.nn.Module, path: str) -> None:
-    """Copy weights from a safetensors checkpoint of the same architecture and config."""
+def _init_from(model: torch.nn.Module, path: str, reset: list[str] | tuple[str, ...] = ()) -> None:
+    """Copy weights from a safetensors checkpoint of the same architecture and config.
+
+    Parameters matching a ``reset`` pattern keep the model's fresh initialisation.
+    """
     source = load_checkpoint(path, expect_arch=model.arch)
     if json.dumps(source.config_dict(), sort_keys=True) != json.dumps(
         model.config_dict(), sort_keys=True
     ):
         raise ConfigError(f"train.init_from {path} has another {model.arch} config than the model")
-    model.load_state_dict(source.state_dict())
+    state = source.state_dict()
+    for pattern in reset:
+        matched = [key for key in state if fnmatch.fnmatchcase(key, pattern)]
+        if not matched:
+            raise ConfigError(f"train.init_reset pattern {pattern!r} matches no parameter")
+        for key in matched:
+            state[key] = model.state_dict()[key]
+    model.load_state_dict(state)
 
 
 def _pick_device(name: str) -> torch.device:

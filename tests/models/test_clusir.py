@@ -8,6 +8,7 @@ import torch
 
 from anyrestore.bench.complexity import count_macs, count_params
 from anyrestore.models import create_model
+from anyrestore.models.layers.dafmm import DAFMM
 from anyrestore.models.layers.globalstats import GlobalStat, frozen_global_stats
 from anyrestore.models.layers.routing import ClusterRouter, select_top_k
 from anyrestore.models.layers.wavelets import DWT, IDWT
@@ -149,6 +150,27 @@ def test_dwt_then_idwt_reconstructs(wavelet: str) -> None:
     torch.testing.assert_close(back, x, atol=1e-6, rtol=0)
     single = IDWT(wavelet)(DWT(wavelet)(x.float()))
     torch.testing.assert_close(single, x.float(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_spectral_modulation_adds_no_frequencies_a_flat_image_lacks(size: int) -> None:
+    # A modulation that predicted the amplitude outright turned flat regions into a spike at
+    # pixel (0, 0): the top-left corner artefact of the first clusir_t preview.
+    torch.manual_seed(0)
+    dafmm = DAFMM(4)
+    for param in dafmm.parameters():  # trained-looking weights: every bias and gain non-zero
+        torch.nn.init.normal_(param, std=0.5)
+    flat = torch.full((2, 4, size, size), 0.3)
+    out = dafmm.low_frequency(flat, torch.randn(2, 4))
+    assert out.std(dim=(-1, -2)).max() < 1e-5, "a flat input must stay flat"
+    assert torch.isfinite(out).all()
+
+
+def test_spectral_modulation_starts_close_to_the_identity() -> None:
+    torch.manual_seed(0)
+    dafmm = DAFMM(4)
+    x = torch.rand(1, 4, 16, 12)
+    torch.testing.assert_close(dafmm.low_frequency(x, torch.randn(1, 4)), x, atol=1e-3, rtol=0)
 
 
 def test_haar_dwt_matches_pywavelets() -> None:

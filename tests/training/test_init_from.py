@@ -78,3 +78,32 @@ def test_export_of_a_continued_run_names_its_start_and_sums_the_stages(
     init.unlink()
     _, facts = export_checkpoint(result.checkpoint, tmp_path / "again.safetensors")
     assert facts["init_from"] == "stage1.safetensors" and "steps_total" not in facts
+
+
+def test_init_reset_keeps_fresh_weights_for_the_named_layers(photos: Path, tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    source = create_model("anyir_t", **TINY)
+    init = save_checkpoint(source, tmp_path / "init.safetensors")
+    config = load_config(
+        SMOKE,
+        [f"data.root={photos}", f"out={tmp_path / 'run'}", "log.progress=false",
+         "train.steps=1", "optim.lr=1e-9", f"train.init_from={init}",
+         "train.init_reset=['output.*']"],
+    )
+    trained = load_state(train(config).checkpoint)["model"]
+    reset = [key for key in trained if key.startswith("output.")]
+    assert reset
+    for key, value in source.state_dict().items():
+        same = torch.allclose(trained[key], value, atol=1e-6)
+        assert same != (key in reset), key  # only the named layers differ from the checkpoint
+
+
+def test_init_reset_pattern_must_match(photos: Path, tmp_path: Path) -> None:
+    init = save_checkpoint(create_model("anyir_t", **TINY), tmp_path / "init.safetensors")
+    config = load_config(
+        SMOKE,
+        [f"data.root={photos}", f"out={tmp_path / 'run'}", "log.progress=false",
+         "train.steps=1", f"train.init_from={init}", "train.init_reset=['no_such_layer.*']"],
+    )
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        train(config)

@@ -3,9 +3,16 @@
 A DWT splits the features into a low band and three high bands. The frequency self-mining
 block (FSB) filters the low band with a per-image, softmax-normalised 3x3 kernel to separate
 what is really low-frequency from the residual detail the DWT left in it. The clean low part
-has its Fourier amplitude and phase re-predicted together with the degradation prompt; the
+has its Fourier amplitude and phase modulated together with the degradation prompt; the
 high bands and the mined detail are gated channel-wise by the prompt; an inverse DWT puts
 them back together.
+
+The spectral modulation is residual (a gain on the amplitude, a shift of the phase), not a
+fresh prediction of both: a network that predicts the amplitude outright adds its biases to
+every frequency, including those the image does not have, and a flat amplitude with zero
+phase is a spike at pixel (0, 0). That put bright coloured pixels in the top-left corner of
+flat regions, growing with the image size (with orthonormal FFTs). With a gain, a frequency
+that is absent stays absent.
 """
 
 from __future__ import annotations
@@ -50,13 +57,19 @@ class FrequencySelfMining(nn.Module):
 
 
 class _SpectralFuse(nn.Module):
-    """1x1 conv, LeakyReLU, 1x1 conv over [spectrum component, prompt] channels."""
+    """1x1 conv, LeakyReLU, 1x1 conv over [spectrum component, prompt] channels.
+
+    The last conv starts near zero (not at zero, so the first conv gets gradients from the
+    first step), so the modulation starts close to the identity (gain 1, shift 0).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(2 * dim, dim, 1), nn.LeakyReLU(0.1), nn.Conv2d(dim, dim, 1)
         )
+        nn.init.normal_(self.body[2].weight, std=1e-4)
+        nn.init.zeros_(self.body[2].bias)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         p = prompt[:, :, None, None].to(x.dtype).expand(-1, -1, *x.shape[-2:])
@@ -65,6 +78,8 @@ class _SpectralFuse(nn.Module):
 
 class DAFMM(nn.Module):
     """Residual frequency modulation of a feature map by a (b, dim) degradation prompt."""
+
+    max_log_gain = 4.0  # amplitude gains stay within exp(+-4): no overflow from a wild input
 
     def __init__(self, dim: int, wavelet: str = "haar") -> None:
         super().__init__()
@@ -78,14 +93,19 @@ class DAFMM(nn.Module):
         self.out = nn.Conv2d(dim, dim, 1)
 
     def low_frequency(self, low: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        """Eq. (14): amplitude and phase of the low band re-predicted with the prompt."""
+        """Eq. (14): amplitude and phase of the low band modulated with the prompt."""
         h, w = low.shape[-2:]
-        spectrum = torch.fft.rfft2(low.float(), norm="ortho")
-        amplitude = self.amplitude(spectrum.abs(), prompt).float()
-        phase = self.phase(spectrum.angle(), prompt).float()
-        # Eq. (14): X^_L = IFFT(F_A(Concat(A(X_low), P)) * exp(i F_P(Concat(Phi(X_low), P))))
-        fused = torch.polar(amplitude, phase)
-        return torch.fft.irfft2(fused, s=(h, w), norm="ortho").to(low.dtype)
+        # "forward" scaling: the DC term is the mean, the same at any image or tile size.
+        spectrum = torch.fft.rfft2(low.float(), norm="forward")
+        amplitude, phase = spectrum.abs(), spectrum.angle()
+        # Eq. (14), residual form (module docstring): A' = A * exp(F_A(Concat(log1p A, P))),
+        # Phi' = Phi + F_P(Concat(Phi, P)), X^_L = IFFT(A' exp(i Phi')). log1p tames the
+        # amplitudes' range for the 1x1 convs; the gain is bounded by tanh.
+        log_gain = self.amplitude(torch.log1p(amplitude), prompt).float()
+        log_gain = self.max_log_gain * torch.tanh(log_gain / self.max_log_gain)
+        shift = self.phase(phase, prompt).float()
+        fused = torch.polar(amplitude * torch.exp(log_gain), phase + shift)
+        return torch.fft.irfft2(fused, s=(h, w), norm="forward").to(low.dtype)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
