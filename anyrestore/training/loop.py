@@ -347,13 +347,12 @@ def _init_from(model: torch.nn.Module, path: str, reset: list[str] | tuple[str, 
         model.config_dict(), sort_keys=True
     ):
         raise ConfigError(f"train.init_from {path} has another {model.arch} config than the model")
-    state = source.state_dict()
+    state, fresh = source.state_dict(), model.state_dict()
     for pattern in reset:
         matched = [key for key in state if fnmatch.fnmatchcase(key, pattern)]
         if not matched:
             raise ConfigError(f"train.init_reset pattern {pattern!r} matches no parameter")
-        for key in matched:
-            state[key] = model.state_dict()[key]
+        state.update((key, fresh[key]) for key in matched)
     model.load_state_dict(state)
 
 

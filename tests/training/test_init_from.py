@@ -10,14 +10,15 @@ from trainkit import SMOKE
 
 from anyrestore.errors import ConfigError
 from anyrestore.models import create_model
-from anyrestore.training import load_config, train
+from anyrestore.training import export_checkpoint, load_config, train
 from anyrestore.training.state import load_state
 from anyrestore.weights.checkpoint import save_checkpoint
+from anyrestore.weights.resolve import sha256_file
 
 TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
-def _config(photos: Path, out: Path, init: Path, steps: int = 1, lr: float = 1e-9):
+def _config(photos: Path, out: Path, init: Path, *extra: str, steps: int = 1, lr: float = 1e-9):
     return load_config(
         SMOKE,
         [
@@ -27,6 +28,7 @@ def _config(photos: Path, out: Path, init: Path, steps: int = 1, lr: float = 1e-
             f"train.steps={steps}",
             f"optim.lr={lr}",
             f"train.init_from={init}",
+            *extra,
         ],
     )
 
@@ -55,9 +57,6 @@ def test_init_from_rejects_another_config(photos: Path, tmp_path: Path) -> None:
 def test_export_of_a_continued_run_names_its_start_and_sums_the_stages(
     photos: Path, tmp_path: Path
 ) -> None:
-    from anyrestore.training import export_checkpoint
-    from anyrestore.weights.resolve import sha256_file
-
     # The starting file was itself trained in two stages: its *_total facts are what count.
     earlier = {"steps": 5, "samples_seen": 20, "wall_time_s": 3.0,
                "steps_total": 15, "samples_seen_total": 60, "wall_time_s_total": 9.0}
@@ -84,12 +83,7 @@ def test_init_reset_keeps_fresh_weights_for_the_named_layers(photos: Path, tmp_p
     torch.manual_seed(123)
     source = create_model("anyir_t", **TINY)
     init = save_checkpoint(source, tmp_path / "init.safetensors")
-    config = load_config(
-        SMOKE,
-        [f"data.root={photos}", f"out={tmp_path / 'run'}", "log.progress=false",
-         "train.steps=1", "optim.lr=1e-9", f"train.init_from={init}",
-         "train.init_reset=['output.*']"],
-    )
+    config = _config(photos, tmp_path / "run", init, "train.init_reset=['output.*']")
     trained = load_state(train(config).checkpoint)["model"]
     reset = [key for key in trained if key.startswith("output.")]
     assert reset
@@ -100,10 +94,6 @@ def test_init_reset_keeps_fresh_weights_for_the_named_layers(photos: Path, tmp_p
 
 def test_init_reset_pattern_must_match(photos: Path, tmp_path: Path) -> None:
     init = save_checkpoint(create_model("anyir_t", **TINY), tmp_path / "init.safetensors")
-    config = load_config(
-        SMOKE,
-        [f"data.root={photos}", f"out={tmp_path / 'run'}", "log.progress=false",
-         "train.steps=1", f"train.init_from={init}", "train.init_reset=['no_such_layer.*']"],
-    )
+    config = _config(photos, tmp_path / "run", init, "train.init_reset=['no_such_layer.*']")
     with pytest.raises(ConfigError, match="no_such_layer"):
         train(config)
