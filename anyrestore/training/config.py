@@ -172,17 +172,38 @@ def load_config(
     """Read ``path`` (or start from ``base``), apply ``key=value`` overrides, validate."""
     values: dict[str, Any] = {} if base is None else _deep_copy(base)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            values = _merge(values, tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        values = _merge(values, read_toml(Path(path)))
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(values, key, value)
     return _build(Config, values, "")
+
+
+def read_toml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's values, with ``extends = "other.toml"`` resolved.
+
+    ``extends`` names a parent file (relative to this one); this file's values are merged over
+    the parent's, table by table and key by key, so a later stage of a recipe lists only what it
+    changes. Chains are allowed, cycles are an error.
+    """
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a file name, got {parent!r}")
+    parent_path = (path.parent / parent).resolve()
+    chain = (*_seen, path.resolve())
+    if not parent_path.is_file():
+        raise ConfigError(f"{path}: extends {parent!r}, which is not a file")
+    if parent_path in chain:
+        raise ConfigError(f"{path}: extends {parent!r} makes a cycle")
+    return _merge(read_toml(parent_path, chain), values)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

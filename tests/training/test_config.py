@@ -59,6 +59,46 @@ def test_overrides_parse_as_toml_values() -> None:
     assert config.train.ema_decay == 0.0 and isinstance(config.train.ema_decay, float)
 
 
+def test_extends_merges_a_parent_recipe_key_by_key(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "stage1.toml").write_text(
+        'model = "anyir_t"\nseed = 0\n[data.kinds]\nrain = 1.0\nhaze = 1.0\n'
+        "[optim]\nlr = 5e-4\n[train]\nsteps = 600\nbatch_size = 4\n"
+    )
+    (tmp_path / "stage2.toml").write_text(
+        'extends = "base/stage1.toml"\nseed = 1\n[data.kinds]\nrain = 2.0\n[train]\nsteps = 50\n'
+    )
+    (tmp_path / "stage3.toml").write_text('extends = "stage2.toml"\n[optim]\nlr = 1e-4\n')
+    config = load_config(tmp_path / "stage3.toml", ["train.batch_size=8"])
+    assert config.model == "anyir_t" and config.seed == 1
+    assert config.data.kinds == {"rain": 2.0, "haze": 1.0}  # tables merge, they are not replaced
+    assert config.optim.lr == 1e-4 and config.train.steps == 50 and config.train.batch_size == 8
+    # The resolved recipe is what runs record, so it does not remember how it was written.
+    assert "extends" not in config.to_toml()
+
+
+def test_release_stages_extend_the_stage_before() -> None:
+    stage1 = load_config(ROOT / "configs" / "release_anyir_t.toml")
+    stage3 = load_config(ROOT / "configs" / "release_anyir_t_stage3.toml")
+    assert stage3.data.crop == stage1.data.crop and stage3.train.batch_size == 8
+    assert stage3.optim.lr < stage1.optim.lr and stage3.data.kinds["blur"] > stage1.data.kinds["blur"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('extends = "missing.toml"', "extends 'missing.toml', which is not a file"),
+        ('extends = "loop.toml"', "makes a cycle"),
+        ("extends = 3", "extends must be a file name"),
+    ],
+)
+def test_extends_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
+    (tmp_path / "bad.toml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "bad.toml")
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
