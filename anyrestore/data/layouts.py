@@ -219,86 +219,70 @@ def synthetic_samples(root: Path) -> list[Sample]:
     return clean_samples(files, root, [None], root.name)
 
 
+@dataclass(frozen=True)
+class TaskFolders:
+    """Where one task's images sit under ``Train/`` or ``test/`` of the three/five-task tree.
+
+    ``path`` is the folder chain below the split folder; each step lists the names it may have
+    (any case). Noise has only clean images (``lq`` is None) and is degraded on the fly.
+    """
+
+    kind: str  # "noise" stands for every requested noise level
+    path: tuple[tuple[str, ...], ...]
+    lq: str | None
+    gt: str | None
+    source: str
+    key: Key = same_name
+
+
+TRAIN_TASKS: tuple[TaskFolders, ...] = (
+    TaskFolders("noise", (("Denoise",),), None, None, "BSD400+WED"),
+    TaskFolders("rain", (("Derain",),), "rainy", "gt", "Rain100L", rain_name),
+    TaskFolders("haze", (("Dehaze",),), "synthetic", "original", "RESIDE-OTS", hazy_scene),
+    TaskFolders("blur", (("Deblur",),), "blur", "sharp", "GoPro"),
+    TaskFolders("low_light", (("Enhance",),), "low", "gt", "LOL-v1"),
+)
+TEST_TASKS: tuple[TaskFolders, ...] = (
+    TaskFolders("noise", (("denoise",), ("bsd68", "cbsd68")), None, None, "CBSD68"),
+    TaskFolders("rain", (("derain",), ("Rain100L",)), "input", "target", "Rain100L", rain_name),
+    TaskFolders("haze", (("dehaze",),), "input", "target", "SOTS-outdoor", hazy_scene),
+    TaskFolders("blur", (("deblur",), ("gopro",)), "input", "target", "GoPro"),
+    TaskFolders("low_light", (("enhance",), ("lol",)), "input", "target", "LOL-v1"),
+)
+
+
+def task_samples(
+    layout: str, root: Path, split: str, tasks: Sequence[TaskFolders], kinds: Sequence[str]
+) -> list[Sample]:
+    """Samples of the three- or five-task setting for ``kinds``, from the folders ``tasks`` name."""
+    top = require_dir(layout, root, root, split)
+    out: list[Sample] = []
+    for task in tasks:
+        wanted = [k for k in kinds if expansion_key(k) == task.kind]
+        if not wanted:
+            continue
+        folder = top
+        for names in task.path:
+            folder = require_dir(layout, root, folder, *names)
+        if task.lq is None or task.gt is None:
+            files = require_images(layout, root, folder)
+            out += clean_samples(files, folder, wanted, task.source)
+            continue
+        lq = require_dir(layout, root, folder, task.lq)
+        gt = require_dir(layout, root, folder, task.gt)
+        pairs = match_pairs(layout, root, lq, gt, task.key, task.key)
+        out += pair_samples(pairs, task.kind, task.source, gt)
+    return out
+
+
 def task_train_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sample]:
     """Training samples of the three- or five-task setting for the requested kinds."""
-    train = require_dir(layout, root, root, "Train")
-    out: list[Sample] = []
-    noise = [k for k in kinds if k.startswith("noise_")]
-    if noise:
-        folder = require_dir(layout, root, train, "Denoise")
-        out += clean_samples(require_images(layout, root, folder), folder, noise, "BSD400+WED")
-    if "rain" in kinds:
-        folder = require_dir(layout, root, train, "Derain")
-        lq, gt = require_dir(layout, root, folder, "rainy"), require_dir(layout, root, folder, "gt")
-        out += pair_samples(
-            match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt
-        )
-    if "haze" in kinds:
-        folder = require_dir(layout, root, train, "Dehaze")
-        lq, gt = (
-            require_dir(layout, root, folder, "synthetic"),
-            require_dir(layout, root, folder, "original"),
-        )
-        out += pair_samples(
-            match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "RESIDE-OTS", gt
-        )
-    if "blur" in kinds:
-        folder = require_dir(layout, root, train, "Deblur")
-        lq, gt = (
-            require_dir(layout, root, folder, "blur"),
-            require_dir(layout, root, folder, "sharp"),
-        )
-        out += pair_samples(match_pairs(layout, root, lq, gt), "blur", "GoPro", gt)
-    if "low_light" in kinds:
-        folder = require_dir(layout, root, train, "Enhance")
-        lq, gt = require_dir(layout, root, folder, "low"), require_dir(layout, root, folder, "gt")
-        out += pair_samples(match_pairs(layout, root, lq, gt), "low_light", "LOL-v1", gt)
-    return out
+    return task_samples(layout, root, "Train", TRAIN_TASKS, kinds)
 
 
 def task_test_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sample]:
     """Test samples of the three- or five-task setting: CBSD68, Rain100L, SOTS, GoPro, LOL-v1."""
-    test = require_dir(layout, root, root, "test")
-    out: list[Sample] = []
-    noise = [k for k in kinds if k.startswith("noise_")]
-    if noise:
-        folder = require_dir(
-            layout, root, require_dir(layout, root, test, "denoise"), "bsd68", "cbsd68"
-        )
-        out += clean_samples(require_images(layout, root, folder), folder, noise, "CBSD68")
-    if "rain" in kinds:
-        folder = require_dir(layout, root, require_dir(layout, root, test, "derain"), "Rain100L")
-        lq, gt = (
-            require_dir(layout, root, folder, "input"),
-            require_dir(layout, root, folder, "target"),
-        )
-        out += pair_samples(
-            match_pairs(layout, root, lq, gt, rain_name, rain_name), "rain", "Rain100L", gt
-        )
-    if "haze" in kinds:
-        folder = require_dir(layout, root, test, "dehaze")
-        lq, gt = (
-            require_dir(layout, root, folder, "input"),
-            require_dir(layout, root, folder, "target"),
-        )
-        out += pair_samples(
-            match_pairs(layout, root, lq, gt, hazy_scene, hazy_scene), "haze", "SOTS-outdoor", gt
-        )
-    if "blur" in kinds:
-        folder = require_dir(layout, root, require_dir(layout, root, test, "deblur"), "gopro")
-        lq, gt = (
-            require_dir(layout, root, folder, "input"),
-            require_dir(layout, root, folder, "target"),
-        )
-        out += pair_samples(match_pairs(layout, root, lq, gt), "blur", "GoPro", gt)
-    if "low_light" in kinds:
-        folder = require_dir(layout, root, require_dir(layout, root, test, "enhance"), "lol")
-        lq, gt = (
-            require_dir(layout, root, folder, "input"),
-            require_dir(layout, root, folder, "target"),
-        )
-        out += pair_samples(match_pairs(layout, root, lq, gt), "low_light", "LOL-v1", gt)
-    return out
+    return task_samples(layout, root, "test", TEST_TASKS, kinds)
 
 
 def cdd11_labels(kinds: Iterable[str] | None) -> list[str]:
