@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 TINY_ANYIR = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Every test runs torch on one intra-op thread, and gets back what it changed.
+
+    The tests run tiny models, where a second thread only adds overhead; on a shared 2-core
+    machine the two OpenMP threads wait for a busy core and a tiny forward pass runs 10-50x
+    slower than on one. Function scope also undoes a test (or the code under test, e.g.
+    ``train.threads``) that sets its own count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> object:
-    # Tiny tensors run far slower when 2 intra-op threads fight other processes for 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_photo(path: Path, h: int = 40, w: int = 48, seed: int = 0) -> np.ndarray:

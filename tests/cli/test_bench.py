@@ -90,15 +90,6 @@ def _tensor(path: Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # Tiny convolutions run 10x slower when 2 intra-op threads fight other processes for 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)

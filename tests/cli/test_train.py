@@ -18,14 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.toml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _photos(folder: Path, count: int = 6) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)

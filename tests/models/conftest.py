@@ -1,26 +1,14 @@
-"""Shared fixtures for model tests: one intra-op thread, models built once per session."""
+"""Shared fixtures for model tests: models built once per session, varied test images."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from anyrestore.models import create_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # These tests run many small convolutions; on a shared 2-core machine the intra-op thread
-    # pool spends more time waiting for a busy core than computing (10x slower measured).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
