@@ -46,6 +46,11 @@ Kinds = Sequence[str] | Mapping[str, float] | None
 # How many neighbouring samples to try before giving up on a folder of unreadable files.
 MAX_SUBSTITUTES = 64
 
+# ``dark_scenes`` scales a clean crop by a factor drawn from this range. A photo of mean
+# brightness 0.3-0.45 then lands at 0.08-0.34, where real night and forest scenes sit (the
+# darkest held-out photo has mean 0.14); synthetic low light keeps its own, darker range.
+DARK_SCENE_SCALE = (0.25, 0.75)
+
 
 def pad_to(x: Tensor, h: int, w: int) -> Tensor:
     """Reflect-pad (c, H, W) evenly on all sides up to at least (h, w), repeating for tiny images."""
@@ -99,11 +104,14 @@ class RestorationDataset(Dataset):
         flips: bool = True,
         quantize: bool = True,
         degrade_in_loop: bool = False,
+        dark_scenes: float = 0.0,
     ) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
         if crop < 1:
             raise ValueError(f"crop must be positive, got {crop}")
+        if not 0.0 <= dark_scenes <= 1.0:
+            raise ValueError(f"dark_scenes is a probability in [0, 1], got {dark_scenes}")
         self.samples = list(samples)
         self.mode = mode
         self.crop = crop
@@ -111,6 +119,7 @@ class RestorationDataset(Dataset):
         self.flips = flips
         self.quantize = quantize
         self.degrade_in_loop = degrade_in_loop
+        self.dark_scenes = dark_scenes if mode == "train" else 0.0
         if any(s.kind is None for s in self.samples) and not mix:
             raise ValueError("samples without a kind need a mix of kinds to draw from")
         self.mix_kinds = list(mix) if mix else []
@@ -182,7 +191,7 @@ class RestorationDataset(Dataset):
         if lq is not None:
             lq, gt = pair[:3].contiguous(), pair[3:].contiguous()
         else:
-            gt = pair.contiguous()
+            gt = self._maybe_darken(pair.contiguous(), kind, g)
             if self.degrade_in_loop:
                 lq = gt
             else:
@@ -193,6 +202,21 @@ class RestorationDataset(Dataset):
         if self.mode == "test":
             out["dataset"] = sample.source
         return out
+
+    def _maybe_darken(self, gt: Tensor, kind: str, g: torch.Generator) -> Tensor:
+        """With probability ``dark_scenes``, make the clean crop itself a dark scene.
+
+        Without it a model sees dark inputs only as synthetic low light, learns "dark means
+        brighten", and lifts genuinely dark photos (a forest at dusk) under every other kind.
+        Low-light kinds are left alone: their target must stay the normally exposed crop.
+        """
+        if self.dark_scenes <= 0.0:
+            return gt
+        u, t = torch.rand(2, generator=g).tolist()  # always drawn: one stream for every kind
+        if u >= self.dark_scenes or "low_light" in parse_kind(kind):
+            return gt
+        lo, hi = DARK_SCENE_SCALE
+        return gt * (lo + (hi - lo) * t)
 
 
 def _normalise_mix(kinds: Kinds) -> dict[str, float]:
@@ -246,6 +270,7 @@ def build_dataset(
     flips: bool = True,
     quantize: bool = True,
     degrade_in_loop: bool = False,
+    dark_scenes: float = 0.0,
 ) -> RestorationDataset:
     """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
 
@@ -255,8 +280,9 @@ def build_dataset(
     of "three"/"five", or per-task overrides, or nothing (False). "val" is a fixed
     ``val_fraction`` of the training images (split by ``seed``, disjoint from "train").
     "test" gives whole images: the layout's test folders, or every image for "paired" and
-    "synthetic" (each image once per kind there). Raises DataError when ``root`` does not
-    have the layout's folder tree.
+    "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
+    "synthetic" training crop of a kind without low light is first darkened into a dark scene
+    (target included). Raises DataError when ``root`` does not have the layout's folder tree.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -265,6 +291,9 @@ def build_dataset(
     if degrade_in_loop and layout != "synthetic":
         # the loop would degrade real degraded/clean pairs a second time
         raise ValueError("degrade_in_loop needs the synthetic layout (clean photos only)")
+    if dark_scenes and layout != "synthetic":
+        # a real degraded/clean pair cannot be darkened consistently
+        raise ValueError("dark_scenes needs the synthetic layout (clean photos only)")
     if isinstance(kinds, str):
         kinds = [kinds]
     root = Path(root)
@@ -315,6 +344,7 @@ def build_dataset(
         flips=flips,
         quantize=quantize,
         degrade_in_loop=degrade_in_loop and split == "train",
+        dark_scenes=dark_scenes if split == "train" else 0.0,
     )
 
 

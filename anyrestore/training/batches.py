@@ -109,6 +109,7 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
             flips=d.flips,
             expansion=d.expansion,
             degrade_in_loop=bool(on_device),
+            dark_scenes=d.dark_scenes,
             **common,
         )
         val_set = build_dataset(d.layout, d.root, split="val", **common)

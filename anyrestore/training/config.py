@@ -48,6 +48,9 @@ class DataConfig:
     workers: int = 2
     #: Synthesize degradations on the device batch instead of in the workers ("auto": on CUDA).
     degrade_on_device: bool | str = "auto"
+    #: "synthetic": probability that a training crop of a kind without low light is first
+    #: darkened (target too), so dark photos are not taken for under-exposed ones (0 = off).
+    dark_scenes: float = 0.0
     #: Extra keyword arguments for ``anyrestore.data.build_dataset``.
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -158,6 +158,50 @@ def test_degrade_in_loop_returns_clean_crops_for_degrade_batch(tmp_path: Path) -
         build_dataset("paired", tmp_path, degrade_in_loop=True)
 
 
+def _clean_crop_means(ds, n: int) -> dict[str, list[float]]:
+    """Mean brightness of the clean target of ``n`` training items, by kind."""
+    torch.manual_seed(0)
+    out: dict[str, list[float]] = {}
+    for i in range(n):
+        item = ds[i % len(ds)]
+        out.setdefault(item["kind"], []).append(float(item["gt"].mean()))
+    return out
+
+
+def test_dark_scenes_darken_targets_of_other_kinds_but_never_low_light(tmp_path: Path) -> None:
+    # flat grey photos: an untouched clean crop has mean exactly 200/255
+    for i in range(4):
+        write(tmp_path / f"grey{i}.png", size=(32, 32), value=200)
+    common = {"split": "train", "crop": 16, "val_fraction": 0.0, "kinds": ["blur", "low_light"]}
+    plain = _clean_crop_means(build_dataset("synthetic", tmp_path, **common), 80)
+    dark = _clean_crop_means(build_dataset("synthetic", tmp_path, dark_scenes=1.0, **common), 80)
+    grey = 200 / 255
+    assert all(m == pytest.approx(grey, abs=1e-6) for ms in plain.values() for m in ms)
+    # every blur target is now a darker scene, inside the documented range; low light untouched
+    assert dark["blur"] and all(0.25 * grey - 1e-6 <= m <= 0.75 * grey + 1e-6 for m in dark["blur"])
+    assert len({round(m, 4) for m in dark["blur"]}) > 5  # a spread of exposures, not one
+    assert dark["low_light"] and all(m == pytest.approx(grey, abs=1e-6) for m in dark["low_light"])
+
+
+def test_dark_scenes_are_training_only_and_validated(tmp_path: Path) -> None:
+    for i in range(4):
+        write(tmp_path / f"grey{i}.png", size=(32, 32), value=200)
+    val = build_dataset(
+        "synthetic",
+        tmp_path,
+        split="val",
+        crop=16,
+        val_fraction=0.5,
+        kinds=["blur"],
+        dark_scenes=1.0,
+    )
+    assert all(float(val[i]["gt"].mean()) == pytest.approx(200 / 255) for i in range(len(val)))
+    with pytest.raises(ValueError, match="probability"):
+        build_dataset("synthetic", tmp_path, dark_scenes=1.5)
+    with pytest.raises(ValueError, match="synthetic"):
+        build_dataset("paired", tmp_path, dark_scenes=0.5)
+
+
 def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path: Path) -> None:
     make_photos(tmp_path, 3)
     first = list(iter_test_pairs("synthetic", tmp_path, kinds=["noise_25", "blur"]))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from trainkit import ROOT, SMOKE, make_photos
 
+from anyrestore.errors import ConfigError
 from anyrestore.training import load_config, train
 from anyrestore.training.state import load_state
 
@@ -84,8 +85,14 @@ def test_resume_gives_bitwise_identical_weights(photos: Path, tmp_path: Path) ->
 
     _assert_same_state(load_state(whole.checkpoint), load_state(resumed.checkpoint))
     # The metrics log of the resumed run reads like the uninterrupted one.
-    strip = [{k: v for k, v in r.items() if k not in ("samples_per_s", "eta_s")} for r in _rows(whole.out)]
-    strip2 = [{k: v for k, v in r.items() if k not in ("samples_per_s", "eta_s")} for r in _rows(resumed.out)]
+    strip = [
+        {k: v for k, v in r.items() if k not in ("samples_per_s", "eta_s")}
+        for r in _rows(whole.out)
+    ]
+    strip2 = [
+        {k: v for k, v in r.items() if k not in ("samples_per_s", "eta_s")}
+        for r in _rows(resumed.out)
+    ]
     assert strip == strip2
 
 
@@ -135,6 +142,19 @@ def test_degradations_can_run_on_the_batch(photos: Path, tmp_path: Path) -> None
     assert lq.shape == gt.shape and not torch.equal(lq, gt)
     assert torch.equal(lq, torch.round(lq * 255) / 255)  # 8-bit like a saved image
     assert torch.equal(lq, degrade_on_device(gt, kinds, config.seed, step=5, rank=0, quantize=True))
-    assert not torch.equal(lq, degrade_on_device(gt, kinds, config.seed, step=6, rank=0, quantize=True))
+    assert not torch.equal(
+        lq, degrade_on_device(gt, kinds, config.seed, step=6, rank=0, quantize=True)
+    )
     result = train(config)
     assert result.finished
+
+
+def test_dark_scenes_setting_reaches_the_training_split_only(photos: Path, tmp_path: Path) -> None:
+    from anyrestore.training.batches import build_data
+
+    config = _tiny(photos, tmp_path / "run", "data.dark_scenes=0.4", "log.val_every=0")
+    train_set, val_set, _ = build_data(config, torch.device("cpu"))
+    assert train_set.dark_scenes == 0.4 and val_set.dark_scenes == 0.0
+    bad = _tiny(photos, tmp_path / "bad", "data.dark_scenes=2", "log.val_every=0")
+    with pytest.raises(ConfigError, match="dark_scenes"):
+        build_data(bad, torch.device("cpu"))
