@@ -82,6 +82,13 @@ def test_release_stages_extend_the_stage_before() -> None:
     stage3 = load_config(ROOT / "configs" / "release_anyir_t_stage3.toml")
     assert stage3.data.crop == stage1.data.crop and stage3.train.batch_size == 8
     assert stage3.optim.lr < stage1.optim.lr and stage3.data.kinds["blur"] > stage1.data.kinds["blur"]
+    stage4 = load_config(ROOT / "configs" / "release_anyir_t_stage4.toml")
+    stage5 = load_config(ROOT / "configs" / "release_anyir_t_stage5.toml")
+    # the dark-scene stages keep stage 3's mix and setup and change only what they list
+    assert stage5.data.kinds == stage4.data.kinds == stage3.data.kinds
+    assert stage5.train.batch_size == stage4.train.batch_size == 8
+    assert stage3.data.dark_scenes == 0.0 < stage4.data.dark_scenes < stage5.data.dark_scenes
+    assert stage5.optim.lr < stage4.optim.lr < stage3.optim.lr
 
 
 @pytest.mark.parametrize(
