@@ -344,7 +344,7 @@ def build_dataset(
         flips=flips,
         quantize=quantize,
         degrade_in_loop=degrade_in_loop and split == "train",
-        dark_scenes=dark_scenes if split == "train" else 0.0,
+        dark_scenes=dark_scenes,  # RestorationDataset applies it to training items only
     )
 
 
