@@ -1,7 +1,8 @@
 """Quality runs: restore every test pair with every candidate and average PSNR / SSIM.
 
 Per test set the scores are averaged over its images; the "average" row is the mean over
-test sets (not over images), as in the papers' "Average" column.
+test sets (not over images), as in the papers' "Average" column. On request the per-image scores
+come too (records with an ``image`` key): a mean can hide one photo a model ruins.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Pair:
 
 @dataclass
 class _Scores:
+    names: list[str] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
 
@@ -62,8 +64,12 @@ def run_quality(
     y_channel: bool = False,
     save_dir: str | os.PathLike[str] | None = None,
     on_pair: Callable[[Pair], None] | None = None,
+    per_image: bool = False,
 ) -> list[dict[str, Any]]:
-    """Score every pair with every candidate; one record per (candidate, task) plus averages."""
+    """Score every pair with every candidate; one record per (candidate, task) plus averages.
+
+    With ``per_image`` each (candidate, task) record is followed by one record per image.
+    """
     known = {t.kind for t in tasks}
     scores: dict[tuple[str, str], _Scores] = {}
     for pair in pairs:
@@ -90,13 +96,16 @@ def run_quality(
                 )
             p, s = score(restored, pair.clean, y_channel=y_channel)
             entry = scores.setdefault((cand.label, pair.kind), _Scores())
+            entry.names.append(pair.name)
             entry.psnr.append(p)
             entry.ssim.append(s)
             if save_dir is not None and not cand.is_baseline:
                 _save(save_dir, suite, pair, cand.label, restored)
     if not scores:
         raise DataError(f"no test images found for suite {suite!r}")
-    return _records(candidates, tasks, scores, suite=suite, y_channel=y_channel)
+    return _records(
+        candidates, tasks, scores, suite=suite, y_channel=y_channel, per_image=per_image
+    )
 
 
 def _records(
@@ -106,27 +115,30 @@ def _records(
     *,
     suite: str,
     y_channel: bool,
+    per_image: bool,
 ) -> list[dict[str, Any]]:
     present = [t for t in tasks if any((c.label, t.kind) in scores for c in candidates)]
     base = next((c.label for c in candidates if c.is_baseline), None)
     records: list[dict[str, Any]] = []
     for cand in candidates:
-        rows = []
+        rows, images = [], []
         for task in present:
             entry = scores[(cand.label, task.kind)]
-            rows.append(
-                {
-                    "model": cand.label,
-                    "source": cand.source,
-                    "suite": suite,
-                    "kind": task.kind,
-                    "title": task.title,
-                    "channel": "y" if y_channel else "rgb",
-                    "images": len(entry.psnr),
-                    "psnr": _mean(entry.psnr),
-                    "ssim": _mean(entry.ssim),
-                }
-            )
+            head = {
+                "model": cand.label,
+                "source": cand.source,
+                "suite": suite,
+                "kind": task.kind,
+                "title": task.title,
+                "channel": "y" if y_channel else "rgb",
+            }
+            mean = {"images": len(entry.psnr), "psnr": _mean(entry.psnr), "ssim": _mean(entry.ssim)}
+            rows.append(head | mean)
+            if per_image:
+                images.extend(
+                    head | {"image": n, "images": 1, "psnr": p, "ssim": s}
+                    for n, p, s in zip(entry.names, entry.psnr, entry.ssim, strict=True)
+                )
         rows.append(
             {
                 "model": cand.label,
@@ -140,12 +152,13 @@ def _records(
                 "ssim": _mean([r["ssim"] for r in rows]),
             }
         )
-        records.extend(rows)
+        records.extend(rows + images)
     if base is not None:
-        ref = {r["kind"]: r for r in records if r["model"] == base}
+        ref = {(r["kind"], r.get("image")): r for r in records if r["model"] == base}
         for r in records:
-            r["psnr_gain"] = r["psnr"] - ref[r["kind"]]["psnr"]
-            r["ssim_gain"] = r["ssim"] - ref[r["kind"]]["ssim"]
+            b = ref[(r["kind"], r.get("image"))]
+            r["psnr_gain"] = r["psnr"] - b["psnr"]
+            r["ssim_gain"] = r["ssim"] - b["ssim"]
     return records
 
 

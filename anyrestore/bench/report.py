@@ -73,7 +73,9 @@ def quality_table(records: Sequence[dict[str, Any]], title: str) -> Table:
     """Rows are test sets (and the average); each model has PSNR and SSIM columns.
 
     With the identity baseline in the run, each model also shows its PSNR gain over it.
+    Per-image records (``--per-image``) are left to :func:`per_image_table`.
     """
+    records = [r for r in records if "image" not in r]
     models = _models(records)
     has_gain = any("psnr_gain" in r for r in records)
     table = Table(title=title)
@@ -96,6 +98,36 @@ def quality_table(records: Sequence[dict[str, Any]], title: str) -> Table:
             if has_gain and m != IDENTITY:
                 cells.append(_fmt_gain(r["psnr_gain"], 2))
         table.add_row(*cells, end_section=i == len(kinds) - 2)
+    return table
+
+
+def per_image_table(records: Sequence[dict[str, Any]], title: str) -> Table:
+    """One row per (test set, image): each model's PSNR, and its gain where a baseline ran."""
+    records = [r for r in records if "image" in r]
+    models = _models(records)
+    has_gain = any("psnr_gain" in r for r in records)
+    table = Table(title=title)
+    table.add_column("Degradation")
+    table.add_column("Image")
+    for m in models:
+        table.add_column(f"{m}\nPSNR", justify="right")
+        if has_gain and m != IDENTITY:
+            table.add_column(f"{m}\nΔPSNR", justify="right")
+    by_key = {(r["model"], r["kind"], r["image"]): r for r in records}
+    rows = list(dict.fromkeys((r["kind"], r["title"], r["image"]) for r in records))
+    for i, (kind, row_title, image) in enumerate(rows):
+        cells = [row_title, image]
+        for m in models:
+            r = by_key.get((m, kind, image))
+            gain = has_gain and m != IDENTITY
+            if r is None:
+                cells += ["-"] + (["-"] if gain else [])
+                continue
+            cells.append(_fmt_psnr(r["psnr"]))
+            if gain:
+                cells.append(_fmt_gain(r["psnr_gain"], 2))
+        last_of_kind = i + 1 == len(rows) or rows[i + 1][0] != kind
+        table.add_row(*cells, end_section=last_of_kind)
     return table
 
 

@@ -37,6 +37,7 @@ class BenchConfig:
     y_channel: bool = False
     limit: int | None = None  # at most this many images per degradation kind
     save_images: str | os.PathLike[str] | None = None
+    per_image: bool = False  # also one record per (model, kind, image)
     # speed suite
     sizes: Sequence[str] = field(default_factory=lambda: list(DEFAULT_SIZES))
     repeats: int = 5
@@ -54,6 +55,8 @@ def run_bench(
     if config.limit is not None and config.limit < 1:
         raise UsageError("--limit must be >= 1")
     if config.suite == "speed":
+        if config.per_image:
+            raise UsageError("--per-image is for the quality suites, not speed")
         return _speed(config, progress)
     return _quality(config, progress)
 
@@ -108,6 +111,7 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
         y_channel=config.y_channel,
         save_dir=config.save_images,
         on_pair=on_pair,
+        per_image=config.per_image,
     )
 
 

@@ -82,9 +82,19 @@ def bench_command(
     save_images: Annotated[
         Path | None, typer.Option(help="Write degraded and restored images under this folder.")
     ] = None,
+    per_image: Annotated[
+        bool,
+        typer.Option(help="Also report every image's score (a second table; rows with 'image')."),
+    ] = False,
 ) -> None:
     """Measure models the way the papers do: PSNR/SSIM per degradation, or speed and memory."""
-    from anyrestore.bench.report import quality_table, speed_table, to_csv, to_json
+    from anyrestore.bench.report import (
+        per_image_table,
+        quality_table,
+        speed_table,
+        to_csv,
+        to_json,
+    )
     from anyrestore.bench.runner import BenchConfig, run_bench
 
     if json_output and csv_output:
@@ -105,6 +115,7 @@ def bench_command(
         y_channel=y_channel,
         limit=limit,
         save_images=save_images,
+        per_image=per_image,
         sizes=sizes.split(","),
         repeats=repeats,
         warmup=warmup,
@@ -122,3 +133,5 @@ def bench_command(
         channel = "Y channel" if y_channel else "full RGB"
         title = f"{_SUITE_TITLES.get(suite, suite)}: PSNR (dB) / SSIM on {channel}"
         Console().print(quality_table(records, title))
+        if per_image:
+            Console().print(per_image_table(records, f"Per image: PSNR (dB) on {channel}"))

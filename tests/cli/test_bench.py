@@ -201,6 +201,7 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert run("--baseline", "mean")[0] == 2
     assert run("--baseline", "identity", "--json", "--csv")[0] == 2
     assert run("--suite", "speed", "--random-init")[0] == 2  # no model to build
+    assert run("--suite", "speed", "--model", "anyir_t", "--random-init", "--per-image")[0] == 2
     photos = _photos(tmp_path / "photos")
     code, _, err = run("--images", str(photos), "--weights", str(tmp_path / "missing.safetensors"))
     assert code == 4 and "missing.safetensors" in err
@@ -245,6 +246,22 @@ def test_synthetic_defaults_to_the_shipped_samples() -> None:
     records = json.loads(out)
     assert len(records) == 16 and all(r["suite"] == "synthetic" for r in records)
     assert all(r["images"] == 1 for r in records if r["kind"] != "average")
+
+
+def test_per_image_reports_every_photo_in_json_and_as_a_second_table(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos")
+    _write(photos / "b.png", _clean(3, 36, 40))
+    args = ("--images", str(photos), "--baseline", "identity", "--max-side", "32", "--per-image")
+    code, out, _ = run(*args, "--json")
+    assert code == 0
+    records = json.loads(out)
+    images = [r for r in records if "image" in r]
+    assert len(images) == 2 * 15 and {r["image"] for r in images} == {"a", "b"}
+    means = {r["kind"]: r["psnr"] for r in records if "image" not in r}
+    blur = [r["psnr"] for r in images if r["kind"] == "blur"]
+    assert means["blur"] == pytest.approx(sum(blur) / 2)
+    code, out, _ = run(*args)
+    assert code == 0 and "Per image" in out and "│ b " in out and "Average" in out
 
 
 def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
