@@ -55,12 +55,20 @@ def sample_photo(height: int, width: int, sigma: float, seed: int = 0) -> np.nda
             scenes.append(np.asarray(Image.fromarray(small).resize((400, 300), Image.BICUBIC)))
     hh, hw = height // 2, width // 2
     sizes = [(hw, hh), (width - hw, hh), (hw, height - hh), (width - hw, height - hh)]
-    tiles = [np.asarray(Image.fromarray(s).resize(sz, Image.BICUBIC)) for s, sz in zip(scenes, sizes, strict=True)]
-    photo = np.concatenate(
-        [np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0
-    ).astype(np.float32) / 255.0
+    tiles = [
+        np.asarray(Image.fromarray(s).resize(sz, Image.BICUBIC))
+        for s, sz in zip(scenes, sizes, strict=True)
+    ]
+    photo = (
+        np.concatenate(
+            [np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0
+        ).astype(np.float32)
+        / 255.0
+    )
     if sigma > 0:
-        photo += np.random.default_rng(seed).normal(0, sigma / 255.0, photo.shape).astype(np.float32)
+        photo += (
+            np.random.default_rng(seed).normal(0, sigma / 255.0, photo.shape).astype(np.float32)
+        )
     return np.clip(photo, 0, 1)
 
 
@@ -93,7 +101,10 @@ def recorded_stats(model: torch.nn.Module, x: torch.Tensor | None = None) -> lis
 
 def stat_error(values: list[torch.Tensor], exact: list[torch.Tensor]) -> float:
     """Mean relative L1 error (%) of recorded statistics against the whole image's."""
-    errs = [float((a - b).abs().mean() / b.abs().mean().clamp_min(1e-12)) for a, b in zip(values, exact, strict=True)]
+    errs = [
+        float((a - b).abs().mean() / b.abs().mean().clamp_min(1e-12))
+        for a, b in zip(values, exact, strict=True)
+    ]
     return 100 * sum(errs) / max(1, len(errs))
 
 
@@ -129,8 +140,23 @@ def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:
         del photo
     out = workdir / "large_restored.png"
     flag = "--weights" if Path(weights).is_file() else "--model"
-    cmd = [sys.executable, "-m", "anyrestore", "fix", str(src), "-o", str(out), flag, weights,
-           "--device", args.device, "--precision", args.precision, "--json", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "anyrestore",
+        "fix",
+        str(src),
+        "-o",
+        str(out),
+        flag,
+        weights,
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--json",
+        "--quiet",
+    ]
     if args.tile is not None:
         cmd += ["--tile", str(args.tile)]
     if args.overlap is not None:
@@ -150,9 +176,15 @@ def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:
         raise SystemExit(f"anyrestore fix failed with exit code {proc.returncode}")
     result = json.loads(stdout)
     # ru_maxrss is in KiB on Linux.
-    return {"size": f"{width}x{height}", "wall_seconds": round(seconds, 1),
-            "restore_seconds": result["seconds"], "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),
-            "tiles": result["tiles"], "device": result["device"], "precision": result["precision"]}
+    return {
+        "size": f"{width}x{height}",
+        "wall_seconds": round(seconds, 1),
+        "restore_seconds": result["seconds"],
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),
+        "tiles": result["tiles"],
+        "device": result["device"],
+        "precision": result["precision"],
+    }
 
 
 def run_psnr(args: argparse.Namespace, model: torch.nn.Module) -> dict:
@@ -168,7 +200,10 @@ def run_psnr(args: argparse.Namespace, model: torch.nn.Module) -> dict:
     set_global_mode(model, "record")  # the whole-image pass also records the exact statistics
     whole = whole_restorer.restore_tensor(x)
     exact = recorded_stats(model)
-    rows = {"whole_seconds": round(time.perf_counter() - start, 1), "input_psnr_vs_whole": round(psnr(x, whole), 2)}
+    rows = {
+        "whole_seconds": round(time.perf_counter() - start, 1),
+        "input_psnr_vs_whole": round(psnr(x, whole), 2),
+    }
     tile = args.tile or AUTO_TILE.get(torch.device(whole_restorer.device).type, 512)
     stats_side = args.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
     for method in args.stats_methods.split(","):
@@ -177,16 +212,26 @@ def run_psnr(args: argparse.Namespace, model: torch.nn.Module) -> dict:
             err = round(stat_error(recorded_stats(model, reference), exact), 2)
         else:
             err = None
-        r = Restorer(model, args.device, args.precision, tile=args.tile, overlap=args.overlap,
-                     stats_side=stats_side, stats_method=method)
+        r = Restorer(
+            model,
+            args.device,
+            args.precision,
+            tile=args.tile,
+            overlap=args.overlap,
+            stats_side=stats_side,
+            stats_method=method,
+        )
         start = time.perf_counter()
         tiled = r.restore_tensor(x)
         info = r.last_run
-        rows[method] = {"psnr_db": round(psnr(tiled, whole), 2),
-                        "max_abs": round(float((tiled - whole).abs().max()), 4),
-                        "stat_err_pct": err,
-                        "seconds": round(time.perf_counter() - start, 1),
-                        "tiles": info.tiles if info else None, "tile": info.tile if info else None}
+        rows[method] = {
+            "psnr_db": round(psnr(tiled, whole), 2),
+            "max_abs": round(float((tiled - whole).abs().max()), 4),
+            "stat_err_pct": err,
+            "seconds": round(time.perf_counter() - start, 1),
+            "tiles": info.tiles if info else None,
+            "tile": info.tile if info else None,
+        }
         print(f"psnr {method:>6}: {rows[method]}", file=sys.stderr)
     return {"size": size, "tile": tile, "stats_side": stats_side, **rows}
 
@@ -194,19 +239,31 @@ def run_psnr(args: argparse.Namespace, model: torch.nn.Module) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="anyir_t")
-    parser.add_argument("--weights", help="checkpoint path or manifest name (default: --model's weights)")
-    parser.add_argument("--random-init", action="store_true", help="seeded random weights, no download")
-    parser.add_argument("--override", action="append", default=[], help="config override k=v (random init)")
+    parser.add_argument(
+        "--weights", help="checkpoint path or manifest name (default: --model's weights)"
+    )
+    parser.add_argument(
+        "--random-init", action="store_true", help="seeded random weights, no download"
+    )
+    parser.add_argument(
+        "--override", action="append", default=[], help="config override k=v (random init)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--tile", type=int, default=None, help="tile size (default: the engine's auto)")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="tile size (default: the engine's auto)"
+    )
     parser.add_argument("--overlap", type=int, default=None)
-    parser.add_argument("--stats-side", type=int, default=None, help="default: the engine's (from the tile)")
+    parser.add_argument(
+        "--stats-side", type=int, default=None, help="default: the engine's (from the tile)"
+    )
     parser.add_argument("--stats-methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--large", default="4000x3000", help="WxH of the timed photo")
     parser.add_argument("--psnr-size", type=int, default=1024)
-    parser.add_argument("--noise", type=float, default=15.0, help="Gaussian sigma on the 0-255 scale")
+    parser.add_argument(
+        "--noise", type=float, default=15.0, help="Gaussian sigma on the 0-255 scale"
+    )
     parser.add_argument("--image", help="use this photo instead of the built-in samples")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-psnr", action="store_true")
@@ -214,8 +271,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    report: dict = {"model": args.model, "random_init": args.random_init, "overrides": args.override,
-                    "threads": torch.get_num_threads()}
+    report: dict = {
+        "model": args.model,
+        "random_init": args.random_init,
+        "overrides": args.override,
+        "threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory(prefix="anyrestore-bench-") as tmp:
         model, weights = load_model(args, Path(tmp))
         if not args.skip_large:

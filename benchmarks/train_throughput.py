@@ -83,17 +83,27 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=[m for m in ("anyir_t", "clusir_t") if m in list_models()])
+    parser.add_argument(
+        "--models", nargs="+", default=[m for m in ("anyir_t", "clusir_t") if m in list_models()]
+    )
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8, help="CPU batch (GPU uses --gpu-batch)")
     parser.add_argument("--gpu-batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"],
-                        help="which of fp32, bf16, fp16 to run (fp16 on GPU only)")
-    parser.add_argument("--formats", nargs="+", default=["nchw", "channels_last"],
-                        help="memory formats: nchw, channels_last")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16", "fp16"],
+        help="which of fp32, bf16, fp16 to run (fp16 on GPU only)",
+    )
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["nchw", "channels_last"],
+        help="memory formats: nchw, channels_last",
+    )
     parser.add_argument("--no-prime", action="store_true", help="skip the discarded first run")
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--no-gpu", action="store_true")
@@ -116,14 +126,28 @@ def main() -> None:
         # The first configuration measured in a process ran 2-4x slower than the same one
         # measured later (allocator / page-fault warm-up on the project VM): prime, discard.
         device, precision, cl, batch = runs[0]
-        measure(args.models[0], device, precision, cl, batch=batch, crop=args.crop, steps=1, warmup=1)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print(f"{'model':10} {'dev':5} {'prec':5} {'chlast':6} {'batch':>5} {'samples/s':>10} {'ms/step':>9} {'loss':>9}")
+        measure(
+            args.models[0], device, precision, cl, batch=batch, crop=args.crop, steps=1, warmup=1
+        )
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
+    print(
+        f"{'model':10} {'dev':5} {'prec':5} {'chlast':6} {'batch':>5} {'samples/s':>10} {'ms/step':>9} {'loss':>9}"
+    )
     for name in args.models:
         for device, precision, cl, batch in runs:
             row = measure(
-                name, device, precision, cl, batch=batch, crop=args.crop, steps=args.steps, warmup=args.warmup
+                name,
+                device,
+                precision,
+                cl,
+                batch=batch,
+                crop=args.crop,
+                steps=args.steps,
+                warmup=args.warmup,
             )
             rows.append(row)
             print(

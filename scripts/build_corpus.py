@@ -41,8 +41,16 @@ from corpus_filter import (  # noqa: E402
 from corpus_sources import Candidate, all_candidates, log  # noqa: E402
 
 __all__ = [
-    "assign_splits", "build", "filter_image", "group_of", "load_rgb", "main", "name_reason",
-    "non_photo_reason", "photo_stats", "scales_for",
+    "assign_splits",
+    "build",
+    "filter_image",
+    "group_of",
+    "load_rgb",
+    "main",
+    "name_reason",
+    "non_photo_reason",
+    "photo_stats",
+    "scales_for",
 ]
 
 VAL_FRACTION = 0.20  # target share of photos held out; hash-based, so it varies
@@ -71,15 +79,38 @@ NON_PHOTO_NAMES = re.compile(
 _KDE = "usr/share/wallpapers/"
 _CV = "usr/share/doc/opencv-doc/examples/data/"
 REVIEWED_EXCLUDES: dict[tuple[str, str], str] = {
-    **{("plasma-workspace-wallpapers", _KDE + name): "render or illustration" for name in (
-        "Altai", "Canopee", "Cascade", "Cluster", "Elarun", "Flow", "Honeywave", "IceCold",
-        "Kay", "Kokkini", "MilkyWay", "Opal", "Patak", "SafeLanding", "Shell", "Volna",
-    )},
+    **{
+        ("plasma-workspace-wallpapers", _KDE + name): "render or illustration"
+        for name in (
+            "Altai",
+            "Canopee",
+            "Cascade",
+            "Cluster",
+            "Elarun",
+            "Flow",
+            "Honeywave",
+            "IceCold",
+            "Kay",
+            "Kokkini",
+            "MilkyWay",
+            "Opal",
+            "Patak",
+            "SafeLanding",
+            "Shell",
+            "Volna",
+        )
+    },
     ("plasma-workspace-wallpapers", _KDE + "Autumn"): "digital painting",
-    **{("ukui-wallpapers", f"usr/share/backgrounds/{name}"): "render" for name in (
-        "2004default.jpg", "fluent-color.png", "focal-ubuntukylin.png", "rhythm.jpg",
-        "string.jpg",
-    )},
+    **{
+        ("ukui-wallpapers", f"usr/share/backgrounds/{name}"): "render"
+        for name in (
+            "2004default.jpg",
+            "fluent-color.png",
+            "focal-ubuntukylin.png",
+            "rhythm.jpg",
+            "string.jpg",
+        )
+    },
     ("opencv-doc", _CV + "ml.png"): "illustration",
     ("opencv-doc", _CV + "starry_night.jpg"): "painting",
     ("opencv-doc", _CV + "licenseplate_motion.jpg"): "motion-blurred, not clean",
@@ -254,7 +285,7 @@ def thumbnail(rgb: np.ndarray) -> Image.Image:
 def short_name(c: Candidate) -> str:
     parts = c.path.split("/")
     if c.source == PLASMA and "wallpapers" in parts:
-        return "/".join(parts[parts.index("wallpapers") + 1:]).replace("contents/", "")
+        return "/".join(parts[parts.index("wallpapers") + 1 :]).replace("contents/", "")
     return parts[-1]
 
 
@@ -329,22 +360,35 @@ def build(
         for s, f, sw, sh, vs_original in k.staged:
             dest = out / split / f.name
             os.replace(f, dest)
-            rows.append({
-                "file": f"{split}/{dest.name}", "split": split, "source": k.candidate.source,
-                "source_version": k.candidate.version, "original_path": k.candidate.path,
-                "group": k.group, "license": k.candidate.license,
-                "license_source": k.candidate.license_source,
-                "attribution": k.candidate.attribution, "sha256": sha256_file(dest),
-                "width": sw, "height": sh, "scale": s, "scale_vs_original": vs_original,
-                "source_jpeg_quality": "" if k.quality is None else round(k.quality),
-            })
+            rows.append(
+                {
+                    "file": f"{split}/{dest.name}",
+                    "split": split,
+                    "source": k.candidate.source,
+                    "source_version": k.candidate.version,
+                    "original_path": k.candidate.path,
+                    "group": k.group,
+                    "license": k.candidate.license,
+                    "license_source": k.candidate.license_source,
+                    "attribution": k.candidate.attribution,
+                    "sha256": sha256_file(dest),
+                    "width": sw,
+                    "height": sh,
+                    "scale": s,
+                    "scale_vs_original": vs_original,
+                    "source_jpeg_quality": "" if k.quality is None else round(k.quality),
+                }
+            )
     shutil.rmtree(staging)
     write_csv(out / "manifest.csv", rows)
-    write_csv(out / "dropped.csv",
-              [{"source": s, "original_path": p, "reason": r} for s, p, r in dropped])
+    write_csv(
+        out / "dropped.csv", [{"source": s, "original_path": p, "reason": r} for s, p, r in dropped]
+    )
     if sheets is not None:
-        contact_sheet([(f"{split_of[k.group]} {short_name(k.candidate)}", k.thumb)
-                       for k in kept], sheets / "kept.png")
+        contact_sheet(
+            [(f"{split_of[k.group]} {short_name(k.candidate)}", k.thumb) for k in kept],
+            sheets / "kept.png",
+        )
         contact_sheet(dropped_thumbs, sheets / "dropped.png")
     return summarize(kept, dropped, split_of, rows, out)
 
@@ -368,8 +412,13 @@ def summarize(kept: list[Kept], dropped: list, split_of: dict, rows: list[dict],
         files[r["source"]][r["split"]] += 1
     reasons = Counter(re.sub(r"\s*(\(.*|:.*| of .*|after halving.*)", "", r) for _, _, r in dropped)
     size = sum(f.stat().st_size for split in ("train", "val") for f in (out / split).iterdir())
-    return {"photos": photos, "files": files, "dropped": Counter(s for s, _, _ in dropped),
-            "reasons": reasons, "bytes": size}
+    return {
+        "photos": photos,
+        "files": files,
+        "dropped": Counter(s for s, _, _ in dropped),
+        "reasons": reasons,
+        "bytes": size,
+    }
 
 
 def print_summary(summary: dict) -> None:
@@ -379,25 +428,38 @@ def print_summary(summary: dict) -> None:
         p, f, d = summary["photos"][s], summary["files"][s], summary["dropped"][s]
         print(f"{s:30s} {p['train']:>9d}/{p['val']:<7d} {f['train']:>8d}/{f['val']:<7d} {d:>8d}")
         total.update({"pt": p["train"], "pv": p["val"], "ft": f["train"], "fv": f["val"], "d": d})
-    print(f"{'total':30s} {total['pt']:>9d}/{total['pv']:<7d} {total['ft']:>8d}/{total['fv']:<7d} "
-          f"{total['d']:>8d}")
+    print(
+        f"{'total':30s} {total['pt']:>9d}/{total['pv']:<7d} {total['ft']:>8d}/{total['fv']:<7d} "
+        f"{total['d']:>8d}"
+    )
     share = total["pv"] / max(1, total["pt"] + total["pv"])
     print(f"val share of photos: {share:.1%}; size on disk: {summary['bytes'] / 2**20:.1f} MiB")
-    print("dropped by reason: "
-          + ", ".join(f"{r}: {n}" for r, n in summary["reasons"].most_common()))
+    print(
+        "dropped by reason: " + ", ".join(f"{r}: {n}" for r, n in summary["reasons"].most_common())
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("corpus"), help="output folder")
-    parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache" / "anyrestore" / "corpus-sources",
-                        help="where downloaded wheels and .debs are kept between runs")
-    parser.add_argument("--format", choices=("jpg", "png"), default="jpg",
-                        help=f"jpg (quality {JPEG_QUALITY}, 4:4:4) or lossless png")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "anyrestore" / "corpus-sources",
+        help="where downloaded wheels and .debs are kept between runs",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jpg", "png"),
+        default="jpg",
+        help=f"jpg (quality {JPEG_QUALITY}, 4:4:4) or lossless png",
+    )
     parser.add_argument("--archive", type=Path, help="also write a tar of the corpus here")
-    parser.add_argument("--contact-sheets", type=Path,
-                        help="write kept.png and dropped.png thumbnail grids into this folder")
+    parser.add_argument(
+        "--contact-sheets",
+        type=Path,
+        help="write kept.png and dropped.png thumbnail grids into this folder",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = build(args.out, all_candidates(args.cache), args.format, args.contact_sheets)

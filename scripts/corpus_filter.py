@@ -107,7 +107,7 @@ def photo_stats(rgb: np.ndarray) -> dict[str, float]:
         counts = np.bincount(sample[:, c], minlength=256)
         cdf = np.cumsum(counts) / len(sample)
         lo, hi = int(np.searchsorted(cdf, 0.01)), int(np.searchsorted(cdf, 0.99))
-        fills.append(np.count_nonzero(counts[lo:hi + 1]) / (hi - lo + 1))
+        fills.append(np.count_nonzero(counts[lo : hi + 1]) / (hi - lo + 1))
     packed.sort()
     distinct = 1 + np.count_nonzero(np.diff(packed))
     return {

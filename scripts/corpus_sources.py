@@ -69,8 +69,18 @@ def fetch_wheel(name: str, version: str, cache: Path) -> Path:
     if not found:
         log(f"pip download {name}=={version}")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary=:all:", "-d", str(wheels), f"{name}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+                f"{name}=={version}",
+            ],
             check=True,
         )
         found = sorted(wheels.glob(f"{dist}-{version}-*.whl"))
@@ -132,7 +142,8 @@ def parse_dep5(text: str) -> list[CopyrightStanza]:
                     files=tuple(fields["files"].split()),
                     copyright=" ".join(fields.get("copyright", "").split()),
                     license=fields.get("license", "").splitlines()[0].strip()
-                    if fields.get("license") else "",
+                    if fields.get("license")
+                    else "",
                 )
             )
     return stanzas
@@ -171,15 +182,22 @@ def skimage_licenses(fetchers_source: str) -> dict[str, tuple[str, str]]:
             continue
         doc = ast.get_docstring(node) or ""
         files = [
-            c.value for c in ast.walk(node)
-            if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            c.value
+            for c in ast.walk(node)
+            if isinstance(c, ast.Constant)
+            and isinstance(c.value, str)
             and re.fullmatch(r"data/[\w.-]+", c.value)
         ]
         text = " ".join(re.sub(r"^\s*\w+\s*\n\s*-{3,}\s*$", "", doc, flags=re.M).split())
         sentences = [
-            s.strip() for s in re.split(r"(?<=\.)\s+", text)
-            if re.search(r"copyright|public domain|cc0|cc-0|licen[cs]ed|license:|courtesy|"
-                         r"photographer|captured by", s, re.I)
+            s.strip()
+            for s in re.split(r"(?<=\.)\s+", text)
+            if re.search(
+                r"copyright|public domain|cc0|cc-0|licen[cs]ed|license:|courtesy|"
+                r"photographer|captured by",
+                s,
+                re.I,
+            )
         ]
         statement = " ".join(sentences)
         for f in files:
@@ -199,8 +217,9 @@ def sklearn_licenses(readme: str) -> dict[str, tuple[str, str, str]]:
         result[m.group(1)] = (
             spdx_from_text(block),
             " ".join(block.split()),
-            ((attribution.group(1).strip() if attribution else "") + " " + " ".join(urls[1:]))
-            .strip(),
+            (
+                (attribution.group(1).strip() if attribution else "") + " " + " ".join(urls[1:])
+            ).strip(),
         )
     return result
 
@@ -230,9 +249,13 @@ def skimage_candidates(cache: Path) -> Iterator[Candidate]:
             continue
         lic, statement = licenses.get(member.removeprefix("skimage/"), ("unstated", ""))
         yield Candidate(
-            source="scikit-image", version=SKIMAGE_VERSION, path=member,
-            license=lic, license_source="skimage/data/_fetchers.py docstring",
-            attribution=statement, read=_zip_reader(wheel, member),
+            source="scikit-image",
+            version=SKIMAGE_VERSION,
+            path=member,
+            license=lic,
+            license_source="skimage/data/_fetchers.py docstring",
+            attribution=statement,
+            read=_zip_reader(wheel, member),
         )
 
 
@@ -245,11 +268,17 @@ def sklearn_candidates(cache: Path) -> Iterator[Candidate]:
     for member in members:
         if not member.lower().endswith(IMAGE_SUFFIXES):
             continue
-        lic, _statement, attribution = licenses.get(member.removeprefix(prefix), ("unstated", "", ""))
+        lic, _statement, attribution = licenses.get(
+            member.removeprefix(prefix), ("unstated", "", "")
+        )
         yield Candidate(
-            source="scikit-learn", version=SKLEARN_VERSION, path=member,
-            license=lic, license_source=prefix + "README.txt",
-            attribution=attribution, read=_zip_reader(wheel, member),
+            source="scikit-learn",
+            version=SKLEARN_VERSION,
+            path=member,
+            license=lic,
+            license_source=prefix + "README.txt",
+            attribution=attribution,
+            read=_zip_reader(wheel, member),
         )
 
 
@@ -259,8 +288,11 @@ def _kde_metadata(wallpaper_dir: Path) -> tuple[str, str]:
     if meta_json.exists():
         plugin = json.loads(meta_json.read_text(encoding="utf-8")).get("KPlugin", {})
         authors = ", ".join(
-            a.get("Email", "") if "<" in a.get("Email", "")
-            else " ".join(filter(None, [a.get("Name", ""), f"<{a['Email']}>" if a.get("Email") else ""]))
+            a.get("Email", "")
+            if "<" in a.get("Email", "")
+            else " ".join(
+                filter(None, [a.get("Name", ""), f"<{a['Email']}>" if a.get("Email") else ""])
+            )
             for a in plugin.get("Authors", [])
         )
         return plugin.get("License", ""), authors
@@ -272,8 +304,15 @@ def _kde_metadata(wallpaper_dir: Path) -> tuple[str, str]:
         email = re.search(r"^X-KDE-PluginInfo-Email=(.*)$", text, re.M)
         return (
             lic.group(1).strip() if lic else "",
-            " ".join(filter(None, [author.group(1).strip() if author else "",
-                                   f"<{email.group(1).strip()}>" if email else ""])),
+            " ".join(
+                filter(
+                    None,
+                    [
+                        author.group(1).strip() if author else "",
+                        f"<{email.group(1).strip()}>" if email else "",
+                    ],
+                )
+            ),
         )
     return "", ""
 
@@ -302,11 +341,18 @@ def debian_candidates(package: str, cache: Path) -> Iterator[Candidate]:
             kde_license, author = _kde_metadata(wallpaper)
             if kde_license:
                 lic = f"{kde_license} (package: {lic})"
-                license_source = f"{wallpaper.relative_to(tree).as_posix()}/metadata + {copyright_path}"
+                license_source = (
+                    f"{wallpaper.relative_to(tree).as_posix()}/metadata + {copyright_path}"
+                )
             attribution = author or attribution
         yield Candidate(
-            source=package, version=version, path=rel, license=lic,
-            license_source=license_source, attribution=attribution, read=_file_reader(real),
+            source=package,
+            version=version,
+            path=rel,
+            license=lic,
+            license_source=license_source,
+            attribution=attribution,
+            read=_file_reader(real),
         )
 
 

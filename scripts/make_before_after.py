@@ -36,7 +36,9 @@ def compose(root: Path, image: str, kinds: list[str], models: list[str], size: i
             with Image.open(folder / f"{_safe(image)}_{_safe(col)}.png") as im:
                 im = im.convert("RGB")
                 scale = cell_w / im.width
-                tiles.append(im.resize((cell_w, round(im.height * scale)), Image.Resampling.LANCZOS))
+                tiles.append(
+                    im.resize((cell_w, round(im.height * scale)), Image.Resampling.LANCZOS)
+                )
         rows.append((kind, tiles))
     cell_h = max(t.height for _, tiles in rows for t in tiles)
     grid = Image.new(

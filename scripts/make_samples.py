@@ -27,10 +27,14 @@ QUALITY = 92
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "anyrestore/assets/samples")
-    parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache" / "anyrestore" / "corpus-sources")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "anyrestore/assets/samples",
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=Path.home() / ".cache" / "anyrestore" / "corpus-sources"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     wheel = fetch_wheel("scikit-image", SKIMAGE_VERSION, args.cache)

@@ -126,13 +126,20 @@ def test_known_non_photos_and_samples_are_dropped_by_name():
 
 def test_stereo_pairs_and_variants_share_a_group_distinct_photos_do_not():
     cv = "usr/share/doc/opencv-doc/examples/data/"
-    assert bc.group_of("opencv-doc", cv + "aloeL.jpg") == bc.group_of("opencv-doc", cv + "aloeR.jpg")
+    assert bc.group_of("opencv-doc", cv + "aloeL.jpg") == bc.group_of(
+        "opencv-doc", cv + "aloeR.jpg"
+    )
     assert bc.group_of("scikit-image", "skimage/data/motorcycle_left.png") == bc.group_of(
-        "scikit-image", "skimage/data/motorcycle_right.png")
+        "scikit-image", "skimage/data/motorcycle_right.png"
+    )
     kde = "usr/share/wallpapers/Path/contents/"
     src = "plasma-workspace-wallpapers"
-    assert bc.group_of(src, kde + "images/2560x1600.jpg") == bc.group_of(src, kde + "screenshot.jpg")
-    assert bc.group_of("opencv-doc", cv + "apple.jpg") != bc.group_of("opencv-doc", cv + "orange.jpg")
+    assert bc.group_of(src, kde + "images/2560x1600.jpg") == bc.group_of(
+        src, kde + "screenshot.jpg"
+    )
+    assert bc.group_of("opencv-doc", cv + "apple.jpg") != bc.group_of(
+        "opencv-doc", cv + "orange.jpg"
+    )
 
 
 @pytest.mark.parametrize("n", [3, 7, 20, 60, 200])
@@ -185,8 +192,7 @@ def test_license_identifiers_from_free_text():
 def make_candidates() -> list[cs.Candidate]:
     def cand(path: str, rgb: np.ndarray, fmt: str = "PNG") -> cs.Candidate:
         data = encode(rgb, fmt, **({"quality": 97} if fmt == "JPEG" else {}))
-        return cs.Candidate("testpkg", "1.0", path, "CC0-1.0", "test", "Someone",
-                            read=lambda: data)
+        return cs.Candidate("testpkg", "1.0", path, "CC0-1.0", "test", "Someone", read=lambda: data)
 
     cands = [cand(f"photos/scene{i:02d}.png", natural_texture(10 + i, 420, 640)) for i in range(8)]
     cands.append(cand("photos/stereoL.jpg", natural_texture(30, 420, 640), "JPEG"))

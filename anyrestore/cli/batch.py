@@ -61,7 +61,9 @@ def _shard() -> tuple[int, int]:
     return rank, world
 
 
-def find_images(root: Path, recursive: bool, pattern: str | None, exclude: Path | None) -> list[Path]:
+def find_images(
+    root: Path, recursive: bool, pattern: str | None, exclude: Path | None
+) -> list[Path]:
     """Image files under ``root`` (sorted by relative path), skipping hidden files and ``exclude``."""
     from anyrestore.engine.imageio import EXTENSIONS
 
@@ -92,7 +94,9 @@ def plan_jobs(
         parent = out_dir / rel.parent if recursive else out_dir
         target = parent / f"{rel.stem}{suffix}{ext if ext is not None else rel.suffix}"
         if target in seen:
-            raise UsageError(f"{seen[target]} and {rel} would both be written to {target}; use --suffix or --ext")
+            raise UsageError(
+                f"{seen[target]} and {rel} would both be written to {target}; use --suffix or --ext"
+            )
         seen[target] = rel
         jobs.append(Job(path, target))
     return jobs
@@ -103,16 +107,32 @@ def plan_jobs(
 def batch_command(
     input_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of images to restore.")],
     output_dir: Annotated[
-        Path, typer.Option("--output", "-o", metavar="OUTDIR", help="Where restored images go (not DIR itself).")
+        Path,
+        typer.Option(
+            "--output", "-o", metavar="OUTDIR", help="Where restored images go (not DIR itself)."
+        ),
     ],
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include subfolders; OUTDIR mirrors the tree.")] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Include subfolders; OUTDIR mirrors the tree.")
+    ] = False,
     glob: Annotated[
-        str | None, typer.Option("--glob", help="Only files matching this pattern, e.g. '*.jpg'. Default: all images.")
+        str | None,
+        typer.Option(
+            "--glob", help="Only files matching this pattern, e.g. '*.jpg'. Default: all images."
+        ),
     ] = None,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone.")] = False,
-    suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output's stem, e.g. _restored.")] = "",
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone.")
+    ] = False,
+    suffix: Annotated[
+        str, typer.Option("--suffix", help="Appended to each output's stem, e.g. _restored.")
+    ] = "",
     ext: Annotated[
-        str | None, typer.Option("--ext", help="Output format for every file (png, jpg, webp, tif, bmp). Default: the input's.")
+        str | None,
+        typer.Option(
+            "--ext",
+            help="Output format for every file (png, jpg, webp, tif, bmp). Default: the input's.",
+        ),
     ] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
@@ -121,7 +141,9 @@ def batch_command(
     tile: TileOpt = None,
     tile_overlap: OverlapOpt = None,
     max_pixels: MaxPixelsOpt = None,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per file on stdout.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Restore every image in a folder; failures are reported, the rest still run (exit 1 if any failed)."""
@@ -136,7 +158,11 @@ def batch_command(
     setup_logging(quiet)
     err = Console(stderr=True)
     if not input_dir.is_dir():
-        raise UsageError(f"input folder not found: {input_dir}" if not input_dir.exists() else f"{input_dir} is not a folder")
+        raise UsageError(
+            f"input folder not found: {input_dir}"
+            if not input_dir.exists()
+            else f"{input_dir} is not a folder"
+        )
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"{output_dir} exists and is not a folder")
     root, out_root = input_dir.resolve(), output_dir.resolve()
@@ -163,7 +189,10 @@ def batch_command(
     net, model_name = load_model(model, weights)
     restorer = make_restorer(net, device, precision, tile, tile_overlap)
     if not quiet:
-        err.print(f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}", highlight=False)
+        err.print(
+            f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}",
+            highlight=False,
+        )
 
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
@@ -182,8 +211,13 @@ def batch_command(
         task = progress.add_task("restoring", total=len(jobs))
         for job in jobs:
             rel = job.source.relative_to(root).as_posix()
-            record = {"input": str(job.source), "output": str(job.target), "model": model_name,
-                      "device": str(restorer.device), "precision": restorer.precision}
+            record = {
+                "input": str(job.source),
+                "output": str(job.target),
+                "model": model_name,
+                "device": str(restorer.device),
+                "precision": restorer.precision,
+            }
             t0 = time.perf_counter()
             if skip_existing and job.target.exists():
                 record["status"] = "skipped"
@@ -193,8 +227,12 @@ def batch_command(
                     restored = restorer.restore_image(image)
                     atomic_write(job.target, encode_image(restored, format_for_path(job.target)))
                     info = restorer.last_run
-                    record.update(status="ok", width=image.width, height=image.height,
-                                  tiles=info.tiles if info else 1)
+                    record.update(
+                        status="ok",
+                        width=image.width,
+                        height=image.height,
+                        tiles=info.tiles if info else 1,
+                    )
                 except (DeviceError, WeightsError, KeyboardInterrupt):
                     raise
                 except Exception as exc:  # one bad file must not stop the folder

@@ -29,24 +29,42 @@ if TYPE_CHECKING:
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model variant; loads its preferred weights (see `anyrestore models`)."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model variant; loads its preferred weights (see `anyrestore models`).",
+    ),
 ]
 WeightsOpt = Annotated[
     str | None,
-    typer.Option("--weights", "-w", help="A .safetensors checkpoint or a manifest entry name; wins over --model."),
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A .safetensors checkpoint or a manifest entry name; wins over --model.",
+    ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", "-d", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+    str,
+    typer.Option(
+        "--device", "-d", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
+    ),
 ]
 PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16.")
+    str,
+    typer.Option("--precision", help="auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16."),
 ]
 TileOpt = Annotated[
     int | None,
-    typer.Option("--tile", help="Tile size in pixels; 0 disables tiling. Default: auto (see docs/inference.md)."),
+    typer.Option(
+        "--tile",
+        help="Tile size in pixels; 0 disables tiling. Default: auto (see docs/inference.md).",
+    ),
 ]
 OverlapOpt = Annotated[
-    int | None, typer.Option("--tile-overlap", help="Overlap between tiles in pixels. Default: the model's hint.")
+    int | None,
+    typer.Option(
+        "--tile-overlap", help="Overlap between tiles in pixels. Default: the model's hint."
+    ),
 ]
 MaxPixelsOpt = Annotated[
     int | None,
@@ -57,7 +75,9 @@ MaxPixelsOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info on stderr; errors still.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or info on stderr; errors still.")
+]
 
 
 class _StderrHandler(logging.Handler):
@@ -110,7 +130,9 @@ def load_model(model_name: str | None, weights: str | None) -> tuple[Restoration
         declared = _declared_variant(weights)
         if model_name not in (variant, declared):
             holds = variant or declared or f"a custom {model.arch} config"
-            raise UsageError(f"--model {model_name} does not match --weights {weights}, which holds {holds}")
+            raise UsageError(
+                f"--model {model_name} does not match --weights {weights}, which holds {holds}"
+            )
     name = model_name or variant or (_declared_variant(weights) if weights else None) or model.arch
     return model, name
 
@@ -131,8 +153,14 @@ def make_restorer(
 def tile_progress(console: Console) -> tuple[Progress, Callable[[int, int], None]]:
     """A transient stderr progress bar over the tiles of one image, and its callback."""
     progress = Progress(
-        TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=True, disable=console.quiet or not console.is_terminal,
+        TextColumn("tiles"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=console.quiet or not console.is_terminal,
     )
     task = progress.add_task("tiles", total=None, visible=False)
 
@@ -148,7 +176,9 @@ def _stdout_target(fmt: str | None, json_output: bool) -> str:
     if json_output:
         raise UsageError("--json cannot be combined with writing the image to stdout (-o -)")
     if sys.stdout.isatty():
-        raise UsageError("refusing to write image bytes to a terminal; pass -o FILE or redirect stdout")
+        raise UsageError(
+            "refusing to write image bytes to a terminal; pass -o FILE or redirect stdout"
+        )
     return parse_format(fmt) if fmt else "PNG"
 
 
@@ -175,11 +205,15 @@ def _same_file(a: Path, b: Path) -> bool:
 @app.command("fix")
 @handle_errors
 def fix_command(
-    source: Annotated[str, typer.Argument(metavar="IN", help="Image to restore, or - to read stdin.")],
+    source: Annotated[
+        str, typer.Argument(metavar="IN", help="Image to restore, or - to read stdin.")
+    ],
     output: Annotated[
         str | None,
         typer.Option(
-            "--output", "-o", metavar="OUT",
+            "--output",
+            "-o",
+            metavar="OUT",
             help="Output file (format from its extension), a folder, or - for stdout. "
             "Default: <stem>_restored.<ext> beside IN (stdout when IN is -).",
         ),
@@ -191,9 +225,12 @@ def fix_command(
     tile: TileOpt = None,
     tile_overlap: OverlapOpt = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", "-f", help="Output format: png, jpg, webp, tif or bmp.")
+        str | None,
+        typer.Option("--format", "-f", help="Output format: png, jpg, webp, tif or bmp."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow writing over IN itself.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Allow writing over IN itself.")
+    ] = False,
     max_pixels: MaxPixelsOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -228,7 +265,11 @@ def fix_command(
     elif output is not None:
         out_path = Path(output)
         if out_path.is_dir():
-            out_path = out_path / (src.name if src is not None else "restored" + FORMAT_EXTENSION[parse_format(fmt or "png")])
+            out_path = out_path / (
+                src.name
+                if src is not None
+                else "restored" + FORMAT_EXTENSION[parse_format(fmt or "png")]
+            )
         out_format = parse_format(fmt) if fmt else format_for_path(out_path)
 
     start = time.perf_counter()
@@ -262,12 +303,23 @@ def fix_command(
     tiles = info.tiles if info else 1
     shown = "-" if out_path is None else str(out_path)
     if json_output:
-        print(json.dumps({
-            "input": source, "output": shown, "model": model_name, "weights": weights or model or "default",
-            "device": str(restorer.device), "precision": restorer.precision, "tiles": tiles,
-            "tile": info.tile if info else 0, "seconds": round(seconds, 3),
-            "width": image.width, "height": image.height,
-        }))
+        print(
+            json.dumps(
+                {
+                    "input": source,
+                    "output": shown,
+                    "model": model_name,
+                    "weights": weights or model or "default",
+                    "device": str(restorer.device),
+                    "precision": restorer.precision,
+                    "tiles": tiles,
+                    "tile": info.tile if info else 0,
+                    "seconds": round(seconds, 3),
+                    "width": image.width,
+                    "height": image.height,
+                }
+            )
+        )
     elif out_path is not None:
         print(out_path)
     err.print(

@@ -16,7 +16,9 @@ from anyrestore.cli.errors import handle_errors
 @app.command("models")
 @handle_errors
 def models_command(
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+    ] = False,
     size: Annotated[int, typer.Option(help="Square input side for the MAC count.")] = 224,
     only: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Only these variants (repeatable).")
@@ -37,6 +39,11 @@ def models_command(
         ref = f"{paper['params'] / 1e6:.2f}M / {paper['flops_224'] / 1e9:.2f}G" if paper else "-"
         weights = ", ".join(r["weights"]) if r["weights"] else "none"
         table.add_row(
-            r["name"], r["arch"], f"{r['params'] / 1e6:.2f}M", f"{r['flops'] / 1e9:.2f}", ref, weights
+            r["name"],
+            r["arch"],
+            f"{r['params'] / 1e6:.2f}M",
+            f"{r['flops'] / 1e9:.2f}",
+            ref,
+            weights,
         )
     Console().print(table)

@@ -24,21 +24,25 @@ app.add_typer(train_app, name="train")
 def train_command(
     ctx: typer.Context,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Recipe TOML (e.g. configs/anyir_three.toml).")
+        Path | None,
+        typer.Option("--config", "-c", help="Recipe TOML (e.g. configs/anyir_three.toml)."),
     ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a key, e.g. --set optim.lr=1e-4 (repeatable)."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Total optimizer steps (train.steps).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder for checkpoints and logs (out).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder for checkpoints and logs (out).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (device).")] = None,
     resume: Annotated[
         Path | None,
         typer.Option(help="Continue from a resume checkpoint (last.pt) or its run folder."),
     ] = None,
     stop_at: Annotated[
-        int, typer.Option(help="Stop after this step with a resume checkpoint (schedule unchanged).")
+        int,
+        typer.Option(help="Stop after this step with a resume checkpoint (schedule unchanged)."),
     ] = 0,
     progress: Annotated[bool, typer.Option(help="Show the progress bar (log.progress).")] = True,
 ) -> None:
@@ -78,9 +82,7 @@ def export_command(
     from anyrestore.training.export import export_checkpoint
 
     path, facts = export_checkpoint(checkpoint, output, dtype=dtype, use_ema=ema)
-    typer.echo(
-        f"exported {facts['model']} at step {facts['steps']} ({dtype}) to {path}", err=True
-    )
+    typer.echo(f"exported {facts['model']} at step {facts['steps']} ({dtype}) to {path}", err=True)
     print(path)
 
 

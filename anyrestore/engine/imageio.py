@@ -98,7 +98,9 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     """The output format implied by a file name's extension."""
     suffix = Path(path).suffix
     if not suffix:
-        raise UsageError(f"{path}: no file extension to choose the format from; add one or pass --format")
+        raise UsageError(
+            f"{path}: no file extension to choose the format from; add one or pass --format"
+        )
     return parse_format(suffix)
 
 
@@ -154,7 +156,9 @@ def read_image(
     except IsADirectoryError:
         raise InputError(f"{label}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise InputError(f"{label}: not an image file (supported: PNG, JPEG, WebP, TIFF, BMP)") from None
+        raise InputError(
+            f"{label}: not an image file (supported: PNG, JPEG, WebP, TIFF, BMP)"
+        ) from None
     except PermissionError as exc:
         raise InputError(f"{label}: cannot open ({exc.strerror})") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -162,7 +166,9 @@ def read_image(
     with im:
         fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
         if fmt not in FORMATS:
-            raise InputError(f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, TIFF, BMP)")
+            raise InputError(
+                f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, TIFF, BMP)"
+            )
         w, h = im.size
         if w * h > limit:
             raise InputError(
@@ -226,7 +232,8 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         high = np.asarray(im).astype(np.uint16)
         with opener() as twin:
             twin.tile = [
-                _with_rawmode(t, _rawmode(t)[:-4] + _LOW_BYTE_TWIN[_rawmode(t)[-4:]]) for t in twin.tile
+                _with_rawmode(t, _rawmode(t)[:-4] + _LOW_BYTE_TWIN[_rawmode(t)[-4:]])
+                for t in twin.tile
             ]
             twin.load()
             low = np.asarray(twin)
@@ -278,7 +285,9 @@ def _to_mode(im: Image.Image, target: str, icc: bytes | None) -> Image.Image:
     if im.mode == "CMYK" and icc:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            return ImageCms.profileToProfile(
+                im, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
         except Exception:  # a broken profile: fall back to Pillow's plain conversion
             log.warning("could not apply the CMYK colour profile; converting without it")
     return im if im.mode == target else im.convert(target)
@@ -360,7 +369,10 @@ def encode_image(image: ImageData, fmt: str) -> bytes:
     pixels = np.concatenate(channels, axis=-1) if len(channels) > 1 else channels[0]
     gray = pixels.shape[-1] in (1, 2)
     # WebP has no gray modes; Pillow cannot write gray+alpha BMP or read 16-bit gray+alpha TIFF.
-    if gray and (fmt == "WEBP" or (pixels.shape[-1] == 2 and (fmt == "BMP" or (fmt == "TIFF" and depth == 16)))):
+    if gray and (
+        fmt == "WEBP"
+        or (pixels.shape[-1] == 2 and (fmt == "BMP" or (fmt == "TIFF" and depth == 16)))
+    ):
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
     icc = image.icc_profile if _icc_fits(image.icc_profile, pixels.shape[-1]) else None
     if depth == 16:
@@ -399,7 +411,10 @@ def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> 
     filtered[:, 0] = 1  # filter type Sub: each byte minus the same byte of the previous pixel
     filtered[:, 1 : 1 + bpp] = raw[:, :bpp]
     np.subtract(raw[:, bpp:], raw[:, :-bpp], out=filtered[:, 1 + bpp :])
-    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
+    out = [
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)),
+    ]
     if icc:
         out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:
@@ -415,7 +430,10 @@ def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
     rows_per_strip = max(1, (1 << 18) // (w * c * 2))
     diff = pixels.astype("<u2")
     diff[:, 1:] = pixels[:, 1:] - pixels[:, :-1]  # uint16 arithmetic wraps, as predictor 2 does
-    strips = [zlib.compress(diff[y : y + rows_per_strip].tobytes(), 6) for y in range(0, h, rows_per_strip)]
+    strips = [
+        zlib.compress(diff[y : y + rows_per_strip].tobytes(), 6)
+        for y in range(0, h, rows_per_strip)
+    ]
     tags: list[tuple[int, int, bytes, int]] = []  # (tag, type, value bytes, count)
 
     def tag(code: int, kind: int, values: list[int] | bytes) -> None:

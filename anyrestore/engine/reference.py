@@ -55,7 +55,10 @@ def make_reference(x: torch.Tensor, max_side: int, method: Method = "stride") ->
         rows = []
         for y in _evenly_spaced(h, patch, ny):
             rows.append(
-                torch.cat([x[..., y : y + patch, xx : xx + patch] for xx in _evenly_spaced(w, patch, nx)], dim=-1)
+                torch.cat(
+                    [x[..., y : y + patch, xx : xx + patch] for xx in _evenly_spaced(w, patch, nx)],
+                    dim=-1,
+                )
             )
         return torch.cat(rows, dim=-2)
     raise ValueError(f"unknown reference method {method!r}; use one of {', '.join(METHODS)}")

@@ -30,7 +30,9 @@ MIN_STATS_SIDE = 256
 DEFAULT_STATS_METHOD: Method = "stride"
 MIN_TILE = 32
 
-_OOM: tuple[type[BaseException], ...] = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+_OOM: tuple[type[BaseException], ...] = (
+    getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -76,13 +78,17 @@ class Restorer:
         if overlap is not None and overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {overlap}")
         if stats_method not in METHODS:
-            raise UsageError(f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}")
+            raise UsageError(
+                f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}"
+            )
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.eval().to(self.device)
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.tile = tile
-        self.overlap = overlap if overlap is not None else int(getattr(model, "tile_overlap_hint", 32))
+        self.overlap = (
+            overlap if overlap is not None else int(getattr(model, "tile_overlap_hint", 32))
+        )
         self.tile_batch = tile_batch or (1 if self.device.type == "cpu" else 4)
         self.stats_side = stats_side
         self.stats_method = stats_method
@@ -114,7 +120,12 @@ class Restorer:
                     out = self._forward(batch)
                     self.last_run = RunInfo(1, 0, 0, False)
                 else:
-                    out = torch.cat([self._restore_tiled(img[None], tile, stats_side, tile_batch) for img in batch])
+                    out = torch.cat(
+                        [
+                            self._restore_tiled(img[None], tile, stats_side, tile_batch)
+                            for img in batch
+                        ]
+                    )
                 break
             except Exception as exc:
                 if not _is_oom(exc):
@@ -122,7 +133,9 @@ class Restorer:
                 empty_cache(self.device)
                 if tile_batch > 1:
                     tile_batch = 1
-                    log.warning("out of memory on %s; retrying with one tile per batch", self.device)
+                    log.warning(
+                        "out of memory on %s; retrying with one tile per batch", self.device
+                    )
                     continue
                 current = tile if tile and tile < max(h, w) else max(h, w)
                 smaller = (current // 2) // self.pad_multiple * self.pad_multiple
@@ -131,7 +144,12 @@ class Restorer:
                         f"out of memory on {self.device} even with {current}px tiles; "
                         "try --device cpu or a smaller model"
                     ) from None
-                log.warning("out of memory on %s with %dpx tiles; retrying with %dpx", self.device, current, smaller)
+                log.warning(
+                    "out of memory on %s with %dpx tiles; retrying with %dpx",
+                    self.device,
+                    current,
+                    smaller,
+                )
                 tile, stats_side = smaller, min(stats_side, smaller)
         return out[0] if single else out
 
@@ -165,7 +183,9 @@ class Restorer:
                 out = self.model(inp.float())[..., :h, :w].float()
         return out.clamp_(0.0, 1.0).cpu()
 
-    def _restore_tiled(self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int) -> torch.Tensor:
+    def _restore_tiled(
+        self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int
+    ) -> torch.Tensor:
         h, w = x.shape[-2:]
         m = self.pad_multiple
         # Overlap on the model's grid too: rounded up to the multiple, at most half a tile.

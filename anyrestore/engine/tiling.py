@@ -155,7 +155,12 @@ def run_tiled(
     for first in range(0, len(positions), batch):
         chunk = positions[first : first + batch]
         tiles = torch.cat(
-            [pad_to_size(x[:, :, y : y + grid.tile_h, xx : xx + grid.tile_w], grid.tile_h, grid.tile_w) for y, xx in chunk]
+            [
+                pad_to_size(
+                    x[:, :, y : y + grid.tile_h, xx : xx + grid.tile_w], grid.tile_h, grid.tile_w
+                )
+                for y, xx in chunk
+            ]
         )
         restored = forward(tiles.contiguous()).float()
         for (y, xx), t in zip(chunk, restored, strict=True):

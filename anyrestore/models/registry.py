@@ -62,7 +62,9 @@ def register_model(
             raise ValueError(f"unknown architecture {arch!r} for model {name!r}")
         config = fn()
         if not isinstance(config, _ARCHS[arch][0]):
-            raise TypeError(f"{name}: expected {_ARCHS[arch][0].__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{name}: expected {_ARCHS[arch][0].__name__}, got {type(config).__name__}"
+            )
         _MODELS[name] = ModelSpec(name, arch, config, description or (fn.__doc__ or "").strip())
         return fn
 

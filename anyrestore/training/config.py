@@ -359,7 +359,9 @@ def resolve(config: Config, arch: str) -> Recipe:
         warmup=warmup,
     )
     if not (recipe.l1 or recipe.fourier or recipe.ms_ssim):
-        raise ConfigError("loss: at least one of l1, fourier and ms_ssim must have a non-zero weight")
+        raise ConfigError(
+            "loss: at least one of l1, fourier and ms_ssim must have a non-zero weight"
+        )
     if min(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.aux) < 0:
         raise ConfigError("loss weights must be >= 0")
     return recipe
@@ -370,11 +372,11 @@ def validate(config: Config) -> None:
     from anyrestore.models.registry import list_models
 
     if not config.model:
-        raise ConfigError("config key 'model' is required (one of: " + ", ".join(list_models()) + ")")
-    if config.model not in list_models():
         raise ConfigError(
-            f"unknown model {config.model!r} (known: {', '.join(list_models())})"
+            "config key 'model' is required (one of: " + ", ".join(list_models()) + ")"
         )
+    if config.model not in list_models():
+        raise ConfigError(f"unknown model {config.model!r} (known: {', '.join(list_models())})")
     d, t, o, s, lg = config.data, config.train, config.optim, config.schedule, config.log
     checks = [
         (d.layout in LAYOUTS, f"data.layout must be one of {', '.join(LAYOUTS)}"),
@@ -386,24 +388,45 @@ def validate(config: Config) -> None:
             isinstance(d.expansion, bool) or all(v >= 1 for v in d.expansion.values()),
             "data.expansion ratios must be >= 1",
         ),
-        (d.degrade_on_device in (True, False, "auto"), "data.degrade_on_device must be true, false or \"auto\""),
-        (config.loss.fourier_norm in ("backward", "ortho", "forward"), "loss.fourier_norm must be backward, ortho or forward"),
+        (
+            d.degrade_on_device in (True, False, "auto"),
+            'data.degrade_on_device must be true, false or "auto"',
+        ),
+        (
+            config.loss.fourier_norm in ("backward", "ortho", "forward"),
+            "loss.fourier_norm must be backward, ortho or forward",
+        ),
         (o.name in ("adam", "adamw"), "optim.name must be adam or adamw"),
         (o.lr > 0 and math.isfinite(o.lr), "optim.lr must be > 0"),
-        (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)"),
+        (
+            len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+            "optim.betas must be two numbers in [0, 1)",
+        ),
         (o.grad_clip >= 0, "optim.grad_clip must be >= 0"),
-        (s.kind in ("auto", "cosine", "step", "constant"), "schedule.kind must be auto, cosine, step or constant"),
+        (
+            s.kind in ("auto", "cosine", "step", "constant"),
+            "schedule.kind must be auto, cosine, step or constant",
+        ),
         (s.warmup is None or 0 <= s.warmup < 1, "schedule.warmup must be in [0, 1)"),
         (all(0 < m < 1 for m in s.milestones), "schedule.milestones must be fractions in (0, 1)"),
         (0 < s.gamma <= 1, "schedule.gamma must be in (0, 1]"),
         (t.epochs > 0 or t.steps > 0, "train.epochs or train.steps must be > 0"),
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16"),
-        (t.channels_last in (True, False, "auto"), "train.channels_last must be true, false or \"auto\""),
+        (
+            t.precision in ("auto", "fp32", "bf16", "fp16"),
+            "train.precision must be auto, fp32, bf16 or fp16",
+        ),
+        (
+            t.channels_last in (True, False, "auto"),
+            'train.channels_last must be true, false or "auto"',
+        ),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
         (t.threads >= 0, "train.threads must be >= 0"),
-        (t.find_unused_parameters in (True, False, "auto"), "train.find_unused_parameters must be true, false or \"auto\""),
+        (
+            t.find_unused_parameters in (True, False, "auto"),
+            'train.find_unused_parameters must be true, false or "auto"',
+        ),
         (lg.every >= 1, "log.every must be >= 1"),
         (lg.val_every >= 0 and lg.ckpt_every >= 0, "log.val_every and log.ckpt_every must be >= 0"),
     ]
@@ -411,7 +434,9 @@ def validate(config: Config) -> None:
         if not ok:
             raise ConfigError(message)
     if config.loss.recipe not in ("auto", *RECIPES):
-        raise ConfigError(f"loss.recipe must be auto, {', '.join(RECIPES)}; got {config.loss.recipe!r}")
+        raise ConfigError(
+            f"loss.recipe must be auto, {', '.join(RECIPES)}; got {config.loss.recipe!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- TOML output

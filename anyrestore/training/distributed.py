@@ -45,7 +45,9 @@ def setup(device_type: str) -> Dist:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         if local >= torch.cuda.device_count():
-            raise DeviceError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs visible")
+            raise DeviceError(
+                f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs visible"
+            )
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method="env://")
@@ -87,7 +89,9 @@ def gather(d: Dist, obj: Any) -> list[Any]:
     return out
 
 
-def wrap(model: torch.nn.Module, d: Dist, device: torch.device, find_unused: bool) -> torch.nn.Module:
+def wrap(
+    model: torch.nn.Module, d: Dist, device: torch.device, find_unused: bool
+) -> torch.nn.Module:
     """DDP-wrap ``model`` for a distributed run; unchanged otherwise."""
     if not d.enabled:
         return model

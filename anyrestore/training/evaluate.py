@@ -44,6 +44,5 @@ def evaluate(
         pred = pred.float().clamp(0, 1)
         total += float(psnr(pred, gt.float()).sum())
     model.train(was_training)
-    total, = distributed.all_sum(dist, [total], device)
+    (total,) = distributed.all_sum(dist, [total], device)
     return total / n
-

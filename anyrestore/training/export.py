@@ -65,9 +65,9 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     recipe = resolve(config, state["arch"])
     progress = state["progress"]
     loss = " + ".join(
-        f"{w:g}*{name}" for name, w in (
-            ("l1", recipe.l1), ("fourier", recipe.fourier), ("ms_ssim", recipe.ms_ssim)
-        ) if w
+        f"{w:g}*{name}"
+        for name, w in (("l1", recipe.l1), ("fourier", recipe.fourier), ("ms_ssim", recipe.ms_ssim))
+        if w
     )
     if recipe.aux:
         loss += " + model aux"

@@ -248,7 +248,9 @@ def _run(
                 for data in loader:
                     lq, gt, kinds = to_device(data, device, memory_format)
                     if on_device:
-                        lq = degrade_on_device(gt, kinds, config.seed, run.step, dist.rank, quantize)
+                        lq = degrade_on_device(
+                            gt, kinds, config.seed, run.step, dist.rank, quantize
+                        )
                         lq = lq.contiguous(memory_format=memory_format)
                     kinds_seen.update(kinds)
 
@@ -322,9 +324,7 @@ def _run(
             reporter.close()
     if stop_requested["flag"] and not finished:
         raise KeyboardInterrupt
-    return TrainResult(
-        out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main
-    )
+    return TrainResult(out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main)
 
 
 # ----------------------------------------------------------------------------- pieces

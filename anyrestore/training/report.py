@@ -93,9 +93,7 @@ class Reporter:
         if row is not None:
             assert self.log is not None
             self.log.write(row)
-            stats = (
-                f"loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['samples_per_s']:.1f} img/s"
-            )
+            stats = f"loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['samples_per_s']:.1f} img/s"
             if self._plain:
                 eta = row.get("eta_s")
                 eta_text = f"  eta {_hms(eta)}" if eta is not None else ""

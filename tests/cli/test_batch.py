@@ -22,7 +22,9 @@ runner = CliRunner()
 
 def photo(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)).save(
+        path
+    )
     return path
 
 
@@ -43,7 +45,9 @@ def test_a_corrupt_file_is_reported_and_the_rest_restored(
     photo(src / "c.jpg", seed=1)
     calls = []
     real_load = anyrestore.weights.load_weights
-    monkeypatch.setattr(anyrestore.weights, "load_weights", lambda *a, **k: calls.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(
+        anyrestore.weights, "load_weights", lambda *a, **k: calls.append(a) or real_load(*a, **k)
+    )
     result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
     assert result.exit_code == 1, result.output
     assert (out / "a.png").is_file() and (out / "c.jpg").is_file() and not (out / "b.png").exists()
@@ -54,7 +58,9 @@ def test_a_corrupt_file_is_reported_and_the_rest_restored(
     assert len(calls) == 1  # the model is loaded once per run
 
 
-def test_recursive_mirrors_the_tree_and_plain_runs_stay_flat(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_recursive_mirrors_the_tree_and_plain_runs_stay_flat(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     src = tmp_path / "in"
     photo(src / "top.png")
     photo(src / "sub" / "mid.png")
@@ -62,14 +68,22 @@ def test_recursive_mirrors_the_tree_and_plain_runs_stay_flat(tmp_path: Path, tin
     (src / "notes.txt").write_text("not an image, not selected")
     result = batch(src, "-o", tmp_path / "tree", "--weights", tiny_checkpoint, "--recursive")
     assert result.exit_code == 0, result.output
-    made = sorted(p.relative_to(tmp_path / "tree").as_posix() for p in (tmp_path / "tree").rglob("*") if p.is_file())
+    made = sorted(
+        p.relative_to(tmp_path / "tree").as_posix()
+        for p in (tmp_path / "tree").rglob("*")
+        if p.is_file()
+    )
     assert made == ["sub/deeper/low.jpg", "sub/mid.png", "top.png"]
-    result = batch(src, "-o", tmp_path / "flat", "--weights", tiny_checkpoint, "--suffix", "_r", "--ext", "png")
+    result = batch(
+        src, "-o", tmp_path / "flat", "--weights", tiny_checkpoint, "--suffix", "_r", "--ext", "png"
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["top_r.png"]
 
 
-def test_output_folder_inside_the_input_is_not_read_back(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_output_folder_inside_the_input_is_not_read_back(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     src = tmp_path / "in"
     photo(src / "a.png")
     for _ in range(2):
@@ -84,7 +98,9 @@ def test_skip_existing_leaves_outputs_alone(tmp_path: Path, tiny_checkpoint: Pat
     photo(src / "b.png", seed=1)
     out.mkdir()
     (out / "a.png").write_bytes(b"earlier result")
-    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--skip-existing", "--json", "--glob", "*.png")
+    result = batch(
+        src, "-o", out, "--weights", tiny_checkpoint, "--skip-existing", "--json", "--glob", "*.png"
+    )
     assert result.exit_code == 0, result.output
     assert (out / "a.png").read_bytes() == b"earlier result"
     assert [r["status"] for r in records(result.stdout)] == ["skipped", "ok"]
@@ -108,12 +124,31 @@ def test_ranks_split_the_sorted_file_list(tmp_path: Path, tiny_checkpoint: Path)
     names = [f"img{i}.png" for i in range(5)]
     for i, name in enumerate(names):
         photo(src / name, seed=i)
-    cmd = [sys.executable, "-m", "anyrestore", "batch", str(src), "-o", str(out),
-           "--weights", str(tiny_checkpoint), "--json", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "anyrestore",
+        "batch",
+        str(src),
+        "-o",
+        str(out),
+        "--weights",
+        str(tiny_checkpoint),
+        "--json",
+        "--quiet",
+    ]
     procs = [
         subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"},
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={
+                **os.environ,
+                "RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "LOCAL_RANK": str(rank),
+                "OMP_NUM_THREADS": "1",
+            },
         )
         for rank in range(2)
     ]

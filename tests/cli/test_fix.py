@@ -51,11 +51,34 @@ def test_default_output_is_written_next_to_the_input(tmp_path: Path, tiny_checkp
 def test_json_reports_what_was_done(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = photo(tmp_path / "in.png")
     out = tmp_path / "sub" / "out.webp"
-    result = fix(src, "-o", out, "--weights", tiny_checkpoint, "--json", "--tile", "32", "--tile-overlap", "8")
+    result = fix(
+        src,
+        "-o",
+        out,
+        "--weights",
+        tiny_checkpoint,
+        "--json",
+        "--tile",
+        "32",
+        "--tile-overlap",
+        "8",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert {"input", "output", "model", "device", "precision", "tiles", "seconds", "width", "height"} <= set(record)
-    assert record["output"] == str(out) and record["device"] == "cpu" and record["precision"] == "fp32"
+    assert {
+        "input",
+        "output",
+        "model",
+        "device",
+        "precision",
+        "tiles",
+        "seconds",
+        "width",
+        "height",
+    } <= set(record)
+    assert (
+        record["output"] == str(out) and record["device"] == "cpu" and record["precision"] == "fp32"
+    )
     assert (record["width"], record["height"]) == (W, H) and record["tiles"] == 4
     assert Image.open(out).format == "WEBP"
 
@@ -79,8 +102,12 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     assert "input not found" in one_line_error(result)
 
 
-@pytest.mark.parametrize("kind,message", [("truncated", "corrupt or truncated"), ("text", "not an image file")])
-def test_corrupt_input_is_exit_3(tmp_path: Path, tiny_checkpoint: Path, kind: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "kind,message", [("truncated", "corrupt or truncated"), ("text", "not an image file")]
+)
+def test_corrupt_input_is_exit_3(
+    tmp_path: Path, tiny_checkpoint: Path, kind: str, message: str
+) -> None:
     bad = tmp_path / "bad.png"
     if kind == "truncated":
         good = photo(tmp_path / "good.png").read_bytes()
@@ -92,7 +119,9 @@ def test_corrupt_input_is_exit_3(tmp_path: Path, tiny_checkpoint: Path, kind: st
     assert message in one_line_error(result)
 
 
-def test_bomb_limit_is_exit_3(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bomb_limit_is_exit_3(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = photo(tmp_path / "a.png")
     result = fix(src, "--weights", tiny_checkpoint, "--max-pixels", "1000")
     assert result.exit_code == 3 and "limit" in one_line_error(result)
@@ -141,11 +170,26 @@ def test_unreadable_weights_are_exit_4(tmp_path: Path) -> None:
 
 def test_stdin_to_stdout_in_a_subprocess(tmp_path: Path, tiny_checkpoint: Path) -> None:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)).save(buf, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)).save(
+        buf, "JPEG"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "anyrestore", "fix", "-", "-o", "-", "--weights", str(tiny_checkpoint)],
-        input=buf.getvalue(), capture_output=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "anyrestore",
+            "fix",
+            "-",
+            "-o",
+            "-",
+            "--weights",
+            str(tiny_checkpoint),
+        ],
+        input=buf.getvalue(),
+        capture_output=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     out = Image.open(io.BytesIO(proc.stdout))

@@ -22,7 +22,9 @@ def _photos(folder: Path, count: int = 6) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (24 + i, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (24 + i, 28, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png"
+        )
     return folder
 
 
@@ -39,7 +41,9 @@ def _run(*args: str):
         (["--set", "data.root="], "data.root is not set"),
     ],
 )
-def test_config_errors_are_one_line_with_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+def test_config_errors_are_one_line_with_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
     result = _run("-c", str(SMOKE), "--out", str(tmp_path / "run"), *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -52,7 +56,9 @@ def test_missing_config_and_data_root(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--config" in result.stderr
     result = _run("-c", str(tmp_path / "nope.toml"))
     assert result.exit_code == 2 and "config file not found" in result.stderr
-    result = _run("-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(tmp_path))
+    result = _run(
+        "-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(tmp_path)
+    )
     assert result.exit_code == 6 and "data.root does not exist" in result.stderr
 
 
@@ -77,7 +83,9 @@ def test_train_then_export_from_the_cli(tmp_path: Path) -> None:
     assert model.config.dim == 8
     assert all(t.dtype == torch.float16 for t in _raw_tensors(weights))
 
-    result = CliRunner().invoke(app, ["train", "export", str(out), "-o", str(weights), "--dtype", "fp64"])
+    result = CliRunner().invoke(
+        app, ["train", "export", str(out), "-o", str(weights), "--dtype", "fp64"]
+    )
     assert result.exit_code == 2 and "--dtype" in result.stderr
 
 

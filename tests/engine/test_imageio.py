@@ -61,10 +61,17 @@ def png16_reference(pixels: np.ndarray) -> bytes:
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def decode_png16(data: bytes) -> np.ndarray:
@@ -85,7 +92,9 @@ def decode_png16(data: bytes) -> np.ndarray:
     out = rows[:, 1:].copy()
     for y in range(h):
         if rows[y, 0] == 1:  # Sub: running sum per byte lane
-            out[y] = (np.cumsum(out[y].reshape(w, c * 2).astype(np.uint32), axis=0) % 256).reshape(-1)
+            out[y] = (np.cumsum(out[y].reshape(w, c * 2).astype(np.uint32), axis=0) % 256).reshape(
+                -1
+            )
         else:
             assert rows[y, 0] == 0
     return out.view(">u2").reshape(h, w, c).astype(np.uint16)
@@ -170,7 +179,13 @@ def test_16bit_tiff_round_trip_is_exact(channels: int) -> None:
     buf = io.BytesIO()
     source = pixels[..., 0] if channels == 1 else pixels
     extra = {"extrasamples": [2]} if channels == 4 else {}
-    tifffile.imwrite(buf, source, photometric="minisblack" if channels == 1 else "rgb", compression="zlib", **extra)
+    tifffile.imwrite(
+        buf,
+        source,
+        photometric="minisblack" if channels == 1 else "rgb",
+        compression="zlib",
+        **extra,
+    )
     img = read_image(buf.getvalue())
     assert img.bit_depth == 16 and img.grayscale == (channels == 1)
     data = encode_image(identity_restore(img), "TIFF")
@@ -239,7 +254,9 @@ def test_bmp_and_webp_outputs() -> None:
 # -- limits and errors ---------------------------------------------------------------------
 
 
-def test_decompression_bomb_limit_from_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decompression_bomb_limit_from_argument_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     data = pil_bytes(Image.new("RGB", (W, H)), "PNG")
     with pytest.raises(InputError, match=r"over the 0.001 MP limit"):
         read_image(data, max_pixels=1000)

@@ -25,7 +25,9 @@ def tiny_anyir(seed: int = 0) -> torch.nn.Module:
 def noisy_photo(seed: int, h: int, w: int) -> torch.Tensor:
     """Smooth colour regions plus Gaussian noise: a stand-in for a noisy photo."""
     g = torch.Generator().manual_seed(seed)
-    base = F.interpolate(torch.rand(1, 3, 5, 7, generator=g), size=(h, w), mode="bicubic", align_corners=False)
+    base = F.interpolate(
+        torch.rand(1, 3, 5, 7, generator=g), size=(h, w), mode="bicubic", align_corners=False
+    )
     return (base + 0.06 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 1)[0]
 
 
@@ -85,7 +87,9 @@ def test_restore_tensor_keeps_shape_range_and_stays_on_cpu() -> None:
         restorer.restore_tensor(torch.rand(4, 21, 30))
 
 
-def test_auto_tiling_above_the_threshold_and_tile_zero_disables_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_tiling_above_the_threshold_and_tile_zero_disables_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setitem(restorer_module.AUTO_TILE, "cpu", 32)
     model = tiny_anyir()
     x = torch.rand(3, 40, 56)
@@ -111,7 +115,11 @@ def test_anyir_tiled_with_replayed_statistics_is_close_to_whole_image() -> None:
     replay = Restorer(model, "cpu", tile=64, overlap=32)
     tiled = replay.restore_tensor(x)
     live = Restorer(model, "cpu", tile=64, overlap=32, stats_method="live").restore_tensor(x)
-    assert replay.last_run is not None and replay.last_run.stats_replayed and replay.last_run.tiles == 6
+    assert (
+        replay.last_run is not None
+        and replay.last_run.stats_replayed
+        and replay.last_run.tiles == 6
+    )
     assert psnr(tiled, whole) > 55.0
     assert psnr(tiled, whole) > psnr(live, whole) + 5.0
     # the model is left computing its statistics live again

@@ -25,8 +25,10 @@ class LocalConv(RestorationModel):
         self.pad_multiple = pad_multiple  # type: ignore[misc]
         torch.manual_seed(0)
         self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.GELU(),
-            nn.Conv2d(8, 8, 3, padding=1), nn.GELU(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.GELU(),
             nn.Conv2d(8, 3, 3, padding=1),
         )
 
@@ -35,7 +37,9 @@ class LocalConv(RestorationModel):
         return x + 0.2 * self.net(x)
 
 
-@pytest.mark.parametrize("size,tile,overlap", [(56, 24, 12), (57, 32, 16), (100, 40, 20), (30, 24, 12)])
+@pytest.mark.parametrize(
+    "size,tile,overlap", [(56, 24, 12), (57, 32, 16), (100, 40, 20), (30, 24, 12)]
+)
 def test_tiles_cover_the_axis_and_end_at_its_edge(size: int, tile: int, overlap: int) -> None:
     starts = tile_starts(size, tile, overlap)
     length = min(tile, size)

@@ -38,21 +38,44 @@ def test_paper_recipes_match_the_papers() -> None:
     assert set(anyir) == {"anyir_three.toml", "anyir_five.toml", "anyir_cdd11.toml"}
     assert set(clusir) == {"clusir_three.toml", "clusir_five.toml", "clusir_cdd11.toml"}
     # AnyIR App. A.2 / A.1: batch 32, 128 crops, Adam 2e-4 (0.9, 0.999), 120/130/150 epochs.
-    assert [anyir[f"anyir_{s}.toml"].train.epochs for s in ("three", "five", "cdd11")] == [120, 130, 150]
+    assert [anyir[f"anyir_{s}.toml"].train.epochs for s in ("three", "five", "cdd11")] == [
+        120,
+        130,
+        150,
+    ]
     for c in anyir.values():
-        assert (c.train.batch_size, c.data.crop, c.optim.lr, c.optim.betas) == (32, 128, 2e-4, [0.9, 0.999])
+        assert (c.train.batch_size, c.data.crop, c.optim.lr, c.optim.betas) == (
+            32,
+            128,
+            2e-4,
+            [0.9, 0.999],
+        )
         assert resolve(c, "anyir").schedule == "cosine" and resolve(c, "anyir").fourier == 0.1
     # ClusIR Sec. 4.1: batch 48, 150 epochs, halved at 75, expansion 3/120/5/200.
     for c in clusir.values():
-        assert (c.train.batch_size, c.train.epochs, c.schedule.milestones, c.schedule.gamma) == (48, 150, [0.5], 0.5)
+        assert (c.train.batch_size, c.train.epochs, c.schedule.milestones, c.schedule.gamma) == (
+            48,
+            150,
+            [0.5],
+            0.5,
+        )
         assert resolve(c, "clusir").ms_ssim > 0 and resolve(c, "clusir").schedule == "step"
-    assert clusir["clusir_five.toml"].data.expansion in (True, {"noise": 3, "rain": 120, "blur": 5, "low_light": 200, "haze": 1})
+    assert clusir["clusir_five.toml"].data.expansion in (
+        True,
+        {"noise": 3, "rain": 120, "blur": 5, "low_light": 200, "haze": 1},
+    )
 
 
 def test_overrides_parse_as_toml_values() -> None:
     config = load_config(
         None,
-        ["model=anyir_t", "optim.lr=1e-4", "data.kinds=['rain', 'haze']", "data.root=/data/x y", "train.ema_decay=0"],
+        [
+            "model=anyir_t",
+            "optim.lr=1e-4",
+            "data.kinds=['rain', 'haze']",
+            "data.root=/data/x y",
+            "train.ema_decay=0",
+        ],
     )
     assert config.model == "anyir_t" and config.optim.lr == 1e-4
     assert config.data.kinds == ["rain", "haze"] and config.data.root == "/data/x y"
@@ -81,7 +104,9 @@ def test_release_stages_extend_the_stage_before() -> None:
     stage1 = load_config(ROOT / "configs" / "release_anyir_t.toml")
     stage3 = load_config(ROOT / "configs" / "release_anyir_t_stage3.toml")
     assert stage3.data.crop == stage1.data.crop and stage3.train.batch_size == 8
-    assert stage3.optim.lr < stage1.optim.lr and stage3.data.kinds["blur"] > stage1.data.kinds["blur"]
+    assert (
+        stage3.optim.lr < stage1.optim.lr and stage3.data.kinds["blur"] > stage1.data.kinds["blur"]
+    )
     stage4 = load_config(ROOT / "configs" / "release_anyir_t_stage4.toml")
     stage5 = load_config(ROOT / "configs" / "release_anyir_t_stage5.toml")
     # the dark-scene stages keep stage 3's mix and setup and change only what they list

@@ -58,10 +58,17 @@ def test_export_of_a_continued_run_names_its_start_and_sums_the_stages(
     photos: Path, tmp_path: Path
 ) -> None:
     # The starting file was itself trained in two stages: its *_total facts are what count.
-    earlier = {"steps": 5, "samples_seen": 20, "wall_time_s": 3.0,
-               "steps_total": 15, "samples_seen_total": 60, "wall_time_s_total": 9.0}
+    earlier = {
+        "steps": 5,
+        "samples_seen": 20,
+        "wall_time_s": 3.0,
+        "steps_total": 15,
+        "samples_seen_total": 60,
+        "wall_time_s_total": 9.0,
+    }
     init = save_checkpoint(
-        create_model("anyir_t", **TINY), tmp_path / "stage1.safetensors",
+        create_model("anyir_t", **TINY),
+        tmp_path / "stage1.safetensors",
         extra={"training": earlier},
     )
     config = _config(photos, tmp_path / "run", init, steps=2)
