@@ -114,6 +114,14 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert stage5.train.batch_size == stage4.train.batch_size == 8
     assert stage3.data.dark_scenes == 0.0 < stage4.data.dark_scenes < stage5.data.dark_scenes
     assert stage5.optim.lr < stage4.optim.lr < stage3.optim.lr
+    stage6 = load_config(ROOT / "configs" / "release_anyir_t_stage6.toml")
+    # stage 6 changes only blur's weight in the mix, darkens more, and keeps stage 5's lr
+    assert {k: v for k, v in stage6.data.kinds.items() if k != "blur"} == {
+        k: v for k, v in stage5.data.kinds.items() if k != "blur"
+    }
+    assert stage6.data.kinds["blur"] > stage5.data.kinds["blur"]
+    assert stage6.data.dark_scenes > stage5.data.dark_scenes and stage6.optim.lr == stage5.optim.lr
+    assert stage6.data.crop == stage5.data.crop and stage6.seed not in (stage5.seed, stage4.seed)
 
 
 @pytest.mark.parametrize(
