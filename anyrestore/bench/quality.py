@@ -121,17 +121,12 @@ def _records(
     base = next((c.label for c in candidates if c.is_baseline), None)
     records: list[dict[str, Any]] = []
     for cand in candidates:
+        common = {"model": cand.label, "source": cand.source, "suite": suite}
+        channel = {"channel": "y" if y_channel else "rgb"}
         rows, images = [], []
         for task in present:
             entry = scores[(cand.label, task.kind)]
-            head = {
-                "model": cand.label,
-                "source": cand.source,
-                "suite": suite,
-                "kind": task.kind,
-                "title": task.title,
-                "channel": "y" if y_channel else "rgb",
-            }
+            head = common | {"kind": task.kind, "title": task.title} | channel
             mean = {"images": len(entry.psnr), "psnr": _mean(entry.psnr), "ssim": _mean(entry.ssim)}
             rows.append(head | mean)
             if per_image:
@@ -140,13 +135,10 @@ def _records(
                     for n, p, s in zip(entry.names, entry.psnr, entry.ssim, strict=True)
                 )
         rows.append(
-            {
-                "model": cand.label,
-                "source": cand.source,
-                "suite": suite,
-                "kind": AVERAGE,
-                "title": "Average",
-                "channel": "y" if y_channel else "rgb",
+            common
+            | {"kind": AVERAGE, "title": "Average"}
+            | channel
+            | {
                 "images": sum(r["images"] for r in rows),
                 "psnr": _mean([r["psnr"] for r in rows]),
                 "ssim": _mean([r["ssim"] for r in rows]),
