@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,21 @@ def _is_stdlib(top: str) -> bool:
     import sys
 
     return top in sys.stdlib_module_names
+
+
+@pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_tree_passes_ruff(args: list[str]) -> None:
+    """The lint and format rules hold in CI too, not only on a contributor's machine.
+
+    ruff is pinned to one minor version in the dev extra, since its formatter's style can change
+    between minor versions.
+    """
+    pytest.importorskip("ruff")
+    root = PACKAGE.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "--no-cache", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
