@@ -122,10 +122,14 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert stage6.data.kinds["blur"] > stage5.data.kinds["blur"]
     assert stage6.data.dark_scenes > stage5.data.dark_scenes and stage6.optim.lr == stage5.optim.lr
     assert stage6.data.crop == stage5.data.crop and stage6.seed not in (stage5.seed, stage4.seed)
-    # stages 7 and 8 repeat that move (more blur, darker scenes) and start from the stage before
+    # stages 7 to 9 repeat that move (more blur, darker scenes) and start from the stage before
     seeds = {stage4.seed, stage5.seed, stage6.seed}
     before = stage6
-    for name in ("release_anyir_t_stage7.toml", "release_anyir_t_stage8.toml"):
+    for name in (
+        "release_anyir_t_stage7.toml",
+        "release_anyir_t_stage8.toml",
+        "release_anyir_t_stage9.toml",
+    ):
         stage = load_config(ROOT / "configs" / name)
         assert {k: v for k, v in stage.data.kinds.items() if k != "blur"} == {
             k: v for k, v in before.data.kinds.items() if k != "blur"
