@@ -78,8 +78,6 @@ def test_models_import_only_torch_and_pywavelets() -> None:
 
 
 def _is_stdlib(top: str) -> bool:
-    import sys
-
     return top in sys.stdlib_module_names
 
 

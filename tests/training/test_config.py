@@ -114,18 +114,12 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert stage5.train.batch_size == stage4.train.batch_size == 8
     assert stage3.data.dark_scenes == 0.0 < stage4.data.dark_scenes < stage5.data.dark_scenes
     assert stage5.optim.lr < stage4.optim.lr < stage3.optim.lr
-    stage6 = load_config(ROOT / "configs" / "release_anyir_t_stage6.toml")
-    # stage 6 changes only blur's weight in the mix, darkens more, and keeps stage 5's lr
-    assert {k: v for k, v in stage6.data.kinds.items() if k != "blur"} == {
-        k: v for k, v in stage5.data.kinds.items() if k != "blur"
-    }
-    assert stage6.data.kinds["blur"] > stage5.data.kinds["blur"]
-    assert stage6.data.dark_scenes > stage5.data.dark_scenes and stage6.optim.lr == stage5.optim.lr
-    assert stage6.data.crop == stage5.data.crop and stage6.seed not in (stage5.seed, stage4.seed)
-    # stages 7 to 9 repeat that move (more blur, darker scenes) and start from the stage before
-    seeds = {stage4.seed, stage5.seed, stage6.seed}
-    before = stage6
+    # stages 6 to 9 each change only blur's weight in the mix (raising it), darken more, and
+    # start from the stage before
+    seeds = {stage4.seed, stage5.seed}
+    before = stage5
     for name in (
+        "release_anyir_t_stage6.toml",
         "release_anyir_t_stage7.toml",
         "release_anyir_t_stage8.toml",
         "release_anyir_t_stage9.toml",
@@ -140,6 +134,8 @@ def test_release_stages_extend_the_stage_before() -> None:
         assert stage.seed not in seeds and Path(before.out).name in stage.train.init_from
         seeds.add(stage.seed)
         before = stage
+    # stage 6 keeps stage 5's lr
+    assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
 
 @pytest.mark.parametrize(
