@@ -64,6 +64,8 @@ class LossConfig:
     l1: float | None = None
     fourier: float | None = None
     ms_ssim: float | None = None
+    #: Weight on minus the per-crop PSNR in dB (not in either paper; 0 in both recipes).
+    psnr: float | None = None
     #: Scale on the model's own auxiliary losses (ClusIR orthogonality, load balance).
     aux: float | None = None
     #: ``torch.fft.rfft2`` normalisation of the Fourier term ("backward" as in AdaIR/MoCE-IR code).
@@ -328,6 +330,7 @@ class Recipe:
     aux: float
     schedule: str
     warmup: float
+    psnr: float = 0.0
 
 
 #: The papers' recipes. AnyIR (App. A.2): L1 + Fourier, Adam 2e-4, cosine decay; the warmup
@@ -357,12 +360,13 @@ def resolve(config: Config, arch: str) -> Recipe:
         aux=base.aux if loss.aux is None else loss.aux,
         schedule=kind,
         warmup=warmup,
+        psnr=base.psnr if loss.psnr is None else loss.psnr,
     )
-    if not (recipe.l1 or recipe.fourier or recipe.ms_ssim):
+    if not (recipe.l1 or recipe.fourier or recipe.ms_ssim or recipe.psnr):
         raise ConfigError(
-            "loss: at least one of l1, fourier and ms_ssim must have a non-zero weight"
+            "loss: at least one of l1, fourier, ms_ssim and psnr must have a non-zero weight"
         )
-    if min(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.aux) < 0:
+    if min(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.psnr, recipe.aux) < 0:
         raise ConfigError("loss weights must be >= 0")
     return recipe
 

@@ -66,7 +66,12 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     progress = state["progress"]
     loss = " + ".join(
         f"{w:g}*{name}"
-        for name, w in (("l1", recipe.l1), ("fourier", recipe.fourier), ("ms_ssim", recipe.ms_ssim))
+        for name, w in (
+            ("l1", recipe.l1),
+            ("fourier", recipe.fourier),
+            ("ms_ssim", recipe.ms_ssim),
+            ("psnr", recipe.psnr),
+        )
         if w
     )
     if recipe.aux:

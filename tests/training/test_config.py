@@ -9,6 +9,7 @@ import torch
 from trainkit import ROOT
 
 from anyrestore.errors import ConfigError
+from anyrestore.metrics import psnr
 from anyrestore.models import list_models
 from anyrestore.training.config import RECIPES, Config, load_config, resolve, validate
 from anyrestore.training.losses import RestorationLoss, fourier_l1
@@ -219,6 +220,11 @@ def test_recipe_defaults_follow_the_architecture() -> None:
     config.loss.l1, config.loss.fourier = 0.0, 0.0
     with pytest.raises(ConfigError, match="non-zero"):
         resolve(config, "anyir")
+    config.loss.psnr = 0.01  # the PSNR term alone is a valid objective
+    assert resolve(config, "anyir").psnr == 0.01
+    config.loss.psnr = -0.01
+    with pytest.raises(ConfigError, match=">= 0"):
+        resolve(config, "anyir")
 
 
 def test_losses() -> None:
@@ -234,3 +240,20 @@ def test_losses() -> None:
     assert set(parts) == {"l1", "fourier", "ms_ssim", "aux_balance"}
     total.backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_psnr_term_is_minus_the_mean_crop_psnr_and_keeps_near_right_crops_in_play() -> None:
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 32, 32) * 0.8 + 0.1
+    error = torch.randn_like(target) * torch.tensor([0.01, 0.1]).view(2, 1, 1, 1)
+    pred = (target + error).requires_grad_()
+    total, parts = RestorationLoss(l1=0.0, psnr=1.0)(pred, target)
+    assert set(parts) == {"psnr"}
+    assert torch.allclose(total, -psnr(pred.detach(), target).mean(), atol=1e-4)
+    total.backward()
+    assert pred.grad is not None
+    near, far = pred.grad[0].abs().mean(), pred.grad[1].abs().mean()
+    assert near > 5 * far  # the crop 10x closer pulls ~10x harder per pixel ...
+    pred.grad = None
+    RestorationLoss(l1=1.0)(pred, target)[0].backward()
+    assert torch.allclose(pred.grad[0].abs().mean(), pred.grad[1].abs().mean())  # ... L1: equal
