@@ -15,10 +15,10 @@ from anyrestore.training.config import RECIPES, Config, load_config, resolve, va
 from anyrestore.training.losses import RestorationLoss, fourier_l1
 from anyrestore.training.optim import build_optimizer, build_scheduler
 
-CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_shipped_configs_are_valid(path: Path) -> None:
     config = load_config(path)
     assert config.model in list_models()
@@ -34,8 +34,9 @@ def _toml(text: str) -> dict:
 
 
 def test_paper_recipes_match_the_papers() -> None:
-    anyir = {p.name: load_config(p) for p in CONFIGS if p.name.startswith("anyir_")}
-    clusir = {p.name: load_config(p) for p in CONFIGS if p.name.startswith("clusir_")}
+    top = [p for p in CONFIGS if p.parent.name == "configs"]  # not configs/experiments/
+    anyir = {p.name: load_config(p) for p in top if p.name.startswith("anyir_")}
+    clusir = {p.name: load_config(p) for p in top if p.name.startswith("clusir_")}
     assert set(anyir) == {"anyir_three.toml", "anyir_five.toml", "anyir_cdd11.toml"}
     assert set(clusir) == {"clusir_three.toml", "clusir_five.toml", "clusir_cdd11.toml"}
     # AnyIR App. A.2 / A.1: batch 32, 128 crops, Adam 2e-4 (0.9, 0.999), 120/130/150 epochs.
@@ -135,6 +136,10 @@ def test_release_stages_extend_the_stage_before() -> None:
         assert stage.seed not in seeds and Path(before.out).name in stage.train.init_from
         seeds.add(stage.seed)
         before = stage
+    # the unshipped PSNR-loss experiment continues stage 9 the same way, adding only the term
+    exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage10_psnr.toml")
+    assert resolve(exp, "anyir").psnr == 0.02 and resolve(before, "anyir").psnr == 0.0
+    assert Path(before.out).name in exp.train.init_from and exp.seed not in seeds
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
