@@ -332,6 +332,10 @@ class Recipe:
     warmup: float
     psnr: float = 0.0
 
+    def terms(self) -> dict[str, float]:
+        """The weights of the summed loss terms, by ``RestorationLoss`` keyword, in log order."""
+        return {"l1": self.l1, "fourier": self.fourier, "ms_ssim": self.ms_ssim, "psnr": self.psnr}
+
 
 #: The papers' recipes. AnyIR (App. A.2): L1 + Fourier, Adam 2e-4, cosine decay; the warmup
 #: (10% of the run) follows the PromptIR code AnyIR builds on. ClusIR (Sec. 4.1): L1 + MS-SSIM,
@@ -362,11 +366,10 @@ def resolve(config: Config, arch: str) -> Recipe:
         warmup=warmup,
         psnr=base.psnr if loss.psnr is None else loss.psnr,
     )
-    if not (recipe.l1 or recipe.fourier or recipe.ms_ssim or recipe.psnr):
-        raise ConfigError(
-            "loss: at least one of l1, fourier, ms_ssim and psnr must have a non-zero weight"
-        )
-    if min(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.psnr, recipe.aux) < 0:
+    terms = recipe.terms()
+    if not any(terms.values()):
+        raise ConfigError(f"loss: at least one of {', '.join(terms)} must have a non-zero weight")
+    if min(*terms.values(), recipe.aux) < 0:
         raise ConfigError("loss weights must be >= 0")
     return recipe
 

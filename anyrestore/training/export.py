@@ -64,16 +64,7 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     config = load_config(None, base=_toml(state["config_toml"]))
     recipe = resolve(config, state["arch"])
     progress = state["progress"]
-    loss = " + ".join(
-        f"{w:g}*{name}"
-        for name, w in (
-            ("l1", recipe.l1),
-            ("fourier", recipe.fourier),
-            ("ms_ssim", recipe.ms_ssim),
-            ("psnr", recipe.psnr),
-        )
-        if w
-    )
+    loss = " + ".join(f"{w:g}*{name}" for name, w in recipe.terms().items() if w)
     if recipe.aux:
         loss += " + model aux"
     facts: dict[str, Any] = {

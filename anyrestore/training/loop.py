@@ -146,12 +146,7 @@ def _run(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     ema = EMA(model, config.train.ema_decay) if config.train.ema_decay > 0 else None
     criterion = RestorationLoss(
-        recipe.l1,
-        recipe.fourier,
-        recipe.ms_ssim,
-        recipe.aux,
-        config.loss.fourier_norm,
-        psnr=recipe.psnr,
+        **recipe.terms(), aux=recipe.aux, fourier_norm=config.loss.fourier_norm
     )
     run = Progress()
 
