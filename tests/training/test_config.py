@@ -140,6 +140,16 @@ def test_release_stages_extend_the_stage_before() -> None:
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage10_psnr.toml")
     assert resolve(exp, "anyir").psnr == 0.02 and resolve(before, "anyir").psnr == 0.0
     assert Path(before.out).name in exp.train.init_from and exp.seed not in seeds
+    seeds.add(exp.seed)
+    # stage 10 keeps stage 9's mix, darkening and loss, on crops of twice the side: half as
+    # many per step, so a step sees twice the pixels
+    stage10 = load_config(ROOT / "configs" / "release_anyir_t_stage10.toml")
+    assert stage10.data.kinds == before.data.kinds
+    assert stage10.data.dark_scenes == before.data.dark_scenes
+    assert resolve(stage10, "anyir") == resolve(before, "anyir")
+    assert stage10.data.crop == 2 * before.data.crop == 128
+    assert stage10.train.batch_size * stage10.data.crop**2 == 2 * 8 * before.data.crop**2
+    assert Path(before.out).name in stage10.train.init_from and stage10.seed not in seeds
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
