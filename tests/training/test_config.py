@@ -148,7 +148,10 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert stage10.data.dark_scenes == before.data.dark_scenes
     assert resolve(stage10, "anyir") == resolve(before, "anyir")
     assert stage10.data.crop == 2 * before.data.crop == 128
-    assert stage10.train.batch_size * stage10.data.crop**2 == 2 * 8 * before.data.crop**2
+    assert (
+        stage10.train.batch_size * stage10.data.crop**2
+        == 2 * before.train.batch_size * before.data.crop**2
+    )
     assert Path(before.out).name in stage10.train.init_from and stage10.seed not in seeds
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
