@@ -183,6 +183,22 @@ def test_dark_scenes_darken_targets_of_other_kinds_but_never_low_light(tmp_path:
     assert dark["low_light"] and all(m == pytest.approx(grey, abs=1e-6) for m in dark["low_light"])
 
 
+def test_clean_kind_trains_on_identity_pairs_darkened_like_the_rest(tmp_path: Path) -> None:
+    for i in range(4):
+        write(tmp_path / f"grey{i}.png", size=(32, 32), value=200)
+    common = {"split": "train", "crop": 16, "val_fraction": 0.0}
+    ds = build_dataset("synthetic", tmp_path, kinds={"clean": 1.0, "blur": 1.0}, **common)
+    torch.manual_seed(0)
+    items = [ds[i % len(ds)] for i in range(24)]
+    clean = [it for it in items if it["kind"] == "clean"]
+    assert clean and len(clean) < len(items)  # drawn from the mix like any kind
+    assert all(torch.equal(it["lq"], it["gt"]) for it in clean)
+    dark = build_dataset("synthetic", tmp_path, kinds=["clean"], dark_scenes=1.0, **common)
+    item = dark[0]  # the input is the darkened target, saved to 8 bits like every input
+    assert float(item["gt"].mean()) < 0.8 * 200 / 255
+    assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
+
+
 def test_dark_scenes_are_training_only_and_validated(tmp_path: Path) -> None:
     for i in range(4):
         write(tmp_path / f"grey{i}.png", size=(32, 32), value=200)

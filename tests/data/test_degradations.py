@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from anyrestore.data.degradations import (
     CDD11,
+    CLEAN,
     SINGLE_KINDS,
     canonical_kind,
     degrade,
@@ -173,6 +174,19 @@ def test_parse_kind_orders_composites_physically() -> None:
     assert parse_kind("L+H+S") == ("haze", "snow", "low_light")
     assert parse_kind(["low_light", "H"]) == ("haze", "low_light")
     assert canonical_kind("L+H") == canonical_kind("haze+low_light") == "haze+low_light"
+
+
+def test_clean_kind_is_the_photo_itself_alone_and_training_only() -> None:
+    x = photo(b=3)
+    assert parse_kind(CLEAN) == parse_kind([CLEAN]) == (CLEAN,)
+    assert torch.equal(degrade(x, CLEAN, seed=0), x)
+    y = degrade_batch(x, [CLEAN, "noise_50", CLEAN], seed=0)
+    assert torch.equal(y[0], x[0]) and torch.equal(y[2], x[2]) and not torch.equal(y[1], x[1])
+    for combo in ("clean+blur", "H+clean"):
+        with pytest.raises(ValueError, match="cannot be combined"):
+            parse_kind(combo)
+    # not a degradation a benchmark or `list_kinds` offers
+    assert CLEAN not in list_kinds() and CLEAN not in SINGLE_KINDS
 
 
 def test_cdd11_labels_in_table_order_and_consistent() -> None:

@@ -18,6 +18,7 @@ from anyrestore.data.degradations.blur import motion_blur
 from anyrestore.data.degradations.jpeg import jpeg
 from anyrestore.data.degradations.kinds import (
     CDD11,
+    CLEAN,
     PHYSICAL_ORDER,
     SINGLE_KINDS,
     canonical_kind,
@@ -30,6 +31,7 @@ from anyrestore.data.degradations.weather import haze, rain, snow
 
 __all__ = [
     "SINGLE_KINDS",
+    "CLEAN",
     "CDD11",
     "PHYSICAL_ORDER",
     "degrade",
@@ -49,6 +51,7 @@ _APPLY: dict[str, Callable[[Tensor, Draw], Tensor]] = {
     "low_light": low_light,
     "snow": snow,
     "jpeg": jpeg,
+    CLEAN: lambda x, draw: x,  # the identity pair: "leave an undamaged photo alone"
 }
 
 

@@ -16,6 +16,11 @@ SINGLE_KINDS: tuple[str, ...] = (
     "jpeg",
 )
 
+#: Not a degradation: the photo as it is. A training kind only (``[data.kinds] clean = w``): a
+#: model that never sees an undamaged input learns that every input needs changing, and darkens
+#: or re-tones clean and merely blurred photos. Not in ``list_kinds``; it cannot be combined.
+CLEAN = "clean"
+
 # CDD-11 (OneRestore, ECCV 2024) in the papers' table order: label -> composite.
 CDD11: dict[str, str] = {
     "L": "low_light",
@@ -69,8 +74,8 @@ def parse_kind(kind: str | Iterable[str]) -> tuple[str, ...]:
     """The single kinds making up ``kind``, deduplicated into the order they are applied.
 
     ``kind`` is a single name, a "+"-joined composite in any order, a CDD-11 label, or a
-    sequence of those. Raises ValueError naming the known kinds for anything else, for a kind
-    named twice and for two noise levels at once.
+    sequence of those; ``CLEAN`` alone gives ``("clean",)``. Raises ValueError naming the known
+    kinds for anything else, for a kind named twice and for two noise levels at once.
     """
     if isinstance(kind, str):
         text = kind
@@ -78,10 +83,14 @@ def parse_kind(kind: str | Iterable[str]) -> tuple[str, ...]:
     else:
         tokens = [t for part in kind for t in str(part).split("+")]
         text = "+".join(tokens)
+    if [t.strip() for t in tokens] == [CLEAN]:
+        return (CLEAN,)
     names: list[str] = []
     for raw in tokens:
         token = raw.strip()
         name = _LETTERS.get(token, token)
+        if name == CLEAN:
+            raise ValueError(f"{CLEAN!r} (no degradation) cannot be combined, in {text!r}")
         if name not in SINGLE_KINDS:
             raise _unknown(token, text)
         if name in names:
