@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from anyrestore.data.degradations import CLEAN
 from anyrestore.errors import ConfigError, WeightsError
 from anyrestore.models.registry import build_model
 from anyrestore.training.config import load_config, resolve
@@ -52,7 +53,8 @@ def export_checkpoint(
         dtype=DTYPES[dtype],
         extra={
             "model": state["model_name"],
-            "trained_for": facts["kinds"],
+            # what it restores: identity pairs (`clean`) are in facts["kinds"], not here
+            "trained_for": [k for k in facts["kinds"] if k != CLEAN],
             "training": facts,
         },
     )
