@@ -153,6 +153,15 @@ def test_release_stages_extend_the_stage_before() -> None:
         == 2 * before.train.batch_size * before.data.crop**2
     )
     assert Path(before.out).name in stage10.train.init_from and stage10.seed not in seeds
+    seeds.add(stage10.seed)
+    # stage 11 adds identity pairs (`clean`) to stage 10's mix and keeps everything else
+    stage11 = load_config(ROOT / "configs" / "release_anyir_t_stage11.toml")
+    assert "clean" not in stage10.data.kinds and stage11.data.kinds["clean"] > 0
+    assert {k: v for k, v in stage11.data.kinds.items() if k != "clean"} == stage10.data.kinds
+    assert stage11.data.dark_scenes == stage10.data.dark_scenes
+    assert resolve(stage11, "anyir") == resolve(stage10, "anyir")
+    assert (stage11.data.crop, stage11.train.batch_size) == (128, stage10.train.batch_size)
+    assert Path(stage10.out).name in stage11.train.init_from and stage11.seed not in seeds
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
