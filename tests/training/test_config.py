@@ -162,6 +162,24 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert resolve(stage11, "anyir") == resolve(stage10, "anyir")
     assert (stage11.data.crop, stage11.train.batch_size) == (128, stage10.train.batch_size)
     assert Path(stage10.out).name in stage11.train.init_from and stage11.seed not in seeds
+    seeds.add(stage11.seed)
+    # stage 12 only raises the weight of the identity pairs and starts from stage 11
+    stage12 = load_config(ROOT / "configs" / "release_anyir_t_stage12.toml")
+    assert stage12.data.kinds["clean"] > stage11.data.kinds["clean"]
+    assert {k: v for k, v in stage12.data.kinds.items() if k != "clean"} == {
+        k: v for k, v in stage11.data.kinds.items() if k != "clean"
+    }
+    assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
+    assert Path(stage11.out).name in stage12.train.init_from and stage12.seed not in seeds
+    seeds.add(stage12.seed)
+    # the unshipped stage-13 experiment continues stage 12 the same way, with more identity pairs
+    exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_clean6.toml")
+    assert exp.data.kinds["clean"] > stage12.data.kinds["clean"]
+    assert {k: v for k, v in exp.data.kinds.items() if k != "clean"} == {
+        k: v for k, v in stage12.data.kinds.items() if k != "clean"
+    }
+    assert resolve(exp, "anyir") == resolve(stage12, "anyir")
+    assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
