@@ -172,7 +172,13 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
     assert Path(stage11.out).name in stage12.train.init_from and stage12.seed not in seeds
     seeds.add(stage12.seed)
-    # the unshipped stage-13 experiment continues stage 12 the same way, with more identity pairs
+    # the unshipped stage-13 experiments continue stage 12: one with more identity pairs, one
+    # with the per-crop PSNR term and stage 12's mix
+    exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_psnr.toml")
+    assert exp.data.kinds == stage12.data.kinds
+    assert resolve(stage12, "anyir").psnr == 0 and resolve(exp, "anyir").psnr > 0
+    assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
+    seeds.add(exp.seed)
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_clean6.toml")
     assert exp.data.kinds["clean"] > stage12.data.kinds["clean"]
     assert {k: v for k, v in exp.data.kinds.items() if k != "clean"} == {
