@@ -102,6 +102,11 @@ def test_extends_merges_a_parent_recipe_key_by_key(tmp_path: Path) -> None:
     assert "extends" not in config.to_toml()
 
 
+def _damage_mix(config: Config) -> dict[str, float]:
+    """The recipe's degradation weights without the identity pairs (`clean`)."""
+    return {k: v for k, v in config.data.kinds.items() if k != "clean"}
+
+
 def test_release_stages_extend_the_stage_before() -> None:
     stage1 = load_config(ROOT / "configs" / "release_anyir_t.toml")
     stage3 = load_config(ROOT / "configs" / "release_anyir_t_stage3.toml")
@@ -157,7 +162,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     # stage 11 adds identity pairs (`clean`) to stage 10's mix and keeps everything else
     stage11 = load_config(ROOT / "configs" / "release_anyir_t_stage11.toml")
     assert "clean" not in stage10.data.kinds and stage11.data.kinds["clean"] > 0
-    assert {k: v for k, v in stage11.data.kinds.items() if k != "clean"} == stage10.data.kinds
+    assert _damage_mix(stage11) == stage10.data.kinds
     assert stage11.data.dark_scenes == stage10.data.dark_scenes
     assert resolve(stage11, "anyir") == resolve(stage10, "anyir")
     assert (stage11.data.crop, stage11.train.batch_size) == (128, stage10.train.batch_size)
@@ -166,9 +171,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     # stage 12 only raises the weight of the identity pairs and starts from stage 11
     stage12 = load_config(ROOT / "configs" / "release_anyir_t_stage12.toml")
     assert stage12.data.kinds["clean"] > stage11.data.kinds["clean"]
-    assert {k: v for k, v in stage12.data.kinds.items() if k != "clean"} == {
-        k: v for k, v in stage11.data.kinds.items() if k != "clean"
-    }
+    assert _damage_mix(stage12) == _damage_mix(stage11)
     assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
     assert Path(stage11.out).name in stage12.train.init_from and stage12.seed not in seeds
     seeds.add(stage12.seed)
@@ -181,9 +184,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     seeds.add(exp.seed)
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_clean6.toml")
     assert exp.data.kinds["clean"] > stage12.data.kinds["clean"]
-    assert {k: v for k, v in exp.data.kinds.items() if k != "clean"} == {
-        k: v for k, v in stage12.data.kinds.items() if k != "clean"
-    }
+    assert _damage_mix(exp) == _damage_mix(stage12)
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
     assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
     # stage 6 keeps stage 5's lr

@@ -41,7 +41,6 @@ def test_default_restores_noise_low_light_and_haze(restore, name: str) -> None:
 def test_default_leaves_a_clean_photo_nearly_alone(restore, name: str) -> None:
     clean = load_photo(SAMPLES / name, 256).unsqueeze(0)
     out = restore(clean)
-    assert (
-        float(psnr(out, clean)) > 30.0
-    )  # stage 10, never shown a clean input, gave coffee 28.9 dB
+    # stage 10, never shown a clean input, gave coffee 28.9 dB
+    assert float(psnr(out, clean)) > 30.0
     assert (out.mean() - clean.mean()).abs() < 0.02  # no overall darkening or brightening
