@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from anyrestore.data.degradations import SINGLE_KINDS, degrade, parse_kind
+from anyrestore.data.degradations import SINGLE_KINDS, add_mist, degrade, parse_kind
 from anyrestore.data.imagefiles import load_image
 from anyrestore.data.layouts import (
     EXPANSION_RATIOS,
@@ -105,6 +105,7 @@ class RestorationDataset(Dataset):
         quantize: bool = True,
         degrade_in_loop: bool = False,
         dark_scenes: float = 0.0,
+        misty_scenes: float = 0.0,
     ) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
@@ -112,6 +113,8 @@ class RestorationDataset(Dataset):
             raise ValueError(f"crop must be positive, got {crop}")
         if not 0.0 <= dark_scenes <= 1.0:
             raise ValueError(f"dark_scenes is a probability in [0, 1], got {dark_scenes}")
+        if not 0.0 <= misty_scenes <= 1.0:
+            raise ValueError(f"misty_scenes is a probability in [0, 1], got {misty_scenes}")
         self.samples = list(samples)
         self.mode = mode
         self.crop = crop
@@ -120,6 +123,7 @@ class RestorationDataset(Dataset):
         self.quantize = quantize
         self.degrade_in_loop = degrade_in_loop
         self.dark_scenes = dark_scenes if mode == "train" else 0.0
+        self.misty_scenes = misty_scenes if mode == "train" else 0.0
         if any(s.kind is None for s in self.samples) and not mix:
             raise ValueError("samples without a kind need a mix of kinds to draw from")
         self.mix_kinds = list(mix) if mix else []
@@ -191,7 +195,7 @@ class RestorationDataset(Dataset):
         if lq is not None:
             lq, gt = pair[:3].contiguous(), pair[3:].contiguous()
         else:
-            gt = self._maybe_darken(pair.contiguous(), kind, g)
+            gt = self._maybe_mist(self._maybe_darken(pair.contiguous(), kind, g), kind, g)
             if self.degrade_in_loop:
                 lq = gt
             else:
@@ -217,6 +221,21 @@ class RestorationDataset(Dataset):
             return gt
         lo, hi = DARK_SCENE_SCALE
         return gt * (lo + (hi - lo) * t)
+
+    def _maybe_mist(self, gt: Tensor, kind: str, g: torch.Generator) -> Tensor:
+        """With probability ``misty_scenes``, veil the clean crop (the target too) in a light mist.
+
+        Without it the only veiled inputs a model sees are synthetic haze, and it "dehazes" misty
+        photos under every other kind (a misty forest came back a third darker). Kinds with haze
+        are left alone: their target must stay haze-free. Nothing is drawn when it is off, so
+        recipes without it train exactly as before.
+        """
+        if self.misty_scenes <= 0.0:
+            return gt
+        u = float(torch.rand(1, generator=g))
+        if u >= self.misty_scenes or "haze" in parse_kind(kind):
+            return gt
+        return add_mist(gt, generator=g)
 
 
 def _normalise_mix(kinds: Kinds) -> dict[str, float]:
@@ -271,6 +290,7 @@ def build_dataset(
     quantize: bool = True,
     degrade_in_loop: bool = False,
     dark_scenes: float = 0.0,
+    misty_scenes: float = 0.0,
 ) -> RestorationDataset:
     """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
 
@@ -282,7 +302,8 @@ def build_dataset(
     "test" gives whole images: the layout's test folders, or every image for "paired" and
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
-    (target included). Raises DataError when ``root`` does not have the layout's folder tree.
+    (target included); ``misty_scenes``: the probability that one of a kind without haze is
+    veiled in a light mist (target included). Raises DataError when ``root`` does not have the layout's folder tree.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -294,6 +315,8 @@ def build_dataset(
     if dark_scenes and layout != "synthetic":
         # a real degraded/clean pair cannot be darkened consistently
         raise ValueError("dark_scenes needs the synthetic layout (clean photos only)")
+    if misty_scenes and layout != "synthetic":
+        raise ValueError("misty_scenes needs the synthetic layout (clean photos only)")
     if isinstance(kinds, str):
         kinds = [kinds]
     root = Path(root)
@@ -344,7 +367,8 @@ def build_dataset(
         flips=flips,
         quantize=quantize,
         degrade_in_loop=degrade_in_loop and split == "train",
-        dark_scenes=dark_scenes,  # RestorationDataset applies it to training items only
+        dark_scenes=dark_scenes,  # RestorationDataset applies both to training items only
+        misty_scenes=misty_scenes,
     )
 
 

@@ -51,6 +51,9 @@ class DataConfig:
     #: "synthetic": probability that a training crop of a kind without low light is first
     #: darkened (target too), so dark photos are not taken for under-exposed ones (0 = off).
     dark_scenes: float = 0.0
+    #: "synthetic": probability that a training crop of a kind without haze is veiled in a light
+    #: mist (target too), so misty photos are not taken for hazy ones (0 = off).
+    misty_scenes: float = 0.0
     #: Extra keyword arguments for ``anyrestore.data.build_dataset``.
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -391,6 +394,8 @@ def validate(config: Config) -> None:
         (0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
         (d.val_items >= 0, "data.val_items must be >= 0"),
         (d.workers >= 0, "data.workers must be >= 0"),
+        (0.0 <= d.dark_scenes <= 1.0, "data.dark_scenes must be a probability in [0, 1]"),
+        (0.0 <= d.misty_scenes <= 1.0, "data.misty_scenes must be a probability in [0, 1]"),
         (
             isinstance(d.expansion, bool) or all(v >= 1 for v in d.expansion.values()),
             "data.expansion ratios must be >= 1",

@@ -218,6 +218,37 @@ def test_dark_scenes_are_training_only_and_validated(tmp_path: Path) -> None:
         build_dataset("paired", tmp_path, dark_scenes=0.5)
 
 
+def test_misty_scenes_veil_targets_of_kinds_without_haze(tmp_path: Path) -> None:
+    # flat dark photos (a forest at dusk): any mist lifts them towards its light (>= 0.3)
+    for i in range(4):
+        write(tmp_path / f"dark{i}.png", size=(32, 32), value=40)
+    kinds = {"blur": 1.0, "clean": 1.0, "haze": 1.0, "L+H": 1.0}
+    common = {"split": "train", "crop": 16, "val_fraction": 0.0, "kinds": kinds}
+    dark = 40 / 255
+    misty = _clean_crop_means(build_dataset("synthetic", tmp_path, misty_scenes=1.0, **common), 120)
+    for kind in ("blur", "clean"):  # veiled, by varying amounts
+        assert misty[kind] and all(m > dark + 0.01 for m in misty[kind])
+        assert len({round(m, 3) for m in misty[kind]}) > 3
+    for kind in ("haze", "L+H"):  # the target of a dehazing kind stays haze-free
+        assert misty[kind] and all(m == pytest.approx(dark, abs=1e-6) for m in misty[kind])
+    half = _clean_crop_means(build_dataset("synthetic", tmp_path, misty_scenes=0.5, **common), 120)
+    share = sum(m > dark + 0.01 for m in half["blur"]) / len(half["blur"])
+    assert 0.2 < share < 0.8
+    # an identity pair stays one: the input is the misty target itself
+    ds = build_dataset("synthetic", tmp_path, misty_scenes=1.0, **{**common, "kinds": ["clean"]})
+    item = ds[0]
+    assert float(item["gt"].mean()) > dark + 0.01
+    assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
+    val = build_dataset(
+        "synthetic", tmp_path, **{**common, "split": "val", "val_fraction": 0.5}, misty_scenes=1.0
+    )
+    assert all(float(val[i]["gt"].mean()) == pytest.approx(dark) for i in range(len(val)))
+    with pytest.raises(ValueError, match="probability"):
+        build_dataset("synthetic", tmp_path, misty_scenes=1.5)
+    with pytest.raises(ValueError, match="synthetic"):
+        build_dataset("paired", tmp_path, misty_scenes=0.5)
+
+
 def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path: Path) -> None:
     make_photos(tmp_path, 3)
     first = list(iter_test_pairs("synthetic", tmp_path, kinds=["noise_25", "blur"]))

@@ -12,6 +12,7 @@ from anyrestore.data.degradations import (
     CDD11,
     CLEAN,
     SINGLE_KINDS,
+    add_mist,
     canonical_kind,
     degrade,
     degrade_batch,
@@ -103,6 +104,38 @@ def test_haze_is_thicker_far_away_at_the_top() -> None:
     x = torch.zeros(8, 3, 64, 64)  # a black scene shows the airlight A (1 - t) directly
     y = degrade(x, "haze", seed=0)
     assert float(y[..., :16, :].mean()) > float(y[..., -16:, :].mean())
+
+
+def _transmission(kind: str, seed: int) -> torch.Tensor:
+    """Per-pixel share of the scene light that gets through: the veil over a white scene minus
+    the veil over a black one, same draw (the light is mixed in linearly)."""
+    white, black = torch.ones(3, 48, 48), torch.zeros(3, 48, 48)
+    if kind == "mist":
+
+        def veil(x: torch.Tensor) -> torch.Tensor:
+            return add_mist(x, generator=torch.Generator().manual_seed(seed))
+    else:
+
+        def veil(x: torch.Tensor) -> torch.Tensor:
+            return degrade(x, kind, seed=seed)
+
+    return (veil(white) - veil(black)).mean(0)
+
+
+def test_mist_is_always_lighter_than_haze_and_not_a_kind() -> None:
+    # The training veil that stays in the target must never be as thick as haze the model is
+    # taught to remove, or the two lessons contradict each other.
+    mist = [_transmission("mist", s) for s in range(40)]
+    haze = [_transmission("haze", s) for s in range(40)]
+    thinnest_mist = min(float(t.min()) for t in mist)
+    assert thinnest_mist > max(float(t[:8].mean()) for t in haze)  # haze far away, at the top
+    assert thinnest_mist > 0.55 and max(float(t.max()) for t in mist) < 1.0  # there, but light
+    assert "mist" not in list_kinds()
+    x = photo(b=1)[0]
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(
+        add_mist(x, generator=g), add_mist(x, generator=torch.Generator().manual_seed(3))
+    )
 
 
 def test_low_light_darkens() -> None:

@@ -230,6 +230,8 @@ def test_config_mistakes_are_named(override: str, message: str) -> None:
         ("schedule.kind=linear", "schedule.kind"),
         ("data.layout=flat", "data.layout"),
         ("optim.lr=0", "optim.lr"),
+        ("data.misty_scenes=1.5", "data.misty_scenes must be a probability"),
+        ("data.dark_scenes=-0.1", "data.dark_scenes must be a probability"),
     ],
 )
 def test_invalid_values_are_refused(override: str, message: str) -> None:

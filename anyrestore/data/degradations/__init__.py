@@ -27,7 +27,7 @@ from anyrestore.data.degradations.kinds import (
 )
 from anyrestore.data.degradations.light import low_light
 from anyrestore.data.degradations.noise import gaussian_noise
-from anyrestore.data.degradations.weather import haze, rain, snow
+from anyrestore.data.degradations.weather import haze, mist, rain, snow
 
 __all__ = [
     "SINGLE_KINDS",
@@ -39,6 +39,7 @@ __all__ = [
     "list_kinds",
     "parse_kind",
     "canonical_kind",
+    "add_mist",
 ]
 
 _APPLY: dict[str, Callable[[Tensor, Draw], Tensor]] = {
@@ -91,6 +92,16 @@ def degrade(
         x = _APPLY[name](x, draw).clamp(0, 1)
     x = x.to(dtype)
     return x.squeeze(0) if single else x
+
+
+def add_mist(clean: Tensor, *, generator: torch.Generator) -> Tensor:
+    """``clean`` ((3, h, w) in [0, 1]) under a light mist drawn from ``generator``: scene, not damage.
+
+    For training only (``misty_scenes``); see ``weather.mist``.
+    """
+    _check(clean)
+    x = clean.unsqueeze(0).float()
+    return mist(x, Draw(generator, x.device, 1)).clamp(0, 1).to(clean.dtype).squeeze(0)
 
 
 def degrade_batch(

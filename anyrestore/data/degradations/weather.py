@@ -29,21 +29,46 @@ def synthetic_depth(draw: Draw, h: int, w: int) -> Tensor:
     return near + (1 - near) * depth
 
 
-def haze(x: Tensor, draw: Draw) -> Tensor:
+def _scatter(
+    x: Tensor, draw: Draw, beta: tuple[float, float], airlight: tuple[float, float]
+) -> Tensor:
     """I = J t + A (1 - t), t = exp(-beta d), with a synthetic depth d and a greyish airlight A."""
     b, _, h, w = x.shape
     depth = synthetic_depth(draw, h, w)
-    beta = expand(draw.uniform(0.8, 2.2))
-    t = torch.exp(-beta * depth)  # transmission
-    airlight = expand(draw.uniform(0.75, 1.0))
+    t = torch.exp(-expand(draw.uniform(*beta)) * depth)  # transmission
+    light = expand(draw.uniform(*airlight))
     # a slight per-channel tint (skies scatter a little more blue)
     tint = (
         1
         + 0.03 * (draw.rand(b, 3, 1, 1) * 2 - 1)
         + torch.tensor([-0.01, 0.0, 0.015], device=x.device).view(1, 3, 1, 1)
     )
-    a = (airlight * tint).clamp(max=1.0)
+    a = (light * tint).clamp(max=1.0)
     return x * t + a * (1 - t)
+
+
+# Haze to remove: at the far end of the depth range 11-45 % of the scene light gets through.
+HAZE_BETA = (0.8, 2.2)
+HAZE_AIRLIGHT = (0.75, 1.0)
+# Mist that belongs to the scene (``mist``): 61-90 % gets through at the far end, always more
+# than under the lightest haze, and its light may be dim (a forest at dusk).
+MIST_BETA = (0.1, 0.5)
+MIST_AIRLIGHT = (0.3, 1.0)
+
+
+def haze(x: Tensor, draw: Draw) -> Tensor:
+    """Atmospheric scattering dense enough that a restorer should take it away."""
+    return _scatter(x, draw, HAZE_BETA, HAZE_AIRLIGHT)
+
+
+def mist(x: Tensor, draw: Draw) -> Tensor:
+    """A light veil of the same physics, not a degradation: used to make clean training scenes misty.
+
+    Not in the kinds: ``RestorationDataset(misty_scenes=...)`` applies it to a clean crop and its
+    target alike, so a model does not treat every misty photo as hazy (a misty forest was
+    darkened by a third under blur before it saw any).
+    """
+    return _scatter(x, draw, MIST_BETA, MIST_AIRLIGHT)
 
 
 def _sparse_seeds(draw: Draw, h: int, w: int, density: Tensor, lo: float, hi: float) -> Tensor:
