@@ -187,6 +187,21 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert _damage_mix(exp) == _damage_mix(stage12)
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
     assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
+    seeds.add(exp.seed)
+    # ... and one with misty scenes, stage 12's mix, darkening and loss otherwise
+    exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_mist.toml")
+    assert stage12.data.misty_scenes == 0.0 < exp.data.misty_scenes <= 0.5
+    assert exp.data.kinds == stage12.data.kinds
+    assert exp.data.dark_scenes == stage12.data.dark_scenes
+    assert resolve(exp, "anyir") == resolve(stage12, "anyir")
+    assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
+    seeds.add(exp.seed)
+    # the stage-14 experiment continues it with more misty scenes and nothing else but the rate
+    exp14 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage14_mist.toml")
+    assert exp14.data.misty_scenes > exp.data.misty_scenes
+    assert exp14.data.kinds == exp.data.kinds and exp14.data.dark_scenes == exp.data.dark_scenes
+    assert resolve(exp14, "anyir") == resolve(exp, "anyir") and exp14.optim.lr < exp.optim.lr
+    assert Path(exp.out).name in exp14.train.init_from and exp14.seed not in seeds
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
