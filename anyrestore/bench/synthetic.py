@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -69,11 +70,17 @@ def synthetic_pairs(
     *,
     max_side: int | None = DEFAULT_MAX_SIDE,
 ) -> Iterator[Pair]:
-    """Every photo under every kind of degradation, degraded with ``seed_for(photo, kind)``."""
+    """Every photo under every kind of degradation, degraded with ``seed_for(photo, kind)``.
+
+    A pair is named by its photo's stem, or by the whole file name where two photos share a stem
+    (``a.png``, ``a.jpg``), so per-image records and saved images never merge or overwrite.
+    """
     from anyrestore.data.degradations import degrade
 
+    stems = Counter(p.stem for p in photos)
     for path in photos:
         clean = load_photo(path, max_side)
+        name = path.stem if stems[path.stem] == 1 else path.name
         for kind in kinds:
             degraded = degrade(clean.unsqueeze(0), kind, seed=seed_for(path.name, kind))
-            yield Pair(kind, path.stem, degraded[0].clamp(0, 1).float(), clean)
+            yield Pair(kind, name, degraded[0].clamp(0, 1).float(), clean)

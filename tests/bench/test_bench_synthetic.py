@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from anyrestore.bench.candidates import identity_candidate
 from anyrestore.bench.quality import run_quality
@@ -56,6 +57,26 @@ def test_every_kind_is_applied_with_a_fixed_seed(photos: Path) -> None:
         assert not torch.equal(pair.degraded, pair.clean)
     # The seed depends on the photo and the kind, so noise differs between photos.
     assert seed_for("a.png", "noise_25") != seed_for("b.jpg", "noise_25")
+
+
+def test_photos_sharing_a_stem_keep_separate_per_image_records(tmp_path: Path) -> None:
+    rng = torch.Generator().manual_seed(0)
+    for name in ("x.png", "x.jpg", "y.png"):
+        array = (torch.rand(24, 32, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(array).save(tmp_path / name)
+    files = find_photos(tmp_path)
+    tasks = [t for t in SYNTHETIC_TASKS if t.kind == "noise_25"]
+    records = run_quality(
+        [identity_candidate()],
+        tasks,
+        synthetic_pairs(["noise_25"], files),
+        suite="synthetic",
+        per_image=True,
+        save_dir=tmp_path / "saved",
+    )
+    images = sorted(r["image"] for r in records if r.get("image"))
+    assert images == ["x.jpg", "x.png", "y"]  # a unique stem stays short
+    assert len(list((tmp_path / "saved").rglob("*_degraded.png"))) == 3
 
 
 def test_identity_baseline_scores_the_degraded_input(photos: Path) -> None:
