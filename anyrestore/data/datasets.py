@@ -226,7 +226,7 @@ class RestorationDataset(Dataset):
         """With probability ``misty_scenes``, veil the clean crop (the target too) in a light mist.
 
         Without it the only veiled inputs a model sees are synthetic haze, and it "dehazes" misty
-        photos under every other kind (a misty forest came back a third darker). Kinds with haze
+        photos under every other kind (a misty forest came back 15-27 % darker). Kinds with haze
         are left alone: their target must stay haze-free. Nothing is drawn when it is off, so
         recipes without it train exactly as before.
         """
@@ -303,7 +303,8 @@ def build_dataset(
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
-    veiled in a light mist (target included). Raises DataError when ``root`` does not have the layout's folder tree.
+    veiled in a light mist (target included). Raises DataError when ``root`` does not have the
+    layout's folder tree.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
