@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from anyrestore.data.degradations import (
     degrade_batch,
     list_kinds,
     parse_kind,
+    weather,
 )
 from anyrestore.data.degradations._rng import Draw
 from anyrestore.data.degradations.kernels import filter2d, trajectory_kernels
@@ -106,27 +108,19 @@ def test_haze_is_thicker_far_away_at_the_top() -> None:
     assert float(y[..., :16, :].mean()) > float(y[..., -16:, :].mean())
 
 
-def _transmission(kind: str, seed: int) -> torch.Tensor:
+def _transmission(veil: Callable[[torch.Tensor, Draw], torch.Tensor], seed: int) -> torch.Tensor:
     """Per-pixel share of the scene light that gets through: the veil over a white scene minus
     the veil over a black one, same draw (the light is mixed in linearly)."""
-    white, black = torch.ones(3, 48, 48), torch.zeros(3, 48, 48)
-    if kind == "mist":
-
-        def veil(x: torch.Tensor) -> torch.Tensor:
-            return add_mist(x, generator=torch.Generator().manual_seed(seed))
-    else:
-
-        def veil(x: torch.Tensor) -> torch.Tensor:
-            return degrade(x, kind, seed=seed)
-
-    return (veil(white) - veil(black)).mean(0)
+    white, black = torch.ones(1, 3, 48, 48), torch.zeros(1, 3, 48, 48)
+    over = [veil(x, Draw(torch.Generator().manual_seed(seed), x.device, 1)) for x in (white, black)]
+    return (over[0] - over[1])[0].mean(0)
 
 
 def test_mist_is_always_lighter_than_haze_and_not_a_kind() -> None:
     # The training veil that stays in the target must never be as thick as haze the model is
     # taught to remove, or the two lessons contradict each other.
-    mist = [_transmission("mist", s) for s in range(40)]
-    haze = [_transmission("haze", s) for s in range(40)]
+    mist = [_transmission(weather.mist, s) for s in range(40)]
+    haze = [_transmission(weather.haze, s) for s in range(40)]
     thinnest_mist = min(float(t.min()) for t in mist)
     assert thinnest_mist > max(float(t[:8].mean()) for t in haze)  # haze far away, at the top
     assert thinnest_mist > 0.55 and max(float(t.max()) for t in mist) < 1.0  # there, but light

@@ -107,6 +107,12 @@ def _damage_mix(config: Config) -> dict[str, float]:
     return {k: v for k, v in config.data.kinds.items() if k != "clean"}
 
 
+def _continues(stage: Config, before: Config, seeds: set[int]) -> None:
+    """``stage`` starts from ``before``'s exported weights with a seed no earlier stage used."""
+    assert Path(before.out).name in stage.train.init_from and stage.seed not in seeds
+    seeds.add(stage.seed)
+
+
 def test_release_stages_extend_the_stage_before() -> None:
     stage1 = load_config(ROOT / "configs" / "release_anyir_t.toml")
     stage3 = load_config(ROOT / "configs" / "release_anyir_t_stage3.toml")
@@ -138,14 +144,12 @@ def test_release_stages_extend_the_stage_before() -> None:
         assert stage.data.kinds["blur"] > before.data.kinds["blur"]
         assert stage.data.dark_scenes > before.data.dark_scenes
         assert stage.data.crop == before.data.crop and stage.train.batch_size == 8
-        assert stage.seed not in seeds and Path(before.out).name in stage.train.init_from
-        seeds.add(stage.seed)
+        _continues(stage, before, seeds)
         before = stage
     # the unshipped PSNR-loss experiment continues stage 9 the same way, adding only the term
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage10_psnr.toml")
     assert resolve(exp, "anyir").psnr == 0.02 and resolve(before, "anyir").psnr == 0.0
-    assert Path(before.out).name in exp.train.init_from and exp.seed not in seeds
-    seeds.add(exp.seed)
+    _continues(exp, before, seeds)
     # stage 10 keeps stage 9's mix, darkening and loss, on crops of twice the side: half as
     # many per step, so a step sees twice the pixels
     stage10 = load_config(ROOT / "configs" / "release_anyir_t_stage10.toml")
@@ -157,8 +161,7 @@ def test_release_stages_extend_the_stage_before() -> None:
         stage10.train.batch_size * stage10.data.crop**2
         == 2 * before.train.batch_size * before.data.crop**2
     )
-    assert Path(before.out).name in stage10.train.init_from and stage10.seed not in seeds
-    seeds.add(stage10.seed)
+    _continues(stage10, before, seeds)
     # stage 11 adds identity pairs (`clean`) to stage 10's mix and keeps everything else
     stage11 = load_config(ROOT / "configs" / "release_anyir_t_stage11.toml")
     assert "clean" not in stage10.data.kinds and stage11.data.kinds["clean"] > 0
@@ -166,42 +169,37 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert stage11.data.dark_scenes == stage10.data.dark_scenes
     assert resolve(stage11, "anyir") == resolve(stage10, "anyir")
     assert (stage11.data.crop, stage11.train.batch_size) == (128, stage10.train.batch_size)
-    assert Path(stage10.out).name in stage11.train.init_from and stage11.seed not in seeds
-    seeds.add(stage11.seed)
+    _continues(stage11, stage10, seeds)
     # stage 12 only raises the weight of the identity pairs and starts from stage 11
     stage12 = load_config(ROOT / "configs" / "release_anyir_t_stage12.toml")
     assert stage12.data.kinds["clean"] > stage11.data.kinds["clean"]
     assert _damage_mix(stage12) == _damage_mix(stage11)
     assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
-    assert Path(stage11.out).name in stage12.train.init_from and stage12.seed not in seeds
-    seeds.add(stage12.seed)
+    _continues(stage12, stage11, seeds)
     # the unshipped stage-13 experiments continue stage 12: one with more identity pairs, one
     # with the per-crop PSNR term and stage 12's mix
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_psnr.toml")
     assert exp.data.kinds == stage12.data.kinds
     assert resolve(stage12, "anyir").psnr == 0 and resolve(exp, "anyir").psnr > 0
-    assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
-    seeds.add(exp.seed)
+    _continues(exp, stage12, seeds)
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_clean6.toml")
     assert exp.data.kinds["clean"] > stage12.data.kinds["clean"]
     assert _damage_mix(exp) == _damage_mix(stage12)
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
-    assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
-    seeds.add(exp.seed)
+    _continues(exp, stage12, seeds)
     # ... and one with misty scenes, stage 12's mix, darkening and loss otherwise
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_mist.toml")
     assert stage12.data.misty_scenes == 0.0 < exp.data.misty_scenes <= 0.5
     assert exp.data.kinds == stage12.data.kinds
     assert exp.data.dark_scenes == stage12.data.dark_scenes
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
-    assert Path(stage12.out).name in exp.train.init_from and exp.seed not in seeds
-    seeds.add(exp.seed)
+    _continues(exp, stage12, seeds)
     # the stage-14 experiment continues it with more misty scenes and nothing else but the rate
     exp14 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage14_mist.toml")
     assert exp14.data.misty_scenes > exp.data.misty_scenes
     assert exp14.data.kinds == exp.data.kinds and exp14.data.dark_scenes == exp.data.dark_scenes
     assert resolve(exp14, "anyir") == resolve(exp, "anyir") and exp14.optim.lr < exp.optim.lr
-    assert Path(exp.out).name in exp14.train.init_from and exp14.seed not in seeds
+    _continues(exp14, exp, seeds)
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 

@@ -65,8 +65,8 @@ def mist(x: Tensor, draw: Draw) -> Tensor:
     """A light veil of the same physics, not a degradation: used to make clean training scenes misty.
 
     Not in the kinds: ``RestorationDataset(misty_scenes=...)`` applies it to a clean crop and its
-    target alike, so a model does not treat every misty photo as hazy (a misty forest was
-    darkened by a third under blur before it saw any).
+    target alike, so a model does not treat every misty photo as hazy (before it saw any, a
+    misty forest came back 15-27 % darker).
     """
     return _scatter(x, draw, MIST_BETA, MIST_AIRLIGHT)
 
