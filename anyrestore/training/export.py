@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from anyrestore.data.degradations import CLEAN
+from anyrestore.data.degradations import TRAINING_ONLY
 from anyrestore.errors import ConfigError, WeightsError
 from anyrestore.models.registry import build_model
 from anyrestore.training.config import load_config, resolve
@@ -53,8 +53,9 @@ def export_checkpoint(
         dtype=DTYPES[dtype],
         extra={
             "model": state["model_name"],
-            # what it restores: identity pairs (`clean`) are in facts["kinds"], not here
-            "trained_for": [k for k in facts["kinds"] if k != CLEAN],
+            # what it restores: training-only kinds (identity pairs, slight blur) are in
+            # facts["kinds"], not here
+            "trained_for": [k for k in facts["kinds"] if k not in TRAINING_ONLY],
             "training": facts,
         },
     )

@@ -199,6 +199,32 @@ def test_clean_kind_trains_on_identity_pairs_darkened_like_the_rest(tmp_path: Pa
     assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
 
 
+def test_slight_blur_trains_on_short_shakes_of_darkened_scenes(tmp_path: Path) -> None:
+    stripes = np.kron(np.indices((8, 8)).sum(0) % 2, np.ones((4, 4)))  # 4-px checkerboard
+    for i in range(2):
+        Image.fromarray((40 + 160 * stripes).astype(np.uint8)).convert("RGB").save(
+            tmp_path / f"check{i}.png"
+        )
+    ds = build_dataset(
+        "synthetic",
+        tmp_path,
+        split="train",
+        crop=32,
+        val_fraction=0.0,
+        kinds={"slight_blur": 1.0},
+        dark_scenes=1.0,
+    )
+    torch.manual_seed(0)
+    for i in range(4):
+        item = ds[i % len(ds)]
+        assert item["kind"] == "slight_blur"
+        # a dark scene like any kind without low light, then shaken: edges soften, tones stay
+        assert float(item["gt"].mean()) < 0.8 * 120 / 255
+        edges = lambda x: float((x[..., 1:] - x[..., :-1]).abs().mean())  # noqa: E731
+        assert edges(item["lq"]) < 0.9 * edges(item["gt"])
+        assert float(item["lq"].mean()) == pytest.approx(float(item["gt"].mean()), abs=0.02)
+
+
 def test_dark_scenes_are_training_only_and_validated(tmp_path: Path) -> None:
     for i in range(4):
         write(tmp_path / f"grey{i}.png", size=(32, 32), value=200)

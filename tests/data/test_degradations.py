@@ -13,6 +13,7 @@ from anyrestore.data.degradations import (
     CDD11,
     CLEAN,
     SINGLE_KINDS,
+    SLIGHT_BLUR,
     add_mist,
     canonical_kind,
     degrade,
@@ -148,6 +149,22 @@ def test_low_light_noise_depends_on_the_signal() -> None:
 def test_blur_lowers_gradient_energy() -> None:
     x = photo(b=4)
     assert grad_energy(degrade(x, "blur", seed=0)) < 0.7 * grad_energy(x)
+
+
+def test_slight_blur_blurs_each_photo_less_than_blur_and_is_training_only() -> None:
+    x = photo(b=4)
+    # one seed draws the same trajectory shape for both; slight blur's is 2-9 px, blur's 5-21
+    blurred, slight = degrade(x, "blur", seed=3), degrade(x, SLIGHT_BLUR, seed=3)
+    per_image = [grad_energy(t[i : i + 1]) for t in (x, slight, blurred) for i in range(4)]
+    sharp, kept, lost = per_image[:4], per_image[4:8], per_image[8:]
+    for i in range(4):
+        assert lost[i] < kept[i] < 0.97 * sharp[i]
+    assert torch.equal(degrade(x, SLIGHT_BLUR, seed=3), slight)
+    for combo in ("slight_blur+noise_15", "H+slight_blur"):
+        with pytest.raises(ValueError, match="cannot be combined"):
+            parse_kind(combo)
+    # not offered to benchmarks or `anyrestore degrade`; the papers' blur stays as it was
+    assert SLIGHT_BLUR not in list_kinds() and SLIGHT_BLUR not in SINGLE_KINDS
 
 
 def test_rain_adds_sparse_bright_streaks_and_never_darkens() -> None:

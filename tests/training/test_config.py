@@ -200,6 +200,18 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert exp14.data.kinds == exp.data.kinds and exp14.data.dark_scenes == exp.data.dark_scenes
     assert resolve(exp14, "anyir") == resolve(exp, "anyir") and exp14.optim.lr < exp.optim.lr
     _continues(exp14, exp, seeds)
+    # stage 15 adds the training-only slight blur, gives haze and H+R back some weight and has
+    # stage 13's share of misty scenes
+    exp15 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage15_slight.toml")
+    changed = ("slight_blur", "haze", "H+R")
+    assert "slight_blur" not in exp14.data.kinds and exp15.data.kinds["slight_blur"] > 0
+    assert all(exp15.data.kinds[k] > exp14.data.kinds[k] for k in changed[1:])
+    assert {k: v for k, v in exp15.data.kinds.items() if k not in changed} == {
+        k: v for k, v in exp14.data.kinds.items() if k not in changed
+    }
+    assert exp15.data.misty_scenes == exp.data.misty_scenes < exp14.data.misty_scenes
+    assert resolve(exp15, "anyir") == resolve(exp14, "anyir")
+    _continues(exp15, exp14, seeds)
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 

@@ -46,18 +46,20 @@ def test_export_rebuilds_the_model_with_training_facts(smoke_run, tmp_path: Path
     assert 'model = "anyir_t"' in entry and "[weights.training]" in entry
 
 
-def test_identity_pairs_are_a_training_fact_not_a_degradation_restored(
+def test_training_only_kinds_are_training_facts_not_degradations_restored(
     smoke_run, tmp_path: Path
 ) -> None:
     _, result = smoke_run
     state = load_state(result.checkpoint)
-    state["progress"]["kinds"] = [*state["progress"]["kinds"], "clean"]
+    state["progress"]["kinds"] = [*state["progress"]["kinds"], "clean", "slight_blur"]
     torch.save(state, tmp_path / "with_clean.pt")
     path, facts = export_checkpoint(tmp_path / "with_clean.pt", tmp_path / "w.safetensors")
     meta = read_metadata(path)
-    assert "clean" in facts["kinds"] and "clean" in json.loads(meta["training"])["kinds"]
+    for kind in ("clean", "slight_blur"):
+        assert kind in facts["kinds"] and kind in json.loads(meta["training"])["kinds"]
     trained_for = json.loads(meta["trained_for"])
-    assert "clean" not in trained_for and trained_for == [k for k in facts["kinds"] if k != "clean"]
+    assert trained_for == [k for k in facts["kinds"] if k not in ("clean", "slight_blur")]
+    assert "clean" not in trained_for and "slight_blur" not in trained_for
 
 
 def test_export_defaults_to_fp16_and_can_skip_ema(smoke_run, tmp_path: Path) -> None:

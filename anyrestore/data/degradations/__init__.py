@@ -14,13 +14,15 @@ import torch
 from torch import Tensor
 
 from anyrestore.data.degradations._rng import Draw, make_generator
-from anyrestore.data.degradations.blur import motion_blur
+from anyrestore.data.degradations.blur import motion_blur, slight_motion_blur
 from anyrestore.data.degradations.jpeg import jpeg
 from anyrestore.data.degradations.kinds import (
     CDD11,
     CLEAN,
     PHYSICAL_ORDER,
     SINGLE_KINDS,
+    SLIGHT_BLUR,
+    TRAINING_ONLY,
     canonical_kind,
     list_kinds,
     parse_kind,
@@ -32,6 +34,8 @@ from anyrestore.data.degradations.weather import haze, mist, rain, snow
 __all__ = [
     "SINGLE_KINDS",
     "CLEAN",
+    "SLIGHT_BLUR",
+    "TRAINING_ONLY",
     "CDD11",
     "PHYSICAL_ORDER",
     "degrade",
@@ -53,6 +57,7 @@ _APPLY: dict[str, Callable[[Tensor, Draw], Tensor]] = {
     "snow": snow,
     "jpeg": jpeg,
     CLEAN: lambda x, draw: x,  # the identity pair: "leave an undamaged photo alone"
+    SLIGHT_BLUR: slight_motion_blur,
 }
 
 

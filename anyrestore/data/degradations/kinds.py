@@ -21,6 +21,14 @@ SINGLE_KINDS: tuple[str, ...] = (
 #: or re-tones clean and merely blurred photos. Not in ``list_kinds``; it cannot be combined.
 CLEAN = "clean"
 
+#: Camera shake of 2-9 px instead of ``blur``'s 5-21: a training kind only, so a model learns how
+#: little to sharpen a photo that is only slightly blurred. Not in ``list_kinds``: the benchmark
+#: suites and ``anyrestore degrade`` keep the papers' kinds. It cannot be combined either.
+SLIGHT_BLUR = "slight_blur"
+
+#: The kinds that exist for training mixes only; each stands alone.
+TRAINING_ONLY: tuple[str, ...] = (CLEAN, SLIGHT_BLUR)
+
 # CDD-11 (OneRestore, ECCV 2024) in the papers' table order: label -> composite.
 CDD11: dict[str, str] = {
     "L": "low_light",
@@ -74,7 +82,7 @@ def parse_kind(kind: str | Iterable[str]) -> tuple[str, ...]:
     """The single kinds making up ``kind``, deduplicated into the order they are applied.
 
     ``kind`` is a single name, a "+"-joined composite in any order, a CDD-11 label, or a
-    sequence of those; ``CLEAN`` alone gives ``("clean",)``. Raises ValueError naming the known
+    sequence of those; a ``TRAINING_ONLY`` kind alone gives itself. Raises ValueError naming the known
     kinds for anything else, for a kind named twice and for two noise levels at once.
     """
     if isinstance(kind, str):
@@ -83,14 +91,19 @@ def parse_kind(kind: str | Iterable[str]) -> tuple[str, ...]:
     else:
         tokens = [t for part in kind for t in str(part).split("+")]
         text = "+".join(tokens)
-    if [t.strip() for t in tokens] == [CLEAN]:
-        return (CLEAN,)
+    stripped = [t.strip() for t in tokens]
+    if len(stripped) == 1 and stripped[0] in TRAINING_ONLY:
+        return (stripped[0],)
     names: list[str] = []
     for raw in tokens:
         token = raw.strip()
         name = _LETTERS.get(token, token)
         if name == CLEAN:
             raise ValueError(f"{CLEAN!r} (no degradation) cannot be combined, in {text!r}")
+        if name in TRAINING_ONLY:
+            raise ValueError(
+                f"{name!r} is a training kind of its own and cannot be combined, in {text!r}"
+            )
         if name not in SINGLE_KINDS:
             raise _unknown(token, text)
         if name in names:
