@@ -176,8 +176,8 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert _damage_mix(stage12) == _damage_mix(stage11)
     assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
     _continues(stage12, stage11, seeds)
-    # the unshipped stage-13 experiments continue stage 12: one with more identity pairs, one
-    # with the per-crop PSNR term and stage 12's mix
+    # two unshipped stage-13 experiments continue stage 12: one with the per-crop PSNR term and
+    # stage 12's mix, one with more identity pairs
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_psnr.toml")
     assert exp.data.kinds == stage12.data.kinds
     assert resolve(stage12, "anyir").psnr == 0 and resolve(exp, "anyir").psnr > 0
@@ -187,31 +187,37 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert _damage_mix(exp) == _damage_mix(stage12)
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
     _continues(exp, stage12, seeds)
-    # ... and one with misty scenes, stage 12's mix, darkening and loss otherwise
-    exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_mist.toml")
-    assert stage12.data.misty_scenes == 0.0 < exp.data.misty_scenes <= 0.5
-    assert exp.data.kinds == stage12.data.kinds
-    assert exp.data.dark_scenes == stage12.data.dark_scenes
-    assert resolve(exp, "anyir") == resolve(stage12, "anyir")
-    _continues(exp, stage12, seeds)
-    # the stage-14 experiment continues it with more misty scenes and nothing else but the rate
-    exp14 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage14_mist.toml")
-    assert exp14.data.misty_scenes > exp.data.misty_scenes
-    assert exp14.data.kinds == exp.data.kinds and exp14.data.dark_scenes == exp.data.dark_scenes
-    assert resolve(exp14, "anyir") == resolve(exp, "anyir") and exp14.optim.lr < exp.optim.lr
-    _continues(exp14, exp, seeds)
+    # the shipped stage 13 adds misty scenes to stage 12, its mix, darkening and loss otherwise
+    stage13 = load_config(ROOT / "configs" / "release_anyir_t_stage13.toml")
+    assert stage12.data.misty_scenes == 0.0 < stage13.data.misty_scenes <= 0.5
+    assert stage13.data.kinds == stage12.data.kinds
+    assert stage13.data.dark_scenes == stage12.data.dark_scenes
+    assert resolve(stage13, "anyir") == resolve(stage12, "anyir")
+    _continues(stage13, stage12, seeds)
+    # stage 14 continues it with more misty scenes and nothing else but the rate
+    stage14 = load_config(ROOT / "configs" / "release_anyir_t_stage14.toml")
+    assert stage14.data.misty_scenes > stage13.data.misty_scenes
+    assert (
+        stage14.data.kinds == stage13.data.kinds
+        and stage14.data.dark_scenes == stage13.data.dark_scenes
+    )
+    assert (
+        resolve(stage14, "anyir") == resolve(stage13, "anyir")
+        and stage14.optim.lr < stage13.optim.lr
+    )
+    _continues(stage14, stage13, seeds)
     # stage 15 adds the training-only slight blur, gives haze and H+R back some weight and has
     # stage 13's share of misty scenes
-    exp15 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage15_slight.toml")
+    stage15 = load_config(ROOT / "configs" / "release_anyir_t_stage15.toml")
     changed = ("slight_blur", "haze", "H+R")
-    assert "slight_blur" not in exp14.data.kinds and exp15.data.kinds["slight_blur"] > 0
-    assert all(exp15.data.kinds[k] > exp14.data.kinds[k] for k in changed[1:])
-    assert {k: v for k, v in exp15.data.kinds.items() if k not in changed} == {
-        k: v for k, v in exp14.data.kinds.items() if k not in changed
+    assert "slight_blur" not in stage14.data.kinds and stage15.data.kinds["slight_blur"] > 0
+    assert all(stage15.data.kinds[k] > stage14.data.kinds[k] for k in changed[1:])
+    assert {k: v for k, v in stage15.data.kinds.items() if k not in changed} == {
+        k: v for k, v in stage14.data.kinds.items() if k not in changed
     }
-    assert exp15.data.misty_scenes == exp.data.misty_scenes < exp14.data.misty_scenes
-    assert resolve(exp15, "anyir") == resolve(exp14, "anyir")
-    _continues(exp15, exp14, seeds)
+    assert stage15.data.misty_scenes == stage13.data.misty_scenes < stage14.data.misty_scenes
+    assert resolve(stage15, "anyir") == resolve(stage14, "anyir")
+    _continues(stage15, stage14, seeds)
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
