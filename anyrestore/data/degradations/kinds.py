@@ -23,7 +23,7 @@ CLEAN = "clean"
 
 #: Camera shake of 2-9 px instead of ``blur``'s 5-21: a training kind only, so a model learns how
 #: little to sharpen a photo that is only slightly blurred. Not in ``list_kinds``: the benchmark
-#: suites and ``anyrestore degrade`` keep the papers' kinds. It cannot be combined either.
+#: suites keep the papers' kinds. It cannot be combined either.
 SLIGHT_BLUR = "slight_blur"
 
 #: The kinds that exist for training mixes only; each stands alone.
