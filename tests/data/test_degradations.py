@@ -163,7 +163,7 @@ def test_slight_blur_blurs_each_photo_less_than_blur_and_is_training_only() -> N
     for combo in ("slight_blur+noise_15", "H+slight_blur"):
         with pytest.raises(ValueError, match="cannot be combined"):
             parse_kind(combo)
-    # not offered to benchmarks or `anyrestore degrade`; the papers' blur stays as it was
+    # not offered to the benchmark suites, which keep the papers' kinds
     assert SLIGHT_BLUR not in list_kinds() and SLIGHT_BLUR not in SINGLE_KINDS
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from anyrestore.data.degradations._rng import Draw, make_generator
-from anyrestore.data.degradations.blur import motion_blur, slight_motion_blur
+from anyrestore.data.degradations.blur import SLIGHT_BLUR_EXTENT, motion_blur
 from anyrestore.data.degradations.jpeg import jpeg
 from anyrestore.data.degradations.kinds import (
     CDD11,
@@ -57,7 +57,7 @@ _APPLY: dict[str, Callable[[Tensor, Draw], Tensor]] = {
     "snow": snow,
     "jpeg": jpeg,
     CLEAN: lambda x, draw: x,  # the identity pair: "leave an undamaged photo alone"
-    SLIGHT_BLUR: slight_motion_blur,
+    SLIGHT_BLUR: partial(motion_blur, extent=SLIGHT_BLUR_EXTENT),
 }
 
 

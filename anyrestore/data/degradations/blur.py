@@ -24,8 +24,3 @@ def motion_blur(x: Tensor, draw: Draw, extent: tuple[float, float] = BLUR_EXTENT
     size = 2 * math.ceil(float(span.max()) / 2) + 3
     kernels = trajectory_kernels(draw, span, curviness, size)
     return filter2d(x, kernels, padding="reflect")
-
-
-def slight_motion_blur(x: Tensor, draw: Draw) -> Tensor:
-    """``motion_blur`` with trajectories of ``SLIGHT_BLUR_EXTENT`` (2 to 9 pixels)."""
-    return motion_blur(x, draw, SLIGHT_BLUR_EXTENT)

@@ -98,11 +98,9 @@ def parse_kind(kind: str | Iterable[str]) -> tuple[str, ...]:
     for raw in tokens:
         token = raw.strip()
         name = _LETTERS.get(token, token)
-        if name == CLEAN:
-            raise ValueError(f"{CLEAN!r} (no degradation) cannot be combined, in {text!r}")
         if name in TRAINING_ONLY:
             raise ValueError(
-                f"{name!r} is a training kind of its own and cannot be combined, in {text!r}"
+                f"{name!r} is a training-only kind and cannot be combined, in {text!r}"
             )
         if name not in SINGLE_KINDS:
             raise _unknown(token, text)
