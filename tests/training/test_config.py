@@ -222,6 +222,30 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
 
+def test_clusir_release_stages_extend_the_stage_before() -> None:
+    stage1 = load_config(ROOT / "configs" / "release_clusir_t.toml")
+    stage2 = load_config(ROOT / "configs" / "release_clusir_t_stage2.toml")
+    stage3 = load_config(ROOT / "configs" / "release_clusir_t_stage3.toml")
+    seeds = {stage1.seed}
+    _continues(stage2, stage1, seeds)
+    _continues(stage3, stage2, seeds)
+    assert all(
+        c.model == "clusir_t" and resolve(c, "clusir") == resolve(stage1, "clusir")
+        for c in (stage2, stage3)
+    )
+    # stage 2 restarted DAFMM's spectral branches after their fix; stage 3 resets nothing
+    assert stage2.train.init_reset and not stage3.train.init_reset
+    # stage 3: the papers' 128 px crops, identity pairs, and more weight on every kind stage 2
+    # made worse on the held-out photos (blur, noise_15, snow, L+H+S); nothing loses weight
+    assert stage2.data.crop == 96 and stage3.data.crop == 128
+    assert "clean" not in stage2.data.kinds and stage3.data.kinds["clean"] > 0
+    assert all(
+        stage3.data.kinds[k] > stage2.data.kinds[k] for k in ("blur", "noise_15", "snow", "L+H+S")
+    )
+    assert all(stage3.data.kinds[k] >= w for k, w in stage2.data.kinds.items())
+    assert stage3.optim.lr < stage2.optim.lr and stage3.train.batch_size == stage2.train.batch_size
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
