@@ -244,6 +244,19 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     )
     assert all(stage3.data.kinds[k] >= w for k, w in stage2.data.kinds.items())
     assert stage3.optim.lr < stage2.optim.lr and stage3.train.batch_size == stage2.train.batch_size
+    # stage 4 adds anyir_t's dark and misty scenes, and more of the identity pairs, blur, low
+    # light and its haze composites; the rest of the mix, crop, batch and loss stay
+    stage4 = load_config(ROOT / "configs" / "release_clusir_t_stage4.toml")
+    _continues(stage4, stage3, seeds)
+    assert stage3.data.dark_scenes == stage3.data.misty_scenes == 0.0
+    assert 0 < stage4.data.dark_scenes <= 0.75 and 0 < stage4.data.misty_scenes <= 0.5
+    raised = ("clean", "blur", "low_light", "L+H", "L+H+R")
+    assert all(stage4.data.kinds[k] > stage3.data.kinds[k] for k in raised)
+    assert {k: v for k, v in stage4.data.kinds.items() if k not in raised} == {
+        k: v for k, v in stage3.data.kinds.items() if k not in raised
+    }
+    assert (stage4.data.crop, stage4.train.batch_size) == (128, stage3.train.batch_size)
+    assert resolve(stage4, "clusir") == resolve(stage3, "clusir") and not stage4.train.init_reset
 
 
 @pytest.mark.parametrize(
