@@ -257,6 +257,22 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     }
     assert (stage4.data.crop, stage4.train.batch_size) == (128, stage3.train.batch_size)
     assert resolve(stage4, "clusir") == resolve(stage3, "clusir") and not stage4.train.init_reset
+    # stage 5 adds the training-only short shake and more blur, identity pairs and low light
+    stage5 = load_config(ROOT / "configs" / "release_clusir_t_stage5.toml")
+    _continues(stage5, stage4, seeds)
+    raised = ("blur", "clean", "low_light")
+    assert "slight_blur" not in stage4.data.kinds and stage5.data.kinds["slight_blur"] > 0
+    assert all(stage5.data.kinds[k] > stage4.data.kinds[k] for k in raised)
+    assert {k: v for k, v in stage5.data.kinds.items() if k not in (*raised, "slight_blur")} == {
+        k: v for k, v in stage4.data.kinds.items() if k not in raised
+    }
+    assert (stage5.data.dark_scenes, stage5.data.misty_scenes) == (
+        stage4.data.dark_scenes,
+        stage4.data.misty_scenes,
+    )
+    assert (
+        resolve(stage5, "clusir") == resolve(stage4, "clusir") and stage5.optim.lr < stage4.optim.lr
+    )
 
 
 @pytest.mark.parametrize(
