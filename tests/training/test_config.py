@@ -102,9 +102,9 @@ def test_extends_merges_a_parent_recipe_key_by_key(tmp_path: Path) -> None:
     assert "extends" not in config.to_toml()
 
 
-def _damage_mix(config: Config) -> dict[str, float]:
-    """The recipe's degradation weights without the identity pairs (`clean`)."""
-    return {k: v for k, v in config.data.kinds.items() if k != "clean"}
+def _mix_without(config: Config, *names: str) -> dict[str, float]:
+    """The recipe's degradation weights without ``names``: what a stage left as it was."""
+    return {k: v for k, v in config.data.kinds.items() if k not in names}
 
 
 def _continues(stage: Config, before: Config, seeds: set[int]) -> None:
@@ -138,9 +138,7 @@ def test_release_stages_extend_the_stage_before() -> None:
         "release_anyir_t_stage9.toml",
     ):
         stage = load_config(ROOT / "configs" / name)
-        assert {k: v for k, v in stage.data.kinds.items() if k != "blur"} == {
-            k: v for k, v in before.data.kinds.items() if k != "blur"
-        }
+        assert _mix_without(stage, "blur") == _mix_without(before, "blur")
         assert stage.data.kinds["blur"] > before.data.kinds["blur"]
         assert stage.data.dark_scenes > before.data.dark_scenes
         assert stage.data.crop == before.data.crop and stage.train.batch_size == 8
@@ -165,7 +163,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     # stage 11 adds identity pairs (`clean`) to stage 10's mix and keeps everything else
     stage11 = load_config(ROOT / "configs" / "release_anyir_t_stage11.toml")
     assert "clean" not in stage10.data.kinds and stage11.data.kinds["clean"] > 0
-    assert _damage_mix(stage11) == stage10.data.kinds
+    assert _mix_without(stage11, "clean") == stage10.data.kinds
     assert stage11.data.dark_scenes == stage10.data.dark_scenes
     assert resolve(stage11, "anyir") == resolve(stage10, "anyir")
     assert (stage11.data.crop, stage11.train.batch_size) == (128, stage10.train.batch_size)
@@ -173,7 +171,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     # stage 12 only raises the weight of the identity pairs and starts from stage 11
     stage12 = load_config(ROOT / "configs" / "release_anyir_t_stage12.toml")
     assert stage12.data.kinds["clean"] > stage11.data.kinds["clean"]
-    assert _damage_mix(stage12) == _damage_mix(stage11)
+    assert _mix_without(stage12, "clean") == _mix_without(stage11, "clean")
     assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
     _continues(stage12, stage11, seeds)
     # two unshipped stage-13 experiments continue stage 12: one with the per-crop PSNR term and
@@ -184,7 +182,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     _continues(exp, stage12, seeds)
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_clean6.toml")
     assert exp.data.kinds["clean"] > stage12.data.kinds["clean"]
-    assert _damage_mix(exp) == _damage_mix(stage12)
+    assert _mix_without(exp, "clean") == _mix_without(stage12, "clean")
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
     _continues(exp, stage12, seeds)
     # the shipped stage 13 adds misty scenes to stage 12, its mix, darkening and loss otherwise
@@ -212,9 +210,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     changed = ("slight_blur", "haze", "H+R")
     assert "slight_blur" not in stage14.data.kinds and stage15.data.kinds["slight_blur"] > 0
     assert all(stage15.data.kinds[k] > stage14.data.kinds[k] for k in changed[1:])
-    assert {k: v for k, v in stage15.data.kinds.items() if k not in changed} == {
-        k: v for k, v in stage14.data.kinds.items() if k not in changed
-    }
+    assert _mix_without(stage15, *changed) == _mix_without(stage14, *changed)
     assert stage15.data.misty_scenes == stage13.data.misty_scenes < stage14.data.misty_scenes
     assert resolve(stage15, "anyir") == resolve(stage14, "anyir")
     _continues(stage15, stage14, seeds)
@@ -252,9 +248,7 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     assert 0 < stage4.data.dark_scenes <= 0.75 and 0 < stage4.data.misty_scenes <= 0.5
     raised = ("clean", "blur", "low_light", "L+H", "L+H+R")
     assert all(stage4.data.kinds[k] > stage3.data.kinds[k] for k in raised)
-    assert {k: v for k, v in stage4.data.kinds.items() if k not in raised} == {
-        k: v for k, v in stage3.data.kinds.items() if k not in raised
-    }
+    assert _mix_without(stage4, *raised) == _mix_without(stage3, *raised)
     assert (stage4.data.crop, stage4.train.batch_size) == (128, stage3.train.batch_size)
     assert resolve(stage4, "clusir") == resolve(stage3, "clusir") and not stage4.train.init_reset
     # stage 5 adds the training-only short shake and more blur, identity pairs and low light
@@ -263,9 +257,7 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     raised = ("blur", "clean", "low_light")
     assert "slight_blur" not in stage4.data.kinds and stage5.data.kinds["slight_blur"] > 0
     assert all(stage5.data.kinds[k] > stage4.data.kinds[k] for k in raised)
-    assert {k: v for k, v in stage5.data.kinds.items() if k not in (*raised, "slight_blur")} == {
-        k: v for k, v in stage4.data.kinds.items() if k not in raised
-    }
+    assert _mix_without(stage5, *raised, "slight_blur") == _mix_without(stage4, *raised)
     assert (stage5.data.dark_scenes, stage5.data.misty_scenes) == (
         stage4.data.dark_scenes,
         stage4.data.misty_scenes,
