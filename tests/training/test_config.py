@@ -214,6 +214,19 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert stage15.data.misty_scenes == stage13.data.misty_scenes < stage14.data.misty_scenes
     assert resolve(stage15, "anyir") == resolve(stage14, "anyir")
     _continues(stage15, stage14, seeds)
+    # stage 16 blurs half the crops (long and short shakes) and changes nothing else
+    stage16 = load_config(ROOT / "configs" / "release_anyir_t_stage16.toml")
+    raised = ("blur", "slight_blur")
+    assert all(stage16.data.kinds[k] > stage15.data.kinds[k] for k in raised)
+    assert sum(stage16.data.kinds[k] for k in raised) >= sum(stage16.data.kinds.values()) / 2
+    assert _mix_without(stage16, *raised) == _mix_without(stage15, *raised)
+    assert (stage16.data.dark_scenes, stage16.data.misty_scenes) == (
+        stage15.data.dark_scenes,
+        stage15.data.misty_scenes,
+    )
+    assert resolve(stage16, "anyir") == resolve(stage15, "anyir")
+    assert stage16.optim.lr == stage15.optim.lr
+    _continues(stage16, stage15, seeds)
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
@@ -265,6 +278,13 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     assert (
         resolve(stage5, "clusir") == resolve(stage4, "clusir") and stage5.optim.lr < stage4.optim.lr
     )
+    # an unshipped sixth stage weighs blur and the two composites stage 5 cost more, at its rate
+    exp = load_config(ROOT / "configs" / "experiments" / "clusir_t_stage6_blur5.toml")
+    _continues(exp, stage5, seeds)
+    raised = ("blur", "L+H+R", "L+H+S")
+    assert all(exp.data.kinds[k] > stage5.data.kinds[k] for k in raised)
+    assert _mix_without(exp, *raised) == _mix_without(stage5, *raised)
+    assert resolve(exp, "clusir") == resolve(stage5, "clusir") and exp.optim.lr == stage5.optim.lr
 
 
 @pytest.mark.parametrize(
