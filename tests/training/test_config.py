@@ -107,6 +107,15 @@ def _mix_without(config: Config, *names: str) -> dict[str, float]:
     return {k: v for k, v in config.data.kinds.items() if k not in names}
 
 
+def _raises_only(
+    stage: Config, before: Config, raised: tuple[str, ...], added: tuple[str, ...] = ()
+) -> None:
+    """``stage`` weighs ``raised`` more, brings in ``added`` and keeps the rest of the mix."""
+    assert all(k not in before.data.kinds and stage.data.kinds[k] > 0 for k in added)
+    assert all(stage.data.kinds[k] > before.data.kinds[k] for k in raised)
+    assert _mix_without(stage, *raised, *added) == _mix_without(before, *raised)
+
+
 def _continues(stage: Config, before: Config, seeds: set[int]) -> None:
     """``stage`` starts from ``before``'s exported weights with a seed no earlier stage used."""
     assert Path(before.out).name in stage.train.init_from and stage.seed not in seeds
@@ -138,8 +147,7 @@ def test_release_stages_extend_the_stage_before() -> None:
         "release_anyir_t_stage9.toml",
     ):
         stage = load_config(ROOT / "configs" / name)
-        assert _mix_without(stage, "blur") == _mix_without(before, "blur")
-        assert stage.data.kinds["blur"] > before.data.kinds["blur"]
+        _raises_only(stage, before, ("blur",))
         assert stage.data.dark_scenes > before.data.dark_scenes
         assert stage.data.crop == before.data.crop and stage.train.batch_size == 8
         _continues(stage, before, seeds)
@@ -162,16 +170,14 @@ def test_release_stages_extend_the_stage_before() -> None:
     _continues(stage10, before, seeds)
     # stage 11 adds identity pairs (`clean`) to stage 10's mix and keeps everything else
     stage11 = load_config(ROOT / "configs" / "release_anyir_t_stage11.toml")
-    assert "clean" not in stage10.data.kinds and stage11.data.kinds["clean"] > 0
-    assert _mix_without(stage11, "clean") == stage10.data.kinds
+    _raises_only(stage11, stage10, (), added=("clean",))
     assert stage11.data.dark_scenes == stage10.data.dark_scenes
     assert resolve(stage11, "anyir") == resolve(stage10, "anyir")
     assert (stage11.data.crop, stage11.train.batch_size) == (128, stage10.train.batch_size)
     _continues(stage11, stage10, seeds)
     # stage 12 only raises the weight of the identity pairs and starts from stage 11
     stage12 = load_config(ROOT / "configs" / "release_anyir_t_stage12.toml")
-    assert stage12.data.kinds["clean"] > stage11.data.kinds["clean"]
-    assert _mix_without(stage12, "clean") == _mix_without(stage11, "clean")
+    _raises_only(stage12, stage11, ("clean",))
     assert resolve(stage12, "anyir") == resolve(stage11, "anyir")
     _continues(stage12, stage11, seeds)
     # two unshipped stage-13 experiments continue stage 12: one with the per-crop PSNR term and
@@ -181,8 +187,7 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert resolve(stage12, "anyir").psnr == 0 and resolve(exp, "anyir").psnr > 0
     _continues(exp, stage12, seeds)
     exp = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage13_clean6.toml")
-    assert exp.data.kinds["clean"] > stage12.data.kinds["clean"]
-    assert _mix_without(exp, "clean") == _mix_without(stage12, "clean")
+    _raises_only(exp, stage12, ("clean",))
     assert resolve(exp, "anyir") == resolve(stage12, "anyir")
     _continues(exp, stage12, seeds)
     # the shipped stage 13 adds misty scenes to stage 12, its mix, darkening and loss otherwise
@@ -207,19 +212,15 @@ def test_release_stages_extend_the_stage_before() -> None:
     # stage 15 adds the training-only slight blur, gives haze and H+R back some weight and has
     # stage 13's share of misty scenes
     stage15 = load_config(ROOT / "configs" / "release_anyir_t_stage15.toml")
-    changed = ("slight_blur", "haze", "H+R")
-    assert "slight_blur" not in stage14.data.kinds and stage15.data.kinds["slight_blur"] > 0
-    assert all(stage15.data.kinds[k] > stage14.data.kinds[k] for k in changed[1:])
-    assert _mix_without(stage15, *changed) == _mix_without(stage14, *changed)
+    _raises_only(stage15, stage14, ("haze", "H+R"), added=("slight_blur",))
     assert stage15.data.misty_scenes == stage13.data.misty_scenes < stage14.data.misty_scenes
     assert resolve(stage15, "anyir") == resolve(stage14, "anyir")
     _continues(stage15, stage14, seeds)
     # stage 16 blurs half the crops (long and short shakes) and changes nothing else
     stage16 = load_config(ROOT / "configs" / "release_anyir_t_stage16.toml")
     raised = ("blur", "slight_blur")
-    assert all(stage16.data.kinds[k] > stage15.data.kinds[k] for k in raised)
+    _raises_only(stage16, stage15, raised)
     assert sum(stage16.data.kinds[k] for k in raised) >= sum(stage16.data.kinds.values()) / 2
-    assert _mix_without(stage16, *raised) == _mix_without(stage15, *raised)
     assert (stage16.data.dark_scenes, stage16.data.misty_scenes) == (
         stage15.data.dark_scenes,
         stage15.data.misty_scenes,
@@ -259,18 +260,13 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     _continues(stage4, stage3, seeds)
     assert stage3.data.dark_scenes == stage3.data.misty_scenes == 0.0
     assert 0 < stage4.data.dark_scenes <= 0.75 and 0 < stage4.data.misty_scenes <= 0.5
-    raised = ("clean", "blur", "low_light", "L+H", "L+H+R")
-    assert all(stage4.data.kinds[k] > stage3.data.kinds[k] for k in raised)
-    assert _mix_without(stage4, *raised) == _mix_without(stage3, *raised)
+    _raises_only(stage4, stage3, ("clean", "blur", "low_light", "L+H", "L+H+R"))
     assert (stage4.data.crop, stage4.train.batch_size) == (128, stage3.train.batch_size)
     assert resolve(stage4, "clusir") == resolve(stage3, "clusir") and not stage4.train.init_reset
     # stage 5 adds the training-only short shake and more blur, identity pairs and low light
     stage5 = load_config(ROOT / "configs" / "release_clusir_t_stage5.toml")
     _continues(stage5, stage4, seeds)
-    raised = ("blur", "clean", "low_light")
-    assert "slight_blur" not in stage4.data.kinds and stage5.data.kinds["slight_blur"] > 0
-    assert all(stage5.data.kinds[k] > stage4.data.kinds[k] for k in raised)
-    assert _mix_without(stage5, *raised, "slight_blur") == _mix_without(stage4, *raised)
+    _raises_only(stage5, stage4, ("blur", "clean", "low_light"), added=("slight_blur",))
     assert (stage5.data.dark_scenes, stage5.data.misty_scenes) == (
         stage4.data.dark_scenes,
         stage4.data.misty_scenes,
@@ -281,9 +277,7 @@ def test_clusir_release_stages_extend_the_stage_before() -> None:
     # an unshipped sixth stage weighs blur and the two composites stage 5 cost more, at its rate
     exp = load_config(ROOT / "configs" / "experiments" / "clusir_t_stage6_blur5.toml")
     _continues(exp, stage5, seeds)
-    raised = ("blur", "L+H+R", "L+H+S")
-    assert all(exp.data.kinds[k] > stage5.data.kinds[k] for k in raised)
-    assert _mix_without(exp, *raised) == _mix_without(stage5, *raised)
+    _raises_only(exp, stage5, ("blur", "L+H+R", "L+H+S"))
     assert resolve(exp, "clusir") == resolve(stage5, "clusir") and exp.optim.lr == stage5.optim.lr
 
 
