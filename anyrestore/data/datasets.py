@@ -106,6 +106,7 @@ class RestorationDataset(Dataset):
         degrade_in_loop: bool = False,
         dark_scenes: float = 0.0,
         misty_scenes: float = 0.0,
+        plain_scenes: Sequence[str] = (),
     ) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
@@ -124,6 +125,9 @@ class RestorationDataset(Dataset):
         self.degrade_in_loop = degrade_in_loop
         self.dark_scenes = dark_scenes if mode == "train" else 0.0
         self.misty_scenes = misty_scenes if mode == "train" else 0.0
+        for kind in plain_scenes:
+            parse_kind(kind)  # a misspelt kind must not silently exempt nothing
+        self.plain_scenes = frozenset(plain_scenes)
         if any(s.kind is None for s in self.samples) and not mix:
             raise ValueError("samples without a kind need a mix of kinds to draw from")
         self.mix_kinds = list(mix) if mix else []
@@ -217,7 +221,7 @@ class RestorationDataset(Dataset):
         if self.dark_scenes <= 0.0:
             return gt
         u, t = torch.rand(2, generator=g).tolist()  # always drawn: one stream for every kind
-        if u >= self.dark_scenes or "low_light" in parse_kind(kind):
+        if u >= self.dark_scenes or "low_light" in parse_kind(kind) or kind in self.plain_scenes:
             return gt
         lo, hi = DARK_SCENE_SCALE
         return gt * (lo + (hi - lo) * t)
@@ -233,7 +237,7 @@ class RestorationDataset(Dataset):
         if self.misty_scenes <= 0.0:
             return gt
         u = float(torch.rand(1, generator=g))
-        if u >= self.misty_scenes or "haze" in parse_kind(kind):
+        if u >= self.misty_scenes or "haze" in parse_kind(kind) or kind in self.plain_scenes:
             return gt
         return add_mist(gt, generator=g)
 
@@ -291,6 +295,7 @@ def build_dataset(
     degrade_in_loop: bool = False,
     dark_scenes: float = 0.0,
     misty_scenes: float = 0.0,
+    plain_scenes: Sequence[str] = (),
 ) -> RestorationDataset:
     """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
 
@@ -303,7 +308,8 @@ def build_dataset(
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
-    veiled in a light mist (target included). Raises DataError when ``root`` does not have the
+    veiled in a light mist (target included); ``plain_scenes``: kinds exempt from both, whose
+    crops keep the photo's own exposure and contrast. Raises DataError when ``root`` does not have the
     layout's folder tree.
     """
     if layout not in LAYOUTS:
@@ -370,6 +376,7 @@ def build_dataset(
         degrade_in_loop=degrade_in_loop and split == "train",
         dark_scenes=dark_scenes,  # RestorationDataset applies both to training items only
         misty_scenes=misty_scenes,
+        plain_scenes=plain_scenes,
     )
 
 

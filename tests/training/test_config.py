@@ -228,6 +228,16 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert resolve(stage16, "anyir") == resolve(stage15, "anyir")
     assert stage16.optim.lr == stage15.optim.lr
     _continues(stage16, stage15, seeds)
+    # stage 17: the same mix, but its blurred crops keep their exposure and contrast
+    stage17 = load_config(ROOT / "configs" / "release_anyir_t_stage17.toml")
+    assert stage17.data.kinds == stage16.data.kinds
+    assert stage16.data.plain_scenes == [] and set(stage17.data.plain_scenes) == set(raised)
+    assert (stage17.data.dark_scenes, stage17.data.misty_scenes) == (
+        stage16.data.dark_scenes,
+        stage16.data.misty_scenes,
+    )
+    assert resolve(stage17, "anyir") == resolve(stage16, "anyir")
+    _continues(stage17, stage16, seeds)
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
