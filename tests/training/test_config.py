@@ -228,8 +228,8 @@ def test_release_stages_extend_the_stage_before() -> None:
     assert resolve(stage16, "anyir") == resolve(stage15, "anyir")
     assert stage16.optim.lr == stage15.optim.lr
     _continues(stage16, stage15, seeds)
-    # stage 17: the same mix, but its blurred crops keep their exposure and contrast
-    stage17 = load_config(ROOT / "configs" / "release_anyir_t_stage17.toml")
+    # an unshipped stage 17: the same mix, but its blurred crops keep their exposure and contrast
+    stage17 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage17_plain_blur.toml")
     assert stage17.data.kinds == stage16.data.kinds
     assert stage16.data.plain_scenes == [] and set(stage17.data.plain_scenes) == set(raised)
     assert (stage17.data.dark_scenes, stage17.data.misty_scenes) == (
