@@ -309,8 +309,8 @@ def build_dataset(
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
     veiled in a light mist (target included); ``plain_scenes``: kinds exempt from both, whose
-    crops keep the photo's own exposure and contrast. Raises DataError when ``root`` does not have the
-    layout's folder tree.
+    crops keep the photo's own exposure and contrast. Raises DataError when ``root`` does not
+    have the layout's folder tree.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
