@@ -324,6 +324,10 @@ def build_dataset(
         raise ValueError("dark_scenes needs the synthetic layout (clean photos only)")
     if misty_scenes and layout != "synthetic":
         raise ValueError("misty_scenes needs the synthetic layout (clean photos only)")
+    if plain_scenes and layout != "synthetic":
+        # it only exempts kinds from dark_scenes and misty_scenes; silently ignoring it would hide
+        # a config that does not do what its author thinks
+        raise ValueError("plain_scenes needs the synthetic layout (clean photos only)")
     if isinstance(kinds, str):
         kinds = [kinds]
     root = Path(root)
