@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "ms_ssim", "rgb_to_y"]
+__all__ = ["mse", "psnr", "ssim", "ms_ssim", "rgb_to_y"]
 
 _K1, _K2 = 0.01, 0.03
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -37,14 +37,18 @@ def _floating(x: Tensor) -> Tensor:
     return x if x.is_floating_point() else x.double()
 
 
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error per image, over all channels and pixels (PSNR's and the loss's core)."""
+    pred, target = _as_batch(_floating(pred), _floating(target))
+    return (pred - target).pow(2).flatten(1).mean(dim=1)
+
+
 def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio in dB per image, over all channels and pixels.
 
     Identical images give ``inf``, as in scikit-image.
     """
-    pred, target = _as_batch(_floating(pred), _floating(target))
-    mse = (pred - target).pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    return 10.0 * torch.log10(data_range**2 / mse(pred, target))
 
 
 def _gaussian_kernel(

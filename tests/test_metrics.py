@@ -8,7 +8,7 @@ import torch
 from skimage import color, data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from anyrestore.metrics import ms_ssim, psnr, rgb_to_y, ssim
+from anyrestore.metrics import ms_ssim, mse, psnr, rgb_to_y, ssim
 
 
 def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,6 +58,15 @@ def test_random_batch_matches_skimage_per_image() -> None:
         b = pred[i].permute(1, 2, 0).double().numpy()
         assert p[i].item() == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1.0), abs=0.01)
         assert s[i].item() == pytest.approx(_sk_ssim(a, b), abs=1e-3)
+
+
+def test_mse_is_per_image_and_takes_8_bit_images() -> None:
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randint(0, 256, (2, 3, 9, 11), generator=gen, dtype=torch.uint8)
+    b = torch.randint(0, 256, (2, 3, 9, 11), generator=gen, dtype=torch.uint8)
+    want = [((a[i].double() - b[i].double()) ** 2).mean().item() for i in range(2)]
+    assert mse(a, b).tolist() == pytest.approx(want)  # no uint8 wrap-around
+    assert mse(a[0], b[0]).tolist() == pytest.approx(want[:1])
 
 
 def test_data_range_255_matches_skimage() -> None:

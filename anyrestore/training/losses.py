@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anyrestore.metrics import ms_ssim
+from anyrestore.metrics import ms_ssim, mse
 
 
 def fourier_l1(pred: Tensor, target: Tensor, norm: str = "backward") -> Tensor:
@@ -30,8 +30,7 @@ def fourier_l1(pred: Tensor, target: Tensor, norm: str = "backward") -> Tensor:
 
 def neg_psnr(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """Minus the PSNR (dB, peak 1) of each image in the batch, averaged; ``eps`` keeps log finite."""
-    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
-    return (10.0 * torch.log10(mse + eps)).mean()
+    return (10.0 * torch.log10(mse(pred.float(), target.float()) + eps)).mean()
 
 
 def ms_ssim_loss(pred: Tensor, target: Tensor) -> Tensor:
