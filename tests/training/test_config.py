@@ -238,6 +238,12 @@ def test_release_stages_extend_the_stage_before() -> None:
     )
     assert resolve(stage17, "anyir") == resolve(stage16, "anyir")
     _continues(stage17, stage16, seeds)
+    # an unshipped stage 18: stage 17's data at the blur-only pilot's rate, with an EMA
+    stage18 = load_config(ROOT / "configs" / "experiments" / "anyir_t_stage18_fast_blur.toml")
+    assert stage18.data == stage17.data
+    assert stage18.optim.lr == 2e-4 > stage17.optim.lr and stage18.train.ema_decay > 0
+    assert resolve(stage18, "anyir") == resolve(stage16, "anyir")
+    _continues(stage18, stage16, seeds)
     # stage 6 keeps stage 5's lr
     assert load_config(ROOT / "configs" / "release_anyir_t_stage6.toml").optim.lr == stage5.optim.lr
 
