@@ -1,4 +1,4 @@
-"""How far a fixed sharpening filter gets on the benchmark's blur: a floor for any model.
+"""How far a fixed sharpening filter gets on the benchmark's blur: a reference for any model's score.
 
 The synthetic ``blur`` kind is camera shake along random 5-21 px trajectories. A model that only
 learnt to sharpen a little, the same way everywhere, would do about what a Gaussian unsharp mask
@@ -15,24 +15,18 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from anyrestore.bench.synthetic import find_photos, synthetic_pairs
+from anyrestore.data.degradations.kernels import filter2d, kernel_grid
 from anyrestore.metrics import psnr
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of a (c, h, w) image, reflect-padded to keep its size."""
-    radius = int(3 * sigma) + 1
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[0]
-    y = F.pad(x.unsqueeze(0), (radius,) * 4, mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return y[0]
+    """Gaussian blur of a (c, h, w) image, borders reflected (the degradations' own filter)."""
+    x_grid, y_grid = kernel_grid(2 * (int(3 * sigma) + 1) + 1, x.device)
+    k = torch.exp(-(x_grid**2 + y_grid**2) / (2 * sigma**2))
+    return filter2d(x.unsqueeze(0), (k / k.sum()).unsqueeze(0))[0]
 
 
 def unsharp(x: Tensor, sigma: float, amount: float) -> Tensor:
