@@ -1,4 +1,4 @@
-"""How far a fixed sharpening filter gets on the benchmark's blur: a reference for any model's score.
+"""How far a fixed sharpening filter gets on the benchmark's blur: a reference for models.
 
 The synthetic ``blur`` kind is camera shake along random 5-21 px trajectories. A model that only
 learnt to sharpen a little, the same way everywhere, would do about what a Gaussian unsharp mask
@@ -51,10 +51,9 @@ def main() -> None:
                     - float(psnr(p.degraded, p.clean))
                     for p in pairs
                 ]
+                mean = sum(gains) / len(gains)
                 per = " ".join(f"{g:+.2f}" for g in gains)
-                print(
-                    f"{side:4d}  {sigma:5.1f}  {amount:6.2f}  {sum(gains) / len(gains):+14.3f}  {per}"
-                )
+                print(f"{side:4d}  {sigma:5.1f}  {amount:6.2f}  {mean:+14.3f}  {per}")
 
 
 if __name__ == "__main__":
