@@ -316,18 +316,19 @@ def build_dataset(
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
-    if degrade_in_loop and layout != "synthetic":
-        # the loop would degrade real degraded/clean pairs a second time
-        raise ValueError("degrade_in_loop needs the synthetic layout (clean photos only)")
-    if dark_scenes and layout != "synthetic":
-        # a real degraded/clean pair cannot be darkened consistently
-        raise ValueError("dark_scenes needs the synthetic layout (clean photos only)")
-    if misty_scenes and layout != "synthetic":
-        raise ValueError("misty_scenes needs the synthetic layout (clean photos only)")
-    if plain_scenes and layout != "synthetic":
-        # it only exempts kinds from dark_scenes and misty_scenes; silently ignoring it would hide
-        # a config that does not do what its author thinks
-        raise ValueError("plain_scenes needs the synthetic layout (clean photos only)")
+    # Options that synthesise from clean photos. On real degraded/clean pairs the loop would
+    # degrade them a second time, and darkening or misting cannot be applied to both sides
+    # consistently; plain_scenes only exempts kinds from those two, so ignoring it would hide a
+    # config that does not do what its author thinks.
+    synthetic_only = {
+        "degrade_in_loop": degrade_in_loop,
+        "dark_scenes": dark_scenes,
+        "misty_scenes": misty_scenes,
+        "plain_scenes": plain_scenes,
+    }
+    for name, value in synthetic_only.items():
+        if value and layout != "synthetic":
+            raise ValueError(f"{name} needs the synthetic layout (clean photos only)")
     if isinstance(kinds, str):
         kinds = [kinds]
     root = Path(root)

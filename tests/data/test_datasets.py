@@ -95,10 +95,17 @@ def test_paired_root_without_folders_names_the_layout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "option", [{"dark_scenes": 0.5}, {"misty_scenes": 0.5}, {"plain_scenes": ["blur"]}]
+    "option",
+    [
+        {"degrade_in_loop": True},
+        {"dark_scenes": 0.5},
+        {"misty_scenes": 0.5},
+        {"plain_scenes": ["blur"]},
+    ],
 )
 def test_scene_options_on_real_pairs_are_refused(tmp_path: Path, option: dict) -> None:
-    # a real degraded/clean pair cannot be re-toned consistently; ignoring the option would hide it
+    # a real degraded/clean pair cannot be degraded again or re-toned consistently; ignoring the
+    # option would hide it
     write_pair(tmp_path / "lq" / "a.png", tmp_path / "gt" / "a.png", seed=0, size=(10, 7))
     with pytest.raises(ValueError, match="needs the synthetic layout"):
         build_dataset("paired", tmp_path, split="train", crop=8, **option)
