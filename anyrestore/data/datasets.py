@@ -47,8 +47,8 @@ Kinds = Sequence[str] | Mapping[str, float] | None
 MAX_SUBSTITUTES = 64
 
 # ``dark_scenes`` scales a clean crop by a factor drawn from this range. A photo of mean
-# brightness 0.3-0.45 then lands at 0.08-0.34, where real night and forest scenes sit (the
-# darkest held-out photo has mean 0.14); synthetic low light keeps its own, darker range.
+# brightness 0.3-0.45 then lands at 0.08-0.34, where real night and forest scenes sit;
+# synthetic low light keeps its own, darker range.
 DARK_SCENE_SCALE = (0.25, 0.75)
 
 
@@ -106,7 +106,6 @@ class RestorationDataset(Dataset):
         degrade_in_loop: bool = False,
         dark_scenes: float = 0.0,
         misty_scenes: float = 0.0,
-        plain_scenes: Sequence[str] = (),
     ) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
@@ -125,9 +124,6 @@ class RestorationDataset(Dataset):
         self.degrade_in_loop = degrade_in_loop
         self.dark_scenes = dark_scenes if mode == "train" else 0.0
         self.misty_scenes = misty_scenes if mode == "train" else 0.0
-        for kind in plain_scenes:
-            parse_kind(kind)  # a misspelt kind must not silently exempt nothing
-        self.plain_scenes = frozenset(plain_scenes)
         if any(s.kind is None for s in self.samples) and not mix:
             raise ValueError("samples without a kind need a mix of kinds to draw from")
         self.mix_kinds = list(mix) if mix else []
@@ -221,7 +217,7 @@ class RestorationDataset(Dataset):
         if self.dark_scenes <= 0.0:
             return gt
         u, t = torch.rand(2, generator=g).tolist()  # always drawn: one stream for every kind
-        if u >= self.dark_scenes or "low_light" in parse_kind(kind) or kind in self.plain_scenes:
+        if u >= self.dark_scenes or "low_light" in parse_kind(kind):
             return gt
         lo, hi = DARK_SCENE_SCALE
         return gt * (lo + (hi - lo) * t)
@@ -230,14 +226,13 @@ class RestorationDataset(Dataset):
         """With probability ``misty_scenes``, veil the clean crop (the target too) in a light mist.
 
         Without it the only veiled inputs a model sees are synthetic haze, and it "dehazes" misty
-        photos under every other kind (a misty forest came back 15-27 % darker). Kinds with haze
-        are left alone: their target must stay haze-free. Nothing is drawn when it is off, so
-        recipes without it train exactly as before.
+        photos under every other kind. Kinds with haze are left alone: their target must stay
+        haze-free. Nothing is drawn when it is off, so the random stream is the same as without.
         """
         if self.misty_scenes <= 0.0:
             return gt
         u = float(torch.rand(1, generator=g))
-        if u >= self.misty_scenes or "haze" in parse_kind(kind) or kind in self.plain_scenes:
+        if u >= self.misty_scenes or "haze" in parse_kind(kind):
             return gt
         return add_mist(gt, generator=g)
 
@@ -295,7 +290,6 @@ def build_dataset(
     degrade_in_loop: bool = False,
     dark_scenes: float = 0.0,
     misty_scenes: float = 0.0,
-    plain_scenes: Sequence[str] = (),
 ) -> RestorationDataset:
     """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
 
@@ -308,9 +302,8 @@ def build_dataset(
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
-    veiled in a light mist (target included); ``plain_scenes``: kinds exempt from both, whose
-    crops keep the photo's own exposure and contrast. Raises DataError when ``root`` does not
-    have the layout's folder tree.
+    veiled in a light mist (target included). Raises DataError when ``root`` does not have the
+    layout's folder tree.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -318,13 +311,11 @@ def build_dataset(
         raise ValueError(f"split must be train, val or test, got {split!r}")
     # Options that synthesise from clean photos. On real degraded/clean pairs the loop would
     # degrade them a second time, and darkening or misting cannot be applied to both sides
-    # consistently; plain_scenes only exempts kinds from those two, so ignoring it would hide a
-    # config that does not do what its author thinks.
+    # consistently.
     synthetic_only = {
         "degrade_in_loop": degrade_in_loop,
         "dark_scenes": dark_scenes,
         "misty_scenes": misty_scenes,
-        "plain_scenes": plain_scenes,
     }
     for name, value in synthetic_only.items():
         if value and layout != "synthetic":
@@ -381,7 +372,6 @@ def build_dataset(
         degrade_in_loop=degrade_in_loop and split == "train",
         dark_scenes=dark_scenes,  # RestorationDataset applies both to training items only
         misty_scenes=misty_scenes,
-        plain_scenes=plain_scenes,
     )
 
 

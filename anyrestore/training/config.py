@@ -54,10 +54,6 @@ class DataConfig:
     #: "synthetic": probability that a training crop of a kind without haze is veiled in a light
     #: mist (target too), so misty photos are not taken for hazy ones (0 = off).
     misty_scenes: float = 0.0
-    #: "synthetic": kinds whose crops are never darkened or misted. Camera shake is scored on
-    #: the sharp detail of a well-lit photo; a darkened, veiled crop hides most of it from the
-    #: loss (with dark 0.75 and misty 0.35 only about 1 blurred crop in 6 kept its contrast).
-    plain_scenes: list[str] = field(default_factory=list)
     #: Extra keyword arguments for ``anyrestore.data.build_dataset``.
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -71,8 +67,6 @@ class LossConfig:
     l1: float | None = None
     fourier: float | None = None
     ms_ssim: float | None = None
-    #: Weight on minus the per-crop PSNR in dB (not in either paper; 0 in both recipes).
-    psnr: float | None = None
     #: Scale on the model's own auxiliary losses (ClusIR orthogonality, load balance).
     aux: float | None = None
     #: ``torch.fft.rfft2`` normalisation of the Fourier term ("backward" as in AdaIR/MoCE-IR code).
@@ -337,11 +331,10 @@ class Recipe:
     aux: float
     schedule: str
     warmup: float
-    psnr: float = 0.0
 
     def terms(self) -> dict[str, float]:
         """The weights of the summed loss terms, by ``RestorationLoss`` keyword, in log order."""
-        return {"l1": self.l1, "fourier": self.fourier, "ms_ssim": self.ms_ssim, "psnr": self.psnr}
+        return {"l1": self.l1, "fourier": self.fourier, "ms_ssim": self.ms_ssim}
 
 
 #: The papers' recipes. AnyIR (App. A.2): L1 + Fourier, Adam 2e-4, cosine decay; the warmup
@@ -371,7 +364,6 @@ def resolve(config: Config, arch: str) -> Recipe:
         aux=base.aux if loss.aux is None else loss.aux,
         schedule=kind,
         warmup=warmup,
-        psnr=base.psnr if loss.psnr is None else loss.psnr,
     )
     terms = recipe.terms()
     if not any(terms.values()):

@@ -5,11 +5,6 @@ AnyIR (App. A.2): L1 + Fourier loss. The Fourier term is the L1 distance between
 the AdaIR / MoCE-IR code AnyIR follows), weighted 0.1. ClusIR (Sec. 4.1): L1 + MS-SSIM
 (as ``1 - MS-SSIM``), plus the model's own auxiliary losses (prototype orthogonality, load
 balance), which the model returns already weighted.
-
-Beyond the papers, an optional ``psnr`` term: minus the PSNR of each crop, averaged over the
-batch. The benchmarks rank models by mean per-image PSNR, and this term is that objective: its
-gradient on a crop scales with ``1 / MSE``, so crops the model already nearly gets right (light
-blur, light noise) keep their say, where L1 gives every pixel the same pull whatever the crop.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anyrestore.metrics import ms_ssim, mse
+from anyrestore.metrics import ms_ssim
 
 
 def fourier_l1(pred: Tensor, target: Tensor, norm: str = "backward") -> Tensor:
@@ -28,18 +23,13 @@ def fourier_l1(pred: Tensor, target: Tensor, norm: str = "backward") -> Tensor:
     return F.l1_loss(pred_f, target_f)
 
 
-def neg_psnr(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
-    """Minus the PSNR (dB, peak 1) of each image in the batch, averaged; ``eps`` keeps log finite."""
-    return (10.0 * torch.log10(mse(pred.float(), target.float()) + eps)).mean()
-
-
 def ms_ssim_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``1 - MS-SSIM``, averaged over the batch (outputs are clamped to [0, 1] for the SSIM)."""
     return 1.0 - ms_ssim(pred.float().clamp(0, 1), target.float()).mean()
 
 
 class RestorationLoss:
-    """Weighted sum of L1, Fourier, MS-SSIM, minus-PSNR and the model's auxiliary losses.
+    """Weighted sum of L1, Fourier, MS-SSIM and the model's auxiliary losses.
 
     Returns the total (for ``backward``) and the detached parts (for the log). Terms with a
     zero weight are not computed.
@@ -52,13 +42,10 @@ class RestorationLoss:
         ms_ssim: float = 0.0,
         aux: float = 1.0,
         fourier_norm: str = "backward",
-        psnr: float = 0.0,
     ) -> None:
-        if not (l1 or fourier or ms_ssim or psnr):
-            raise ValueError(
-                "at least one of the l1, fourier, ms_ssim and psnr weights must be non-zero"
-            )
-        self.weights = {"l1": l1, "fourier": fourier, "ms_ssim": ms_ssim, "psnr": psnr}
+        if not (l1 or fourier or ms_ssim):
+            raise ValueError("at least one of the l1, fourier and ms_ssim weights must be non-zero")
+        self.weights = {"l1": l1, "fourier": fourier, "ms_ssim": ms_ssim}
         self.aux = aux
         self.fourier_norm = fourier_norm
 
@@ -74,8 +61,6 @@ class RestorationLoss:
             parts["fourier"] = fourier_l1(pred, target, self.fourier_norm)
         if self.weights["ms_ssim"]:
             parts["ms_ssim"] = ms_ssim_loss(pred, target)
-        if self.weights["psnr"]:
-            parts["psnr"] = neg_psnr(pred, target)  # logged as it enters the sum: -dB
         total = sum(self.weights[k] * v for k, v in parts.items())
         assert isinstance(total, Tensor)
         if self.aux and aux_losses:

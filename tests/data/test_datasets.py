@@ -100,7 +100,6 @@ def test_paired_root_without_folders_names_the_layout(tmp_path: Path) -> None:
         {"degrade_in_loop": True},
         {"dark_scenes": 0.5},
         {"misty_scenes": 0.5},
-        {"plain_scenes": ["blur"]},
     ],
 )
 def test_scene_options_on_real_pairs_are_refused(tmp_path: Path, option: dict) -> None:
@@ -198,21 +197,6 @@ def test_dark_scenes_darken_targets_of_other_kinds_but_never_low_light(tmp_path:
     assert dark["blur"] and all(0.25 * grey - 1e-6 <= m <= 0.75 * grey + 1e-6 for m in dark["blur"])
     assert len({round(m, 4) for m in dark["blur"]}) > 5  # a spread of exposures, not one
     assert dark["low_light"] and all(m == pytest.approx(grey, abs=1e-6) for m in dark["low_light"])
-
-
-def test_plain_scene_kinds_are_never_darkened_or_misted(tmp_path: Path) -> None:
-    for i in range(4):
-        write(tmp_path / f"grey{i}.png", size=(32, 32), value=200)
-    common = {"split": "train", "crop": 16, "val_fraction": 0.0, "kinds": ["blur", "noise_25"]}
-    scenes = {"dark_scenes": 1.0, "misty_scenes": 1.0}
-    ds = build_dataset("synthetic", tmp_path, plain_scenes=["blur"], **scenes, **common)
-    means = _clean_crop_means(ds, 80)
-    grey = 200 / 255
-    # blurred crops keep the photo's own exposure; the other kind is still darkened and veiled
-    assert means["blur"] and all(m == pytest.approx(grey, abs=1e-6) for m in means["blur"])
-    assert means["noise_25"] and all(abs(m - grey) > 0.01 for m in means["noise_25"])
-    with pytest.raises(ValueError, match="blurr"):
-        build_dataset("synthetic", tmp_path, plain_scenes=["blurr"], **scenes, **common)
 
 
 def test_clean_kind_trains_on_identity_pairs_darkened_like_the_rest(tmp_path: Path) -> None:
