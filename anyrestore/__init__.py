@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy __getattr__ below returns, for type checkers
+    from anyrestore.api import restore
+    from anyrestore.engine import Restorer, read_image, write_image
+    from anyrestore.models.registry import create_model, list_models
+    from anyrestore.weights import LoadedWeights, load_weights
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "Restorer", "load_weights", "__version__"]
+__all__ = [
+    "LoadedWeights",
+    "Restorer",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load_weights",
+    "read_image",
+    "restore",
+    "write_image",
+]
+
+# name -> module that defines it; imported on first use so `import anyrestore` stays cheap.
+_LAZY = {
+    "restore": "anyrestore.api",
+    "create_model": "anyrestore.models.registry",
+    "list_models": "anyrestore.models.registry",
+    "Restorer": "anyrestore.engine",
+    "read_image": "anyrestore.engine",
+    "write_image": "anyrestore.engine",
+    "LoadedWeights": "anyrestore.weights",
+    "load_weights": "anyrestore.weights",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so that `import anyrestore` (and the CLI's start-up) stays cheap.
-    if name in ("create_model", "list_models"):
-        from anyrestore.models import registry
+    if name in _LAZY:
+        import importlib
 
-        return getattr(registry, name)
-    if name == "Restorer":
-        from anyrestore.engine import Restorer
-
-        return Restorer
-    if name == "load_weights":
-        from anyrestore.weights import load_weights
-
-        return load_weights
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'anyrestore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -43,7 +43,8 @@ ALLOWED = {
     "training": {"models", "weights", "data", "metrics", "errors"},
     "bench": {"models", "weights", "engine", "data", "metrics", "errors"},
     "cli": {"models", "weights", "engine", "training", "bench", "data", "metrics", "errors"},
-    "": {"models", "weights", "engine", "cli"},  # the package root's lazy re-exports
+    "api": {"engine", "weights", "errors"},
+    "": {"models", "weights", "engine", "api", "cli"},  # the package root's lazy re-exports
     "__main__": {"cli"},
 }
 

@@ -118,7 +118,7 @@ def _random_init(name: str) -> nn.Module:
 def _load_ref(ref: str | None) -> nn.Module:
     from anyrestore.weights import load_weights
 
-    return load_weights(ref).eval()
+    return load_weights(ref).model
 
 
 def _load_file(path: str | os.PathLike[str]) -> nn.Module:

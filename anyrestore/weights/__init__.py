@@ -1,8 +1,8 @@
 """Checkpoints: the only code that touches safetensors files and the Hugging Face Hub.
 
-``load_weights(ref)`` turns a reference into a loaded model: None (the embedded default), a
-path to a ``.safetensors`` file, a manifest entry name, or a registry model name (its
-preferred entry). See docs/weights.md.
+``load_weights(ref)`` turns a reference into a loaded model with what is known about it
+(``LoadedWeights``): None (the embedded default), a path to a ``.safetensors`` file, a manifest
+entry name, or a registry model name (its preferred entry). See docs/weights.md.
 """
 
 from anyrestore.weights.authoring import add_entry, embed_file, manifest_entry_for
@@ -18,6 +18,7 @@ from anyrestore.weights.manifest import (
 )
 from anyrestore.weights.resolve import (
     FileCheck,
+    LoadedWeights,
     entry_for,
     load_weights,
     resolve_weights,
@@ -27,6 +28,7 @@ from anyrestore.weights.resolve import (
 
 __all__ = [
     "FileCheck",
+    "LoadedWeights",
     "WeightsEntry",
     "add_entry",
     "cache_dir",

@@ -8,14 +8,16 @@ entry. Manifest files are sha256-checked before anything reads them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anyrestore.errors import WeightsError
 from anyrestore.models.base import RestorationModel
 from anyrestore.weights import hub
-from anyrestore.weights.checkpoint import load_checkpoint
+from anyrestore.weights.checkpoint import load_checkpoint, read_metadata
 from anyrestore.weights.manifest import (
     WeightsEntry,
     default_entry,
@@ -26,6 +28,7 @@ from anyrestore.weights.manifest import (
 
 __all__ = [
     "FileCheck",
+    "LoadedWeights",
     "entry_for",
     "load_weights",
     "resolve_weights",
@@ -35,8 +38,8 @@ __all__ = [
 
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 _NO_DEFAULT = (
-    "no default weights are installed; pass --weights NAME (see `anyrestore weights list`) "
-    "or --weights PATH to a .safetensors checkpoint"
+    "no default weights are installed; name a manifest entry (see `anyrestore weights list`) "
+    "or a path to a .safetensors checkpoint"
 )
 
 
@@ -64,9 +67,30 @@ def _check_local(path: Path) -> Path:
             f"{path}: anyrestore loads only .safetensors checkpoints and never unpickles "
             f"{path.suffix} files; convert it with safetensors.torch.save_file first"
         )
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # a name too long for the system
+        raise WeightsError(f"weights file {path}: {exc.strerror or exc}") from None
+    if not is_file:
         raise WeightsError(f"weights file not found: {path}")
+    _check_listed(path)
     return path
+
+
+def _check_listed(path: Path) -> None:
+    """A local file named like a manifest checkpoint must have that checkpoint's bytes."""
+    for entry in list_entries():
+        names = {entry.filename, entry.embedded_path.name if entry.embedded_path else None}
+        if path.name not in names:
+            continue
+        size = path.stat().st_size
+        if size == entry.size and sha256_file(path) == entry.sha256:
+            return
+        raise WeightsError(
+            f"{path} is named like the manifest's weights {entry.name!r} but its bytes differ "
+            f"(sha256 {entry.sha256[:12]}..., {entry.size} bytes expected); the file is damaged, "
+            "or rename it if it is a checkpoint of your own"
+        )
 
 
 def entry_for(ref: str) -> WeightsEntry:
@@ -87,8 +111,21 @@ def entry_for(ref: str) -> WeightsEntry:
     )
 
 
+def _inside_cache(path: Path) -> bool:
+    return path.resolve().is_relative_to(hub.cache_dir().resolve())
+
+
 def _check_entry_file(entry: WeightsEntry, path: Path, *, cached: bool) -> Path:
-    """Size and sha256 of ``path`` against the manifest; a bad cached copy is deleted."""
+    """Size and sha256 of ``path`` against the manifest; a bad cached copy is deleted.
+
+    A cached file that links outside the Hub cache is refused untouched: deleting or
+    re-downloading through the link would damage a file that is not ours.
+    """
+    if cached and not _inside_cache(path):
+        raise WeightsError(
+            f"cached weights {entry.name!r} ({path}) link to {path.resolve()}, outside the Hub "
+            f"cache {hub.cache_dir()}; refusing to use or delete it"
+        )
     size = path.stat().st_size
     actual = sha256_file(path) if size == entry.size else None
     if actual == entry.sha256:
@@ -110,6 +147,8 @@ def _check_entry_file(entry: WeightsEntry, path: Path, *, cached: bool) -> Path:
 def _remove_cached(pointer: Path) -> None:
     # The Hub cache keeps the bytes in blobs/<etag> and links snapshots/<commit>/<file> to it.
     blob = pointer.resolve()
+    if not _inside_cache(blob):  # checked before; never delete a file outside the cache
+        return
     pointer.unlink(missing_ok=True)
     if blob != pointer:
         blob.unlink(missing_ok=True)
@@ -144,23 +183,89 @@ def resolve_weights(
     return _resolve_entry(entry_for(ref), offline=offline)
 
 
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A checkpoint loaded by ``load_weights``: the model and what is known about it."""
+
+    model: RestorationModel
+    #: The verified local file the weights came from.
+    path: Path
+    #: The manifest entry, when the reference named one (or was the default).
+    entry: WeightsEntry | None
+    #: The registered variant whose architecture and config the model has exactly, if any.
+    variant: str | None
+    #: The variant the manifest entry or the file's metadata says it holds, if any.
+    declared: str | None
+    #: Degradations it was trained for (manifest entry, else the file's metadata).
+    trained_for: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The variant to call it by: the matching one, the declared one, or the architecture."""
+        return self.variant or self.declared or self.model.arch
+
+    @property
+    def pad_multiple(self) -> int:
+        """Height and width the model needs a multiple of (the engine pads to it)."""
+        return int(getattr(self.model, "pad_multiple", 1)) or 1
+
+    @property
+    def tile_overlap(self) -> int:
+        """The overlap in pixels the model wants between tiles when an image is tiled."""
+        return int(getattr(self.model, "tile_overlap_hint", 32))
+
+    # Transitional: callers written when load_weights returned the model itself (``.arch``,
+    # ``.eval()``, ``Restorer(load_weights())``) keep working; new code uses ``.model``.
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+
 def load_weights(
     ref: str | os.PathLike[str] | None = None, *, offline: bool | None = None
-) -> RestorationModel:
+) -> LoadedWeights:
     """Resolve ``ref`` and rebuild its model on CPU in eval mode, loaded with ``strict=True``.
 
     ``None`` is the default (embedded) checkpoint. Every failure is a WeightsError.
     """
-    expect_arch = None
-    if ref is not None and isinstance(ref, str) and not _looks_like_path(ref):
-        expect_arch = entry_for(ref).arch
-    elif ref is None and (entry := default_entry()) is not None:
-        expect_arch = entry.arch
+    entry = None
+    if ref is None:
+        entry = default_entry()
+    elif isinstance(ref, str) and not _looks_like_path(ref):
+        entry = entry_for(ref)
     path = resolve_weights(ref, offline=offline)
-    model = load_checkpoint(path, expect_arch=expect_arch)
+    model = load_checkpoint(path, expect_arch=entry.arch if entry else None)
     if not isinstance(model, RestorationModel):
         raise WeightsError(f"{path} does not hold a restoration model")
-    return model
+    if entry is not None:
+        declared, trained_for = entry.model, entry.trained_for
+    else:
+        meta = read_metadata(path)
+        declared = meta.get("name")
+        trained_for = _string_list(meta.get("trained_for"))
+    return LoadedWeights(model, path, entry, _variant_of(model), declared, trained_for)
+
+
+def _variant_of(model: RestorationModel) -> str | None:
+    from anyrestore.models.registry import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        if spec.arch == model.arch and spec.config == model.config:
+            return name
+    return None
+
+
+def _string_list(raw: str | None) -> tuple[str, ...]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        value = [raw]
+    return tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ PHOTOS = ("chelsea.jpg", "coffee.jpg")  # kept out of the training corpus
 @pytest.fixture(scope="module")
 def restore():
     """What `anyrestore fix` runs: the embedded default, whole image (no tiling), CPU fp32."""
-    return Restorer(load_weights(None, offline=True), "cpu", "fp32", tile=0).restore_tensor
+    return Restorer(load_weights(None, offline=True).model, "cpu", "fp32", tile=0).restore_tensor
 
 
 @pytest.mark.parametrize("name", PHOTOS)

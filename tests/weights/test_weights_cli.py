@@ -115,7 +115,7 @@ def test_entry_from_file_round_trips_and_resolves(fake_hub, manifest, tiny_file,
     assert [e.name for e in list_entries()] == ["tiny-made", "tiny-made2"]
     assert find_entry("tiny-made").description == 'a "quoted" line'
     fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
-    assert load_weights("tiny-made").arch == "anyir"
+    assert load_weights("tiny-made").model.arch == "anyir"
 
 
 def test_entry_refuses_what_the_manifest_would_reject(tiny_file):
@@ -154,7 +154,7 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path
     assert _run(*args, "--embed", "--default", "--write").exit_code == 0
     (entry,) = list_entries()
     assert entry.trained_for == ("noise", "haze") and entry.default
-    assert load_weights().arch == "anyir"
+    assert load_weights().model.arch == "anyir"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks")

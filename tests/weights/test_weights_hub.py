@@ -37,7 +37,7 @@ def test_first_download_then_cache_hits_offline_and_with_server_down(
     assert methods == ["HEAD", "GET"]
     assert cached_file(find_entry("tiny-hub")) == path
 
-    model = load_weights("tiny-hub")
+    model = load_weights("tiny-hub").model
     assert isinstance(model, RestorationModel) and model.arch == "anyir" and not model.training
     saved = load_safetensors(tiny_bytes)
     for key, value in model.state_dict().items():
@@ -48,7 +48,7 @@ def test_first_download_then_cache_hits_offline_and_with_server_down(
     assert resolve_weights("tiny-hub") == path
     monkeypatch.delenv("HF_HUB_OFFLINE")
     fake_hub.stop()
-    assert load_weights("tiny-hub").arch == "anyir"
+    assert load_weights("tiny-hub").model.arch == "anyir"
     assert fake_hub.requests == []  # a pinned commit already cached needs no network at all
 
 
@@ -152,7 +152,7 @@ def test_model_name_resolves_to_its_preferred_entry(fake_hub, manifest, tiny_byt
     fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
     other = hub_entry(tiny_bytes, name="tiny-other", filename="absent.safetensors")
     manifest(other, hub_entry(tiny_bytes, default=True))  # the default entry is preferred
-    assert load_weights("anyir_t").arch == "anyir"
+    assert load_weights("anyir_t").model.arch == "anyir"
     assert all("absent" not in path for _, path, _ in fake_hub.requests)
 
 

@@ -49,7 +49,7 @@ def _embed(manifest_path: Path, data: bytes, name: str = "tiny-embedded") -> Pat
 
 @pytest.mark.parametrize("as_str", [True, False])
 def test_local_file_loads_strictly_with_config_from_metadata(tiny_file, tiny_bytes, as_str):
-    model = load_weights(str(tiny_file) if as_str else tiny_file)
+    model = load_weights(str(tiny_file) if as_str else tiny_file).model
     assert model.arch == "anyir" and not model.training
     assert model.config_dict()["dim"] == TINY["dim"]
     saved = load_safetensors(tiny_bytes)
@@ -122,7 +122,7 @@ def test_embedded_default_loads_offline_without_network(manifest, tiny_bytes, mo
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert default_entry().name == "tiny-embedded"
-    assert load_weights().arch == "anyir"
+    assert load_weights().model.arch == "anyir"
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert resolve_weights(None) == path.parent / "weights/embedded/tiny-embedded.safetensors"
 

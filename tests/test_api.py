@@ -1,0 +1,161 @@
+"""The package's Python API: ``restore`` on every kind of image, and ``load_weights``' descriptor."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import anyrestore
+from anyrestore.api import _cached_restorer
+from anyrestore.engine import Restorer
+from anyrestore.models.base import RestorationModel
+from anyrestore.weights import LoadedWeights, load_weights
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    _cached_restorer.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(21, 30, 3), dtype=np.uint8)
+
+
+def _expected(weights: Path, rgb: np.ndarray) -> np.ndarray:
+    """What the engine itself makes of 8-bit RGB, as 8-bit RGB."""
+    restorer = Restorer(load_weights(weights).model, "cpu")
+    x = torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)
+    return np.round(restorer.restore_tensor(x).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def test_root_exports_resolve_to_the_library_objects() -> None:
+    from anyrestore import engine, weights
+
+    for name in anyrestore.__all__:
+        assert getattr(anyrestore, name) is not None
+    assert anyrestore.read_image is engine.read_image
+    assert anyrestore.write_image is engine.write_image
+    assert anyrestore.load_weights is weights.load_weights
+    assert "restore" in dir(anyrestore)
+    with pytest.raises(AttributeError):
+        _ = anyrestore.no_such_thing
+
+
+def test_numpy_in_numpy_out(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    out = anyrestore.restore(rgb, tiny_checkpoint, device="cpu")
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.array_equal(out, _expected(tiny_checkpoint, rgb))
+    floats = anyrestore.restore(rgb.astype(np.float32) / 255, tiny_checkpoint, device="cpu")
+    assert floats.dtype == np.float32 and 0.0 <= floats.min() and floats.max() <= 1.0
+    assert np.abs(floats * 255 - out).max() <= 0.51
+    wide = anyrestore.restore(rgb.astype(np.uint16) * 257, tiny_checkpoint, device="cpu")
+    assert wide.dtype == np.uint16 and np.abs(wide / 257 - out).max() <= 0.51
+
+
+def test_numpy_alpha_passes_through_and_gray_stays_gray(
+    tiny_checkpoint: Path, rgb: np.ndarray
+) -> None:
+    alpha = np.arange(rgb.shape[0] * rgb.shape[1], dtype=np.uint8).reshape(rgb.shape[:2])
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=2)
+    out = anyrestore.restore(rgba, tiny_checkpoint, device="cpu")
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], alpha)
+    assert np.array_equal(out[..., :3], _expected(tiny_checkpoint, rgb))
+    gray = anyrestore.restore(rgb[..., 0], tiny_checkpoint, device="cpu")
+    assert gray.shape == rgb.shape[:2] and gray.dtype == np.uint8
+
+
+def test_pil_in_pil_out_keeps_the_mode_and_profile(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    image = Image.fromarray(rgb)
+    image.info["icc_profile"] = b"not checked here"
+    out = anyrestore.restore(image, tiny_checkpoint, device="cpu")
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == image.size
+    assert np.array_equal(np.asarray(out), _expected(tiny_checkpoint, rgb))
+    assert out.info["icc_profile"] == b"not checked here"
+    for mode in ("RGBA", "L", "LA", "P"):
+        out = anyrestore.restore(image.convert(mode), tiny_checkpoint, device="cpu")
+        assert out.mode == ("RGB" if mode == "P" else mode) and out.size == image.size
+
+
+def test_bytes_in_bytes_out_in_the_same_format(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    out = anyrestore.restore(buffer.getvalue(), tiny_checkpoint, device="cpu")
+    assert isinstance(out, bytes)
+    with Image.open(io.BytesIO(out)) as decoded:
+        assert decoded.format == "PNG"
+        assert np.array_equal(np.asarray(decoded), _expected(tiny_checkpoint, rgb))
+
+
+def test_a_path_comes_back_as_a_pil_image(
+    tiny_checkpoint: Path, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    path = tmp_path / "in.png"
+    Image.fromarray(rgb).save(path)
+    for source in (path, str(path)):
+        out = anyrestore.restore(source, tiny_checkpoint, device="cpu")
+        assert isinstance(out, Image.Image) and out.mode == "RGB"
+        assert np.array_equal(np.asarray(out), _expected(tiny_checkpoint, rgb))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]  # nothing written
+
+
+def test_weights_load_once_per_reference(
+    tiny_checkpoint: Path, rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyrestore.weights
+
+    calls = []
+    real = anyrestore.weights.load_weights
+    monkeypatch.setattr(
+        anyrestore.weights, "load_weights", lambda ref: calls.append(ref) or real(ref)
+    )
+    for _ in range(3):
+        anyrestore.restore(rgb, tiny_checkpoint, device="cpu")
+    assert calls == [str(tiny_checkpoint)]
+    loaded = real(tiny_checkpoint)
+    anyrestore.restore(rgb, loaded, device="cpu")  # a descriptor is used as it is
+    assert len(calls) == 1
+
+
+def test_the_default_weights_restore_without_arguments(rgb: np.ndarray) -> None:
+    out = anyrestore.restore(rgb[:16, :16], device="cpu")
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("image", "error", "message"),
+    [
+        ([[0, 1]], TypeError, "path, bytes, a PIL image or a numpy array"),
+        (np.zeros((4, 4, 2), np.uint8), ValueError, r"\(h, w, 3\)"),
+        (np.zeros((4, 4, 3), np.int32), ValueError, "uint8, uint16 or float"),
+    ],
+)
+def test_what_restore_refuses_is_named(
+    tiny_checkpoint: Path, image: object, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        anyrestore.restore(image, tiny_checkpoint, device="cpu")  # type: ignore[call-overload]
+
+
+def test_load_weights_describes_a_file(tiny_checkpoint: Path) -> None:
+    loaded = load_weights(tiny_checkpoint)
+    assert isinstance(loaded, LoadedWeights) and isinstance(loaded.model, RestorationModel)
+    assert loaded.path == tiny_checkpoint and loaded.entry is None
+    assert loaded.variant is None and loaded.declared is None  # a custom anyir_t config
+    assert loaded.name == "anyir" and loaded.trained_for == ()
+    assert loaded.pad_multiple == loaded.model.pad_multiple >= 1
+    assert loaded.tile_overlap == loaded.model.tile_overlap_hint
+    assert loaded.arch == "anyir"  # transitional: reads through to the model
+
+
+def test_load_weights_describes_the_default_entry() -> None:
+    loaded = load_weights(None, offline=True)
+    assert loaded.entry is not None and loaded.entry.default
+    assert loaded.declared == loaded.entry.model and loaded.name == loaded.entry.model
+    assert loaded.trained_for == loaded.entry.trained_for and "blur" in loaded.trained_for
