@@ -1,49 +1,65 @@
-"""Domain errors, each carrying the exit code the CLI turns it into.
+"""Exit codes and the domain errors that carry them.
 
-Kept as a leaf module so every layer (engine, weights, data, bench) can raise them
-without importing the CLI.
+The one place exit codes are defined (README's table lists them). Kept as a leaf module so
+every layer (engine, weights, data, bench) can raise these errors without importing the CLI.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What the ``anyrestore`` process returns; documented in the README."""
+
+    OK = 0
+    FAILED = 1  # batch: some files failed; or an unexpected internal error
+    USAGE = 2  # bad option or path, output that cannot be written, bad config
+    INPUT = 3  # input image unreadable, corrupt, truncated, unsupported or too large
+    WEIGHTS = 4  # weights unknown, unavailable, damaged, or producing non-finite output
+    DEVICE = 5  # device absent or out of memory
+    DATA = 6  # dataset root missing or malformed
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
 
 
 class AnyRestoreError(Exception):
     """Base for errors a user can act on; the message is one line."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class UsageError(AnyRestoreError):
-    """Bad arguments or paths (exit 2)."""
+    """Bad arguments or paths, or an output that cannot be written (exit 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class InputError(AnyRestoreError):
     """An input image or data file is unreadable, unsupported or too large (exit 3)."""
 
-    exit_code = 3
+    exit_code = ExitCode.INPUT
 
 
 class WeightsError(AnyRestoreError):
     """A checkpoint cannot be found, downloaded, verified or loaded (exit 4)."""
 
-    exit_code = 4
+    exit_code = ExitCode.WEIGHTS
 
 
 class DeviceError(AnyRestoreError):
     """The requested device is unavailable or ran out of memory (exit 5)."""
 
-    exit_code = 5
+    exit_code = ExitCode.DEVICE
 
 
 class DataError(AnyRestoreError):
     """A dataset root is missing or does not have the expected layout (exit 6)."""
 
-    exit_code = 6
+    exit_code = ExitCode.DATA
 
 
 class ConfigError(AnyRestoreError):
     """A training or bench configuration is invalid (exit 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE

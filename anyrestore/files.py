@@ -1,0 +1,155 @@
+"""Files on disk: which names are images, listing a folder of them, and atomic writes.
+
+A leaf module (standard library only) so that the engine, weights, training, bench and data
+code all list folders and replace files the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from anyrestore.errors import UsageError
+
+#: Every image extension anyrestore reads, with the Pillow format it names.
+IMAGE_EXTENSIONS: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".ppm": "PPM",
+    ".pgm": "PPM",
+}
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its extension, and not hidden."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(
+    root: Path,
+    *,
+    recursive: bool = True,
+    pattern: str | None = None,
+    exclude: Path | None = None,
+) -> list[Path]:
+    """Regular image files under ``root``, sorted by their path relative to it.
+
+    Hidden files and folders are skipped, and so is anything under ``exclude``. With
+    ``pattern`` (a relative glob) every matching file counts, whatever its extension.
+    """
+    if pattern is not None:
+        if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise UsageError(f"glob pattern must be a non-empty relative pattern, got {pattern!r}")
+        candidates = root.rglob(pattern) if recursive else root.glob(pattern)
+    else:
+        candidates = root.rglob("*") if recursive else root.iterdir()
+    found = []
+    for path in candidates:
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if exclude is not None and path.resolve().is_relative_to(exclude):
+            continue
+        if pattern is None and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class AtomicFile:
+    """A file replaced in one step: a hidden temporary beside the target, renamed on commit.
+
+    The temporary is created on construction, so an unwritable destination fails before any
+    work is done; ``discard`` (or any exception inside ``with``) removes it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name[:200]}.", suffix=".tmp", dir=self.path.parent
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def write(self, data: bytes) -> None:
+        self._guard(lambda: self._write(data))
+
+    def _write(self, data: bytes) -> None:
+        with open(self.tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self) -> Path:
+        """Give the temporary the target's name (file mode as a plain ``open`` would make it)."""
+
+        def rename() -> None:
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.replace(self.tmp, self.path)
+
+        self._guard(rename)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except BaseException as exc:
+            self.discard()
+            if isinstance(exc, OSError):
+                raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            raise
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            self.discard()
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a temporary beside ``path``, then rename it into place."""
+    with AtomicFile(path) as out:
+        out.write(data)
+        return out.commit()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path for writers that want a file name (torch.save, save_file, Pillow).
+
+    On a clean exit the temporary replaces ``path``; on any exception it is removed and the
+    exception goes on unchanged (writers' own errors are theirs to report).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
