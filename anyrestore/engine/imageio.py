@@ -5,7 +5,9 @@ the output, grayscale stays grayscale and 16-bit PNG/TIFF stay 16-bit. Pillow de
 RGB(A) to 8 bits (it has no 16-bit RGB mode), so the file is decoded twice, once with Pillow's
 high-byte unpacker and once with its low-byte twin (same bit width, so the PNG/TIFF
 unfiltering is identical), and the bytes are recombined; 16-bit output is encoded here
-(PNG chunks / a baseline TIFF) with numpy and zlib. Writes are atomic.
+(PNG chunks / a baseline TIFF) with numpy and zlib. Planar 16-bit TIFFs are read one
+plane at a time. A file whose pixel data ends early is an error unless the caller allows it
+(Pillow would fill the rest with black). Writes are atomic (anyrestore.files).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import logging
 import os
 import struct
 import sys
-import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -26,22 +27,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from anyrestore.errors import InputError, UsageError
+from anyrestore.files import IMAGE_EXTENSIONS, atomic_write
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "EXTENSIONS",
+    "FORMATS",
+    "FORMAT_EXTENSION",
+    "ImageData",
+    "atomic_write",
+    "encode_image",
+    "format_for_path",
+    "parse_format",
+    "read_image",
+    "write_image",
+]
 
 log = logging.getLogger("anyrestore")
 
-FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
-EXTENSIONS = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".webp": "WEBP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
+FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")  # read and written
+READ_ONLY_FORMATS = ("PPM",)
+#: The extensions of the formats anyrestore writes (a subset of files.IMAGE_EXTENSIONS).
+EXTENSIONS = {ext: fmt for ext, fmt in IMAGE_EXTENSIONS.items() if fmt in FORMATS}
 FORMAT_EXTENSION = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "ANYRESTORE_MAX_PIXELS"
@@ -119,15 +129,21 @@ def max_pixels_from_env() -> int:
 
 
 @contextmanager
-def _own_pixel_limit() -> Iterator[None]:
+def _own_pixel_limit(allow_truncated: bool = False) -> Iterator[None]:
     # Pillow's global limit would pre-empt ours (and warn); we check the header size ourselves.
     with _pillow_limit_lock:
-        saved = Image.MAX_IMAGE_PIXELS
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
         Image.MAX_IMAGE_PIXELS = None
+        ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
         try:
             yield
         finally:
-            Image.MAX_IMAGE_PIXELS = saved
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _pixels(n: float) -> str:
+    """A pixel count for messages: megapixels when large, the plain count when small."""
+    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{int(n):,} pixels"
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -138,8 +154,13 @@ def read_image(
     *,
     max_pixels: int | None = None,
     name: str | None = None,
+    allow_truncated: bool = False,
 ) -> ImageData:
-    """Decode a file path or encoded bytes; InputError for anything unreadable or too large."""
+    """Decode a file path or encoded bytes; InputError for anything unreadable or too large.
+
+    The pixel limit is checked on the size the header declares, before any pixel is decoded.
+    A file whose data ends early is refused unless ``allow_truncated``.
+    """
     limit = max_pixels if max_pixels is not None else max_pixels_from_env()
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
     label = name or ("<stdin>" if is_bytes else str(source))
@@ -161,29 +182,110 @@ def read_image(
         ) from None
     except PermissionError as exc:
         raise InputError(f"{label}: cannot open ({exc.strerror})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{label}: cannot read image ({exc})") from None
+    except OSError as exc:
+        raise InputError(
+            f"{label}: cannot read image ({exc.strerror or _first_line(exc)})"
+        ) from None
+    except Exception as exc:  # Pillow's format probes raise many types on hostile headers
+        raise InputError(f"{label}: cannot read image ({_first_line(exc)})") from None
     with im:
         fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
-        if fmt not in FORMATS:
+        if fmt not in FORMATS + READ_ONLY_FORMATS:
             raise InputError(
                 f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, TIFF, BMP)"
             )
         w, h = im.size
         if w * h > limit:
             raise InputError(
-                f"{label}: {w}x{h} is {w * h / 1e6:.1f} MP, over the {limit / 1e6:g} MP limit "
-                f"(raise it with --max-pixels or {MAX_PIXELS_ENV})"
+                f"{label}: {w}x{h} is {_pixels(w * h)}, over the limit of {_pixels(limit)} "
+                f"(raise max_pixels / --max-pixels or {MAX_PIXELS_ENV})"
             )
         try:
-            with _own_pixel_limit():
+            if fmt == "PNG" and not allow_truncated:
+                _check_png_complete(source if is_bytes else None, source, im)  # type: ignore[arg-type]
+            with _own_pixel_limit(allow_truncated):
                 return _decode(im, fmt, opener)
-        except InputError:
-            raise
+        except InputError as exc:
+            raise InputError(f"{label}: {exc}") from None
         except MemoryError:
             raise InputError(f"{label}: not enough memory to decode {w}x{h}") from None
         except Exception as exc:  # Pillow raises many types on corrupt data
-            raise InputError(f"{label}: corrupt or truncated image ({exc})") from None
+            hint = (
+                "; allow_truncated / --allow-truncated restores what is there"
+                if _truncated(exc)
+                else ""
+            )
+            raise InputError(
+                f"{label}: corrupt or truncated image ({_first_line(exc)}){hint}"
+            ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _truncated(exc: BaseException) -> bool:
+    return "truncated" in str(exc)
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+_ADAM7 += ((0, 1, 1, 2),)
+
+
+def _png_expected_bytes(w: int, h: int, depth: int, color_type: int, interlaced: bool) -> int:
+    """The length of a PNG's decompressed image data (filter byte plus packed row, per row)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color_type, 1)
+
+    def rows(width: int, height: int) -> int:
+        return (
+            0 if width == 0 or height == 0 else height * (1 + (width * channels * depth + 7) // 8)
+        )
+
+    if not interlaced:
+        return rows(w, h)
+    return sum(
+        rows(max(0, (w - x0 + dx - 1) // dx), max(0, (h - y0 + dy - 1) // dy))
+        for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def _check_png_complete(data: bytes | None, path: Any, im: Image.Image) -> None:
+    """Refuse a PNG whose compressed data ends before its last row (Pillow pads with black)."""
+    fp: Any = io.BytesIO(bytes(data)) if data is not None else open(path, "rb")  # noqa: SIM115
+    with fp:
+        fp.read(8)
+        inflate = zlib.decompressobj()
+        got, expected = 0, None
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                break
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IHDR":
+                w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", fp.read(13))
+                expected = _png_expected_bytes(w, h, depth, color, interlace == 1)
+                fp.seek(4, 1)
+                continue
+            if kind == b"IEND":
+                break
+            if kind != b"IDAT":
+                fp.seek(length + 4, 1)
+                continue
+            chunk = fp.read(length)
+            fp.seek(4, 1)
+            while chunk and not inflate.eof and (expected is None or got < expected):
+                got += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+            if expected is not None and got >= expected:
+                return
+    if expected is None or got >= expected:
+        return
+    share = got / expected if expected else 0.0
+    raise InputError(
+        f"corrupt or truncated image: its pixel data ends after {share:.0%} of the rows; "
+        "allow_truncated / --allow-truncated restores what is there"
+    )
 
 
 def _rawmode(tile: Any) -> str:
@@ -215,7 +317,40 @@ def _sixteen_bit_layout(im: Image.Image) -> str | None:
     return None
 
 
+def _planar_sixteen_bit(im: Image.Image, fmt: str) -> bool:
+    """A 16-bit RGB(A) TIFF stored plane by plane, which Pillow would read as scrambled bytes."""
+    if fmt != "TIFF" or im.mode not in ("RGB", "RGBA"):
+        return False
+    tags = getattr(im, "tag_v2", {})
+    bits = tags.get(258) or (8,)
+    return tags.get(284) == 2 and max(bits) == 16
+
+
+def _read_planes(im: Image.Image, opener: Callable[[], Image.Image]) -> np.ndarray:
+    """(h, w, c) uint16 from a planar TIFF: each band's tiles decoded as one 16-bit image."""
+    big = getattr(getattr(im, "tag_v2", None), "_endian", "<") == ">"
+    rawmode = "I;16B" if big else "I;16"
+    bands = []
+    for band in im.mode:
+        tiles = [t for t in im.tile if _rawmode(t) == band]
+        if not tiles:
+            raise InputError(f"planar TIFF without a {band} plane")
+        with opener() as plane:
+            plane._mode = "I;16"  # noqa: SLF001 - Pillow has no public way to set it
+            plane.tile = [_with_rawmode(t, rawmode) for t in tiles]
+            plane.load()
+            bands.append(np.asarray(plane, dtype=np.uint16))
+    return np.stack(bands, axis=-1)
+
+
 def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> ImageData:
+    if _planar_sixteen_bit(im, fmt):
+        orientation, exif = _orientation_and_exif(im, fmt)
+        pixels = _apply_orientation(_read_planes(im, opener), orientation)
+        alpha = np.ascontiguousarray(pixels[..., 3]) if im.mode == "RGBA" else None
+        rgb = pixels[..., :3].astype(np.float32) * np.float32(1.0 / 65535)
+        icc = im.info.get("icc_profile") or None
+        return ImageData(rgb, alpha, 16, False, icc, exif, fmt)
     layout = _sixteen_bit_layout(im)
     if layout == "la":
         # 16-bit gray+alpha: the RGBA unpacker has the same width and yields all four bytes.
@@ -476,35 +611,6 @@ def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
     ifd.append(struct.pack("<I", 0))
     head = b"II*\x00" + struct.pack("<I", ifd_at)
     return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), *ifd, bytes(extra)])
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_image(image: ImageData, path: str | os.PathLike[str], fmt: str | None = None) -> Path:
