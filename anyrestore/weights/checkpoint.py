@@ -2,13 +2,15 @@
 
 A file alone rebuilds its model: the metadata holds ``arch`` and the config as JSON
 (safetensors metadata is a str -> str map), plus optional facts about how it was trained.
+Loading trusts nothing in the file: the model is first built on the meta device and its key
+shapes compared with the file's (so a config asking for a huge model allocates nothing), and
+every tensor must be finite, of a float dtype where the model has one, and of sane magnitude.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from anyrestore.errors import WeightsError
-from anyrestore.models.registry import build_model
+from anyrestore.files import atomic_path
+from anyrestore.models.registry import build_model, get_spec
 
 FORMAT_VERSION = "1"
+#: No trained weight comes near this; a tensor beyond it is damaged (or not weights at all).
+MAX_ABS_WEIGHT = 1e4
 
 
 def save_checkpoint(
@@ -49,15 +54,8 @@ def save_checkpoint(
         metadata["name"] = name
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 
@@ -69,36 +67,81 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     except FileNotFoundError:
         raise WeightsError(f"weights file not found: {path}") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()  # torch appends C++ traces on later lines
+    return lines[0] if lines else type(exc).__name__
+
+
+def _config_of(path: str | os.PathLike[str], meta: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The architecture and config a checkpoint's metadata declares, checked for shape."""
+    if meta.get("format") != "anyrestore" or "arch" not in meta or "config" not in meta:
+        raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
+    arch = meta["arch"]
+    try:
+        config = json.loads(meta["config"])
+    except ValueError:
+        raise WeightsError(f"{path}: its config metadata is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise WeightsError(
+            f"{path}: its config metadata must be a JSON object, not {type(config).__name__}"
+        )
+    name = meta.get("name")
+    if name is not None:
+        try:
+            named_arch = get_spec(name).arch
+        except KeyError:
+            named_arch = None  # a custom name is allowed
+        if named_arch is not None and named_arch != arch:
+            raise WeightsError(
+                f"{path}: its metadata names model {name!r} ({named_arch}) but holds a {arch!r} model"
+            )
+    return arch, config
+
+
+def _build(path: str | os.PathLike[str], arch: str, config: dict[str, Any]) -> nn.Module:
+    try:
+        return build_model(arch, config)
+    except Exception as exc:  # a bad config can fail anywhere in a constructor
+        raise WeightsError(
+            f"{path}: cannot build {arch!r} from its config ({_first_line(exc)})"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, expect_arch: str | None = None) -> nn.Module:
     """Rebuild the model described by ``path``'s metadata and load its weights strictly (CPU, fp32)."""
     meta = read_metadata(path)
-    if meta.get("format") != "anyrestore" or "arch" not in meta or "config" not in meta:
-        raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
-    arch = meta["arch"]
+    arch, config = _config_of(path, meta)
     if expect_arch is not None and arch != expect_arch:
         raise WeightsError(f"{path} holds a {arch!r} model, expected {expect_arch!r}")
     try:
-        model = build_model(arch, json.loads(meta["config"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: cannot build {arch!r} from its config ({exc})") from None
-    state = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for key in f.keys():
-            state[key] = f.get_tensor(key)
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            with torch.device("meta"):
+                skeleton = _build(path, arch, config)
+            _check_keys(skeleton, shapes, source=str(path))
+            del skeleton
+            model = _build(path, arch, config)
+            state = {key: f.get_tensor(key) for key in shapes}
+    except WeightsError:
+        raise
+    except Exception as exc:  # a damaged tensor table: offsets past the end, bad dtypes
+        raise WeightsError(f"{path}: cannot read its tensors ({_first_line(exc)})") from None
     load_state_strict(model, state, source=str(path))
     model.eval()
     return model
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """Load ``state`` with every key and shape checked, naming what does not match."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+def _check_keys(model: nn.Module, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
+    """Every key present with the model's shape, else a WeightsError naming what differs."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
+    wrong = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -107,7 +150,39 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, sourc
             parts.append(f"unexpected keys {_short(unexpected)}")
         if wrong:
             parts.append(f"shape mismatch in {_short(wrong)}")
-        raise WeightsError(f"{source} does not fit {model.arch}: " + "; ".join(parts))
+        arch = getattr(model, "arch", type(model).__name__)
+        raise WeightsError(f"{source} does not fit {arch}: " + "; ".join(parts))
+
+
+def _check_values(
+    own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str
+) -> None:
+    """Float where the model is float, finite, and within MAX_ABS_WEIGHT."""
+    for key in sorted(state):
+        value, mine = state[key], own[key]
+        if mine.is_floating_point() != value.is_floating_point():
+            raise WeightsError(
+                f"{source}: tensor {key} is {str(value.dtype).removeprefix('torch.')}, "
+                f"expected {str(mine.dtype).removeprefix('torch.')}; the file is damaged"
+            )
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        wide = value.float()
+        if not torch.isfinite(wide).all():
+            raise WeightsError(f"{source}: tensor {key} holds NaN or infinite values")
+        peak = float(wide.abs().max())
+        if peak > MAX_ABS_WEIGHT:
+            raise WeightsError(
+                f"{source}: tensor {key} holds a value of magnitude {peak:.3g}, far beyond any "
+                "trained weight; the file is damaged"
+            )
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state`` with every key and shape checked, naming what does not match."""
+    own = model.state_dict()
+    _check_keys(model, {k: tuple(v.shape) for k, v in state.items()}, source=source)
+    _check_values(own, state, source)
     cast = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(cast, strict=True)
 

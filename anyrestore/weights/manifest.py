@@ -223,8 +223,10 @@ def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[Weights
         if manifest is None and MANIFEST_ENV not in os.environ:
             return []  # a source tree without a manifest simply has no weights
         raise WeightsError(f"weights manifest not found: {path}") from None
+    except UnicodeDecodeError:
+        raise WeightsError(f"weights manifest {path} is not UTF-8 text (TOML)") from None
     except OSError as exc:
-        raise WeightsError(f"cannot read weights manifest {path} ({exc.strerror})") from None
+        raise WeightsError(f"cannot read weights manifest {path} ({exc.strerror or exc})") from None
     return parse_manifest(text, source=str(path), embedded_root=_embedded_root(path))
 
 
