@@ -1,1 +1,22 @@
 """Command-line interface: thin Typer commands over the library."""
+
+import os
+import signal
+import sys
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    # Until the command runs there is nothing to clean up: one line and the shell's exit code.
+    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    try:
+        os.write(2, f"anyrestore: error: {word}\n".encode())
+    except OSError:
+        pass
+    os._exit(128 + signum)
+
+
+# Started as the `anyrestore` program (not imported by a test or a library user): Ctrl-C while
+# Typer, Rich and torch are still being imported must not print a traceback.
+if os.path.basename(sys.argv[0] if sys.argv else "") in ("anyrestore", "__main__.py"):
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, _exit_on_signal)

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,22 +23,29 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from anyrestore.cli.app import app
-from anyrestore.cli.errors import EXIT_FAILED, handle_errors
-from anyrestore.cli.fix import (
-    DeviceOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    OverlapOpt,
-    PrecisionOpt,
-    QuietOpt,
-    TileOpt,
-    WeightsOpt,
+from anyrestore.cli.common import (
+    check_finite,
+    err_console,
     load_model,
     make_restorer,
     setup_logging,
+    weights_label,
 )
-from anyrestore.errors import DeviceError, UsageError, WeightsError
+from anyrestore.cli.errors import emit, say
+from anyrestore.cli.options import (
+    AllowTruncatedOpt,
+    DeviceOpt,
+    FormatOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    PrecisionOpt,
+    QuietOpt,
+    TileOpt,
+    TileOverlapOpt,
+    WeightsOpt,
+    deprecated_alias,
+)
+from anyrestore.errors import DeviceError, ExitCode, UsageError, WeightsError
 
 
 @dataclass(frozen=True)
@@ -61,29 +66,6 @@ def _shard() -> tuple[int, int]:
     return rank, world
 
 
-def find_images(
-    root: Path, recursive: bool, pattern: str | None, exclude: Path | None
-) -> list[Path]:
-    """Image files under ``root`` (sorted by relative path), skipping hidden files and ``exclude``."""
-    from anyrestore.engine.imageio import EXTENSIONS
-
-    if pattern:
-        candidates = root.rglob(pattern) if recursive else root.glob(pattern)
-    else:
-        candidates = root.rglob("*") if recursive else root.iterdir()
-    found = []
-    for path in candidates:
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if exclude is not None and path.resolve().is_relative_to(exclude):
-            continue
-        if pattern is None and path.suffix.lower() not in EXTENSIONS:
-            continue
-        found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
 def plan_jobs(
     root: Path, out_dir: Path, files: list[Path], recursive: bool, suffix: str, ext: str | None
 ) -> list[Job]:
@@ -95,15 +77,13 @@ def plan_jobs(
         target = parent / f"{rel.stem}{suffix}{ext if ext is not None else rel.suffix}"
         if target in seen:
             raise UsageError(
-                f"{seen[target]} and {rel} would both be written to {target}; use --suffix or --ext"
+                f"{seen[target]} and {rel} would both be written to {target}; use --suffix or --format"
             )
         seen[target] = rel
         jobs.append(Job(path, target))
     return jobs
 
 
-@app.command("batch")
-@handle_errors
 def batch_command(
     input_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of images to restore.")],
     output_dir: Annotated[
@@ -127,72 +107,68 @@ def batch_command(
     suffix: Annotated[
         str, typer.Option("--suffix", help="Appended to each output's stem, e.g. _restored.")
     ] = "",
+    fmt: FormatOpt = None,
     ext: Annotated[
-        str | None,
-        typer.Option(
-            "--ext",
-            help="Output format for every file (png, jpg, webp, tif, bmp). Default: the input's.",
-        ),
+        str | None, typer.Option("--ext", hidden=True, help="Old name of --format.")
     ] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     tile: TileOpt = None,
-    tile_overlap: OverlapOpt = None,
+    tile_overlap: TileOverlapOpt = None,
     max_pixels: MaxPixelsOpt = None,
+    allow_truncated: AllowTruncatedOpt = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per file on stdout.")
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Restore every image in a folder; failures are reported, the rest still run (exit 1 if any failed)."""
-    from anyrestore.engine.imageio import (
-        atomic_write,
-        encode_image,
-        format_for_path,
-        parse_format,
-        read_image,
-    )
+    from anyrestore.engine.imageio import encode_image, format_for_path, parse_format, read_image
+    from anyrestore.files import AtomicFile, atomic_write, list_images
 
     setup_logging(quiet)
-    err = Console(stderr=True)
-    if not input_dir.is_dir():
-        raise UsageError(
-            f"input folder not found: {input_dir}"
-            if not input_dir.exists()
-            else f"{input_dir} is not a folder"
-        )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"{output_dir} exists and is not a folder")
-    root, out_root = input_dir.resolve(), output_dir.resolve()
+    err = err_console()
+    try:
+        if not input_dir.is_dir():
+            raise UsageError(
+                f"input folder not found: {input_dir}"
+                if not input_dir.exists()
+                else f"{input_dir} is not a folder"
+            )
+        if output_dir.exists() and not output_dir.is_dir():
+            raise UsageError(f"{output_dir} exists and is not a folder")
+        root, out_root = input_dir.resolve(), output_dir.resolve()
+    except OSError as exc:  # a name too long for the system, a loop of links
+        raise UsageError(f"{exc.filename or input_dir}: {exc.strerror or exc}") from None
     if root == out_root:
         raise UsageError("OUTDIR must differ from DIR: batch never writes over its inputs")
     if max_pixels is not None and max_pixels <= 0:
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
+    fmt = deprecated_alias("--ext", "--format", ext, fmt)  # type: ignore[assignment]
     out_ext = None
-    if ext is not None:
-        parse_format(ext)
-        out_ext = "." + ext.strip().lstrip(".").lower()
+    if fmt is not None:
+        parse_format(fmt)
+        out_ext = "." + fmt.strip().lstrip(".").lower()
     if "/" in suffix or os.sep in suffix:
         raise UsageError("--suffix cannot contain a path separator")
     rank, world = _shard()
 
-    files = find_images(root, recursive, glob, out_root if out_root.is_relative_to(root) else None)
+    exclude = out_root if out_root.is_relative_to(root) else None
+    files = list_images(root, recursive=recursive, pattern=glob, exclude=exclude)
     jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
     where = f" (rank {rank} of {world})" if world > 1 else ""
     if not jobs:
         if not quiet:
-            err.print(f"no images to restore in {input_dir}{where}", highlight=False)
+            say(f"no images to restore in {input_dir}{where}")
         return
+    AtomicFile(out_root / "probe").discard()  # an unwritable OUTDIR fails before any work
 
     net, model_name = load_model(model, weights)
     restorer = make_restorer(net, device, precision, tile, tile_overlap)
     if not quiet:
-        err.print(
-            f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}",
-            highlight=False,
-        )
+        say(f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}")
 
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
@@ -204,9 +180,10 @@ def batch_command(
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=err,
-        disable=quiet,
+        disable=quiet or not err.is_terminal,
         transient=False,
     )
+    label = weights_label(weights, model)
     with progress:
         task = progress.add_task("restoring", total=len(jobs))
         for job in jobs:
@@ -223,8 +200,11 @@ def batch_command(
                 record["status"] = "skipped"
             else:
                 try:
-                    image = read_image(job.source, max_pixels=max_pixels, name=rel)
+                    image = read_image(
+                        job.source, max_pixels=max_pixels, name=rel, allow_truncated=allow_truncated
+                    )
                     restored = restorer.restore_image(image)
+                    check_finite(restored.rgb, label)
                     atomic_write(job.target, encode_image(restored, format_for_path(job.target)))
                     info = restorer.last_run
                     record.update(
@@ -239,18 +219,17 @@ def batch_command(
                     message = str(exc) or type(exc).__name__
                     message = message if message.startswith(rel) else f"{rel}: {message}"
                     record.update(status="failed", error=message)
-                    progress.console.print(f"[red]failed[/red] {escape(message)}", highlight=False)
+                    say(f"failed {message}")
             record["seconds"] = round(time.perf_counter() - t0, 3)
             counts[str(record["status"])] += 1
             if json_output:
-                print(json.dumps(record), flush=True)
+                emit(json.dumps(record))
             progress.advance(task)
     elapsed = time.perf_counter() - started
     if not quiet or counts["failed"]:
-        err.print(
+        say(
             f"{counts['ok']} restored, {counts['skipped']} skipped, {counts['failed']} failed"
-            f"{where} in {elapsed:.1f} s",
-            highlight=False,
+            f"{where} in {elapsed:.1f} s"
         )
     if counts["failed"]:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from anyrestore.cli.app import app
-from anyrestore.cli.errors import handle_errors
+from anyrestore.cli.errors import emit, stdout
+from anyrestore.cli.options import deprecated_alias
 from anyrestore.errors import UsageError
 
 _SUITE_TITLES = {
@@ -20,8 +20,6 @@ _SUITE_TITLES = {
 }
 
 
-@app.command("bench")
-@handle_errors
 def bench_command(
     suite: Annotated[
         str, typer.Option(help="cdd11, three, five (test sets), synthetic, or speed.")
@@ -69,8 +67,12 @@ def bench_command(
             "Speed: for tiled sizes (default the engine's automatic size)."
         ),
     ] = None,
+    tile_overlap: Annotated[
+        int | None,
+        typer.Option("--tile-overlap", help="Tile overlap in pixels (default: the model's hint)."),
+    ] = None,
     overlap: Annotated[
-        int | None, typer.Option(help="Tile overlap in pixels (default: the model's hint).")
+        int | None, typer.Option("--overlap", hidden=True, help="Old name of --tile-overlap.")
     ] = None,
     sizes: Annotated[
         str, typer.Option(help="Speed: sizes N, WxH, tiled:WxH or 12mp, comma-separated.")
@@ -97,6 +99,7 @@ def bench_command(
     )
     from anyrestore.bench.runner import BenchConfig, run_bench
 
+    overlap = deprecated_alias("--overlap", "--tile-overlap", overlap, tile_overlap)  # type: ignore[assignment]
     if json_output and csv_output:
         raise UsageError("choose one of --json and --csv")
     config = BenchConfig(
@@ -124,14 +127,18 @@ def bench_command(
     with err.status(f"bench {suite}") as status:
         records = run_bench(config, progress=lambda msg: status.update(f"bench {msg}"))
     if json_output:
-        print(to_json(records))
+        emit(to_json(records))
     elif csv_output:
-        print(to_csv(records), end="")
+        emit(to_csv(records).rstrip("\n"))
     elif suite == "speed":
-        Console().print(speed_table(records, "Speed (median of repeats after warm-up)"))
+        Console(file=stdout()).print(
+            speed_table(records, "Speed (median of repeats after warm-up)")
+        )
     else:
         channel = "Y channel" if y_channel else "full RGB"
         title = f"{_SUITE_TITLES.get(suite, suite)}: PSNR (dB) / SSIM on {channel}"
-        Console().print(quality_table(records, title))
+        Console(file=stdout()).print(quality_table(records, title))
         if per_image:
-            Console().print(per_image_table(records, f"Per image: PSNR (dB) on {channel}"))
+            Console(file=stdout()).print(
+                per_image_table(records, f"Per image: PSNR (dB) on {channel}")
+            )

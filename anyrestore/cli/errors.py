@@ -1,46 +1,244 @@
-"""Exit codes, documented in the README, and the one place errors become them."""
+"""Where errors, signals and usage mistakes become one stderr line and an exit code.
+
+Every command runs inside ``CliGroup.invoke``: a domain error prints ``anyrestore: error:
+...`` and exits with its code (anyrestore.errors.ExitCode); SIGINT and SIGTERM interrupt the
+work like Ctrl-C (temporary files are removed on the way out) and exit 130 or 143; a second
+signal during that cleanup exits at once. Usage errors keep Typer's help box and end with the
+same one-line error. ``ANYRESTORE_DEBUG=1`` lets unexpected exceptions and warnings through.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
 
-from anyrestore.errors import AnyRestoreError
+import typer
+from typer import _click as click
+from typer.core import TyperGroup
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # a run finished but some items failed (batch), or an unexpected error
-EXIT_USAGE = 2  # bad arguments or paths
-EXIT_INPUT = 3  # unreadable / unsupported / oversized image
-EXIT_WEIGHTS = 4  # weights unknown, unavailable offline, download failed, bad checksum or keys
-EXIT_DEVICE = 5  # device unavailable or out of memory
-EXIT_DATA = 6  # dataset root missing or malformed
-EXIT_INTERRUPTED = 130
+from anyrestore.errors import AnyRestoreError, ExitCode, UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "ANYRESTORE_DEBUG"
 
-
-def fail(message: str, code: int) -> None:
-    """Print a one-line error on stderr and exit with ``code``."""
-    print(f"anyrestore: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
+_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(32), 0x7F)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+_SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
-def handle_errors(fn: F) -> F:
-    """Turn domain errors into a one-line message and their exit code; never a traceback."""
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped, so it stays one line."""
+    return text.translate(_ESCAPES)
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+
+def say(message: str) -> None:
+    """One line on stderr (never wrapped, control characters escaped)."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        print(one_line(message), file=stream, flush=True)
+    except (OSError, ValueError):
+        pass  # stderr itself is gone; the exit code still tells
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``anyrestore: error: <message>`` on stderr and exit with ``code``."""
+    say(f"anyrestore: error: {message}")
+    raise SystemExit(int(code))
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# -- stdout -------------------------------------------------------------------------------
+
+
+def stdout() -> TextIO:
+    """``sys.stdout``, or a usage error when the process was started with it closed."""
+    if sys.stdout is None:
+        raise UsageError("stdout is closed; nothing can be printed")
+    return sys.stdout
+
+
+def emit(text: str = "", *, data: bytes | None = None) -> None:
+    """Write a result line (or raw bytes) to stdout and flush, so a failure shows here.
+
+    A full or broken stdout is a usage error (exit 2); fd 1 is then pointed at /dev/null so
+    the interpreter's own flush at exit has nothing left to complain about.
+    """
+    out = stdout()
+    try:
+        if data is not None:
+            out.buffer.write(data)
+            out.buffer.flush()
+        else:
+            print(text, file=out, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+        raise
+    except OSError as exc:
+        _silence_stdout()
+        raise UsageError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+# -- signals ------------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; unwinds like Ctrl-C so temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(_SIGNAL_WORDS.get(signum, "interrupted"))
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def exit_now(signum: int, frame: object = None) -> None:
+    """Signal handler for when there is nothing left to clean: one line, exit 128+signum."""
+    word = _SIGNAL_WORDS.get(signal.Signals(signum), "interrupted")
+    try:
+        os.write(2, f"anyrestore: error: {word}\n".encode())
+    except OSError:
+        pass
+    os._exit(128 + signum)
+
+
+def _first_signal(signum: int, frame: object) -> None:
+    for sig in _SIGNAL_WORDS:
+        signal.signal(sig, exit_now)  # a second signal during cleanup ends the process
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted while the body runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in _SIGNAL_WORDS}
+    for sig in saved:
+        signal.signal(sig, _first_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+# -- the command group --------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _run(body: Any) -> Any:
+    """Run a command body, turning every way it can end badly into one line and a code."""
+    try:
+        return body()
+    except (typer.Exit, click.exceptions.ClickException, typer.Abort):
+        raise
+    except KeyboardInterrupt as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+        fail(str(exc) if isinstance(exc, Interrupted) else "interrupted", code)
+    except AnyRestoreError as exc:
+        fail(str(exc), exc.exit_code)
+    except BrokenPipeError:
+        # A closed downstream pipe (`| head`) is not an error worth a message.
+        _silence_stdout()
+        raise SystemExit(ExitCode.OK) from None
+    except (SystemExit, GeneratorExit):
+        raise
+    except MemoryError:
+        fail("out of memory", ExitCode.FAILED)
+    except OSError as exc:
+        if _debug():
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        fail(f"{exc.strerror or _first_line(exc)}{where}", ExitCode.FAILED)
+    except Exception as exc:
+        if _debug():
+            raise
+        fail(
+            f"internal error, please report it: {_first_line(exc)} "
+            f"(run with {DEBUG_ENV}=1 for the traceback)",
+            ExitCode.FAILED,
+        )
+
+
+class CliGroup(TyperGroup):
+    """Typer's group with anyrestore's error handling around every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():
+            if not _debug():
+                # Pillow and torch warnings (corrupt EXIF, empty tensors) would print
+                # multi-line notices before our one error line; the CLI speaks for itself.
+                warnings.simplefilter("ignore")
+            return _run(lambda: super(CliGroup, self).invoke(ctx))
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        prog_name = prog_name or "anyrestore"
         try:
-            return fn(*args, **kwargs)
-        except AnyRestoreError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            # A closed downstream pipe (e.g. `| head`) is not an error worth a traceback.
-            sys.stderr.close()
-            raise SystemExit(EXIT_OK) from None
+            with signals_interrupt():
+                code = _run(
+                    lambda: super(CliGroup, self).main(
+                        args, prog_name, complete_var, standalone_mode=False, **extra
+                    )
+                )
+        except click.exceptions.ClickException as exc:
+            if not standalone_mode:
+                raise
+            if (
+                type(exc).__name__ == "NoArgsIsHelpError"
+            ):  # the help was printed: say what's missing
+                fail("a command is required; see the list above", exc.exit_code)
+            _show_usage_error(exc)
+            message = exc.format_message()
+            if type(exc).__name__ == "NoSuchOption":
+                message += " (put -- before a file name that starts with a dash)"
+            fail(message, exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            fail("aborted", ExitCode.FAILED)
+        if not standalone_mode:
+            return code
+        raise SystemExit(code if isinstance(code, int) else ExitCode.OK)
 
-    return wrapper  # type: ignore[return-value]
+
+def _show_usage_error(exc: click.exceptions.ClickException) -> None:
+    """Typer's usage line and help hint (its boxed message too) before our one line."""
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except Exception:  # a broken stderr or an old Typer: the final line is what matters
+        pass

@@ -9,12 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from anyrestore.cli.app import app
-from anyrestore.cli.errors import handle_errors
+from anyrestore.cli.errors import emit, stdout
 
 
-@app.command("models")
-@handle_errors
 def models_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a JSON list instead of a table.")
@@ -29,7 +26,7 @@ def models_command(
 
     rows = describe_models(size=size, names=only)
     if json_output:
-        print(json.dumps(rows, indent=2))
+        emit(json.dumps(rows, indent=2))
         return
     table = Table(title=f"anyrestore models (MACs at {size}x{size}, the papers' FLOPs convention)")
     for col in ("name", "arch", "params", f"GMACs@{size}", "paper params / GMACs", "weights"):
@@ -46,4 +43,4 @@ def models_command(
             ref,
             weights,
         )
-    Console().print(table)
+    Console(file=stdout()).print(table)

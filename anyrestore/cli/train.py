@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from anyrestore.cli.app import app
-from anyrestore.cli.errors import handle_errors
+from anyrestore.cli.errors import emit
 from anyrestore.errors import UsageError
 
 train_app = typer.Typer(
@@ -16,11 +15,9 @@ train_app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
 )
-app.add_typer(train_app, name="train")
 
 
 @train_app.callback()
-@handle_errors
 def train_command(
     ctx: typer.Context,
     config: Annotated[
@@ -67,11 +64,10 @@ def train_command(
     cfg = load_config(config, overrides, base=base)
     result = train(cfg, resume=resume, stop_at=stop_at)
     if result.is_main:
-        print(result.checkpoint)
+        emit(str(result.checkpoint))
 
 
 @train_app.command("export")
-@handle_errors
 def export_command(
     checkpoint: Annotated[Path, typer.Argument(help="Resume checkpoint (last.pt) or run folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
@@ -83,7 +79,7 @@ def export_command(
 
     path, facts = export_checkpoint(checkpoint, output, dtype=dtype, use_ema=ema)
     typer.echo(f"exported {facts['model']} at step {facts['steps']} ({dtype}) to {path}", err=True)
-    print(path)
+    emit(str(path))
 
 
 def _toml_literal(value: object) -> str:

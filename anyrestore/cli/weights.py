@@ -10,17 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from anyrestore.cli.app import app
-from anyrestore.cli.errors import handle_errors
+from anyrestore.cli.errors import emit, say, stdout
 from anyrestore.errors import WeightsError
 
 weights_app = typer.Typer(
     help="Manage model weights: the manifest, the Hub cache and the embedded default.",
     no_args_is_help=True,
 )
-app.add_typer(weights_app, name="weights")
-
-_err = Console(stderr=True)
 
 
 def _size(n: int) -> str:
@@ -32,7 +28,6 @@ def _size(n: int) -> str:
 
 
 @weights_app.command("list")
-@handle_errors
 def list_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a JSON list instead of a table.")
@@ -57,10 +52,10 @@ def list_command(
             }
         )
     if json_output:
-        print(json.dumps(rows, indent=2))
+        emit(json.dumps(rows, indent=2))
         return
     if not rows:
-        _err.print(f"no weights in the manifest ({manifest_path()})")
+        say(f"no weights in the manifest ({manifest_path()})")
         return
     table = Table(title="anyrestore weights")
     for col in ("name", "model", "trained for", "size", "license", "available"):
@@ -74,11 +69,10 @@ def list_command(
         table.add_row(
             name, r["model"], ", ".join(r["trained_for"]), _size(r["size"]), r["license"], available
         )
-    Console().print(table)
+    Console(file=stdout()).print(table)
 
 
 @weights_app.command("download")
-@handle_errors
 def download_command(
     names: Annotated[list[str], typer.Argument(help="Manifest entry names (or model names).")],
 ) -> None:
@@ -87,12 +81,11 @@ def download_command(
 
     for name in names:
         path = resolve_weights(name)
-        _err.print(f"{name}: sha256 verified")
-        print(path)
+        say(f"{name}: sha256 verified")
+        emit(str(path))
 
 
 @weights_app.command("verify")
-@handle_errors
 def verify_command(
     names: Annotated[
         list[str] | None, typer.Argument(help="Entries to check (default: all).")
@@ -103,24 +96,23 @@ def verify_command(
 
     checks = verify_entries(names or None)
     if not checks:
-        _err.print("nothing to verify: no embedded or cached weights")
+        say("nothing to verify: no embedded or cached weights")
         return
     table = Table(title="anyrestore weights verify")
     for col in ("name", "source", "status", "path"):
         table.add_column(col)
     for c in checks:
         table.add_row(c.name, c.source, "ok" if c.ok else "MISMATCH", str(c.path))
-    Console().print(table)
+    Console(file=stdout()).print(table)
     bad = [c for c in checks if not c.ok]
     if bad:
         for c in bad:
-            _err.print(c.detail, markup=False)
+            say(c.detail)
         names_bad = ", ".join(sorted({c.name for c in bad}))
         raise WeightsError(f"{len(bad)} of {len(checks)} files failed verification ({names_bad})")
 
 
 @weights_app.command("add")
-@handle_errors
 def add_command(
     file: Annotated[Path, typer.Argument(help="The trained .safetensors checkpoint.")],
     name: Annotated[str, typer.Option(help="Entry name, used as --weights NAME.")],
@@ -168,10 +160,10 @@ def add_command(
     )
     embedded = embed_file(file, name) if embed else None
     if embedded:
-        _err.print(f"copied {file} to the package as {embedded}")
+        say(f"copied {file} to the package as {embedded}")
     text = manifest_entry_for(file, embedded=embedded, **kwargs)
     if write:
         path = add_entry(text)
-        _err.print(f"added {name!r} to {path}")
+        say(f"added {name!r} to {path}")
     else:
-        print(text, end="")
+        emit(text.rstrip("\n"))

@@ -1,0 +1,127 @@
+"""What the restoring commands (fix, batch) share: logging, loading the model, the restorer."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from anyrestore.cli.errors import say
+from anyrestore.errors import UsageError, WeightsError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from anyrestore.engine import Restorer
+    from anyrestore.models.base import RestorationModel
+
+
+class _StderrHandler(logging.Handler):
+    """One line per record on whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"anyrestore: {record.levelname.lower()}: {record.getMessage()}")
+
+
+def setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("anyrestore")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+def err_console(quiet: bool = False) -> Console:
+    """Stderr for progress and info; lines are never wrapped, whatever the terminal width."""
+    return Console(stderr=True, quiet=quiet, soft_wrap=True, highlight=False)
+
+
+def weights_label(weights: str | None, model_name: str | None) -> str:
+    """How messages name the weights in use."""
+    return weights or model_name or "the default weights"
+
+
+def load_model(model_name: str | None, weights: str | None) -> tuple[RestorationModel, str]:
+    """Load weights once: --weights wins, and --model must then name the variant they hold."""
+    from anyrestore.models import get_spec
+    from anyrestore.weights import load_weights
+
+    spec = None
+    if model_name is not None:
+        try:
+            spec = get_spec(model_name)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    loaded = load_weights(weights if weights is not None else model_name)
+    if weights is not None and spec is not None:
+        named = {v for v in (loaded.variant, loaded.declared) if v}
+        if spec.arch != loaded.model.arch or model_name not in named:
+            holds = loaded.variant or loaded.declared or f"a custom {loaded.model.arch} config"
+            raise UsageError(
+                f"--model {model_name} does not match --weights {weights}, which holds {holds}"
+            )
+    return loaded.model, model_name or loaded.name
+
+
+def make_restorer(
+    model: RestorationModel,
+    device: str,
+    precision: str,
+    tile: int | None,
+    overlap: int | None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Restorer:
+    from anyrestore.engine import Restorer
+
+    return Restorer(model, device, precision, tile=tile, overlap=overlap, on_tile=on_tile)
+
+
+def check_finite(rgb: np.ndarray, weights: str) -> None:
+    """Refuse to write an image the model filled with NaN or infinities (exit 4)."""
+    import numpy as np
+
+    if not np.isfinite(rgb).all():
+        raise WeightsError(
+            f"{weights}: the model produced NaN or infinite pixels; the weights are damaged "
+            "or overflow at this precision (try fp32)"
+        )
+
+
+def tile_progress(console: Console) -> tuple[Progress, Callable[[int, int], None]]:
+    """A transient stderr progress bar over the tiles of one image, and its callback."""
+    progress = Progress(
+        TextColumn("tiles"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=console.quiet or not console.is_terminal,
+    )
+    task = progress.add_task("tiles", total=None, visible=False)
+
+    def on_tile(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, visible=True)
+
+    return progress, on_tile
+
+
+def stdin_bytes() -> bytes:
+    """All of stdin, refusing a closed stdin, a terminal and a folder with one clear line."""
+    if sys.stdin is None:
+        raise UsageError("stdin is closed; pipe an image into `anyrestore fix -` or pass a path")
+    if sys.stdin.isatty():
+        raise UsageError(
+            "refusing to read image bytes from a terminal; pipe a file in (fix - < photo.jpg) "
+            "or pass its path"
+        )
+    try:
+        return sys.stdin.buffer.read()
+    except IsADirectoryError:
+        raise UsageError("stdin is a folder, not an image") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read stdin: {exc.strerror or exc}") from None

@@ -1,0 +1,86 @@
+"""Options shared by the commands that restore images (fix, batch), defined once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model variant (see `anyrestore models`); loads its preferred weights, or with "
+        "--weights must name the variant those weights hold.",
+    ),
+]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A .safetensors checkpoint or a manifest entry name (see `anyrestore weights list`).",
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device", "-d", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
+    ),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option("--precision", help="auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16."),
+]
+TileOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tile",
+        help="Tile size in pixels; 0 disables tiling. Default: auto (see docs/inference.md).",
+    ),
+]
+TileOverlapOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tile-overlap", help="Overlap between tiles in pixels. Default: the model's hint."
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", "-f", help="Output format: png, jpg, webp, tif or bmp."),
+]
+MaxPixelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pixels",
+        envvar="ANYRESTORE_MAX_PIXELS",
+        help="Refuse images with more pixels than this, checked before decoding "
+        "(decompression-bomb guard). Default: 100000000.",
+    ),
+]
+AllowTruncatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-truncated",
+        help="Restore an image whose data ends early (the missing part stays black) "
+        "instead of refusing it with exit 3.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or info on stderr; errors still.")
+]
+
+
+def deprecated_alias(old: str, new: str, old_value: object, new_value: object) -> object:
+    """The value of an option given under its old name, with a one-line warning."""
+    if old_value is None:
+        return new_value
+    from anyrestore.cli.errors import say
+    from anyrestore.errors import UsageError
+
+    if new_value is not None:
+        raise UsageError(f"{old} is the old name of {new}; give only {new}")
+    say(f"anyrestore: warning: {old} is deprecated; use {new}")
+    return old_value
