@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from anyrestore.engine.device import autocast, empty_cache, resolve_device, resolve_precision
+from anyrestore.compute import ComputePath, autocast, choose_path, empty_cache, prepare_model
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference
 from anyrestore.engine.tiling import TileGrid, pad_to_multiple, run_tiled
@@ -53,11 +53,12 @@ class RunInfo:
 
 
 class Restorer:
-    """Restores images with one model on one device; ``device`` and ``precision`` say what was used.
+    """Restores images with one model on one device; ``path`` says how (device, precision, layout).
 
     ``tile=None`` tiles automatically above ``AUTO_TILE[device]`` pixels per side, ``tile=0``
     never tiles, ``tile=N`` tiles anything larger than N. ``overlap=None`` takes the model's
-    ``tile_overlap_hint``. The model is moved to the device and put in eval mode.
+    ``tile_overlap_hint``. The model is moved to the device and layout and put in eval mode;
+    ``precision="auto"`` may time it briefly once per machine (``anyrestore.compute``).
     """
 
     def __init__(
@@ -81,9 +82,10 @@ class Restorer:
             raise UsageError(
                 f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}"
             )
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.model = model.eval().to(self.device)
+        self.path: ComputePath = choose_path(device, precision, model=model.eval())
+        self.device = self.path.device
+        self.precision = self.path.precision
+        self.model = prepare_model(model.eval(), self.path)
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.tile = tile
         self.overlap = (
@@ -97,7 +99,7 @@ class Restorer:
         self._warned_fallback = False
 
     def describe(self) -> str:
-        return f"{self.device} ({self.precision})"
+        return self.path.describe()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -171,6 +173,8 @@ class Restorer:
         """One device pass on a CPU batch: pad, autocast, crop, clamp, back to the CPU."""
         h, w = x.shape[-2:]
         inp = pad_to_multiple(x, self.pad_multiple).to(self.device)
+        if self.path.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             out = self.model(inp)
         out = out[..., :h, :w].float()

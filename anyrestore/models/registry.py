@@ -97,7 +97,12 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def config_from_dict(arch: str, values: dict[str, Any]) -> Any:
-    """Rebuild an architecture's config from plain values (lists become tuples)."""
+    """Rebuild an architecture's config from plain values (lists become tuples).
+
+    A field missing from ``values`` takes the config class's ``LEGACY_DEFAULTS`` entry when it
+    has one (what checkpoints written before the field existed were built with), else its
+    default.
+    """
     _ensure_loaded()
     if arch not in _ARCHS:
         raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(_ARCHS))}")
@@ -107,6 +112,8 @@ def config_from_dict(arch: str, values: dict[str, Any]) -> Any:
     if unknown:
         raise KeyError(f"{arch}: unknown config keys {unknown}")
     clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    legacy = getattr(config_cls, "LEGACY_DEFAULTS", {})
+    clean = {**{k: v for k, v in legacy.items() if k not in clean}, **clean}
     return config_cls(**clean)
 
 

@@ -1,4 +1,4 @@
-"""AnyIR against its paper: size and cost (Tab. 6/11), Eq. (6), Alg. 1-2, tiling hooks."""
+"""AnyIR against its paper and released code: size and cost (Tab. 11), Eq. (6), Alg. 1-2."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from anyrestore.bench.complexity import count_macs, count_params
 from anyrestore.models import create_model
 from anyrestore.models.anyir import AnyIRConfig, skip_split
-from anyrestore.models.layers.fusion import frequency_fusion
-from anyrestore.models.layers.gated import GatedDA
+from anyrestore.models.layers.fusion import frequency_fusion, frequency_fusion_fft
+from anyrestore.models.layers.gated import GatedDA, PreviewGatedDA
 from anyrestore.models.layers.globalstats import (
     frozen_global_stats,
     has_global_stats,
@@ -24,18 +24,26 @@ def tiny_model() -> torch.nn.Module:
     return create_model("anyir_t", **TINY).eval()
 
 
-# Tab. 6 / Tab. 11: Params and "FLOPs" (MACs) at 224x224.
-PAPER = {"anyir_t": (5.74e6, 26e9), "anyir_s": (8.51e6, 39e9)}
+# Tab. 11: parameters (exact, as the released code gives them) and MACs at 224x224.
+PAPER = {"anyir_t": (5_736_376, 26.25e9), "anyir_s": (8_513_436, 39.19e9)}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_params_and_macs_match_the_paper(name: str, built_model) -> None:
     params, macs = PAPER[name]
     model = built_model(name)
-    assert abs(count_params(model) / params - 1) < 0.03
+    assert count_params(model) == params
     # Every counted op (conv, attention matmul) scales with the pixel count and 56 needs no
     # padding, so 16x the 56x56 count is the 224x224 count (checked exactly below).
-    assert abs(16 * count_macs(model, 56) / macs - 1) < 0.15
+    assert abs(16 * count_macs(model, 56) / macs - 1) < 0.01
+
+
+def test_preview_layout_keeps_its_own_size() -> None:
+    # The preview weights' layout: GatedDA at 2C, an attention projection, tiled channels.
+    model = create_model("anyir_t", layout=1)
+    assert count_params(model) == 5_676_190
+    assert isinstance(model.encoder1[0].gate, PreviewGatedDA)
+    assert model.encoder1[0].attn.proj is not None
 
 
 def test_mac_count_scales_exactly_with_area() -> None:
@@ -65,11 +73,24 @@ def test_block_feeds_the_split_halves_to_attention_and_gate() -> None:
     assert torch.equal(seen["gate"], normed[:, 1::2])
 
 
-def test_gated_da_temperature_uses_image_channel_statistics() -> None:
+def test_gated_da_splits_and_scales_as_released() -> None:
     torch.manual_seed(0)
-    gate = GatedDA(6)
-    # Tab. 8: (alpha, beta, gamma) = (hidden/4, hidden/4, hidden/2), hidden = 2C here.
-    assert gate.split == (3, 3, 6)
+    gate = GatedDA(6).eval()
+    # Expansion 8/3: 16 channels, gamma and beta C each, alpha the remaining 4.
+    assert gate.split == (6, 6, 4)
+    assert gate.w_gate.in_channels == 6 + 4
+    # tau_adj (C channels) is cut to alpha's width: alpha's channel j takes channel j.
+    delta = torch.rand(1, 6, 1, 1)
+    with torch.no_grad():
+        gate.tau.copy_(torch.arange(1.0, 7.0).view(1, 6, 1, 1))
+    expected = (gate.tau * delta)[:, :4]
+    torch.testing.assert_close(gate._tau_alpha(delta), expected)
+
+
+@pytest.mark.parametrize("gate_cls", [GatedDA, PreviewGatedDA])
+def test_gated_da_temperature_uses_image_channel_statistics(gate_cls: type) -> None:
+    torch.manual_seed(0)
+    gate = gate_cls(6)
     x = torch.randn(2, 6, 9, 11) * 3 + 1
     set_global_mode(gate, "record")
     with torch.no_grad():
@@ -120,13 +141,21 @@ def test_bf16_autocast_with_channels_last_runs() -> None:
     assert (out.float() - reference).abs().mean() < 0.02
 
 
-def test_frequency_fusion_is_the_repeated_sum_of_the_halves() -> None:
-    # Alg. 2 steps 11-14 are linear: irfft2(rfft2(a) + rfft2(b)) = a + b, so the branch is
-    # pixel-local (nothing for tiling to freeze). Odd width checks the irfft2 size argument.
-    a, b = torch.randn(2, 4, 7, 9), torch.randn(2, 4, 7, 9)
-    torch.testing.assert_close(frequency_fusion(a, b), (a + b).repeat(1, 2, 1, 1))
+@pytest.mark.parametrize("size", [(7, 9), (8, 8), (1, 5), (16, 3)])
+def test_frequency_fusion_as_written_is_the_sum_of_the_halves(size: tuple[int, int]) -> None:
+    # Alg. 2 steps 11-13 are linear: irfft2(rfft2(a) + rfft2(b)) = a + b, so the model
+    # computes the sum (pixel-local: nothing for tiling to freeze). Odd sizes check irfft2's s=.
+    a, b = torch.randn(2, 4, *size) * 5, torch.randn(2, 4, *size)
+    torch.testing.assert_close(frequency_fusion_fft(a, b), a + b, atol=1e-5, rtol=1e-5)
+
+
+def test_frequency_fusion_widens_the_sum_in_the_layouts_channel_order() -> None:
+    a = torch.arange(3.0).view(1, 3, 1, 1)
+    b = torch.zeros(1, 3, 1, 1)
+    assert frequency_fusion(a, b, interleave=True).flatten().tolist() == [0, 0, 1, 1, 2, 2]
+    assert frequency_fusion(a, b, interleave=False).flatten().tolist() == [0, 1, 2, 0, 1, 2]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        half = frequency_fusion(a.bfloat16(), b.bfloat16())
+        half = frequency_fusion(a.bfloat16(), b.bfloat16(), interleave=True)
     assert half.dtype == torch.bfloat16
 
 

@@ -8,16 +8,24 @@ pixel, so it is an image-wide statistic and goes through ``GlobalStat`` for tile
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.layers.globalstats import GlobalStat
 
 
 class TransposedAttention(nn.Module):
-    """Q, K, V from a 1x1 then 3x3 depthwise conv; softmax over channel-channel scores."""
+    """Q, K, V from a 1x1 then 3x3 depthwise conv; softmax over channel-channel scores.
 
-    def __init__(self, dim: int, heads: int, bias: bool = False) -> None:
+    ``project`` adds an output 1x1 conv (Restormer has one; AnyIR's released code does not,
+    its fusion conv follows directly).
+
+    The maps are handled as (b, pixels, channels) tokens, a free view of a channels-last
+    tensor, so nothing is transposed at full resolution; the output is channels-last too.
+    Cosine similarity is the dot product divided by both norms, which equals normalising q
+    and k first without materialising the normalised copies.
+    """
+
+    def __init__(self, dim: int, heads: int, bias: bool = False, project: bool = True) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -26,21 +34,31 @@ class TransposedAttention(nn.Module):
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dw = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
-        self.proj = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.proj = nn.Conv2d(dim, dim, 1, bias=bias) if project else None
         self.stats = GlobalStat()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dw(self.qkv(x)).chunk(3, dim=1)
-        q = q.reshape(b, self.heads, c // self.heads, h * w)
-        k = k.reshape(b, self.heads, c // self.heads, h * w)
-        v = v.reshape(b, self.heads, c // self.heads, h * w)
+        heads, d = self.heads, c // self.heads
+        qkv = self.qkv_dw(self.qkv(x))
+        tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)  # a view when channels-last
+        q, k, v = tokens.split(c, dim=-1)
 
         def channel_attention() -> torch.Tensor:
-            qn = F.normalize(q, dim=-1)
-            kn = F.normalize(k, dim=-1)
-            attn = (qn @ kn.transpose(-2, -1)) * self.temperature  # (b, heads, c', c')
+            # Eq. (7): softmax(q_hat k_hat^T * temperature) per head, q_hat and k_hat
+            # normalised over the pixels (F.normalize's eps as the norms' floor)
+            qh = q.reshape(b, h * w, heads, d).permute(0, 2, 3, 1)  # (b, heads, d, hw)
+            kh = k.reshape(b, h * w, heads, d).permute(0, 2, 1, 3)  # (b, heads, hw, d)
+            gram = (qh @ kh).float()
+            norms = tokens[..., : 2 * c].float().square().sum(dim=1).sqrt().clamp_min(1e-12)
+            qn = norms[:, :c].reshape(b, heads, d, 1)
+            kn = norms[:, c:].reshape(b, heads, 1, d)
+            attn = gram / (qn * kn) * self.temperature
             return attn.softmax(dim=-1)
 
-        out = self.stats(channel_attention, batch=b) @ v
-        return self.proj(out.reshape(b, c, h, w))
+        attn = self.stats(channel_attention, batch=b).to(v.dtype)
+        # out_i = sum_j attn_ij v_j, as tokens: (hw, d) @ attn^T for each head
+        vh = v.reshape(b, h * w, heads, d).transpose(1, 2)  # (b, heads, hw, d)
+        out = (vh @ attn.transpose(-2, -1)).transpose(1, 2).reshape(b, h, w, c)
+        out = out.permute(0, 3, 1, 2)  # channels-last (b, c, h, w)
+        return self.proj(out) if self.proj is not None else out

@@ -1,9 +1,13 @@
 """Gated degradation adaptation (GatedDA), AnyIR Sec. 3.4 and Alg. 1.
 
-A gated 1x1-conv block in the spirit of gated CNNs: the normalised input is expanded, split
-into a scaled part (alpha, depthwise conv), an ego part (beta, kept as is) and a shifted part
-(gamma, GELU gate). A temperature modulated by image-wide channel statistics scales the
+A gated 1x1-conv block in the spirit of gated CNNs: the normalised input is expanded and
+split into a shifted part (gamma, the gate), an ego part (beta, kept as is) and a scaled part
+(alpha, depthwise conv). A temperature modulated by image-wide channel statistics scales the
 depthwise branch, so the block responds to how strong the degradation is overall.
+
+``GatedDA`` follows the authors' released code (layout 2); ``PreviewGatedDA`` is the reading
+of the paper text that the preview weights (layout 1) were trained with. docs/architectures.md
+lists the differences.
 """
 
 from __future__ import annotations
@@ -15,14 +19,84 @@ from torch import nn
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
 
+#: The released code expands to 8/3 C: gamma and beta take C each, alpha the rest.
+EXPANSION = 8 / 3
+
+
+class _BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that falls back to its running statistics when a batch has one value per
+    channel (one image whose map is 1x1, e.g. a tiny crop at the deepest level), where batch
+    statistics do not exist."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+def temperature_factor(f_hat: torch.Tensor, delta: float) -> torch.Tensor:
+    """Alg. 1 steps 2-4: Delta = sigmoid(mu + sigma) per image and channel, in float32.
+
+    Image-wide statistics, so computed in float32: bf16 would round the variance away.
+    """
+    f = f_hat.float()
+    # Alg. 1 step 2: per-channel mean over all pixels
+    mu = f.mean(dim=(2, 3), keepdim=True)
+    # Alg. 1 step 3: per-channel std, with delta under the root so the gradient stays finite
+    # when a channel is constant (e.g. a 1x1 bottleneck)
+    sigma = torch.sqrt((f - mu).square().mean(dim=(2, 3), keepdim=True) + delta)
+    # Alg. 1 step 4: temperature adjustment factor
+    return torch.sigmoid(mu + sigma)
+
 
 class GatedDA(nn.Module):
-    """Alg. 1: normalise, expand to 2C, gate (alpha, beta, gamma) = (C/2, C/2, C), residual, project.
+    """Alg. 1 as released: BatchNorm, expand to 8/3 C, sigmoid gate, split (C, C, 2C/3)."""
 
-    Alg. 1 fixes the expansion ratio: gamma gates the output of W_gate and the result is added
-    to the C-channel input (steps 9-10), so gamma has C channels; with the paper's
-    (hidden/4, hidden/4, hidden/2) split that means hidden = 2C (r_expand = 2).
-    """
+    def __init__(
+        self, dim: int, kernel_size: int = 7, bias: bool = False, delta: float = 1e-6
+    ) -> None:
+        super().__init__()
+        hidden = round(EXPANSION * dim)
+        alpha = hidden - 2 * dim
+        if alpha < 1:
+            raise ValueError(f"GatedDA needs dim >= 2, got {dim}")
+        self.split = (dim, dim, alpha)  # (gamma, beta, alpha)
+        self.delta = delta
+        # Batch statistics while training, running statistics (a per-channel affine) in eval.
+        self.norm = _BatchNorm2d(dim)
+        # Initial temperature tau, one per channel of the input, learned.
+        self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
+        self.stats = GlobalStat()
+        self.w_exp = nn.Conv2d(dim, hidden, 1, bias=bias)
+        self.w_depth = nn.Conv2d(
+            alpha, alpha, kernel_size, padding=kernel_size // 2, groups=alpha, bias=bias
+        )
+        self.w_gate = nn.Conv2d(dim + alpha, dim, 1, bias=bias)
+        self.w_proj = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def _tau_alpha(self, delta: torch.Tensor) -> torch.Tensor:
+        # Alg. 1 step 5: tau_adj = tau * Delta has C channels and alpha about 2C/3; alpha's
+        # channel j takes channel j (the released code cuts tau_adj to alpha's width).
+        return (self.tau * delta)[:, : self.split[2]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Alg. 1 step 1: normalise
+        f_hat = self.norm(x)
+        delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
+        # Alg. 1 steps 6-7: channel expand, split into gamma (gate), beta (ego), alpha (scaled)
+        gamma, beta, alpha = torch.split(self.w_exp(f_hat), self.split, dim=1)
+        # Alg. 1 step 8: depthwise conv on alpha, scaled by (1 + tau_adj)
+        alpha = self.w_depth(alpha) * (1 + self._tau_alpha(delta)).to(alpha.dtype)
+        # Alg. 1 step 9: sigmoid(gamma) gates concat(beta, alpha') W_gate
+        f_gated = torch.sigmoid(gamma) * self.w_gate(torch.cat((beta, alpha), dim=1))
+        # Alg. 1 step 10: residual with the input, then W_proj
+        return self.w_proj(f_gated + x)
+
+
+class PreviewGatedDA(nn.Module):
+    """Layout 1: LayerNorm, expand to 2C, split (C/2, C/2, C) as (alpha, beta, gamma), GELU gate."""
 
     def __init__(
         self, dim: int, kernel_size: int = 7, bias: bool = False, delta: float = 1e-6
@@ -36,7 +110,6 @@ class GatedDA(nn.Module):
         self.split = (hidden // 4, hidden // 4, hidden // 2)  # (alpha, beta, gamma)
         self.delta = delta
         self.norm = LayerNorm2d(dim, bias=True)
-        # Initial temperature tau, one per channel of the input, learned.
         self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.stats = GlobalStat()
         self.w_exp = nn.Conv2d(dim, hidden, 1, bias=bias)
@@ -47,31 +120,12 @@ class GatedDA(nn.Module):
         self.w_gate = nn.Conv2d(hidden // 2, dim, 1, bias=bias)
         self.w_proj = nn.Conv2d(dim, dim, 1, bias=bias)
 
-    def _temperature_scale(self, f_hat: torch.Tensor) -> torch.Tensor:
-        # Image-wide statistics, in float32 so bf16 autocast does not round the variance away.
-        f = f_hat.float()
-        # Alg. 1 step 2: per-channel mean over all pixels
-        mu = f.mean(dim=(2, 3), keepdim=True)
-        # Alg. 1 step 3: per-channel std (+ delta); delta goes under the root here so the
-        # gradient stays finite when a channel is constant (e.g. a 1x1 bottleneck).
-        sigma = torch.sqrt((f - mu).square().mean(dim=(2, 3), keepdim=True) + self.delta)
-        # Alg. 1 step 4: temperature adjustment factor Delta
-        return torch.sigmoid(mu + sigma)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Alg. 1 step 1: normalise
         f_hat = self.norm(x)
-        delta = self.stats(lambda: self._temperature_scale(f_hat), batch=x.shape[0])
-        # Alg. 1 step 5: tau_adj = tau * Delta (C channels), averaged over adjacent channel
-        # pairs to alpha's C/2 channels (the paper leaves this mapping open).
+        delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
+        # tau_adj averaged over adjacent channel pairs to alpha's C/2 channels.
         tau_adj = (self.tau * delta).unflatten(1, (self.split[0], -1)).mean(dim=2)
-        # Alg. 1 step 6: channel expand
-        f_exp = self.w_exp(f_hat)
-        # Alg. 1 step 7: split into alpha (scaled), beta (ego), gamma (shifted)
-        alpha, beta, gamma = torch.split(f_exp, self.split, dim=1)
-        # Alg. 1 step 8: depthwise conv on alpha, scaled by (1 + tau_adj)
+        alpha, beta, gamma = torch.split(self.w_exp(f_hat), self.split, dim=1)
         alpha = self.w_depth(alpha) * (1 + tau_adj).to(alpha.dtype)
-        # Alg. 1 step 9: GELU(gamma) gates concat(beta, alpha') W_gate
         f_gated = F.gelu(gamma) * self.w_gate(torch.cat((beta, alpha), dim=1))
-        # Alg. 1 step 10: residual with the input, then W_proj
         return self.w_proj(f_gated + x)
