@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,22 @@ def _one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The bf16 probe's cache goes to a temporary folder; subprocesses use one thread too."""
+    os.environ["ANYRESTORE_CACHE"] = str(tmp_path_factory.mktemp("anyrestore-cache"))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, ``precision="auto"`` is fp32 whatever this CPU has; tests/test_compute.py
+    sets the CPU it wants. Subprocess tests see the real CPU."""
+    import anyrestore.compute
+
+    monkeypatch.setattr(anyrestore.compute, "native_bf16", lambda: None)
 
 
 @pytest.fixture(scope="session")

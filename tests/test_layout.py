@@ -39,10 +39,11 @@ ALLOWED = {
     "data": {"errors", "files"},
     "metrics": set(),
     "errors": set(),
+    "compute": {"errors", "files"},
     "weights": {"models", "errors", "files"},
-    "engine": {"models", "weights", "errors", "files"},
-    "training": {"models", "weights", "data", "metrics", "errors", "files"},
-    "bench": {"models", "weights", "engine", "data", "metrics", "errors", "files"},
+    "engine": {"models", "weights", "errors", "files", "compute"},
+    "training": {"models", "weights", "data", "metrics", "errors", "files", "compute"},
+    "bench": {"models", "weights", "engine", "data", "metrics", "errors", "files", "compute"},
     "cli": {
         "models",
         "weights",
@@ -53,9 +54,17 @@ ALLOWED = {
         "metrics",
         "errors",
         "files",
+        "compute",
     },
     "api": {"engine", "weights", "errors"},
-    "": {"models", "weights", "engine", "api", "cli"},  # the package root's lazy re-exports
+    "": {
+        "models",
+        "weights",
+        "engine",
+        "api",
+        "cli",
+        "compute",
+    },  # the package root's lazy re-exports
     "__main__": {"cli"},
 }
 

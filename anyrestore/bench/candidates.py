@@ -24,6 +24,8 @@ class Candidate:
     restore: Callable[[Tensor], Tensor]
     model: nn.Module | None = None
     device: str = "cpu"
+    #: How the engine runs it: device, precision, layout and why (``ComputePath.describe``).
+    compute: str = ""
 
     @property
     def is_baseline(self) -> bool:
@@ -45,15 +47,15 @@ def _unique(label: str, taken: set[str]) -> str:
 
 def build_restorer(
     model: nn.Module, *, device: str, precision: str, tile: int | None, overlap: int | None
-) -> tuple[Callable[[Tensor], Tensor], str]:
-    """The engine's ``restore_tensor`` for ``model`` and the device it resolved to.
+) -> tuple[Callable[[Tensor], Tensor], str, str]:
+    """The engine's ``restore_tensor`` for ``model``, its device and its compute path.
 
     ``tile``: 0 whole images, N tiles of N pixels, None the engine's automatic choice.
     """
     from anyrestore.engine import Restorer
 
     restorer = Restorer(model, device=device, precision=precision, tile=tile, overlap=overlap)
-    return restorer.restore_tensor, str(restorer.device)
+    return restorer.restore_tensor, str(restorer.device), restorer.describe()
 
 
 def resolve_candidates(
@@ -95,10 +97,10 @@ def resolve_candidates(
         loaded.append(("default", "default", _load_ref(None)))
 
     for label, source, model in loaded:
-        restore, dev = build_restorer(
+        restore, dev, compute = build_restorer(
             model, device=device, precision=precision, tile=tile, overlap=overlap
         )
-        out.append(Candidate(_unique(label, taken), source, restore, model, dev))
+        out.append(Candidate(_unique(label, taken), source, restore, model, dev, compute))
     return out
 
 

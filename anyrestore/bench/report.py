@@ -132,15 +132,17 @@ def per_image_table(records: Sequence[dict[str, Any]], title: str) -> Table:
 
 
 def speed_table(records: Sequence[dict[str, Any]], title: str) -> Table:
-    """One row per (model, size): median latency, megapixels per second, peak memory."""
+    """One row per (model, size, path): median latency, megapixels per second, peak memory."""
+    threads = sorted({r["threads"] for r in records if r.get("threads")})
     table = Table(
         title=title,
-        caption="Peak MB: CUDA max_memory_allocated; CPU growth of resident memory (docs/bench.md)",
+        caption="Peak MB: CUDA max_memory_allocated; CPU growth of resident memory (docs/bench.md)"
+        + (f"; {', '.join(map(str, threads))} CPU threads" if threads else ""),
     )
     for col, justify in (
         ("Model", "left"),
         ("Size", "left"),
-        ("Device", "left"),
+        ("Path", "left"),
         ("Median s", "right"),
         ("MP/s", "right"),
         ("Peak MB", "right"),
@@ -151,7 +153,7 @@ def speed_table(records: Sequence[dict[str, Any]], title: str) -> Table:
         table.add_row(
             r["model"],
             r["size"],
-            r["device"],
+            r.get("compute") or r["device"],
             f"{r['seconds']:.4f}",
             f"{r['megapixels_per_s']:.4g}",
             mem,

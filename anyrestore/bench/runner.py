@@ -119,22 +119,29 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
     sizes = parse_sizes(config.sizes)
     if config.baseline and not (config.models or config.weights):
         raise UsageError("the speed suite times models; give --model or --weights")
-    precision = config.precision or "auto"
-    candidates = _candidates(config, precision, 0)  # whole images; tiled sizes get their own
+    # Several precisions (``auto,fp32,bf16``) are timed side by side, one candidate each.
+    precisions = [p.strip() for p in (config.precision or "auto").split(",") if p.strip()]
+    candidates = []
+    for precision in precisions:
+        for cand in _candidates(config, precision, 0):  # whole images; tiled sizes: below
+            if len(precisions) > 1:
+                cand.label = f"{cand.label} [{precision}]"
+            candidates.append((cand, precision))
+    precision_of = {id(cand): precision for cand, precision in candidates}
 
     def make_tiled(cand: Candidate) -> Callable[[Tensor], Tensor]:
         assert cand.model is not None
-        restore, _ = build_restorer(
+        restore, _, _ = build_restorer(
             cand.model,
             device=cand.device,
-            precision=precision,
+            precision=precision_of[id(cand)],
             tile=config.tile,  # None: the engine's automatic tile size for the device
             overlap=config.overlap,
         )
         return restore
 
     return run_speed(
-        candidates,
+        [cand for cand, _ in candidates],
         sizes,
         repeats=config.repeats,
         warmup=config.warmup,

@@ -196,6 +196,8 @@ def run_speed(
                     "width": size.w,
                     "tiled": size.tiled,
                     "device": cand.device,
+                    "compute": cand.compute,
+                    "threads": torch.get_num_threads(),
                     "repeats": repeats,
                     "seconds": seconds,
                     "megapixels_per_s": size.megapixels / seconds,

@@ -31,7 +31,7 @@ from anyrestore.cli.common import (
     setup_logging,
     weights_label,
 )
-from anyrestore.cli.errors import emit, say
+from anyrestore.cli.errors import emit, fail, say
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -40,6 +40,7 @@ from anyrestore.cli.options import (
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
+    ThreadsOpt,
     TileOpt,
     TileOverlapOpt,
     WeightsOpt,
@@ -115,6 +116,7 @@ def batch_command(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    threads: ThreadsOpt = None,
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
     max_pixels: MaxPixelsOpt = None,
@@ -163,10 +165,15 @@ def batch_command(
         if not quiet:
             say(f"no images to restore in {input_dir}{where}")
         return
-    AtomicFile(out_root / "probe").discard()  # an unwritable OUTDIR fails before any work
+    try:  # an unwritable OUTDIR fails before any work
+        AtomicFile(out_root / "probe").discard()
+    except UsageError as exc:
+        raise UsageError(
+            f"cannot write to OUTDIR {output_dir}: {str(exc).rsplit(': ', 1)[-1]}"
+        ) from None
 
     net, model_name = load_model(model, weights)
-    restorer = make_restorer(net, device, precision, tile, tile_overlap)
+    restorer = make_restorer(net, device, precision, tile, tile_overlap, threads=threads)
     if not quiet:
         say(f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}")
 
@@ -194,6 +201,7 @@ def batch_command(
                 "model": model_name,
                 "device": str(restorer.device),
                 "precision": restorer.precision,
+                "compute": restorer.path.as_dict(),
             }
             t0 = time.perf_counter()
             if skip_existing and job.target.exists():
@@ -232,4 +240,4 @@ def batch_command(
             f"{where} in {elapsed:.1f} s"
         )
     if counts["failed"]:
-        raise typer.Exit(ExitCode.FAILED)
+        fail(f"{counts['failed']} of {len(jobs)} files failed{where}", ExitCode.FAILED)

@@ -73,9 +73,12 @@ def make_restorer(
     tile: int | None,
     overlap: int | None,
     on_tile: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> Restorer:
+    from anyrestore.compute import set_threads
     from anyrestore.engine import Restorer
 
+    set_threads(threads)
     return Restorer(model, device, precision, tile=tile, overlap=overlap, on_tile=on_tile)
 
 

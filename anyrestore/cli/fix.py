@@ -31,6 +31,7 @@ from anyrestore.cli.options import (
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
+    ThreadsOpt,
     TileOpt,
     TileOverlapOpt,
     WeightsOpt,
@@ -130,6 +131,7 @@ def fix_command(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    threads: ThreadsOpt = None,
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
     fmt: FormatOpt = None,
@@ -185,7 +187,9 @@ def fix_command(
     try:
         net, model_name = load_model(model, weights)
         progress, on_tile = tile_progress(err)
-        restorer = make_restorer(net, device, precision, tile, tile_overlap, on_tile)
+        restorer = make_restorer(
+            net, device, precision, tile, tile_overlap, on_tile, threads=threads
+        )
         if not quiet:
             say(f"model {model_name} on {restorer.describe()}")
         start = time.perf_counter()
@@ -209,6 +213,7 @@ def fix_command(
                 "weights": weights or model or "default",
                 "device": str(restorer.device),
                 "precision": restorer.precision,
+                "compute": restorer.path.as_dict(),
                 "tiles": tiles,
                 "tile": info.tile if info else 0,
                 "seconds": round(seconds, 3),

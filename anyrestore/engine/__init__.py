@@ -1,6 +1,6 @@
-"""Inference: device and precision, padding, tiling and blending, image I/O."""
+"""Inference: padding, tiling and blending, image I/O (device and precision: compute)."""
 
-from anyrestore.engine.device import resolve_device, resolve_precision
+from anyrestore.compute import ComputePath, choose_path, resolve_device
 from anyrestore.engine.imageio import (
     FORMATS,
     ImageData,
@@ -13,14 +13,15 @@ from anyrestore.engine.restorer import AUTO_TILE, Restorer, RunInfo
 
 __all__ = [
     "AUTO_TILE",
+    "ComputePath",
     "FORMATS",
     "ImageData",
     "Restorer",
+    "choose_path",
     "RunInfo",
     "encode_image",
     "format_for_path",
     "read_image",
     "resolve_device",
-    "resolve_precision",
     "write_image",
 ]

@@ -110,8 +110,11 @@ class TrainConfig:
     steps: int = 0
     #: Global batch size, split evenly over the processes of a distributed run.
     batch_size: int = 32
-    #: "auto", "fp32", "bf16" or "fp16" (fp16 only on CUDA, with loss scaling).
+    #: "auto", "fp32", "bf16" or "fp16" (fp16 only on CUDA, with loss scaling). "auto" is
+    #: the inference policy of anyrestore.compute: bf16 on GPUs that have it and on CPUs
+    #: where it measures faster (AMX), fp32 elsewhere.
     precision: str = "auto"
+    #: Channels-last features ("auto": yes, the fast layout on every CPU and GPU measured).
     channels_last: bool | str = "auto"
     #: EMA decay of the weights (e.g. 0.999); 0 disables EMA. Export writes EMA weights.
     ema_decay: float = 0.0
@@ -125,6 +128,9 @@ class TrainConfig:
     #: Parameter names (fnmatch patterns, e.g. "dafmm.*.amplitude.*") that keep their fresh
     #: initialisation instead of init_from's values: for layers whose meaning has changed.
     init_reset: list[str] = field(default_factory=list)
+    #: Let init_from be another config of the same architecture (e.g. an older layout): only
+    #: tensors whose name and shape match are copied, the rest keep their fresh values.
+    init_partial: bool = False
 
 
 @dataclass

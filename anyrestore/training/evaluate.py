@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 
+from anyrestore.compute import autocast
 from anyrestore.metrics import psnr
 from anyrestore.training import distributed
-
-
-def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """Autocast for ``precision`` ("fp32" = none)."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()

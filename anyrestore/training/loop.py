@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from anyrestore.errors import ConfigError, DataError, DeviceError
+from anyrestore.compute import autocast, choose_path
+from anyrestore.errors import ConfigError, DataError, DeviceError, UsageError
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
@@ -36,20 +37,12 @@ from anyrestore.training.batches import (
 )
 from anyrestore.training.config import Config, resolve, validate
 from anyrestore.training.ema import EMA
-from anyrestore.training.evaluate import autocast, evaluate
+from anyrestore.training.evaluate import evaluate
 from anyrestore.training.losses import RestorationLoss
 from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
 from anyrestore.training.state import load_state, rng_state, save_state, set_rng_state
 from anyrestore.weights.checkpoint import load_checkpoint
-
-#: CPU defaults for ``precision = "auto"`` / ``channels_last = "auto"``. Measured on the project's
-#: 2-core AMD EPYC VM (torch reports AVX2 only, no AVX512-BF16/AMX exposed): bf16 autocast made a
-#: training step 4x to 30x slower than fp32, and channels_last was no faster in fp32
-#: (docs/training.md, benchmarks/train_throughput.py). CPUs with AMX/AVX512-BF16 may differ:
-#: set them explicitly after measuring.
-CPU_PRECISION = "fp32"
-CPU_CHANNELS_LAST = False
 
 
 @dataclass
@@ -116,10 +109,13 @@ def _run(
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
     torch.manual_seed(config.seed)
     model = _build_model(config)
+    carried: list[str] = []
     if config.train.init_from and state is None:
-        _init_from(model, config.train.init_from, config.train.init_reset)
+        carried = _init_from(
+            model, config.train.init_from, config.train.init_reset, config.train.init_partial
+        )
     recipe = resolve(config, model.arch)
-    precision, channels_last = _pick_precision(config, device)
+    precision, channels_last, why = _pick_precision(config, device, model)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
 
@@ -181,9 +177,13 @@ def _run(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(config.to_toml())
+        if carried:
+            reporter.message(
+                f"init_from: {len(carried)} of {len(model.state_dict())} tensors carried over"
+            )
         reporter.message(
             f"training {config.model} on {device} ({precision}"
-            f"{', channels_last' if channels_last else ''}, {dist.world_size} process"
+            f"{', channels_last' if channels_last else ''}: {why}; {dist.world_size} process"
             f"{'es' if dist.enabled else ''}): {len(train_set)} items, "
             f"{steps_per_epoch} steps/epoch, {total_steps} steps"
             + (f", resuming at step {run.step}" if state is not None else "")
@@ -337,23 +337,38 @@ def _build_model(config: Config) -> torch.nn.Module:
         raise ConfigError(f"model_overrides for {config.model}: {exc}") from None
 
 
-def _init_from(model: torch.nn.Module, path: str, reset: list[str] | tuple[str, ...] = ()) -> None:
+def _init_from(
+    model: torch.nn.Module,
+    path: str,
+    reset: list[str] | tuple[str, ...] = (),
+    partial: bool = False,
+) -> list[str]:
     """Copy weights from a safetensors checkpoint of the same architecture and config.
 
-    Parameters matching a ``reset`` pattern keep the model's fresh initialisation.
+    Parameters matching a ``reset`` pattern keep the model's fresh initialisation. With
+    ``partial`` the checkpoint may hold another config of the architecture: tensors whose name
+    and shape match are copied and the rest stay fresh. Returns the names copied.
     """
     source = load_checkpoint(path, expect_arch=model.arch)
-    if json.dumps(source.config_dict(), sort_keys=True) != json.dumps(
+    same = json.dumps(source.config_dict(), sort_keys=True) == json.dumps(
         model.config_dict(), sort_keys=True
-    ):
-        raise ConfigError(f"train.init_from {path} has another {model.arch} config than the model")
+    )
+    if not same and not partial:
+        raise ConfigError(
+            f"train.init_from {path} has another {model.arch} config than the model "
+            "(train.init_partial = true copies the tensors that still fit)"
+        )
     state, fresh = source.state_dict(), model.state_dict()
     for pattern in reset:
-        matched = [key for key in state if fnmatch.fnmatchcase(key, pattern)]
+        matched = [key for key in fresh if fnmatch.fnmatchcase(key, pattern)]
         if not matched:
             raise ConfigError(f"train.init_reset pattern {pattern!r} matches no parameter")
-        state.update((key, fresh[key]) for key in matched)
-    model.load_state_dict(state)
+        for key in matched:
+            state.pop(key, None)
+    carried = [k for k in fresh if k in state and state[k].shape == fresh[k].shape]
+    fresh.update((key, state[key]) for key in carried)
+    model.load_state_dict(fresh)
+    return carried
 
 
 def _pick_device(name: str) -> torch.device:
@@ -370,19 +385,24 @@ def _pick_device(name: str) -> torch.device:
     return device
 
 
-def _pick_precision(config: Config, device: torch.device) -> tuple[str, bool]:
+def _pick_precision(
+    config: Config, device: torch.device, model: torch.nn.Module
+) -> tuple[str, bool, str]:
+    """Precision, channels-last and why: ``anyrestore.compute``'s policy, as for inference.
+
+    On CUDA ``auto`` is bf16 where supported, else fp16 (with loss scaling).
+    """
     precision = config.train.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = CPU_PRECISION
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision = fp16 needs a GPU; use bf16 or fp32 on CPU")
+    try:
+        path = choose_path(device, precision, model=model if device.type == "cpu" else None)
+    except UsageError as exc:
+        raise ConfigError(f"train.precision: {exc}") from None
     channels_last = config.train.channels_last
     if channels_last == "auto":
-        channels_last = CPU_CHANNELS_LAST if device.type == "cpu" else False
-    return precision, bool(channels_last)
+        channels_last = path.channels_last
+    return path.precision, bool(channels_last), path.reason
 
 
 def _find_unused(config: Config, model: torch.nn.Module) -> bool:

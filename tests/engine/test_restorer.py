@@ -1,4 +1,4 @@
-"""Device and precision choice, the public restore API, and AnyIR tiled vs whole with replay."""
+"""The public restore API, device errors, and AnyIR tiled vs whole with replay."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anyrestore.engine import Restorer, resolve_device, resolve_precision
+from anyrestore.engine import Restorer, resolve_device
 from anyrestore.engine import restorer as restorer_module
 from anyrestore.errors import DeviceError, InputError, UsageError
 from anyrestore.models import create_model
@@ -40,7 +40,7 @@ def test_auto_device_falls_back_to_cpu_and_reports_it() -> None:
     assert resolve_device("auto") == torch.device("cpu")
     restorer = Restorer(tiny_anyir(), "auto")
     assert restorer.device == torch.device("cpu") and restorer.precision == "fp32"
-    assert restorer.describe() == "cpu (fp32)"
+    assert restorer.describe().startswith("cpu fp32 channels-last (")
 
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x", "gpu0", ""])
@@ -65,9 +65,9 @@ def test_fp16_on_cpu_is_refused_and_bf16_only_when_asked() -> None:
     cpu = torch.device("cpu")
     with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
         Restorer(tiny_anyir(), "cpu", "fp16")
-    assert resolve_precision("auto", cpu) == "fp32"
+    assert Restorer(tiny_anyir(), cpu, "auto").precision == "fp32"
     with pytest.raises(UsageError, match="unknown precision"):
-        resolve_precision("fp64", cpu)
+        Restorer(tiny_anyir(), cpu, "fp64")
     model = tiny_anyir()
     x = noisy_photo(0, 24, 32)
     fp32 = Restorer(model, "cpu", "fp32").restore_tensor(x)

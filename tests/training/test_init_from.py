@@ -39,8 +39,9 @@ def test_init_from_starts_from_the_checkpoint_weights(photos: Path, tmp_path: Pa
     init = save_checkpoint(source, tmp_path / "init.safetensors")
     result = train(_config(photos, tmp_path / "run", init))
     trained = load_state(result.checkpoint)["model"]
-    for key, value in source.state_dict().items():
-        # One step at lr 1e-9 moves no weight by more than ~1e-9: these are the initial ones.
+    for key, value in source.named_parameters():
+        # One step at lr 1e-9 moves no weight by more than ~1e-9: these are the initial ones
+        # (batch-norm running statistics do move: they are not learned weights).
         assert torch.allclose(trained[key], value, atol=1e-6), key
     torch.manual_seed(0)
     fresh = create_model("anyir_t", **TINY).state_dict()
@@ -94,7 +95,7 @@ def test_init_reset_keeps_fresh_weights_for_the_named_layers(photos: Path, tmp_p
     trained = load_state(train(config).checkpoint)["model"]
     reset = [key for key in trained if key.startswith("output.")]
     assert reset
-    for key, value in source.state_dict().items():
+    for key, value in source.named_parameters():
         same = torch.allclose(trained[key], value, atol=1e-6)
         assert same != (key in reset), key  # only the named layers differ from the checkpoint
 
@@ -104,3 +105,24 @@ def test_init_reset_pattern_must_match(photos: Path, tmp_path: Path) -> None:
     config = _config(photos, tmp_path / "run", init, "train.init_reset=['no_such_layer.*']")
     with pytest.raises(ConfigError, match="no_such_layer"):
         train(config)
+
+
+def test_init_partial_carries_what_still_fits_from_another_layout(
+    photos: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(123)
+    preview = create_model("anyir_t", **TINY, layout=1)
+    init = save_checkpoint(preview, tmp_path / "preview.safetensors")
+    with pytest.raises(ConfigError, match="init_partial"):
+        train(_config(photos, tmp_path / "strict", init))
+    config = _config(photos, tmp_path / "run", init, "train.init_partial=true")
+    trained = load_state(train(config).checkpoint)["model"]
+    old = preview.state_dict()
+    # The attention, FFN and norms keep their meaning and shape: carried over.
+    for key in ("encoder1.0.attn.qkv.weight", "encoder1.0.ffn.project_in.weight", "output.weight"):
+        assert torch.allclose(trained[key], old[key], atol=1e-6), key
+    # GatedDA's expansion changed shape (2C -> 8/3 C): fresh, not copied.
+    assert (
+        trained["encoder1.0.gate.w_exp.weight"].shape != old["encoder1.0.gate.w_exp.weight"].shape
+    )
+    assert "encoder1.0.attn.proj.weight" not in trained

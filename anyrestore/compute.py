@@ -1,0 +1,317 @@
+"""Where and how a model runs: device, numeric precision, memory layout and CPU threads.
+
+One policy for inference and training. ``auto`` precision means:
+
+* CUDA: bf16 where the GPU supports it, else fp16.
+* Apple MPS: fp32.
+* CPU: bf16 only where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16, read from the
+  CPU's flags at run time) *and* a short measurement of the model itself shows bf16 faster
+  than fp32 on this machine; fp32 otherwise. AMX runs bf16 convolutions several times faster
+  than fp32, while AVX512-BF16 alone can be slower for dense 1x1 convolutions, so the flag
+  alone does not decide. The measurement is cached per CPU, torch version, thread count
+  and model configuration, so it runs once.
+
+Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
+per-pixel norms of both models run several times faster that way, and bf16 gains nothing
+without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from anyrestore.errors import DeviceError, UsageError
+from anyrestore.files import atomic_write
+
+log = logging.getLogger("anyrestore")
+
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
+#: bf16 must beat fp32 by this factor in the probe to be chosen (timing noise margin).
+BF16_MARGIN = 1.1
+#: Side of the square image the probe times the model on.
+PROBE_SIDE = 128
+
+__all__ = [
+    "PRECISIONS",
+    "ComputePath",
+    "Precision",
+    "autocast",
+    "choose_path",
+    "cpu_name",
+    "empty_cache",
+    "native_bf16",
+    "prepare_model",
+    "resolve_device",
+    "set_threads",
+]
+
+
+# -- device ---------------------------------------------------------------------------
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist (else DeviceError).
+
+    Under ``torchrun`` (``LOCAL_RANK`` set), ``auto`` and a bare ``cuda`` mean this rank's GPU.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = name.strip().lower()
+    local_rank = os.environ.get("LOCAL_RANK")
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif _mps_available():
+            name = "mps"
+        else:
+            return torch.device("cpu")
+    match = _DEVICE_RE.match(name)
+    if match is None:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if not _mps_available():
+            raise DeviceError("device 'mps' requested but Apple MPS is not available here")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} requested but CUDA is not available here")
+    if index is None:
+        index = local_rank if local_rank is not None else str(torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if int(index) >= count:
+        raise DeviceError(f"device cuda:{index} requested but only {count} CUDA device(s) exist")
+    return torch.device("cuda", int(index))
+
+
+def empty_cache(device: torch.device) -> None:
+    """Give cached blocks back after an out-of-memory error so a retry can use them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+# -- the CPU --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine() or "cpu", frozenset()
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    return (
+        name.group(1).strip() if name else platform.machine() or "cpu",
+        frozenset(flags.group(1).split()) if flags else frozenset(),
+    )
+
+
+def cpu_name() -> str:
+    return _cpuinfo()[0]
+
+
+def native_bf16() -> str | None:
+    """The CPU's native bf16 instructions ("AMX-BF16", "AVX512-BF16"), or None."""
+    flags = _cpuinfo()[1]
+    if "amx_bf16" in flags:
+        return "AMX-BF16"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return None
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` CPU threads (None: ``OMP_NUM_THREADS`` if set, else every core)."""
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else _cores()
+    if threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# -- the compute path -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComputePath:
+    """The device, precision and memory layout a model runs with, and why they were chosen."""
+
+    device: torch.device
+    precision: Precision
+    channels_last: bool
+    reason: str
+
+    def describe(self) -> str:
+        layout = " channels-last" if self.channels_last else ""
+        return f"{self.device} {self.precision}{layout} ({self.reason})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "reason": self.reason,
+        }
+
+    def autocast(self) -> AbstractContextManager[object]:
+        return autocast(self.device, self.precision)
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[object]:
+    """Mixed precision for the forward pass; weights stay fp32, as autocast expects."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def prepare_model(model: nn.Module, path: ComputePath) -> nn.Module:
+    """Move ``model`` to the path's device and memory layout (in place; returned for chaining)."""
+    fmt = torch.channels_last if path.channels_last else torch.contiguous_format
+    return model.to(device=path.device, memory_format=fmt)
+
+
+Probe = Callable[[nn.Module, torch.device], float]
+
+
+def choose_path(
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    *,
+    model: nn.Module | None = None,
+    probe: Probe | None = None,
+) -> ComputePath:
+    """Resolve ``device`` and ``precision`` ("auto" allowed) for ``model`` on this machine.
+
+    ``model`` is what an automatic CPU choice is measured on; without it, a CPU with native
+    bf16 gets fp32 (the choice that is never badly slow). ``probe`` replaces the measurement
+    (tests); it returns fp32 time / bf16 time.
+    """
+    dev = resolve_device(device)
+    precision = precision.strip().lower()
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        _check_supported(precision, dev)
+        return ComputePath(dev, precision, True, "requested")  # type: ignore[arg-type]
+    if dev.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return ComputePath(dev, "bf16", True, "GPU supports bf16")
+        return ComputePath(dev, "fp16", True, "GPU without bf16")
+    if dev.type != "cpu":
+        return ComputePath(dev, "fp32", True, f"{dev.type} default")
+    isa = native_bf16()
+    if isa is None:
+        return ComputePath(dev, "fp32", True, "no native bf16 on this CPU")
+    if model is None:
+        return ComputePath(dev, "fp32", True, f"{isa}, not measured")
+    speedup = _cached_speedup(model, probe or _time_bf16)
+    if speedup >= BF16_MARGIN:
+        return ComputePath(dev, "bf16", True, f"{isa}, bf16 measured {speedup:.1f}x faster")
+    return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
+
+
+def _check_supported(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type == "cpu":
+        raise UsageError("fp16 is not supported on the CPU; use fp32 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"bf16 is not supported on {device}; use fp16 or fp32")
+
+
+# -- the bf16 probe -------------------------------------------------------------------
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("ANYRESTORE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "anyrestore",
+    )
+    return Path(root) / "compute.json"
+
+
+def _model_key(model: nn.Module) -> str:
+    config = getattr(model, "config_dict", None)
+    described = json.dumps(config(), sort_keys=True) if callable(config) else type(model).__name__
+    digest = hashlib.sha256(described.encode()).hexdigest()[:12]
+    name, flags = _cpuinfo()
+    isa = native_bf16() or "none"
+    return f"{name}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|{digest}"
+
+
+def _cached_speedup(model: nn.Module, probe: Probe) -> float:
+    path, key = _cache_file(), _model_key(model)
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    value = cache.get(key)
+    if isinstance(value, (int, float)) and value > 0:
+        return float(value)
+    speedup = probe(model, torch.device("cpu"))
+    cache[key] = round(speedup, 3)
+    try:
+        atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode())
+    except Exception as exc:  # a read-only home only costs a re-measurement next time
+        log.debug("cannot cache the bf16 measurement in %s: %s", path, exc)
+    return speedup
+
+
+@torch.inference_mode()
+def _time_bf16(model: nn.Module, device: torch.device) -> float:
+    """fp32 time / bf16 time of one channels-last forward at PROBE_SIDE (best of two each)."""
+    was_training = model.training
+    model.eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    try:
+        for _ in range(3):  # the first round warms both paths up and is not counted
+            for precision in best:
+                start = time.perf_counter()
+                with autocast(device, precision):
+                    model(x)
+                best[precision] = min(best[precision], time.perf_counter() - start)
+            if _ == 0:
+                best = {k: float("inf") for k in best}
+    finally:
+        model.train(was_training)
+    return best["fp32"] / best["bf16"]
