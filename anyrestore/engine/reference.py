@@ -62,3 +62,22 @@ def make_reference(x: torch.Tensor, max_side: int, method: Method = "stride") ->
             )
         return torch.cat(rows, dim=-2)
     raise ValueError(f"unknown reference method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def reference_scale(
+    size: tuple[int, int], max_side: int, method: Method
+) -> tuple[float, float] | None:
+    """Image pixels per pixel of ``make_reference``'s result, along (height, width).
+
+    None where the reference is not the whole image at one scale (a crop or a mosaic).
+    """
+    h, w = size
+    if max(h, w) <= max_side:
+        return (1.0, 1.0)
+    if method == "stride":
+        step = float(math.ceil(max(h, w) / max_side))
+        return (step, step)
+    if method == "area":
+        scale = max_side / max(h, w)
+        return (h / max(1, round(h * scale)), w / max(1, round(w * scale)))
+    return None

@@ -6,16 +6,21 @@ import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import islice
 
 import torch
 
 from anyrestore.compute import ComputePath, autocast, choose_path, empty_cache, prepare_model
 from anyrestore.engine.imageio import ImageData
-from anyrestore.engine.reference import METHODS, Method, make_reference
+from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
 from anyrestore.engine.tiling import TileGrid, pad_to_multiple, run_tiled
 from anyrestore.errors import DeviceError, InputError, UsageError
 from anyrestore.models.base import RestorationModel
-from anyrestore.models.layers.globalstats import frozen_global_stats, has_global_stats
+from anyrestore.models.layers.globalstats import (
+    frozen_global_stats,
+    has_global_stats,
+    set_tile_windows,
+)
 
 log = logging.getLogger("anyrestore")
 
@@ -194,15 +199,43 @@ class Restorer:
         m = self.pad_multiple
         # Overlap on the model's grid too: rounded up to the multiple, at most half a tile.
         overlap = min(-(-self.overlap // m) * m, tile // 2 // m * m)
+        grid = TileGrid.build(h + (-h) % m, w + (-w) % m, tile, overlap)
         replay = self.stats_method != "live" and has_global_stats(self.model)
         frozen = nullcontext()
+        forward: Callable[[torch.Tensor], torch.Tensor] = self._forward
         if replay:
-            reference = make_reference(x, stats_side, self.stats_method)
+            side = self._reference_side(stats_side, tile)
+            reference = make_reference(x, side, self.stats_method)
             reference = pad_to_multiple(reference, self.pad_multiple).to(self.device)
             # Enter autocast first so the recording pass runs at the tiles' precision.
             frozen = frozen_global_stats(self.model, reference)
+            scale = reference_scale((h, w), side, self.stats_method)
+            forward = self._placed_forward(grid, scale)
         with autocast(self.device, self.precision), frozen:
-            out = run_tiled(x, self._forward, tile, overlap, tile_batch, self.on_tile, m)
-        grid = TileGrid.build(h + (-h) % m, w + (-w) % m, tile, overlap)
+            out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
         self.last_run = RunInfo(len(grid), tile, overlap, replay)
         return out
+
+    def _reference_side(self, stats_side: int, tile: int) -> int:
+        """The model's ``reference_side`` when it asks for more (at most 4 tiles a side)."""
+        wanted = int(getattr(self.model, "reference_side", 0))
+        if self.stats_side is not None or wanted <= stats_side:
+            return stats_side
+        return max(stats_side, min(wanted, 4 * tile))
+
+    def _placed_forward(
+        self, grid: TileGrid, scale: tuple[float, float] | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``_forward`` that first tells the model's global maps where its tiles lie.
+
+        ``run_tiled`` visits ``grid.positions()`` in order, a batch of tiles per call.
+        """
+        positions = iter(grid.positions())
+        size = (grid.height, grid.width)
+
+        def forward(tiles: torch.Tensor) -> torch.Tensor:
+            windows = [(y, x, grid.tile_h, grid.tile_w) for y, x in islice(positions, len(tiles))]
+            set_tile_windows(self.model, windows, size, scale)
+            return self._forward(tiles)
+
+        return forward

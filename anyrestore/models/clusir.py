@@ -94,6 +94,9 @@ class ClusIR(RestorationModel):
     #: Three down-samplings and the DWT inside the latent DAFMM.
     pad_multiple = 16
     tile_overlap_hint = 64
+    #: Tiled inference records the WTB keys/values and DAFMM's spectral modulation on the
+    #: whole image up to this side (exact replay), on a downscaled copy above it.
+    reference_side = 1024
 
     def __init__(self, config: ClusIRConfig) -> None:
         super().__init__()

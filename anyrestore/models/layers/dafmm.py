@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyrestore.models.layers.globalstats import GlobalStat
+from anyrestore.models.layers.globalstats import GlobalMap, GlobalStat
 from anyrestore.models.layers.wavelets import DWT, IDWT
 
 
@@ -91,6 +91,7 @@ class DAFMM(nn.Module):
         self.high = nn.Conv2d(4 * dim, 4 * dim, 1)
         self.high_gate = nn.Linear(dim, 4 * dim)
         self.out = nn.Conv2d(dim, dim, 1)
+        self.spectral = GlobalMap()
 
     def low_frequency(self, low: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Eq. (14): amplitude and phase of the low band modulated with the prompt."""
@@ -112,7 +113,8 @@ class DAFMM(nn.Module):
         bands = self.dwt(x)
         ll, highs = bands[:, :c], bands[:, c:]
         low, detail = self.fsb(ll)
-        low = self.low_frequency(low, prompt)
+        # The FFT spans the whole map: tiles replay what it added on the whole image.
+        low = low + self.spectral(lambda: self.low_frequency(low, prompt) - low, low)
         # Eq. (15): X^_H = Conv(Concat(X_LH, X_HL, X_HH, X_high)) * sigmoid(W_p P)
         gate = torch.sigmoid(self.high_gate(prompt))[:, :, None, None]
         mixed = self.high(torch.cat([highs, detail], dim=1)) * gate.to(x.dtype)

@@ -1,11 +1,14 @@
-"""Image-wide statistics that tiled inference can freeze.
+"""Image-wide values that tiled inference can freeze.
 
 Both architectures pool over the whole image (AnyIR's GatedDA mean/std, ClusIR's routing
-and frequency priors). A tile sees only part of the image, so its statistics differ. Each
-such statistic is computed through a ``GlobalStat`` module; the engine can *record* the
-values on a whole (possibly downscaled) image and *replay* them for every tile, so all
-tiles agree with one another and with the whole image. Models stay pure: they only route
-their pooled values through this module.
+and frequency priors), and ClusIR also attends to keys spanning the whole image and filters
+whole feature maps in the Fourier domain. A tile sees only part of the image, so all of
+these differ. Each such value is computed through a ``GlobalStat`` module; the engine can
+*record* the values on a whole (possibly downscaled) image and *replay* them for every tile,
+so all tiles agree with one another and with the whole image. A ``GlobalMap`` is the same
+for a value that is a feature map (ClusIR's spectral modulation): it is replayed cropped to
+each tile's window, which the engine sets with ``set_tile_windows``. Models stay pure: they
+only route their image-wide values through these modules.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 T = TypeVar("T")
+#: (top, left, height, width) of a tile in pixels of the (padded) image.
+Window = tuple[int, int, int, int]
 Mode = Literal["live", "record", "replay"]
 
 
@@ -65,6 +71,65 @@ class GlobalStat(nn.Module):
         return _expand_batch(self._stored, batch)
 
 
+class GlobalMap(GlobalStat):
+    """An image-wide (b, c, h, w) feature map, replayed as the crop under each tile.
+
+    Replay needs the tiles' windows (``set_tile_windows``): the recorded map lies on the
+    reference's grid, which is the image's grid scaled by ``1 / scale``. It is resampled
+    (bilinear) to the image's grid once if the scales differ, then cropped per tile. Without
+    windows, the recorded map must match the input's grid (replay on the recorded image);
+    with windows but no known scale (a crop or mosaic reference), the map is computed live.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows: list[Window] | None = None
+        self.image_size: tuple[int, int] = (0, 0)
+        self.scale: tuple[float, float] | None = None
+        self._resampled: torch.Tensor | None = None
+
+    def forward(self, compute: Callable[[], torch.Tensor], like: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.mode != "replay":
+            return super().forward(compute, like.shape[0])
+        if self._stored is None:
+            raise RuntimeError("GlobalMap is in replay mode but nothing was recorded")
+        h, w = like.shape[-2:]
+        if self.windows is None:
+            if self._stored.shape[-2:] != (h, w):
+                raise RuntimeError("GlobalMap replay on another size needs tile windows")
+            return _expand_batch(self._stored, like.shape[0])
+        if self.scale is None:
+            return compute()
+        if len(self.windows) != like.shape[0]:
+            raise RuntimeError(f"{len(self.windows)} tile windows for a batch of {like.shape[0]}")
+        factor = self.windows[0][2] // h  # pixels per cell of this feature grid
+        full = self._on_image_grid(self.image_size[0] // factor, self.image_size[1] // factor)
+        crops = [
+            full[:, :, y // factor : y // factor + h, x // factor : x // factor + w]
+            for y, x, _, _ in self.windows
+        ]
+        return torch.cat(crops) if len(crops) > 1 else crops[0]
+
+    def _on_image_grid(self, height: int, width: int) -> torch.Tensor:
+        stored = self._stored
+        if stored.shape[-2:] == (height, width) and self.scale == (1.0, 1.0):
+            return stored
+        if self._resampled is None or self._resampled.shape[-2:] != (height, width):
+            # Cell i of the image's grid sits at (i + 0.5) / scale - 0.5 on the reference's.
+            up = F.interpolate(
+                stored.float(),
+                scale_factor=self.scale,
+                mode="bilinear",
+                align_corners=False,
+                recompute_scale_factor=False,
+            )[..., :height, :width]
+            ph, pw = height - up.shape[-2], width - up.shape[-1]
+            if ph or pw:
+                up = F.pad(up, (0, pw, 0, ph), mode="replicate")
+            self._resampled = up.to(stored.dtype)
+        return self._resampled
+
+
 def set_global_mode(model: nn.Module, mode: Mode) -> None:
     """Put every ``GlobalStat`` in ``model`` into ``mode``."""
     for m in model.modules():
@@ -72,6 +137,26 @@ def set_global_mode(model: nn.Module, mode: Mode) -> None:
             m.mode = mode
             if mode == "live":
                 m._stored = None
+            if mode != "replay" and isinstance(m, GlobalMap):
+                m.windows, m.scale, m._resampled = None, None, None
+
+
+def set_tile_windows(
+    model: nn.Module,
+    windows: list[Window],
+    image_size: tuple[int, int],
+    scale: tuple[float, float] | None,
+) -> None:
+    """Tell every ``GlobalMap`` where the next batch of tiles lies in the (padded) image.
+
+    ``scale`` is image pixels per reference pixel along (height, width), or None when the
+    reference is not the image at one scale.
+    """
+    for m in model.modules():
+        if isinstance(m, GlobalMap):
+            if m.scale != scale or m.image_size != image_size:
+                m._resampled = None
+            m.windows, m.image_size, m.scale = list(windows), image_size, scale
 
 
 def has_global_stats(model: nn.Module) -> bool:

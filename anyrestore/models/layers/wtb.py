@@ -5,6 +5,10 @@ features (DWT, 3x3 mixing of the four sub-bands, then a strided conv), so attent
 ``hw x n_kv`` instead of ``(hw)^2`` while the DWT keeps what plain striding would alias. The
 mixed sub-bands are also inverted back to full resolution and concatenated to the attention
 output, giving the block a local, lossless path next to the global one.
+
+The keys and values span the whole image, so they go through a ``GlobalStat``: tiled
+inference attends every tile's queries to the key/value tokens recorded on the whole image
+(docs/architectures.md, "Image-wide values").
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.layers.ffn import GatedDconvFFN
+from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
 from anyrestore.models.layers.wavelets import DWT, IDWT
 
@@ -56,6 +61,7 @@ class WaveletAttention(nn.Module):
         self.kv_norm = nn.LayerNorm(dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Conv2d(dim + reduced, dim, 1)
+        self.kv_stat = GlobalStat()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -63,16 +69,22 @@ class WaveletAttention(nn.Module):
         q = self.q(x).reshape(b, heads, d, h * w).transpose(-2, -1)
         bands = self.filter(self.dwt(self.reduce(x)))
         local = self.idwt(bands)  # (b, reduced, h, w)
+        k, v = self.kv_stat(lambda: self.keys_values(bands), b)
+        out = chunked_attention(q, k, v).transpose(-2, -1).reshape(b, c, h, w)
+        return self.proj(torch.cat([out, local], dim=1))
+
+    def keys_values(self, bands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values, (b, heads, n_kv, d) each, from the mixed sub-bands."""
+        b, heads = bands.shape[0], self.heads
         stride = self.kv_embed.stride[0]
         ph, pw = -bands.shape[-2] % stride, -bands.shape[-1] % stride
         if ph or pw:  # a partial last patch still feeds a key instead of being dropped
             bands = F.pad(bands, (0, pw, 0, ph), mode="replicate")
         tokens = self.kv_embed(bands).flatten(2).transpose(1, 2)  # (b, n_kv, c)
         k, v = self.kv(self.kv_norm(tokens)).chunk(2, dim=-1)
-        k = k.reshape(b, -1, heads, d).transpose(1, 2)
-        v = v.reshape(b, -1, heads, d).transpose(1, 2)
-        out = chunked_attention(q, k, v).transpose(-2, -1).reshape(b, c, h, w)
-        return self.proj(torch.cat([out, local], dim=1))
+        k = k.reshape(b, -1, heads, k.shape[-1] // heads).transpose(1, 2)
+        v = v.reshape(b, -1, heads, v.shape[-1] // heads).transpose(1, 2)
+        return k, v
 
 
 class WaveletTransformerBlock(nn.Module):
