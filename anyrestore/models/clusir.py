@@ -53,8 +53,14 @@ class ClusIRConfig:
     #: Learned components mixed by each decoder level's prompt generation block.
     prompt_len: int = 5
     wavelet: str = "haar"
+    #: Our additions, not the paper's (which gives neither weight; its loss is L1 + MS-SSIM).
     orth_loss_weight: float = 0.1
     balance_loss_weight: float = 0.01
+    #: Training-time routing heuristics of ours (docs/architectures.md): every cluster gets
+    #: an image of the batch, and an expert no image chose runs on the image rating it highest.
+    #: Both off trains exactly the paper's top-k routing; neither ever runs in eval.
+    cover_clusters: bool = True
+    explore_idle: bool = True
 
     def __post_init__(self) -> None:
         if len(self.blocks) != LEVELS or len(self.heads) != LEVELS:
@@ -118,6 +124,8 @@ class ClusIR(RestorationModel):
                 cfg.experts_per_cluster,
                 cfg.top_experts,
                 cfg.expert_expansion,
+                cover_clusters=cfg.cover_clusters,
+                explore_idle=cfg.explore_idle,
             )
             for i in range(LEVELS)
         )

@@ -14,6 +14,7 @@ from anyrestore.models.layers.dafmm import DAFMM
 from anyrestore.models.layers.globalstats import GlobalStat, frozen_global_stats
 from anyrestore.models.layers.routing import ClusterRouter, select_top_k
 from anyrestore.models.layers.wavelets import DWT, IDWT
+from anyrestore.models.registry import config_from_dict
 
 # Tab. 7 / Tab. 8 of the paper: parameters (M) and FLOPs (GMACs at 224 x 224).
 PAPER = {"clusir_t": (6.89, 3.79), "clusir_s": (25.03, 13.42), "clusir_b": (54.66, 28.85)}
@@ -238,6 +239,29 @@ def test_runs_under_bf16_autocast(make_images) -> None:
     with torch.no_grad():
         reference = model(x)
     assert (out.float() - reference).abs().mean() < 0.05
+
+
+def test_training_routing_heuristics_switch_off_to_the_papers_top_k(make_images) -> None:
+    model = tiny(cover_clusters=False, explore_idle=False).train()
+    cfg = model.config
+    torch.manual_seed(0)
+    _, aux = model(make_images(4, 32, 32), return_aux=True)
+    for stage in aux["routing"]:
+        # Plain Eq. (6) and (10): each image's own top clusters and experts, nothing added.
+        expected = stage["cluster_posterior"].topk(cfg.top_clusters, dim=1).indices
+        assert torch.equal(stage["clusters"].sort(dim=1).values, expected.sort(dim=1).values)
+        per_image = stage["expert_usage"].flatten(1).sum(dim=1)
+        assert (per_image == cfg.top_clusters * cfg.top_experts).all()
+
+
+def test_config_round_trips_and_old_checkpoints_get_todays_routing() -> None:
+    model = tiny(cover_clusters=False, explore_idle=False)
+    values = model.config_dict()
+    assert values["cover_clusters"] is False and values["explore_idle"] is False
+    assert config_from_dict("clusir", values) == model.config
+    old = {k: v for k, v in values.items() if k not in ("cover_clusters", "explore_idle")}
+    assert config_from_dict("clusir", old).cover_clusters is True
+    assert config_from_dict("clusir", old).explore_idle is True
 
 
 def test_config_rejects_impossible_routing() -> None:

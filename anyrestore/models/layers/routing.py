@@ -67,6 +67,7 @@ class ClusterRouter(nn.Module):
         top_clusters: int,
         experts_per_cluster: int,
         top_experts: int,
+        cover_clusters: bool = True,
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -74,6 +75,7 @@ class ClusterRouter(nn.Module):
         if num_clusters > dim:
             raise ValueError(f"{num_clusters} orthogonal prototypes need dim >= {num_clusters}")
         self.heads = heads
+        self.cover_clusters = cover_clusters
         self.num_clusters, self.top_clusters = num_clusters, top_clusters
         self.experts_per_cluster, self.top_experts = experts_per_cluster, top_experts
         self.stat = GlobalStat()
@@ -115,7 +117,9 @@ class ClusterRouter(nn.Module):
         # Eq. (5): p(k|x) = softmax_k(s_k / tau), tau learned
         posterior = (similarity * self.logit_scale.exp().clamp(max=100.0)).softmax(dim=-1)
         # Eq. (6): S = TopK(p(k|x)); p^_k = p(k|x) / sum_{j in S} p(j|x)
-        clusters = select_top_k(posterior, self.top_clusters, cover=self.training)
+        clusters = select_top_k(
+            posterior, self.top_clusters, cover=self.training and self.cover_clusters
+        )
         chosen = posterior.gather(1, clusters)
         cluster_weights = chosen / chosen.sum(dim=1, keepdim=True)
         # Eq. (7): P = sum_{k in S} p^_k (mu_k + sigma_k * eps), eps ~ N(0, I) while training
@@ -213,11 +217,15 @@ class ClusterMoE(nn.Module):
         experts_per_cluster: int,
         top_experts: int,
         expansion: float,
+        *,
+        cover_clusters: bool = True,
+        explore_idle: bool = True,
     ) -> None:
         super().__init__()
+        self.explore_idle = explore_idle
         self.norm = LayerNorm2d(dim)
         self.router = ClusterRouter(
-            dim, heads, num_clusters, top_clusters, experts_per_cluster, top_experts
+            dim, heads, num_clusters, top_clusters, experts_per_cluster, top_experts, cover_clusters
         )
         self.experts = nn.ModuleList(
             GatedDconvFFN(dim, expansion) for _ in range(num_clusters * experts_per_cluster)
@@ -228,7 +236,7 @@ class ClusterMoE(nn.Module):
         route = self.router(y)
         weights, running = dispatch(route)
         route = dict(route, weights=weights, running=running)
-        if self.training:
+        if self.training and self.explore_idle:
             weights, running = explore_idle_experts(route, weights, running)
         out = torch.zeros_like(x)
         for j, expert in enumerate(self.experts):
