@@ -295,23 +295,26 @@ def _cached_speedup(model: nn.Module, probe: Probe) -> float:
     return speedup
 
 
-@torch.inference_mode()
 def _time_bf16(model: nn.Module, device: torch.device) -> float:
-    """fp32 time / bf16 time of one channels-last forward at PROBE_SIDE (best of two each)."""
+    """fp32 time / bf16 time of one channels-last forward at PROBE_SIDE (best of two each).
+
+    The layout change happens outside inference mode: parameters converted inside it would
+    become inference tensors that a later training step cannot use.
+    """
     was_training = model.training
     model.eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     best = {"fp32": float("inf"), "bf16": float("inf")}
     try:
-        for _ in range(3):  # the first round warms both paths up and is not counted
-            for precision in best:
-                start = time.perf_counter()
-                with autocast(device, precision):
-                    model(x)
-                best[precision] = min(best[precision], time.perf_counter() - start)
-            if _ == 0:
-                best = {k: float("inf") for k in best}
+        with torch.inference_mode():
+            for round_ in range(3):  # the first round warms both paths up and is not counted
+                for precision in best:
+                    start = time.perf_counter()
+                    with autocast(device, precision):
+                        model(x)
+                    if round_:
+                        best[precision] = min(best[precision], time.perf_counter() - start)
     finally:
         model.train(was_training)
     return best["fp32"] / best["bf16"]

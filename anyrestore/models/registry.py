@@ -24,6 +24,7 @@ __all__ = [
     "list_archs",
     "get_spec",
     "config_from_dict",
+    "find_variant",
 ]
 
 
@@ -115,6 +116,24 @@ def config_from_dict(arch: str, values: dict[str, Any]) -> Any:
     legacy = getattr(config_cls, "LEGACY_DEFAULTS", {})
     clean = {**{k: v for k, v in legacy.items() if k not in clean}, **clean}
     return config_cls(**clean)
+
+
+def find_variant(arch: str, config: Any) -> str | None:
+    """The registered variant with these sizes, if any.
+
+    Fields with a ``LEGACY_DEFAULTS`` entry are versions, not sizes: a checkpoint of an older
+    layout of a variant is still that variant.
+    """
+    _ensure_loaded()
+    versions = getattr(type(config), "LEGACY_DEFAULTS", {})
+    for name in sorted(_MODELS):
+        spec = _MODELS[name]
+        if spec.arch != arch or type(spec.config) is not type(config):
+            continue
+        same_version = dataclasses.replace(spec.config, **{k: getattr(config, k) for k in versions})
+        if same_version == config:
+            return name
+    return None
 
 
 def build_model(arch: str, config: Any) -> nn.Module:

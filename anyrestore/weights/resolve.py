@@ -251,13 +251,9 @@ def load_weights(
 
 
 def _variant_of(model: RestorationModel) -> str | None:
-    from anyrestore.models.registry import get_spec, list_models
+    from anyrestore.models.registry import find_variant
 
-    for name in list_models():
-        spec = get_spec(name)
-        if spec.arch == model.arch and spec.config == model.config:
-            return name
-    return None
+    return find_variant(model.arch, model.config)
 
 
 def _string_list(raw: str | None) -> tuple[str, ...]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from anyrestore.bench.complexity import count_macs, count_params
+from anyrestore.errors import WeightsError
 from anyrestore.models import create_model
 from anyrestore.models.anyir import AnyIRConfig, skip_split
 from anyrestore.models.layers.fusion import frequency_fusion, frequency_fusion_fft
@@ -15,6 +20,8 @@ from anyrestore.models.layers.globalstats import (
     has_global_stats,
     set_global_mode,
 )
+from anyrestore.models.registry import find_variant
+from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
@@ -165,3 +172,21 @@ def test_config_rejects_heads_that_do_not_divide_the_attention_half() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         AnyIRConfig(dim=10)
     assert AnyIRConfig(dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1).heads == (1, 2, 4, 8)
+
+
+def test_a_checkpoint_records_its_layout_and_older_ones_still_load(tmp_path) -> None:
+    preview = load_checkpoint("anyrestore/weights/embedded/anyir_t-synthetic.safetensors")
+    assert preview.config.layout == 1  # written before the field existed
+    assert find_variant("anyir", preview.config) == "anyir_t"
+    with torch.no_grad():
+        assert torch.isfinite(preview(torch.rand(1, 3, 24, 24))).all()
+    path = save_checkpoint(tiny_model(), tmp_path / "new.safetensors")
+    assert load_checkpoint(path).config.layout == 2
+    # A layout from a newer anyrestore is refused with one line that says why.
+    with safe_open(str(path), "pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta["config"] = json.dumps({**json.loads(meta["config"]), "layout": 3})
+    save_file(state, tmp_path / "future.safetensors", metadata=meta)
+    with pytest.raises(WeightsError, match="unknown AnyIR layout 3") as info:
+        load_checkpoint(tmp_path / "future.safetensors")
+    assert "\n" not in str(info.value)

@@ -1,0 +1,120 @@
+"""The compute policy: which precision ``auto`` picks on which CPU, the probe's cache, threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import anyrestore.compute as compute
+from anyrestore.compute import choose_path, set_threads
+from anyrestore.errors import UsageError
+from anyrestore.models import create_model
+
+TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
+
+
+def tiny(seed: int = 0, **overrides: object) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("anyir_t", **{**TINY, **overrides})
+
+
+class Probe:
+    """A stand-in for the timing probe: returns a fixed speed-up and counts its calls."""
+
+    def __init__(self, speedup: float) -> None:
+        self.speedup, self.calls = speedup, 0
+
+    def __call__(self, model: torch.nn.Module, device: torch.device) -> float:
+        self.calls += 1
+        return self.speedup
+
+
+@pytest.fixture
+def cpu_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Pretend the CPU has the given bf16 instructions; a fresh probe cache per test."""
+    monkeypatch.setenv("ANYRESTORE_CACHE", str(tmp_path))
+
+    def set_isa(isa: str | None) -> None:
+        monkeypatch.setattr(compute, "native_bf16", lambda: isa)
+
+    return set_isa
+
+
+def test_a_cpu_without_native_bf16_runs_fp32_channels_last(cpu_with) -> None:
+    cpu_with(None)
+    probe = Probe(10.0)
+    path = choose_path("cpu", "auto", model=tiny(), probe=probe)
+    assert (path.precision, path.channels_last) == ("fp32", True)
+    assert probe.calls == 0  # nothing to measure: bf16 would be emulated
+    assert "no native bf16" in path.describe()
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(3.0, "bf16"), (1.05, "fp32"), (0.8, "fp32")])
+def test_native_bf16_is_used_only_when_measured_faster(cpu_with, speedup, expected) -> None:
+    cpu_with("AMX-BF16")
+    path = choose_path("cpu", "auto", model=tiny(), probe=Probe(speedup))
+    assert path.precision == expected
+    assert path.reason.startswith("AMX-BF16")
+    assert f"{speedup:.1f}" in path.reason or f"{speedup:.2f}" in path.reason
+
+
+def test_the_measurement_is_cached_per_model_config_and_thread_count(cpu_with) -> None:
+    cpu_with("AVX512-BF16")
+    probe = Probe(2.0)
+    for _ in range(3):
+        assert choose_path("cpu", "auto", model=tiny(), probe=probe).precision == "bf16"
+    assert probe.calls == 1
+    choose_path("cpu", "auto", model=tiny(dim=12, heads=(1, 1, 1, 1)), probe=probe)
+    assert probe.calls == 2  # another model configuration is measured on its own
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(before + 1)
+        choose_path("cpu", "auto", model=tiny(), probe=probe)
+    finally:
+        torch.set_num_threads(before)
+    assert probe.calls == 3
+
+
+def test_an_unreadable_cache_is_measured_again(cpu_with, tmp_path: Path) -> None:
+    cpu_with("AMX-BF16")
+    (tmp_path / "compute.json").write_text("not json")
+    probe = Probe(2.0)
+    assert choose_path("cpu", "auto", model=tiny(), probe=probe).precision == "bf16"
+    assert probe.calls == 1
+
+
+def test_explicit_precisions_are_honoured_or_refused(cpu_with) -> None:
+    cpu_with("AMX-BF16")
+    probe = Probe(0.5)
+    assert choose_path("cpu", "bf16", model=tiny(), probe=probe).precision == "bf16"
+    assert choose_path("cpu", "fp32", model=tiny(), probe=probe).reason == "requested"
+    assert probe.calls == 0
+    with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
+        choose_path("cpu", "fp16")
+    with pytest.raises(UsageError, match="unknown precision"):
+        choose_path("cpu", "fp64")
+
+
+def test_the_real_probe_leaves_the_model_trainable() -> None:
+    # The probe runs the model in inference mode; its parameters must stay ordinary tensors.
+    model = tiny().train()
+    speedup = compute._time_bf16(model, torch.device("cpu"))
+    assert speedup > 0 and model.training
+    model(torch.rand(2, 3, 16, 16)).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert set_threads(None) == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert set_threads(None) >= 1
+        with pytest.raises(UsageError, match="at least 1"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)
