@@ -1,0 +1,181 @@
+"""Old code against new in one run: restore and training-step times, and how far outputs moved.
+
+Only a ratio measured in one run on one machine means anything on a shared CPU, so each
+measurement runs in a fresh child process and the two trees alternate, round after round;
+the best time of each is kept. Check out the old code first, e.g.
+
+    git worktree add /tmp/anyrestore-old <commit>
+    python benchmarks/speedup.py --old /tmp/anyrestore-old --models anyir_t,clusir_t --sizes 512
+    python benchmarks/speedup.py --old /tmp/anyrestore-old --train --models anyir_t
+
+Restore: the shipped weights of each model through the engine's ``Restorer`` (whole image),
+the old tree at fp32, the new one at each ``--precision`` (default ``auto``, plus ``fp32``).
+The new tree's output is compared with the old one's (PSNR; "same computation" means at
+least 60 dB for fp32). Training: samples/s of forward + L1 loss + backward + Adam at
+``--crop`` px, batch ``--batch``. The CPU and its bf16 support are printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NEW = Path(__file__).resolve().parents[1]
+
+_RESTORE = r"""
+import json, sys, time, torch
+from anyrestore.engine import Restorer
+from anyrestore.weights.checkpoint import load_checkpoint
+name, size, precision, out, layout = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+model = load_checkpoint(f"anyrestore/weights/embedded/{name}-synthetic.safetensors")
+g = torch.Generator().manual_seed(0)
+base = torch.nn.functional.interpolate(torch.rand(1, 3, 9, 9, generator=g), size=(size, size),
+                                       mode="bicubic", align_corners=False)
+x = (base + 0.1 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)[0]
+r = Restorer(model, "cpu", precision, tile=0)
+r.restore_tensor(x)
+best = float("inf")
+for _ in range(2):
+    t = time.perf_counter(); y = r.restore_tensor(x); best = min(best, time.perf_counter() - t)
+torch.save(y, out)
+path = r.describe() if hasattr(r, "describe") else precision
+print(json.dumps({"seconds": best, "path": path}))
+"""
+
+_TRAIN = r"""
+import json, sys, time, torch
+from anyrestore.models import create_model
+name, crop, batch, precision, layout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+torch.manual_seed(0)
+kw = {"layout": int(layout)} if layout != "-" else {}
+model = create_model(name, **kw).train()
+cl = precision != "old"
+if cl:
+    model = model.to(memory_format=torch.channels_last)
+opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+gt = torch.rand(batch, 3, crop, crop)
+lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1)
+if cl:
+    gt, lq = (t.contiguous(memory_format=torch.channels_last) for t in (gt, lq))
+bf16 = False
+if cl:
+    from anyrestore.compute import choose_path
+    bf16 = choose_path("cpu", precision, model=model).precision == "bf16"
+def step():
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        out = model(lq)
+    loss = (out.float() - gt).abs().mean()
+    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+step()
+best = float("inf")
+for _ in range(3):
+    t = time.perf_counter(); step(); best = min(best, time.perf_counter() - t)
+print(json.dumps({"seconds": best, "samples_per_s": batch / best}))
+"""
+
+
+def _run(tree: Path, code: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"{tree}: {done.stderr.strip().splitlines()[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _psnr(a: Path, b: Path) -> float:
+    import torch
+
+    mse = float((torch.load(a) - torch.load(b)).square().mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def _cpu() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in text.splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    flags = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f" {f}" in text]
+    return f"{name} ({', '.join(flags) or 'no avx2'})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", type=Path, required=True, help="checkout of the old code")
+    parser.add_argument("--models", default="anyir_t,clusir_t")
+    parser.add_argument("--sizes", default="512", help="restore: square sides, comma-separated")
+    parser.add_argument("--precision", default="auto,fp32", help="new tree's precisions")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--train", action="store_true", help="time training steps instead")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="also write the records here")
+    args = parser.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    precisions = [p for p in args.precision.split(",") if p]
+    print(f"# {_cpu()}, {os.environ.get('OMP_NUM_THREADS', 'all')} threads")
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            for size in [args.crop] if args.train else [int(s) for s in args.sizes.split(",")]:
+                best: dict[str, dict] = {}
+                anyir = name.startswith("anyir")
+                # Training: the old tree only knows AnyIR's preview layout (1); both trees
+                # time that, and the new tree the released layout (2) as well.
+                jobs = [("old", args.old, "fp32", "-")]
+                for p in precisions:
+                    jobs.append((p, NEW, p, "1" if anyir and args.train else "-"))
+                    if anyir and args.train:
+                        jobs.append((f"{p} layout 2", NEW, p, "2"))
+                labels = [label for label, *_ in jobs]
+                for _ in range(args.rounds):
+                    for label, tree, precision, layout in jobs:
+                        if args.train:
+                            mode = "old" if label == "old" else precision
+                            rec = _run(tree, _TRAIN, name, str(size), str(args.batch), mode, layout)
+                        else:
+                            out = str(Path(tmp) / f"{name}-{size}-{label}.pt")
+                            rec = _run(tree, _RESTORE, name, str(size), precision, out, "-")
+                            rec["out"] = out
+                        if label not in best or rec["seconds"] < best[label]["seconds"]:
+                            best[label] = rec
+                old = best["old"]["seconds"]
+                for label in labels:
+                    rec = best[label]
+                    row = {
+                        "model": name,
+                        "size": size,
+                        "tree": label,
+                        "seconds": round(rec["seconds"], 3),
+                        "speedup": round(old / rec["seconds"], 2),
+                    }
+                    if args.train:
+                        row["samples_per_s"] = round(rec["samples_per_s"], 3)
+                    else:
+                        row["path"] = rec["path"]
+                        row["psnr_vs_old_db"] = round(
+                            _psnr(Path(rec["out"]), Path(best["old"]["out"])), 1
+                        )
+                    records.append(row)
+                    print(json.dumps(row))
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    main()
