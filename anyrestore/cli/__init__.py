@@ -15,8 +15,16 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
-# Started as the `anyrestore` program (not imported by a test or a library user): Ctrl-C while
-# Typer, Rich and torch are still being imported must not print a traceback.
-if os.path.basename(sys.argv[0] if sys.argv else "") in ("anyrestore", "__main__.py"):
+def is_program() -> bool:
+    """True in the ``anyrestore`` process itself (console script or ``python -m anyrestore``)."""
+    argv0 = os.path.normpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return os.path.basename(argv0) == "anyrestore" or argv0.endswith(
+        os.path.join("anyrestore", "__main__.py")
+    )
+
+
+# Started as the program, not imported by a test or a library user: Ctrl-C while Typer, Rich
+# and torch are still being imported must not print a traceback.
+if is_program():
     for _sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_sig, _exit_on_signal)

@@ -22,6 +22,7 @@ import typer
 from typer import _click as click
 from typer.core import TyperGroup
 
+from anyrestore.cli import is_program
 from anyrestore.errors import AnyRestoreError, ExitCode, UsageError
 
 DEBUG_ENV = "ANYRESTORE_DEBUG"
@@ -128,6 +129,16 @@ def _first_signal(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+_leaving = threading.Event()  # set once an interrupt is being turned into the exit code
+
+
+def _ignore_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        _leaving.set()
+        for sig in _SIGNAL_WORDS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted while the body runs (main thread only)."""
@@ -137,11 +148,15 @@ def signals_interrupt() -> Iterator[None]:
     saved = {sig: signal.getsignal(sig) for sig in _SIGNAL_WORDS}
     for sig in saved:
         signal.signal(sig, _first_signal)
+    _leaving.clear()
     try:
         yield
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+        # Leaving on a signal, the process exits next: keep ignoring a second one, or
+        # the interpreter's shutdown (which resets Python handlers) would die of it.
+        if not (_leaving.is_set() and is_program()):
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 # -- the command group --------------------------------------------------------------------
@@ -160,6 +175,7 @@ def _run(body: Any) -> Any:
         raise
     except KeyboardInterrupt as exc:
         code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+        _ignore_signals()  # a second signal now would kill the exiting interpreter (-2)
         fail(str(exc) if isinstance(exc, Interrupted) else "interrupted", code)
     except AnyRestoreError as exc:
         fail(str(exc), exc.exit_code)

@@ -143,7 +143,9 @@ def _own_pixel_limit(allow_truncated: bool = False) -> Iterator[None]:
 
 def _pixels(n: float) -> str:
     """A pixel count for messages: megapixels when large, the plain count when small."""
-    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{int(n):,} pixels"
+    if n >= 100_000:
+        return f"{n / 1e6:.1f} MP"
+    return f"{int(n):,} pixel{'s' if n != 1 else ''}"
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -260,7 +260,7 @@ def test_decompression_bomb_limit_from_argument_and_environment(
     data = pil_bytes(Image.new("RGB", (W, H)), "PNG")
     with pytest.raises(InputError, match=r"2,240 pixels, over the limit of 1,000 pixels"):
         read_image(data, max_pixels=1000)
-    with pytest.raises(InputError, match=r"is 2,240 pixels, over the limit of 1 pixels"):
+    with pytest.raises(InputError, match=r"is 2,240 pixels, over the limit of 1 pixel"):
         read_image(data, max_pixels=1)
     monkeypatch.setenv("ANYRESTORE_MAX_PIXELS", "2000")
     with pytest.raises(InputError, match="ANYRESTORE_MAX_PIXELS"):
