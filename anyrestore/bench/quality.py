@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import Tensor
 from anyrestore.bench.candidates import Candidate
 from anyrestore.bench.suites import Task
 from anyrestore.errors import DataError, InputError
+from anyrestore.files import atomic_path
 from anyrestore.metrics import psnr, rgb_to_y, ssim
 
 AVERAGE = "average"
@@ -164,16 +164,9 @@ def _safe_name(text: str) -> str:
 
 def save_png(image: Tensor, path: Path) -> None:
     """Write a (3, h, w) [0, 1] tensor as 8-bit PNG atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save(root: str | os.PathLike[str], suite: str, pair: Pair, what: str, image: Tensor) -> None:

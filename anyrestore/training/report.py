@@ -7,7 +7,6 @@ plain line per log interval, so job logs stay readable.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from anyrestore.files import atomic_write
 
 
 class MetricsLog:
@@ -38,9 +39,7 @@ class MetricsLog:
                     continue  # a half-written last line from a killed run
                 if row.get("step", 0) <= truncate_after:
                     keep.append(line)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, path)
+            atomic_write(path, "".join(k + "\n" for k in keep).encode())
         self._file = path.open("a")
 
     def write(self, row: dict[str, Any]) -> None:

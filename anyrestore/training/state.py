@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from anyrestore.errors import ConfigError
+from anyrestore.files import atomic_path
 
 FORMAT = "anyrestore-train"
 VERSION = 1
@@ -62,15 +62,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a resume checkpoint atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -13,11 +13,11 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from anyrestore.errors import WeightsError
+from anyrestore.files import atomic_path, atomic_write
 from anyrestore.weights.checkpoint import read_metadata
 from anyrestore.weights.manifest import _PACKAGE_DIR, manifest_path, parse_manifest
 from anyrestore.weights.resolve import sha256_file
@@ -147,15 +147,8 @@ def embed_file(path: str | os.PathLike[str], name: str) -> str:
     """Copy a checkpoint into the package's ``weights/embedded/``; returns the manifest's ``embedded`` value."""
     rel = f"weights/embedded/{name}.safetensors"
     target = _PACKAGE_DIR / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return rel
 
 
@@ -166,12 +159,5 @@ def add_entry(entry_text: str, manifest: str | os.PathLike[str] | None = None) -
     old = path.read_text(encoding="utf-8") if path.exists() else "schema_version = 1\n"
     new = old.rstrip("\n") + "\n\n" + entry_text
     parse_manifest(new, source=str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(new)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, new.encode("utf-8"))
     return path
