@@ -12,16 +12,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from anyrestore.bench.quality import Pair
+from anyrestore.data.imagefiles import load_image
 from anyrestore.errors import DataError, InputError
+from anyrestore.files import list_images
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_MAX_SIDE = 512
 
 
@@ -30,33 +28,25 @@ def find_photos(folder: str | os.PathLike[str] | None = None) -> list[Path]:
     root = Path(folder) if folder is not None else SAMPLES_DIR
     where = str(root) if folder is not None else f"the shipped samples ({root})"
     if not root.is_dir():
-        raise DataError(f"photo folder not found: {where}; expected a folder of .png/.jpg photos")
-    photos = sorted(
-        p
-        for p in root.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and "degraded" not in p.name.lower()
-    )
+        raise DataError(
+            f"photo folder not found: {where}; expected a folder of .png/.jpg (or other image) files"
+        )
+    photos = [p for p in list_images(root, recursive=False) if "degraded" not in p.name.lower()]
     if not photos:
         raise DataError(
-            f"no clean photos in {where}; expected .png/.jpg files (names containing "
+            f"no clean photos in {where}; expected .png/.jpg (or other image) files (names containing "
             "'degraded' are skipped)"
         )
     return photos
 
 
 def load_photo(path: Path, max_side: int | None = DEFAULT_MAX_SIDE) -> Tensor:
-    """An RGB photo as (3, h, w) float in [0, 1], downscaled so its longer side <= ``max_side``."""
+    """An RGB photo (EXIF orientation applied) as (3, h, w) float in [0, 1], downscaled so its
+    longer side <= ``max_side``."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if max_side and max(img.size) > max_side:
-                scale = max_side / max(img.size)
-                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-                img = img.resize(size, Image.Resampling.LANCZOS)
-            array = np.asarray(img, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as exc:
+        return load_image(path, max_side=max_side)
+    except (OSError, ValueError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def seed_for(name: str, kind: str) -> int:

@@ -1,4 +1,8 @@
-"""Finding and loading image files: Pillow, RGB, EXIF orientation applied, float tensors in [0, 1]."""
+"""Loading image files as float tensors: Pillow, EXIF orientation applied, RGB in [0, 1].
+
+Which files are images, and how a folder of them is listed, is anyrestore.files' business;
+this module is the one tensor reader that training data and the bench share.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +13,31 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
+from anyrestore.files import IMAGE_EXTENSIONS, is_image_file
+from anyrestore.files import list_images as _list_images
 
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "list_images", "load_image"]
 
 
 def list_images(folder: Path, *, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (by extension), sorted by their path relative to it."""
-    pattern = folder.rglob("*") if recursive else folder.glob("*")
-    return sorted(
-        (p for p in pattern if p.is_file() and is_image_file(p)),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
+    return _list_images(folder, recursive=recursive)
 
 
-def load_image(path: str | Path) -> Tensor:
-    """(3, h, w) float32 in [0, 1]; raises OSError/ValueError for unreadable files."""
+def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:
+    """(3, h, w) float32 in [0, 1]; raises OSError/ValueError for unreadable files.
+
+    With ``max_side``, a larger image is downscaled (Lanczos) so its longer side fits.
+    """
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
+        if max_side and max(img.size) > max_side:
+            scale = max_side / max(img.size)
+            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+            img = img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             array = np.asarray(img, dtype=np.float32) / 65535.0  # 16-bit grey
             tensor = torch.from_numpy(array).unsqueeze(0).expand(3, -1, -1).contiguous()
             return tensor.clamp(0, 1)
         array = np.asarray(img.convert("RGB"))
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def to_pil(image: Tensor) -> Image.Image:
-    """(3, h, w) float in [0, 1] -> 8-bit RGB Pillow image (rounded)."""
-    array = (
-        (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    )
-    return Image.fromarray(array)
