@@ -31,7 +31,7 @@ from anyrestore.cli.common import (
     setup_logging,
     weights_label,
 )
-from anyrestore.cli.errors import emit, fail, say
+from anyrestore.cli.errors import as_flags, emit, fail, say
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -224,7 +224,7 @@ def batch_command(
                 except (DeviceError, WeightsError, KeyboardInterrupt):
                     raise
                 except Exception as exc:  # one bad file must not stop the folder
-                    message = str(exc) or type(exc).__name__
+                    message = as_flags(str(exc)) or type(exc).__name__
                     message = message if message.startswith(rel) else f"{rel}: {message}"
                     record.update(status="failed", error=message)
                     say(f"failed {message}")

@@ -10,6 +10,7 @@ same one-line error. ``ANYRESTORE_DEBUG=1`` lets unexpected exceptions and warni
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -33,6 +34,15 @@ _ESCAPES = {i: f"\\x{i:02x}" for i in (*range(32), 0x7F)} | {
     ord("\t"): "\\t",
 }
 _SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+# Library messages name parameters (max_pixels=); on the command line the same thing is a flag.
+_AS_FLAGS = re.compile(r"(?<![\w-])(max_pixels|allow_truncated)(?!\w)")
+
+
+def as_flags(message: str) -> str:
+    """A library message in the command line's words: ``max_pixels`` -> ``--max-pixels``."""
+    return _AS_FLAGS.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def one_line(text: str) -> str:
@@ -178,7 +188,7 @@ def _run(body: Any) -> Any:
         _ignore_signals()  # a second signal now would kill the exiting interpreter (-2)
         fail(str(exc) if isinstance(exc, Interrupted) else "interrupted", code)
     except AnyRestoreError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(as_flags(str(exc)), exc.exit_code)
     except BrokenPipeError:
         # A closed downstream pipe (`| head`) is not an error worth a message.
         _silence_stdout()

@@ -109,7 +109,7 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     suffix = Path(path).suffix
     if not suffix:
         raise UsageError(
-            f"{path}: no file extension to choose the format from; add one or pass --format"
+            f"{path}: no file extension to choose the format from; add one or name the format"
         )
     return parse_format(suffix)
 
@@ -200,7 +200,7 @@ def read_image(
         if w * h > limit:
             raise InputError(
                 f"{label}: {w}x{h} is {_pixels(w * h)}, over the limit of {_pixels(limit)} "
-                f"(raise max_pixels / --max-pixels or {MAX_PIXELS_ENV})"
+                f"(raise the limit with max_pixels or {MAX_PIXELS_ENV})"
             )
         try:
             if fmt == "PNG" and not allow_truncated:
@@ -212,11 +212,7 @@ def read_image(
         except MemoryError:
             raise InputError(f"{label}: not enough memory to decode {w}x{h}") from None
         except Exception as exc:  # Pillow raises many types on corrupt data
-            hint = (
-                "; allow_truncated / --allow-truncated restores what is there"
-                if _truncated(exc)
-                else ""
-            )
+            hint = "; allow_truncated restores what is there" if _truncated(exc) else ""
             raise InputError(
                 f"{label}: corrupt or truncated image ({_first_line(exc)}){hint}"
             ) from None
@@ -286,7 +282,7 @@ def _check_png_complete(data: bytes | None, path: Any, im: Image.Image) -> None:
     share = got / expected if expected else 0.0
     raise InputError(
         f"corrupt or truncated image: its pixel data ends after {share:.0%} of the rows; "
-        "allow_truncated / --allow-truncated restores what is there"
+        "allow_truncated restores what is there"
     )
 
 

@@ -96,14 +96,14 @@ def manifest_entry_for(
         raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
     model = model or meta.get("model") or meta.get("name")
     if not model:
-        raise WeightsError(f"{path}: its metadata names no model variant; pass --model")
+        raise WeightsError(f"{path}: its metadata names no model variant; name it explicitly")
     if trained_for is None:
         trained_for = _decode(meta.get("trained_for", "[]"))
         if isinstance(trained_for, str):
             trained_for = [trained_for]
     if not trained_for:
         raise WeightsError(
-            f"{path}: its metadata says nothing about what it was trained for; pass --trained-for"
+            f"{path}: its metadata says nothing about what it was trained for; say it explicitly"
         )
     training = _decode(meta["training"]) if "training" in meta else {}
     if not isinstance(training, dict):

@@ -88,7 +88,7 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
         if offline:
             raise WeightsError(
                 f"weights {entry.name!r} are not cached and offline mode is on (HF_HUB_OFFLINE); "
-                f"run `anyrestore weights download {entry.name}` while online, or pass --weights PATH"
+                f"run `anyrestore weights download {entry.name}` while online, or use a local file"
             ) from None
         raise WeightsError(
             f"could not download weights {entry.name!r} ({where}) from {endpoint() or 'https://huggingface.co'}: "

@@ -733,3 +733,41 @@ def test_signals_exit_cleanly_and_remove_temporaries(
     done = {k for k in after if k.startswith("out/") and not k.split("/")[-1].startswith(".")}
     check(outcome, {code}, before, {k: v for k, v in after.items() if k not in done})
     assert not [k for k in after if k.endswith(".tmp")], "a temporary file was left behind"
+
+
+def test_corrupt_exif_warns_nothing(tmp_path: Path, tiny_checkpoint: Path):
+    """Pillow's 'Corrupt EXIF data' warning must not leak before (or instead of) our lines."""
+    src = tmp_path / "exif.jpg"
+    Image.fromarray(pixels(3)).save(src, format="JPEG", exif=b"Exif\x00\x00II*\x00\xff\xff\xff")
+    before = snapshot(tmp_path)
+    outcome = invoke(["fix", str(src), "-q", "--weights", str(tiny_checkpoint)])
+    check(outcome, {ExitCode.OK}, before, snapshot(tmp_path), outputs={"exif_restored.jpg"})
+    assert outcome.stderr == ""
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path: Path):
+    from anyrestore.engine.imageio import read_image
+    from anyrestore.errors import InputError
+
+    TOTALS["cases"] += 1
+    with pytest.raises(InputError) as exc:
+        read_image(encoded("PNG"), max_pixels=10)
+    assert "max_pixels" in str(exc.value) and "--" not in str(exc.value)
+    src = tmp_path / "in.png"
+    src.write_bytes(encoded("PNG"))
+    outcome = invoke(["fix", str(src), "-q", "--max-pixels", "10"])
+    assert "--max-pixels or ANYRESTORE_MAX_PIXELS" in outcome.stderr
+
+
+def test_command_modules_do_not_import_the_app():
+    """Commands are registered in cli/app.py only; no command module imports it back."""
+    import ast
+
+    TOTALS["cases"] += 1
+    cli_dir = Path(__file__).resolve().parents[2] / "anyrestore" / "cli"
+    for path in cli_dir.glob("*.py"):
+        if path.name == "app.py":
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "anyrestore.cli.app" not in imported, path.name
