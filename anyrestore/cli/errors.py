@@ -133,7 +133,11 @@ def exit_now(signum: int, frame: object = None) -> None:
     os._exit(128 + signum)
 
 
+_received: list[int] = []  # the signal that started the way out, if any
+
+
 def _first_signal(signum: int, frame: object) -> None:
+    _received.append(signum)
     for sig in _SIGNAL_WORDS:
         signal.signal(sig, exit_now)  # a second signal during cleanup ends the process
     raise Interrupted(signum)
@@ -159,6 +163,7 @@ def signals_interrupt() -> Iterator[None]:
     for sig in saved:
         signal.signal(sig, _first_signal)
     _leaving.clear()
+    _received.clear()
     try:
         yield
     finally:
@@ -181,7 +186,7 @@ def _run(body: Any) -> Any:
     """Run a command body, turning every way it can end badly into one line and a code."""
     try:
         return body()
-    except (typer.Exit, click.exceptions.ClickException, typer.Abort):
+    except (typer.Exit, click.exceptions.ClickException, typer.Abort, SystemExit, GeneratorExit):
         raise
     except KeyboardInterrupt as exc:
         code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
@@ -193,23 +198,29 @@ def _run(body: Any) -> Any:
         # A closed downstream pipe (`| head`) is not an error worth a message.
         _silence_stdout()
         raise SystemExit(ExitCode.OK) from None
-    except (SystemExit, GeneratorExit):
-        raise
-    except MemoryError:
+    except Exception as exc:
+        _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    if _received:
+        # A library swallowed our interrupt (an import cut short fails again later): what
+        # the user did was send a signal, so that is what the exit says.
+        _ignore_signals()
+        signum = _received[0]
+        fail(_SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
+    if _debug():
+        raise exc
+    if isinstance(exc, MemoryError):
         fail("out of memory", ExitCode.FAILED)
-    except OSError as exc:
-        if _debug():
-            raise
+    if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         fail(f"{exc.strerror or _first_line(exc)}{where}", ExitCode.FAILED)
-    except Exception as exc:
-        if _debug():
-            raise
-        fail(
-            f"internal error, please report it: {_first_line(exc)} "
-            f"(run with {DEBUG_ENV}=1 for the traceback)",
-            ExitCode.FAILED,
-        )
+    fail(
+        f"internal error, please report it: {_first_line(exc)} "
+        f"(run with {DEBUG_ENV}=1 for the traceback)",
+        ExitCode.FAILED,
+    )
 
 
 class CliGroup(TyperGroup):
@@ -255,6 +266,10 @@ class CliGroup(TyperGroup):
             if not standalone_mode:
                 raise
             fail("aborted", ExitCode.FAILED)
+        if code == ExitCode.INTERRUPTED:  # Typer turned a signal while parsing into Exit(130)
+            _ignore_signals()
+            signum = _received[0] if _received else signal.SIGINT
+            fail(_SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
         if not standalone_mode:
             return code
         raise SystemExit(code if isinstance(code, int) else ExitCode.OK)

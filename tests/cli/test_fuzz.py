@@ -771,3 +771,22 @@ def test_command_modules_do_not_import_the_app():
         tree = ast.parse(path.read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "anyrestore.cli.app" not in imported, path.name
+
+
+@pytest.mark.parametrize("sig,delay", [(signal.SIGINT, 0.2), (signal.SIGTERM, 0.4)])
+def test_a_signal_while_starting_up_is_one_line(
+    tmp_path: Path, tiny_checkpoint: Path, sig: int, delay: float
+):
+    """Ctrl-C (or SIGTERM) while Typer, Rich and torch are still importing."""
+    src = tmp_path / "in.png"
+    src.write_bytes(encoded("PNG"))
+    before = snapshot(tmp_path)
+    proc = cli(["fix", "in.png", "-q", "--weights", str(tiny_checkpoint)], tmp_path)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    outcome = finish(proc)
+    after = snapshot(tmp_path)
+    if outcome.code == 0:  # a fast machine finished first: then it must have succeeded whole
+        check(outcome, {0}, before, after, outputs={"in_restored.png"})
+    else:
+        check(outcome, {128 + sig}, before, after)
