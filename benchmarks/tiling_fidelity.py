@@ -13,18 +13,25 @@ Not a test: nothing is asserted, numbers are printed (JSON with --json).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
-import torch
+HERE = Path(__file__).resolve().parent
+# This folder's profile.py would shadow the standard library's (torch imports cProfile).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from restore_large import psnr, sample_photo  # noqa: E402
+import torch  # noqa: E402
 
 from anyrestore.engine import Restorer  # noqa: E402
 from anyrestore.weights import load_weights  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("restore_large", HERE / "restore_large.py")
+restore_large = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(restore_large)  # type: ignore[union-attr]
+psnr, sample_photo = restore_large.psnr, restore_large.sample_photo
 
 
 def measure(name: str, size: int, tile: int | None, overlap: int | None) -> dict:
