@@ -12,13 +12,20 @@ seconds are not. The CPU, its bf16 support and the thread count are printed with
 
 from __future__ import annotations
 
-import argparse
-import time
+import sys
+from pathlib import Path
 
-import torch
+# This file is named like the standard library's ``profile``, which torch imports: take this
+# folder off the module path before anything imports it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-from anyrestore.compute import choose_path, cpu_name, native_bf16, prepare_model
-from anyrestore.models import create_model, list_models
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from anyrestore.compute import choose_path, cpu_name, native_bf16, prepare_model  # noqa: E402
+from anyrestore.models import create_model, list_models  # noqa: E402
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:

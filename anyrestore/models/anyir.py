@@ -23,6 +23,7 @@ from anyrestore.models.layers.fusion import SpatialFrequencyFusion
 from anyrestore.models.layers.gated import GatedDA, PreviewGatedDA
 from anyrestore.models.layers.norm import LayerNorm2d
 from anyrestore.models.layers.padding import pad_to_multiple
+from anyrestore.models.layers.pointwise import PointwiseConv
 from anyrestore.models.layers.sampling import Downsample, Upsample
 from anyrestore.models.registry import register_arch, register_model
 
@@ -136,12 +137,12 @@ class AnyIR(RestorationModel):
         # Decoder: upsample, concat the skip, merge by a linear (1x1) projection.
         # The bottleneck is first projected to 4C, so the 3x3 upsampling conv runs at 4C -> 8C
         # (a 16C-wide conv here would alone hold ~15% of the paper's parameter budget).
-        self.reduce_latent = nn.Conv2d(8 * d, 4 * d, 1, bias=cfg.bias)
+        self.reduce_latent = PointwiseConv(8 * d, 4 * d, bias=cfg.bias)
         self.up4_3 = Upsample(4 * d)
-        self.reduce3 = nn.Conv2d(6 * d, 4 * d, 1, bias=cfg.bias)
+        self.reduce3 = PointwiseConv(6 * d, 4 * d, bias=cfg.bias)
         self.decoder3 = _stage(4 * d, nh[2], nb[2], cfg)
         self.up3_2 = Upsample(4 * d)
-        self.reduce2 = nn.Conv2d(4 * d, 2 * d, 1, bias=cfg.bias)
+        self.reduce2 = PointwiseConv(4 * d, 2 * d, bias=cfg.bias)
         self.decoder2 = _stage(2 * d, nh[1], nb[1], cfg)
         self.up2_1 = Upsample(2 * d)
         # Level 1 keeps the concatenated 2C width, as in Restormer/PromptIR (no reduction).

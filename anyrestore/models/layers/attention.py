@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from anyrestore.models.layers.globalstats import GlobalStat
+from anyrestore.models.layers.pointwise import PointwiseConv
 
 
 class TransposedAttention(nn.Module):
@@ -32,9 +33,9 @@ class TransposedAttention(nn.Module):
         self.heads = heads
         # Learned per-head temperature replaces the fixed 1/sqrt(d) of Eq. (7).
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
+        self.qkv = PointwiseConv(dim, dim * 3, bias=bias)
         self.qkv_dw = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
-        self.proj = nn.Conv2d(dim, dim, 1, bias=bias) if project else None
+        self.proj = PointwiseConv(dim, dim, bias=bias) if project else None
         self.stats = GlobalStat()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

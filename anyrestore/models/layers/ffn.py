@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyrestore.models.layers.pointwise import PointwiseConv
+
 
 class GatedDconvFFN(nn.Module):
     """1x1 expand to two branches, 3x3 depthwise, GELU(one) * other, 1x1 project back."""
@@ -13,9 +15,9 @@ class GatedDconvFFN(nn.Module):
     def __init__(self, dim: int, expansion: float = 2.0, bias: bool = False) -> None:
         super().__init__()
         hidden = int(dim * expansion)
-        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.project_in = PointwiseConv(dim, hidden * 2, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
-        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        self.project_out = PointwiseConv(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)

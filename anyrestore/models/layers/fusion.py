@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anyrestore.models.layers.pointwise import PointwiseConv
+
 
 def spatial_fusion(f_att: torch.Tensor, f_gate: torch.Tensor) -> torch.Tensor:
     """Alg. 2 steps 5-9: each half is enhanced by the sigmoid of the other, then concatenated."""
@@ -50,7 +52,7 @@ class SpatialFrequencyFusion(nn.Module):
     ) -> None:
         super().__init__()
         self.lam = nn.Parameter(torch.tensor(float(lam)))
-        self.w_fuse = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.w_fuse = PointwiseConv(dim, dim, bias=bias)
         self.interleave = interleave
 
     def forward(self, f_att: torch.Tensor, f_gate: torch.Tensor) -> torch.Tensor:

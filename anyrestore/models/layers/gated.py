@@ -18,6 +18,7 @@ from torch import nn
 
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
+from anyrestore.models.layers.pointwise import PointwiseConv
 
 #: The released code expands to 8/3 C: gamma and beta take C each, alpha the rest.
 EXPANSION = 8 / 3
@@ -69,12 +70,12 @@ class GatedDA(nn.Module):
         # Initial temperature tau, one per channel of the input, learned.
         self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.stats = GlobalStat()
-        self.w_exp = nn.Conv2d(dim, hidden, 1, bias=bias)
+        self.w_exp = PointwiseConv(dim, hidden, bias=bias)
         self.w_depth = nn.Conv2d(
             alpha, alpha, kernel_size, padding=kernel_size // 2, groups=alpha, bias=bias
         )
-        self.w_gate = nn.Conv2d(dim + alpha, dim, 1, bias=bias)
-        self.w_proj = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.w_gate = PointwiseConv(dim + alpha, dim, bias=bias)
+        self.w_proj = PointwiseConv(dim, dim, bias=bias)
 
     def _tau_alpha(self, delta: torch.Tensor) -> torch.Tensor:
         # Alg. 1 step 5: tau_adj = tau * Delta has C channels and alpha about 2C/3; alpha's
@@ -112,13 +113,13 @@ class PreviewGatedDA(nn.Module):
         self.norm = LayerNorm2d(dim, bias=True)
         self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.stats = GlobalStat()
-        self.w_exp = nn.Conv2d(dim, hidden, 1, bias=bias)
+        self.w_exp = PointwiseConv(dim, hidden, bias=bias)
         alpha = self.split[0]
         self.w_depth = nn.Conv2d(
             alpha, alpha, kernel_size, padding=kernel_size // 2, groups=alpha, bias=bias
         )
-        self.w_gate = nn.Conv2d(hidden // 2, dim, 1, bias=bias)
-        self.w_proj = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.w_gate = PointwiseConv(hidden // 2, dim, bias=bias)
+        self.w_proj = PointwiseConv(dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f_hat = self.norm(x)
