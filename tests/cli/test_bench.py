@@ -275,8 +275,17 @@ def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
         assert {"model", "suite", "kind", "psnr", "ssim", "seconds", "megapixels_per_s",
                 "peak_mem_mb", "size"} <= set(r)  # fmt: skip
         assert r["model"] == "tiny" and r["device"] == "cpu" and r["seconds"] > 0
+        assert r["compute"].startswith("cpu fp32 channels-last") and r["threads"] >= 1
         assert r["megapixels_per_s"] == pytest.approx(r["width"] * r["height"] / 1e6 / r["seconds"])
     code, out, _ = run("--suite", "speed", "--model", "anyir_t", "--random-init", "--device",
                        "cpu", "--sizes", "16", "--repeats", "1")  # fmt: skip
     assert code == 0
     assert "anyir_t" in out and "16x16" in out and "MP/s" in out
+    # Several precisions side by side, one record each, labelled by precision.
+    code, out, _ = run("--suite", "speed", "--weights", str(tiny_weights), "--device", "cpu",
+                       "--sizes", "16", "--repeats", "1", "--precision", "fp32,bf16",
+                       "--threads", "1", "--json")  # fmt: skip
+    assert code == 0
+    paths = {r["model"]: r["compute"] for r in json.loads(out)}
+    assert set(paths) == {"tiny [fp32]", "tiny [bf16]"}
+    assert paths["tiny [bf16]"].startswith("cpu bf16 channels-last (requested)")

@@ -45,7 +45,7 @@ def test_default_output_is_written_next_to_the_input(tmp_path: Path, tiny_checkp
     out = tmp_path / "holiday_restored.jpg"
     assert result.stdout.strip() == str(out)
     assert Image.open(out).format == "JPEG" and Image.open(out).size == (W, H)
-    assert "cpu (fp32)" in result.stderr  # the device used is always reported
+    assert "cpu fp32 channels-last" in result.stderr  # the compute path is always reported
 
 
 def test_json_reports_what_was_done(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -62,9 +62,14 @@ def test_json_reports_what_was_done(tmp_path: Path, tiny_checkpoint: Path) -> No
         "32",
         "--tile-overlap",
         "8",
+        "--threads",
+        "1",
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
+    # The compute path: precision, layout, threads and why (auto is fp32 without native bf16).
+    assert record["compute"]["precision"] == "fp32" and record["compute"]["channels_last"]
+    assert record["compute"]["threads"] == 1 and record["compute"]["reason"]
     assert {
         "input",
         "output",
@@ -194,4 +199,5 @@ def test_stdin_to_stdout_in_a_subprocess(tmp_path: Path, tiny_checkpoint: Path) 
     assert proc.returncode == 0, proc.stderr.decode()
     out = Image.open(io.BytesIO(proc.stdout))
     assert out.format == "PNG" and out.size == (W, H)  # PNG is stdout's default
-    assert b"cpu (fp32)" in proc.stderr and b"Traceback" not in proc.stderr
+    assert b"cpu fp32 channels-last" in proc.stderr or b"cpu bf16 channels-last" in proc.stderr
+    assert b"Traceback" not in proc.stderr
