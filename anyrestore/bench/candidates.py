@@ -1,4 +1,8 @@
-"""What a bench run measures: models resolved from names or files, and the identity baseline."""
+"""What a bench run measures: models resolved from names or files, and the baselines.
+
+Baselines: ``identity`` scores the degraded input itself; ``classical`` scores classical
+restorers told the degradation (``anyrestore.bench.classical``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from torch import Tensor, nn
 from anyrestore.errors import UsageError
 
 IDENTITY = "identity"
+CLASSICAL = "classical"
+BASELINES = (IDENTITY, CLASSICAL)
 
 
 @dataclass
@@ -26,15 +32,52 @@ class Candidate:
     device: str = "cpu"
     #: How the engine runs it: device, precision, layout and why (``ComputePath.describe``).
     compute: str = ""
+    #: For a restorer told the degradation: called with the image and its kind instead.
+    restore_known: Callable[[Tensor, str], Tensor] | None = None
 
     @property
     def is_baseline(self) -> bool:
         return self.model is None
 
+    def apply(self, degraded: Tensor, kind: str) -> Tensor:
+        """Restore ``degraded``, degraded by ``kind`` (used only by restorers told the kind)."""
+        if self.restore_known is not None:
+            return self.restore_known(degraded, kind)
+        return self.restore(degraded)
+
 
 def identity_candidate() -> Candidate:
     """Scores the degraded input itself, so every table shows what a model gains."""
     return Candidate(IDENTITY, "baseline", lambda x: x)
+
+
+def classical_candidate() -> Candidate:
+    """Classical restorers told the degradation: CBM3D, dark channel prior, median, ..."""
+    from anyrestore.bench import classical
+
+    classical.check_dependencies()
+
+    def told(degraded: Tensor, kind: str) -> Tensor:
+        image = degraded.permute(1, 2, 0).double().numpy()
+        out = torch.from_numpy(classical.restore(image, kind).copy())
+        return out.permute(2, 0, 1).to(degraded.dtype)
+
+    def blind(_: Tensor) -> Tensor:
+        raise UsageError("the classical baseline must be told the degradation kind")
+
+    return Candidate(CLASSICAL, "baseline", blind, restore_known=told)
+
+
+def parse_baselines(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Baseline names from repeated and/or comma-separated values, deduplicated, in given order."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    for name in names:
+        if name not in BASELINES:
+            raise UsageError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _unique(label: str, taken: set[str]) -> str:
@@ -62,28 +105,28 @@ def resolve_candidates(
     models: Sequence[str] = (),
     weights: Sequence[str | os.PathLike[str]] = (),
     *,
-    baseline: str | None = None,
+    baseline: str | Sequence[str] | None = None,
     random_init: bool = False,
     device: str = "auto",
     precision: str = "auto",
     tile: int | None = 0,
     overlap: int | None = None,
 ) -> list[Candidate]:
-    """Build every candidate of a run: baseline first, then ``models``, then ``weights`` files.
+    """Build every candidate of a run: baselines first, then ``models``, then ``weights`` files.
 
+    ``baseline``: "identity", "classical", or both (a sequence or a comma-separated string).
     ``models`` are weights refs for ``load_weights`` (a model name, a manifest entry or a
     file), or registry names built untrained with ``random_init``. With nothing given, the
     default weights are used.
     """
-    if baseline not in (None, IDENTITY):
-        raise UsageError(f"unknown baseline {baseline!r}; the only baseline is {IDENTITY!r}")
+    baselines = parse_baselines(baseline)
     if random_init and not models:
         raise UsageError("--random-init needs at least one --model NAME from `anyrestore models`")
     out: list[Candidate] = []
     taken: set[str] = set()
-    if baseline:
-        out.append(identity_candidate())
-        taken.add(IDENTITY)
+    for name in baselines:
+        out.append(identity_candidate() if name == IDENTITY else classical_candidate())
+    taken.update(BASELINES)  # a model named like a baseline gets a suffix
 
     loaded: list[tuple[str, str, nn.Module]] = []
     for ref in models:
@@ -93,7 +136,7 @@ def resolve_candidates(
             loaded.append((_ref_label(ref), str(ref), _load_ref(ref)))
     for path in weights:
         loaded.append((Path(path).stem, str(path), _load_file(path)))
-    if not loaded and not baseline:
+    if not loaded and not baselines:
         loaded.append(("default", "default", _load_ref(None)))
 
     for label, source, model in loaded:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from anyrestore.bench.candidates import Candidate
+from anyrestore.bench.candidates import IDENTITY, Candidate
 from anyrestore.bench.suites import Task
 from anyrestore.errors import DataError, InputError
 from anyrestore.files import atomic_path
@@ -70,10 +70,10 @@ def run_quality(
 
     With ``per_image`` each (candidate, task) record is followed by one record per image.
     """
-    known = {t.kind for t in tasks}
+    data_kind = {t.kind: t.data_kind for t in tasks}  # what restorers told the kind are told
     scores: dict[tuple[str, str], _Scores] = {}
     for pair in pairs:
-        if pair.kind not in known:
+        if pair.kind not in data_kind:
             raise DataError(
                 f"test pair {pair.name!r} has kind {pair.kind!r}, not one of this suite's"
             )
@@ -89,7 +89,7 @@ def run_quality(
             _save(save_dir, suite, pair, "clean", pair.clean)
         for cand in candidates:
             with torch.inference_mode():
-                restored = cand.restore(pair.degraded)
+                restored = cand.apply(pair.degraded, data_kind[pair.kind])
             if restored.shape != pair.clean.shape:
                 raise InputError(
                     f"{cand.label} returned {tuple(restored.shape)} for {tuple(pair.clean.shape)}"
@@ -99,7 +99,7 @@ def run_quality(
             entry.names.append(pair.name)
             entry.psnr.append(p)
             entry.ssim.append(s)
-            if save_dir is not None and not cand.is_baseline:
+            if save_dir is not None and cand.label != IDENTITY:  # identity: the degraded
                 _save(save_dir, suite, pair, cand.label, restored)
     if not scores:
         raise DataError(f"no test images found for suite {suite!r}")
@@ -118,7 +118,7 @@ def _records(
     per_image: bool,
 ) -> list[dict[str, Any]]:
     present = [t for t in tasks if any((c.label, t.kind) in scores for c in candidates)]
-    base = next((c.label for c in candidates if c.is_baseline), None)
+    base = next((c.label for c in candidates if c.label == IDENTITY), None)  # gains: vs input
     records: list[dict[str, Any]] = []
     for cand in candidates:
         common = {"model": cand.label, "source": cand.source, "suite": suite}

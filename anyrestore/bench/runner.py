@@ -9,7 +9,12 @@ from typing import Any
 
 from torch import Tensor
 
-from anyrestore.bench.candidates import IDENTITY, Candidate, build_restorer, resolve_candidates
+from anyrestore.bench.candidates import (
+    Candidate,
+    build_restorer,
+    parse_baselines,
+    resolve_candidates,
+)
 from anyrestore.bench.quality import Pair, run_quality
 from anyrestore.bench.speed import DEFAULT_SIZES, parse_sizes, run_speed
 from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, SYNTHETIC_KINDS, suite_tasks
@@ -24,7 +29,7 @@ class BenchConfig:
     suite: str = "synthetic"
     models: Sequence[str] = ()
     weights: Sequence[str | os.PathLike[str]] = ()
-    baseline: str | None = None
+    baseline: str | Sequence[str] | None = None  # "identity", "classical", both, or a comma list
     random_init: bool = False
     device: str = "auto"
     precision: str | None = None  # None: fp32 for quality suites (as the papers), auto for speed
@@ -50,8 +55,7 @@ def run_bench(
     """Run ``config.suite`` and return one record per (model, kind) or (model, size)."""
     if config.suite not in ALL_SUITES:
         raise UsageError(f"unknown suite {config.suite!r}; choose one of {', '.join(ALL_SUITES)}")
-    if config.baseline not in (None, IDENTITY):
-        raise UsageError(f"unknown baseline {config.baseline!r}; the only one is {IDENTITY!r}")
+    parse_baselines(config.baseline)  # an unknown name fails before any image is read
     if config.limit is not None and config.limit < 1:
         raise UsageError("--limit must be >= 1")
     if config.suite == "speed":

@@ -33,7 +33,12 @@ def bench_command(
         typer.Option(help="Local .safetensors checkpoint to measure (repeatable)."),
     ] = None,
     baseline: Annotated[
-        str | None, typer.Option(help="'identity': also score the degraded input itself.")
+        list[str] | None,
+        typer.Option(
+            help="Also score 'identity' (the degraded input itself) and/or 'classical' "
+            "(restorers told the degradation; needs anyrestore[bench]). Repeatable or "
+            "comma-separated."
+        ),
     ] = None,
     random_init: Annotated[
         bool, typer.Option(help="Build --model names untrained (for speed runs).")
