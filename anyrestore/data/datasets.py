@@ -8,6 +8,7 @@ sources are degraded on the fly with ``degrade``. See docs/datasets.md.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,10 @@ MAX_SUBSTITUTES = 64
 # brightness 0.3-0.45 then lands at 0.08-0.34, where real night and forest scenes sit;
 # synthetic low light keeps its own, darker range.
 DARK_SCENE_SCALE = (0.25, 0.75)
+
+# ``color_jitter`` = j multiplies a clean training crop (target too) by an exposure gain
+# exp(U(-j, j)) and each channel by exp(U(-j/2, j/2)), a white-balance shift, so a small corpus
+# shows a model more exposures and colour casts than its photos have.
 
 
 def pad_to(x: Tensor, h: int, w: int) -> Tensor:
@@ -106,6 +111,7 @@ class RestorationDataset(Dataset):
         degrade_in_loop: bool = False,
         dark_scenes: float = 0.0,
         misty_scenes: float = 0.0,
+        color_jitter: float = 0.0,
     ) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
@@ -115,6 +121,8 @@ class RestorationDataset(Dataset):
             raise ValueError(f"dark_scenes is a probability in [0, 1], got {dark_scenes}")
         if not 0.0 <= misty_scenes <= 1.0:
             raise ValueError(f"misty_scenes is a probability in [0, 1], got {misty_scenes}")
+        if not 0.0 <= color_jitter <= 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1], got {color_jitter}")
         self.samples = list(samples)
         self.mode = mode
         self.crop = crop
@@ -124,6 +132,7 @@ class RestorationDataset(Dataset):
         self.degrade_in_loop = degrade_in_loop
         self.dark_scenes = dark_scenes if mode == "train" else 0.0
         self.misty_scenes = misty_scenes if mode == "train" else 0.0
+        self.color_jitter = color_jitter if mode == "train" else 0.0
         if any(s.kind is None for s in self.samples) and not mix:
             raise ValueError("samples without a kind need a mix of kinds to draw from")
         self.mix_kinds = list(mix) if mix else []
@@ -195,7 +204,8 @@ class RestorationDataset(Dataset):
         if lq is not None:
             lq, gt = pair[:3].contiguous(), pair[3:].contiguous()
         else:
-            gt = self._maybe_mist(self._maybe_darken(pair.contiguous(), kind, g), kind, g)
+            gt = self._jitter(pair.contiguous(), g)
+            gt = self._maybe_mist(self._maybe_darken(gt, kind, g), kind, g)
             if self.degrade_in_loop:
                 lq = gt
             else:
@@ -206,6 +216,18 @@ class RestorationDataset(Dataset):
         if self.mode == "test":
             out["dataset"] = sample.source
         return out
+
+    def _jitter(self, gt: Tensor, g: torch.Generator) -> Tensor:
+        """Scale the clean crop's exposure and white balance (``color_jitter``; 0 = off).
+
+        Nothing is drawn when it is off, so the random stream is the same as without.
+        """
+        j = self.color_jitter
+        if j <= 0.0:
+            return gt
+        u = torch.rand(4, generator=g) * 2 - 1
+        gain = math.exp(j * float(u[0])) * torch.exp(0.5 * j * u[1:]).view(3, 1, 1)
+        return (gt * gain).clamp(0, 1)
 
     def _maybe_darken(self, gt: Tensor, kind: str, g: torch.Generator) -> Tensor:
         """With probability ``dark_scenes``, make the clean crop itself a dark scene.
@@ -290,6 +312,7 @@ def build_dataset(
     degrade_in_loop: bool = False,
     dark_scenes: float = 0.0,
     misty_scenes: float = 0.0,
+    color_jitter: float = 0.0,
 ) -> RestorationDataset:
     """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
 
@@ -302,7 +325,8 @@ def build_dataset(
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
-    veiled in a light mist (target included). Raises DataError when ``root`` does not have the
+    veiled in a light mist (target included); ``color_jitter``: the strength of a random exposure
+    and white-balance change of each "synthetic" training crop (target included). Raises DataError when ``root`` does not have the
     layout's folder tree.
     """
     if layout not in LAYOUTS:
@@ -316,6 +340,7 @@ def build_dataset(
         "degrade_in_loop": degrade_in_loop,
         "dark_scenes": dark_scenes,
         "misty_scenes": misty_scenes,
+        "color_jitter": color_jitter,
     }
     for name, value in synthetic_only.items():
         if value and layout != "synthetic":
@@ -372,6 +397,7 @@ def build_dataset(
         degrade_in_loop=degrade_in_loop and split == "train",
         dark_scenes=dark_scenes,  # RestorationDataset applies both to training items only
         misty_scenes=misty_scenes,
+        color_jitter=color_jitter,
     )
 
 
