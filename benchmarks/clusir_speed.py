@@ -3,24 +3,28 @@
     python benchmarks/clusir_speed.py profile --size 256             # forward, eval, fp32
     python benchmarks/clusir_speed.py profile --size 128 --train     # one training step, batch 4
     python benchmarks/clusir_speed.py profile --size 256 --channels-last --bf16
-    python benchmarks/clusir_speed.py compare --old /tmp/old_checkout --sizes 256,512
+    python benchmarks/clusir_speed.py compare --old /tmp/old_checkout --size 512
 
-``compare`` alternates child processes running the code at ``--old`` (a folder holding an
-``anyrestore`` package, put first on PYTHONPATH) and this checkout, round after round, so both
-see the same machine load; only the per-round ratios mean anything on a shared machine.
-Weights are the embedded ``clusir_t-synthetic`` unless ``--random-init``.
+``compare`` imports the ``anyrestore`` package in ``--old`` (a renamed copy) next to this
+checkout's, gives both models the same weights and calls them alternately in one process, so
+both see the same machine load; on a shared machine only these ratios mean anything. The old
+model runs NCHW fp32 unless ``--old-channels-last`` (``--bf16`` applies to both). Weights are
+the embedded ``clusir_t-synthetic`` unless ``--random-init``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
+import re
+import shutil
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 # This folder's profile.py would shadow the standard library's (torch imports cProfile).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -43,18 +47,19 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
     return model
 
 
-def inputs(args: argparse.Namespace, batch: int) -> torch.Tensor:
+def inputs(args: argparse.Namespace, batch: int, channels_last: bool | None = None) -> torch.Tensor:
     torch.manual_seed(1)
     x = torch.rand(batch, 3, args.size, args.size)
-    return x.to(memory_format=torch.channels_last) if args.channels_last else x
+    channels_last = args.channels_last if channels_last is None else channels_last
+    return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
-def step_fn(args: argparse.Namespace, model: torch.nn.Module):
+def step_fn(args: argparse.Namespace, model: torch.nn.Module, channels_last: bool | None = None):
     """A closure running one forward (eval) or one training step (batch 4, Adam)."""
     precision = torch.autocast("cpu", torch.bfloat16) if args.bf16 else nullcontext()
     if not args.train:
         model.eval()
-        x = inputs(args, 1)
+        x = inputs(args, 1, channels_last)
 
         def forward() -> None:
             with torch.inference_mode(), precision:
@@ -63,7 +68,7 @@ def step_fn(args: argparse.Namespace, model: torch.nn.Module):
         return forward
     model.train().requires_grad_(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
-    x = inputs(args, 4)
+    x = inputs(args, 4, channels_last)
 
     def train() -> None:
         with precision:
@@ -89,50 +94,60 @@ def profile(args: argparse.Namespace) -> None:
     print(table)
 
 
-def time_once(args: argparse.Namespace) -> None:
-    step = step_fn(args, build(args))
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(args.repeat):
-        step()
-    print(f"{(time.perf_counter() - start) / args.repeat:.4f}")
+def old_package(folder: str) -> Any:
+    """Import the ``anyrestore`` package under ``folder`` as ``anyrestore_old`` (a renamed copy)."""
+    target = Path(tempfile.mkdtemp(prefix="anyrestore_old_"))
+    shutil.copytree(Path(folder) / "anyrestore", target / "anyrestore_old")
+    for path in (target / "anyrestore_old").rglob("*.py"):
+        text = path.read_text()
+        text = re.sub(r"\banyrestore\.", "anyrestore_old.", text)
+        path.write_text(text.replace("from anyrestore import", "from anyrestore_old import"))
+    sys.path.insert(0, str(target))
+    return importlib.import_module("anyrestore_old.models")
 
 
 def compare(args: argparse.Namespace) -> None:
-    here = Path(__file__).resolve()
-    flags = [f"--model={args.model}", f"--repeat={args.repeat}"]
-    flags += [f for f, on in (("--train", args.train), ("--bf16", args.bf16)) if on]
-    flags += ["--channels-last"] if args.channels_last else []
-    flags += ["--random-init"] if args.random_init else []
-    for size in (int(s) for s in args.sizes.split(",")):
-        ratios, olds, news = [], [], []
-        for _ in range(args.rounds):
-            seconds = {}
-            for label, path in (("old", args.old), ("new", str(here.parents[1]))):
-                env = dict(os.environ, PYTHONPATH=path)
-                cmd = [sys.executable, str(here), "time", f"--size={size}", *flags]
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-                seconds[label] = float(out.stdout.strip().splitlines()[-1])
-            olds.append(seconds["old"])
-            news.append(seconds["new"])
-            ratios.append(seconds["old"] / seconds["new"])
-        print(
-            f"{args.model} {size}px {'train' if args.train else 'forward'}"
-            f"{' bf16' if args.bf16 else ''}{' channels-last' if args.channels_last else ''}: "
-            f"old {statistics.median(olds):.3f} s, new {statistics.median(news):.3f} s, "
-            f"ratio per round {', '.join(f'{r:.2f}' for r in ratios)} "
-            f"(median {statistics.median(ratios):.2f}x)"
-        )
+    """Old and new models in one process, called alternately; min and median per-call ratios."""
+    new_model = build(args)
+    old_model = old_package(args.old).create_model(args.model)
+    old_model.load_state_dict(new_model.state_dict())
+    if args.old_channels_last:
+        old_model = old_model.to(memory_format=torch.channels_last)
+    steps = {
+        "old": step_fn(args, old_model, args.old_channels_last),
+        "new": step_fn(args, new_model),
+    }
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(args.rounds):
+        for label, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[label].append(time.perf_counter() - start)
+    ratios = [o / n for o, n in zip(times["old"], times["new"], strict=True)]
+    print(
+        f"{args.model} {args.size}px {'train step' if args.train else 'forward'}"
+        f"{' bf16' if args.bf16 else ' fp32'}{' channels-last' if args.channels_last else ''}: "
+        f"old min {min(times['old']):.3f} s, new min {min(times['new']):.3f} s, "
+        f"ratio of minima {min(times['old']) / min(times['new']):.2f}x, "
+        f"per-pair ratios median {statistics.median(ratios):.2f}x "
+        f"({', '.join(f'{r:.2f}' for r in ratios)})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=("profile", "time", "compare"))
+    parser.add_argument("mode", choices=("profile", "compare"))
     parser.add_argument("--model", default="clusir_t")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--sizes", default="256,512", help="compare: comma-separated sides")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3, help="compare: old/new alternations")
+    parser.add_argument("--rounds", type=int, default=5, help="compare: old/new alternations")
+    parser.add_argument(
+        "--old-channels-last",
+        action="store_true",
+        help="compare: the old code channels-last too (default: NCHW, as it was run)",
+    )
     parser.add_argument("--rows", type=int, default=15, help="profile: table rows")
     parser.add_argument("--old", default="", help="compare: folder holding the old anyrestore")
     parser.add_argument("--train", action="store_true", help="a training step, batch 4")
@@ -140,7 +155,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--random-init", action="store_true")
     args = parser.parse_args()
-    {"profile": profile, "time": time_once, "compare": compare}[args.mode](args)
+    {"profile": profile, "compare": compare}[args.mode](args)
 
 
 if __name__ == "__main__":

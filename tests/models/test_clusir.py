@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import pywt
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from anyrestore.bench.complexity import count_macs, count_params
 from anyrestore.engine import Restorer
@@ -12,8 +16,14 @@ from anyrestore.metrics import psnr
 from anyrestore.models import create_model
 from anyrestore.models.layers.dafmm import DAFMM
 from anyrestore.models.layers.globalstats import GlobalStat, frozen_global_stats
-from anyrestore.models.layers.routing import ClusterRouter, select_top_k
+from anyrestore.models.layers.routing import (
+    ClusterRouter,
+    dispatch,
+    explore_idle_experts,
+    select_top_k,
+)
 from anyrestore.models.layers.wavelets import DWT, IDWT
+from anyrestore.models.layers.wtb import attention
 from anyrestore.models.registry import config_from_dict
 
 # Tab. 7 / Tab. 8 of the paper: parameters (M) and FLOPs (GMACs at 224 x 224).
@@ -182,6 +192,84 @@ def test_haar_dwt_matches_pywavelets() -> None:
     ll, (lh, hl, hh) = pywt.dwt2(x.numpy(), "haar", mode="periodization")
     for i, ref in enumerate((ll, lh, hl, hh)):
         torch.testing.assert_close(bands[:, 2 * i : 2 * i + 2], torch.from_numpy(ref))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_haar_equals_the_convolution(channels_last: bool) -> None:
+    dwt, idwt = DWT("haar"), IDWT("haar")
+    x = torch.randn(2, 6, 10, 14)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    bands = dwt(x)
+    torch.testing.assert_close(bands, dwt.convolve(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(idwt(bands), idwt.convolve(bands), atol=1e-6, rtol=0)
+    if channels_last:  # the layout the convolutions around it run fastest on is kept
+        assert idwt(bands).is_contiguous(memory_format=torch.channels_last)
+    # The differentiable path (training) gives the same values and the adjoint's gradient.
+    leaf = bands.clone().requires_grad_(True)
+    out = idwt(leaf)
+    torch.testing.assert_close(out, idwt.convolve(bands), atol=1e-6, rtol=0)
+    out.sum().backward()
+    torch.testing.assert_close(leaf.grad, dwt.convolve(torch.ones_like(x)), atol=1e-6, rtol=0)
+
+
+def _unfold_low_pass(x: torch.Tensor, taps: torch.Tensor, groups: int) -> torch.Tensor:
+    """FSB's Eq. (12) as first written, with F.unfold (the reference for the conv form)."""
+    b, c, h, w = x.shape
+    patches = F.unfold(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3)
+    patches = patches.reshape(b, groups, c // groups, 9, h * w)
+    return (patches * taps[:, :, None, :, None]).sum(dim=3).reshape(b, c, h, w)
+
+
+def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """WTB attention as first written: plain matmuls in query chunks."""
+    outs = []
+    for start in range(0, q.shape[-2], 4096):
+        scores = (q[..., start : start + 4096, :] @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        outs.append(scores.softmax(dim=-1) @ v)
+    return torch.cat(outs, dim=-2)
+
+
+def test_fast_paths_compute_what_the_first_code_did(make_images) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 9, 11)
+    fsb = DAFMM(16).fsb
+    taps = fsb.kernel(x)
+    low, high = fsb(x)
+    torch.testing.assert_close(low, _unfold_low_pass(x, taps, fsb.groups), atol=1e-6, rtol=0)
+    q, k, v = torch.randn(2, 2, 5000, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 8)
+    torch.testing.assert_close(attention(q, k, v), _chunked_attention(q, k, v))
+    # Experts: stacked into one wide GDFN per routing pattern == one expert call at a time.
+    moe = tiny().experts[0].train()
+    y = make_images(4, 24, 20)[:, :1].expand(-1, moe.norm.weight.shape[0], -1, -1).contiguous()
+    for training in (True, False):
+        moe.train(training)
+        torch.manual_seed(1)
+        route = moe.router(y)
+        weights, running = dispatch(route)
+        if training:
+            weights, running = explore_idle_experts(route, weights, running)
+        for rows in (slice(0, 1), slice(0, 4)):
+            fast = moe.run_experts(y[rows], weights[rows], running[rows])
+            slow = moe._run_experts_one_by_one(y[rows], weights[rows], running[rows])
+            torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    # The flop counter still sees the fused attention kernel, as the two matmuls it replaces.
+    with FlopCounterMode(display=False) as counter:
+        attention(q, k, v)
+    assert counter.get_total_flops() == 2 * 2 * (2 * 2 * 5000 * 12 * 8)
+
+
+def test_channels_last_model_gives_the_same_output(make_images) -> None:
+    model = tiny()
+    x = make_images(2, 48, 64)
+    with torch.no_grad():
+        reference = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last))
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x.to(memory_format=torch.channels_last))
+    assert (low.float() - reference).abs().mean() < 0.05
 
 
 def test_recorded_statistics_replay_exactly(make_images) -> None:

@@ -48,10 +48,11 @@ class FrequencySelfMining(nn.Module):
         b, c, h, w = x.shape
         k = self.kernel_size
         taps = self.stat(lambda: self.kernel(x), b)
-        patches = F.unfold(F.pad(x, (k // 2,) * 4, mode="replicate"), k)
-        patches = patches.reshape(b, self.groups, c // self.groups, k * k, h * w)
-        # Eq. (12): X_low(i) = sum_j W_j * X_L(i + j) over the k*k patch around each pixel i
-        low = (patches * taps.to(patches.dtype)[:, :, None, :, None]).sum(dim=3).reshape(b, c, h, w)
+        # Eq. (12): X_low(i) = sum_j W_j * X_L(i + j) over the k*k patch around each pixel i,
+        # a depthwise convolution whose taps differ per image (images folded into channels)
+        weight = taps.repeat_interleave(c // self.groups, dim=1).reshape(b * c, 1, k, k)
+        padded = F.pad(x, (k // 2,) * 4, mode="replicate").reshape(1, b * c, h + k - 1, w + k - 1)
+        low = F.conv2d(padded, weight.to(padded.dtype), groups=b * c).reshape(b, c, h, w)
         # Eq. (13): X_high = X_L - X_low
         return low, x - low
 

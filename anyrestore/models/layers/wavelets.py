@@ -4,6 +4,11 @@ Filter taps come from PyWavelets; only orthogonal wavelets (haar, db*, sym*, coi
 accepted, because with periodic extension their analysis operator is orthogonal and the
 inverse is simply its adjoint (a transposed conv plus folding the wrapped border back), so
 ``IDWT(DWT(x)) == x`` up to rounding. Height and width must be even.
+
+Haar, the default, has 2x2 filters that do not overlap: its transform is sums and
+differences of the four pixels of each 2x2 block, computed directly (``haar_dwt``,
+``haar_idwt``) instead of as a one-channel convolution over every channel, which was slow and
+copied channels-last maps to NCHW. Other wavelets take the convolution path.
 """
 
 from __future__ import annotations
@@ -30,17 +35,65 @@ def wavelet_bank(name: str) -> torch.Tensor:
     return torch.stack(bank).unsqueeze(1).float()
 
 
+def haar_dwt(x: torch.Tensor) -> torch.Tensor:
+    """The Haar ``DWT`` as sums and differences of each 2x2 block's pixels."""
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]  # top-left, top-right
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]  # bottom-left, bottom-right
+    top_sum, top_diff = a + b, a - b
+    bottom_sum, bottom_diff = c + d, c - d
+    # Rows of the bank: LL = (a+b+c+d)/2, LH = (a+b-c-d)/2, HL = (a-b+c-d)/2, HH = (a-b-c+d)/2.
+    bands = [
+        top_sum + bottom_sum,
+        top_sum - bottom_sum,
+        top_diff + bottom_diff,
+        top_diff - bottom_diff,
+    ]
+    return torch.cat(bands, dim=1).mul_(0.5)
+
+
+def haar_idwt(x: torch.Tensor) -> torch.Tensor:
+    """The Haar ``IDWT``: each 2x2 block from its four coefficients (the bank is symmetric)."""
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    ll, lh, hl, hh = x[:, :c], x[:, c : 2 * c], x[:, 2 * c : 3 * c], x[:, 3 * c :]
+    low_sum, low_diff = ll + lh, ll - lh
+    high_sum, high_diff = hl + hh, hl - hh
+    if torch.is_grad_enabled() and x.requires_grad:  # out= below is not differentiable
+        top = torch.stack([low_sum + high_sum, low_sum - high_sum], dim=-1)
+        bottom = torch.stack([low_diff + high_diff, low_diff - high_diff], dim=-1)
+        return torch.stack([top, bottom], dim=3).reshape(b, c, 2 * h, 2 * w).mul(0.5)
+    layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    out = torch.empty((b, c, 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=layout)
+    torch.add(low_sum, high_sum, out=out[..., 0::2, 0::2])
+    torch.sub(low_sum, high_sum, out=out[..., 0::2, 1::2])
+    torch.add(low_diff, high_diff, out=out[..., 1::2, 0::2])
+    torch.sub(low_diff, high_diff, out=out[..., 1::2, 1::2])
+    return out.mul_(0.5)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class DWT(nn.Module):
     """(b, c, h, w) -> (b, 4c, h/2, w/2), sub-band major: [LL | LH | HL | HH], each c channels."""
 
     def __init__(self, wavelet: str = "haar") -> None:
         super().__init__()
+        self.haar = wavelet == "haar"
         self.register_buffer("bank", wavelet_bank(wavelet), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"DWT needs even height and width, got {h}x{w}")
+        if self.haar:
+            return haar_dwt(x)
+        return self.convolve(x)
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The transform as a strided one-channel convolution, for any orthogonal wavelet."""
+        b, c, h, w = x.shape
         taps = self.bank.shape[-1]
         y = x.reshape(b * c, 1, h, w)
         if taps > 2:
@@ -54,9 +107,14 @@ class IDWT(nn.Module):
 
     def __init__(self, wavelet: str = "haar") -> None:
         super().__init__()
+        self.haar = wavelet == "haar"
         self.register_buffer("bank", wavelet_bank(wavelet), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return haar_idwt(x) if self.haar else self.convolve(x)
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse as a strided transposed convolution, for any orthogonal wavelet."""
         b, c4, h, w = x.shape
         c = c4 // 4
         y = x.reshape(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)

@@ -13,34 +13,31 @@ inference attends every tile's queries to the key/value tokens recorded on the w
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
 from anyrestore.models.layers.ffn import GatedDconvFFN
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
 from anyrestore.models.layers.wavelets import DWT, IDWT
 
-# Queries are processed in chunks so the (queries x keys) score matrix stays small on big images.
-_QUERY_CHUNK = 4096
+# The CPU's fused attention kernel is invisible to the flop counter unless told its cost, which
+# is that of the two matmuls (complexity figures must include attention).
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+if _CPU_FLASH is not None and _CPU_FLASH not in flop_registry:
+
+    @register_flop_formula(_CPU_FLASH)
+    def _cpu_flash_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+        return sdpa_flop_count(query, key, value)
 
 
-def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for (b, heads, n, d) tensors, in query chunks.
-
-    Plain matmuls rather than ``scaled_dot_product_attention``: the flop counter does not see
-    the CPU fused kernel, and complexity figures must include attention.
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    kt = k.transpose(-2, -1)
-    outs = []
-    for start in range(0, q.shape[-2], _QUERY_CHUNK):
-        scores = (q[..., start : start + _QUERY_CHUNK, :] @ kt) * scale
-        outs.append(scores.softmax(dim=-1) @ v)
-    return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for (b, heads, n, d) tensors, fused and memory-bounded."""
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 class WaveletAttention(nn.Module):
@@ -66,11 +63,21 @@ class WaveletAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         heads, d = self.heads, c // self.heads
-        q = self.q(x).reshape(b, heads, d, h * w).transpose(-2, -1)
+        q = self.q(x)
+        # Heads as views: (b, heads, hw, d) without copying, whichever the memory layout.
+        channels_last = q.is_contiguous(memory_format=torch.channels_last)
+        if channels_last:
+            q = q.permute(0, 2, 3, 1).reshape(b, h * w, heads, d).transpose(1, 2)
+        else:
+            q = q.reshape(b, heads, d, h * w).transpose(-2, -1)
         bands = self.filter(self.dwt(self.reduce(x)))
         local = self.idwt(bands)  # (b, reduced, h, w)
         k, v = self.kv_stat(lambda: self.keys_values(bands), b)
-        out = chunked_attention(q, k, v).transpose(-2, -1).reshape(b, c, h, w)
+        out = attention(q, k, v)
+        if channels_last:
+            out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out = out.transpose(-2, -1).reshape(b, c, h, w)
         return self.proj(torch.cat([out, local], dim=1))
 
     def keys_values(self, bands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
