@@ -115,7 +115,26 @@ REVIEWED_EXCLUDES: dict[tuple[str, str], str] = {
     ("opencv-doc", _CV + "starry_night.jpg"): "painting",
     ("opencv-doc", _CV + "licenseplate_motion.jpg"): "motion-blurred, not clean",
     ("opencv-doc", _CV + "ela_modified.jpg"): "tampered copy of ela_original.jpg",
+    ("mahotas", "mahotas/demos/data/lena.jpg"): "Lena: rights never granted, subject asked "
+    "for it to be retired",
+    ("mahotas", "mahotas/demos/data/nuclear.png"): "fluorescence micrograph",
+    ("mahotas", "mahotas/demos/data/DepartmentStore.jpg"): "illustration",
+    ("lomiri-wallpapers-16.04", "usr/share/backgrounds/umang_by_Abhishek_Mudgal.jpg"): "render",
 }
+
+# Groups held out by an earlier corpus (2026-11, 41 photos) stay in val whatever is added, so a
+# model trained on that corpus is never scored on a photo it saw. Path was a top-up group.
+PINNED_VAL = frozenset(
+    {
+        "opencv-doc:usr/share/doc/opencv-doc/examples/data/messi",
+        "opencv-doc:usr/share/doc/opencv-doc/examples/data/smarties",
+        "plasma-workspace-wallpapers:EveningGlow",
+        "plasma-workspace-wallpapers:Kite",
+        "plasma-workspace-wallpapers:Path",
+        "scikit-image:skimage/data/retina",
+        "scikit-learn:sklearn/datasets/images/flower",
+    }
+)
 
 # Photos are trusted only with a license statement; these skimage files have none.
 REQUIRE_LICENSE = {"scikit-image"}
@@ -165,15 +184,18 @@ def assign_splits(
     photos_per_group: dict[str, int],
     val_fraction: float = VAL_FRACTION,
     min_val_fraction: float = MIN_VAL_FRACTION,
+    pinned_val: frozenset[str] = PINNED_VAL,
 ) -> dict[str, str]:
     """Map each group to "train" or "val" by its hash; whole groups only.
 
-    A group is val when its hash is below val_fraction. If that holds out fewer than
+    A group is val when it is in pinned_val or its hash is below val_fraction. If that holds out fewer than
     min_val_fraction of the photos, the train groups with the smallest hashes move to val
     until it does, so the split depends only on the set of groups.
     """
     order = sorted(photos_per_group, key=lambda g: (group_hash(g), g))
-    split = {g: "val" if group_hash(g) < val_fraction else "train" for g in order}
+    split = {
+        g: "val" if g in pinned_val or group_hash(g) < val_fraction else "train" for g in order
+    }
     total = sum(photos_per_group.values())
     val = sum(n for g, n in photos_per_group.items() if split[g] == "val")
     for g in order:
@@ -194,7 +216,8 @@ def slug(text: str) -> str:
 
 def file_stem(c: Candidate) -> str:
     short = hashlib.sha256(f"{c.source}:{c.path}".encode()).hexdigest()[:8]
-    name = slug(re.sub(r"^(usr/share/|skimage/data/|sklearn/datasets/images/)", "", c.path))
+    prefixes = r"usr/share/|skimage/data/|sklearn/datasets/images/|sporco/data/|mahotas/demos/data/"
+    name = slug(re.sub(rf"^({prefixes}|matplotlib/mpl-data/sample_data/)", "", c.path))
     name = re.sub(r"^(doc-opencv-doc-examples-data-|wallpapers-|backgrounds-)", "", name)
     return f"{slug(c.source)}__{name[-60:]}__{short}"
 

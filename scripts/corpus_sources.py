@@ -1,10 +1,11 @@
 """Fetch the corpus's source packages and list their image files with license and attribution.
 
-Every source is a package a registry serves: scikit-image and scikit-learn wheels from PyPI
-(images read from inside the wheel zip), and Debian packages fetched with `apt-get download`
-and unpacked with `dpkg -x`. Licenses come from the package itself: the DEP-5 copyright file
-(/usr/share/doc/<pkg>/copyright), KDE wallpaper metadata, skimage's data docstrings and
-sklearn's images/README.txt.
+Every source is a package a registry serves: scikit-image, scikit-learn, sporco, matplotlib and
+mahotas wheels from PyPI (images read from inside the wheel zip), and Debian packages fetched
+with `apt-get download` and unpacked with `dpkg -x`. Licenses come from the package itself: the
+DEP-5 copyright file (/usr/share/doc/<pkg>/copyright), KDE wallpaper metadata, skimage's data
+docstrings, sklearn's images/README.txt, sporco's data/README.rst, and for matplotlib and mahotas
+(no per-file statement) the package's own license.
 """
 
 from __future__ import annotations
@@ -27,7 +28,26 @@ DEBIAN_PACKAGES = (
     "plasma-workspace-wallpapers",
     "lomiri-wallpapers-20.04",
     "ukui-wallpapers",
+    "lomiri-wallpapers-16.04",
 )
+
+# Wheels with a folder of sample photos: name -> (version, folder, file the license is read from,
+# license when that file has no per-image statement).
+DATA_WHEELS: dict[str, tuple[str, str, str, str]] = {
+    "sporco": ("0.2.2.post1", "sporco/data/", "sporco/data/README.rst", ""),
+    "matplotlib": (
+        "3.11.2",
+        "matplotlib/mpl-data/sample_data/",
+        "matplotlib-3.11.2.dist-info/LICENSE",
+        "Matplotlib-license (package; no per-file statement)",
+    ),
+    "mahotas": (
+        "1.4.19",
+        "mahotas/demos/data/",
+        "mahotas-1.4.19.dist-info/METADATA",
+        "MIT (package; no per-file statement)",
+    ),
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
 # Where each Debian package installs the images, and the upstream folder the copyright file's
@@ -37,6 +57,7 @@ DEBIAN_IMAGE_ROOTS: dict[str, tuple[str, str]] = {
     "plasma-workspace-wallpapers": ("usr/share/wallpapers/", ""),
     "lomiri-wallpapers-20.04": ("usr/share/backgrounds/", "20.04/"),
     "ukui-wallpapers": ("usr/share/backgrounds/", ""),
+    "lomiri-wallpapers-16.04": ("usr/share/backgrounds/", "16.04/"),
 }
 
 
@@ -224,6 +245,26 @@ def sklearn_licenses(readme: str) -> dict[str, tuple[str, str, str]]:
     return result
 
 
+def sporco_licenses(readme: str) -> dict[str, tuple[str, str]]:
+    """Map image name -> (license id, statement) from sporco's data/README.rst bullets."""
+    preamble = re.search(r"All images in this directory[^\n]*", readme)
+    general = preamble.group(0).strip() if preamble else ""
+    result = {}
+    for bullet in re.findall(r"^\* (.+?)(?=^\* |\Z)", readme, re.M | re.S):
+        names, _, text = bullet.partition(" : ")
+        text = " ".join(text.split())
+        low = text.lower()
+        if "unrestricted use" in low:
+            lic = "unrestricted-use"
+        elif "free of copyright restrictions" in low:
+            lic = "no-known-copyright-restrictions"
+        else:  # only the README's general statement covers it
+            lic = "believed-public-domain-or-redistributable"
+        for name in re.findall(r"``([^`]+)``", names):
+            result[name] = (lic, f"{general} {text}".strip())
+    return result
+
+
 # ---------------------------------------------------------------- enumerating candidates
 
 
@@ -278,6 +319,28 @@ def sklearn_candidates(cache: Path) -> Iterator[Candidate]:
             license=lic,
             license_source=prefix + "README.txt",
             attribution=attribution,
+            read=_zip_reader(wheel, member),
+        )
+
+
+def data_wheel_candidates(name: str, cache: Path) -> Iterator[Candidate]:
+    """The images directly in a ``DATA_WHEELS`` wheel's sample folder."""
+    version, prefix, license_file, package_license = DATA_WHEELS[name]
+    wheel = fetch_wheel(name, version, cache)
+    with zipfile.ZipFile(wheel) as z:
+        members = sorted(n for n in z.namelist() if n.rsplit("/", 1)[0] + "/" == prefix)
+        licenses = sporco_licenses(z.read(license_file).decode()) if name == "sporco" else {}
+    for member in members:
+        if not member.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        lic, statement = licenses.get(member.removeprefix(prefix), (package_license, ""))
+        yield Candidate(
+            source=name,
+            version=version,
+            path=member,
+            license=lic or "unstated",
+            license_source=license_file,
+            attribution=statement,
             read=_zip_reader(wheel, member),
         )
 
@@ -362,3 +425,5 @@ def all_candidates(cache: Path) -> Iterator[Candidate]:
     yield from sklearn_candidates(cache)
     for package in DEBIAN_PACKAGES:
         yield from debian_candidates(package, cache)
+    for name in DATA_WHEELS:
+        yield from data_wheel_candidates(name, cache)

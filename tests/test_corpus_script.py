@@ -161,7 +161,32 @@ def test_adding_a_photo_keeps_existing_hash_assignments_when_no_top_up_is_needed
     assert all(after[g] == before[g] for g in groups)
 
 
+def test_pinned_val_groups_stay_held_out_when_the_corpus_grows():
+    small = {f"src:photo{i}": 1 for i in range(5)}
+    pinned = frozenset({"src:photo0"})
+    assert bc.assign_splits(small, pinned_val=pinned)["src:photo0"] == "val"
+    grown = {**small, **{f"new:photo{i}": 1 for i in range(100)}}
+    assert bc.assign_splits(grown, pinned_val=pinned)["src:photo0"] == "val"
+    # the pins are groups of the corpus that earlier training runs held out
+    assert all(":" in g for g in bc.PINNED_VAL) and len(bc.PINNED_VAL) == 7
+
+
 # ---------------------------------------------------------------- license parsing
+
+
+def test_sporco_readme_gives_each_image_its_statement():
+    readme = (
+        "Test Images\n===========\n\nAll images in this directory are believed to be free.\n\n"
+        "* ``barbara.png`` : Downloaded from somewhere.\n\n"
+        "* ``kodim23.png`` : Kodak images appear to have been released for unrestricted use.\n\n"
+        "* ``monarch.png``, ``sail.png`` : considered to be free of copyright\n"
+        "  restrictions (see the readme).\n"
+    )
+    lic = cs.sporco_licenses(readme)
+    assert lic["kodim23.png"][0] == "unrestricted-use"
+    assert lic["monarch.png"][0] == lic["sail.png"][0] == "no-known-copyright-restrictions"
+    assert lic["barbara.png"][0] == "believed-public-domain-or-redistributable"
+    assert lic["sail.png"][1].startswith("All images in this directory")
 
 
 def test_dep5_last_matching_stanza_gives_the_license():
