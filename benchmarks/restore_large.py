@@ -35,7 +35,6 @@ from PIL import Image
 from anyrestore.engine import Restorer
 from anyrestore.engine.reference import METHODS, make_reference
 from anyrestore.engine.restorer import AUTO_TILE, DEFAULT_STATS_SIDE, MIN_STATS_SIDE
-from anyrestore.engine.tiling import pad_to_multiple
 from anyrestore.models import create_model
 from anyrestore.models.layers.globalstats import GlobalStat, set_global_mode
 from anyrestore.weights.checkpoint import save_checkpoint
@@ -93,7 +92,7 @@ def recorded_stats(model: torch.nn.Module, x: torch.Tensor | None = None) -> lis
     stats = [m for m in model.modules() if isinstance(m, GlobalStat)]
     if x is not None:
         set_global_mode(model, "record")
-        model(pad_to_multiple(x, model.pad_multiple).to(next(model.parameters()).device))
+        model(x.to(next(model.parameters()).device))
     values = [t.cpu() for s in stats for t in _tensors(s._stored)]
     set_global_mode(model, "live")
     return values

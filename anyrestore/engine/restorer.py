@@ -13,7 +13,7 @@ import torch
 from anyrestore.compute import ComputePath, autocast, choose_path, empty_cache, prepare_model
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
-from anyrestore.engine.tiling import TileGrid, pad_to_multiple, run_tiled
+from anyrestore.engine.tiling import TileGrid, run_tiled
 from anyrestore.errors import DeviceError, InputError, UsageError
 from anyrestore.models.base import RestorationModel
 from anyrestore.models.layers.globalstats import (
@@ -175,9 +175,9 @@ class Restorer:
         return max(self.pad_multiple, tile // self.pad_multiple * self.pad_multiple)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One device pass on a CPU batch: pad, autocast, crop, clamp, back to the CPU."""
+        """One device pass on a CPU batch (the model pads and crops), clamped, back to the CPU."""
         h, w = x.shape[-2:]
-        inp = pad_to_multiple(x, self.pad_multiple).to(self.device)
+        inp = x.to(self.device)
         if self.path.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
@@ -206,7 +206,7 @@ class Restorer:
         if replay:
             side = self._reference_side(stats_side, tile)
             reference = make_reference(x, side, self.stats_method)
-            reference = pad_to_multiple(reference, self.pad_multiple).to(self.device)
+            reference = reference.to(self.device)
             # Enter autocast first so the recording pass runs at the tiles' precision.
             frozen = frozen_global_stats(self.model, reference)
             scale = reference_scale((h, w), side, self.stats_method)

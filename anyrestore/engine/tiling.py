@@ -21,12 +21,6 @@ import torch
 import torch.nn.functional as F
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (b,c,h,w) on the bottom and right to multiples of ``multiple`` by reflection."""
-    h, w = x.shape[-2:]
-    return pad_to_size(x, h + (-h) % multiple, w + (-w) % multiple)
-
-
 def pad_to_size(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pad (b,c,h,w) on the bottom and right to ``height`` x ``width`` by reflection.
 

@@ -19,7 +19,9 @@ class RestorationModel(nn.Module):
     """
 
     arch: ClassVar[str] = ""
-    #: The caller pads height and width to a multiple of this before calling forward.
+    #: A model takes any height and width: it pads them (bottom/right, by reflection) to a
+    #: multiple of this and crops its output back. The engine lays tiles on this grid, so
+    #: tiles need no padding of their own.
     pad_multiple: ClassVar[int] = 1
     #: Pixels of context a tile needs on each side for tiled output to approach whole-image output.
     tile_overlap_hint: ClassVar[int] = 32
