@@ -88,7 +88,9 @@ class GlobalMap(GlobalStat):
         self.scale: tuple[float, float] | None = None
         self._resampled: torch.Tensor | None = None
 
-    def forward(self, compute: Callable[[], torch.Tensor], like: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, compute: Callable[[], torch.Tensor], like: torch.Tensor
+    ) -> torch.Tensor:
         if self.mode != "replay":
             return super().forward(compute, like.shape[0])
         if self._stored is None:
