@@ -41,7 +41,7 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
     else:
         from anyrestore.weights import load_weights
 
-        model = load_weights(args.model)
+        model = load_weights(args.model).model
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -127,7 +127,7 @@ def load_model(args: argparse.Namespace, workdir: Path) -> tuple[torch.nn.Module
     from anyrestore.weights import load_weights
 
     ref = args.weights or args.model
-    return load_weights(ref), ref
+    return load_weights(ref).model, ref
 
 
 def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:

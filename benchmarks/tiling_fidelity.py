@@ -35,7 +35,7 @@ psnr, sample_photo = restore_large.psnr, restore_large.sample_photo
 
 
 def measure(name: str, size: int, tile: int | None, overlap: int | None) -> dict:
-    model = load_weights(name)
+    model = load_weights(name).model
     x = torch.from_numpy(sample_photo(size, size, 25.0, seed=1)).permute(2, 0, 1).contiguous()
     start = time.perf_counter()
     whole = Restorer(model, "cpu", "fp32", tile=0).restore_tensor(x)

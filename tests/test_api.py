@@ -151,7 +151,7 @@ def test_load_weights_describes_a_file(tiny_checkpoint: Path) -> None:
     assert loaded.name == "anyir" and loaded.trained_for == ()
     assert loaded.pad_multiple == loaded.model.pad_multiple >= 1
     assert loaded.tile_overlap == loaded.model.tile_overlap_hint
-    assert loaded.arch == "anyir"  # transitional: reads through to the model
+    assert loaded.model.arch == "anyir"
 
 
 def test_load_weights_describes_the_default_entry() -> None:

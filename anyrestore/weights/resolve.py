@@ -12,7 +12,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from anyrestore.errors import WeightsError
 from anyrestore.models.base import RestorationModel
@@ -206,23 +205,13 @@ class LoadedWeights:
 
     @property
     def pad_multiple(self) -> int:
-        """Height and width the model needs a multiple of (the engine pads to it)."""
+        """The grid the model pads to inside, and the engine lays tiles on."""
         return int(getattr(self.model, "pad_multiple", 1)) or 1
 
     @property
     def tile_overlap(self) -> int:
         """The overlap in pixels the model wants between tiles when an image is tiled."""
         return int(getattr(self.model, "tile_overlap_hint", 32))
-
-    # Transitional: callers written when load_weights returned the model itself (``.arch``,
-    # ``.eval()``, ``Restorer(load_weights())``) keep working; new code uses ``.model``.
-    def __getattr__(self, name: str) -> Any:
-        if name == "model":  # not set yet (copy, unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model(*args, **kwargs)
 
 
 def load_weights(
