@@ -118,6 +118,10 @@ class AnyIR(RestorationModel):
     arch = "anyir"
     pad_multiple = 8
     tile_overlap_hint = 64
+    #: Tiled inference records the image-wide statistics (GatedDA's Delta, the attention
+    #: maps) on the whole image up to this side (exact replay), on a downscaled copy above it.
+    #: A 1024x768 reference pass peaks at about 2 GB in fp32 (the FFN runs in bands).
+    reference_side = 1024
 
     def __init__(self, config: AnyIRConfig) -> None:
         super().__init__()

@@ -129,3 +129,18 @@ def test_create_model_applies_overrides_without_touching_the_variant(make_images
         create_model("anyir_t", no_such_field=1)
     with torch.no_grad():
         assert math.isfinite(float(tiny(make_images(1, 8, 8)).sum()))
+
+
+def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatch) -> None:
+    # Large maps go through the FFN in bands of rows (memory); the result must not change.
+    import anyrestore.models.layers.ffn as ffn
+
+    torch.manual_seed(0)
+    layer = ffn.GatedDconvFFN(8, 2.0, bias=True).eval()
+    x = torch.randn(2, 8, 37, 23).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        whole = layer(x)
+        monkeypatch.setattr(ffn, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
+        banded = layer(x)
+    torch.testing.assert_close(banded, whole, rtol=0, atol=1e-6)
+    assert banded.is_contiguous(memory_format=torch.channels_last)
