@@ -97,23 +97,6 @@ def _psnr(a: Path, b: Path) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
-def _cpu() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in text.splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    flags = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f" {f}" in text]
-    return f"{name} ({', '.join(flags) or 'no avx2'})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True, help="checkout of the old code")
@@ -128,7 +111,10 @@ def main() -> None:
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     precisions = [p for p in args.precision.split(",") if p]
-    print(f"# {_cpu()}, {os.environ.get('OMP_NUM_THREADS', 'all')} threads")
+    from anyrestore.compute import cpu_name, native_bf16
+
+    isa = native_bf16() or "no native bf16"
+    print(f"# {cpu_name()} ({isa}), {os.environ.get('OMP_NUM_THREADS', 'all')} threads")
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
