@@ -26,10 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-# This folder's profile.py would shadow the standard library's (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import torch  # noqa: E402
+import torch
 
 
 def build(args: argparse.Namespace) -> torch.nn.Module:

@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from anyrestore.engine import Restorer
+from anyrestore.weights import load_weights
+
 HERE = Path(__file__).resolve().parent
-# This folder's profile.py would shadow the standard library's (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import torch  # noqa: E402
-
-from anyrestore.engine import Restorer  # noqa: E402
-from anyrestore.weights import load_weights  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("restore_large", HERE / "restore_large.py")
 restore_large = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """Top operators (torch.profiler) of a model's forward pass and of one training step.
 
-    python benchmarks/profile.py --model anyir_t --size 256
-    python benchmarks/profile.py --model clusir_t --size 512 --precision bf16 --rows 15
-    python benchmarks/profile.py --model anyir_t --size 128 --batch 4 --what train
+    python benchmarks/profile_ops.py --model anyir_t --size 256
+    python benchmarks/profile_ops.py --model clusir_t --size 512 --precision bf16 --rows 15
+    python benchmarks/profile_ops.py --model anyir_t --size 128 --batch 4 --what train
 
 The forward pass runs as ``fix`` runs it (eval, inference mode, channels-last, the chosen
 precision); the training step as ``train`` does (train mode, L1 loss, backward, Adam step).
@@ -12,20 +12,13 @@ seconds are not. The CPU, its bf16 support and the thread count are printed with
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import time
 
-# This file is named like the standard library's ``profile``, which torch imports: take this
-# folder off the module path before anything imports it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+import torch
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from anyrestore.compute import choose_path, cpu_name, native_bf16, prepare_model  # noqa: E402
-from anyrestore.models import create_model, list_models  # noqa: E402
+from anyrestore.compute import choose_path, cpu_name, native_bf16, prepare_model
+from anyrestore.models import create_model, list_models
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
