@@ -18,6 +18,7 @@ without it.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -61,6 +62,7 @@ __all__ = [
     "native_bf16",
     "prepare_model",
     "resolve_device",
+    "reuse_freed_memory",
     "set_threads",
 ]
 
@@ -158,6 +160,39 @@ def set_threads(threads: int | None) -> int:
         raise UsageError(f"threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     return threads
+
+
+#: glibc's mallopt parameters, and the values ``reuse_freed_memory`` gives them.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 1 << 30
+_TRIM_THRESHOLD = 2**31 - 1  # the largest int mallopt takes
+
+
+@lru_cache(maxsize=1)
+def reuse_freed_memory() -> bool:
+    """Make glibc keep freed blocks for reuse instead of handing them back to the kernel.
+
+    Every layer of a forward or backward pass allocates maps of tens to hundreds of MB and
+    frees them a moment later. glibc serves blocks above its mmap threshold (32 MB at most by
+    its own heuristic) from fresh pages and unmaps them on free, so each such map is
+    page-faulted and zero-filled by the kernel before the layer can write it, a large share
+    of the run time on a small CPU (docs/performance.md). With the thresholds
+    raised the heap keeps those pages and the next layer reuses them; the price is that the
+    process keeps its peak footprint until it exits. Called by the CLI and by training; the
+    Python API leaves the allocator alone unless the caller asks. Returns whether it took
+    effect (False where the C library is not glibc or refuses the values).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library Python itself is linked with
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # Order matters: setting either value switches glibc's adaptive threshold off, and a trim
+    # threshold alone would leave every block above 128 kB on fresh pages.
+    if not mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD):
+        return False
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    return True
 
 
 def _cores() -> int:

@@ -32,6 +32,11 @@ _RESTORE = r"""
 import json, sys, time, torch
 from anyrestore.engine import Restorer
 from anyrestore.weights.checkpoint import load_checkpoint
+try:  # what `anyrestore fix` does first, where the tree has it
+    from anyrestore.compute import reuse_freed_memory
+    reuse_freed_memory()
+except ImportError:
+    pass
 name, size, precision, out, layout = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 model = load_checkpoint(f"anyrestore/weights/embedded/{name}-synthetic.safetensors")
 g = torch.Generator().manual_seed(0)
@@ -65,7 +70,8 @@ if cl:
     gt, lq = (t.contiguous(memory_format=torch.channels_last) for t in (gt, lq))
 bf16 = False
 if cl:
-    from anyrestore.compute import choose_path
+    from anyrestore.compute import choose_path, reuse_freed_memory
+    reuse_freed_memory()  # as `anyrestore train` does
     bf16 = choose_path("cpu", precision, model=model).precision == "bf16"
 def step():
     with torch.autocast("cpu", torch.bfloat16, enabled=bf16):

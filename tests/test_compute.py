@@ -118,3 +118,22 @@ def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.Monk
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_freed_feature_maps_are_reused_without_new_page_faults() -> None:
+    # Layers allocate and free maps far above glibc's own mmap limit (32 MB); the CLI and
+    # training make the heap keep them, so the next map of that size costs no page faults.
+    import resource
+
+    if not compute.reuse_freed_memory():
+        pytest.skip("the C library is not glibc")
+    assert compute.reuse_freed_memory()  # a second call is harmless
+
+    def faults_to_fill(megabytes: int) -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(megabytes << 18).fill_(1.0)  # float32: 2**18 values per MB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults_to_fill(96)  # the first time the heap grows
+    pages = (96 << 20) // resource.getpagesize()
+    assert faults_to_fill(96) < pages / 10

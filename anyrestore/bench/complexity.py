@@ -23,7 +23,13 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, size: int | tuple[int, int] = 224) -> int:
-    """Multiply-accumulates of one eval-mode forward on a 1x3xHxW input."""
+    """Multiply-accumulates of one eval-mode forward on a 1x3xHxW input.
+
+    Counted with every layer computed as the paper writes it (``step_by_step``): a layer
+    that trades a few extra MACs for fewer passes over memory does not change the count.
+    """
+    from anyrestore.models.base import step_by_step
+
     h, w = (size, size) if isinstance(size, int) else size
     was_training = model.training
     model.eval()
@@ -31,7 +37,7 @@ def count_macs(model: nn.Module, size: int | tuple[int, int] = 224) -> int:
         device = next(model.parameters()).device
         x = torch.rand(1, 3, h, w, device=device)
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        with torch.no_grad(), step_by_step(model), counter:
             model(x)
         return counter.get_total_flops() // 2
     finally:

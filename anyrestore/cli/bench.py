@@ -107,9 +107,10 @@ def bench_command(
         to_json,
     )
     from anyrestore.bench.runner import BenchConfig, run_bench
-    from anyrestore.compute import set_threads
+    from anyrestore.compute import reuse_freed_memory, set_threads
 
     set_threads(threads)
+    reuse_freed_memory()
     overlap = deprecated_alias("--overlap", "--tile-overlap", overlap, tile_overlap)  # type: ignore[assignment]
     if json_output and csv_output:
         raise UsageError("choose one of --json and --csv")

@@ -75,10 +75,11 @@ def make_restorer(
     on_tile: Callable[[int, int], None] | None = None,
     threads: int | None = None,
 ) -> Restorer:
-    from anyrestore.compute import set_threads
+    from anyrestore.compute import reuse_freed_memory, set_threads
     from anyrestore.engine import Restorer
 
     set_threads(threads)
+    reuse_freed_memory()
     return Restorer(model, device, precision, tile=tile, overlap=overlap, on_tile=on_tile)
 
 

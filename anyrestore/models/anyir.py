@@ -99,9 +99,9 @@ class DegradationAdaptationBlock(nn.Module):
         # Sec. 3.4 / Alg. 1: GatedDA on the other half
         f_gate = self.gate(f_gate)
         # Alg. 2 + Eq. (9): F_fuse = Conv_{W_fuse}(fusion) + F_in
-        f_fuse = self.fusion(f_att, f_gate) + x
+        f_fuse = self.fusion(f_att, f_gate, residual=x)
         # Eq. (8): F_out = FFN(Norm(F_fuse)) + F_fuse
-        return self.ffn(self.norm2(f_fuse)) + f_fuse
+        return self.ffn(self.norm2(f_fuse), residual=f_fuse)
 
 
 def _stage(dim: int, heads: int, count: int, cfg: AnyIRConfig) -> nn.Sequential:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -34,3 +36,22 @@ class RestorationModel(nn.Module):
 
     def forward(self, x: torch.Tensor, return_aux: bool = False) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+
+@contextmanager
+def step_by_step(model: nn.Module) -> Iterator[None]:
+    """Run every layer the way the paper writes it, not in an equivalent faster form.
+
+    Layers that fold several of the paper's steps into fewer matrix products declare a
+    ``step_by_step`` flag and honour it. The result is the same up to rounding; what changes
+    is which operations run, so ``count_macs`` counts the architecture's multiply-accumulates
+    under it, as the papers do.
+    """
+    layers = [m for m in model.modules() if isinstance(getattr(m, "step_by_step", None), bool)]
+    for layer in layers:
+        layer.step_by_step = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.step_by_step = False

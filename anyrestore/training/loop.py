@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from anyrestore.compute import autocast, choose_path
+from anyrestore.compute import autocast, choose_path, reuse_freed_memory
 from anyrestore.errors import ConfigError, DataError, DeviceError, UsageError
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
@@ -104,6 +104,8 @@ def _run(
     out = Path(config.out)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    if device.type == "cpu":
+        reuse_freed_memory()
     state = load_state(resume) if resume is not None else None
 
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).

@@ -13,7 +13,12 @@ from anyrestore.bench.complexity import count_macs, count_params
 from anyrestore.errors import WeightsError
 from anyrestore.models import create_model
 from anyrestore.models.anyir import AnyIRConfig, skip_split
-from anyrestore.models.layers.fusion import frequency_fusion, frequency_fusion_fft
+from anyrestore.models.base import step_by_step
+from anyrestore.models.layers.fusion import (
+    SpatialFrequencyFusion,
+    frequency_fusion,
+    frequency_fusion_fft,
+)
 from anyrestore.models.layers.gated import GatedDA, PreviewGatedDA
 from anyrestore.models.layers.globalstats import (
     frozen_global_stats,
@@ -164,6 +169,54 @@ def test_frequency_fusion_widens_the_sum_in_the_layouts_channel_order() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         half = frequency_fusion(a.bfloat16(), b.bfloat16(), interleave=True)
     assert half.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("interleave", [True, False])
+def test_folded_fusion_computes_alg2_and_w_fuse_values_and_gradients(interleave: bool) -> None:
+    # The fused form (two matrix products) must be Alg. 2 + W_fuse + F_in, step by step, for
+    # both layouts' channel orders, in the forward pass and in every gradient training uses.
+    torch.manual_seed(0)
+    layer = SpatialFrequencyFusion(12, bias=True, lam=0.3, interleave=interleave)
+    inputs = [torch.randn(2, 6, 5, 7, requires_grad=True) for _ in range(2)]
+    residual = torch.randn(2, 12, 5, 7, requires_grad=True)
+
+    def run(folded: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if folded:
+            out = layer(*inputs, residual=residual)
+        else:
+            out = layer.reference(*inputs) + residual
+        leaves = [*inputs, residual, layer.lam, layer.w_fuse.weight, layer.w_fuse.bias]
+        grads = torch.autograd.grad(
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), leaves
+        )
+        return out.detach(), list(grads)
+
+    out, grads = run(folded=True)
+    ref, ref_grads = run(folded=False)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_macs_are_counted_on_the_operations_the_paper_writes() -> None:
+    # The folded fusion does more multiply-adds than Alg. 2 + W_fuse (fewer memory passes);
+    # the count, like the paper's, is of the architecture, and the model is left as it was.
+    model = tiny_model()
+    with step_by_step(model):
+        assert all(m.step_by_step for m in model.modules() if isinstance(m, SpatialFrequencyFusion))
+    assert not any(m.step_by_step for m in model.modules() if isinstance(m, SpatialFrequencyFusion))
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, 16, 16)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    assert count_macs(model, 16) < counter.get_total_flops() // 2
+    with torch.no_grad():
+        with step_by_step(model):
+            literal = model(x)
+        torch.testing.assert_close(model(x), literal, rtol=1e-5, atol=1e-5)
 
 
 def test_config_rejects_heads_that_do_not_divide_the_attention_half() -> None:

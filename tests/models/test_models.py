@@ -138,9 +138,15 @@ def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatc
     torch.manual_seed(0)
     layer = ffn.GatedDconvFFN(8, 2.0, bias=True).eval()
     x = torch.randn(2, 8, 37, 23).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn_like(x)
     with torch.no_grad():
         whole = layer(x)
+        whole_res = layer(x, residual=residual)
         monkeypatch.setattr(ffn, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
         banded = layer(x)
+        banded_res = layer(x, residual=residual)
     torch.testing.assert_close(banded, whole, rtol=0, atol=1e-6)
     assert banded.is_contiguous(memory_format=torch.channels_last)
+    # The residual is added inside the last matrix product, banded or not.
+    torch.testing.assert_close(whole_res, whole + residual, rtol=0, atol=1e-5)
+    torch.testing.assert_close(banded_res, whole + residual, rtol=0, atol=1e-5)

@@ -24,15 +24,16 @@ class GatedDconvFFN(nn.Module):
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = PointwiseConv(hidden, dim, bias=bias)
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
+    def _body(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(a) * b)
+        return self.project_out(F.gelu(a) * b, add=residual)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The FFN of ``x``, plus ``residual`` (added inside the last GEMM) when given."""
         h, w = x.shape[-2:]
         rows = max(1, BAND_PIXELS // max(w, 1))
         if torch.is_grad_enabled() or h <= rows:
-            return self._body(x)
+            return self._body(x, residual)
         # Pixel-local but for the 3x3 depthwise conv: each band of rows is computed with one
         # row of context above and below, which is then cut away; the image's own top and
         # bottom keep the conv's zero padding, so the result is the whole-map result.
@@ -40,7 +41,8 @@ class GatedDconvFFN(nn.Module):
         for top in range(0, h, rows):
             bottom = min(h, top + rows)
             lo, hi = max(0, top - 1), min(h, bottom + 1)
-            band = self._body(x[:, :, lo:hi])[:, :, top - lo : bottom - lo]
+            add = None if residual is None else residual[:, :, lo:hi]
+            band = self._body(x[:, :, lo:hi], add)[:, :, top - lo : bottom - lo]
             if out is None:  # the dtype autocast gives, channels-last as the rest
                 out = torch.empty(
                     x.shape, dtype=band.dtype, device=x.device, memory_format=torch.channels_last

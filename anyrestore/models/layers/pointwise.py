@@ -7,18 +7,42 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def pointwise(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    add: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``weight @ x`` at every pixel (+ ``bias``) (+ ``add``), channels-last in and out.
+
+    ``weight`` is (c_out, c_in). ``add``, a map of the output's shape, is summed inside the
+    matrix product (``addmm``) rather than in a separate pass over the output: a residual
+    connection then costs no extra read and write of the map.
+    """
+    b, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
+    if add is None:
+        y = F.linear(rows, weight, bias)
+    else:
+        base = add.permute(0, 2, 3, 1).reshape(-1, weight.shape[0])
+        if bias is not None:
+            base = base + bias
+        y = torch.addmm(base, rows, weight.t())
+    return y.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
 class PointwiseConv(nn.Conv2d):
-    """``nn.Conv2d(c_in, c_out, 1)`` with the same parameters, computed as ``F.linear``.
+    """``nn.Conv2d(c_in, c_out, 1)`` with the same parameters, computed as one GEMM.
 
     On the CPU, PyTorch sends a 1x1 convolution with a small batch on one thread to its slow
     im2col path, which also copies channels-last inputs to NCHW; a linear map over the
     (b, h, w, c) view of a channels-last tensor is a single GEMM, forward and backward, on
-    any thread count. The result is channels-last.
+    any thread count. The result is channels-last. ``add`` is an optional residual of the
+    output's shape, added inside the GEMM.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
-        return y.permute(0, 3, 1, 2)
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        return pointwise(x, self.weight.flatten(1), self.bias, add)
