@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,17 +125,27 @@ def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.Monk
 def test_freed_feature_maps_are_reused_without_new_page_faults() -> None:
     # Layers allocate and free maps far above glibc's own mmap limit (32 MB); the CLI and
     # training make the heap keep them, so the next map of that size costs no page faults.
-    import resource
-
-    if not compute.reuse_freed_memory():
+    # A fresh interpreter, as the CLI is: the setting is process-wide.
+    script = """
+import resource, sys, torch
+from anyrestore.compute import reuse_freed_memory
+def faults_to_fill(megabytes):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(megabytes << 18).fill_(1.0)  # float32: 2**18 values per MB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+pages = (64 << 20) // resource.getpagesize()
+faults_to_fill(96)
+default = faults_to_fill(64)
+if not reuse_freed_memory():
+    sys.exit(3)
+reuse_freed_memory()  # a second call is harmless
+faults_to_fill(96)  # the heap grows once
+print(pages, default, faults_to_fill(64))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if done.returncode == 3:
         pytest.skip("the C library is not glibc")
-    assert compute.reuse_freed_memory()  # a second call is harmless
-
-    def faults_to_fill(megabytes: int) -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.empty(megabytes << 18).fill_(1.0)  # float32: 2**18 values per MB
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    faults_to_fill(96)  # the first time the heap grows
-    pages = (96 << 20) // resource.getpagesize()
-    assert faults_to_fill(96) < pages / 10
+    assert done.returncode == 0, done.stderr
+    pages, default, reused = map(int, done.stdout.split())
+    assert default > pages / 2  # by default the next map is faulted in page by page again
+    assert reused < pages / 10

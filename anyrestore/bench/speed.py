@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from anyrestore.bench.candidates import Candidate
+from anyrestore.compute import release_freed_memory
 from anyrestore.errors import UsageError
 
 DEFAULT_SIZES = ("256", "512", "1024", "12mp")
@@ -94,6 +95,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         elif _status_kb("VmRSS") is not None:
+            release_freed_memory()  # growth from here, not from blocks the heap kept
             self._start_kb = _status_kb("VmRSS") or 0
             self._hwm_reset = _reset_hwm()
             if not self._hwm_reset:

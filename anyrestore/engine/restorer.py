@@ -25,8 +25,9 @@ from anyrestore.models.layers.globalstats import (
 log = logging.getLogger("anyrestore")
 
 #: With ``tile=None`` an image is tiled when either side exceeds this, with tiles this size.
-#: The CPU value keeps peak memory of a 12 MP photo with anyir_t under 2.5 GB (benchmarks/).
-AUTO_TILE = {"cpu": 384, "mps": 512, "cuda": 1024}
+#: On the CPU a 512 px tile needs less memory than the 1024 px statistics pass that comes
+#: before the tiles, and overlaps waste less than with smaller tiles (docs/performance.md).
+AUTO_TILE = {"cpu": 512, "mps": 512, "cuda": 1024}
 #: Longest side of the reference that global statistics are recorded on before tiling, by
 #: default the tile size clamped to [MIN_STATS_SIDE, DEFAULT_STATS_SIDE]: the recording pass
 #: then needs no more memory than a tile (above the floor).
@@ -205,6 +206,13 @@ class Restorer:
         forward: Callable[[torch.Tensor], torch.Tensor] = self._forward
         if replay:
             side = self._reference_side(stats_side, tile)
+            if max(h, w) <= side and self.stats_side is None:
+                # The reference would be the whole image, and its recording pass the
+                # whole-image pass, which peaks higher than any tile: its output is the
+                # answer that the tiles would only reproduce. (An explicit ``stats_side``
+                # still tiles: that is how tiling is measured against the whole image.)
+                self.last_run = RunInfo(1, 0, 0, False)
+                return self._forward(x)
             reference = make_reference(x, side, self.stats_method)
             reference = reference.to(self.device)
             # Enter autocast first so the recording pass runs at the tiles' precision.

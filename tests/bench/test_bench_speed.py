@@ -11,6 +11,7 @@ from torch import nn
 from anyrestore.bench import speed
 from anyrestore.bench.candidates import Candidate, identity_candidate
 from anyrestore.bench.speed import PeakMemory, SpeedSize, parse_sizes, run_speed
+from anyrestore.compute import reuse_freed_memory
 from anyrestore.errors import UsageError
 
 
@@ -40,6 +41,10 @@ def test_cpu_peak_memory_sees_a_temporary_allocation(
 ) -> None:
     if not reset_allowed:  # the sampling-thread fallback
         monkeypatch.setattr(speed, "_reset_hwm", lambda: False)
+    # As the CLI runs it: the heap keeps freed blocks. A block freed before the measurement
+    # must not hide the growth inside it.
+    reuse_freed_memory()
+    _hold(160)
     with PeakMemory(torch.device("cpu")) as mem:
         _hold(120)
     assert mem.peak_mb is not None

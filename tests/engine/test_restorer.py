@@ -93,7 +93,7 @@ def test_auto_tiling_above_the_threshold_and_tile_zero_disables_it(
     monkeypatch.setitem(restorer_module.AUTO_TILE, "cpu", 32)
     model = tiny_anyir()
     x = torch.rand(3, 40, 56)
-    auto = Restorer(model, "cpu", overlap=8)
+    auto = Restorer(model, "cpu", overlap=8, stats_side=16)
     auto.restore_tensor(x)
     assert auto.last_run is not None and auto.last_run.tiles > 1 and auto.last_run.tile == 32
     small = Restorer(model, "cpu", overlap=8)
@@ -106,13 +106,27 @@ def test_auto_tiling_above_the_threshold_and_tile_zero_disables_it(
         Restorer(model, "cpu", tile=-1)
 
 
+def test_an_image_within_the_statistics_reference_is_restored_in_one_pass() -> None:
+    # Above the tile size but within the side the model records its statistics on: that
+    # recording pass is the whole-image pass, so its output is returned and no tile runs.
+    model = tiny_anyir(0)
+    x = noisy_photo(0, 96, 128)
+    whole = Restorer(model, "cpu", tile=0).restore_tensor(x)
+    tiles_seen: list[int] = []
+    auto = Restorer(model, "cpu", tile=64, overlap=32, on_tile=lambda i, n: tiles_seen.append(n))
+    out = auto.restore_tensor(x)
+    assert auto.last_run is not None and auto.last_run.tiles == 1 and auto.last_run.tile == 0
+    assert not tiles_seen
+    torch.testing.assert_close(out, whole, rtol=0, atol=0)
+
+
 def test_anyir_tiled_with_replayed_statistics_is_close_to_whole_image() -> None:
     # Measured (seed 0, 96x128, 6 tiles of 64 with overlap 32): replay 59.2 dB, live 47.9 dB;
     # seeds 0-3 gave 53.5-65.0 dB with replay and 42.7-48.7 dB without (docs/inference.md).
     model = tiny_anyir(0)
     x = noisy_photo(0, 96, 128)
     whole = Restorer(model, "cpu", tile=0).restore_tensor(x)
-    replay = Restorer(model, "cpu", tile=64, overlap=32)
+    replay = Restorer(model, "cpu", tile=64, overlap=32, stats_side=128)
     tiled = replay.restore_tensor(x)
     live = Restorer(model, "cpu", tile=64, overlap=32, stats_method="live").restore_tensor(x)
     assert (

@@ -51,7 +51,8 @@ class TransposedAttention(nn.Module):
             qh = q.reshape(b, h * w, heads, d).permute(0, 2, 3, 1)  # (b, heads, d, hw)
             kh = k.reshape(b, h * w, heads, d).permute(0, 2, 1, 3)  # (b, heads, hw, d)
             gram = (qh @ kh).float()
-            norms = tokens[..., : 2 * c].float().square().sum(dim=1).sqrt().clamp_min(1e-12)
+            norms = torch.linalg.vector_norm(tokens[..., : 2 * c], dim=1, dtype=torch.float32)
+            norms = norms.clamp_min(1e-12)
             qn = norms[:, :c].reshape(b, heads, d, 1)
             kn = norms[:, c:].reshape(b, heads, 1, d)
             attn = gram / (qn * kn) * self.temperature

@@ -42,12 +42,11 @@ def temperature_factor(f_hat: torch.Tensor, delta: float) -> torch.Tensor:
 
     Image-wide statistics, so computed in float32: bf16 would round the variance away.
     """
-    f = f_hat.float()
-    # Alg. 1 step 2: per-channel mean over all pixels
-    mu = f.mean(dim=(2, 3), keepdim=True)
-    # Alg. 1 step 3: per-channel std, with delta under the root so the gradient stays finite
-    # when a channel is constant (e.g. a 1x1 bottleneck)
-    sigma = torch.sqrt((f - mu).square().mean(dim=(2, 3), keepdim=True) + delta)
+    # Alg. 1 steps 2-3: per-channel mean and (population) variance over all pixels, in one
+    # pass; delta under the root keeps the gradient finite when a channel is constant (e.g. a
+    # 1x1 bottleneck)
+    var, mu = torch.var_mean(f_hat.float(), dim=(2, 3), correction=0, keepdim=True)
+    sigma = torch.sqrt(var + delta)
     # Alg. 1 step 4: temperature adjustment factor
     return torch.sigmoid(mu + sigma)
 
