@@ -165,21 +165,22 @@ def set_threads(threads: int | None) -> int:
 
 #: glibc's mallopt parameters, and the values ``reuse_freed_memory`` gives them.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 1 << 30
+_MMAP_THRESHOLD = 64 << 20
 _TRIM_THRESHOLD = 2**31 - 1  # the largest int mallopt takes
 
 
 @lru_cache(maxsize=1)
 def reuse_freed_memory() -> bool:
-    """Make glibc keep freed blocks for reuse instead of handing them back to the kernel.
+    """Make glibc keep freed blocks of up to 64 MB for reuse instead of unmapping them.
 
-    Every layer of a forward or backward pass allocates maps of tens to hundreds of MB and
-    frees them a moment later. glibc serves blocks above its mmap threshold (32 MB at most by
-    its own heuristic) from fresh pages and unmaps them on free, so each such map is
-    page-faulted and zero-filled by the kernel before the layer can write it, a large share
-    of the run time on a small CPU (docs/performance.md). With the thresholds
-    raised the heap keeps those pages and the next layer reuses them; the price is that the
-    process keeps its peak footprint until it exits. Called by the CLI and by training; the
+    Every layer of a forward or backward pass allocates maps of tens of MB and frees them a
+    moment later. glibc serves blocks above its mmap threshold (32 MB at most by its own
+    heuristic) from fresh pages and unmaps them on free, so each such map is page-faulted
+    and zero-filled by the kernel before the layer can write it, a large share of the run
+    time on a small CPU (docs/performance.md). With the thresholds raised the heap keeps
+    those pages and the next layer reuses them. Blocks above 64 MB (full-resolution maps of
+    a large whole-image pass) still get their own pages: kept, they would fragment the heap
+    and raise the peak footprint more than they save. Called by the CLI and by training; the
     Python API leaves the allocator alone unless the caller asks. Returns whether it took
     effect (False where the C library is not glibc or refuses the values).
     """

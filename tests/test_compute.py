@@ -123,7 +123,7 @@ def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.Monk
 
 
 def test_freed_feature_maps_are_reused_without_new_page_faults() -> None:
-    # Layers allocate and free maps far above glibc's own mmap limit (32 MB); the CLI and
+    # Layers allocate and free maps above glibc's own mmap limit (32 MB); the CLI and
     # training make the heap keep them, so the next map of that size costs no page faults.
     # A fresh interpreter, as the CLI is: the setting is process-wide.
     script = """
@@ -133,14 +133,14 @@ def faults_to_fill(megabytes):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(megabytes << 18).fill_(1.0)  # float32: 2**18 values per MB
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-pages = (64 << 20) // resource.getpagesize()
-faults_to_fill(96)
-default = faults_to_fill(64)
+pages = (40 << 20) // resource.getpagesize()
+faults_to_fill(48)
+default = faults_to_fill(40)
 if not reuse_freed_memory():
     sys.exit(3)
 reuse_freed_memory()  # a second call is harmless
-faults_to_fill(96)  # the heap grows once
-print(pages, default, faults_to_fill(64))
+faults_to_fill(48)  # the heap grows once
+print(pages, default, faults_to_fill(40))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     if done.returncode == 3:

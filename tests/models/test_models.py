@@ -133,6 +133,7 @@ def test_create_model_applies_overrides_without_touching_the_variant(make_images
 
 def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatch) -> None:
     # Large maps go through the FFN in bands of rows (memory); the result must not change.
+    import anyrestore.models.layers.bands as bands
     import anyrestore.models.layers.ffn as ffn
 
     torch.manual_seed(0)
@@ -142,7 +143,7 @@ def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatc
     with torch.no_grad():
         whole = layer(x)
         whole_res = layer(x, residual=residual)
-        monkeypatch.setattr(ffn, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
+        monkeypatch.setattr(bands, "BAND_PIXELS", 23 * 5)  # bands of 5 rows, the last one of 2
         banded = layer(x)
         banded_res = layer(x, residual=residual)
     torch.testing.assert_close(banded, whole, rtol=0, atol=1e-6)
@@ -150,3 +151,23 @@ def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatc
     # The residual is added inside the last matrix product, banded or not.
     torch.testing.assert_close(whole_res, whole + residual, rtol=0, atol=1e-5)
     torch.testing.assert_close(banded_res, whole + residual, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_a_whole_anyir_pass_in_bands_of_rows_gives_the_same_image(
+    monkeypatch, make_images, layout
+) -> None:
+    # Without gradients the attention's qkv, GatedDA (7x7 depthwise: 3 rows of context), the
+    # fusion and the FFN run in bands of rows on large maps; the picture must not change.
+    import anyrestore.models.layers.bands as bands
+
+    torch.manual_seed(0)
+    model = create_model(
+        "anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1, layout=layout
+    ).eval()
+    x = make_images(1, 45, 38)
+    with torch.no_grad():
+        whole = model(x)
+        monkeypatch.setattr(bands, "BAND_PIXELS", 40 * 4)  # 4-row bands at full resolution
+        banded = model(x)
+    torch.testing.assert_close(banded, whole, rtol=0, atol=1e-5)

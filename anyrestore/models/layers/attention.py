@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anyrestore.models.layers.bands import in_bands
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.pointwise import PointwiseConv
 
@@ -41,7 +42,8 @@ class TransposedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         heads, d = self.heads, c // self.heads
-        qkv = self.qkv_dw(self.qkv(x))
+        # In bands of rows without gradients (memory; the 3x3 depthwise conv needs one row)
+        qkv = in_bands(lambda t: self.qkv_dw(self.qkv(t)), (x,), halo=1)
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)  # a view when channels-last
         q, k, v = tokens.split(c, dim=-1)
 

@@ -6,12 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyrestore.models.layers.bands import in_bands
 from anyrestore.models.layers.pointwise import PointwiseConv
-
-#: Without gradients, maps larger than this many pixels go through in bands of rows: the
-#: hidden layer is 2 x expansion times as wide as the input and was the largest allocation
-#: of a whole-image pass (a 1024x768 anyir_t pass peaked at 3.1 GB in fp32).
-BAND_PIXELS = 1 << 16
 
 
 class GatedDconvFFN(nn.Module):
@@ -29,24 +25,12 @@ class GatedDconvFFN(nn.Module):
         return self.project_out(F.gelu(a) * b, add=residual)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """The FFN of ``x``, plus ``residual`` (added inside the last GEMM) when given."""
-        h, w = x.shape[-2:]
-        rows = max(1, BAND_PIXELS // max(w, 1))
-        if torch.is_grad_enabled() or h <= rows:
-            return self._body(x, residual)
-        # Pixel-local but for the 3x3 depthwise conv: each band of rows is computed with one
-        # row of context above and below, which is then cut away; the image's own top and
-        # bottom keep the conv's zero padding, so the result is the whole-map result.
-        out: torch.Tensor | None = None
-        for top in range(0, h, rows):
-            bottom = min(h, top + rows)
-            lo, hi = max(0, top - 1), min(h, bottom + 1)
-            add = None if residual is None else residual[:, :, lo:hi]
-            band = self._body(x[:, :, lo:hi], add)[:, :, top - lo : bottom - lo]
-            if out is None:  # the dtype autocast gives, channels-last as the rest
-                out = torch.empty(
-                    x.shape, dtype=band.dtype, device=x.device, memory_format=torch.channels_last
-                )
-            out[:, :, top:bottom] = band
-        assert out is not None
-        return out
+        """The FFN of ``x``, plus ``residual`` (added inside the last GEMM) when given.
+
+        Without gradients, large maps go through in bands of rows (``in_bands``; the 3x3
+        depthwise conv needs one row of context): the hidden layer is 2 x expansion times as
+        wide as the input.
+        """
+        if residual is None:
+            return in_bands(lambda t: self._body(t, None), (x,), halo=1)
+        return in_bands(self._body, (x, residual), halo=1)

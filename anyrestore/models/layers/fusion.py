@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anyrestore.models.layers.bands import in_bands
 from anyrestore.models.layers.pointwise import PointwiseConv, pointwise
 
 
@@ -105,7 +106,13 @@ class SpatialFrequencyFusion(nn.Module):
         if self.step_by_step:
             out = self.reference(f_att, f_gate)
             return out if residual is None else out + residual
-        t = torch.cat((f_att, f_gate), dim=1)
         a, b = self.folded_weights()
-        y = pointwise(t, a, self.w_fuse.bias, residual)
-        return pointwise(torch.sigmoid(t), b, add=y)
+
+        def fused(f_att: torch.Tensor, f_gate: torch.Tensor, *res: torch.Tensor) -> torch.Tensor:
+            t = torch.cat((f_att, f_gate), dim=1)
+            y = pointwise(t, a, self.w_fuse.bias, res[0] if res else None)
+            return pointwise(torch.sigmoid(t), b, add=y)
+
+        # Pixel-local: in bands of rows without gradients (memory)
+        maps = (f_att, f_gate) if residual is None else (f_att, f_gate, residual)
+        return in_bands(fused, maps, halo=0)

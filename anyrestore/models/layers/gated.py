@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyrestore.models.layers.bands import in_bands
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
 from anyrestore.models.layers.pointwise import PointwiseConv
@@ -85,10 +86,17 @@ class GatedDA(nn.Module):
         # Alg. 1 step 1: normalise
         f_hat = self.norm(x)
         delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
+        scale = 1 + self._tau_alpha(delta)
+        # The rest is pixel-local but for W_depth: in bands of rows without gradients.
+        return in_bands(
+            lambda f, res: self._body(f, res, scale), (f_hat, x), halo=self.w_depth.padding[0]
+        )
+
+    def _body(self, f_hat: torch.Tensor, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         # Alg. 1 steps 6-7: channel expand, split into gamma (gate), beta (ego), alpha (scaled)
         gamma, beta, alpha = torch.split(self.w_exp(f_hat), self.split, dim=1)
         # Alg. 1 step 8: depthwise conv on alpha, scaled by (1 + tau_adj)
-        alpha = self.w_depth(alpha) * (1 + self._tau_alpha(delta)).to(alpha.dtype)
+        alpha = self.w_depth(alpha) * scale.to(alpha.dtype)
         # Alg. 1 step 9: sigmoid(gamma) gates concat(beta, alpha') W_gate
         f_gated = torch.sigmoid(gamma) * self.w_gate(torch.cat((beta, alpha), dim=1))
         # Alg. 1 step 10: residual with the input, then W_proj
@@ -125,7 +133,13 @@ class PreviewGatedDA(nn.Module):
         delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
         # tau_adj averaged over adjacent channel pairs to alpha's C/2 channels.
         tau_adj = (self.tau * delta).unflatten(1, (self.split[0], -1)).mean(dim=2)
+        scale = 1 + tau_adj
+        return in_bands(
+            lambda f, res: self._body(f, res, scale), (f_hat, x), halo=self.w_depth.padding[0]
+        )
+
+    def _body(self, f_hat: torch.Tensor, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         alpha, beta, gamma = torch.split(self.w_exp(f_hat), self.split, dim=1)
-        alpha = self.w_depth(alpha) * (1 + tau_adj).to(alpha.dtype)
+        alpha = self.w_depth(alpha) * scale.to(alpha.dtype)
         f_gated = F.gelu(gamma) * self.w_gate(torch.cat((beta, alpha), dim=1))
         return self.w_proj(f_gated + x)

@@ -1,0 +1,42 @@
+"""Pixel-local work on large maps in bands of rows, to bound the memory of a whole-image pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+#: Without gradients, maps larger than this many pixels go through band-capable layers in bands
+#: of rows: their hidden maps (the FFN's is 2 x expansion times as wide as its input) were the
+#: largest allocations of a whole-image pass.
+BAND_PIXELS = 1 << 16
+
+
+def in_bands(
+    fn: Callable[..., torch.Tensor], maps: tuple[torch.Tensor, ...], halo: int
+) -> torch.Tensor:
+    """``fn(*maps)``, computed on bands of rows when no gradient is needed and the maps are large.
+
+    ``fn`` must be pixel-local apart from convolutions reaching ``halo`` rows up and down (zero
+    padded at the map's edge), and every map must have the same height and width. Each band is
+    computed with ``halo`` rows of context above and below, which are then cut away; the map's
+    own top and bottom keep the zero padding, so the result equals the whole-map result. The
+    output is channels-last.
+    """
+    h, w = maps[0].shape[-2:]
+    rows = max(1, BAND_PIXELS // max(w, 1))
+    if torch.is_grad_enabled() or h <= rows:
+        return fn(*maps)
+    out: torch.Tensor | None = None
+    for top in range(0, h, rows):
+        bottom = min(h, top + rows)
+        lo, hi = max(0, top - halo), min(h, bottom + halo)
+        band = fn(*(m[:, :, lo:hi] for m in maps))[:, :, top - lo : bottom - lo]
+        if out is None:  # the dtype autocast gives
+            shape = (*band.shape[:2], h, w)
+            out = torch.empty(
+                shape, dtype=band.dtype, device=band.device, memory_format=torch.channels_last
+            )
+        out[:, :, top:bottom] = band
+    assert out is not None
+    return out
