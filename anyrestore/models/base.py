@@ -43,15 +43,19 @@ def step_by_step(model: nn.Module) -> Iterator[None]:
     """Run every layer the way the paper writes it, not in an equivalent faster form.
 
     Layers that fold several of the paper's steps into fewer matrix products declare a
-    ``step_by_step`` flag and honour it. The result is the same up to rounding; what changes
-    is which operations run, so ``count_macs`` counts the architecture's multiply-accumulates
-    under it, as the papers do.
+    ``step_by_step`` flag and honour it, and nothing runs in bands of rows (whose context rows
+    are computed twice). The result is the same up to rounding; what changes is which
+    operations run, so ``count_macs`` counts the architecture's multiply-accumulates under it,
+    as the papers do.
     """
+    from anyrestore.models.layers.bands import whole_maps
+
     layers = [m for m in model.modules() if isinstance(getattr(m, "step_by_step", None), bool)]
     for layer in layers:
         layer.step_by_step = True
     try:
-        yield
+        with whole_maps():
+            yield
     finally:
         for layer in layers:
             layer.step_by_step = False

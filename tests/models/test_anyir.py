@@ -199,7 +199,7 @@ def test_folded_fusion_computes_alg2_and_w_fuse_values_and_gradients(interleave:
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_macs_are_counted_on_the_operations_the_paper_writes() -> None:
+def test_macs_are_counted_on_the_operations_the_paper_writes(monkeypatch) -> None:
     # The folded fusion does more multiply-adds than Alg. 2 + W_fuse (fewer memory passes);
     # the count, like the paper's, is of the architecture, and the model is left as it was.
     model = tiny_model()
@@ -217,6 +217,12 @@ def test_macs_are_counted_on_the_operations_the_paper_writes() -> None:
         with step_by_step(model):
             literal = model(x)
         torch.testing.assert_close(model(x), literal, rtol=1e-5, atol=1e-5)
+    # Bands of rows (large maps without gradients) recompute their context rows: not counted.
+    import anyrestore.models.layers.bands as bands
+
+    whole = count_macs(model, 16)
+    monkeypatch.setattr(bands, "BAND_PIXELS", 16 * 2)
+    assert count_macs(model, 16) == whole
 
 
 def test_config_rejects_heads_that_do_not_divide_the_attention_half() -> None:

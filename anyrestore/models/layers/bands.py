@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -10,6 +11,18 @@ import torch
 #: of rows: their hidden maps (the FFN's is 2 x expansion times as wide as its input) were the
 #: largest allocations of a whole-image pass.
 BAND_PIXELS = 1 << 16
+_whole_maps = 0
+
+
+@contextmanager
+def whole_maps() -> Iterator[None]:
+    """Inside, ``in_bands`` never splits: every op runs once on the whole map (counting MACs)."""
+    global _whole_maps
+    _whole_maps += 1
+    try:
+        yield
+    finally:
+        _whole_maps -= 1
 
 
 def in_bands(
@@ -25,7 +38,7 @@ def in_bands(
     """
     h, w = maps[0].shape[-2:]
     rows = max(1, BAND_PIXELS // max(w, 1))
-    if torch.is_grad_enabled() or h <= rows:
+    if _whole_maps or torch.is_grad_enabled() or h <= rows:
         return fn(*maps)
     out: torch.Tensor | None = None
     for top in range(0, h, rows):
