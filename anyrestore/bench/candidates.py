@@ -32,6 +32,8 @@ class Candidate:
     device: str = "cpu"
     #: How the engine runs it: device, precision, layout and why (``ComputePath.describe``).
     compute: str = ""
+    #: The precision it was asked for ("auto", "fp32", ...), to build its tiled twin with.
+    precision: str = "auto"
     #: For a restorer told the degradation: called with the image and its kind instead.
     restore_known: Callable[[Tensor, str], Tensor] | None = None
 
@@ -143,7 +145,11 @@ def resolve_candidates(
         restore, dev, compute = build_restorer(
             model, device=device, precision=precision, tile=tile, overlap=overlap
         )
-        out.append(Candidate(_unique(label, taken), source, restore, model, dev, compute))
+        out.append(
+            Candidate(
+                _unique(label, taken), source, restore, model, dev, compute, precision=precision
+            )
+        )
     return out
 
 

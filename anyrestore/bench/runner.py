@@ -125,27 +125,26 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
         raise UsageError("the speed suite times models; give --model or --weights")
     # Several precisions (``auto,fp32,bf16``) are timed side by side, one candidate each.
     precisions = [p.strip() for p in (config.precision or "auto").split(",") if p.strip()]
-    candidates = []
+    candidates: list[Candidate] = []
     for precision in precisions:
         for cand in _candidates(config, precision, 0):  # whole images; tiled sizes: below
             if len(precisions) > 1:
                 cand.label = f"{cand.label} [{precision}]"
-            candidates.append((cand, precision))
-    precision_of = {id(cand): precision for cand, precision in candidates}
+            candidates.append(cand)
 
     def make_tiled(cand: Candidate) -> Callable[[Tensor], Tensor]:
         assert cand.model is not None
         restore, _, _ = build_restorer(
             cand.model,
             device=cand.device,
-            precision=precision_of[id(cand)],
+            precision=cand.precision,
             tile=config.tile,  # None: the engine's automatic tile size for the device
             overlap=config.overlap,
         )
         return restore
 
     return run_speed(
-        [cand for cand, _ in candidates],
+        candidates,
         sizes,
         repeats=config.repeats,
         warmup=config.warmup,

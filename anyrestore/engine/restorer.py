@@ -88,10 +88,11 @@ class Restorer:
             raise UsageError(
                 f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}"
             )
-        self.path: ComputePath = choose_path(device, precision, model=model.eval())
+        model.eval()
+        self.path: ComputePath = choose_path(device, precision, model=model)
         self.device = self.path.device
         self.precision = self.path.precision
-        self.model = prepare_model(model.eval(), self.path)
+        self.model = prepare_model(model, self.path)
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.tile = tile
         self.overlap = (
