@@ -26,17 +26,17 @@ def whole_maps() -> Iterator[None]:
 
 
 def in_bands(
-    fn: Callable[..., torch.Tensor], maps: tuple[torch.Tensor, ...], halo: int
+    fn: Callable[..., torch.Tensor], maps: tuple[torch.Tensor | None, ...], halo: int
 ) -> torch.Tensor:
     """``fn(*maps)``, computed on bands of rows when no gradient is needed and the maps are large.
 
     ``fn`` must be pixel-local apart from convolutions reaching ``halo`` rows up and down (zero
-    padded at the map's edge), and every map must have the same height and width. Each band is
-    computed with ``halo`` rows of context above and below, which are then cut away; the map's
-    own top and bottom keep the zero padding, so the result equals the whole-map result. The
-    output is channels-last.
+    padded at the map's edge), and every map must have the same height and width; a None (an
+    absent residual) is passed through as None. Each band is computed with ``halo`` rows of
+    context above and below, which are then cut away; the map's own top and bottom keep the
+    zero padding, so the result equals the whole-map result. The output is channels-last.
     """
-    h, w = maps[0].shape[-2:]
+    h, w = next(m for m in maps if m is not None).shape[-2:]
     rows = max(1, BAND_PIXELS // max(w, 1))
     if _whole_maps or torch.is_grad_enabled() or h <= rows:
         return fn(*maps)
@@ -44,7 +44,8 @@ def in_bands(
     for top in range(0, h, rows):
         bottom = min(h, top + rows)
         lo, hi = max(0, top - halo), min(h, bottom + halo)
-        band = fn(*(m[:, :, lo:hi] for m in maps))[:, :, top - lo : bottom - lo]
+        rows_of = (None if m is None else m[:, :, lo:hi] for m in maps)
+        band = fn(*rows_of)[:, :, top - lo : bottom - lo]
         if out is None:  # the dtype autocast gives
             shape = (*band.shape[:2], h, w)
             out = torch.empty(

@@ -31,6 +31,4 @@ class GatedDconvFFN(nn.Module):
         depthwise conv needs one row of context): the hidden layer is 2 x expansion times as
         wide as the input.
         """
-        if residual is None:
-            return in_bands(lambda t: self._body(t, None), (x,), halo=1)
         return in_bands(self._body, (x, residual), halo=1)

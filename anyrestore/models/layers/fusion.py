@@ -108,11 +108,12 @@ class SpatialFrequencyFusion(nn.Module):
             return out if residual is None else out + residual
         a, b = self.folded_weights()
 
-        def fused(f_att: torch.Tensor, f_gate: torch.Tensor, *res: torch.Tensor) -> torch.Tensor:
+        def fused(
+            f_att: torch.Tensor, f_gate: torch.Tensor, residual: torch.Tensor | None
+        ) -> torch.Tensor:
             t = torch.cat((f_att, f_gate), dim=1)
-            y = pointwise(t, a, self.w_fuse.bias, res[0] if res else None)
+            y = pointwise(t, a, self.w_fuse.bias, residual)
             return pointwise(torch.sigmoid(t), b, add=y)
 
         # Pixel-local: in bands of rows without gradients (memory)
-        maps = (f_att, f_gate) if residual is None else (f_att, f_gate, residual)
-        return in_bands(fused, maps, halo=0)
+        return in_bands(fused, (f_att, f_gate, residual), halo=0)
