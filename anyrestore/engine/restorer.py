@@ -125,7 +125,7 @@ class Restorer:
         tile_batch = self.tile_batch
         while True:
             try:
-                if tile == 0 or (h <= tile and w <= tile):
+                if self._one_pass(h, w, tile, stats_side):
                     out = self._forward(batch)
                     self.last_run = RunInfo(1, 0, 0, False)
                 else:
@@ -202,18 +202,11 @@ class Restorer:
         # Overlap on the model's grid too: rounded up to the multiple, at most half a tile.
         overlap = min(-(-self.overlap // m) * m, tile // 2 // m * m)
         grid = TileGrid.build(h + (-h) % m, w + (-w) % m, tile, overlap)
-        replay = self.stats_method != "live" and has_global_stats(self.model)
+        replay = self._replays()
         frozen = nullcontext()
         forward: Callable[[torch.Tensor], torch.Tensor] = self._forward
         if replay:
             side = self._reference_side(stats_side, tile)
-            if max(h, w) <= side and self.stats_side is None:
-                # The reference would be the whole image, and its recording pass the
-                # whole-image pass, which peaks higher than any tile: its output is the
-                # answer that the tiles would only reproduce. (An explicit ``stats_side``
-                # still tiles: that is how tiling is measured against the whole image.)
-                self.last_run = RunInfo(1, 0, 0, False)
-                return self._forward(x)
             reference = make_reference(x, side, self.stats_method)
             reference = reference.to(self.device)
             # Enter autocast first so the recording pass runs at the tiles' precision.
@@ -224,6 +217,26 @@ class Restorer:
             out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
         self.last_run = RunInfo(len(grid), tile, overlap, replay)
         return out
+
+    def _replays(self) -> bool:
+        """Whether tiles replay image-wide statistics recorded on a reference first."""
+        return self.stats_method != "live" and has_global_stats(self.model)
+
+    def _one_pass(self, h: int, w: int, tile: int, stats_side: int) -> bool:
+        """Whether an h x w image is restored in one whole-image pass rather than in tiles.
+
+        Also when it exceeds the tile but not the side the statistics are recorded on: that
+        recording pass is the whole-image pass, which peaks higher than any tile, and its
+        output is the answer the tiles would only reproduce. An explicit ``stats_side`` still
+        tiles: that is how tiling is measured against the whole image.
+        """
+        if tile == 0 or (h <= tile and w <= tile):
+            return True
+        return (
+            self.stats_side is None
+            and self._replays()
+            and max(h, w) <= self._reference_side(stats_side, tile)
+        )
 
     def _reference_side(self, stats_side: int, tile: int) -> int:
         """The model's ``reference_side`` when it asks for more (at most 4 tiles a side)."""
