@@ -8,8 +8,8 @@ One policy for inference and training. ``auto`` precision means:
   CPU's flags at run time) *and* a short measurement of the model itself shows bf16 faster
   than fp32 on this machine; fp32 otherwise. AMX runs bf16 convolutions several times faster
   than fp32, while AVX512-BF16 alone can be slower for dense 1x1 convolutions, so the flag
-  alone does not decide; bf16 must be at least ``BF16_MARGIN`` times faster. The measurement is cached per CPU, torch version, thread count
-  and model configuration, so it runs once.
+  alone does not decide; bf16 must be at least ``BF16_MARGIN`` times faster. The measurement
+  is cached per CPU, torch version, thread count and model configuration, so it runs once.
 
 Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
 per-pixel norms of both models run several times faster that way, and bf16 gains nothing
