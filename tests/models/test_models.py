@@ -131,6 +131,30 @@ def test_create_model_applies_overrides_without_touching_the_variant(make_images
         assert math.isfinite(float(tiny(make_images(1, 8, 8)).sum()))
 
 
+def test_the_ffn_branches_computed_apart_are_restormers_gdfn() -> None:
+    # The GELU branch and the other are two dense maps (speed), not one map split in two;
+    # values and gradients must be the written GDFN's, and the in-place inference path too.
+    import anyrestore.models.layers.ffn as ffn
+
+    torch.manual_seed(0)
+    layer = ffn.GatedDconvFFN(6, 2.0, bias=True)
+    x = torch.randn(2, 6, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+    def written(x: torch.Tensor) -> torch.Tensor:
+        a, b = layer.dwconv(layer.project_in(x)).chunk(2, dim=1)
+        return layer.project_out(torch.nn.functional.gelu(a) * b)
+
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    out, ref = layer(x), written(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    leaves = [x, *layer.parameters()]
+    grads = torch.autograd.grad((out * weights).sum(), leaves)
+    for got, want in zip(grads, torch.autograd.grad((ref * weights).sum(), leaves), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatch) -> None:
     # Large maps go through the FFN in bands of rows (memory); the result must not change.
     import anyrestore.models.layers.bands as bands

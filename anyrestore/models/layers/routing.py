@@ -270,7 +270,7 @@ class ClusterMoE(nn.Module):
         experts = [self.experts[j] for j in cols.tolist()]
         b = y.shape[0]
         hidden = experts[0].project_out.weight.shape[1]
-        # Stacked so that one chunk(2) splits every expert's GDFN branches at once:
+        # Stacked so that the first half of the rows is every expert's GELU branch:
         # [a_1 .. a_n | g_1 .. g_n], each expert's project_in giving (a_e | g_e).
         w_in = torch.cat(
             [e.project_in.weight[:hidden] for e in experts]
@@ -284,8 +284,16 @@ class ClusterMoE(nn.Module):
         scale = weights[:, cols].to(y.dtype).repeat_interleave(hidden, dim=1)  # (b, n * hidden)
         if b == 1:  # fold the Eq. (3) weights into the output projection
             w_out = w_out * scale.to(w_out.dtype)[..., None, None]
-        a, g = F.conv2d(F.conv2d(y, w_in), w_dw, padding=1, groups=w_dw.shape[0]).chunk(2, dim=1)
-        z = F.gelu(a) * g  # GDFN's gate, every expert at once
+        width = w_in.shape[0] // 2
+
+        def branch(index: int) -> torch.Tensor:
+            # Each half as its own dense map: GELU and the product are 2x slower on a strided
+            # channel slice of a channels-last map
+            rows = slice(index * width, (index + 1) * width)
+            return F.conv2d(F.conv2d(y, w_in[rows]), w_dw[rows], padding=1, groups=width)
+
+        z = F.gelu(branch(0))  # GDFN's gate, every expert at once
+        z = z.mul_(branch(1)) if not torch.is_grad_enabled() else z * branch(1)
         if b > 1:
             z = z * scale[:, :, None, None]
         return F.conv2d(z, w_out)
