@@ -14,6 +14,7 @@ from anyrestore.errors import WeightsError
 from anyrestore.models import create_model
 from anyrestore.models.anyir import AnyIRConfig, skip_split
 from anyrestore.models.base import step_by_step
+from anyrestore.models.layers.attention import TransposedAttention
 from anyrestore.models.layers.fusion import (
     SpatialFrequencyFusion,
     frequency_fusion,
@@ -97,6 +98,64 @@ def test_gated_da_splits_and_scales_as_released() -> None:
         gate.tau.copy_(torch.arange(1.0, 7.0).view(1, 6, 1, 1))
     expected = (gate.tau * delta)[:, :4]
     torch.testing.assert_close(gate._tau_alpha(delta), expected)
+
+
+def _written_gated_body(gate, f_hat, x, scale):
+    """Alg. 1 steps 6-10 as written: one expansion split into channel slices, then a concat."""
+    parts = torch.split(gate.w_exp(f_hat), gate.split, dim=1)
+    named = dict(zip(sorted(gate.parts, key=lambda n: gate.parts[n][0]), parts, strict=True))
+    alpha = gate.w_depth(named["alpha"]) * scale
+    activation = torch.sigmoid if isinstance(gate, GatedDA) else torch.nn.functional.gelu
+    mixed = gate.w_gate(torch.cat((named["beta"], alpha), dim=1))
+    return gate.w_proj(activation(named["gamma"]) * mixed + x)
+
+
+@pytest.mark.parametrize("gate_cls", [GatedDA, PreviewGatedDA])
+def test_gated_da_parts_computed_apart_are_alg1_as_written(gate_cls: type) -> None:
+    # Each part of W_exp is its own dense map (speed); values, gradients and the in-place
+    # inference path must be those of the written split-and-concat steps.
+    torch.manual_seed(0)
+    gate = gate_cls(8, bias=True)
+    x = torch.randn(2, 8, 9, 11).contiguous(memory_format=torch.channels_last)
+    x = x.requires_grad_()
+    f_hat = torch.randn(2, 8, 9, 11, requires_grad=True)
+    scale = torch.rand(1, gate.w_depth.in_channels, 1, 1) + 1
+    leaves = [x, f_hat, *gate.parameters()]
+    weights = torch.linspace(-1, 1, 2 * 8 * 9 * 11).view(2, 8, 9, 11)
+    out = gate._body(f_hat, x, scale)
+    ref = _written_gated_body(gate, f_hat, x, scale)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((out * weights).sum(), leaves, allow_unused=True)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), leaves, allow_unused=True)
+    for got, want in zip(grads, ref_grads, strict=True):
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        inputs = (f_hat.detach(), x.detach().clone())
+        torch.testing.assert_close(gate._body(*inputs, scale), ref.detach(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(inputs[1], x.detach())  # the residual is read, never written
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_attention_from_one_gram_matrix_is_eq7_as_written(heads: int) -> None:
+    # q.k and both norms come from one Gram matrix of [q | k]; Eq. (7) computes a matrix
+    # product and the norms apart. Same attention, same gradients.
+    torch.manual_seed(0)
+    attn = TransposedAttention(8, heads, project=False)
+    with torch.no_grad():
+        attn.temperature.uniform_(0.5, 4.0)
+    x = torch.randn(2, 8, 7, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    results = []
+    for literal in (False, True):
+        attn.step_by_step = literal
+        out = attn(x)
+        results.append((out, torch.autograd.grad((out * weights).sum(), [x, *attn.parameters()])))
+    attn.step_by_step = False
+    (fast, fast_grads), (ref, ref_grads) = results
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    for got, want in zip(fast_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("gate_cls", [GatedDA, PreviewGatedDA])

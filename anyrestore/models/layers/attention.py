@@ -27,6 +27,10 @@ class TransposedAttention(nn.Module):
     and k first without materialising the normalised copies.
     """
 
+    #: Set by ``anyrestore.models.base.step_by_step``: q.k and the norms as Eq. (7) writes
+    #: them, not as one Gram matrix of [q | k] (more multiply-adds, fewer passes).
+    step_by_step: bool = False
+
     def __init__(self, dim: int, heads: int, bias: bool = False, project: bool = True) -> None:
         super().__init__()
         if dim % heads:
@@ -50,10 +54,20 @@ class TransposedAttention(nn.Module):
         def channel_attention() -> torch.Tensor:
             # Eq. (7): softmax(q_hat k_hat^T * temperature) per head, q_hat and k_hat
             # normalised over the pixels (F.normalize's eps as the norms' floor)
-            qh = q.reshape(b, h * w, heads, d).permute(0, 2, 3, 1)  # (b, heads, d, hw)
-            kh = k.reshape(b, h * w, heads, d).permute(0, 2, 1, 3)  # (b, heads, hw, d)
-            gram = (qh @ kh).float()
-            norms = torch.linalg.vector_norm(tokens[..., : 2 * c], dim=1, dtype=torch.float32)
+            if self.step_by_step:
+                qh = q.reshape(b, h * w, heads, d).permute(0, 2, 3, 1)  # (b, heads, d, hw)
+                kh = k.reshape(b, h * w, heads, d).permute(0, 2, 1, 3)  # (b, heads, hw, d)
+                gram = (qh @ kh).float()
+                norms = torch.linalg.vector_norm(tokens[..., : 2 * c], dim=1, dtype=torch.float32)
+            else:
+                # One Gram matrix of [q | k] holds every q.k product (its off-diagonal block)
+                # and the squared norms (its diagonal): one pass over the pixels instead of a
+                # matrix product plus a strided reduction.
+                qk = tokens[..., : 2 * c]
+                full = (qk.transpose(1, 2) @ qk).float()  # (b, 2c, 2c)
+                norms = full.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+                cross = full[:, :c, c:].reshape(b, heads, d, heads, d)
+                gram = cross.diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)  # (b, heads, d, d)
             norms = norms.clamp_min(1e-12)
             qn = norms[:, :c].reshape(b, heads, d, 1)
             kn = norms[:, c:].reshape(b, heads, 1, d)
