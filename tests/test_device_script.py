@@ -1,0 +1,89 @@
+"""scripts/device_train.sh run: train from a corpus archive, stop at a time limit, return weights.
+
+On a GPU machine the script gets a few minutes; here it trains the tiny smoke recipe on the CPU
+from an archive laid out as scripts/build_corpus.py writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anyrestore.weights.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "device_train.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus-src")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        (folder / "corpus" / split).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / "corpus" / split / f"photo{i}.png")
+    path = folder / "corpus.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.add(folder / "corpus", arcname="corpus")
+    return path
+
+
+def run_script(tmp_path: Path, archive: Path, minutes: str, *extra: str, bench: bool = True):
+    env = {
+        **os.environ,
+        "CORPUS": str(archive),
+        "WHEELS": str(tmp_path / "no-wheels"),
+        "OUT": str(tmp_path / "out"),
+        "WORK": str(tmp_path / "work"),
+        "PYTHON": sys.executable,
+        "BENCH": "1" if bench else "0",
+        "BENCH_SIDE": "32",
+    }
+    args = ["bash", str(SCRIPT), "run", "configs/smoke.toml", minutes, "--device", "cpu", *extra]
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_finished_run_returns_weights_metrics_and_the_held_out_bench(tmp_path, archive) -> None:
+    done = run_script(tmp_path, archive, "5", "--steps", "6")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    model = load_checkpoint(out / "weights.safetensors")
+    assert model.config.dim == 8  # the smoke recipe's tiny model
+    assert (out / "weights.safetensors").stat().st_size < 16 * 2**20  # what the device returns
+    steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").open()]
+    assert max(s for s in steps if s is not None) == 6
+    bench = json.loads((out / "bench-new.json").read_text())
+    # Scored on the archive's val photos, next to the degraded input
+    sources = {row["source"] for row in bench}
+    assert sources == {"baseline", str(out / "weights.safetensors")}
+    assert min(row["images"] for row in bench) == 2
+    # The smoke recipe starts from nothing, so there is no shipped model to compare with.
+    assert not (out / "bench-shipped.json").exists()
+
+
+def test_the_time_limit_stops_training_and_still_returns_weights(tmp_path, archive) -> None:
+    done = run_script(tmp_path, archive, "0.15", "--steps", "100000", bench=False)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "stopped at step" in log
+    load_checkpoint(tmp_path / "out" / "weights.safetensors")
+
+
+def test_a_failing_recipe_fails_the_script(tmp_path, archive) -> None:
+    done = run_script(tmp_path, archive, "5", "--set", "optim.lr=-1", bench=False)
+    assert done.returncode != 0
+    assert "training failed" in done.stderr
+    assert not (tmp_path / "out" / "weights.safetensors").exists()
