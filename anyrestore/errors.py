@@ -6,6 +6,7 @@ every layer (engine, weights, data, bench) can raise these errors without import
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 
 
@@ -21,6 +22,18 @@ class ExitCode(IntEnum):
     DATA = 6  # dataset root missing or malformed
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; unwinds like Ctrl-C so temporary files are removed.
+
+    The CLI exits with ``exit_code`` (128 + the signal: 130 or 143).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__("terminated" if signum == signal.SIGTERM else "interrupted")
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class AnyRestoreError(Exception):

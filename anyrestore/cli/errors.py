@@ -24,7 +24,7 @@ from typer import _click as click
 from typer.core import TyperGroup
 
 from anyrestore.cli import is_program
-from anyrestore.errors import AnyRestoreError, ExitCode, UsageError
+from anyrestore.errors import AnyRestoreError, ExitCode, Interrupted, UsageError
 
 DEBUG_ENV = "ANYRESTORE_DEBUG"
 
@@ -112,15 +112,6 @@ def _silence_stdout() -> None:
 
 
 # -- signals ------------------------------------------------------------------------------
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; unwinds like Ctrl-C so temporary files are removed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(_SIGNAL_WORDS.get(signum, "interrupted"))
-        self.signum = signum
-        self.exit_code = 128 + signum
 
 
 def exit_now(signum: int, frame: object = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,14 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     return train_set, val_set, bool(on_device)
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """Loader workers ignore SIGINT and SIGTERM: the main process finishes its step, writes its
+    checkpoint and shuts them down. Ctrl-C, ``timeout``, torchrun and job schedulers signal the
+    whole process group, and a worker killed first made the trainer fail instead of stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(
     items: SeededItems,
     sampler: ResumableSampler,
@@ -139,6 +148,7 @@ def make_loader(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=_leave_stop_signals_to_the_trainer if workers else None,
         # Own generator: creating the loader must not advance the global RNG (exact resume).
         generator=torch.Generator().manual_seed(item_seed(config.seed, epoch, 17)),
     )

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 
 from anyrestore.compute import autocast, choose_path, reuse_freed_memory
-from anyrestore.errors import ConfigError, DataError, DeviceError, UsageError
+from anyrestore.errors import ConfigError, DataError, DeviceError, Interrupted, UsageError
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
@@ -202,7 +202,7 @@ def _run(
         "device": _device_name(device),
     }
     kinds_seen = set(run.kinds)
-    stop_requested = {"flag": False}
+    stop_requested: dict[str, Any] = {"flag": False, "signum": signal.SIGINT}
     last_ckpt = out / "last.pt"
 
     def checkpoint() -> Path:
@@ -325,7 +325,7 @@ def _run(
         finally:
             reporter.close()
     if stop_requested["flag"] and not finished:
-        raise KeyboardInterrupt
+        raise Interrupted(stop_requested["signum"])  # the CLI exits 130 (SIGINT) or 143
     return TrainResult(out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main)
 
 
@@ -444,7 +444,7 @@ def _log_row(
 
 
 @contextmanager
-def _stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
+def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
     """Ctrl-C / SIGTERM finish the current step, write a resume checkpoint, then stop."""
     import threading
 
@@ -454,8 +454,8 @@ def _stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
 
     def handler(signum: int, frame: Any) -> None:
         if flag["flag"]:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        flag["flag"] = True
+            raise Interrupted(signum)
+        flag["flag"], flag["signum"] = True, signum
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

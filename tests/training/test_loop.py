@@ -158,3 +158,38 @@ def test_dark_scenes_setting_reaches_the_training_split_only(photos: Path, tmp_p
     bad = _tiny(photos, tmp_path / "bad", "data.dark_scenes=2", "log.val_every=0")
     with pytest.raises(ConfigError, match="dark_scenes"):
         build_data(bad, torch.device("cpu"))
+
+
+def test_a_stop_signal_to_the_whole_process_group_still_checkpoints(
+    photos: Path, tmp_path: Path
+) -> None:
+    # `timeout`, torchrun and job schedulers signal the whole process group, data loader
+    # workers included: the run must still end its step, write its checkpoint and stop.
+    import signal
+    import time
+
+    out = tmp_path / "stopped"
+    cmd = [
+        sys.executable, "-m", "anyrestore", "train", "-c", str(SMOKE), "--no-progress",
+        "--set", f"data.root={photos}", "--out", str(out), "--steps", "100000",
+        "--set", "data.workers=1", "--set", "log.every=1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.jsonl").exists() and _rows(out)):
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, stderr[-2000:]  # a SIGTERM stop, documented in the CLI
+    assert "stopped at step" in stderr
+    assert "internal error" not in stderr
+    assert load_state(out / "last.pt")["progress"]["step"] >= 1
