@@ -56,19 +56,20 @@ run() {
     fi
     export PYTHONPATH="$work/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     tar -xf "$corpus" -C "$work"  # the archive holds corpus/train, corpus/val
-    local data="$work/corpus"
+    local data="$work/corpus" run_dir
+    run_dir="$work/run-$(basename "$recipe" .toml)"
     # The time limit is SIGTERM: the trainer ends its step and writes a resume checkpoint.
     local status=0
     timeout -s TERM -k 120 "${minutes}m" "$python" -m anyrestore train -c "$recipe" \
-        --out "$work/run" --set "data.root=$data/train" --no-progress "$@" \
+        --out "$run_dir" --set "data.root=$data/train" --no-progress "$@" \
         >"$out/train.log" 2>&1 || status=$?
     tail -n 5 "$out/train.log"
     if [[ $status -ne 0 && $status -ne 124 ]]; then
         echo "device_train: training failed (exit $status); see train.log" >&2
         exit "$status"
     fi
-    cp "$work/run/metrics.jsonl" "$out/"
-    "$python" -m anyrestore train export "$work/run" -o "$out/weights.safetensors"
+    cp "$run_dir/metrics.jsonl" "$out/"
+    "$python" -m anyrestore train export "$run_dir" -o "$out/weights.safetensors"
     if [[ ${BENCH:-1} == 1 ]]; then
         local side=${BENCH_SIDE:-256} shipped
         shipped=$("$python" -c 'import sys; from anyrestore.training.config import load_config
