@@ -70,14 +70,17 @@ def test_skip_split_interleaves_channels_as_eq6() -> None:
     # Eq. (6): 1-based channels 2k-1 (0-based 0, 2, 4) to attention, 2k to the gate.
     assert att.flatten().tolist() == [0.0, 2.0, 4.0]
     assert gate.flatten().tolist() == [1.0, 3.0, 5.0]
-    # On a real map: the same channels, as dense channels-last halves (not strided slices),
-    # and gradients flow back to the channels they came from.
+    # Training: the same channels as dense channels-last halves (not strided slices), and
+    # gradients flow back to the channels they came from.
     x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
     att, gate = skip_split(x)
     assert torch.equal(att, x[:, 0::2]) and torch.equal(gate, x[:, 1::2])
     assert all(h.is_contiguous(memory_format=torch.channels_last) for h in (att, gate))
     (grad,) = torch.autograd.grad(att.sum() + 2 * gate.sum(), x)
     assert grad[:, 0::2].eq(1).all() and grad[:, 1::2].eq(2).all()
+    with torch.no_grad():  # inference: views, no whole-map copy (peak memory)
+        att, gate = skip_split(x)
+    assert att.data_ptr() == x.data_ptr() and torch.equal(gate, x[:, 1::2])
 
 
 def test_block_feeds_the_split_halves_to_attention_and_gate() -> None:
