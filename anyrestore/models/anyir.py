@@ -76,10 +76,10 @@ def skip_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     With gradients both halves come back dense and channels-last, made in one pass over
     ``x``: every channel slice of a channels-last map is strided, and the layers after the
-    split (BatchNorm, the 1x1 convolutions' GEMMs) either copied it themselves or ran up to 2x
-    slower on it, forward and backward. Without gradients they are views: the layers after
+    split (BatchNorm, the 1x1 convolutions' GEMMs) either copied it themselves or ran slower
+    on it, forward and backward. Without gradients they are views: the layers after
     the split run large maps in bands of rows and copy a band at a time, where a whole-map
-    copy would raise the peak memory of a large pass (a 12 MP photo: 1.92 -> 2.16 GB).
+    copy would raise the peak memory of a large pass.
     """
     if not torch.is_grad_enabled():
         return x[:, 0::2], x[:, 1::2]

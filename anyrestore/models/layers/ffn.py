@@ -15,7 +15,7 @@ class GatedDconvFFN(nn.Module):
 
     The two branches are computed as two maps (the rows of ``project_in`` and the channels of
     ``dwconv`` that belong to each) rather than one map split in two: a channel slice of a
-    channels-last map is strided, and GELU and the product ran 2-2.5x slower on it than on a
+    channels-last map is strided, and GELU and the product run much slower on it than on a
     dense map. Same parameters, same function.
     """
 

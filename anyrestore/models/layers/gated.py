@@ -57,7 +57,7 @@ class _GatedBody(nn.Module):
 
     ``parts`` names the (first row, rows) of W_exp that give gamma, beta and alpha. Computing
     each part as its own map, instead of one map split into channel slices, keeps every map
-    dense: the gate's activation and the products ran 2-2.5x slower on a strided slice of a
+    dense: the gate's activation and the products run much slower on a strided slice of a
     channels-last map. ``W_gate(cat(beta, alpha'))`` is the sum of W_gate's two column blocks
     applied to beta and alpha' (no concatenated copy). Same function as the written steps.
     """

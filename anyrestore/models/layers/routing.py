@@ -287,7 +287,7 @@ class ClusterMoE(nn.Module):
         width = w_in.shape[0] // 2
 
         def branch(index: int) -> torch.Tensor:
-            # Each half as its own dense map: GELU and the product are 2x slower on a strided
+            # Each half as its own dense map: GELU and the product are slower on a strided
             # channel slice of a channels-last map
             rows = slice(index * width, (index + 1) * width)
             return F.conv2d(F.conv2d(y, w_in[rows]), w_dw[rows], padding=1, groups=width)
