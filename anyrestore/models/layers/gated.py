@@ -53,23 +53,46 @@ def temperature_factor(f_hat: torch.Tensor, delta: float) -> torch.Tensor:
 
 
 class _GatedBody(nn.Module):
-    """Alg. 1 steps 6-10, shared by both layouts, with each part of W_exp computed on its own.
+    """Alg. 1 for both layouts: the layouts differ in their norm, widths, tau_adj and gate.
 
-    ``parts`` names the (first row, rows) of W_exp that give gamma, beta and alpha. Computing
-    each part as its own map, instead of one map split into channel slices, keeps every map
-    dense: the gate's activation and the products run much slower on a strided slice of a
-    channels-last map. ``W_gate(cat(beta, alpha'))`` is the sum of W_gate's two column blocks
-    applied to beta and alpha' (no concatenated copy). Same function as the written steps.
+    ``parts`` names the (first row, rows) of W_exp that give gamma, beta and alpha. Each part
+    is computed as its own map, instead of one map split into channel slices, so that every
+    map is dense: the gate's activation and the products run much slower on a strided slice
+    of a channels-last map. ``W_gate(cat(beta, alpha'))`` is the sum of W_gate's two column
+    blocks applied to beta and alpha' (no concatenated copy). Same function as the written
+    steps.
     """
 
     parts: dict[str, tuple[int, int]]
+    delta: float
+    norm: nn.Module
+    stats: GlobalStat
     w_exp: PointwiseConv
     w_depth: nn.Conv2d
     w_gate: PointwiseConv
     w_proj: PointwiseConv
 
+    @property
+    def split(self) -> tuple[int, ...]:
+        """The parts' widths in W_exp's row order."""
+        return tuple(rows for _, rows in sorted(self.parts.values()))
+
+    def _tau_alpha(self, delta: torch.Tensor) -> torch.Tensor:
+        """Alg. 1 step 5: tau_adj = tau * Delta, brought to alpha's width."""
+        raise NotImplementedError
+
     def _gate(self, gamma: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Alg. 1 step 1: normalise
+        f_hat = self.norm(x)
+        delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
+        scale = 1 + self._tau_alpha(delta)
+        # The rest is pixel-local but for W_depth: in bands of rows without gradients.
+        return in_bands(
+            lambda f, res: self._body(f, res, scale), (f_hat, x), halo=self.w_depth.padding[0]
+        )
 
     def _part(self, f_hat: torch.Tensor, name: str) -> torch.Tensor:
         # Alg. 1 steps 6-7: the rows of the channel expansion that make up part ``name``
@@ -109,7 +132,6 @@ class GatedDA(_GatedBody):
         alpha = hidden - 2 * dim
         if alpha < 1:
             raise ValueError(f"GatedDA needs dim >= 2, got {dim}")
-        self.split = (dim, dim, alpha)  # (gamma, beta, alpha)
         self.parts = {"gamma": (0, dim), "beta": (dim, dim), "alpha": (2 * dim, alpha)}
         self.delta = delta
         # Batch statistics while training, running statistics (a per-channel affine) in eval.
@@ -125,19 +147,9 @@ class GatedDA(_GatedBody):
         self.w_proj = PointwiseConv(dim, dim, bias=bias)
 
     def _tau_alpha(self, delta: torch.Tensor) -> torch.Tensor:
-        # Alg. 1 step 5: tau_adj = tau * Delta has C channels and alpha about 2C/3; alpha's
-        # channel j takes channel j (the released code cuts tau_adj to alpha's width).
-        return (self.tau * delta)[:, : self.split[2]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Alg. 1 step 1: normalise
-        f_hat = self.norm(x)
-        delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
-        scale = 1 + self._tau_alpha(delta)
-        # The rest is pixel-local but for W_depth: in bands of rows without gradients.
-        return in_bands(
-            lambda f, res: self._body(f, res, scale), (f_hat, x), halo=self.w_depth.padding[0]
-        )
+        # tau_adj has C channels and alpha about 2C/3; alpha's channel j takes channel j (the
+        # released code cuts tau_adj to alpha's width).
+        return (self.tau * delta)[:, : self.parts["alpha"][1]]
 
     def _gate(self, gamma: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid_(gamma) if not torch.is_grad_enabled() else torch.sigmoid(gamma)
@@ -155,34 +167,22 @@ class PreviewGatedDA(_GatedBody):
                 f"GatedDA needs an even width (alpha and beta get dim/2 each), got {dim}"
             )
         hidden = 2 * dim
-        self.split = (hidden // 4, hidden // 4, hidden // 2)  # (alpha, beta, gamma)
-        quarter = hidden // 4
-        self.parts = {
-            "alpha": (0, quarter),
-            "beta": (quarter, quarter),
-            "gamma": (2 * quarter, 2 * quarter),
-        }
+        alpha = hidden // 4
+        self.parts = {"alpha": (0, alpha), "beta": (alpha, alpha), "gamma": (2 * alpha, 2 * alpha)}
         self.delta = delta
         self.norm = LayerNorm2d(dim, bias=True)
         self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.stats = GlobalStat()
         self.w_exp = PointwiseConv(dim, hidden, bias=bias)
-        alpha = self.split[0]
         self.w_depth = nn.Conv2d(
             alpha, alpha, kernel_size, padding=kernel_size // 2, groups=alpha, bias=bias
         )
         self.w_gate = PointwiseConv(hidden // 2, dim, bias=bias)
         self.w_proj = PointwiseConv(dim, dim, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f_hat = self.norm(x)
-        delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
+    def _tau_alpha(self, delta: torch.Tensor) -> torch.Tensor:
         # tau_adj averaged over adjacent channel pairs to alpha's C/2 channels.
-        tau_adj = (self.tau * delta).unflatten(1, (self.split[0], -1)).mean(dim=2)
-        scale = 1 + tau_adj
-        return in_bands(
-            lambda f, res: self._body(f, res, scale), (f_hat, x), halo=self.w_depth.padding[0]
-        )
+        return (self.tau * delta).unflatten(1, (self.parts["alpha"][1], -1)).mean(dim=2)
 
     def _gate(self, gamma: torch.Tensor) -> torch.Tensor:
         return F.gelu(gamma)
