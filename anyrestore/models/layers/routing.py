@@ -270,27 +270,19 @@ class ClusterMoE(nn.Module):
         experts = [self.experts[j] for j in cols.tolist()]
         b = y.shape[0]
         hidden = experts[0].project_out.weight.shape[1]
-        # Stacked so that the first half of the rows is every expert's GELU branch:
-        # [a_1 .. a_n | g_1 .. g_n], each expert's project_in giving (a_e | g_e).
-        w_in = torch.cat(
-            [e.project_in.weight[:hidden] for e in experts]
-            + [e.project_in.weight[hidden:] for e in experts]
-        )
-        w_dw = torch.cat(
-            [e.dwconv.weight[:hidden] for e in experts]
-            + [e.dwconv.weight[hidden:] for e in experts]
-        )
         w_out = torch.cat([e.project_out.weight for e in experts], dim=1)
         scale = weights[:, cols].to(y.dtype).repeat_interleave(hidden, dim=1)  # (b, n * hidden)
         if b == 1:  # fold the Eq. (3) weights into the output projection
             w_out = w_out * scale.to(w_out.dtype)[..., None, None]
-        width = w_in.shape[0] // 2
 
         def branch(index: int) -> torch.Tensor:
-            # Each half as its own dense map: GELU and the product are slower on a strided
-            # channel slice of a channels-last map
-            rows = slice(index * width, (index + 1) * width)
-            return F.conv2d(F.conv2d(y, w_in[rows]), w_dw[rows], padding=1, groups=width)
+            # GDFN branch ``index`` (0: GELU, 1: value) of every expert at once, their rows of
+            # project_in and dwconv stacked; each branch a dense map of its own (GELU and the
+            # product are slower on a strided channel slice of a channels-last map)
+            rows = slice(index * hidden, (index + 1) * hidden)
+            w_in = torch.cat([e.project_in.weight[rows] for e in experts])
+            w_dw = torch.cat([e.dwconv.weight[rows] for e in experts])
+            return F.conv2d(F.conv2d(y, w_in), w_dw, padding=1, groups=w_dw.shape[0])
 
         z = F.gelu(branch(0))  # GDFN's gate, every expert at once
         z = z.mul_(branch(1)) if not torch.is_grad_enabled() else z * branch(1)
