@@ -24,6 +24,10 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM
 
 
+#: The one-line message of each stop signal.
+SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; unwinds like Ctrl-C so temporary files are removed.
 
@@ -31,7 +35,7 @@ class Interrupted(KeyboardInterrupt):
     """
 
     def __init__(self, signum: int) -> None:
-        super().__init__("terminated" if signum == signal.SIGTERM else "interrupted")
+        super().__init__(SIGNAL_WORDS.get(signum, "interrupted"))
         self.signum = signum
         self.exit_code = 128 + signum
 

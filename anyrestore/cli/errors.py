@@ -24,7 +24,7 @@ from typer import _click as click
 from typer.core import TyperGroup
 
 from anyrestore.cli import is_program
-from anyrestore.errors import AnyRestoreError, ExitCode, Interrupted, UsageError
+from anyrestore.errors import SIGNAL_WORDS, AnyRestoreError, ExitCode, Interrupted, UsageError
 
 DEBUG_ENV = "ANYRESTORE_DEBUG"
 
@@ -33,7 +33,6 @@ _ESCAPES = {i: f"\\x{i:02x}" for i in (*range(32), 0x7F)} | {
     ord("\r"): "\\r",
     ord("\t"): "\\t",
 }
-_SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 # Library messages name parameters (max_pixels=); on the command line the same thing is a flag.
@@ -116,7 +115,7 @@ def _silence_stdout() -> None:
 
 def exit_now(signum: int, frame: object = None) -> None:
     """Signal handler for when there is nothing left to clean: one line, exit 128+signum."""
-    word = _SIGNAL_WORDS.get(signal.Signals(signum), "interrupted")
+    word = SIGNAL_WORDS.get(signal.Signals(signum), "interrupted")
     try:
         os.write(2, f"anyrestore: error: {word}\n".encode())
     except OSError:
@@ -129,7 +128,7 @@ _received: list[int] = []  # the signal that started the way out, if any
 
 def _first_signal(signum: int, frame: object) -> None:
     _received.append(signum)
-    for sig in _SIGNAL_WORDS:
+    for sig in SIGNAL_WORDS:
         signal.signal(sig, exit_now)  # a second signal during cleanup ends the process
     raise Interrupted(signum)
 
@@ -140,7 +139,7 @@ _leaving = threading.Event()  # set once an interrupt is being turned into the e
 def _ignore_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         _leaving.set()
-        for sig in _SIGNAL_WORDS:
+        for sig in SIGNAL_WORDS:
             signal.signal(sig, signal.SIG_IGN)
 
 
@@ -150,7 +149,7 @@ def signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved = {sig: signal.getsignal(sig) for sig in _SIGNAL_WORDS}
+    saved = {sig: signal.getsignal(sig) for sig in SIGNAL_WORDS}
     for sig in saved:
         signal.signal(sig, _first_signal)
     _leaving.clear()
@@ -199,7 +198,7 @@ def _unexpected(exc: Exception) -> NoReturn:
         # the user did was send a signal, so that is what the exit says.
         _ignore_signals()
         signum = _received[0]
-        fail(_SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
+        fail(SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
     if _debug():
         raise exc
     if isinstance(exc, MemoryError):
@@ -260,7 +259,7 @@ class CliGroup(TyperGroup):
         if code == ExitCode.INTERRUPTED:  # Typer turned a signal while parsing into Exit(130)
             _ignore_signals()
             signum = _received[0] if _received else signal.SIGINT
-            fail(_SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
+            fail(SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
         if not standalone_mode:
             return code
         raise SystemExit(code if isinstance(code, int) else ExitCode.OK)

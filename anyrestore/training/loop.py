@@ -202,7 +202,8 @@ def _run(
         "device": _device_name(device),
     }
     kinds_seen = set(run.kinds)
-    stop_requested: dict[str, Any] = {"flag": False, "signum": signal.SIGINT}
+    # The signal that asked the run to stop after its step, None until one arrives
+    stop_requested: dict[str, int | None] = {"signum": None}
     last_ckpt = out / "last.pt"
 
     def checkpoint() -> Path:
@@ -297,7 +298,7 @@ def _run(
                     if config.log.val_every and run.step % config.log.val_every == 0 and not done:
                         validate_now()
                     stop = run.step == stop_at or distributed.any_true(
-                        dist, stop_requested["flag"], device
+                        dist, stop_requested["signum"] is not None, device
                     )
                     if (config.log.ckpt_every and run.step % config.log.ckpt_every == 0) or (
                         stop and not done
@@ -308,7 +309,7 @@ def _run(
                     if done or stop:
                         break
                     t0 = time.perf_counter()
-                if stop_requested["flag"] or (stop_at and run.step == stop_at):
+                if stop_requested["signum"] is not None or (stop_at and run.step == stop_at):
                     break
             finished = run.step >= total_steps
             if finished:
@@ -324,8 +325,9 @@ def _run(
                 reporter.message(f"stopped at step {run.step}; resume with --resume {last_ckpt}")
         finally:
             reporter.close()
-    if stop_requested["flag"] and not finished:
-        raise Interrupted(stop_requested["signum"])  # the CLI exits 130 (SIGINT) or 143
+    signum = stop_requested["signum"]
+    if signum is not None and not finished:
+        raise Interrupted(signum)  # the CLI exits 130 (SIGINT) or 143 (SIGTERM)
     return TrainResult(out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main)
 
 
@@ -444,7 +446,7 @@ def _log_row(
 
 
 @contextmanager
-def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
+def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
     """Ctrl-C / SIGTERM finish the current step, write a resume checkpoint, then stop."""
     import threading
 
@@ -453,9 +455,9 @@ def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if flag["flag"]:  # a second Ctrl-C: stop now
+        if flag["signum"] is not None:  # a second Ctrl-C: stop now
             raise Interrupted(signum)
-        flag["flag"], flag["signum"] = True, signum
+        flag["signum"] = signum
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
