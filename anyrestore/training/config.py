@@ -137,6 +137,27 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """``[distill]``: also learn from a trained model (anyrestore.training.distill)."""
+
+    #: The teacher's .safetensors checkpoint (any architecture); empty: no distillation.
+    teacher: str = ""
+    #: Weight of the student's output against the teacher's (relative L1).
+    output_weight: float = 1.0
+    #: fnmatch patterns naming blocks both models have (e.g. "encoder*.*"); the outermost
+    #: module a pattern matches is one block, its output matched against the teacher's.
+    blocks: list[str] = field(default_factory=list)
+    #: Weight of the mean block term (relative L1 per block).
+    block_weight: float = 1.0
+    #: Feed each student block the teacher's input to it and train the blocks alone, taking
+    #: everything else from the teacher (the output and target terms are then not available).
+    teacher_forcing: bool = False
+    #: Weight of the recipe's loss against the clean photo ([loss]); 0 learns from the
+    #: teacher alone.
+    target_weight: float = 0.0
+
+
+@dataclass
 class LogConfig:
     """``[log]``: progress, metrics, validation and checkpoint cadence (in steps)."""
 
@@ -162,6 +183,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -451,10 +473,29 @@ def validate(config: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _validate_distill(config.distill)
     if config.loss.recipe not in ("auto", *RECIPES):
         raise ConfigError(
             f"loss.recipe must be auto, {', '.join(RECIPES)}; got {config.loss.recipe!r}"
         )
+
+
+def _validate_distill(k: DistillConfig) -> None:
+    if not k.teacher:
+        return
+    if min(k.output_weight, k.block_weight, k.target_weight) < 0:
+        raise ConfigError("distill weights must be >= 0")
+    if k.teacher_forcing:
+        if not k.blocks:
+            raise ConfigError("distill.teacher_forcing needs distill.blocks to name the blocks")
+        if k.output_weight or k.target_weight:
+            raise ConfigError(
+                "distill.teacher_forcing trains the blocks alone: set distill.output_weight "
+                "and distill.target_weight to 0"
+            )
+    used = k.output_weight + k.target_weight + (k.block_weight if k.blocks else 0.0)
+    if not used:
+        raise ConfigError("distill: every term has weight 0; nothing would be learned")
 
 
 # ----------------------------------------------------------------------------- TOML output

@@ -97,7 +97,24 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
         facts["val_psnr"] = round(progress["val_psnr"], 3)
     if config.train.init_from:
         facts.update(_lineage(Path(config.train.init_from), facts))
+    if config.distill.teacher:
+        facts["teacher"] = Path(config.distill.teacher).name
+        facts["loss"] = _distill_loss(config, loss)
     return facts
+
+
+def _distill_loss(config: Any, target_loss: str) -> str:
+    """The loss of a distillation run, in the same notation as the recipe's."""
+    d = config.distill
+    terms = []
+    if not d.teacher_forcing and d.output_weight:
+        terms.append(f"{d.output_weight:g}*teacher_output")
+    if d.blocks and d.block_weight:
+        forced = " (teacher-forced)" if d.teacher_forcing else ""
+        terms.append(f"{d.block_weight:g}*teacher_blocks{forced}")
+    if d.target_weight:
+        terms.append(f"{d.target_weight:g}*({target_loss})")
+    return " + ".join(terms)
 
 
 def _lineage(init: Path, facts: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from anyrestore.training.batches import (
     to_device,
 )
 from anyrestore.training.config import Config, resolve, validate
+from anyrestore.training.distill import Distiller
 from anyrestore.training.ema import EMA
 from anyrestore.training.evaluate import evaluate
 from anyrestore.training.losses import RestorationLoss
@@ -120,6 +121,12 @@ def _run(
     precision, channels_last, why = _pick_precision(config, device, model)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
+    # Before the optimizer and the EMA: teacher forcing freezes what it takes from the teacher.
+    distiller = (
+        Distiller(model, config.distill).to(device=device, memory_format=memory_format)
+        if config.distill.teacher
+        else None
+    )
 
     # Data: global batch split over ranks; full batches only.
     train_set, val_set, on_device = build_data(config, device)
@@ -167,7 +174,7 @@ def _run(
     else:
         torch.manual_seed(item_seed(config.seed, dist.rank))
 
-    net = distributed.wrap(model, dist, device, _find_unused(config, model))
+    net = distributed.wrap(distiller or model, dist, device, _find_unused(config, model))
     reporter = Reporter(
         out,
         total=total_steps,
@@ -259,8 +266,20 @@ def _run(
 
                     # One optimizer step: forward under autocast, losses in fp32.
                     with autocast(device, precision):
-                        pred, aux = net(lq, return_aux=True)
-                    loss, parts = criterion(pred, gt, aux.get("losses") if aux else None)
+                        if distiller is None:
+                            pred, aux = net(lq, return_aux=True)
+                        else:
+                            pred, aux, match, match_parts = net(lq)
+                    if distiller is None:
+                        loss, parts = criterion(pred, gt, aux.get("losses") if aux else None)
+                    else:
+                        loss, parts = match, match_parts
+                        if config.distill.target_weight:
+                            target, target_parts = criterion(
+                                pred, gt, aux.get("losses") if aux else None
+                            )
+                            loss = loss + config.distill.target_weight * target
+                            parts = {**parts, **target_parts}
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if config.optim.grad_clip > 0:

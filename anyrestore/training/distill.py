@@ -1,0 +1,143 @@
+"""Learning from a trained model (the teacher) as well as from the clean photos.
+
+Used to carry a trained network across a layout change: the student (e.g. AnyIR's released
+layout) starts with whatever tensors still fit and learns to compute what the teacher (the
+preview layout's trained weights) computes, which takes a small fraction of the steps that
+learning the same function from the clean targets alone takes.
+
+Every term is an L1 distance measured *relative to how much the teacher changes its input*
+(``|student - teacher| / |teacher_out - teacher_in|``), so the blocks of every level of a
+U-Net and the final output count alike whatever the scale of their features:
+
+- **output**: the student's restored image against the teacher's;
+- **blocks**: the output of each matched block (modules that both models have under the same
+  name) against the teacher's; with ``teacher_forcing`` each student block is fed the
+  teacher's input to that block, so every block learns on its own from the first step (and
+  only the blocks are trained: everything around them is taken from the teacher, so that
+  the blocks see, when the student runs alone, the inputs they were trained on); without it
+  the student runs on its own and its blocks are pulled toward the teacher's path;
+- **target**: the recipe's usual loss against the clean photo.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from anyrestore.errors import ConfigError
+from anyrestore.training.config import DistillConfig
+from anyrestore.weights.checkpoint import load_checkpoint
+
+__all__ = ["Distiller", "matched_blocks", "relative_l1"]
+
+
+def relative_l1(pred: Tensor, target: Tensor, source: Tensor) -> Tensor:
+    """``mean|pred - target| / mean|target - source|``: the error as a fraction of the change."""
+    pred, target, source = pred.float(), target.float(), source.float()
+    scale = (target - source).abs().mean() if source.shape == target.shape else target.abs().mean()
+    return (pred - target).abs().mean() / scale.clamp_min(1e-3)
+
+
+def matched_blocks(student: nn.Module, teacher: nn.Module, patterns: list[str]) -> list[str]:
+    """Names of the outermost student modules matching a pattern that the teacher also has."""
+    teacher_names = {name for name, _ in teacher.named_modules()}
+    chosen: list[str] = []
+    for name, _ in student.named_modules():
+        if not name or any(name.startswith(parent + ".") for parent in chosen):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            if name not in teacher_names:
+                raise ConfigError(f"distill.blocks: the teacher has no module {name!r}")
+            chosen.append(name)
+    if patterns and not chosen:
+        raise ConfigError(f"distill.blocks {patterns} match no module of the model")
+    return chosen
+
+
+class Distiller(nn.Module):
+    """Student plus frozen teacher; ``forward(lq)`` gives the student's output and the match loss.
+
+    The student's output is None with teacher forcing (it never runs end to end). The parts
+    (for the log) are the unweighted terms.
+    """
+
+    def __init__(self, student: nn.Module, cfg: DistillConfig) -> None:
+        super().__init__()
+        self.student = student
+        teacher = load_checkpoint(cfg.teacher).float().eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher = teacher
+        self.cfg = cfg
+        self.blocks = matched_blocks(student, teacher, cfg.blocks)
+        s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+        self._seen: dict[str, Any] = {}
+        for name in self.blocks:
+            t_mods[name].register_forward_hook(self._keep("teacher", name))
+            if not cfg.teacher_forcing:
+                s_mods[name].register_forward_hook(self._keep("student", name))
+        self._student_blocks = [s_mods[name] for name in self.blocks]
+        if cfg.teacher_forcing:
+            self._take_the_rest_from_teacher()
+
+    def _keep(self, side: str, name: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+            self._seen[(side, name)] = (inputs[0] if inputs else None, output)
+
+        return hook
+
+    def _take_the_rest_from_teacher(self) -> None:
+        """Copy the teacher's tensors outside the matched blocks and freeze them."""
+        inside = tuple(name + "." for name in self.blocks)
+        teacher_state = self.teacher.state_dict()
+        state = self.student.state_dict()
+        for key, value in state.items():
+            if key.startswith(inside):
+                continue
+            source = teacher_state.get(key)
+            if source is None or source.shape != value.shape:
+                raise ConfigError(
+                    f"distill.teacher_forcing: the teacher has no tensor {key!r} of shape "
+                    f"{tuple(value.shape)} (everything outside distill.blocks comes from it)"
+                )
+            state[key] = source
+        self.student.load_state_dict(state)
+        for key, p in self.student.named_parameters():
+            p.requires_grad_(key.startswith(inside))
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teacher.eval()  # always: its norms use their recorded statistics
+        return self
+
+    def forward(self, lq: Tensor) -> tuple[Tensor | None, Any, Tensor, dict[str, Tensor]]:
+        """(student output or None, the student's aux, weighted match loss, parts)."""
+        cfg = self.cfg
+        self._seen.clear()
+        with torch.no_grad():
+            wanted = self.teacher(lq)
+        parts: dict[str, Tensor] = {}
+        pred, aux = None, None
+        if cfg.teacher_forcing:
+            errors = []
+            for name, block in zip(self.blocks, self._student_blocks, strict=True):
+                t_in, t_out = self._seen[("teacher", name)]
+                errors.append(relative_l1(block(t_in), t_out, t_in))
+            parts["teacher_blocks"] = torch.stack(errors).mean()
+        else:
+            pred, aux = self.student(lq, return_aux=True)
+            parts["teacher_output"] = relative_l1(pred, wanted, lq)
+            if self.blocks:
+                errors = []
+                for name in self.blocks:
+                    t_in, t_out = self._seen[("teacher", name)]
+                    errors.append(relative_l1(self._seen[("student", name)][1], t_out, t_in))
+                parts["teacher_blocks"] = torch.stack(errors).mean()
+        weights = {"teacher_output": cfg.output_weight, "teacher_blocks": cfg.block_weight}
+        total = sum(weights[k] * v for k, v in parts.items())
+        self._seen.clear()
+        assert isinstance(total, Tensor)
+        return pred, aux, total, {k: v.detach() for k, v in parts.items()}

@@ -1,0 +1,145 @@
+"""Distillation ([distill]) carries a trained model's behaviour over to a new layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from trainkit import SMOKE
+
+from anyrestore.errors import ConfigError
+from anyrestore.models import create_model
+from anyrestore.training import export_checkpoint, load_config, train
+from anyrestore.training.config import DistillConfig
+from anyrestore.training.distill import Distiller, matched_blocks, relative_l1
+from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
+
+TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
+BLOCKS = ["encoder*.*", "latent.*", "decoder*.*", "refinement.*"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A layout-1 (preview layout) tiny AnyIR with fixed weights, as the teacher."""
+    torch.manual_seed(5)
+    model = create_model("anyir_t", layout=1, **TINY)
+    return save_checkpoint(model, tmp_path_factory.mktemp("teacher") / "teacher.safetensors")
+
+
+def _batch() -> torch.Tensor:
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+def test_relative_error_is_a_fraction_of_the_change_at_any_scale() -> None:
+    source = torch.zeros(1, 2, 4, 4)
+    target = torch.full_like(source, 2.0)
+    assert relative_l1(target, target, source) == 0
+    assert relative_l1(torch.full_like(source, 1.0), target, source) == pytest.approx(0.5)
+    assert relative_l1(torch.full_like(source, 10.0), 5 * target, source) == pytest.approx(0.0)
+
+
+def test_blocks_are_the_outermost_matches_both_models_have(teacher: Path) -> None:
+    student = create_model("anyir_t", **TINY)
+    names = matched_blocks(student, load_checkpoint(teacher), BLOCKS)
+    assert names == [
+        "encoder1.0",
+        "encoder2.0",
+        "encoder3.0",
+        "latent.0",
+        "decoder3.0",
+        "decoder2.0",
+        "decoder1.0",
+        "refinement.0",
+    ]
+    with pytest.raises(ConfigError, match="match no module"):
+        matched_blocks(student, load_checkpoint(teacher), ["nothing.*"])
+
+
+@pytest.mark.parametrize("forcing", [False, True])
+def test_a_student_equal_to_its_teacher_has_nothing_to_learn(teacher: Path, forcing: bool) -> None:
+    student = load_checkpoint(teacher).train()
+    cfg = DistillConfig(
+        teacher=str(teacher),
+        blocks=BLOCKS,
+        teacher_forcing=forcing,
+        output_weight=0.0 if forcing else 1.0,
+    )
+    pred, _, loss, parts = Distiller(student, cfg).train()(_batch())
+    assert (pred is None) == forcing
+    assert loss.item() < 1e-5
+    assert set(parts) == ({"teacher_blocks"} if forcing else {"teacher_blocks", "teacher_output"})
+
+
+def test_teacher_forcing_trains_the_blocks_and_takes_the_rest_from_the_teacher(
+    teacher: Path,
+) -> None:
+    torch.manual_seed(0)
+    student = create_model("anyir_t", **TINY)  # the released layout: its GatedDA differs
+    cfg = DistillConfig(
+        teacher=str(teacher), blocks=BLOCKS, teacher_forcing=True, output_weight=0.0
+    )
+    blocks = tuple(name + "." for name in Distiller(student, cfg).blocks)
+    source = load_checkpoint(teacher).state_dict()
+    for key, p in student.named_parameters():
+        assert p.requires_grad == key.startswith(blocks), key
+        if not key.startswith(blocks):
+            assert torch.equal(p, source[key]), key
+    assert any(key.startswith(blocks) for key, _ in student.named_parameters())
+
+
+def test_a_config_that_cannot_learn_anything_is_refused(photos: Path, tmp_path: Path) -> None:
+    def config(*extra: str):
+        return load_config(SMOKE, [f"data.root={photos}", f"out={tmp_path}", *extra])
+
+    with pytest.raises(ConfigError, match="needs distill.blocks"):
+        train(config("distill.teacher=t.safetensors", "distill.teacher_forcing=true"))
+    with pytest.raises(ConfigError, match="output_weight"):
+        train(
+            config(
+                "distill.teacher=t.safetensors",
+                "distill.teacher_forcing=true",
+                'distill.blocks=["latent.*"]',
+            )
+        )
+    with pytest.raises(ConfigError, match="nothing would be learned"):
+        train(config("distill.teacher=t.safetensors", "distill.output_weight=0"))
+
+
+def _distance_to_teacher(student_path: Path, teacher_path: Path) -> float:
+    lq = _batch()
+    with torch.no_grad():
+        wanted = load_checkpoint(teacher_path).eval()(lq)
+        got = load_checkpoint(student_path).float().eval()(lq)
+    return relative_l1(got, wanted, lq).item()
+
+
+@pytest.mark.parametrize("forcing", [False, True])
+def test_distillation_brings_a_new_layout_close_to_its_teacher(
+    photos: Path, tmp_path: Path, teacher: Path, forcing: bool
+) -> None:
+    torch.set_num_threads(1)
+    start = tmp_path / "start.safetensors"
+    torch.manual_seed(1)
+    save_checkpoint(create_model("anyir_t", **TINY), start)
+    config = load_config(
+        SMOKE,
+        [
+            f"data.root={photos}",
+            f"out={tmp_path / 'run'}",
+            "log.progress=false",
+            "train.steps=80",
+            "optim.lr=3e-3",
+            f"train.init_from={start}",
+            f"distill.teacher={teacher}",
+            f"distill.blocks={BLOCKS}".replace("'", '"'),
+            f"distill.teacher_forcing={str(forcing).lower()}",
+            f"distill.output_weight={0 if forcing else 1}",
+        ],
+    )
+    result = train(config)
+    out, facts = export_checkpoint(result.checkpoint, tmp_path / "student.safetensors")
+    assert facts["teacher"] == "teacher.safetensors"
+    assert ("teacher-forced" in facts["loss"]) == forcing
+    before, after = _distance_to_teacher(start, teacher), _distance_to_teacher(out, teacher)
+    assert after < 0.5 * before, (before, after)
