@@ -190,6 +190,14 @@ def _run(
             reporter.message(
                 f"init_from: {len(carried)} of {len(model.state_dict())} tensors carried over"
             )
+        if distiller is not None:
+            forced = " (teacher-forced)" if config.distill.teacher_forcing else ""
+            reporter.message(
+                f"distilling from {Path(config.distill.teacher).name}: "
+                f"{len(distiller.blocks)} blocks{forced}"
+                + ("" if config.distill.teacher_forcing else ", the output")
+                + (", the clean photos" if config.distill.target_weight else "")
+            )
         reporter.message(
             f"training {config.model} on {device} ({precision}"
             f"{', channels_last' if channels_last else ''}: {why}; {dist.world_size} process"

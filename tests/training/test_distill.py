@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from trainkit import SMOKE
 
 from anyrestore.errors import ConfigError
@@ -137,7 +139,9 @@ def test_distillation_brings_a_new_layout_close_to_its_teacher(
             f"distill.output_weight={0 if forcing else 1}",
         ],
     )
-    result = train(config)
+    log = io.StringIO()
+    result = train(config, console=Console(file=log, width=200))
+    assert "distilling from teacher.safetensors: 8 blocks" in log.getvalue()
     out, facts = export_checkpoint(result.checkpoint, tmp_path / "student.safetensors")
     assert facts["teacher"] == "teacher.safetensors"
     assert ("teacher-forced" in facts["loss"]) == forcing
