@@ -74,7 +74,7 @@ class Distiller(nn.Module):
         self.cfg = cfg
         self.blocks = matched_blocks(student, teacher, cfg.blocks)
         s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
-        self._seen: dict[str, Any] = {}
+        self._seen: dict[tuple[str, str], Any] = {}
         for name in self.blocks:
             t_mods[name].register_forward_hook(self._keep("teacher", name))
             if not cfg.teacher_forcing:
@@ -121,21 +121,17 @@ class Distiller(nn.Module):
             wanted = self.teacher(lq)
         parts: dict[str, Tensor] = {}
         pred, aux = None, None
-        if cfg.teacher_forcing:
-            errors = []
-            for name, block in zip(self.blocks, self._student_blocks, strict=True):
-                t_in, t_out = self._seen[("teacher", name)]
-                errors.append(relative_l1(block(t_in), t_out, t_in))
-            parts["teacher_blocks"] = torch.stack(errors).mean()
-        else:
+        if not cfg.teacher_forcing:
             pred, aux = self.student(lq, return_aux=True)
             parts["teacher_output"] = relative_l1(pred, wanted, lq)
-            if self.blocks:
-                errors = []
-                for name in self.blocks:
-                    t_in, t_out = self._seen[("teacher", name)]
-                    errors.append(relative_l1(self._seen[("student", name)][1], t_out, t_in))
-                parts["teacher_blocks"] = torch.stack(errors).mean()
+        errors = []
+        for name, block in zip(self.blocks, self._student_blocks, strict=True):
+            t_in, t_out = self._seen[("teacher", name)]
+            # forced: the block run on the teacher's input; else its output on the student's path
+            got = block(t_in) if cfg.teacher_forcing else self._seen[("student", name)][1]
+            errors.append(relative_l1(got, t_out, t_in))
+        if errors:
+            parts["teacher_blocks"] = torch.stack(errors).mean()
         weights = {"teacher_output": cfg.output_weight, "teacher_blocks": cfg.block_weight}
         total = sum(weights[k] * v for k, v in parts.items())
         self._seen.clear()

@@ -20,7 +20,7 @@ import torch
 from anyrestore.data.degradations import TRAINING_ONLY
 from anyrestore.errors import ConfigError, WeightsError
 from anyrestore.models.registry import build_model
-from anyrestore.training.config import load_config, resolve
+from anyrestore.training.config import Config, load_config, resolve
 from anyrestore.training.state import load_state
 from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
 from anyrestore.weights.resolve import sha256_file
@@ -103,7 +103,7 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     return facts
 
 
-def _distill_loss(config: Any, target_loss: str) -> str:
+def _distill_loss(config: Config, target_loss: str) -> str:
     """The loss of a distillation run, in the same notation as the recipe's."""
     d = config.distill
     terms = []

@@ -276,18 +276,17 @@ def _run(
                     with autocast(device, precision):
                         if distiller is None:
                             pred, aux = net(lq, return_aux=True)
+                            loss, parts, target_weight = None, {}, 1.0
                         else:
-                            pred, aux, match, match_parts = net(lq)
-                    if distiller is None:
-                        loss, parts = criterion(pred, gt, aux.get("losses") if aux else None)
-                    else:
-                        loss, parts = match, match_parts
-                        if config.distill.target_weight:
-                            target, target_parts = criterion(
-                                pred, gt, aux.get("losses") if aux else None
-                            )
-                            loss = loss + config.distill.target_weight * target
-                            parts = {**parts, **target_parts}
+                            pred, aux, loss, parts = net(lq)
+                            target_weight = config.distill.target_weight
+                    if target_weight:  # the recipe's loss against the clean photo
+                        target, target_parts = criterion(
+                            pred, gt, aux.get("losses") if aux else None
+                        )
+                        target = target_weight * target
+                        loss = target if loss is None else loss + target
+                        parts = {**parts, **target_parts}
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if config.optim.grad_clip > 0:
