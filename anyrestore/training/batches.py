@@ -121,12 +121,33 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     return train_set, val_set, bool(on_device)
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     """Loader workers ignore SIGINT and SIGTERM: the main process finishes its step, writes its
     checkpoint and shuts them down. Ctrl-C, ``timeout``, torchrun and job schedulers signal the
-    whole process group, and a worker killed first made the trainer fail instead of stopping."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    whole process group, and a worker killed first made the trainer fail instead of stopping.
+    A stop signal held back while the worker started (see ``start_batches``) is dropped here."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def start_batches(loader: DataLoader) -> Iterator[Any]:
+    """The loader's iterator, its workers forked with SIGINT and SIGTERM held back.
+
+    Between the fork and ``_leave_stop_signals_to_the_trainer`` a worker still dies of a stop
+    signal (torch installs its own SIGTERM handler there). Held back, the signal waits: the
+    trainer gets it once the workers exist, and the workers drop it when they start ignoring it.
+    """
+    if not loader.num_workers:
+        return iter(loader)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def make_loader(

@@ -33,6 +33,7 @@ from anyrestore.training.batches import (
     degrade_on_device,
     item_seed,
     make_loader,
+    start_batches,
     to_device,
 )
 from anyrestore.training.config import Config, resolve, validate
@@ -263,7 +264,7 @@ def _run(
                 sampler.set_start(run.batch_in_epoch * batch)
                 loader = make_loader(items, sampler, batch, config, run.epoch, device)
                 t0 = time.perf_counter()
-                for data in loader:
+                for data in start_batches(loader):
                     lq, gt, kinds = to_device(data, device, memory_format)
                     if on_device:
                         lq = degrade_on_device(

@@ -1,0 +1,47 @@
+"""Loader workers and stop signals: a stop reaches the trainer, never a half-started worker."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import torch
+from torch.utils.data import Dataset
+
+from anyrestore.training.batches import (
+    ResumableSampler,
+    SeededItems,
+    make_loader,
+    start_batches,
+)
+from anyrestore.training.config import Config, load_config
+
+
+class Numbers(Dataset):
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([index])
+
+
+def _loader(config: Config):
+    items = SeededItems(Numbers(), config.seed)
+    sampler = ResumableSampler(items, num_replicas=1, rank=0, seed=config.seed)
+    return make_loader(items, sampler, 4, config, 0, torch.device("cpu"))
+
+
+def test_workers_survive_a_stop_signal_sent_while_they_start() -> None:
+    # The group-wide SIGTERM of `timeout` or a scheduler can land in the instant a worker of a
+    # new epoch is forked; it must not kill the worker (the trainer then failed, exit 1).
+    config = load_config(overrides=["data.workers=2"])
+    before = {p.pid for p in multiprocessing.active_children()}
+    batches = start_batches(_loader(config))
+    workers = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)
+    seen = sorted(int(i) for batch in batches for i in batch)
+    assert seen == list(range(16))
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # restored
