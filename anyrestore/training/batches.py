@@ -155,10 +155,13 @@ def make_loader(
     sampler: ResumableSampler,
     batch: int,
     config: Config,
-    epoch: int,
     device: torch.device,
 ) -> DataLoader:
-    """The loader for one epoch (from the sampler's current start)."""
+    """The run's loader. Its workers are forked once and serve every epoch: forking the trainer
+    (gigabytes, with a teacher) each epoch made its every later page write a copy and slowed
+    the steps after each epoch boundary. The sampler's ``set_epoch``/``set_start`` before each
+    ``start_batches`` pick what an epoch loads; the items seed themselves, so which worker
+    loads an item does not change it."""
     workers = config.data.workers
     return DataLoader(
         items,
@@ -167,11 +170,11 @@ def make_loader(
         drop_last=True,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=bool(workers),
         prefetch_factor=4 if workers else None,
         worker_init_fn=_leave_stop_signals_to_the_trainer if workers else None,
         # Own generator: creating the loader must not advance the global RNG (exact resume).
-        generator=torch.Generator().manual_seed(item_seed(config.seed, epoch, 17)),
+        generator=torch.Generator().manual_seed(item_seed(config.seed, 17)),
     )
 
 

@@ -257,12 +257,12 @@ def _run(
     finished = False
     tic = time.perf_counter()
     window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0}
+    loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
         try:
             while run.step < total_steps:
                 sampler.set_epoch(run.epoch)
                 sampler.set_start(run.batch_in_epoch * batch)
-                loader = make_loader(items, sampler, batch, config, run.epoch, device)
                 t0 = time.perf_counter()
                 for data in start_batches(loader):
                     lq, gt, kinds = to_device(data, device, memory_format)

@@ -29,7 +29,7 @@ class Numbers(Dataset):
 def _loader(config: Config):
     items = SeededItems(Numbers(), config.seed)
     sampler = ResumableSampler(items, num_replicas=1, rank=0, seed=config.seed)
-    return make_loader(items, sampler, 4, config, 0, torch.device("cpu"))
+    return make_loader(items, sampler, 4, config, torch.device("cpu"))
 
 
 def test_workers_survive_a_stop_signal_sent_while_they_start() -> None:
@@ -45,3 +45,26 @@ def test_workers_survive_a_stop_signal_sent_while_they_start() -> None:
     seen = sorted(int(i) for batch in batches for i in batch)
     assert seen == list(range(16))
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # restored
+
+
+def test_one_set_of_workers_serves_every_epoch_in_the_samplers_order() -> None:
+    config = load_config(overrides=["data.workers=2"])
+    loader = _loader(config)
+    sampler = loader.sampler
+    epochs, workers = [], []
+    for epoch, start in ((0, 0), (1, 0), (2, 8)):  # the last as a run resumed mid-epoch
+        sampler.set_epoch(epoch)
+        sampler.set_start(start)
+        seen = []
+        for batch in start_batches(loader):
+            seen += [int(i) for i in batch]
+            if len(seen) == 4:  # while the epoch is being loaded
+                workers.append({p.pid for p in multiprocessing.active_children()})
+        epochs.append(seen)
+        expected = [index for _, index in sampler]
+        assert epochs[-1] == expected
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(16))
+    assert epochs[0] != epochs[1]  # reshuffled
+    assert len(epochs[2]) == 8
+    assert len(workers[0]) == 2
+    assert workers[0] == workers[1] == workers[2]  # forked once, not once per epoch
