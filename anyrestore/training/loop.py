@@ -260,7 +260,8 @@ def _run(
     loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
         try:
-            while run.step < total_steps:
+            # A run resumed at or past --stop-at has nothing to do in this invocation.
+            while run.step < total_steps and not (stop_at and run.step >= stop_at):
                 sampler.set_epoch(run.epoch)
                 sampler.set_start(run.batch_in_epoch * batch)
                 t0 = time.perf_counter()

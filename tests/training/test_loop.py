@@ -78,6 +78,10 @@ def test_resume_gives_bitwise_identical_weights(photos: Path, tmp_path: Path) ->
     part = train(_tiny(photos, tmp_path / "split"), stop_at=3)
     assert not part.finished and part.step == 3
     assert load_state(part.checkpoint)["progress"]["step"] == 3
+    # Running the same command again (a script retried) does not train past --stop-at.
+    again = train(_tiny(photos, tmp_path / "split"), resume=part.checkpoint, stop_at=3)
+    assert not again.finished and again.step == 3
+    assert load_state(part.checkpoint)["progress"]["step"] == 3
     # Resume with a DataLoader worker this time: items are seeded per (epoch, index), so
     # which process loads them does not matter.
     resumed = train(_tiny(photos, tmp_path / "split", "data.workers=1"), resume=part.checkpoint)
