@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Train a chain of recipes, each stage starting from the previous stage's exported weights:
+# how a release that was trained in stages is reproduced with one command.
+#
+#   bash scripts/train_chain.sh CHAIN DATA_ROOT [RUNS]
+#
+# CHAIN lists one stage per line: a recipe (relative to the chain file) and the step to stop it
+# at (0: the recipe's own step count); `#` starts a comment. DATA_ROOT becomes every stage's
+# data.root. RUNS (default runs/<chain name>) gets a run folder and an export per stage,
+# RUNS/<recipe name>.safetensors (fp32, so the next stage starts from exactly what this one
+# learnt); the last stage's export is the chain's result. Run it again after an interruption:
+# finished stages are skipped, the interrupted one resumes from its last.pt. Extra arguments
+# for every stage go in TRAIN_ARGS (e.g. "--set train.threads=4"); PYTHON picks the
+# interpreter (default python).
+set -euo pipefail
+
+chain=${1:?usage: train_chain.sh CHAIN DATA_ROOT [RUNS]}
+data=${2:?usage: train_chain.sh CHAIN DATA_ROOT [RUNS]}
+[ -f "$chain" ] || { echo "train_chain.sh: no such chain file: $chain" >&2; exit 2; }
+[ -d "$data" ] || { echo "train_chain.sh: no such folder: $data" >&2; exit 2; }
+name=$(basename "$chain"); name=${name%.*}
+runs=${3:-runs/$name}
+here=$(dirname "$chain")
+python=${PYTHON:-python}
+read -r -a extra <<< "${TRAIN_ARGS:-}"
+
+# Read and check every stage before training any.
+configs=() stops=()
+while IFS= read -r line || [ -n "$line" ]; do
+    read -r config stop _ <<< "${line%%#*}"
+    [ -n "${config:-}" ] || continue
+    n=$((${#configs[@]} + 1))
+    [ -f "$here/$config" ] || { echo "train_chain.sh: stage $n: no such recipe: $here/$config" >&2; exit 2; }
+    [[ "${stop:-0}" =~ ^[0-9]+$ ]] || { echo "train_chain.sh: stage $n: stop step is not a number: $stop" >&2; exit 2; }
+    configs+=("$config") stops+=("${stop:-0}")
+done < "$chain"
+[ "${#configs[@]}" -gt 0 ] || { echo "train_chain.sh: no stages in $chain" >&2; exit 2; }
+
+mkdir -p "$runs"
+previous=""
+for i in "${!configs[@]}"; do
+    config=${configs[$i]} stop=${stops[$i]}
+    stem=${config##*/}; stem=${stem%.toml}
+    run="$runs/$stem"
+    export="$runs/$stem.safetensors"
+    if [ ! -f "$export" ]; then
+        args=(-c "$here/$config" --no-progress --set "out=$run" --set "data.root=$data")
+        [ -n "$previous" ] && args+=(--set "train.init_from=$previous")
+        [ "$stop" -gt 0 ] && args+=(--stop-at "$stop")
+        [ -f "$run/last.pt" ] && args+=(--resume "$run/last.pt")
+        echo "== stage $((i + 1)): $config" >&2
+        "$python" -m anyrestore train "${args[@]}" "${extra[@]}" </dev/null
+        "$python" -m anyrestore train export "$run/last.pt" -o "$export" --dtype fp32 </dev/null
+    fi
+    previous=$export
+done
+echo "$previous"
