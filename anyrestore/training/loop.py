@@ -260,7 +260,7 @@ def _run(
     loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
         try:
-            # A run resumed at or past --stop-at has nothing to do in this invocation.
+            # --stop-at ends this invocation there, and at once for a run resumed at or past it.
             while run.step < total_steps and not (stop_at and run.step >= stop_at):
                 sampler.set_epoch(run.epoch)
                 sampler.set_start(run.batch_in_epoch * batch)
@@ -337,7 +337,7 @@ def _run(
                     if done or stop:
                         break
                     t0 = time.perf_counter()
-                if stop_requested["signum"] is not None or (stop_at and run.step == stop_at):
+                if stop_requested["signum"] is not None:
                     break
             finished = run.step >= total_steps
             if finished:
