@@ -24,8 +24,9 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM
 
 
-#: The one-line message of each stop signal.
+#: The signals that stop a command cleanly, and the one-line message of each.
 SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+STOP_SIGNALS = frozenset(SIGNAL_WORDS)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -4,10 +4,12 @@ import os
 import signal
 import sys
 
+from anyrestore.errors import SIGNAL_WORDS, STOP_SIGNALS
+
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     # Until the command runs there is nothing to clean up: one line and the shell's exit code.
-    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    word = SIGNAL_WORDS.get(signum, "interrupted")
     try:
         os.write(2, f"anyrestore: error: {word}\n".encode())
     except OSError:
@@ -26,5 +28,5 @@ def is_program() -> bool:
 # Started as the program, not imported by a test or a library user: Ctrl-C while Typer, Rich
 # and torch are still being imported must not print a traceback.
 if is_program():
-    for _sig in (signal.SIGINT, signal.SIGTERM):
+    for _sig in STOP_SIGNALS:
         signal.signal(_sig, _exit_on_signal)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from anyrestore.errors import ConfigError, DataError
+from anyrestore.errors import STOP_SIGNALS, ConfigError, DataError
 from anyrestore.training.config import Config
 
 
@@ -119,9 +119,6 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"data: {exc}") from None
     return train_set, val_set, bool(on_device)
-
-
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:

@@ -23,7 +23,14 @@ import torch
 from rich.console import Console
 
 from anyrestore.compute import autocast, choose_path, reuse_freed_memory
-from anyrestore.errors import ConfigError, DataError, DeviceError, Interrupted, UsageError
+from anyrestore.errors import (
+    STOP_SIGNALS,
+    ConfigError,
+    DataError,
+    DeviceError,
+    Interrupted,
+    UsageError,
+)
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
@@ -487,7 +494,7 @@ def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
             raise Interrupted(signum)
         flag["signum"] = signum
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
