@@ -9,7 +9,8 @@
 # data.root. RUNS (default runs/<chain name>) gets a run folder and an export per stage,
 # RUNS/<recipe name>.safetensors (fp32, so the next stage starts from exactly what this one
 # learnt); the last stage's export is the chain's result. Run it again after an interruption:
-# finished stages are skipped, the interrupted one resumes from its last.pt. Extra arguments
+# finished stages are skipped, the interrupted one resumes from its last.pt. Two stages may not
+# share a recipe file name (their run folders would be one). Extra arguments
 # for every stage go in TRAIN_ARGS (e.g. "--set train.threads=4"); PYTHON picks the
 # interpreter (default python).
 set -euo pipefail
@@ -32,6 +33,12 @@ while IFS= read -r line || [ -n "$line" ]; do
     n=$((${#configs[@]} + 1))
     [ -f "$here/$config" ] || { echo "train_chain.sh: stage $n: no such recipe: $here/$config" >&2; exit 2; }
     [[ "${stop:-0}" =~ ^[0-9]+$ ]] || { echo "train_chain.sh: stage $n: stop step is not a number: $stop" >&2; exit 2; }
+    stem=${config##*/}; stem=${stem%.toml}
+    for c in "${configs[@]}"; do
+        other=${c##*/}; other=${other%.toml}
+        # Run folders and exports are named after the recipe file: two stages may not share one.
+        [ "$other" != "$stem" ] || { echo "train_chain.sh: stage $n: a recipe named $stem.toml is already a stage: rename one" >&2; exit 2; }
+    done
     configs+=("$config") stops+=("${stop:-0}")
 done < "$chain"
 [ "${#configs[@]}" -gt 0 ] || { echo "train_chain.sh: no stages in $chain" >&2; exit 2; }

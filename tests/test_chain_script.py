@@ -83,6 +83,19 @@ def test_a_missing_recipe_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "runs" / "first").exists()  # checked before any training
 
 
+def test_two_stages_may_not_share_a_run_folder(tmp_path: Path) -> None:
+    chain, photos = _chain(tmp_path)
+    (chain.parent / "other").mkdir()
+    shutil.copy(chain.parent / "first.toml", chain.parent / "other" / "first.toml")
+    chain.write_text("first.toml 0\nother/first.toml 0\n")
+    bad = _run(chain, photos, tmp_path / "runs")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "train_chain.sh: stage 2: a recipe named first.toml is already a stage: rename one"
+    )
+    assert not (tmp_path / "runs" / "first").exists()  # checked before any training
+
+
 @pytest.mark.parametrize("chain", sorted((ROOT / "configs").glob("*.chain")), ids=lambda p: p.name)
 def test_shipped_chains_name_recipes_that_load_and_stop_inside_their_runs(chain: Path) -> None:
     from anyrestore.training.config import load_config
