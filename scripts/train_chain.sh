@@ -26,7 +26,7 @@ python=${PYTHON:-python}
 read -r -a extra <<< "${TRAIN_ARGS:-}"
 
 # Read and check every stage before training any.
-configs=() stops=()
+configs=() stops=() stems=()
 while IFS= read -r line || [ -n "$line" ]; do
     read -r config stop _ <<< "${line%%#*}"
     [ -n "${config:-}" ] || continue
@@ -34,20 +34,18 @@ while IFS= read -r line || [ -n "$line" ]; do
     [ -f "$here/$config" ] || { echo "train_chain.sh: stage $n: no such recipe: $here/$config" >&2; exit 2; }
     [[ "${stop:-0}" =~ ^[0-9]+$ ]] || { echo "train_chain.sh: stage $n: stop step is not a number: $stop" >&2; exit 2; }
     stem=${config##*/}; stem=${stem%.toml}
-    for c in "${configs[@]}"; do
-        other=${c##*/}; other=${other%.toml}
+    for other in "${stems[@]}"; do
         # Run folders and exports are named after the recipe file: two stages may not share one.
         [ "$other" != "$stem" ] || { echo "train_chain.sh: stage $n: a recipe named $stem.toml is already a stage: rename one" >&2; exit 2; }
     done
-    configs+=("$config") stops+=("${stop:-0}")
+    configs+=("$config") stops+=("${stop:-0}") stems+=("$stem")
 done < "$chain"
 [ "${#configs[@]}" -gt 0 ] || { echo "train_chain.sh: no stages in $chain" >&2; exit 2; }
 
 mkdir -p "$runs"
 previous=""
 for i in "${!configs[@]}"; do
-    config=${configs[$i]} stop=${stops[$i]}
-    stem=${config##*/}; stem=${stem%.toml}
+    config=${configs[$i]} stop=${stops[$i]} stem=${stems[$i]}
     run="$runs/$stem"
     export="$runs/$stem.safetensors"
     if [ ! -f "$export" ]; then
