@@ -1,0 +1,146 @@
+"""Eager against ``torch.compile`` (inductor) in one process: is compiling worth it here?
+
+The eager path is channels-last with fused layers already; what a compiler can still remove is
+the element-wise traffic between them, which is what is left once the convolutions and matrix
+products run on AMX. This prints the first compiled call (the compile itself), the best of
+the following calls and the eager time, for a forward pass of the shipped weights or a
+training step (forward, L1 loss, backward, Adam). Not a test: run it by hand on a quiet
+machine, e.g.
+
+    python benchmarks/compile_speed.py --what forward --model anyir_t --size 512 --precision bf16
+    python benchmarks/compile_speed.py --what train --model anyir_t --crop 128 --batch 4
+
+The forward pass runs as a whole image (``whole_maps``): the band-wise layers would otherwise
+give the compiler a Python loop over bands. Inductor's on-disk cache makes a second run of the
+same command compile faster; ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1`` measures a cold start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from anyrestore.compute import cpu_name, native_bf16, reuse_freed_memory, set_threads
+from anyrestore.models import create_model, list_models
+from anyrestore.models.layers.bands import whole_maps
+from anyrestore.weights.checkpoint import load_checkpoint
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "anyrestore" / "weights" / "embedded"
+
+
+def best_of(fn: Callable[[], object], rounds: int) -> float:
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.float().clamp(0, 1) - b.float().clamp(0, 1)).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def forward(args: argparse.Namespace) -> dict:
+    shipped = EMBEDDED / f"{args.model}-synthetic.safetensors"
+    if shipped.is_file():
+        model = load_checkpoint(shipped)
+    else:  # variants without shipped weights: the same cost with seeded random ones
+        torch.manual_seed(0)
+        model = create_model(args.model)
+    model = model.eval().to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 9, 9, generator=g), size=(args.size, args.size), mode="bicubic"
+    )
+    noisy = smooth + 0.1 * torch.randn(1, 3, args.size, args.size, generator=g)
+    x = noisy.clamp(0, 1).contiguous(memory_format=torch.channels_last)
+    bf16 = args.precision == "bf16"
+
+    def run(m: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad(), whole_maps(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return m(x)
+
+    with torch.no_grad(), whole_maps():
+        reference = model(x)  # fp32 eager: what both outputs are compared with
+    run(model)
+    eager = best_of(lambda: run(model), args.rounds)
+    eager_out = run(model)
+    torch._inductor.config.freezing = True  # weights are constants: lets inductor pre-pack them
+    compiled_model = torch.compile(model)
+    first = best_of(lambda: run(compiled_model), 1)
+    compiled = best_of(lambda: run(compiled_model), args.rounds)
+    return {
+        "eager_s": round(eager, 3),
+        "compiled_s": round(compiled, 3),
+        "first_compiled_call_s": round(first, 1),
+        "speedup": round(eager / compiled, 2),
+        "eager_vs_fp32_db": round(psnr(eager_out, reference), 1),
+        "compiled_vs_fp32_db": round(psnr(run(compiled_model), reference), 1),
+    }
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(0)
+    model = create_model(args.model).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    shape = (args.batch, 3, args.crop, args.crop)
+    gt = torch.rand(shape).contiguous(memory_format=torch.channels_last)
+    lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).contiguous(memory_format=torch.channels_last)
+    bf16 = args.precision == "bf16"
+
+    def step_of(m: torch.nn.Module) -> Callable[[], float]:
+        def step() -> float:
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                out = m(lq)
+            loss = (out.float() - gt).abs().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        return step
+
+    eager_step = step_of(model)
+    eager_step()
+    eager = best_of(eager_step, args.rounds)
+    compiled_step = step_of(torch.compile(model))
+    first = best_of(compiled_step, 1)
+    compiled = best_of(compiled_step, args.rounds)
+    return {
+        "eager_s_per_step": round(eager, 3),
+        "compiled_s_per_step": round(compiled, 3),
+        "first_compiled_step_s": round(first, 1),
+        "speedup": round(eager / compiled, 2),
+        "steps_to_repay_compile": math.ceil(first / max(eager - compiled, 1e-9)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--what", choices=["forward", "train"], default="forward")
+    parser.add_argument("--model", choices=list_models(), default="anyir_t")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    parser.add_argument("--size", type=int, default=512, help="forward: square input side")
+    parser.add_argument("--crop", type=int, default=128, help="train: crop side")
+    parser.add_argument("--batch", type=int, default=4, help="train: crops per step")
+    parser.add_argument("--rounds", type=int, default=3, help="timed calls after warm-up")
+    parser.add_argument("--threads", type=int, default=0, help="0: every core")
+    args = parser.parse_args()
+    reuse_freed_memory()  # as the CLI does
+    threads = set_threads(args.threads or None)
+    result = forward(args) if args.what == "forward" else train(args)
+    cpu = f"{cpu_name()} ({native_bf16() or 'no native bf16'})"
+    record = {**vars(args), "cpu": cpu, "threads": threads, **result}
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
