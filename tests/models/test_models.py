@@ -155,6 +155,31 @@ def test_the_ffn_branches_computed_apart_are_restormers_gdfn() -> None:
         torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels, patch", [(16, 16), (16, 4), (32, 8), (3, 2)])
+def test_a_patch_convolution_is_the_strided_convolution_in_fp32_and_bf16(channels, patch) -> None:
+    # ClusIR's key/value embedding: the GEMM form must compute nn.Conv2d(k, stride=k), and its
+    # bf16 result must stay within bf16 rounding of fp32 (oneDNN's own bf16 kernel for 16
+    # channels and k >= 4 returns wrong values on AMX CPUs).
+    from anyrestore.models.layers.pointwise import PatchConv
+
+    torch.manual_seed(0)
+    layer = PatchConv(channels, 24, patch)
+    x = torch.randn(2, channels, 6 * patch, 4 * patch).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    ref = torch.nn.functional.conv2d(x, layer.weight, layer.bias, stride=patch)
+    out = layer(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    weights = torch.linspace(-1, 1, ref.numel()).view_as(ref)
+    leaves = [x, layer.weight, layer.bias]
+    grads = torch.autograd.grad((out * weights).sum(), leaves)
+    for got, want in zip(grads, torch.autograd.grad((ref * weights).sum(), leaves), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        low = layer(x)
+    assert low.dtype == torch.bfloat16
+    assert float((low.float() - ref.detach()).norm() / ref.detach().norm()) < 0.01
+
+
 def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatch) -> None:
     # Large maps go through the FFN in bands of rows (memory); the result must not change.
     import anyrestore.models.layers.bands as bands

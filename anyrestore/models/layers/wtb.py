@@ -23,6 +23,7 @@ from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_
 from anyrestore.models.layers.ffn import GatedDconvFFN
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
+from anyrestore.models.layers.pointwise import PatchConv
 from anyrestore.models.layers.wavelets import DWT, IDWT
 
 # The CPU's fused attention kernel is invisible to the flop counter unless told its cost, which
@@ -54,7 +55,7 @@ class WaveletAttention(nn.Module):
         self.dwt = DWT(wavelet)
         self.idwt = IDWT(wavelet)
         self.filter = nn.Sequential(nn.Conv2d(4 * reduced, 4 * reduced, 3, padding=1), nn.GELU())
-        self.kv_embed = nn.Conv2d(4 * reduced, dim, kv_stride, stride=kv_stride)
+        self.kv_embed = PatchConv(4 * reduced, dim, kv_stride)
         self.kv_norm = nn.LayerNorm(dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Conv2d(dim + reduced, dim, 1)
