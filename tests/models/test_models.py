@@ -155,6 +155,38 @@ def test_the_ffn_branches_computed_apart_are_restormers_gdfn() -> None:
         torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)
 
 
+def test_layer_norm_on_bf16_maps_gives_the_bf16_kernels_values_and_fp32_gradients() -> None:
+    # Under CPU autocast a bf16 map takes an fp32 detour through the norm (speed): the values
+    # must be what PyTorch's bf16-input kernel gives, the gradients those of the fp32 norm
+    # (the bf16-input kernel's scale and shift gradients are several percent off here).
+    from anyrestore.models.layers.norm import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(12)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    x = torch.randn(2, 12, 9, 7).contiguous(memory_format=torch.channels_last)
+    x = x.bfloat16().requires_grad_()
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        y = x.permute(0, 2, 3, 1)
+        y = torch.nn.functional.layer_norm(y, (12,), norm.weight, norm.bias, norm.eps)
+        return y.permute(0, 3, 1, 2)
+
+    with torch.autocast("cpu", torch.bfloat16):
+        out, bf16_kernel = norm(x), kernel(x)
+    assert out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, bf16_kernel, rtol=0, atol=0)
+    x32 = x.detach().float().requires_grad_()
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    grads = torch.autograd.grad((out.float() * weights).sum(), [x, norm.weight, norm.bias])
+    wants = torch.autograd.grad((kernel(x32) * weights).sum(), [x32, norm.weight, norm.bias])
+    for got, want in zip(grads, wants, strict=True):
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("channels, patch", [(16, 16), (16, 4), (32, 8), (3, 2)])
 def test_a_patch_convolution_is_the_strided_convolution_in_fp32_and_bf16(channels, patch) -> None:
     # ClusIR's key/value embedding: the GEMM form must compute nn.Conv2d(k, stride=k), and its
