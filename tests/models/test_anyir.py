@@ -20,7 +20,7 @@ from anyrestore.models.layers.fusion import (
     frequency_fusion,
     frequency_fusion_fft,
 )
-from anyrestore.models.layers.gated import GatedDA, PreviewGatedDA
+from anyrestore.models.layers.gated import GatedDA, PreviewGatedDA, channel_var_mean
 from anyrestore.models.layers.globalstats import (
     frozen_global_stats,
     has_global_stats,
@@ -182,6 +182,29 @@ def test_gated_da_temperature_uses_image_channel_statistics(gate_cls: type) -> N
     mu = f_hat.mean(dim=(2, 3), keepdim=True)
     sigma = f_hat.std(dim=(2, 3), unbiased=False, keepdim=True)
     torch.testing.assert_close(gate.stats._stored, torch.sigmoid(mu + sigma), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_channel_statistics_by_matrix_products_are_var_mean(layout) -> None:
+    # GatedDA's image-wide mean and variance come from two matrix products (speed): values and
+    # gradients must be torch.var_mean's, in fp32 also for a bf16 map.
+    torch.manual_seed(0)
+    x = (torch.randn(2, 5, 13, 11) * 3 + 4).contiguous(memory_format=layout).requires_grad_()
+    var, mu = channel_var_mean(x)
+    want_var, want_mu = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
+    torch.testing.assert_close(var, want_var, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mu, want_mu, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad((2 * var + mu).sum(), x)[0]
+    want = torch.autograd.grad((2 * want_var + want_mu).sum(), x)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        low_var, low_mu = channel_var_mean(x.bfloat16())
+        ref_var, ref_mu = torch.var_mean(
+            x.bfloat16().float(), dim=(2, 3), correction=0, keepdim=True
+        )
+    assert low_var.dtype == low_mu.dtype == torch.float32
+    torch.testing.assert_close(low_var, ref_var, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(low_mu, ref_mu, rtol=1e-5, atol=1e-5)
 
 
 def test_recorded_statistics_replay_to_the_live_output() -> None:
