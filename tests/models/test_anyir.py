@@ -47,8 +47,10 @@ def test_params_and_macs_match_the_paper(name: str, built_model) -> None:
     model = built_model(name)
     assert count_params(model) == params
     # Every counted op (conv, attention matmul) scales with the pixel count and 56 needs no
-    # padding, so 16x the 56x56 count is the 224x224 count (checked exactly below).
-    assert abs(16 * count_macs(model, 56) / macs - 1) < 0.01
+    # padding, so 16x the 56x56 count is the 224x224 count (checked exactly below). The
+    # released code's shapes give Tab. 11's GMACs to the digit; a fast path's extra products
+    # (e.g. statistics as matrix products) must not leak into the count.
+    assert round(16 * count_macs(model, 56) / 1e9, 2) == round(macs / 1e9, 2)
 
 
 def test_preview_layout_keeps_its_own_size() -> None:

@@ -56,15 +56,20 @@ def channel_var_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return var.view(b, c, 1, 1), mu.view(b, c, 1, 1)
 
 
-def temperature_factor(f_hat: torch.Tensor, delta: float) -> torch.Tensor:
+def temperature_factor(f_hat: torch.Tensor, delta: float, as_written: bool = False) -> torch.Tensor:
     """Alg. 1 steps 2-4: Delta = sigmoid(mu + sigma) per image and channel, in float32.
 
     Image-wide statistics, so computed in float32: bf16 would round the variance away.
+    ``as_written`` takes them with ``torch.var_mean`` (no multiply-accumulates to count)
+    instead of the faster matrix products.
     """
     # Alg. 1 steps 2-3: per-channel mean and (population) variance over all pixels; delta
     # under the root keeps the gradient finite when a channel is constant (e.g. a 1x1
     # bottleneck)
-    var, mu = channel_var_mean(f_hat)
+    if as_written:
+        var, mu = torch.var_mean(f_hat.float(), dim=(2, 3), correction=0, keepdim=True)
+    else:
+        var, mu = channel_var_mean(f_hat)
     sigma = torch.sqrt(var + delta)
     # Alg. 1 step 4: temperature adjustment factor
     return torch.sigmoid(mu + sigma)
@@ -81,6 +86,8 @@ class _GatedBody(nn.Module):
     steps.
     """
 
+    #: Set by ``anyrestore.models.base.step_by_step``: the statistics as Alg. 1 writes them.
+    step_by_step: bool = False
     parts: dict[str, tuple[int, int]]
     delta: float
     norm: nn.Module
@@ -105,7 +112,9 @@ class _GatedBody(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Alg. 1 step 1: normalise
         f_hat = self.norm(x)
-        delta = self.stats(lambda: temperature_factor(f_hat, self.delta), batch=x.shape[0])
+        delta = self.stats(
+            lambda: temperature_factor(f_hat, self.delta, self.step_by_step), batch=x.shape[0]
+        )
         scale = 1 + self._tau_alpha(delta)
         # The rest is pixel-local but for W_depth: in bands of rows without gradients.
         return in_bands(
