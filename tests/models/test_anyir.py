@@ -149,12 +149,13 @@ def test_gated_da_parts_computed_apart_are_alg1_as_written(gate_cls: type) -> No
         assert torch.equal(inputs[1], x.detach())  # the residual is read, never written
 
 
-@pytest.mark.parametrize("heads", [1, 2, 4])
-def test_attention_from_one_gram_matrix_is_eq7_as_written(heads: int) -> None:
+@pytest.mark.parametrize("heads, bias", [(1, False), (2, True), (4, False)])
+def test_attention_from_one_gram_matrix_is_eq7_as_written(heads: int, bias: bool) -> None:
     # q.k and both norms come from one Gram matrix of [q | k]; Eq. (7) computes a matrix
-    # product and the norms apart. Same attention, same gradients.
+    # product and the norms apart. Same attention, same gradients; and without gradients
+    # (one qkv map instead of the training path's two) the same attention again.
     torch.manual_seed(0)
-    attn = TransposedAttention(8, heads, project=False)
+    attn = TransposedAttention(8, heads, bias=bias, project=False)
     with torch.no_grad():
         attn.temperature.uniform_(0.5, 4.0)
     x = torch.randn(2, 8, 7, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -169,6 +170,8 @@ def test_attention_from_one_gram_matrix_is_eq7_as_written(heads: int) -> None:
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
     for got, want in zip(fast_grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), fast, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("gate_cls", [GatedDA, PreviewGatedDA])

@@ -8,11 +8,12 @@ pixel, so it is an image-wide statistic and goes through ``GlobalStat`` for tile
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.layers.bands import in_bands
 from anyrestore.models.layers.globalstats import GlobalStat
-from anyrestore.models.layers.pointwise import PointwiseConv
+from anyrestore.models.layers.pointwise import PointwiseConv, pointwise
 
 
 class TransposedAttention(nn.Module):
@@ -46,10 +47,20 @@ class TransposedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         heads, d = self.heads, c // self.heads
-        # In bands of rows without gradients (memory; the 3x3 depthwise conv needs one row)
-        qkv = in_bands(lambda t: self.qkv_dw(self.qkv(t)), (x,), halo=1)
-        tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)  # a view when channels-last
-        q, k, v = tokens.split(c, dim=-1)
+        if torch.is_grad_enabled():
+            # Training: [q | k] and v as two dense maps from their own rows of the 1x1 and
+            # depthwise convs (same parameters). As a channel slice of one qkv map, [q | k]
+            # is copied whole before the Gram matrix's product and again in its backward.
+            qk = self._project(x, 0, 2 * c).permute(0, 2, 3, 1).reshape(b, h * w, 2 * c)
+            v = self._project(x, 2 * c, 3 * c).permute(0, 2, 3, 1).reshape(b, h * w, c)
+            q, k = qk.split(c, dim=-1)
+        else:
+            # In bands of rows (memory; the 3x3 depthwise conv needs one row), one qkv map:
+            # two band loops cost as much as the copy they would save.
+            qkv = in_bands(lambda t: self.qkv_dw(self.qkv(t)), (x,), halo=1)
+            tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)  # views when channels-last
+            qk, v = tokens[..., : 2 * c], tokens[..., 2 * c :]
+            q, k = qk.split(c, dim=-1)
 
         def channel_attention() -> torch.Tensor:
             # Eq. (7): softmax(q_hat k_hat^T * temperature) per head, q_hat and k_hat
@@ -58,12 +69,11 @@ class TransposedAttention(nn.Module):
                 qh = q.reshape(b, h * w, heads, d).permute(0, 2, 3, 1)  # (b, heads, d, hw)
                 kh = k.reshape(b, h * w, heads, d).permute(0, 2, 1, 3)  # (b, heads, hw, d)
                 gram = (qh @ kh).float()
-                norms = torch.linalg.vector_norm(tokens[..., : 2 * c], dim=1, dtype=torch.float32)
+                norms = torch.linalg.vector_norm(qk, dim=1, dtype=torch.float32)
             else:
                 # One Gram matrix of [q | k] holds every q.k product (its off-diagonal block)
                 # and the squared norms (its diagonal): one pass over the pixels instead of a
                 # matrix product plus a strided reduction.
-                qk = tokens[..., : 2 * c]
                 full = (qk.transpose(1, 2) @ qk).float()  # (b, 2c, 2c)
                 norms = full.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
                 cross = full[:, :c, c:].reshape(b, heads, d, heads, d)
@@ -80,3 +90,13 @@ class TransposedAttention(nn.Module):
         out = (vh @ attn.transpose(-2, -1)).transpose(1, 2).reshape(b, h, w, c)
         out = out.permute(0, 3, 1, 2)  # channels-last (b, c, h, w)
         return self.proj(out) if self.proj is not None else out
+
+    def _project(self, x: torch.Tensor, first: int, end: int) -> torch.Tensor:
+        """Channels ``first:end`` of ``qkv_dw(qkv(x))``, computed from those rows alone."""
+        bias = self.qkv.bias
+        mixed = pointwise(
+            x, self.qkv.weight.flatten(1)[first:end], None if bias is None else bias[first:end]
+        )
+        dw = self.qkv_dw
+        dw_bias = None if dw.bias is None else dw.bias[first:end]
+        return F.conv2d(mixed, dw.weight[first:end], dw_bias, padding=1, groups=end - first)
