@@ -41,10 +41,10 @@ class _BatchNorm2d(nn.BatchNorm2d):
 def channel_var_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Population variance and mean of each image's channels over all pixels, (b, c, 1, 1) fp32.
 
-    ``torch.var_mean`` over (h, w) of a channels-last map is a strided one-pass reduction that
-    ran 3-6x slower on the CPU than two passes of matrix products: the mean is a row of 1/n
-    times the (pixels, channels) view, the variance the same row times the squared deviations
-    from it (as accurate: two-pass, fp32 accumulation).
+    ``torch.var_mean`` over (h, w) of a channels-last map is a strided one-pass reduction,
+    several times slower on the CPU than two passes of matrix products: the mean is a row of
+    1/n times the (pixels, channels) view, the variance the same row times the squared
+    deviations from it (as accurate: two-pass, fp32 accumulation).
     """
     b, c, h, w = x.shape
     rows = x.float().permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view of a channels-last map

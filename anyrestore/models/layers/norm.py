@@ -30,8 +30,8 @@ class LayerNorm2d(nn.Module):
             y = (y * torch.rsqrt(var + self.eps).to(y.dtype)) * self.weight.to(y.dtype)
         elif y.dtype == torch.bfloat16 and y.device.type == "cpu":
             # PyTorch's CPU kernel for a bf16 input with fp32 scale and shift (what autocast
-            # passes) is 2-3x slower, forward and backward, than the fp32 kernel on an fp32
-            # copy; both compute in fp32 and round the output to bf16.
+            # passes) is slower, forward and backward, than the fp32 kernel on an fp32 copy,
+            # and less exact in its scale and shift gradients; both give the same output.
             with torch.autocast("cpu", enabled=False):
                 y = F.layer_norm(y.float(), (y.shape[-1],), self.weight, self.bias, self.eps)
             y = y.to(torch.bfloat16)

@@ -55,8 +55,8 @@ class PatchConv(nn.Conv2d):
     patch: a pixel-unshuffle (whose channel order, channel then row then column, is the
     weight's own) and one matrix product. Besides skipping im2col, this keeps oneDNN's direct
     convolution out of the way: on a CPU with AMX (torch 2.13) its bf16 kernel for 16
-    channels and k >= 4 returns wrong values (relative error above 1), which made ClusIR's
-    bf16 output useless there. The input height and width must be multiples of k.
+    channels and k >= 4 returns wrong values, which made ClusIR's bf16 output useless there.
+    The input height and width must be multiples of k.
     """
 
     def __init__(self, in_channels: int, out_channels: int, patch: int, bias: bool = True) -> None:
