@@ -63,7 +63,4 @@ class PatchConv(nn.Conv2d):
         super().__init__(in_channels, out_channels, patch, stride=patch, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = F.pixel_unshuffle(x, self.stride[0])
-        if not patches.is_contiguous(memory_format=torch.channels_last):
-            patches = patches.contiguous(memory_format=torch.channels_last)
-        return pointwise(patches, self.weight.flatten(1), self.bias)
+        return pointwise(F.pixel_unshuffle(x, self.stride[0]), self.weight.flatten(1), self.bias)
