@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from anyrestore.compute import cpu_name, native_bf16, reuse_freed_memory, set_threads
+from anyrestore.metrics import psnr
 from anyrestore.models import create_model, list_models
 from anyrestore.models.layers.bands import whole_maps
 from anyrestore.weights.checkpoint import load_checkpoint
@@ -41,11 +42,6 @@ def best_of(fn: Callable[[], object], rounds: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = (a.float().clamp(0, 1) - b.float().clamp(0, 1)).pow(2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def forward(args: argparse.Namespace) -> dict:
@@ -69,7 +65,11 @@ def forward(args: argparse.Namespace) -> dict:
             return m(x)
 
     with torch.no_grad(), whole_maps():
-        reference = model(x)  # fp32 eager: what both outputs are compared with
+        reference = model(x).clamp(0, 1)  # fp32 eager: what both outputs are compared with
+
+    def db(out: torch.Tensor) -> float:
+        return round(float(psnr(out.float().clamp(0, 1), reference)), 1)
+
     run(model)
     eager = best_of(lambda: run(model), args.rounds)
     eager_out = run(model)
@@ -82,8 +82,8 @@ def forward(args: argparse.Namespace) -> dict:
         "compiled_s": round(compiled, 3),
         "first_compiled_call_s": round(first, 1),
         "speedup": round(eager / compiled, 2),
-        "eager_vs_fp32_db": round(psnr(eager_out, reference), 1),
-        "compiled_vs_fp32_db": round(psnr(run(compiled_model), reference), 1),
+        "eager_vs_fp32_db": db(eager_out),
+        "compiled_vs_fp32_db": db(run(compiled_model)),
     }
 
 
