@@ -43,6 +43,8 @@ log = logging.getLogger("anyrestore")
 
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: What runs the forward pass: eager PyTorch or OpenVINO (the ``openvino`` extra).
+RUNTIMES = ("auto", "torch", "openvino")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 #: bf16 must beat fp32 by this factor in the probe to be chosen: a margin for timing noise
@@ -53,9 +55,11 @@ PROBE_SIDE = 128
 
 __all__ = [
     "PRECISIONS",
+    "RUNTIMES",
     "ComputePath",
     "Precision",
     "autocast",
+    "cache_root",
     "choose_path",
     "cpu_name",
     "empty_cache",
@@ -227,16 +231,20 @@ class ComputePath:
     precision: Precision
     channels_last: bool
     reason: str
+    #: "torch" (eager PyTorch) or "openvino" (``anyrestore.engine.openvino_runtime``).
+    runtime: str = "torch"
 
     def describe(self) -> str:
-        layout = " channels-last" if self.channels_last else ""
-        return f"{self.device} {self.precision}{layout} ({self.reason})"
+        layout = " channels-last" if self.channels_last and self.runtime == "torch" else ""
+        runtime = " on OpenVINO" if self.runtime == "openvino" else ""
+        return f"{self.device} {self.precision}{layout}{runtime} ({self.reason})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "device": str(self.device),
             "precision": self.precision,
             "channels_last": self.channels_last,
+            "runtime": self.runtime,
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "reason": self.reason,
         }
@@ -267,17 +275,24 @@ def choose_path(
     *,
     model: nn.Module | None = None,
     probe: Probe | None = None,
+    runtime: str = "torch",
 ) -> ComputePath:
-    """Resolve ``device`` and ``precision`` ("auto" allowed) for ``model`` on this machine.
+    """Resolve ``device``, ``precision`` and ``runtime`` ("auto" allowed) for ``model`` here.
 
     ``model`` is what an automatic CPU choice is measured on; without it, a CPU with native
     bf16 gets fp32 (the choice that is never badly slow). ``probe`` replaces the measurement
-    (tests); it returns fp32 time / bf16 time.
+    (tests); it returns fp32 time / bf16 time. ``runtime="auto"`` takes OpenVINO where
+    ``openvino_chosen`` says so.
     """
     dev = resolve_device(device)
     precision = precision.strip().lower()
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    runtime = runtime.strip().lower()
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if runtime == "openvino" or (runtime == "auto" and openvino_chosen(dev, model)):
+        return _openvino_path(dev, precision, model, asked=runtime == "openvino")
     if precision != "auto":
         _check_supported(precision, dev)
         return ComputePath(dev, precision, True, "requested")  # type: ignore[arg-type]
@@ -298,6 +313,53 @@ def choose_path(
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
 
 
+def openvino_chosen(device: torch.device, model: nn.Module | None) -> bool:
+    """Whether ``runtime="auto"`` runs ``model`` on OpenVINO.
+
+    Where the CPU computes bf16 natively, OpenVINO's bf16 restores anyir_t about twice as
+    fast as the eager path even counting its one-off conversion on a large photo
+    (docs/performance.md); elsewhere it has not been measured to win, so eager PyTorch stays.
+    """
+    from anyrestore.engine import openvino_runtime
+
+    return (
+        device.type == "cpu"
+        and model is not None
+        and native_bf16() is not None
+        and openvino_runtime.available()
+        and openvino_runtime.unsupported_reason(model) is None
+    )
+
+
+def _openvino_path(
+    device: torch.device, precision: str, model: nn.Module | None, *, asked: bool
+) -> ComputePath:
+    from anyrestore.engine import openvino_runtime
+
+    if device.type != "cpu":
+        raise UsageError(f"the OpenVINO runtime runs on the CPU, not {device}; use --device cpu")
+    if not openvino_runtime.available():
+        raise UsageError(
+            "the OpenVINO runtime needs the openvino package: pip install 'anyrestore[openvino]'"
+        )
+    if model is not None:
+        reason = openvino_runtime.unsupported_reason(model)
+        if reason:
+            raise UsageError(reason)
+    isa = native_bf16()
+    why = "requested" if asked else f"{isa}, OpenVINO installed"
+    if precision == "auto":
+        precision = "bf16" if isa else "fp32"
+    elif precision not in ("fp32", "bf16"):
+        raise UsageError(f"OpenVINO runs fp32 or bf16 on the CPU, not {precision}")
+    elif precision == "bf16" and not isa:
+        raise UsageError(
+            "OpenVINO runs bf16 only on a CPU with native bf16 (AMX or AVX512-BF16); "
+            "use --precision fp32 or --runtime torch"
+        )
+    return ComputePath(device, precision, True, why, runtime="openvino")  # type: ignore[arg-type]
+
+
 def _check_supported(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not supported on the CPU; use fp32 or bf16")
@@ -308,12 +370,17 @@ def _check_supported(precision: str, device: torch.device) -> None:
 # -- the bf16 probe -------------------------------------------------------------------
 
 
-def _cache_file() -> Path:
+def cache_root() -> Path:
+    """Where measurements and converted models are kept: $ANYRESTORE_CACHE or ~/.cache."""
     root = os.environ.get("ANYRESTORE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "anyrestore",
     )
-    return Path(root) / "compute.json"
+    return Path(root)
+
+
+def _cache_file() -> Path:
+    return cache_root() / "compute.json"
 
 
 def _model_key(model: nn.Module) -> str:

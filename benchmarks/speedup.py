@@ -9,7 +9,9 @@ the best time of each is kept. Check out the old code first, e.g.
     python benchmarks/speedup.py --old /tmp/anyrestore-old --train --models anyir_t
 
 Restore: the shipped weights of each model through the engine's ``Restorer`` (whole image),
-the old tree at fp32, the new one at each ``--precision`` (default ``auto``, plus ``fp32``).
+the old tree at fp32, the new one at each ``--precision`` (default ``auto``, plus ``fp32``)
+and each ``--runtime`` (default ``auto``, as the CLI; ``torch,auto`` times eager PyTorch
+too). A first untimed call converts (OpenVINO) or warms up; the best of two after it counts.
 The new tree's output is compared with the old one's (PSNR; "same computation" means at
 least 60 dB for fp32). Training: samples/s of forward + L1 loss + backward + Adam at
 ``--crop`` px, batch ``--batch``. The CPU and its bf16 support are printed with the table.
@@ -38,13 +40,15 @@ try:  # what `anyrestore fix` does first, where the tree has it
 except ImportError:
     pass
 name, size, precision, out, layout = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+runtime = sys.argv[6]
 model = load_checkpoint(f"anyrestore/weights/embedded/{name}-synthetic.safetensors")
 g = torch.Generator().manual_seed(0)
 base = torch.nn.functional.interpolate(torch.rand(1, 3, 9, 9, generator=g), size=(size, size),
                                        mode="bicubic", align_corners=False)
 x = (base + 0.1 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)[0]
-r = Restorer(model, "cpu", precision, tile=0)
-r.restore_tensor(x)
+kwargs = {} if runtime == "-" else {"runtime": runtime}  # the old tree has no runtime
+r = Restorer(model, "cpu", precision, tile=0, **kwargs)
+r.restore_tensor(x)  # warm-up (and, on OpenVINO, conversion or loading and compiling)
 best = float("inf")
 for _ in range(2):
     t = time.perf_counter(); y = r.restore_tensor(x); best = min(best, time.perf_counter() - t)
@@ -109,6 +113,7 @@ def main() -> None:
     parser.add_argument("--models", default="anyir_t,clusir_t")
     parser.add_argument("--sizes", default="512", help="restore: square sides, comma-separated")
     parser.add_argument("--precision", default="auto,fp32", help="new tree's precisions")
+    parser.add_argument("--runtime", default="auto", help="new tree's runtimes (restore)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train", action="store_true", help="time training steps instead")
     parser.add_argument("--crop", type=int, default=128)
@@ -117,6 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     precisions = [p for p in args.precision.split(",") if p]
+    runtimes = [r for r in args.runtime.split(",") if r]
     from anyrestore.compute import cpu_name, native_bf16
 
     isa = native_bf16() or "no native bf16"
@@ -129,20 +135,26 @@ def main() -> None:
                 anyir = name.startswith("anyir")
                 # Training: the old tree only knows AnyIR's preview layout (1); both trees
                 # time that, and the new tree the released layout (2) as well.
-                jobs = [("old", args.old, "fp32", "-")]
+                jobs = [("old", args.old, "fp32", "-", "-")]
                 for p in precisions:
-                    jobs.append((p, NEW, p, "1" if anyir and args.train else "-"))
-                    if anyir and args.train:
-                        jobs.append((f"{p} layout 2", NEW, p, "2"))
+                    if args.train:
+                        jobs.append((p, NEW, p, "1" if anyir else "-", "-"))
+                        if anyir:
+                            jobs.append((f"{p} layout 2", NEW, p, "2", "-"))
+                        continue
+                    for rt in runtimes:
+                        jobs.append((p if len(runtimes) == 1 else f"{p} {rt}", NEW, p, "-", rt))
                 labels = [label for label, *_ in jobs]
                 for _ in range(args.rounds):
-                    for label, tree, precision, layout in jobs:
+                    for label, tree, precision, layout, runtime in jobs:
                         if args.train:
                             mode = "old" if label == "old" else precision
                             rec = _run(tree, _TRAIN, name, str(size), str(args.batch), mode, layout)
                         else:
                             out = str(Path(tmp) / f"{name}-{size}-{label}.pt")
-                            rec = _run(tree, _RESTORE, name, str(size), precision, out, "-")
+                            rec = _run(
+                                tree, _RESTORE, name, str(size), precision, out, "-", runtime
+                            )
                             rec["out"] = out
                         if label not in best or rec["seconds"] < best[label]["seconds"]:
                             best[label] = rec

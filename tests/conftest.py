@@ -31,9 +31,13 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The bf16 probe's cache goes to a temporary folder; subprocesses use one thread too."""
+    """The bf16 probe's and OpenVINO's caches go to a temporary folder; subprocesses use one
+    thread too."""
     os.environ["ANYRESTORE_CACHE"] = str(tmp_path_factory.mktemp("anyrestore-cache"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Commands run on eager PyTorch unless a test asks for OpenVINO (which converts the
+    # model once per weights file, a minute for the shipped ones).
+    os.environ.setdefault("ANYRESTORE_RUNTIME", "torch")
 
 
 @pytest.fixture(autouse=True)

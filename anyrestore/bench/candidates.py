@@ -34,6 +34,8 @@ class Candidate:
     compute: str = ""
     #: The precision it was asked for ("auto", "fp32", ...), to build its tiled twin with.
     precision: str = "auto"
+    #: The runtime it was asked for ("auto", "torch", "openvino"), likewise.
+    runtime: str = "torch"
     #: For a restorer told the degradation: called with the image and its kind instead.
     restore_known: Callable[[Tensor, str], Tensor] | None = None
 
@@ -91,7 +93,13 @@ def _unique(label: str, taken: set[str]) -> str:
 
 
 def build_restorer(
-    model: nn.Module, *, device: str, precision: str, tile: int | None, overlap: int | None
+    model: nn.Module,
+    *,
+    device: str,
+    precision: str,
+    tile: int | None,
+    overlap: int | None,
+    runtime: str = "torch",
 ) -> tuple[Callable[[Tensor], Tensor], str, str]:
     """The engine's ``restore_tensor`` for ``model``, its device and its compute path.
 
@@ -99,7 +107,9 @@ def build_restorer(
     """
     from anyrestore.engine import Restorer
 
-    restorer = Restorer(model, device=device, precision=precision, tile=tile, overlap=overlap)
+    restorer = Restorer(
+        model, device=device, precision=precision, tile=tile, overlap=overlap, runtime=runtime
+    )
     return restorer.restore_tensor, str(restorer.device), restorer.describe()
 
 
@@ -111,6 +121,7 @@ def resolve_candidates(
     random_init: bool = False,
     device: str = "auto",
     precision: str = "auto",
+    runtime: str = "torch",
     tile: int | None = 0,
     overlap: int | None = None,
 ) -> list[Candidate]:
@@ -143,11 +154,18 @@ def resolve_candidates(
 
     for label, source, model in loaded:
         restore, dev, compute = build_restorer(
-            model, device=device, precision=precision, tile=tile, overlap=overlap
+            model, device=device, precision=precision, tile=tile, overlap=overlap, runtime=runtime
         )
         out.append(
             Candidate(
-                _unique(label, taken), source, restore, model, dev, compute, precision=precision
+                _unique(label, taken),
+                source,
+                restore,
+                model,
+                dev,
+                compute,
+                precision=precision,
+                runtime=runtime,
             )
         )
     return out

@@ -33,6 +33,7 @@ class BenchConfig:
     random_init: bool = False
     device: str = "auto"
     precision: str | None = None  # None: fp32 for quality suites (as the papers), auto for speed
+    runtime: str | None = None  # None: torch for quality suites, auto for speed
     tile: int | None = None  # quality: None whole images (as the papers); speed: tiled sizes only
     overlap: int | None = None  # None: the model's tile_overlap_hint
     # quality suites
@@ -65,7 +66,9 @@ def run_bench(
     return _quality(config, progress)
 
 
-def _candidates(config: BenchConfig, precision: str, tile: int | None) -> list[Candidate]:
+def _candidates(
+    config: BenchConfig, precision: str, tile: int | None, runtime: str
+) -> list[Candidate]:
     return resolve_candidates(
         config.models,
         config.weights,
@@ -73,6 +76,7 @@ def _candidates(config: BenchConfig, precision: str, tile: int | None) -> list[C
         random_init=config.random_init,
         device=config.device,
         precision=precision,
+        runtime=runtime,
         tile=tile,
         overlap=config.overlap,
     )
@@ -97,7 +101,9 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
             photos = photos[: config.limit]
         pairs = synthetic_pairs(SYNTHETIC_KINDS, photos, max_side=config.max_side)
         total = len(photos) * len(SYNTHETIC_KINDS)
-    candidates = _candidates(config, config.precision or "fp32", config.tile or 0)
+    candidates = _candidates(
+        config, config.precision or "fp32", config.tile or 0, config.runtime or "torch"
+    )
     done = 0
 
     def on_pair(pair: Pair) -> None:
@@ -127,7 +133,8 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
     precisions = [p.strip() for p in (config.precision or "auto").split(",") if p.strip()]
     candidates: list[Candidate] = []
     for precision in precisions:
-        for cand in _candidates(config, precision, 0):  # whole images; tiled sizes: below
+        # whole images; tiled sizes: below
+        for cand in _candidates(config, precision, 0, config.runtime or "auto"):
             if len(precisions) > 1:
                 cand.label = f"{cand.label} [{precision}]"
             candidates.append(cand)
@@ -138,6 +145,7 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
             cand.model,
             device=cand.device,
             precision=cand.precision,
+            runtime=cand.runtime,
             tile=config.tile,  # None: the engine's automatic tile size for the device
             overlap=config.overlap,
         )

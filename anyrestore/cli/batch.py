@@ -40,6 +40,7 @@ from anyrestore.cli.options import (
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
+    RuntimeOpt,
     ThreadsOpt,
     TileOpt,
     TileOverlapOpt,
@@ -116,6 +117,7 @@ def batch_command(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    runtime: RuntimeOpt = "auto",
     threads: ThreadsOpt = None,
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
@@ -173,7 +175,9 @@ def batch_command(
         ) from None
 
     net, model_name = load_model(model, weights)
-    restorer = make_restorer(net, device, precision, tile, tile_overlap, threads=threads)
+    restorer = make_restorer(
+        net, device, precision, tile, tile_overlap, threads=threads, runtime=runtime
+    )
     if not quiet:
         say(f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}")
 

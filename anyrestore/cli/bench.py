@@ -68,6 +68,14 @@ def bench_command(
             "suite takes several, comma-separated, and times each path: auto,fp32,bf16."
         ),
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ANYRESTORE_RUNTIME",
+            help="auto, torch or openvino (default: torch for quality, auto for speed; see "
+            "`anyrestore fix --help`).",
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     tile: Annotated[
         int | None,
@@ -122,6 +130,7 @@ def bench_command(
         random_init=random_init,
         device=device,
         precision=precision,
+        runtime=runtime,
         tile=tile,
         overlap=overlap,
         data_root=data_root,

@@ -74,13 +74,16 @@ def make_restorer(
     overlap: int | None,
     on_tile: Callable[[int, int], None] | None = None,
     threads: int | None = None,
+    runtime: str = "auto",
 ) -> Restorer:
     from anyrestore.compute import reuse_freed_memory, set_threads
     from anyrestore.engine import Restorer
 
     set_threads(threads)
     reuse_freed_memory()
-    return Restorer(model, device, precision, tile=tile, overlap=overlap, on_tile=on_tile)
+    return Restorer(
+        model, device, precision, tile=tile, overlap=overlap, on_tile=on_tile, runtime=runtime
+    )
 
 
 def check_finite(rgb: np.ndarray, weights: str) -> None:

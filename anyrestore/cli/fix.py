@@ -31,6 +31,7 @@ from anyrestore.cli.options import (
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
+    RuntimeOpt,
     ThreadsOpt,
     TileOpt,
     TileOverlapOpt,
@@ -131,6 +132,7 @@ def fix_command(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    runtime: RuntimeOpt = "auto",
     threads: ThreadsOpt = None,
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
@@ -188,7 +190,7 @@ def fix_command(
         net, model_name = load_model(model, weights)
         progress, on_tile = tile_progress(err)
         restorer = make_restorer(
-            net, device, precision, tile, tile_overlap, on_tile, threads=threads
+            net, device, precision, tile, tile_overlap, on_tile, threads=threads, runtime=runtime
         )
         if not quiet:
             say(f"model {model_name} on {restorer.describe()}")

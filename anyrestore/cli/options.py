@@ -37,6 +37,15 @@ PrecisionOpt = Annotated[
         "measurement finds it faster, else fp32), fp32, fp16 or bf16.",
     ),
 ]
+RuntimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        envvar="ANYRESTORE_RUNTIME",
+        help="auto (OpenVINO where it is installed and the CPU has native bf16, else torch), "
+        "torch or openvino (pip install 'anyrestore[openvino]'; anyir models).",
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(

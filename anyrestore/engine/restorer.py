@@ -65,6 +65,8 @@ class Restorer:
     never tiles, ``tile=N`` tiles anything larger than N. ``overlap=None`` takes the model's
     ``tile_overlap_hint``. The model is moved to the device and layout and put in eval mode;
     ``precision="auto"`` may time it briefly once per machine (``anyrestore.compute``).
+    ``runtime`` is "torch", "openvino" or "auto" (``anyrestore.compute.choose_path``); on
+    OpenVINO the statistics of a tiled image are still recorded by the eager model.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Restorer:
         stats_side: int | None = None,
         stats_method: Method = DEFAULT_STATS_METHOD,
         on_tile: Callable[[int, int], None] | None = None,
+        runtime: str = "torch",
     ) -> None:
         if tile is not None and tile < 0:
             raise UsageError(f"tile must be 0 (no tiling) or a positive size, got {tile}")
@@ -89,10 +92,16 @@ class Restorer:
                 f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}"
             )
         model.eval()
-        self.path: ComputePath = choose_path(device, precision, model=model)
+        self.path: ComputePath = choose_path(device, precision, model=model, runtime=runtime)
         self.device = self.path.device
         self.precision = self.path.precision
         self.model = prepare_model(model, self.path)
+        # Every pass but the eager recording of image-wide statistics goes through ``_run``.
+        self._run: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if self.path.runtime == "openvino":
+            from anyrestore.engine.openvino_runtime import OpenVinoModel
+
+            self._run = OpenVinoModel(self.model, self.precision)
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.tile = tile
         self.overlap = (
@@ -183,7 +192,7 @@ class Restorer:
         if self.path.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
-            out = self.model(inp)
+            out = self._run(inp)
         out = out[..., :h, :w].float()
         if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
             # fp16 can overflow inside a network trained in fp32; redo this pass in fp32.

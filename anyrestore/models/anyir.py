@@ -25,6 +25,7 @@ from anyrestore.models.layers.norm import LayerNorm2d
 from anyrestore.models.layers.padding import pad_to_multiple
 from anyrestore.models.layers.pointwise import PointwiseConv
 from anyrestore.models.layers.sampling import Downsample, Upsample
+from anyrestore.models.layers.tracing import in_graph_form
 from anyrestore.models.registry import register_arch, register_model
 
 __all__ = ["AnyIRConfig", "AnyIR", "DegradationAdaptationBlock", "skip_split"]
@@ -81,9 +82,12 @@ def skip_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     the split run large maps in bands of rows and copy a band at a time, where a whole-map
     copy would raise the peak memory of a large pass.
     """
+    b, c, h, w = x.shape
+    if in_graph_form():  # a split along a new axis, not two strided slices (slow there)
+        first, second = x.reshape(b, c // 2, 2, h, w).unbind(2)
+        return first, second
     if not torch.is_grad_enabled():
         return x[:, 0::2], x[:, 1::2]
-    b, c, h, w = x.shape
     pairs = x.permute(0, 2, 3, 1).reshape(b, h, w, c // 2, 2)  # a view when channels-last
     halves = pairs.movedim(-1, 0).contiguous()  # (2, b, h, w, c/2)
     return halves[0].permute(0, 3, 1, 2), halves[1].permute(0, 3, 1, 2)
@@ -130,6 +134,7 @@ class AnyIR(RestorationModel):
 
     arch = "anyir"
     pad_multiple = 8
+    traceable = True
     tile_overlap_hint = 64
     #: Tiled inference records the image-wide statistics (GatedDA's Delta, the attention
     #: maps) on the whole image up to this side (exact replay), on a downscaled copy above it.

@@ -27,6 +27,11 @@ class RestorationModel(nn.Module):
     pad_multiple: ClassVar[int] = 1
     #: Pixels of context a tile needs on each side for tiled output to approach whole-image output.
     tile_overlap_hint: ClassVar[int] = 32
+    #: Whether one traced graph, with the ``GlobalStat`` values as inputs where they are
+    #: replayed, computes the model for every image: no Python decision depends on the
+    #: image's values (ClusIR picks its experts per image) and no ``GlobalMap``. Such a
+    #: model can run on OpenVINO (``anyrestore.engine.openvino_runtime``).
+    traceable: ClassVar[bool] = False
 
     config: Any
 

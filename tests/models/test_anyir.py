@@ -347,3 +347,20 @@ def test_a_checkpoint_records_its_layout_and_older_ones_still_load(tmp_path) -> 
     with pytest.raises(WeightsError, match="unknown AnyIR layout 3") as info:
         load_checkpoint(tmp_path / "future.safetensors")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_graph_form_computes_the_same_restoration(layout: int) -> None:
+    # The form traced for OpenVINO (plain 1x1 convolutions, norms over dim 1, the split along
+    # a new axis, masked diagonals) must be the same function as the eager form.
+    from anyrestore.models.layers.bands import whole_maps
+    from anyrestore.models.layers.tracing import graph_form
+
+    torch.manual_seed(0)
+    model = create_model("anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1, layout=layout)
+    x = torch.rand(1, 3, 40, 48).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        eager = model(x)
+        with graph_form(), whole_maps():
+            traced_form = model(x.contiguous())
+    assert torch.allclose(traced_form, eager, atol=1e-5)

@@ -74,10 +74,14 @@ class TransposedAttention(nn.Module):
                 # One Gram matrix of [q | k] holds every q.k product (its off-diagonal block)
                 # and the squared norms (its diagonal): one pass over the pixels instead of a
                 # matrix product plus a strided reduction.
+                # The diagonals are taken as masked sums (exact: the rest adds zeros) because
+                # ``diagonal`` does not convert to OpenVINO; the matrices are small.
                 full = (qk.transpose(1, 2) @ qk).float()  # (b, 2c, 2c)
-                norms = full.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+                eye = torch.eye(2 * c, dtype=full.dtype, device=full.device)
+                norms = (full * eye).sum(-1).clamp_min(0).sqrt()
                 cross = full[:, :c, c:].reshape(b, heads, d, heads, d)
-                gram = cross.diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)  # (b, heads, d, d)
+                same_head = eye[:heads, :heads].reshape(1, heads, 1, heads, 1)
+                gram = (cross * same_head).sum(3)  # (b, heads, d, d)
             norms = norms.clamp_min(1e-12)
             qn = norms[:, :c].reshape(b, heads, d, 1)
             kn = norms[:, c:].reshape(b, heads, 1, d)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyrestore.models.layers.tracing import in_graph_form
+
 
 class LayerNorm2d(nn.Module):
     """Normalise over channels at each pixel, with a learned scale and (optional) shift.
@@ -23,6 +25,8 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if in_graph_form():
+            return self._over_dim1(x)
         y = x.permute(0, 2, 3, 1)  # (b, h, w, c)
         if self.bias is None:
             # "BiasFree" variant: scale by the standard deviation without re-centring.
@@ -38,3 +42,13 @@ class LayerNorm2d(nn.Module):
         else:
             y = F.layer_norm(y, (y.shape[-1],), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
+
+    def _over_dim1(self, x: torch.Tensor) -> torch.Tensor:
+        """The same norm over dim 1, written out (a runtime fuses it in its own layout)."""
+        if self.bias is None:
+            var = x.var(dim=1, keepdim=True, unbiased=False)
+            return x * torch.rsqrt(var + self.eps) * self.weight[:, None, None]
+        centred = x - x.mean(dim=1, keepdim=True)
+        var = centred.pow(2).mean(dim=1, keepdim=True)
+        normed = centred / torch.sqrt(var + self.eps)
+        return normed * self.weight[:, None, None] + self.bias[:, None, None]

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyrestore.models.layers.tracing import in_graph_form
+
 
 def pointwise(
     x: torch.Tensor,
@@ -19,6 +21,9 @@ def pointwise(
     matrix product (``addmm``) rather than in a separate pass over the output: a residual
     connection then costs no extra read and write of the map.
     """
+    if in_graph_form():  # a plain 1x1 convolution: the runtime picks the layout
+        y = F.conv2d(x, weight[:, :, None, None], bias)
+        return y if add is None else y + add
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
     if add is None:

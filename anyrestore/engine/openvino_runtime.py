@@ -1,0 +1,267 @@
+"""Run a model's forward pass with OpenVINO (the optional ``anyrestore[openvino]`` extra).
+
+On CPUs with native bf16 OpenVINO's kernels, which fuse the element-wise steps that eager
+PyTorch runs one by one over whole maps, restore anyir_t about twice as fast as the eager
+path (docs/performance.md). Only models that declare ``traceable`` qualify: one traced graph
+must compute the model for every image.
+
+Two graphs per weights, converted on first use and kept on disk (conversion takes a minute
+or two; loading a kept one takes a second):
+
+* ``live``: image in, restoration out; the image-wide statistics are computed in the graph
+  (a whole-image pass).
+* ``replay``: image and every ``GlobalStat`` value in, restoration out (a tile whose
+  statistics were recorded on the whole image by the eager model first,
+  ``anyrestore.engine.reference``). Converting with the values as graph inputs is what keeps
+  them from being frozen into the graph as the values of the image traced.
+
+Each graph is converted with a free height and width and fixed to an input's size before
+compiling (a fixed size compiles to code about twice as fast as a free one). Compiled
+graphs are kept per size for the life of the runner and in OpenVINO's own cache directory,
+so a tile size or photo size compiles once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from anyrestore.errors import UsageError
+from anyrestore.models.layers.bands import whole_maps
+from anyrestore.models.layers.globalstats import GlobalMap, GlobalStat, set_global_mode
+from anyrestore.models.layers.padding import pad_to_multiple
+from anyrestore.models.layers.tracing import graph_form
+
+log = logging.getLogger("anyrestore")
+
+Graph = Literal["live", "replay"]
+#: Side of the example image the graphs are traced on (its size does not matter: both
+#: sides are free in the converted graph).
+_TRACE_SIDE = 64
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+
+
+def available() -> bool:
+    """Whether the ``openvino`` package is installed."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def unsupported_reason(model: torch.nn.Module) -> str | None:
+    """Why ``model`` cannot run on OpenVINO, or None when it can."""
+    if not getattr(model, "traceable", False) or any(
+        isinstance(m, GlobalMap) for m in model.modules()
+    ):
+        name = getattr(model, "arch", type(model).__name__)
+        return (
+            f"{name} has no OpenVINO path (one traced graph cannot compute it for every "
+            "image); use --runtime torch"
+        )
+    return None
+
+
+def cache_dir() -> Path:
+    from anyrestore.compute import cache_root
+
+    return cache_root() / "openvino"
+
+
+def _source_digest() -> str:
+    """A digest of the model code: a kept graph is stale once the code that traced it changes."""
+    root = Path(__file__).resolve().parents[1] / "models"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def graph_key(model: torch.nn.Module) -> str:
+    """Names a converted graph: weights, configuration, model code and OpenVINO version."""
+    import openvino as ov
+
+    digest = hashlib.sha256()
+    config = getattr(model, "config_dict", None)
+    digest.update(repr(sorted(config().items()) if callable(config) else type(model)).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    digest.update(_source_digest().encode())
+    digest.update(ov.__version__.encode())
+    arch = getattr(model, "arch", "model")
+    return f"{arch}-{digest.hexdigest()[:16]}"
+
+
+class _Replayed(torch.nn.Module):
+    """The model with its ``GlobalStat`` values as inputs (traced in replay mode)."""
+
+    def __init__(self, model: torch.nn.Module, stats: list[GlobalStat]) -> None:
+        super().__init__()
+        self.model = model
+        self.stats = stats
+
+    def forward(self, x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
+        for stat, value in zip(self.stats, values, strict=True):
+            stat._stored = value
+        return self.model(x)
+
+
+class OpenVinoModel:
+    """Calls like the model on a (b, 3, h, w) float tensor; compiled for ``precision``.
+
+    In replay mode (inside ``frozen_global_stats``) it runs the replay graph with the values
+    the eager model recorded; otherwise the live graph.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        precision: str,
+        threads: int | None = None,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
+        reason = unsupported_reason(model)
+        if reason:
+            raise UsageError(reason)
+        if precision not in _PRECISION_HINT:
+            raise UsageError(f"OpenVINO runs fp32 or bf16, not {precision}")
+        import openvino as ov
+
+        self.model = model
+        self.precision = precision
+        self.threads = threads or torch.get_num_threads()
+        self.directory = Path(directory) if directory is not None else cache_dir()
+        self.stats = [m for m in model.modules() if isinstance(m, GlobalStat)]
+        self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
+        self.core = ov.Core()
+        self._key: str | None = None
+        self._compiled: dict[tuple[Graph, int, int], Any] = {}
+        #: Graphs converted (not loaded from disk) by this runner, for reporting and tests.
+        self.conversions = 0
+        try:
+            (self.directory / "compiled").mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(self.directory / "compiled")})
+        except OSError as exc:  # no cache: every run converts and compiles again
+            log.debug("no OpenVINO cache in %s: %s", self.directory, exc)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x.float(), self.pad_multiple)
+        replay = bool(self.stats) and self.stats[0].mode == "replay"
+        kind: Graph = "replay" if replay else "live"
+        compiled = self._compiled_for(kind, padded.shape[-2], padded.shape[-1])
+        values = (
+            [np.ascontiguousarray(self._value(s).numpy()) for s in self.stats] if replay else []
+        )
+        outs = []
+        for image in padded:
+            result = compiled([np.ascontiguousarray(image[None].numpy()), *values])
+            outs.append(torch.from_numpy(np.array(result[0], dtype=np.float32, copy=True)))
+        return torch.cat(outs)[..., :h, :w]
+
+    @staticmethod
+    def _value(stat: GlobalStat) -> torch.Tensor:
+        value = stat._stored
+        if not isinstance(value, torch.Tensor) or value.shape[0] != 1:
+            raise RuntimeError("OpenVINO replays one recorded tensor per statistic")
+        return value.float()
+
+    # -- graphs -------------------------------------------------------------------------
+
+    def _compiled_for(self, kind: Graph, height: int, width: int) -> Any:
+        key = (kind, height, width)
+        if key not in self._compiled:
+            graph = self._graph(kind)
+            graph.reshape({0: [1, 3, height, width]})
+            config = {
+                "INFERENCE_PRECISION_HINT": _PRECISION_HINT[self.precision],
+                "INFERENCE_NUM_THREADS": self.threads,
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            self._compiled[key] = self.core.compile_model(graph, "CPU", config)
+        return self._compiled[key]
+
+    def _graph(self, kind: Graph) -> Any:
+        """The converted graph, read from disk (a fresh copy, so it can be reshaped)."""
+        if self._key is None:
+            self._key = graph_key(self.model)
+        xml = self.directory / f"{self._key}-{kind}.xml"
+        if xml.exists():
+            try:
+                return self.core.read_model(str(xml))
+            except Exception as exc:  # a damaged file: convert again
+                log.warning("cannot read %s (%s); converting again", xml, exc)
+        graph = self._convert(kind)
+        try:
+            self._save(graph, xml)
+        except OSError as exc:
+            log.warning("cannot keep the converted model in %s: %s", self.directory, exc)
+            return graph
+        return self.core.read_model(str(xml))
+
+    def _convert(self, kind: Graph) -> Any:
+        import openvino as ov
+
+        name = getattr(self.model, "arch", "the model")
+        log.warning(
+            "converting %s for OpenVINO (%s graph): a minute or two, once per weights file",
+            name,
+            kind,
+        )
+        side = max(_TRACE_SIDE, self.pad_multiple) // self.pad_multiple * self.pad_multiple
+        example = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+        was_training = self.model.training
+        saved = [(s.mode, s._stored) for s in self.stats]  # a tiled run may be replaying
+        self.model.eval()
+        free = ov.PartialShape([1, 3, -1, -1])
+        try:
+            # Traced in fp32 (OpenVINO sets the precision when it compiles), without bands of
+            # rows (a Python loop over the rows of the traced size), without the tracer's
+            # notes on shape-dependent Python, which hold for every padded input.
+            with (
+                torch.no_grad(),
+                torch.autocast("cpu", enabled=False),
+                whole_maps(),
+                graph_form(),
+                warnings.catch_warnings(),
+            ):
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace
+                if kind == "live":
+                    set_global_mode(self.model, "live")
+                    graph = ov.convert_model(self.model, example_input=example, input=[free])
+                else:
+                    set_global_mode(self.model, "record")
+                    self.model(example)
+                    values = [self._value(s) for s in self.stats]
+                    set_global_mode(self.model, "replay")
+                    shapes = [ov.PartialShape(list(v.shape)) for v in values]
+                    graph = ov.convert_model(
+                        _Replayed(self.model, self.stats),
+                        example_input=(example, *values),
+                        input=[free, *shapes],
+                    )
+        finally:
+            for stat, (mode, stored) in zip(self.stats, saved, strict=True):
+                stat.mode, stat._stored = mode, stored
+            self.model.train(was_training)
+        self.conversions += 1
+        return graph
+
+    @staticmethod
+    def _save(graph: Any, xml: Path) -> None:
+        """Write the graph's .xml/.bin pair so a reader never sees half of one."""
+        import openvino as ov
+
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+        ov.save_model(graph, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)

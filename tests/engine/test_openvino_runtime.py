@@ -1,0 +1,142 @@
+"""The OpenVINO runtime restores what eager PyTorch restores, whole or in tiles, and is chosen
+only where it can run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import anyrestore.compute as compute
+from anyrestore.cli.app import app
+from anyrestore.engine import Restorer, read_image
+from anyrestore.engine import openvino_runtime as ovr
+from anyrestore.errors import UsageError
+from anyrestore.metrics import psnr
+from anyrestore.models import create_model
+from anyrestore.weights.checkpoint import load_checkpoint
+
+pytest.importorskip("openvino")
+
+TINY_ANYIR = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
+ROOT = Path(__file__).resolve().parents[2] / "anyrestore"
+SAMPLE = ROOT / "assets" / "samples" / "sample_degraded.jpg"
+SHIPPED_ANYIR = ROOT / "weights" / "embedded" / "anyir_t-synthetic.safetensors"
+_REAL_BF16 = compute.native_bf16  # before conftest pretends every CPU lacks it
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("anyir_t", **TINY_ANYIR).eval()
+
+
+def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    # smooth content plus noise, so the statistics are not those of pure noise
+    g = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), (h, w))[0]
+    return (base + 0.1 * torch.randn(3, h, w, generator=g)).clamp(0, 1)
+
+
+def test_a_whole_image_matches_eager_pytorch(tiny: torch.nn.Module) -> None:
+    x = _image(70, 90)  # not a multiple of the model's 8: padded and cropped like eager
+    eager = Restorer(tiny, "cpu", "fp32", tile=0).restore_tensor(x)
+    ov = Restorer(tiny, "cpu", "fp32", tile=0, runtime="openvino")
+    assert ov.path.runtime == "openvino" and "OpenVINO" in ov.describe()
+    out = ov.restore_tensor(x)
+    assert out.shape == x.shape
+    assert float(psnr(out[None], eager[None])) > 60.0
+
+
+def test_tiles_replay_the_whole_image_statistics(tiny: torch.nn.Module) -> None:
+    # The replay graph takes the statistics recorded on the whole image as inputs: every tile
+    # must use them, not the values of the image the graph was traced on, nor its own.
+    x = _image(200, 168, seed=1)
+    kwargs = {"tile": 96, "stats_side": 96}
+    eager = Restorer(tiny, "cpu", "fp32", **kwargs).restore_tensor(x)
+    ov = Restorer(tiny, "cpu", "fp32", runtime="openvino", **kwargs)
+    out = ov.restore_tensor(x)
+    assert ov.last_run is not None and ov.last_run.stats_replayed and ov.last_run.tiles > 1
+    assert float(psnr(out[None], eager[None])) > 60.0
+    live = Restorer(tiny, "cpu", "fp32", stats_method="live", **kwargs).restore_tensor(x)
+    assert float(psnr(live[None], eager[None])) < 60.0  # the check above can tell them apart
+
+
+def test_a_converted_model_is_kept_for_the_next_run(tiny: torch.nn.Module, tmp_path: Path) -> None:
+    x = _image(48, 40)
+    first = ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)
+    first(x[None])
+    assert first.conversions == 1
+    again = ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)
+    assert torch.equal(again(x[None]), first(x[None]))
+    assert again.conversions == 0
+    other = create_model("anyir_t", **TINY_ANYIR).eval()  # other weights: converted anew
+    torch.manual_seed(1)
+    for p in other.parameters():
+        p.data.normal_(0, 0.05)
+    changed = ovr.OpenVinoModel(other, "fp32", directory=tmp_path)
+    changed(x[None])
+    assert changed.conversions == 1
+
+
+def test_models_it_cannot_run_are_refused_with_a_reason() -> None:
+    clusir = create_model("clusir_t", dim=8, heads=(1, 1, 2, 2), prompt_dim=16)
+    with pytest.raises(UsageError, match="--runtime torch"):
+        Restorer(clusir, "cpu", "fp32", runtime="openvino")
+    with pytest.raises(UsageError, match="fp32 or bf16"):
+        compute.choose_path("cpu", "fp16", runtime="openvino")
+
+
+def test_auto_takes_openvino_only_where_it_can_run(
+    monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module
+) -> None:
+    clusir = create_model("clusir_t", dim=8, heads=(1, 1, 2, 2), prompt_dim=16)
+    monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
+    monkeypatch.setattr(compute, "_cached_speedup", lambda model, probe: 1.0)
+    path = compute.choose_path("cpu", "auto", model=tiny, runtime="auto")
+    assert (path.runtime, path.precision) == ("openvino", "bf16")
+    assert compute.choose_path("cpu", "auto", model=clusir, runtime="auto").runtime == "torch"
+    assert compute.choose_path("cpu", "auto", model=tiny, runtime="torch").runtime == "torch"
+    monkeypatch.setattr(ovr, "available", lambda: False)  # not installed
+    assert compute.choose_path("cpu", "auto", model=tiny, runtime="auto").runtime == "torch"
+    with pytest.raises(UsageError, match=r"pip install 'anyrestore\[openvino\]'"):
+        compute.choose_path("cpu", "auto", model=tiny, runtime="openvino")
+    monkeypatch.setattr(ovr, "available", lambda: True)
+    monkeypatch.setattr(compute, "native_bf16", lambda: None)  # e.g. an AVX2-only CPU
+    assert compute.choose_path("cpu", "auto", model=tiny, runtime="auto").runtime == "torch"
+    asked = compute.choose_path("cpu", "auto", model=tiny, runtime="openvino")
+    assert (asked.runtime, asked.precision) == ("openvino", "fp32")
+    with pytest.raises(UsageError, match="native bf16"):
+        compute.choose_path("cpu", "bf16", model=tiny, runtime="openvino")
+
+
+def test_fix_reports_the_runtime_and_refuses_an_unknown_one(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    runner = CliRunner()
+    out = tmp_path / "out.png"
+    args = ["fix", str(SAMPLE), "-o", str(out), "--weights", str(tiny_checkpoint), "--json"]
+    result = runner.invoke(app, [*args, "--runtime", "openvino", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["compute"]["runtime"] == "openvino"
+    assert out.is_file()
+    bad = runner.invoke(app, [*args, "--runtime", "tensorrt"])
+    assert bad.exit_code == 2
+    assert "unknown runtime 'tensorrt'" in bad.stderr and "Traceback" not in bad.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_REAL_BF16() is None, reason="OpenVINO bf16 needs a CPU with native bf16")
+def test_bf16_on_openvino_is_within_40_db_of_fp32_on_the_shipped_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(compute, "native_bf16", _REAL_BF16)
+    image = read_image(SAMPLE)
+    x = torch.from_numpy(image.rgb).permute(2, 0, 1)[:, :192, :256].contiguous()
+    model = load_checkpoint(SHIPPED_ANYIR)
+    fp32 = Restorer(model, "cpu", "fp32", tile=0).restore_tensor(x)
+    bf16 = Restorer(model, "cpu", "bf16", tile=0, runtime="openvino").restore_tensor(x)
+    assert float(psnr(bf16[None], fp32[None])) >= 40.0
