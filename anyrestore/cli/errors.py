@@ -233,6 +233,7 @@ class CliGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         prog_name = prog_name or "anyrestore"
+        _import_torch_first(sys.argv[1:] if args is None else list(args))
         try:
             with signals_interrupt():
                 code = _run(
@@ -263,6 +264,28 @@ class CliGroup(TyperGroup):
         if not standalone_mode:
             return code
         raise SystemExit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _import_torch_first(args: list[str]) -> None:
+    """Import torch before signals raise ``Interrupted``, for a command that will need it.
+
+    Part of torch's start-up runs Python called from C++; an exception raised there by a
+    signal handler cannot cross back and the process aborts (exit -6, a C++ message). Nothing
+    of the command exists yet, so a signal during this import just exits with its one line.
+    Help and a bare ``anyrestore`` stay quick.
+    """
+    if not args or any(a in ("-h", "--help") for a in args) or "torch" in sys.modules:
+        return
+    if not is_program() or threading.current_thread() is not threading.main_thread():
+        return
+    saved = {sig: signal.getsignal(sig) for sig in SIGNAL_WORDS}
+    for sig in saved:
+        signal.signal(sig, exit_now)
+    try:
+        import torch  # noqa: F401
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _show_usage_error(exc: click.exceptions.ClickException) -> None:

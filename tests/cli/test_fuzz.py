@@ -773,7 +773,12 @@ def test_command_modules_do_not_import_the_app():
         assert "anyrestore.cli.app" not in imported, path.name
 
 
-@pytest.mark.parametrize("sig,delay", [(signal.SIGINT, 0.2), (signal.SIGTERM, 0.4)])
+# Delays across the import of torch, part of which runs Python called from C++ (a signal
+# raised there aborted the process with a C++ message and exit -6).
+@pytest.mark.parametrize(
+    "sig,delay",
+    [(signal.SIGINT, 0.2), (signal.SIGTERM, 0.4), (signal.SIGTERM, 0.6), (signal.SIGINT, 0.9)],
+)
 def test_a_signal_while_starting_up_is_one_line(
     tmp_path: Path, tiny_checkpoint: Path, sig: int, delay: float
 ):
