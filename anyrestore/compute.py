@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -313,6 +314,22 @@ def choose_path(
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
 
 
+def openvino_installed() -> bool:
+    """Whether the ``openvino`` package (the ``openvino`` extra) is installed."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_refusal(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run on OpenVINO, or None when it can (``traceable`` models)."""
+    if getattr(model, "traceable", False):
+        return None
+    name = getattr(model, "arch", type(model).__name__)
+    return (
+        f"{name} has no OpenVINO path (one traced graph cannot compute it for every image); "
+        "use --runtime torch"
+    )
+
+
 def openvino_chosen(device: torch.device, model: nn.Module | None) -> bool:
     """Whether ``runtime="auto"`` runs ``model`` on OpenVINO.
 
@@ -320,30 +337,26 @@ def openvino_chosen(device: torch.device, model: nn.Module | None) -> bool:
     fast as the eager path even counting its one-off conversion on a large photo
     (docs/performance.md); elsewhere it has not been measured to win, so eager PyTorch stays.
     """
-    from anyrestore.engine import openvino_runtime
-
     return (
         device.type == "cpu"
         and model is not None
         and native_bf16() is not None
-        and openvino_runtime.available()
-        and openvino_runtime.unsupported_reason(model) is None
+        and openvino_installed()
+        and openvino_refusal(model) is None
     )
 
 
 def _openvino_path(
     device: torch.device, precision: str, model: nn.Module | None, *, asked: bool
 ) -> ComputePath:
-    from anyrestore.engine import openvino_runtime
-
     if device.type != "cpu":
         raise UsageError(f"the OpenVINO runtime runs on the CPU, not {device}; use --device cpu")
-    if not openvino_runtime.available():
+    if not openvino_installed():
         raise UsageError(
             "the OpenVINO runtime needs the openvino package: pip install 'anyrestore[openvino]'"
         )
     if model is not None:
-        reason = openvino_runtime.unsupported_reason(model)
+        reason = openvino_refusal(model)
         if reason:
             raise UsageError(reason)
     isa = native_bf16()

@@ -153,6 +153,8 @@ def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:
         args.device,
         "--precision",
         args.precision,
+        "--runtime",
+        args.runtime,
         "--json",
         "--quiet",
     ]
@@ -163,6 +165,8 @@ def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
+    if args.fresh_cache:  # time a first run: nothing measured or converted yet
+        env["ANYRESTORE_CACHE"] = str(workdir / "cache")
     print(f"large: {' '.join(cmd)}", file=sys.stderr)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
@@ -183,6 +187,7 @@ def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:
         "tiles": result["tiles"],
         "device": result["device"],
         "precision": result["precision"],
+        "runtime": result.get("compute", {}).get("runtime", "torch"),
     }
 
 
@@ -249,6 +254,12 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--runtime", default="auto", help="large: auto, torch or openvino")
+    parser.add_argument(
+        "--fresh-cache",
+        action="store_true",
+        help="large: an empty cache, so OpenVINO's conversion (and the bf16 probe) are timed",
+    )
     parser.add_argument(
         "--tile", type=int, default=None, help="tile size (default: the engine's auto)"
     )

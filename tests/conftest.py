@@ -36,7 +36,7 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["ANYRESTORE_CACHE"] = str(tmp_path_factory.mktemp("anyrestore-cache"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Commands run on eager PyTorch unless a test asks for OpenVINO (which converts the
-    # model once per weights file, a minute for the shipped ones).
+    # model once per weights file, half a minute for the shipped ones).
     os.environ.setdefault("ANYRESTORE_RUNTIME", "torch")
 
 

@@ -2,11 +2,13 @@
 
 On CPUs with native bf16 OpenVINO's kernels, which fuse the element-wise steps that eager
 PyTorch runs one by one over whole maps, restore anyir_t about twice as fast as the eager
-path (docs/performance.md). Only models that declare ``traceable`` qualify: one traced graph
+path (docs/performance.md). The graphs are traced in ``graph_form``
+(``anyrestore.models.layers.tracing``), the same values without the permutes that suit
+eager channels-last maps but become transposes in OpenVINO's own layouts. Only models that declare ``traceable`` qualify: one traced graph
 must compute the model for every image.
 
-Two graphs per weights, converted on first use and kept on disk (conversion takes a minute
-or two; loading a kept one takes a second):
+Two graphs per weights, converted on first use and kept on disk (converting one takes
+about half a minute on two cores; loading a kept one, a second):
 
 * ``live``: image in, restoration out; the image-wide statistics are computed in the graph
   (a whole-image pass).
@@ -24,7 +26,6 @@ so a tile size or photo size compiles once per machine.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import warnings
@@ -34,9 +35,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from anyrestore.compute import cache_root, openvino_refusal
 from anyrestore.errors import UsageError
 from anyrestore.models.layers.bands import whole_maps
-from anyrestore.models.layers.globalstats import GlobalMap, GlobalStat, set_global_mode
+from anyrestore.models.layers.globalstats import GlobalStat, set_global_mode
 from anyrestore.models.layers.padding import pad_to_multiple
 from anyrestore.models.layers.tracing import graph_form
 
@@ -49,27 +51,7 @@ _TRACE_SIDE = 64
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
 
 
-def available() -> bool:
-    """Whether the ``openvino`` package is installed."""
-    return importlib.util.find_spec("openvino") is not None
-
-
-def unsupported_reason(model: torch.nn.Module) -> str | None:
-    """Why ``model`` cannot run on OpenVINO, or None when it can."""
-    if not getattr(model, "traceable", False) or any(
-        isinstance(m, GlobalMap) for m in model.modules()
-    ):
-        name = getattr(model, "arch", type(model).__name__)
-        return (
-            f"{name} has no OpenVINO path (one traced graph cannot compute it for every "
-            "image); use --runtime torch"
-        )
-    return None
-
-
 def cache_dir() -> Path:
-    from anyrestore.compute import cache_root
-
     return cache_root() / "openvino"
 
 
@@ -127,7 +109,7 @@ class OpenVinoModel:
         threads: int | None = None,
         directory: str | os.PathLike[str] | None = None,
     ) -> None:
-        reason = unsupported_reason(model)
+        reason = openvino_refusal(model)
         if reason:
             raise UsageError(reason)
         if precision not in _PRECISION_HINT:
@@ -211,7 +193,7 @@ class OpenVinoModel:
 
         name = getattr(self.model, "arch", "the model")
         log.warning(
-            "converting %s for OpenVINO (%s graph): a minute or two, once per weights file",
+            "converting %s for OpenVINO (%s graph): about half a minute, once per weights file",
             name,
             kind,
         )

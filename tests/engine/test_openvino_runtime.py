@@ -100,11 +100,11 @@ def test_auto_takes_openvino_only_where_it_can_run(
     assert (path.runtime, path.precision) == ("openvino", "bf16")
     assert compute.choose_path("cpu", "auto", model=clusir, runtime="auto").runtime == "torch"
     assert compute.choose_path("cpu", "auto", model=tiny, runtime="torch").runtime == "torch"
-    monkeypatch.setattr(ovr, "available", lambda: False)  # not installed
+    monkeypatch.setattr(compute, "openvino_installed", lambda: False)  # not installed
     assert compute.choose_path("cpu", "auto", model=tiny, runtime="auto").runtime == "torch"
     with pytest.raises(UsageError, match=r"pip install 'anyrestore\[openvino\]'"):
         compute.choose_path("cpu", "auto", model=tiny, runtime="openvino")
-    monkeypatch.setattr(ovr, "available", lambda: True)
+    monkeypatch.setattr(compute, "openvino_installed", lambda: True)
     monkeypatch.setattr(compute, "native_bf16", lambda: None)  # e.g. an AVX2-only CPU
     assert compute.choose_path("cpu", "auto", model=tiny, runtime="auto").runtime == "torch"
     asked = compute.choose_path("cpu", "auto", model=tiny, runtime="openvino")
