@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,18 @@ Graph = Literal["live", "replay"]
 #: sides are free in the converted graph).
 _TRACE_SIDE = 64
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+
+
+@lru_cache(maxsize=1)
+def _core() -> Any:
+    """One OpenVINO core for the process, never released before exit.
+
+    Releasing the last core unloads OpenVINO's CPU plugin; after several cores had come and
+    gone, forking the process (PyTorch's data-loader workers) crashed it at the next signal.
+    """
+    import openvino as ov
+
+    return ov.Core()
 
 
 def cache_dir() -> Path:
@@ -114,24 +127,23 @@ class OpenVinoModel:
             raise UsageError(reason)
         if precision not in _PRECISION_HINT:
             raise UsageError(f"OpenVINO runs fp32 or bf16, not {precision}")
-        import openvino as ov
-
         self.model = model
         self.precision = precision
         self.threads = threads or torch.get_num_threads()
         self.directory = Path(directory) if directory is not None else cache_dir()
         self.stats = [m for m in model.modules() if isinstance(m, GlobalStat)]
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
-        self.core = ov.Core()
+        self.core = _core()
         self._key: str | None = None
         self._compiled: dict[tuple[Graph, int, int], Any] = {}
         #: Graphs converted (not loaded from disk) by this runner, for reporting and tests.
         self.conversions = 0
+        self._compiled_cache: str | None = str(self.directory / "compiled")
         try:
-            (self.directory / "compiled").mkdir(parents=True, exist_ok=True)
-            self.core.set_property({"CACHE_DIR": str(self.directory / "compiled")})
+            Path(self._compiled_cache).mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # no cache: every run converts and compiles again
             log.debug("no OpenVINO cache in %s: %s", self.directory, exc)
+            self._compiled_cache = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -167,6 +179,8 @@ class OpenVinoModel:
                 "INFERENCE_NUM_THREADS": self.threads,
                 "PERFORMANCE_HINT": "LATENCY",
             }
+            if self._compiled_cache:
+                config["CACHE_DIR"] = self._compiled_cache
             self._compiled[key] = self.core.compile_model(graph, "CPU", config)
         return self._compiled[key]
 

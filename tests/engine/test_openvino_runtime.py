@@ -140,3 +140,33 @@ def test_bf16_on_openvino_is_within_40_db_of_fp32_on_the_shipped_sample(
     fp32 = Restorer(model, "cpu", "fp32", tile=0).restore_tensor(x)
     bf16 = Restorer(model, "cpu", "bf16", tile=0, runtime="openvino").restore_tensor(x)
     assert float(psnr(bf16[None], fp32[None])) >= 40.0
+
+
+_COME_AND_GO = """
+import gc, torch
+from torch.utils.data import DataLoader
+from anyrestore.engine import Restorer
+from anyrestore.models import create_model
+torch.manual_seed(0)
+model = create_model("anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1).eval()
+runners = [Restorer(model, "cpu", "fp32", tile=0, runtime="openvino") for _ in range(4)]
+for i, runner in enumerate(runners):
+    runner.restore_tensor(torch.rand(3, 40 + 8 * i, 48))
+del runners, runner
+gc.collect()
+loader = DataLoader(list(range(16)), batch_size=4, num_workers=2, persistent_workers=True)
+print(sum(len(batch) for batch in loader))
+"""
+
+
+def test_the_process_can_fork_workers_after_openvino_runners_are_gone() -> None:
+    # Once several runners had released their OpenVINO cores, forking data-loader workers
+    # crashed the process (SIGSEGV at the next signal) on an AMX machine.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _COME_AND_GO], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "16"
