@@ -360,7 +360,8 @@ def _openvino_path(
         if reason:
             raise UsageError(reason)
     isa = native_bf16()
-    why = "requested" if asked else f"{isa}, OpenVINO installed"
+    # auto: a whole image of a size not seen before still runs eager (``Restorer._run``)
+    why = "requested" if asked else f"{isa}, OpenVINO installed: tiles and repeated sizes"
     if precision == "auto":
         precision = "bf16" if isa else "fp32"
     elif precision not in ("fp32", "bf16"):

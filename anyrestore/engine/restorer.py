@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 
 import torch
@@ -96,12 +97,15 @@ class Restorer:
         self.device = self.path.device
         self.precision = self.path.precision
         self.model = prepare_model(model, self.path)
-        # Every pass but the eager recording of image-wide statistics goes through ``_run``.
-        self._run: Callable[[torch.Tensor], torch.Tensor] = self.model
+        self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
         if self.path.runtime == "openvino":
             from anyrestore.engine.openvino_runtime import OpenVinoModel
 
-            self._run = OpenVinoModel(self.model, self.precision)
+            self._openvino = OpenVinoModel(self.model, self.precision)
+        # With runtime "auto", a whole image of a size not seen before runs eager: compiling
+        # OpenVINO for one small image costs more than it saves (docs/inference.md).
+        self._openvino_always = runtime.strip().lower() == "openvino"
+        self._sizes_seen: set[tuple[int, ...]] = set()
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.tile = tile
         self.overlap = (
@@ -185,14 +189,24 @@ class Restorer:
             return 0
         return max(self.pad_multiple, tile // self.pad_multiple * self.pad_multiple)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, tile: bool) -> torch.Tensor:
+        """The model's pass: on OpenVINO for tiles, asked-for OpenVINO, or a size seen before."""
+        if self._openvino is None:
+            return self.model(x)
+        size = tuple(x.shape)
+        if tile or self._openvino_always or size in self._sizes_seen:
+            return self._openvino(x)
+        self._sizes_seen.add(size)
+        return self.model(x)
+
+    def _forward(self, x: torch.Tensor, tile: bool = False) -> torch.Tensor:
         """One device pass on a CPU batch (the model pads and crops), clamped, back to the CPU."""
         h, w = x.shape[-2:]
         inp = x.to(self.device)
         if self.path.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
-            out = self._run(inp)
+            out = self._run(inp, tile)
         out = out[..., :h, :w].float()
         if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
             # fp16 can overflow inside a network trained in fp32; redo this pass in fp32.
@@ -213,7 +227,7 @@ class Restorer:
         grid = TileGrid.build(h + (-h) % m, w + (-w) % m, tile, overlap)
         replay = self._replays()
         frozen = nullcontext()
-        forward: Callable[[torch.Tensor], torch.Tensor] = self._forward
+        forward: Callable[[torch.Tensor], torch.Tensor] = partial(self._forward, tile=True)
         if replay:
             side = self._reference_side(stats_side, tile)
             reference = make_reference(x, side, self.stats_method)
@@ -267,6 +281,6 @@ class Restorer:
         def forward(tiles: torch.Tensor) -> torch.Tensor:
             windows = [(y, x, grid.tile_h, grid.tile_w) for y, x in islice(positions, len(tiles))]
             set_tile_windows(self.model, windows, size, scale)
-            return self._forward(tiles)
+            return self._forward(tiles, tile=True)
 
         return forward

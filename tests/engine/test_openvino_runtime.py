@@ -65,6 +65,25 @@ def test_tiles_replay_the_whole_image_statistics(tiny: torch.nn.Module) -> None:
     assert float(psnr(live[None], eager[None])) < 60.0  # the check above can tell them apart
 
 
+def test_auto_compiles_only_for_tiles_and_sizes_seen_again(
+    monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module
+) -> None:
+    # Compiling for one small image costs more than OpenVINO saves on it: a first size runs
+    # eager, a size seen again and every tile run on OpenVINO; the output is the same.
+    monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
+    r = Restorer(tiny, "cpu", "fp32", tile=96, stats_side=96, runtime="auto")
+    assert r.path.runtime == "openvino"
+    compiled = r._openvino._compiled  # type: ignore[union-attr]
+    x = _image(64, 80)
+    first = r.restore_tensor(x)
+    assert not compiled
+    again = r.restore_tensor(x)
+    assert [kind for kind, *_ in compiled] == ["live"]
+    assert float(psnr(again[None], first[None])) > 60.0
+    r.restore_tensor(_image(200, 168))
+    assert "replay" in [kind for kind, *_ in compiled]
+
+
 def test_a_converted_model_is_kept_for_the_next_run(tiny: torch.nn.Module, tmp_path: Path) -> None:
     x = _image(48, 40)
     first = ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)
