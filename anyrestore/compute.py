@@ -397,9 +397,22 @@ def _cache_file() -> Path:
     return cache_root() / "compute.json"
 
 
+@lru_cache(maxsize=1)
+def model_code_digest() -> str:
+    """A digest of the package's model code (read as files): what was measured or converted
+    with other code is measured or converted again."""
+    root = Path(__file__).resolve().parent / "models"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _model_key(model: nn.Module) -> str:
     config = getattr(model, "config_dict", None)
     described = json.dumps(config(), sort_keys=True) if callable(config) else type(model).__name__
+    described += model_code_digest()  # a faster bf16 kernel path is a new measurement
     digest = hashlib.sha256(described.encode()).hexdigest()[:12]
     name, flags = _cpuinfo()
     isa = native_bf16() or "none"

@@ -79,6 +79,18 @@ def test_the_measurement_is_cached_per_model_config_and_thread_count(cpu_with) -
     assert probe.calls == 3
 
 
+def test_other_model_code_is_measured_again(cpu_with, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After an upgrade that changes the layers, bf16 may compare differently with fp32.
+    cpu_with("AMX-BF16")
+    probe = Probe(2.0)
+    choose_path("cpu", "auto", model=tiny(), probe=probe)
+    choose_path("cpu", "auto", model=tiny(), probe=probe)
+    assert probe.calls == 1
+    monkeypatch.setattr(compute, "model_code_digest", lambda: "other code")
+    choose_path("cpu", "auto", model=tiny(), probe=probe)
+    assert probe.calls == 2
+
+
 def test_an_unreadable_cache_is_measured_again(cpu_with, tmp_path: Path) -> None:
     cpu_with("AMX-BF16")
     (tmp_path / "compute.json").write_text("not json")

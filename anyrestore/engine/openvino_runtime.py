@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from anyrestore.compute import cache_root, openvino_refusal
+from anyrestore.compute import cache_root, model_code_digest, openvino_refusal
 from anyrestore.errors import UsageError
 from anyrestore.models.layers.bands import whole_maps
 from anyrestore.models.layers.globalstats import GlobalStat, set_global_mode
@@ -68,16 +68,6 @@ def cache_dir() -> Path:
     return cache_root() / "openvino"
 
 
-def _source_digest() -> str:
-    """A digest of the model code: a kept graph is stale once the code that traced it changes."""
-    root = Path(__file__).resolve().parents[1] / "models"
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def graph_key(model: torch.nn.Module) -> str:
     """Names a converted graph: weights, configuration, model code and OpenVINO version."""
     import openvino as ov
@@ -88,7 +78,7 @@ def graph_key(model: torch.nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    digest.update(_source_digest().encode())
+    digest.update(model_code_digest().encode())  # a graph traced by other code is stale
     digest.update(ov.__version__.encode())
     arch = getattr(model, "arch", "model")
     return f"{arch}-{digest.hexdigest()[:16]}"
