@@ -364,3 +364,34 @@ def test_graph_form_computes_the_same_restoration(layout: int) -> None:
         with graph_form(), whole_maps():
             traced_form = model(x.contiguous())
     assert torch.allclose(traced_form, eager, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_depthwise_conv_in_bf16_training_matches_autocast_with_fp32_weight_gradients(
+    bias: bool,
+) -> None:
+    # GatedDA's 7x7 depthwise conv takes its weight gradient in fp32 while training under
+    # bf16 autocast (speed); its output must be autocast's, its gradients fp32's to bf16 error.
+    from anyrestore.models.layers.depthwise import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(6, 7, bias=bias)
+    plain = torch.nn.Conv2d(6, 6, 7, padding=3, groups=6, bias=bias)
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 6, 20, 24).contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(2, 6, 20, 24)
+
+    def run(module: torch.nn.Module, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        inp = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = module(inp)
+        grads = torch.autograd.grad((out.float() * weights).sum(), [inp, *module.parameters()])
+        return out, list(grads)
+
+    ours, ours_grads = run(conv, True)
+    autocast_out, _ = run(plain, True)
+    _, fp32_grads = run(plain, False)
+    assert ours.dtype == torch.bfloat16 and torch.equal(ours, autocast_out)
+    for got, want in zip(ours_grads, fp32_grads, strict=True):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))

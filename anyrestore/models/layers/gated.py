@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.layers.bands import in_bands
+from anyrestore.models.layers.depthwise import DepthwiseConv2d
 from anyrestore.models.layers.globalstats import GlobalStat
 from anyrestore.models.layers.norm import LayerNorm2d
 from anyrestore.models.layers.pointwise import PointwiseConv, pointwise
@@ -167,9 +168,7 @@ class GatedDA(_GatedBody):
         self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.stats = GlobalStat()
         self.w_exp = PointwiseConv(dim, hidden, bias=bias)
-        self.w_depth = nn.Conv2d(
-            alpha, alpha, kernel_size, padding=kernel_size // 2, groups=alpha, bias=bias
-        )
+        self.w_depth = DepthwiseConv2d(alpha, kernel_size, bias=bias)
         self.w_gate = PointwiseConv(dim + alpha, dim, bias=bias)
         self.w_proj = PointwiseConv(dim, dim, bias=bias)
 
@@ -201,9 +200,7 @@ class PreviewGatedDA(_GatedBody):
         self.tau = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.stats = GlobalStat()
         self.w_exp = PointwiseConv(dim, hidden, bias=bias)
-        self.w_depth = nn.Conv2d(
-            alpha, alpha, kernel_size, padding=kernel_size // 2, groups=alpha, bias=bias
-        )
+        self.w_depth = DepthwiseConv2d(alpha, kernel_size, bias=bias)
         self.w_gate = PointwiseConv(hidden // 2, dim, bias=bias)
         self.w_proj = PointwiseConv(dim, dim, bias=bias)
 
