@@ -10,11 +10,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from anyrestore.errors import UsageError
+
+if TYPE_CHECKING:
+    from anyrestore.engine import Restorer
 
 IDENTITY = "identity"
 CLASSICAL = "classical"
@@ -36,6 +40,8 @@ class Candidate:
     precision: str = "auto"
     #: The runtime it was asked for ("auto", "torch", "openvino"), likewise.
     runtime: str = "torch"
+    #: Calls on a new size before the path is the one later calls take (``Restorer``).
+    calls_to_settle: int = 1
     #: For a restorer told the degradation: called with the image and its kind instead.
     restore_known: Callable[[Tensor, str], Tensor] | None = None
 
@@ -100,17 +106,16 @@ def build_restorer(
     tile: int | None,
     overlap: int | None,
     runtime: str = "torch",
-) -> tuple[Callable[[Tensor], Tensor], str, str]:
-    """The engine's ``restore_tensor`` for ``model``, its device and its compute path.
+) -> Restorer:
+    """The engine's ``Restorer`` for ``model``.
 
     ``tile``: 0 whole images, N tiles of N pixels, None the engine's automatic choice.
     """
     from anyrestore.engine import Restorer
 
-    restorer = Restorer(
+    return Restorer(
         model, device=device, precision=precision, tile=tile, overlap=overlap, runtime=runtime
     )
-    return restorer.restore_tensor, str(restorer.device), restorer.describe()
 
 
 def resolve_candidates(
@@ -153,19 +158,20 @@ def resolve_candidates(
         loaded.append(("default", "default", _load_ref(None)))
 
     for label, source, model in loaded:
-        restore, dev, compute = build_restorer(
+        restorer = build_restorer(
             model, device=device, precision=precision, tile=tile, overlap=overlap, runtime=runtime
         )
         out.append(
             Candidate(
                 _unique(label, taken),
                 source,
-                restore,
+                restorer.restore_tensor,
                 model,
-                dev,
-                compute,
+                str(restorer.device),
+                restorer.describe(),
                 precision=precision,
                 runtime=runtime,
+                calls_to_settle=restorer.calls_to_settle,
             )
         )
     return out

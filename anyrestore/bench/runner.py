@@ -141,15 +141,14 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
 
     def make_tiled(cand: Candidate) -> Callable[[Tensor], Tensor]:
         assert cand.model is not None
-        restore, _, _ = build_restorer(
+        return build_restorer(
             cand.model,
             device=cand.device,
             precision=cand.precision,
             runtime=cand.runtime,
             tile=config.tile,  # None: the engine's automatic tile size for the device
             overlap=config.overlap,
-        )
-        return restore
+        ).restore_tensor
 
     return run_speed(
         candidates,

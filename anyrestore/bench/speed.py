@@ -1,8 +1,8 @@
 """Speed runs: latency, throughput and peak memory of a restore at several image sizes.
 
 Latency is the median wall time of ``repeats`` calls of the engine's ``restore_tensor`` on a
-CPU tensor after ``warmup`` calls (at least two on OpenVINO: the first of a size runs eager,
-the second compiles), so it includes the copies to and from the device (what a user waits
+CPU tensor after ``warmup`` calls (at least two under runtime auto on OpenVINO: the first of
+a size runs eager, the second compiles), so it includes the copies to and from the device (what a user waits
 for). Peak memory:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` over the timed calls (reset just before), which
@@ -183,10 +183,9 @@ def run_speed(
             x = torch.rand(1, 3, size.h, size.w, generator=gen)
 
             call = partial(_restore_once, restore, x)
-            # On OpenVINO under runtime auto, a size's first whole-image call runs eager and
-            # its second compiles: time from the third, the path a run settles on.
-            steady = 2 if warmup and "on OpenVINO" in cand.compute else warmup
-            for _ in range(steady):
+            # Under runtime auto on OpenVINO, a size's first whole-image call runs eager and
+            # its second compiles: warm up until the path is the one a run settles on.
+            for _ in range(max(warmup, cand.calls_to_settle) if warmup else 0):
                 call()
             with PeakMemory(device) as mem:
                 times = time_calls(call, repeats)

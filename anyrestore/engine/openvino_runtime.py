@@ -4,8 +4,8 @@ On CPUs with native bf16 OpenVINO's kernels, which fuse the element-wise steps t
 PyTorch runs one by one over whole maps, restore anyir_t about twice as fast as the eager
 path (docs/performance.md). The graphs are traced in ``graph_form``
 (``anyrestore.models.layers.tracing``), the same values without the permutes that suit
-eager channels-last maps but become transposes in OpenVINO's own layouts. Only models that declare ``traceable`` qualify: one traced graph
-must compute the model for every image.
+eager channels-last maps but become transposes in OpenVINO's own layouts. Only models that
+declare ``traceable`` qualify: one traced graph must compute the model for every image.
 
 Two graphs per weights, converted on first use and kept on disk (converting one takes
 about half a minute on two cores; loading a kept one, a second):

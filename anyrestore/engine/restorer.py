@@ -121,6 +121,12 @@ class Restorer:
     def describe(self) -> str:
         return self.path.describe()
 
+    @property
+    def calls_to_settle(self) -> int:
+        """Calls on one image size before a call takes the path later ones will: 2 where
+        runtime "auto" restores a size's first whole image eager and compiles on the second."""
+        return 2 if self._openvino is not None and not self._openvino_always else 1
+
     # -- public API ---------------------------------------------------------------------
 
     @torch.inference_mode()

@@ -73,6 +73,8 @@ def test_auto_compiles_only_for_tiles_and_sizes_seen_again(
     monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
     r = Restorer(tiny, "cpu", "fp32", tile=96, stats_side=96, runtime="auto")
     assert r.path.runtime == "openvino"
+    assert r.calls_to_settle == 2  # what a benchmark must warm up before timing
+    assert Restorer(tiny, "cpu", "fp32", runtime="openvino").calls_to_settle == 1
     compiled = r._openvino._compiled  # type: ignore[union-attr]
     x = _image(64, 80)
     first = r.restore_tensor(x)
