@@ -234,6 +234,9 @@ class ComputePath:
     reason: str
     #: "torch" (eager PyTorch) or "openvino" (``anyrestore.engine.openvino_runtime``).
     runtime: str = "torch"
+    #: Whether the user named the runtime (``--runtime openvino``) rather than ``auto`` picking
+    #: it: an asked-for OpenVINO compiles every size, an automatic one only repeated sizes.
+    runtime_asked: bool = False
 
     def describe(self) -> str:
         layout = " channels-last" if self.channels_last and self.runtime == "torch" else ""
@@ -371,7 +374,9 @@ def _openvino_path(
             "OpenVINO runs bf16 only on a CPU with native bf16 (AMX or AVX512-BF16); "
             "use --precision fp32 or --runtime torch"
         )
-    return ComputePath(device, precision, True, why, runtime="openvino")  # type: ignore[arg-type]
+    return ComputePath(  # type: ignore[arg-type]
+        device, precision, True, why, runtime="openvino", runtime_asked=asked
+    )
 
 
 def _check_supported(precision: str, device: torch.device) -> None:

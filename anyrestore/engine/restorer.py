@@ -104,7 +104,7 @@ class Restorer:
             self._openvino = OpenVinoModel(self.model, self.precision)
         # With runtime "auto", a whole image of a size not seen before runs eager: compiling
         # OpenVINO for one small image costs more than it saves (docs/inference.md).
-        self._openvino_always = runtime.strip().lower() == "openvino"
+        self._openvino_always = self.path.runtime_asked
         self._sizes_seen: set[tuple[int, ...]] = set()
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.tile = tile
