@@ -42,11 +42,15 @@ _OOM: tuple[type[BaseException], ...] = (
 )
 
 
+#: How a failed allocation reads in a plain RuntimeError: PyTorch's CPU allocator, then
+#: OpenVINO's CPU plugin ("Failed to allocate N bytes of memory") and a C++ std::bad_alloc.
+_OOM_WORDS = ("DefaultCPUAllocator", "Failed to allocate", "bad_alloc", "bad allocation")
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, _OOM):
         return True
-    # CPU allocation failures surface as plain RuntimeErrors.
-    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc)
+    return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OOM_WORDS)
 
 
 @dataclass(frozen=True)

@@ -148,22 +148,36 @@ def test_stats_reference_is_bounded(method: str) -> None:
 
 
 class OOMAbove(LocalConv):
-    """Raises CUDA-style out-of-memory for inputs larger than ``limit`` pixels."""
+    """Raises ``error`` (CUDA-style out-of-memory) for inputs larger than ``limit`` pixels."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, error: Exception | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory (simulated)")
         self.sizes: list[tuple[int, int]] = []
 
     def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor:
         self.sizes.append(tuple(x.shape[-2:]))
         if x.shape[0] * x.shape[-1] * x.shape[-2] > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise self.error
         return super().forward(x)
 
 
-def test_out_of_memory_halves_the_tile_and_retries() -> None:
-    model = OOMAbove(limit=40 * 40)
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory (simulated)"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory"),
+        RuntimeError(  # OpenVINO's CPU plugin
+            "Exception from src/plugins/intel_cpu/src/cpu_memory.cpp:257:\n"
+            "Failed to allocate 14495514624 bytes of memory"
+        ),
+        RuntimeError("std::bad_alloc"),
+    ],
+    ids=["cuda", "torch-cpu", "openvino", "bad_alloc"],
+)
+def test_out_of_memory_halves_the_tile_and_retries(error: Exception) -> None:
+    model = OOMAbove(limit=40 * 40, error=error)
     x = torch.rand(3, 64, 80)
     restorer = Restorer(model, "cpu", tile=0, overlap=8)
     out = restorer.restore_tensor(x)
@@ -177,3 +191,10 @@ def test_out_of_memory_at_the_smallest_tile_is_a_device_error() -> None:
     restorer = Restorer(OOMAbove(limit=10), "cpu", tile=64, overlap=8)
     with pytest.raises(DeviceError, match="out of memory"):
         restorer.restore_tensor(torch.rand(3, 70, 70))
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory() -> None:
+    model = OOMAbove(limit=10, error=RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    with pytest.raises(RuntimeError, match="shapes"):
+        Restorer(model, "cpu", tile=64, overlap=8).restore_tensor(torch.rand(3, 70, 70))
+    assert len(model.sizes) == 1  # no retry with smaller tiles
