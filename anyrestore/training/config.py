@@ -155,6 +155,9 @@ class DistillConfig:
     #: Weight of the recipe's loss against the clean photo ([loss]); 0 learns from the
     #: teacher alone.
     target_weight: float = 0.0
+    #: Degradation kinds (``[data.kinds]`` names) whose target is the teacher's output
+    #: instead of the clean photo.
+    teacher_kinds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -473,16 +476,29 @@ def validate(config: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    _validate_distill(config.distill)
+    _validate_distill(config.distill, list(config.data.kinds))
     if config.loss.recipe not in ("auto", *RECIPES):
         raise ConfigError(
             f"loss.recipe must be auto, {', '.join(RECIPES)}; got {config.loss.recipe!r}"
         )
 
 
-def _validate_distill(k: DistillConfig) -> None:
+def _validate_distill(k: DistillConfig, kinds: list[str]) -> None:
     if not k.teacher:
+        if k.teacher_kinds:
+            raise ConfigError("distill.teacher_kinds needs distill.teacher")
         return
+    if k.teacher_kinds:
+        if not k.target_weight:
+            raise ConfigError(
+                "distill.teacher_kinds changes the target: it needs target_weight > 0"
+            )
+        unknown = [name for name in k.teacher_kinds if name not in kinds]
+        if unknown:
+            raise ConfigError(
+                f"distill.teacher_kinds {unknown} are not kinds of [data.kinds] "
+                f"({', '.join(kinds) or 'none named'})"
+            )
     if min(k.output_weight, k.block_weight, k.target_weight) < 0:
         raise ConfigError("distill weights must be >= 0")
     if k.teacher_forcing:

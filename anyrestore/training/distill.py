@@ -16,7 +16,10 @@ U-Net and the final output count alike whatever the scale of their features:
   only the blocks are trained: everything around them is taken from the teacher, so that
   the blocks see, when the student runs alone, the inputs they were trained on); without it
   the student runs on its own and its blocks are pulled toward the teacher's path;
-- **target**: the recipe's usual loss against the clean photo.
+- **target**: the recipe's usual loss against the clean photo; for the crops of
+  ``teacher_kinds`` against the teacher's output instead (a damage the teacher leaves nearly
+  as it is, such as blur, is then learnt as the teacher's near-identity rather than as a
+  hedge toward a sharp photo the student cannot reach).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from anyrestore.errors import ConfigError
 from anyrestore.training.config import DistillConfig
 from anyrestore.weights.checkpoint import load_checkpoint
 
-__all__ = ["Distiller", "matched_blocks", "relative_l1"]
+__all__ = ["Distiller", "matched_blocks", "relative_l1", "teacher_targets"]
 
 
 def relative_l1(pred: Tensor, target: Tensor, source: Tensor) -> Tensor:
@@ -55,6 +58,16 @@ def matched_blocks(student: nn.Module, teacher: nn.Module, patterns: list[str]) 
     if patterns and not chosen:
         raise ConfigError(f"distill.blocks {patterns} match no module of the model")
     return chosen
+
+
+def teacher_targets(gt: Tensor, wanted: Tensor, kinds: list[str], chosen: list[str]) -> Tensor:
+    """``gt`` with the crops whose kind is in ``chosen`` replaced by the teacher's output."""
+    if not chosen or not kinds:
+        return gt
+    mask = torch.tensor([k in chosen for k in kinds], device=gt.device)
+    if not bool(mask.any()):
+        return gt
+    return torch.where(mask[:, None, None, None], wanted.detach().to(gt.dtype).clamp(0, 1), gt)
 
 
 class Distiller(nn.Module):
@@ -113,8 +126,9 @@ class Distiller(nn.Module):
         self.teacher.eval()  # always: its norms use their recorded statistics
         return self
 
-    def forward(self, lq: Tensor) -> tuple[Tensor | None, Any, Tensor, dict[str, Tensor]]:
-        """(student output or None, the student's aux, weighted match loss, parts)."""
+    def forward(self, lq: Tensor) -> tuple[Tensor | None, Any, Tensor, dict[str, Tensor], Tensor]:
+        """(student output or None, the student's aux, weighted match loss, parts, the
+        teacher's output)."""
         cfg = self.cfg
         self._seen.clear()
         with torch.no_grad():
@@ -136,4 +150,4 @@ class Distiller(nn.Module):
         total = sum(weights[k] * v for k, v in parts.items())
         self._seen.clear()
         assert isinstance(total, Tensor)
-        return pred, aux, total, {k: v.detach() for k, v in parts.items()}
+        return pred, aux, total, {k: v.detach() for k, v in parts.items()}, wanted

@@ -44,7 +44,7 @@ from anyrestore.training.batches import (
     to_device,
 )
 from anyrestore.training.config import Config, resolve, validate
-from anyrestore.training.distill import Distiller
+from anyrestore.training.distill import Distiller, teacher_targets
 from anyrestore.training.ema import EMA
 from anyrestore.training.evaluate import evaluate
 from anyrestore.training.losses import RestorationLoss
@@ -205,6 +205,11 @@ def _run(
                 f"{len(distiller.blocks)} blocks{forced}"
                 + ("" if config.distill.teacher_forcing else ", the output")
                 + (", the clean photos" if config.distill.target_weight else "")
+                + (
+                    f" (the teacher's output for {', '.join(config.distill.teacher_kinds)})"
+                    if config.distill.teacher_kinds
+                    else ""
+                )
             )
         reporter.message(
             f"training {config.model} on {device} ({precision}"
@@ -287,8 +292,9 @@ def _run(
                             pred, aux = net(lq, return_aux=True)
                             loss, parts, target_weight = None, {}, 1.0
                         else:
-                            pred, aux, loss, parts = net(lq)
+                            pred, aux, loss, parts, wanted = net(lq)
                             target_weight = config.distill.target_weight
+                            gt = teacher_targets(gt, wanted, kinds, config.distill.teacher_kinds)
                     if target_weight:  # the recipe's loss against the clean photo
                         target, target_parts = criterion(
                             pred, gt, aux.get("losses") if aux else None

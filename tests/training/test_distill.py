@@ -14,7 +14,7 @@ from anyrestore.errors import ConfigError
 from anyrestore.models import create_model
 from anyrestore.training import export_checkpoint, load_config, train
 from anyrestore.training.config import DistillConfig
-from anyrestore.training.distill import Distiller, matched_blocks, relative_l1
+from anyrestore.training.distill import Distiller, matched_blocks, relative_l1, teacher_targets
 from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
@@ -67,7 +67,7 @@ def test_a_student_equal_to_its_teacher_has_nothing_to_learn(teacher: Path, forc
         teacher_forcing=forcing,
         output_weight=0.0 if forcing else 1.0,
     )
-    pred, _, loss, parts = Distiller(student, cfg).train()(_batch())
+    pred, _, loss, parts, _ = Distiller(student, cfg).train()(_batch())
     assert (pred is None) == forcing
     assert loss.item() < 1e-5
     assert set(parts) == ({"teacher_blocks"} if forcing else {"teacher_blocks", "teacher_output"})
@@ -106,6 +106,27 @@ def test_a_config_that_cannot_learn_anything_is_refused(photos: Path, tmp_path: 
         )
     with pytest.raises(ConfigError, match="nothing would be learned"):
         train(config("distill.teacher=t.safetensors", "distill.output_weight=0"))
+    with pytest.raises(ConfigError, match="needs target_weight"):
+        train(config("distill.teacher=t.safetensors", 'distill.teacher_kinds=["rain"]'))
+    with pytest.raises(ConfigError, match=r"\['blur'\] are not kinds"):
+        train(
+            config(
+                "distill.teacher=t.safetensors",
+                "distill.target_weight=1",
+                'distill.teacher_kinds=["blur"]',
+            )
+        )
+
+
+def test_teacher_targets_replace_only_the_chosen_kinds() -> None:
+    gt = torch.zeros(3, 3, 4, 4)
+    wanted = torch.full_like(gt, 0.5)
+    wanted[1, 0, 0, 0] = 1.7  # the teacher's output is clamped to an image's range
+    out = teacher_targets(gt, wanted, ["rain", "blur", "haze"], ["blur", "haze"])
+    assert torch.equal(out[0], gt[0])
+    assert out[1, 0, 0, 0] == 1.0 and (out[1].flatten()[1:] == 0.5).all()
+    assert (out[2] == 0.5).all()
+    assert teacher_targets(gt, wanted, ["rain"] * 3, ["blur"]) is gt
 
 
 def _distance_to_teacher(student_path: Path, teacher_path: Path) -> float:
@@ -145,5 +166,38 @@ def test_distillation_brings_a_new_layout_close_to_its_teacher(
     out, facts = export_checkpoint(result.checkpoint, tmp_path / "student.safetensors")
     assert facts["teacher"] == "teacher.safetensors"
     assert ("teacher-forced" in facts["loss"]) == forcing
+    before, after = _distance_to_teacher(start, teacher), _distance_to_teacher(out, teacher)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_teacher_kinds_learn_the_teachers_output_instead_of_the_clean_photo(
+    photos: Path, tmp_path: Path, teacher: Path
+) -> None:
+    """With every kind's target taken from the teacher, the clean-photo term alone (no output
+    or block terms) pulls the student toward the teacher."""
+    torch.set_num_threads(1)
+    start = tmp_path / "start.safetensors"
+    torch.manual_seed(1)
+    save_checkpoint(create_model("anyir_t", **TINY), start)
+    config = load_config(
+        SMOKE,
+        [
+            f"data.root={photos}",
+            f"out={tmp_path / 'run'}",
+            "log.progress=false",
+            "train.steps=80",
+            "optim.lr=3e-3",
+            f"train.init_from={start}",
+            f"distill.teacher={teacher}",
+            "distill.output_weight=0",
+            "distill.target_weight=1",
+            'distill.teacher_kinds=["noise_25", "rain", "haze", "low_light"]',
+        ],
+    )
+    log = io.StringIO()
+    result = train(config, console=Console(file=log, width=200))
+    assert "the teacher's output for noise_25, rain, haze, low_light" in log.getvalue()
+    out, facts = export_checkpoint(result.checkpoint, tmp_path / "student.safetensors")
+    assert "the teacher's output for noise_25" in facts["loss"]
     before, after = _distance_to_teacher(start, teacher), _distance_to_teacher(out, teacher)
     assert after < 0.5 * before, (before, after)
