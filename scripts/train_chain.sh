@@ -4,8 +4,9 @@
 #
 #   bash scripts/train_chain.sh CHAIN DATA_ROOT [RUNS]
 #
-# CHAIN lists one stage per line: a recipe (relative to the chain file) and the step to stop it
-# at (0: the recipe's own step count); `#` starts a comment. DATA_ROOT becomes every stage's
+# CHAIN lists one stage per line: a recipe (relative to the chain file), the step to stop it
+# at (0: the recipe's own step count) and, optionally, KEY=VALUE overrides of that stage's
+# recipe (each one word, as --set takes it); `#` starts a comment. DATA_ROOT becomes every stage's
 # data.root. RUNS (default runs/<chain name>) gets a run folder and an export per stage,
 # RUNS/<recipe name>.safetensors (fp32, so the next stage starts from exactly what this one
 # learnt); the last stage's export is the chain's result. Run it again after an interruption:
@@ -26,19 +27,23 @@ python=${PYTHON:-python}
 read -r -a extra <<< "${TRAIN_ARGS:-}"
 
 # Read and check every stage before training any.
-configs=() stops=() stems=()
+configs=() stops=() stems=() overrides=()
 while IFS= read -r line || [ -n "$line" ]; do
-    read -r config stop _ <<< "${line%%#*}"
+    read -r config stop sets <<< "${line%%#*}"
     [ -n "${config:-}" ] || continue
     n=$((${#configs[@]} + 1))
     [ -f "$here/$config" ] || { echo "train_chain.sh: stage $n: no such recipe: $here/$config" >&2; exit 2; }
     [[ "${stop:-0}" =~ ^[0-9]+$ ]] || { echo "train_chain.sh: stage $n: stop step is not a number: $stop" >&2; exit 2; }
+    read -r -a words <<< "${sets:-}"  # split without glob expansion: values hold [ ]
+    for set in "${words[@]}"; do
+        [[ "$set" == ?*=?* ]] || { echo "train_chain.sh: stage $n: not a KEY=VALUE override: $set" >&2; exit 2; }
+    done
     stem=${config##*/}; stem=${stem%.toml}
     for other in "${stems[@]}"; do
         # Run folders and exports are named after the recipe file: two stages may not share one.
         [ "$other" != "$stem" ] || { echo "train_chain.sh: stage $n: a recipe named $stem.toml is already a stage: rename one" >&2; exit 2; }
     done
-    configs+=("$config") stops+=("${stop:-0}") stems+=("$stem")
+    configs+=("$config") stops+=("${stop:-0}") stems+=("$stem") overrides+=("${sets:-}")
 done < "$chain"
 [ "${#configs[@]}" -gt 0 ] || { echo "train_chain.sh: no stages in $chain" >&2; exit 2; }
 
@@ -52,6 +57,8 @@ for i in "${!configs[@]}"; do
         args=(-c "$here/$config" --no-progress --set "out=$run" --set "data.root=$data")
         [ -n "$previous" ] && args+=(--set "train.init_from=$previous")
         [ "$stop" -gt 0 ] && args+=(--stop-at "$stop")
+        read -r -a words <<< "${overrides[$i]}"
+        for set in "${words[@]}"; do args+=(--set "$set"); done
         [ -f "$run/last.pt" ] && args+=(--resume "$run/last.pt")
         echo "== stage $((i + 1)): $config" >&2
         "$python" -m anyrestore train "${args[@]}" "${extra[@]}" </dev/null

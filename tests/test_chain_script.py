@@ -71,6 +71,20 @@ def test_each_stage_starts_from_the_last_and_a_rerun_only_finishes_what_is_missi
     assert result.is_file()
 
 
+def test_a_stage_may_override_its_recipe(tmp_path: Path) -> None:
+    chain, photos = _chain(tmp_path)
+    chain.write_text('first.toml 0 train.steps=3 data.kinds=["rain","haze"]\n')
+    runs = tmp_path / "runs"
+    done = _run(chain, photos, runs)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_state(runs / "first" / "last.pt")["progress"]["step"] == 3  # not the recipe's 6
+    assert 'kinds = ["rain", "haze"]' in (runs / "first" / "config.toml").read_text()
+    chain.write_text("first.toml 0 train.steps\n")
+    bad = _run(chain, photos, tmp_path / "runs2")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("train_chain.sh: stage 1: not a KEY=VALUE override: train.steps")
+
+
 def test_a_missing_recipe_is_one_line_and_exit_2(tmp_path: Path) -> None:
     chain, photos = _chain(tmp_path)
     chain.write_text("first.toml 0\nmissing.toml 0\n")
@@ -103,6 +117,6 @@ def test_shipped_chains_name_recipes_that_load_and_stop_inside_their_runs(chain:
     stages = [line.split("#")[0].split() for line in chain.read_text().splitlines()]
     stages = [s for s in stages if s]
     assert stages
-    for recipe, stop in stages:
-        config = load_config(chain.parent / recipe)
+    for recipe, stop, *overrides in stages:
+        config = load_config(chain.parent / recipe, overrides)
         assert 0 <= int(stop) <= config.train.steps, recipe
