@@ -137,10 +137,11 @@ def _distance_to_teacher(student_path: Path, teacher_path: Path) -> float:
     return relative_l1(got, wanted, lq).item()
 
 
-@pytest.mark.parametrize("forcing", [False, True])
-def test_distillation_brings_a_new_layout_close_to_its_teacher(
-    photos: Path, tmp_path: Path, teacher: Path, forcing: bool
-) -> None:
+def _distil(
+    photos: Path, tmp_path: Path, teacher: Path, *overrides: str
+) -> tuple[str, Path, dict, float, float]:
+    """Train a fresh tiny layout-2 student for 80 steps with ``overrides``; (log, export,
+    facts, distance to the teacher before, after)."""
     torch.set_num_threads(1)
     start = tmp_path / "start.safetensors"
     torch.manual_seed(1)
@@ -155,18 +156,31 @@ def test_distillation_brings_a_new_layout_close_to_its_teacher(
             "optim.lr=3e-3",
             f"train.init_from={start}",
             f"distill.teacher={teacher}",
-            f"distill.blocks={BLOCKS}".replace("'", '"'),
-            f"distill.teacher_forcing={str(forcing).lower()}",
-            f"distill.output_weight={0 if forcing else 1}",
+            *overrides,
         ],
     )
     log = io.StringIO()
     result = train(config, console=Console(file=log, width=200))
-    assert "distilling from teacher.safetensors: 8 blocks" in log.getvalue()
     out, facts = export_checkpoint(result.checkpoint, tmp_path / "student.safetensors")
+    before, after = _distance_to_teacher(start, teacher), _distance_to_teacher(out, teacher)
+    return log.getvalue(), out, facts, before, after
+
+
+@pytest.mark.parametrize("forcing", [False, True])
+def test_distillation_brings_a_new_layout_close_to_its_teacher(
+    photos: Path, tmp_path: Path, teacher: Path, forcing: bool
+) -> None:
+    log, _, facts, before, after = _distil(
+        photos,
+        tmp_path,
+        teacher,
+        f"distill.blocks={BLOCKS}".replace("'", '"'),
+        f"distill.teacher_forcing={str(forcing).lower()}",
+        f"distill.output_weight={0 if forcing else 1}",
+    )
+    assert "distilling from teacher.safetensors: 8 blocks" in log
     assert facts["teacher"] == "teacher.safetensors"
     assert ("teacher-forced" in facts["loss"]) == forcing
-    before, after = _distance_to_teacher(start, teacher), _distance_to_teacher(out, teacher)
     assert after < 0.5 * before, (before, after)
 
 
@@ -175,29 +189,14 @@ def test_teacher_kinds_learn_the_teachers_output_instead_of_the_clean_photo(
 ) -> None:
     """With every kind's target taken from the teacher, the clean-photo term alone (no output
     or block terms) pulls the student toward the teacher."""
-    torch.set_num_threads(1)
-    start = tmp_path / "start.safetensors"
-    torch.manual_seed(1)
-    save_checkpoint(create_model("anyir_t", **TINY), start)
-    config = load_config(
-        SMOKE,
-        [
-            f"data.root={photos}",
-            f"out={tmp_path / 'run'}",
-            "log.progress=false",
-            "train.steps=80",
-            "optim.lr=3e-3",
-            f"train.init_from={start}",
-            f"distill.teacher={teacher}",
-            "distill.output_weight=0",
-            "distill.target_weight=1",
-            'distill.teacher_kinds=["noise_25", "rain", "haze", "low_light"]',
-        ],
+    log, _, facts, before, after = _distil(
+        photos,
+        tmp_path,
+        teacher,
+        "distill.output_weight=0",
+        "distill.target_weight=1",
+        'distill.teacher_kinds=["noise_25", "rain", "haze", "low_light"]',
     )
-    log = io.StringIO()
-    result = train(config, console=Console(file=log, width=200))
-    assert "the teacher's output for noise_25, rain, haze, low_light" in log.getvalue()
-    out, facts = export_checkpoint(result.checkpoint, tmp_path / "student.safetensors")
+    assert "the teacher's output for noise_25, rain, haze, low_light" in log
     assert "the teacher's output for noise_25" in facts["loss"]
-    before, after = _distance_to_teacher(start, teacher), _distance_to_teacher(out, teacher)
     assert after < 0.5 * before, (before, after)
