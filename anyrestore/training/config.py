@@ -159,6 +159,14 @@ class DistillConfig:
     #: instead of the clean photo.
     teacher_kinds: list[str] = field(default_factory=list)
 
+    def teacher_kinds_phrase(self) -> str:
+        """How logs and exported facts name the kinds whose target is the teacher's output."""
+        return (
+            f"the teacher's output for {', '.join(self.teacher_kinds)}"
+            if self.teacher_kinds
+            else ""
+        )
+
 
 @dataclass
 class LogConfig:

@@ -113,9 +113,7 @@ def _distill_loss(config: Config, target_loss: str) -> str:
         forced = " (teacher-forced)" if d.teacher_forcing else ""
         terms.append(f"{d.block_weight:g}*teacher_blocks{forced}")
     if d.target_weight:
-        instead = (
-            f", the teacher's output for {', '.join(d.teacher_kinds)}" if d.teacher_kinds else ""
-        )
+        instead = f", {d.teacher_kinds_phrase()}" if d.teacher_kinds else ""
         terms.append(f"{d.target_weight:g}*({target_loss}{instead})")
     return " + ".join(terms)
 

@@ -206,7 +206,7 @@ def _run(
                 + ("" if config.distill.teacher_forcing else ", the output")
                 + (", the clean photos" if config.distill.target_weight else "")
                 + (
-                    f" (the teacher's output for {', '.join(config.distill.teacher_kinds)})"
+                    f" ({config.distill.teacher_kinds_phrase()})"
                     if config.distill.teacher_kinds
                     else ""
                 )
