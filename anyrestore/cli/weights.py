@@ -154,16 +154,20 @@ def add_command(
         revision=revision,
         default=default,
     )
-    # Validate everything before copying anything into the package.
-    manifest_entry_for(
+    # Validate everything (the manifest it joins too) before copying anything into the package.
+    text = manifest_entry_for(
         file, embedded=f"weights/embedded/{name}.safetensors" if embed else None, **kwargs
     )
+    if write:
+        add_entry(text, check_only=True)
     embedded = embed_file(file, name) if embed else None
     if embedded:
         say(f"copied {file} to the package as {embedded}")
     text = manifest_entry_for(file, embedded=embedded, **kwargs)
     if write:
-        path = add_entry(text)
+        path, demoted = add_entry(text)
         say(f"added {name!r} to {path}")
+        for old in demoted:
+            say(f"{old!r} is no longer the default")
     else:
         emit(text.rstrip("\n"))

@@ -152,12 +152,27 @@ def embed_file(path: str | os.PathLike[str], name: str) -> str:
     return rel
 
 
-def add_entry(entry_text: str, manifest: str | os.PathLike[str] | None = None) -> Path:
-    """Append an entry to the manifest file atomically, after checking the result still parses."""
+def add_entry(
+    entry_text: str, manifest: str | os.PathLike[str] | None = None, *, check_only: bool = False
+) -> tuple[Path, list[str]]:
+    """Append an entry to the manifest file atomically, after checking the result still parses.
+
+    A new default takes over: ``default = true`` is removed from the entries that had it, whose
+    names are returned. ``check_only`` validates the result without writing it.
+    """
     # The packaged manifest is a symlink to the repository's top-level file: write the real file.
     path = (Path(manifest) if manifest is not None else manifest_path()).resolve()
     old = path.read_text(encoding="utf-8") if path.exists() else "schema_version = 1\n"
+    demoted: list[str] = []
+    if parse_manifest(entry_text, source="new entry")[0].default:
+        demoted = [e.name for e in parse_manifest(old, source=str(path)) if e.default]
+        old = _DEFAULT_LINE.sub("", old)
     new = old.rstrip("\n") + "\n\n" + entry_text
     parse_manifest(new, source=str(path))
-    atomic_write(path, new.encode("utf-8"))
-    return path
+    if not check_only:
+        atomic_write(path, new.encode("utf-8"))
+    return path, demoted
+
+
+# An entry's ``default = true`` line, as ``weights add`` and hand edits write it.
+_DEFAULT_LINE = re.compile(r"(?m)^[ \t]*default[ \t]*=[ \t]*true[ \t]*(#[^\n]*)?\n")

@@ -157,6 +157,26 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path
     assert load_weights().model.arch == "anyir"
 
 
+def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
+    monkeypatch.setattr(authoring, "_PACKAGE_DIR", tmp_path / "pkg")
+    manifest(hub_entry(tiny_bytes, default=True))  # the shipped default, say
+    args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
+
+    result = _run(*args, "--name", "tiny-v2", "--default", "--write")
+    assert result.exit_code == 0, result.output
+    assert "'tiny-hub' is no longer the default" in result.stderr
+    assert [(e.name, e.default) for e in list_entries()] == [
+        ("tiny-hub", False),
+        ("tiny-v2", True),
+    ]
+    # A refused entry (a name taken) copies nothing into the package and leaves the manifest.
+    before = list_entries()
+    result = _run(*args, "--name", "tiny-v2", "--embed", "--write")
+    assert result.exit_code == 4 and "appears twice" in result.stderr
+    assert not (tmp_path / "pkg" / "weights" / "embedded" / "tiny-v2.safetensors").exists()
+    assert list_entries() == before
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
 def test_add_writes_through_the_package_symlink(tmp_path, tiny_file):
     real = tmp_path / "weights_manifest.toml"
