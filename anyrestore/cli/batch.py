@@ -174,12 +174,15 @@ def batch_command(
             f"cannot write to OUTDIR {output_dir}: {str(exc).rsplit(': ', 1)[-1]}"
         ) from None
 
-    net, model_name = load_model(model, weights)
+    net, model_name, weights_name = load_model(model, weights)
     restorer = make_restorer(
         net, device, precision, tile, tile_overlap, threads=threads, runtime=runtime
     )
     if not quiet:
-        say(f"{len(jobs)} images{where}; model {model_name} on {restorer.describe()}")
+        say(
+            f"{len(jobs)} images{where}; model {model_name} ({weights_name})"
+            f" on {restorer.describe()}"
+        )
 
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
@@ -203,6 +206,7 @@ def batch_command(
                 "input": str(job.source),
                 "output": str(job.target),
                 "model": model_name,
+                "weights": weights_name,
                 "device": str(restorer.device),
                 "precision": restorer.precision,
                 "compute": restorer.path.as_dict(),

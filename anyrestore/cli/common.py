@@ -44,8 +44,12 @@ def weights_label(weights: str | None, model_name: str | None) -> str:
     return weights or model_name or "the default weights"
 
 
-def load_model(model_name: str | None, weights: str | None) -> tuple[RestorationModel, str]:
-    """Load weights once: --weights wins, and --model must then name the variant they hold."""
+def load_model(model_name: str | None, weights: str | None) -> tuple[RestorationModel, str, str]:
+    """Load weights once: --weights wins, and --model must then name the variant they hold.
+
+    Returns the model, its variant name and the weights' name (the manifest entry, or the
+    file given), so a run's record says which checkpoint restored it.
+    """
     from anyrestore.models import get_spec
     from anyrestore.weights import load_weights
 
@@ -63,7 +67,8 @@ def load_model(model_name: str | None, weights: str | None) -> tuple[Restoration
             raise UsageError(
                 f"--model {model_name} does not match --weights {weights}, which holds {holds}"
             )
-    return loaded.model, model_name or loaded.name
+    used = loaded.entry.name if loaded.entry is not None else str(weights or loaded.path)
+    return loaded.model, model_name or loaded.name, used
 
 
 def make_restorer(

@@ -187,13 +187,13 @@ def fix_command(
     # The temporary output exists before any work, so an unwritable place fails at once.
     target = AtomicFile(out_path) if out_path is not None else None
     try:
-        net, model_name = load_model(model, weights)
+        net, model_name, weights_name = load_model(model, weights)
         progress, on_tile = tile_progress(err)
         restorer = make_restorer(
             net, device, precision, tile, tile_overlap, on_tile, threads=threads, runtime=runtime
         )
         if not quiet:
-            say(f"model {model_name} on {restorer.describe()}")
+            say(f"model {model_name} ({weights_name}) on {restorer.describe()}")
         start = time.perf_counter()
         with progress:
             restored = restorer.restore_image(image)
@@ -212,7 +212,7 @@ def fix_command(
                 "input": source,
                 "output": shown,
                 "model": model_name,
-                "weights": weights or model or "default",
+                "weights": weights_name,
                 "device": str(restorer.device),
                 "precision": restorer.precision,
                 "compute": restorer.path.as_dict(),

@@ -53,6 +53,7 @@ def test_a_corrupt_file_is_reported_and_the_rest_restored(
     assert (out / "a.png").is_file() and (out / "c.jpg").is_file() and not (out / "b.png").exists()
     status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
     assert status == {"a.png": "ok", "b.png": "failed", "c.jpg": "ok"}
+    assert {r["weights"] for r in records(result.stdout)} == {str(tiny_checkpoint)}
     assert "failed b.png" in result.stderr
     assert "2 restored, 0 skipped, 1 failed" in result.stderr
     assert len(calls) == 1  # the model is loaded once per run

@@ -87,6 +87,17 @@ def test_json_reports_what_was_done(tmp_path: Path, tiny_checkpoint: Path) -> No
     # Smaller than the side the model records its statistics on: one pass, whatever --tile says.
     assert (record["width"], record["height"]) == (W, H) and record["tiles"] == 1
     assert Image.open(out).format == "WEBP"
+    assert record["weights"] == str(tiny_checkpoint)  # which checkpoint restored it
+
+
+def test_json_names_the_default_weights_it_used(tmp_path: Path) -> None:
+    from anyrestore.weights import default_entry
+
+    result = fix(photo(tmp_path / "in.png"), "-o", tmp_path / "out.png", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["weights"] == default_entry().name and record["model"] == "anyir_t"
+    assert f"({default_entry().name})" in result.stderr
 
 
 def test_input_is_only_overwritten_with_overwrite(tmp_path: Path, tiny_checkpoint: Path) -> None:
