@@ -157,9 +157,12 @@ def signals_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        # Leaving on a signal, the process exits next: keep ignoring a second one, or
-        # the interpreter's shutdown (which resets Python handlers) would die of it.
-        if not (_leaving.is_set() and is_program()):
+        # In the program the command's outcome is decided here and the process exits next.
+        # A late signal must neither undo it (exit 130 after the output was committed) nor
+        # kill the interpreter's shutdown, which resets Python handlers (exit -2): ignore it.
+        if is_program():
+            _ignore_signals()
+        else:
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
 
