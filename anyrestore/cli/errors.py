@@ -133,12 +133,8 @@ def _first_signal(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-_leaving = threading.Event()  # set once an interrupt is being turned into the exit code
-
-
 def _ignore_signals() -> None:
     if threading.current_thread() is threading.main_thread():
-        _leaving.set()
         for sig in SIGNAL_WORDS:
             signal.signal(sig, signal.SIG_IGN)
 
@@ -152,7 +148,6 @@ def signals_interrupt() -> Iterator[None]:
     saved = {sig: signal.getsignal(sig) for sig in SIGNAL_WORDS}
     for sig in saved:
         signal.signal(sig, _first_signal)
-    _leaving.clear()
     _received.clear()
     try:
         yield

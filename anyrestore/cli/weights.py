@@ -160,10 +160,8 @@ def add_command(
     )
     if write:
         add_entry(text, check_only=True)
-    embedded = embed_file(file, name) if embed else None
-    if embedded:
-        say(f"copied {file} to the package as {embedded}")
-    text = manifest_entry_for(file, embedded=embedded, **kwargs)
+    if embed:
+        say(f"copied {file} to the package as {embed_file(file, name)}")
     if write:
         path, demoted = add_entry(text)
         say(f"added {name!r} to {path}")

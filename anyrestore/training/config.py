@@ -161,11 +161,7 @@ class DistillConfig:
 
     def teacher_kinds_phrase(self) -> str:
         """How logs and exported facts name the kinds whose target is the teacher's output."""
-        return (
-            f"the teacher's output for {', '.join(self.teacher_kinds)}"
-            if self.teacher_kinds
-            else ""
-        )
+        return f"the teacher's output for {', '.join(self.teacher_kinds)}"
 
 
 @dataclass

@@ -166,7 +166,7 @@ def add_entry(
     demoted: list[str] = []
     if parse_manifest(entry_text, source="new entry")[0].default:
         demoted = [e.name for e in parse_manifest(old, source=str(path)) if e.default]
-        old = _DEFAULT_LINE.sub("", old)
+        old = _without_defaults(old)
     new = old.rstrip("\n") + "\n\n" + entry_text
     parse_manifest(new, source=str(path))
     if not check_only:
@@ -175,4 +175,17 @@ def add_entry(
 
 
 # An entry's ``default = true`` line, as ``weights add`` and hand edits write it.
-_DEFAULT_LINE = re.compile(r"(?m)^[ \t]*default[ \t]*=[ \t]*true[ \t]*(#[^\n]*)?\n")
+_DEFAULT_LINE = re.compile(r"[ \t]*default[ \t]*=[ \t]*true[ \t]*(#.*)?\n?")
+_TABLE_HEADER = re.compile(r"[ \t]*\[\[?[\w.\"' -]+\]\]?[ \t]*(#.*)?\n?")
+
+
+def _without_defaults(text: str) -> str:
+    """``text`` without the ``default = true`` lines of its ``[[weights]]`` tables; a key of that
+    name in a sub-table (a training fact) is data and stays."""
+    kept, in_entry = [], False
+    for line in text.splitlines(keepends=True):
+        if _TABLE_HEADER.fullmatch(line):
+            in_entry = line.strip().startswith("[[weights]]")
+        if not (in_entry and _DEFAULT_LINE.fullmatch(line)):
+            kept.append(line)
+    return "".join(kept)

@@ -159,7 +159,8 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path
 
 def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
     monkeypatch.setattr(authoring, "_PACKAGE_DIR", tmp_path / "pkg")
-    manifest(hub_entry(tiny_bytes, default=True))  # the shipped default, say
+    # The shipped default, say, with a training fact that happens to be called "default".
+    manifest(hub_entry(tiny_bytes, default=True) + "[weights.training]\ndefault = true\n")
     args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
 
     result = _run(*args, "--name", "tiny-v2", "--default", "--write")
@@ -169,6 +170,7 @@ def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, mon
         ("tiny-hub", False),
         ("tiny-v2", True),
     ]
+    assert list_entries()[0].training == {"default": True}  # data, not the entry's flag
     # A refused entry (a name taken) copies nothing into the package and leaves the manifest.
     before = list_entries()
     result = _run(*args, "--name", "tiny-v2", "--embed", "--write")
