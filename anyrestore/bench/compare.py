@@ -1,0 +1,154 @@
+"""Two checkpoints on the same bench pairs, kind by kind: is the new one better, and by how much
+more than chance?
+
+A held-out set of a dozen photos moves a kind's mean PSNR by tenths of a dB from one training
+stage to the next, so a mean difference alone cannot say whether a new checkpoint lost a kind.
+Both runs score the same degraded inputs (the synthetic suite's seeds are fixed per photo and
+kind), so the differences are paired: their standard error is what a gap is measured against.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from anyrestore.bench.quality import AVERAGE
+from anyrestore.errors import DataError, UsageError
+
+#: How far a kind may fall behind under the release rule of docs/model-card.md (dB).
+RELEASE_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class KindDelta:
+    """New minus old on one kind, over the images both runs scored."""
+
+    kind: str
+    old: float  # mean PSNR of the reference
+    new: float
+    delta: float  # mean of the per-image differences (= new - old)
+    stderr: float | None  # standard error of those differences; None for one image
+    ahead: int  # images on which the new checkpoint scored higher
+    images: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The release rule (mean up, no kind more than ``tolerance`` behind) and the strict one."""
+
+    mean_delta: float
+    worst: KindDelta
+    tolerance: float
+
+    @property
+    def release(self) -> bool:
+        return self.mean_delta > 0 and self.worst.delta >= -self.tolerance
+
+    @property
+    def every_kind(self) -> bool:
+        return self.worst.delta >= 0
+
+
+def model_labels(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The models (baselines left out) a bench JSON file holds, in order of appearance."""
+    labels: list[str] = []
+    for r in records:
+        if r.get("source") != "baseline" and r["model"] not in labels:
+            labels.append(r["model"])
+    return labels
+
+
+def pick_model(records: Sequence[dict[str, Any]], label: str | None, where: str) -> str:
+    """``label``, checked to be in ``records``, or the file's only model."""
+    labels = model_labels(records)
+    if label is not None:
+        if label not in labels:
+            raise UsageError(f"{where}: no model {label!r}; it has {', '.join(labels) or 'none'}")
+        return label
+    if len(labels) != 1:
+        raise UsageError(
+            f"{where}: {len(labels)} models ({', '.join(labels) or 'none'}); name one to compare"
+        )
+    return labels[0]
+
+
+def _per_image(
+    records: Iterable[dict[str, Any]], model: str, where: str
+) -> dict[tuple[str, str], float]:
+    scores = {
+        (r["kind"], r["image"]): float(r["psnr"])
+        for r in records
+        if r["model"] == model and "image" in r and r["kind"] != AVERAGE
+    }
+    if not scores:
+        raise DataError(f"{where}: no per-image scores for {model!r}; run bench with --per-image")
+    return scores
+
+
+def _check_same_inputs(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:
+    """Where both runs scored the input itself (identity), its scores must agree per image."""
+    try:
+        a = _per_image(old, "identity", "old")
+        b = _per_image(new, "identity", "new")
+    except DataError:
+        return  # a run without the identity baseline: nothing to check against
+    for key in a.keys() & b.keys():
+        if abs(a[key] - b[key]) > 1e-6:
+            kind, image = key
+            raise DataError(
+                f"the two runs degraded {image} ({kind}) differently: compare runs made with the "
+                "same photos, --max-side and version of the degradations"
+            )
+
+
+def paired_deltas(
+    old: Sequence[dict[str, Any]],
+    new: Sequence[dict[str, Any]],
+    *,
+    old_model: str,
+    new_model: str,
+) -> list[KindDelta]:
+    """One :class:`KindDelta` per kind, in the order of the old run, over the shared images.
+
+    Both runs must have scored the same (kind, image) pairs: a kind or photo missing from one
+    run would bias its mean, so it is an error, not something to skip.
+    """
+    _check_same_inputs(old, new)
+    a = _per_image(old, old_model, "old")
+    b = _per_image(new, new_model, "new")
+    if a.keys() != b.keys():
+        only = sorted(a.keys() ^ b.keys())[:3]
+        listed = ", ".join(f"{k}/{i}" for k, i in only)
+        raise DataError(f"the runs scored different pairs (e.g. {listed}); rerun with the same set")
+    kinds: list[str] = []
+    for kind, _ in a:
+        if kind not in kinds:
+            kinds.append(kind)
+    deltas = []
+    for kind in kinds:
+        images = [i for k, i in a if k == kind]
+        diffs = [b[(kind, i)] - a[(kind, i)] for i in images]
+        stderr = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+        deltas.append(
+            KindDelta(
+                kind=kind,
+                old=math.fsum(a[(kind, i)] for i in images) / len(images),
+                new=math.fsum(b[(kind, i)] for i in images) / len(images),
+                delta=math.fsum(diffs) / len(diffs),
+                stderr=stderr,
+                ahead=sum(d > 0 for d in diffs),
+                images=len(images),
+            )
+        )
+    return deltas
+
+
+def verdict(deltas: Sequence[KindDelta], tolerance: float = RELEASE_TOLERANCE) -> Verdict:
+    """The mean over kinds (as the bench's average row) and the kind that lost most."""
+    if not deltas:
+        raise DataError("nothing to compare")
+    mean = math.fsum(d.delta for d in deltas) / len(deltas)
+    return Verdict(mean_delta=mean, worst=min(deltas, key=lambda d: d.delta), tolerance=tolerance)

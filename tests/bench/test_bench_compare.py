@@ -1,0 +1,129 @@
+"""Paired comparison of two bench runs (anyrestore/bench/compare.py, benchmarks/compare_bench.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from anyrestore.bench.compare import paired_deltas, pick_model, verdict
+from anyrestore.errors import DataError, UsageError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_records(model: str, scores: dict[str, list[float]], inputs: dict[str, list[float]]):
+    """What `bench --per-image --json --baseline identity` writes, for the fields compared."""
+    records = []
+    for label, source, table in (("identity", "baseline", inputs), (model, "weights", scores)):
+        for kind, values in table.items():
+            records.append(
+                {
+                    "model": label,
+                    "source": source,
+                    "kind": kind,
+                    "images": len(values),
+                    "psnr": sum(values) / len(values),
+                }
+            )
+            records.extend(
+                {
+                    "model": label,
+                    "source": source,
+                    "kind": kind,
+                    "image": f"p{i}",
+                    "images": 1,
+                    "psnr": v,
+                }
+                for i, v in enumerate(values)
+            )
+        records.append({"model": label, "source": source, "kind": "average", "psnr": 0.0})
+    return records
+
+
+INPUTS = {"noise_15": [25.0, 24.0, 26.0], "L+H": [10.0, 11.0, 9.0]}
+
+
+def test_deltas_are_paired_per_image():
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17.0, 18.0, 16.0]}, INPUTS)
+    new = run_records("new", {"noise_15": [31.5, 30.1, 32.3], "L+H": [16.0, 18.5, 16.2]}, INPUTS)
+    deltas = {d.kind: d for d in paired_deltas(old, new, old_model="old", new_model="new")}
+    noise = deltas["noise_15"]
+    assert noise.delta == pytest.approx(0.3)
+    assert noise.old == pytest.approx(31.0) and noise.new == pytest.approx(31.3)
+    assert noise.ahead == 3 and noise.images == 3
+    # differences 0.5, 0.1, 0.3: sd 0.2, standard error 0.2 / sqrt(3)
+    assert noise.stderr == pytest.approx(0.2 / math.sqrt(3))
+    lh = deltas["L+H"]
+    assert lh.delta == pytest.approx((-1.0 + 0.5 + 0.2) / 3)
+    assert lh.ahead == 2
+
+
+def test_release_rule_and_strict_rule():
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17.0, 18.0, 16.0]}, INPUTS)
+    slightly = run_records("new", {"noise_15": [31.0, 30.0, 31.9], "L+H": [18, 19, 17]}, INPUTS)
+    v = verdict(paired_deltas(old, slightly, old_model="old", new_model="new"))
+    assert v.release and not v.every_kind
+    assert v.worst.kind == "noise_15" and v.worst.delta == pytest.approx(-0.1 / 3)
+
+    much = run_records("new", {"noise_15": [30.0, 30.0, 32.0], "L+H": [18, 19, 17]}, INPUTS)
+    v = verdict(paired_deltas(old, much, old_model="old", new_model="new"))
+    assert v.mean_delta > 0 and not v.release  # noise_15 -0.33 dB: over the 0.1 dB tolerance
+
+    worse = run_records("new", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17, 18, 15.9]}, INPUTS)
+    assert not verdict(paired_deltas(old, worse, old_model="old", new_model="new")).release
+
+
+def test_runs_on_different_inputs_are_refused():
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": [25.0, 24.0, 26.0]})
+    new = run_records("new", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": [25.0, 24.5, 26.0]})
+    with pytest.raises(DataError, match="degraded p1"):
+        paired_deltas(old, new, old_model="old", new_model="new")
+
+
+def test_missing_pairs_and_missing_per_image_are_refused():
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [1.0, 2.0, 3.0]}, INPUTS)
+    new = run_records("new", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": INPUTS["noise_15"]})
+    with pytest.raises(DataError, match="different pairs"):
+        paired_deltas(old, new, old_model="old", new_model="new")
+    means_only = [r for r in new if "image" not in r]
+    with pytest.raises(DataError, match="--per-image"):
+        paired_deltas(old, means_only, old_model="old", new_model="new")
+
+
+def test_pick_model_needs_a_name_when_a_run_holds_several():
+    two = run_records("a", {"noise_15": [1.0]}, {}) + run_records("b", {"noise_15": [1.0]}, {})
+    with pytest.raises(UsageError, match="2 models"):
+        pick_model(two, None, "x.json")
+    assert pick_model(two, "b", "x.json") == "b"
+    with pytest.raises(UsageError, match="no model 'c'"):
+        pick_model(two, "c", "x.json")
+    assert pick_model(run_records("a", {"noise_15": [1.0]}, INPUTS), None, "y.json") == "a"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "compare_bench", ROOT / "benchmarks" / "compare_bench.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_prints_the_table_and_exits_on_the_rule(tmp_path, capsys):
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17.0, 18.0, 16.0]}, INPUTS)
+    new = run_records("new", {"noise_15": [30.0, 30.0, 32.0], "L+H": [18, 19, 17]}, INPUTS)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    main = _script().main
+    assert main([str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 1
+    out = capsys.readouterr().out
+    assert "behind: noise_15 -0.333" in out and "not met" in out
+    assert main([str(tmp_path / "new.json"), str(tmp_path / "new.json"), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["mean_delta"] == 0 and data["every_kind"] and not data["release_rule"]
+    assert main([str(tmp_path / "old.json"), str(tmp_path / "old.json"), "--old-model", "x"]) == 2
+    assert "no model 'x'" in capsys.readouterr().err
