@@ -52,6 +52,11 @@ MAX_SUBSTITUTES = 64
 # synthetic low light keeps its own, darker range.
 DARK_SCENE_SCALE = (0.25, 0.75)
 
+# ``pale_scenes`` lifts a clean crop toward white, 1 - (1 - x) * s, keeping a share s drawn from
+# this range of its distance to white: a photo of mean 0.4 lands at 0.52-0.76, as a white wall,
+# a white clock face or an overcast snowfield does, with the contrast that such scenes have.
+PALE_SCENE_KEEP = (0.4, 0.8)
+
 # ``color_jitter`` = j multiplies a clean training crop (target too) by an exposure gain
 # exp(U(-j, j)) and each channel by exp(U(-j/2, j/2)), a white-balance shift, so a small corpus
 # shows a model more exposures and colour casts than its photos have.
@@ -111,6 +116,7 @@ class RestorationDataset(Dataset):
         degrade_in_loop: bool = False,
         dark_scenes: float = 0.0,
         misty_scenes: float = 0.0,
+        pale_scenes: float = 0.0,
         color_jitter: float = 0.0,
     ) -> None:
         if mode not in ("train", "val", "test"):
@@ -121,6 +127,8 @@ class RestorationDataset(Dataset):
             raise ValueError(f"dark_scenes is a probability in [0, 1], got {dark_scenes}")
         if not 0.0 <= misty_scenes <= 1.0:
             raise ValueError(f"misty_scenes is a probability in [0, 1], got {misty_scenes}")
+        if not 0.0 <= pale_scenes <= 1.0:
+            raise ValueError(f"pale_scenes is a probability in [0, 1], got {pale_scenes}")
         if not 0.0 <= color_jitter <= 1.0:
             raise ValueError(f"color_jitter must be in [0, 1], got {color_jitter}")
         self.samples = list(samples)
@@ -132,6 +140,7 @@ class RestorationDataset(Dataset):
         self.degrade_in_loop = degrade_in_loop
         self.dark_scenes = dark_scenes if mode == "train" else 0.0
         self.misty_scenes = misty_scenes if mode == "train" else 0.0
+        self.pale_scenes = pale_scenes if mode == "train" else 0.0
         self.color_jitter = color_jitter if mode == "train" else 0.0
         if any(s.kind is None for s in self.samples) and not mix:
             raise ValueError("samples without a kind need a mix of kinds to draw from")
@@ -206,6 +215,7 @@ class RestorationDataset(Dataset):
         else:
             gt = self._jitter(pair.contiguous(), g)
             gt = self._maybe_mist(self._maybe_darken(gt, kind, g), kind, g)
+            gt = self._maybe_pale(gt, kind, g)
             if self.degrade_in_loop:
                 lq = gt
             else:
@@ -257,6 +267,22 @@ class RestorationDataset(Dataset):
         if u >= self.misty_scenes or "haze" in parse_kind(kind):
             return gt
         return add_mist(gt, generator=g)
+
+    def _maybe_pale(self, gt: Tensor, kind: str, g: torch.Generator) -> Tensor:
+        """With probability ``pale_scenes``, lift the clean crop (the target too) toward white.
+
+        A pale, flat scene (a white clock on a white wall) looks to a model like dense haze
+        unless it has seen such scenes as clean targets: it darkens them under every kind.
+        Kinds with haze are left alone: their target must stay haze-free. Nothing is drawn when
+        it is off, so the random stream is the same as without.
+        """
+        if self.pale_scenes <= 0.0:
+            return gt
+        u, t = torch.rand(2, generator=g).tolist()
+        if u >= self.pale_scenes or "haze" in parse_kind(kind):
+            return gt
+        lo, hi = PALE_SCENE_KEEP
+        return 1 - (1 - gt) * (lo + (hi - lo) * t)
 
 
 def _normalise_mix(kinds: Kinds) -> dict[str, float]:
@@ -312,6 +338,7 @@ def build_dataset(
     degrade_in_loop: bool = False,
     dark_scenes: float = 0.0,
     misty_scenes: float = 0.0,
+    pale_scenes: float = 0.0,
     color_jitter: float = 0.0,
 ) -> RestorationDataset:
     """A dataset for ``layout`` ("paired", "synthetic", "three", "five", "cdd11") under ``root``.
@@ -325,7 +352,8 @@ def build_dataset(
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
-    veiled in a light mist (target included); ``color_jitter``: the strength of a random exposure
+    veiled in a light mist (target included); ``pale_scenes``: the probability that one of a
+    kind without haze is lifted toward white (target included); ``color_jitter``: the strength of a random exposure
     and white-balance change of each "synthetic" training crop (target included). Raises DataError when ``root`` does not have the
     layout's folder tree.
     """
@@ -340,6 +368,7 @@ def build_dataset(
         "degrade_in_loop": degrade_in_loop,
         "dark_scenes": dark_scenes,
         "misty_scenes": misty_scenes,
+        "pale_scenes": pale_scenes,
         "color_jitter": color_jitter,
     }
     for name, value in synthetic_only.items():
@@ -397,6 +426,7 @@ def build_dataset(
         degrade_in_loop=degrade_in_loop and split == "train",
         dark_scenes=dark_scenes,  # RestorationDataset applies both to training items only
         misty_scenes=misty_scenes,
+        pale_scenes=pale_scenes,
         color_jitter=color_jitter,
     )
 

@@ -112,6 +112,7 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
             degrade_in_loop=bool(on_device),
             dark_scenes=d.dark_scenes,
             misty_scenes=d.misty_scenes,
+            pale_scenes=d.pale_scenes,
             color_jitter=d.color_jitter,
             **common,
         )

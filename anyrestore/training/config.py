@@ -54,6 +54,9 @@ class DataConfig:
     #: "synthetic": probability that a training crop of a kind without haze is veiled in a light
     #: mist (target too), so misty photos are not taken for hazy ones (0 = off).
     misty_scenes: float = 0.0
+    #: "synthetic": probability that a training crop of a kind without haze is lifted toward
+    #: white (target too), so pale, flat scenes are not taken for hazy ones (0 = off).
+    pale_scenes: float = 0.0
     #: "synthetic": strength j of a random exposure (exp(U(-j, j))) and white-balance
     #: (exp(U(-j/2, j/2)) per channel) change of each training crop, target too (0 = off).
     color_jitter: float = 0.0
@@ -430,6 +433,7 @@ def validate(config: Config) -> None:
         (d.workers >= 0, "data.workers must be >= 0"),
         (0.0 <= d.dark_scenes <= 1.0, "data.dark_scenes must be a probability in [0, 1]"),
         (0.0 <= d.misty_scenes <= 1.0, "data.misty_scenes must be a probability in [0, 1]"),
+        (0.0 <= d.pale_scenes <= 1.0, "data.pale_scenes must be a probability in [0, 1]"),
         (0.0 <= d.color_jitter <= 1.0, "data.color_jitter must be in [0, 1]"),
         (
             isinstance(d.expansion, bool) or all(v >= 1 for v in d.expansion.values()),

@@ -100,6 +100,7 @@ def test_paired_root_without_folders_names_the_layout(tmp_path: Path) -> None:
         {"degrade_in_loop": True},
         {"dark_scenes": 0.5},
         {"misty_scenes": 0.5},
+        {"pale_scenes": 0.5},
     ],
 )
 def test_scene_options_on_real_pairs_are_refused(tmp_path: Path, option: dict) -> None:
@@ -498,3 +499,32 @@ def test_unknown_layout_and_split(tmp_path: Path) -> None:
         build_dataset("four", tmp_path)
     with pytest.raises(ValueError):
         build_dataset("synthetic", tmp_path, split="validation")  # type: ignore[arg-type]
+
+
+def test_pale_scenes_lift_targets_of_kinds_without_haze_toward_white(tmp_path: Path) -> None:
+    # a flat mid-grey photo: lifting keeps 40-80 % of its distance to white, 1 - (1 - x) * s
+    for i in range(4):
+        write(tmp_path / f"grey{i}.png", size=(32, 32), value=102)
+    kinds = {"blur": 1.0, "clean": 1.0, "haze": 1.0, "H+S": 1.0, "low_light": 1.0}
+    common = {"split": "train", "crop": 16, "val_fraction": 0.0, "kinds": kinds}
+    grey = 102 / 255
+    lo, hi = 1 - (1 - grey) * 0.8, 1 - (1 - grey) * 0.4
+    pale = _clean_crop_means(build_dataset("synthetic", tmp_path, pale_scenes=1.0, **common), 150)
+    for kind in ("blur", "clean", "low_light"):  # lifted, by varying amounts, never past white
+        assert pale[kind] and all(lo - 1e-6 <= m <= hi + 1e-6 for m in pale[kind])
+        assert len({round(m, 3) for m in pale[kind]}) > 3
+    for kind in ("haze", "H+S"):  # the target of a dehazing kind stays as it was
+        assert pale[kind] and all(m == pytest.approx(grey, abs=1e-6) for m in pale[kind])
+    half = _clean_crop_means(build_dataset("synthetic", tmp_path, pale_scenes=0.5, **common), 150)
+    share = sum(m > grey + 0.01 for m in half["clean"]) / len(half["clean"])
+    assert 0.2 < share < 0.8
+    # an identity pair stays one, and low light darkens the pale target, not the grey photo
+    ds = build_dataset("synthetic", tmp_path, pale_scenes=1.0, **{**common, "kinds": ["clean"]})
+    item = ds[0]
+    assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
+    val = build_dataset(
+        "synthetic", tmp_path, **{**common, "split": "val", "val_fraction": 0.5}, pale_scenes=1.0
+    )
+    assert all(float(val[i]["gt"].mean()) == pytest.approx(grey) for i in range(len(val)))
+    with pytest.raises(ValueError, match="probability"):
+        build_dataset("synthetic", tmp_path, pale_scenes=-0.1)

@@ -182,6 +182,7 @@ def test_config_mistakes_are_named(override: str, message: str) -> None:
         ("data.layout=flat", "data.layout"),
         ("optim.lr=0", "optim.lr"),
         ("data.misty_scenes=1.5", "data.misty_scenes must be a probability"),
+        ("data.pale_scenes=2", "data.pale_scenes must be a probability"),
         ("data.dark_scenes=-0.1", "data.dark_scenes must be a probability"),
     ],
 )
