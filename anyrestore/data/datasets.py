@@ -52,10 +52,12 @@ MAX_SUBSTITUTES = 64
 # synthetic low light keeps its own, darker range.
 DARK_SCENE_SCALE = (0.25, 0.75)
 
-# ``pale_scenes`` lifts a clean crop toward white, 1 - (1 - x) * s, keeping a share s drawn from
-# this range of its distance to white: a photo of mean 0.4 lands at 0.52-0.76, as a white wall,
-# a white clock face or an overcast snowfield does, with the contrast that such scenes have.
-PALE_SCENE_KEEP = (0.4, 0.8)
+# ``pale_scenes`` raises a clean crop to a power drawn from this range, a high-key tone curve:
+# a photo of mean 0.4 lands at 0.53-0.73, as a white wall, a white clock face or an overcast
+# snowfield does. Black stays black and white white, which is what tells such a scene from
+# haze, a veil that lifts the darkest pixels too (lifting toward white, 1 - (1 - x) s, taught
+# anyir_t to leave haze in place: docs/model-card.md).
+PALE_SCENE_GAMMA = (0.35, 0.7)
 
 # ``color_jitter`` = j multiplies a clean training crop (target too) by an exposure gain
 # exp(U(-j, j)) and each channel by exp(U(-j/2, j/2)), a white-balance shift, so a small corpus
@@ -269,7 +271,7 @@ class RestorationDataset(Dataset):
         return add_mist(gt, generator=g)
 
     def _maybe_pale(self, gt: Tensor, kind: str, g: torch.Generator) -> Tensor:
-        """With probability ``pale_scenes``, lift the clean crop (the target too) toward white.
+        """With probability ``pale_scenes``, give the clean crop (the target too) a high-key tone.
 
         A pale, flat scene (a white clock on a white wall) looks to a model like dense haze
         unless it has seen such scenes as clean targets: it darkens them under every kind.
@@ -281,8 +283,8 @@ class RestorationDataset(Dataset):
         u, t = torch.rand(2, generator=g).tolist()
         if u >= self.pale_scenes or "haze" in parse_kind(kind):
             return gt
-        lo, hi = PALE_SCENE_KEEP
-        return 1 - (1 - gt) * (lo + (hi - lo) * t)
+        lo, hi = PALE_SCENE_GAMMA
+        return gt.clamp(min=0).pow(lo + (hi - lo) * t)
 
 
 def _normalise_mix(kinds: Kinds) -> dict[str, float]:
@@ -353,7 +355,7 @@ def build_dataset(
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
     veiled in a light mist (target included); ``pale_scenes``: the probability that one of a
-    kind without haze is lifted toward white (target included); ``color_jitter``: the strength of a random exposure
+    kind without haze gets a high-key tone curve (target included); ``color_jitter``: the strength of a random exposure
     and white-balance change of each "synthetic" training crop (target included). Raises DataError when ``root`` does not have the
     layout's folder tree.
     """

@@ -54,8 +54,8 @@ class DataConfig:
     #: "synthetic": probability that a training crop of a kind without haze is veiled in a light
     #: mist (target too), so misty photos are not taken for hazy ones (0 = off).
     misty_scenes: float = 0.0
-    #: "synthetic": probability that a training crop of a kind without haze is lifted toward
-    #: white (target too), so pale, flat scenes are not taken for hazy ones (0 = off).
+    #: "synthetic": probability that a training crop of a kind without haze gets a high-key
+    #: tone curve (target too), so pale, flat scenes are not taken for hazy ones (0 = off).
     pale_scenes: float = 0.0
     #: "synthetic": strength j of a random exposure (exp(U(-j, j))) and white-balance
     #: (exp(U(-j/2, j/2)) per channel) change of each training crop, target too (0 = off).

@@ -501,16 +501,18 @@ def test_unknown_layout_and_split(tmp_path: Path) -> None:
         build_dataset("synthetic", tmp_path, split="validation")  # type: ignore[arg-type]
 
 
-def test_pale_scenes_lift_targets_of_kinds_without_haze_toward_white(tmp_path: Path) -> None:
-    # a flat mid-grey photo: lifting keeps 40-80 % of its distance to white, 1 - (1 - x) * s
+def test_pale_scenes_brighten_targets_of_kinds_without_haze_but_keep_black(
+    tmp_path: Path,
+) -> None:
+    # a flat mid-grey photo: a high-key tone curve x ** g, g in 0.35-0.7
     for i in range(4):
         write(tmp_path / f"grey{i}.png", size=(32, 32), value=102)
     kinds = {"blur": 1.0, "clean": 1.0, "haze": 1.0, "H+S": 1.0, "low_light": 1.0}
     common = {"split": "train", "crop": 16, "val_fraction": 0.0, "kinds": kinds}
     grey = 102 / 255
-    lo, hi = 1 - (1 - grey) * 0.8, 1 - (1 - grey) * 0.4
+    lo, hi = grey**0.7, grey**0.35
     pale = _clean_crop_means(build_dataset("synthetic", tmp_path, pale_scenes=1.0, **common), 150)
-    for kind in ("blur", "clean", "low_light"):  # lifted, by varying amounts, never past white
+    for kind in ("blur", "clean", "low_light"):  # brightened, by varying amounts
         assert pale[kind] and all(lo - 1e-6 <= m <= hi + 1e-6 for m in pale[kind])
         assert len({round(m, 3) for m in pale[kind]}) > 3
     for kind in ("haze", "H+S"):  # the target of a dehazing kind stays as it was
@@ -518,7 +520,7 @@ def test_pale_scenes_lift_targets_of_kinds_without_haze_toward_white(tmp_path: P
     half = _clean_crop_means(build_dataset("synthetic", tmp_path, pale_scenes=0.5, **common), 150)
     share = sum(m > grey + 0.01 for m in half["clean"]) / len(half["clean"])
     assert 0.2 < share < 0.8
-    # an identity pair stays one, and low light darkens the pale target, not the grey photo
+    # an identity pair stays one
     ds = build_dataset("synthetic", tmp_path, pale_scenes=1.0, **{**common, "kinds": ["clean"]})
     item = ds[0]
     assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
@@ -528,3 +530,9 @@ def test_pale_scenes_lift_targets_of_kinds_without_haze_toward_white(tmp_path: P
     assert all(float(val[i]["gt"].mean()) == pytest.approx(grey) for i in range(len(val)))
     with pytest.raises(ValueError, match="probability"):
         build_dataset("synthetic", tmp_path, pale_scenes=-0.1)
+    # unlike haze, the tone curve leaves black black: that is what tells the two apart
+    black = tmp_path / "black"
+    for i in range(4):
+        write(black / f"b{i}.png", size=(32, 32), value=0)
+    ds = build_dataset("synthetic", black, pale_scenes=1.0, **{**common, "kinds": ["clean"]})
+    assert len(ds) >= 4 and all(float(ds[i]["gt"].max()) == 0.0 for i in range(len(ds)))
