@@ -125,12 +125,14 @@ class RestorationDataset(Dataset):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
         if crop < 1:
             raise ValueError(f"crop must be positive, got {crop}")
-        if not 0.0 <= dark_scenes <= 1.0:
-            raise ValueError(f"dark_scenes is a probability in [0, 1], got {dark_scenes}")
-        if not 0.0 <= misty_scenes <= 1.0:
-            raise ValueError(f"misty_scenes is a probability in [0, 1], got {misty_scenes}")
-        if not 0.0 <= pale_scenes <= 1.0:
-            raise ValueError(f"pale_scenes is a probability in [0, 1], got {pale_scenes}")
+        scenes = {
+            "dark_scenes": dark_scenes,
+            "misty_scenes": misty_scenes,
+            "pale_scenes": pale_scenes,
+        }
+        for name, p in scenes.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         if not 0.0 <= color_jitter <= 1.0:
             raise ValueError(f"color_jitter must be in [0, 1], got {color_jitter}")
         self.samples = list(samples)
@@ -355,9 +357,9 @@ def build_dataset(
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
     (target included); ``misty_scenes``: the probability that one of a kind without haze is
     veiled in a light mist (target included); ``pale_scenes``: the probability that one of a
-    kind without haze gets a high-key tone curve (target included); ``color_jitter``: the strength of a random exposure
-    and white-balance change of each "synthetic" training crop (target included). Raises DataError when ``root`` does not have the
-    layout's folder tree.
+    kind without haze gets a high-key tone curve (target included); ``color_jitter``: the
+    strength of a random exposure and white-balance change of each "synthetic" training crop
+    (target included). Raises DataError when ``root`` does not have the layout's folder tree.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -426,7 +428,7 @@ def build_dataset(
         flips=flips,
         quantize=quantize,
         degrade_in_loop=degrade_in_loop and split == "train",
-        dark_scenes=dark_scenes,  # RestorationDataset applies both to training items only
+        dark_scenes=dark_scenes,  # RestorationDataset applies these to training items only
         misty_scenes=misty_scenes,
         pale_scenes=pale_scenes,
         color_jitter=color_jitter,

@@ -261,6 +261,21 @@ def test_dark_scenes_are_training_only_and_validated(tmp_path: Path) -> None:
         build_dataset("paired", tmp_path, dark_scenes=0.5)
 
 
+def _scene_option_keeps_identity_and_validation(
+    root: Path, common: dict, option: str, flat: float
+) -> dict:
+    """With ``option`` at 1, an identity pair stays one (its input is the re-toned target itself)
+    and the validation split keeps the photos as they are (all of mean ``flat``). Returns the
+    identity pair."""
+    ds = build_dataset("synthetic", root, **{option: 1.0}, **{**common, "kinds": ["clean"]})
+    item = ds[0]
+    assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
+    val_split = {**common, "split": "val", "val_fraction": 0.5}
+    val = build_dataset("synthetic", root, **{option: 1.0}, **val_split)
+    assert all(float(val[i]["gt"].mean()) == pytest.approx(flat) for i in range(len(val)))
+    return item
+
+
 def test_misty_scenes_veil_targets_of_kinds_without_haze(tmp_path: Path) -> None:
     # flat dark photos (a forest at dusk): any mist lifts them towards its light (>= 0.3)
     for i in range(4):
@@ -277,15 +292,8 @@ def test_misty_scenes_veil_targets_of_kinds_without_haze(tmp_path: Path) -> None
     half = _clean_crop_means(build_dataset("synthetic", tmp_path, misty_scenes=0.5, **common), 120)
     share = sum(m > dark + 0.01 for m in half["blur"]) / len(half["blur"])
     assert 0.2 < share < 0.8
-    # an identity pair stays one: the input is the misty target itself
-    ds = build_dataset("synthetic", tmp_path, misty_scenes=1.0, **{**common, "kinds": ["clean"]})
-    item = ds[0]
+    item = _scene_option_keeps_identity_and_validation(tmp_path, common, "misty_scenes", dark)
     assert float(item["gt"].mean()) > dark + 0.01
-    assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
-    val = build_dataset(
-        "synthetic", tmp_path, **{**common, "split": "val", "val_fraction": 0.5}, misty_scenes=1.0
-    )
-    assert all(float(val[i]["gt"].mean()) == pytest.approx(dark) for i in range(len(val)))
     with pytest.raises(ValueError, match="probability"):
         build_dataset("synthetic", tmp_path, misty_scenes=1.5)
     with pytest.raises(ValueError, match="synthetic"):
@@ -520,14 +528,8 @@ def test_pale_scenes_brighten_targets_of_kinds_without_haze_but_keep_black(
     half = _clean_crop_means(build_dataset("synthetic", tmp_path, pale_scenes=0.5, **common), 150)
     share = sum(m > grey + 0.01 for m in half["clean"]) / len(half["clean"])
     assert 0.2 < share < 0.8
-    # an identity pair stays one
-    ds = build_dataset("synthetic", tmp_path, pale_scenes=1.0, **{**common, "kinds": ["clean"]})
-    item = ds[0]
-    assert torch.allclose(item["lq"], item["gt"], atol=0.5 / 255 + 1e-6)
-    val = build_dataset(
-        "synthetic", tmp_path, **{**common, "split": "val", "val_fraction": 0.5}, pale_scenes=1.0
-    )
-    assert all(float(val[i]["gt"].mean()) == pytest.approx(grey) for i in range(len(val)))
+    item = _scene_option_keeps_identity_and_validation(tmp_path, common, "pale_scenes", grey)
+    assert float(item["gt"].mean()) > grey + 0.01
     with pytest.raises(ValueError, match="probability"):
         build_dataset("synthetic", tmp_path, pale_scenes=-0.1)
     # unlike haze, the tone curve leaves black black: that is what tells the two apart
