@@ -1,4 +1,4 @@
-"""``anyrestore train``: train from a TOML recipe, resume, and export inference weights."""
+"""``anyrestore train``: train from a TOML recipe, resume, export and average inference weights."""
 
 from __future__ import annotations
 
@@ -80,6 +80,40 @@ def export_command(
     path, facts = export_checkpoint(checkpoint, output, dtype=dtype, use_ema=ema)
     typer.echo(f"exported {facts['model']} at step {facts['steps']} ({dtype}) to {path}", err=True)
     emit(str(path))
+
+
+@train_app.command("average")
+def average_command(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Two or more .safetensors checkpoints of one model.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    shares: Annotated[
+        str | None,
+        typer.Option(
+            "--shares",
+            help="Each checkpoint's share, comma-separated, e.g. 0.8,0.2 (normalised to sum "
+            "1). Default: equal.",
+        ),
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Weight dtype: fp16, bf16 or fp32.")] = "fp16",
+) -> None:
+    """Write the weighted mean of checkpoints' weights (e.g. the ends of training stages)."""
+    from anyrestore.training.average import average_checkpoints
+
+    path, _ = average_checkpoints(
+        checkpoints, output, shares=_numbers(shares) if shares else None, dtype=dtype
+    )
+    names = ", ".join(str(p) for p in checkpoints)
+    typer.echo(f"averaged {names} ({dtype}) into {path}", err=True)
+    emit(str(path))
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--shares takes comma-separated numbers, got {text!r}") from None
 
 
 def _toml_literal(value: object) -> str:

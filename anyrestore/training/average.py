@@ -1,0 +1,119 @@
+"""Average the weights of inference checkpoints of one model (a "weight soup").
+
+Checkpoints from the ends of consecutive training stages lie close together; their weighted mean
+often keeps what each stage gained and evens out what a stage's data mix pushed too far, at no
+training cost. Every floating tensor (weights and normalisation statistics) is averaged in
+float64; integer buffers must agree. The result carries the facts of the input with the largest
+share, plus which files were averaged in which shares, so ``anyrestore weights add`` can describe
+it. Training totals are the largest among the inputs, not their sum: the inputs are usually
+stages of one chain, and a later stage's totals already include the earlier ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anyrestore.errors import UsageError, WeightsError
+from anyrestore.training.export import DTYPES
+from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from anyrestore.weights.resolve import sha256_file
+
+_TOTALS = ("steps", "samples_seen", "wall_time_s")
+
+
+def average_checkpoints(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    shares: Sequence[float] | None = None,
+    dtype: str = "fp16",
+) -> tuple[Path, dict[str, Any]]:
+    """Write the ``shares``-weighted mean of ``inputs`` to ``output``; returns it and its facts.
+
+    ``shares`` default to equal and are normalised to sum 1. The inputs must be one variant with
+    one architecture config (a checkpoint of another model has other tensors, or the same
+    tensors meaning other things).
+    """
+    paths = [Path(p) for p in inputs]
+    if len(paths) < 2:
+        raise UsageError("average needs at least two checkpoints")
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    shares = list(shares) if shares is not None else [1.0] * len(paths)
+    if len(shares) != len(paths):
+        raise UsageError(f"{len(shares)} shares for {len(paths)} checkpoints")
+    if not all(math.isfinite(s) and s > 0 for s in shares):
+        raise UsageError("shares must be positive numbers")
+    total = sum(shares)
+    shares = [s / total for s in shares]
+    if any(p.resolve() == Path(output).resolve() for p in paths):
+        raise UsageError(f"{output} is one of the inputs; write the average to a new file")
+
+    models = [load_checkpoint(p) for p in paths]
+    metas = [read_metadata(p) for p in paths]
+    first = models[0]
+    for path, model, meta in zip(paths[1:], models[1:], metas[1:], strict=True):
+        if model.arch != first.arch or model.config_dict() != first.config_dict():
+            raise WeightsError(f"{path} is another architecture or config than {paths[0]}")
+        if meta.get("model") != metas[0].get("model"):
+            raise WeightsError(
+                f"{path} holds {meta.get('model') or 'no named variant'}, "
+                f"{paths[0]} {metas[0].get('model') or 'no named variant'}"
+            )
+
+    states = [m.state_dict() for m in models]
+    averaged: dict[str, torch.Tensor] = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            mean = sum(s[key].double() * w for s, w in zip(states, shares, strict=True))
+            averaged[key] = mean.to(value.dtype)
+        elif all(torch.equal(s[key], value) for s in states[1:]):
+            averaged[key] = value
+        else:
+            raise WeightsError(f"integer tensor {key} differs between the checkpoints")
+    first.load_state_dict(averaged)
+
+    heaviest = max(range(len(paths)), key=lambda i: shares[i])
+    facts = _facts(paths, metas, shares, heaviest)
+    trained_for = sorted({k for m in metas for k in json.loads(m.get("trained_for", "[]"))})
+    extra: dict[str, Any] = {"training": facts}
+    if "model" in metas[0]:
+        extra["model"] = metas[0]["model"]
+    if trained_for:
+        extra["trained_for"] = trained_for
+    path = save_checkpoint(
+        first, output, name=metas[0].get("name"), dtype=DTYPES[dtype], extra=extra
+    )
+    return path, facts
+
+
+def _facts(
+    paths: list[Path], metas: list[dict[str, str]], shares: list[float], heaviest: int
+) -> dict[str, Any]:
+    """The heaviest input's training facts, the largest totals, and what was averaged."""
+    trainings = [_training(m) for m in metas]
+    facts = dict(trainings[heaviest])
+    for key in _TOTALS:
+        seen = [t.get(f"{key}_total", t.get(key)) for t in trainings]
+        numbers = [v for v in seen if isinstance(v, (int, float))]
+        if numbers:
+            facts[f"{key}_total"] = max(numbers)
+    facts["averaged_from"] = [p.name for p in paths]
+    facts["averaged_from_sha256"] = [sha256_file(p) for p in paths]
+    facts["average_shares"] = [round(s, 6) for s in shares]
+    return facts
+
+
+def _training(meta: dict[str, str]) -> dict[str, Any]:
+    try:
+        value = json.loads(meta.get("training", "{}"))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
