@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from anyrestore.errors import UsageError, WeightsError
-from anyrestore.training.export import DTYPES
+from anyrestore.training.export import weight_dtype
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from anyrestore.weights.resolve import sha256_file
 
@@ -44,8 +44,7 @@ def average_checkpoints(
     paths = [Path(p) for p in inputs]
     if len(paths) < 2:
         raise UsageError("average needs at least two checkpoints")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_dtype = weight_dtype(dtype)
     shares = list(shares) if shares is not None else [1.0] * len(paths)
     if len(shares) != len(paths):
         raise UsageError(f"{len(shares)} shares for {len(paths)} checkpoints")
@@ -88,9 +87,7 @@ def average_checkpoints(
         extra["model"] = metas[0]["model"]
     if trained_for:
         extra["trained_for"] = trained_for
-    path = save_checkpoint(
-        first, output, name=metas[0].get("name"), dtype=DTYPES[dtype], extra=extra
-    )
+    path = save_checkpoint(first, output, name=metas[0].get("name"), dtype=torch_dtype, extra=extra)
     return path, facts
 
 

@@ -39,8 +39,7 @@ def export_checkpoint(
 
     The EMA weights are written when the run kept an EMA (and ``use_ema``), else the raw ones.
     """
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_dtype = weight_dtype(dtype)
     state = load_state(checkpoint)
     model = build_model(state["arch"], state["model_config"])
     ema = state.get("ema") if use_ema else None
@@ -50,7 +49,7 @@ def export_checkpoint(
         model,
         output,
         name=state["model_name"],
-        dtype=DTYPES[dtype],
+        dtype=torch_dtype,
         extra={
             "model": state["model_name"],
             # what it restores: training-only kinds (identity pairs, slight blur) are in
@@ -60,6 +59,13 @@ def export_checkpoint(
         },
     )
     return path, facts
+
+
+def weight_dtype(name: str) -> torch.dtype:
+    """The torch dtype an exported file's weights are written in, by its CLI name."""
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
 
 
 def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:

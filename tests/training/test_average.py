@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainkit import TINY
 from typer.testing import CliRunner
 
 from anyrestore.cli.app import app
@@ -14,8 +15,6 @@ from anyrestore.errors import UsageError, WeightsError
 from anyrestore.models import create_model
 from anyrestore.training.average import average_checkpoints
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def _stage(tmp_path: Path, name: str, seed: int, steps_total: int, **config) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
-from trainkit import SMOKE
+from trainkit import SMOKE, TINY
 
 from anyrestore.errors import ConfigError
 from anyrestore.models import create_model
@@ -17,7 +17,6 @@ from anyrestore.training.config import DistillConfig
 from anyrestore.training.distill import Distiller, matched_blocks, relative_l1, teacher_targets
 from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
 
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 BLOCKS = ["encoder*.*", "latent.*", "decoder*.*", "refinement.*"]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import SMOKE
+from trainkit import SMOKE, TINY
 
 from anyrestore.errors import ConfigError
 from anyrestore.models import create_model
@@ -14,8 +14,6 @@ from anyrestore.training import export_checkpoint, load_config, train
 from anyrestore.training.state import load_state
 from anyrestore.weights.checkpoint import save_checkpoint
 from anyrestore.weights.resolve import sha256_file
-
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def _config(photos: Path, out: Path, init: Path, *extra: str, steps: int = 1, lr: float = 1e-9):

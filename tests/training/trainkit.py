@@ -1,4 +1,4 @@
-"""Helpers shared by the training tests: tiny clean photo folders."""
+"""Helpers shared by the training tests: tiny clean photo folders, a tiny anyir_t config."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.toml"
+#: anyir_t overrides for a model small enough to build and run in a test.
+TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def make_photos(folder: Path, count: int = 10, seed: int = 0) -> Path:
