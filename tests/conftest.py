@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-TINY_ANYIR = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
+from tinymodels import TINY_ANYIR
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tinymodels import TINY_ANYIR as TINY
 
 import anyrestore.compute as compute
 from anyrestore.compute import choose_path, set_threads
 from anyrestore.errors import UsageError
 from anyrestore.models import create_model
-
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def tiny(seed: int = 0, **overrides: object) -> torch.nn.Module:

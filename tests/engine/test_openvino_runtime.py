@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tinymodels import TINY_ANYIR
 from typer.testing import CliRunner
 
 import anyrestore.compute as compute
@@ -21,7 +22,6 @@ from anyrestore.weights.checkpoint import load_checkpoint
 
 pytest.importorskip("openvino")
 
-TINY_ANYIR = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 ROOT = Path(__file__).resolve().parents[2] / "anyrestore"
 SAMPLE = ROOT / "assets" / "samples" / "sample_degraded.jpg"
 SHIPPED_ANYIR = ROOT / "weights" / "embedded" / "anyir_t-synthetic.safetensors"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tinymodels import TINY_ANYIR
 
 from anyrestore.engine import Restorer, read_image
 from anyrestore.metrics import psnr
@@ -32,7 +33,7 @@ def test_bf16_output_is_within_40_db_of_fp32_on_the_shipped_sample(weights: Path
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [
-        ("anyir_t", {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}),
+        ("anyir_t", TINY_ANYIR),
         ("clusir_t", {"dim": 8, "heads": (1, 1, 2, 2), "prompt_dim": 16}),
     ],
 )

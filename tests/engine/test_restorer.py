@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tinymodels import TINY_ANYIR as TINY
 
 from anyrestore.engine import Restorer, resolve_device
 from anyrestore.engine import restorer as restorer_module
@@ -12,7 +13,6 @@ from anyrestore.errors import DeviceError, InputError, UsageError
 from anyrestore.models import create_model
 from anyrestore.models.layers.globalstats import GlobalStat
 
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 NO_CUDA = not torch.cuda.is_available()
 NO_MPS = not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tinymodels import TINY_ANYIR as TINY
 
 from anyrestore.bench.complexity import count_macs, count_params
 from anyrestore.errors import WeightsError
@@ -28,8 +29,6 @@ from anyrestore.models.layers.globalstats import (
 )
 from anyrestore.models.registry import find_variant
 from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
-
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def tiny_model() -> torch.nn.Module:

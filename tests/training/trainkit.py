@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tinymodels import TINY_ANYIR as TINY  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.toml"
-#: anyir_t overrides for a model small enough to build and run in a test.
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def make_photos(folder: Path, count: int = 10, seed: int = 0) -> Path:

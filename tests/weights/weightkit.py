@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tinymodels import TINY_ANYIR as TINY  # noqa: F401  (re-exported)
+
 REPO = "anyrestore-test/tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-TINY = {"dim": 8, "blocks": (1, 1, 1, 1), "refinement_blocks": 1}
 
 
 def entry_toml(**fields: Any) -> str:
