@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anyrestore.cli.errors import emit, say, stdout
-from anyrestore.errors import WeightsError
+from anyrestore.errors import UsageError, WeightsError
 
 weights_app = typer.Typer(
     help="Manage model weights: the manifest, the Hub cache and the embedded default.",
@@ -136,12 +136,21 @@ def add_command(
     ] = False,
     default: Annotated[bool, typer.Option(help="Make it the default checkpoint.")] = False,
     write: Annotated[
-        bool, typer.Option(help="Append the entry to the manifest instead of printing it.")
+        bool, typer.Option(help="Add the entry to the manifest instead of printing it.")
+    ] = False,
+    prefer: Annotated[
+        bool,
+        typer.Option(
+            help="With --write: place it before the model's other entries, so that "
+            "--model MODEL loads it (default: last)."
+        ),
     ] = False,
 ) -> None:
     """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
-    from anyrestore.weights import add_entry, embed_file, manifest_entry_for
+    from anyrestore.weights import add_entry, default_entry, embed_file, manifest_entry_for
 
+    if prefer and not write:
+        raise UsageError("--prefer places the entry in the manifest: add --write")
     tasks = [t.strip() for t in trained_for.split(",") if t.strip()] if trained_for else None
     kwargs = dict(
         name=name,
@@ -159,13 +168,19 @@ def add_command(
         file, embedded=f"weights/embedded/{name}.safetensors" if embed else None, **kwargs
     )
     if write:
-        add_entry(text, check_only=True)
+        add_entry(text, check_only=True, prefer=prefer)
     if embed:
         say(f"copied {file} to the package as {embed_file(file, name)}")
     if write:
-        path, demoted = add_entry(text)
+        before = default_entry()
+        path, demoted = add_entry(text, prefer=prefer)
         say(f"added {name!r} to {path}")
         for old in demoted:
             say(f"{old!r} is no longer the default")
+        after = default_entry()
+        if not default and before is not None and after is not None and after.name != before.name:
+            say(
+                f"{after.name!r} is now the default: the first embedded entry, as no entry is marked"
+            )
     else:
         emit(text.rstrip("\n"))

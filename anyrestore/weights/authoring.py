@@ -153,25 +153,55 @@ def embed_file(path: str | os.PathLike[str], name: str) -> str:
 
 
 def add_entry(
-    entry_text: str, manifest: str | os.PathLike[str] | None = None, *, check_only: bool = False
+    entry_text: str,
+    manifest: str | os.PathLike[str] | None = None,
+    *,
+    check_only: bool = False,
+    prefer: bool = False,
 ) -> tuple[Path, list[str]]:
-    """Append an entry to the manifest file atomically, after checking the result still parses.
+    """Add an entry to the manifest file atomically, after checking the result still parses.
 
-    A new default takes over: ``default = true`` is removed from the entries that had it, whose
-    names are returned. ``check_only`` validates the result without writing it.
+    The entry goes last, or with ``prefer`` just before the first entry of the same model, so
+    that ``--model MODEL`` (which takes the first of a model's entries after a default) loads
+    it. A new default takes over: ``default = true`` is removed from the entries that had it,
+    whose names are returned. ``check_only`` validates the result without writing it.
     """
     # The packaged manifest is a symlink to the repository's top-level file: write the real file.
     path = (Path(manifest) if manifest is not None else manifest_path()).resolve()
     old = path.read_text(encoding="utf-8") if path.exists() else "schema_version = 1\n"
+    added = parse_manifest(entry_text, source="new entry")[0]
     demoted: list[str] = []
-    if parse_manifest(entry_text, source="new entry")[0].default:
+    if added.default:
         demoted = [e.name for e in parse_manifest(old, source=str(path)) if e.default]
         old = _without_defaults(old)
-    new = old.rstrip("\n") + "\n\n" + entry_text
+    at = (
+        _first_entry_line(old, added.model, parse_manifest(old, source=str(path)))
+        if prefer
+        else None
+    )
+    if at is None:
+        new = old.rstrip("\n") + "\n\n" + entry_text
+    else:
+        lines = old.splitlines(keepends=True)
+        new = "".join(lines[:at]) + entry_text.rstrip("\n") + "\n\n" + "".join(lines[at:])
     parse_manifest(new, source=str(path))
     if not check_only:
         atomic_write(path, new.encode("utf-8"))
     return path, demoted
+
+
+def _first_entry_line(text: str, model: str, entries: list[Any]) -> int | None:
+    """Index of the line where the first ``[[weights]]`` table of ``model`` begins, counting
+    the comment lines right above its header as part of it; None if the model has none."""
+    index = next((i for i, e in enumerate(entries) if e.model == model), None)
+    if index is None:
+        return None
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if line.strip().startswith("[[weights]]")]
+    at = headers[index]
+    while at > 0 and lines[at - 1].lstrip().startswith("#"):
+        at -= 1
+    return at
 
 
 # An entry's ``default = true`` line, as ``weights add`` and hand edits write it.

@@ -22,6 +22,7 @@ from anyrestore.weights import (
     manifest_entry_for,
 )
 from anyrestore.weights.manifest import tomllib
+from anyrestore.weights.resolve import entry_for
 
 runner = CliRunner()
 
@@ -204,3 +205,23 @@ def test_verify_checks_embedded_copies(manifest, tiny_bytes, hf_home):
     result = _run("verify")
     assert result.exit_code == 4 and "reinstall" in result.stderr
     assert stored.exists()
+
+
+def test_prefer_puts_the_new_entry_where_model_name_finds_it(
+    manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(authoring, "_PACKAGE_DIR", tmp_path / "pkg")
+    other = hub_entry(tiny_bytes, name="clus", model="clusir_t", arch="clusir")
+    path = manifest(other, "# the first release\n" + hub_entry(tiny_bytes, name="tiny-v1"))
+    args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
+
+    result = _run(*args, "--name", "tiny-v2", "--prefer")
+    assert result.exit_code == 2 and "--write" in result.stderr
+    assert _run(*args, "--name", "tiny-v2", "--write").exit_code == 0
+    assert entry_for("anyir_t").name == "tiny-v1"  # appended: the older entry still comes first
+
+    assert _run(*args, "--name", "tiny-v3", "--write", "--prefer").exit_code == 0
+    assert [e.name for e in list_entries()] == ["clus", "tiny-v3", "tiny-v1", "tiny-v2"]
+    assert entry_for("anyir_t").name == "tiny-v3"
+    text = path.read_text()
+    assert '# the first release\n[[weights]]\nname = "tiny-v1"' in text  # its comment moved with it
