@@ -36,7 +36,7 @@ def bench_command(
         list[str] | None,
         typer.Option(
             help="Also score 'identity' (the degraded input itself) and/or 'classical' "
-            "(restorers told the degradation; needs anyrestore[bench]). Repeatable or "
+            "(restorers told the degradation; needs anyrestore\\[bench]). Repeatable or "
             "comma-separated."
         ),
     ] = None,

@@ -43,7 +43,7 @@ RuntimeOpt = Annotated[
         "--runtime",
         envvar="ANYRESTORE_RUNTIME",
         help="auto (OpenVINO where it is installed and the CPU has native bf16, else torch), "
-        "torch or openvino (pip install 'anyrestore[openvino]'; anyir models).",
+        "torch or openvino (pip install 'anyrestore\\[openvino]'; anyir models).",
     ),
 ]
 ThreadsOpt = Annotated[

@@ -1,0 +1,37 @@
+"""Every command's --help shows its text as written (Rich reads `[x]` as a style tag)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from anyrestore.cli.app import app
+
+runner = CliRunner()
+
+
+def _commands(group, path: tuple[str, ...] = ()):
+    yield path, group
+    for name, sub in getattr(group, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS, ids=[" ".join(p) or "-" for p, _ in COMMANDS]
+)
+def test_help_shows_every_option_help_whole(path, command):
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "1000"}, terminal_width=1000)
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    texts = [("help", command.help or "")]
+    texts += [(param.name, getattr(param, "help", None) or "") for param in command.params]
+    for name, text in texts:
+        # The words around every bracket pair, e.g. "anyrestore[bench]", as the user must type them.
+        for phrase in re.findall(r"\S*\[[^\]\s]*\]\S*", text.replace("\\[", "[")):
+            assert phrase in shown, f"{' '.join(path)} {name}: {phrase!r} not shown"
