@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from anyrestore.cli.errors import emit, stdout
+from anyrestore.cli.common import table_console
+from anyrestore.cli.errors import emit
 from anyrestore.cli.options import ThreadsOpt, deprecated_alias
 from anyrestore.errors import UsageError
 
@@ -144,7 +145,7 @@ def bench_command(
         repeats=repeats,
         warmup=warmup,
     )
-    err = Console(stderr=True)
+    err = Console(stderr=True, markup=False)
     with err.status(f"bench {suite}") as status:
         records = run_bench(config, progress=lambda msg: status.update(f"bench {msg}"))
     if json_output:
@@ -152,14 +153,10 @@ def bench_command(
     elif csv_output:
         emit(to_csv(records).rstrip("\n"))
     elif suite == "speed":
-        Console(file=stdout()).print(
-            speed_table(records, "Speed (median of repeats after warm-up)")
-        )
+        table_console().print(speed_table(records, "Speed (median of repeats after warm-up)"))
     else:
         channel = "Y channel" if y_channel else "full RGB"
         title = f"{_SUITE_TITLES.get(suite, suite)}: PSNR (dB) / SSIM on {channel}"
-        Console(file=stdout()).print(quality_table(records, title))
+        table_console().print(quality_table(records, title))
         if per_image:
-            Console(file=stdout()).print(
-                per_image_table(records, f"Per image: PSNR (dB) on {channel}")
-            )
+            table_console().print(per_image_table(records, f"Per image: PSNR (dB) on {channel}"))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from anyrestore.cli.errors import say
+from anyrestore.cli.errors import say, stdout
 from anyrestore.errors import UsageError, WeightsError
 
 if TYPE_CHECKING:
@@ -36,7 +36,13 @@ def setup_logging(quiet: bool) -> None:
 
 def err_console(quiet: bool = False) -> Console:
     """Stderr for progress and info; lines are never wrapped, whatever the terminal width."""
-    return Console(stderr=True, quiet=quiet, soft_wrap=True, highlight=False)
+    return Console(stderr=True, quiet=quiet, soft_wrap=True, highlight=False, markup=False)
+
+
+def table_console() -> Console:
+    """Stdout for tables. File names are text: as Rich markup, ``a[raw].png`` would print
+    as ``a.png``."""
+    return Console(file=stdout(), markup=False)
 
 
 def weights_label(weights: str | None, model_name: str | None) -> str:

@@ -6,10 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from anyrestore.cli.errors import emit, stdout
+from anyrestore.cli.common import table_console
+from anyrestore.cli.errors import emit
 
 
 def models_command(
@@ -43,4 +43,4 @@ def models_command(
             ref,
             weights,
         )
-    Console(file=stdout()).print(table)
+    table_console().print(table)

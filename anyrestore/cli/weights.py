@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from anyrestore.cli.errors import emit, say, stdout
+from anyrestore.cli.common import table_console
+from anyrestore.cli.errors import emit, say
 from anyrestore.errors import UsageError, WeightsError
 
 weights_app = typer.Typer(
@@ -69,7 +69,7 @@ def list_command(
         table.add_row(
             name, r["model"], ", ".join(r["trained_for"]), _size(r["size"]), r["license"], available
         )
-    Console(file=stdout()).print(table)
+    table_console().print(table)
 
 
 @weights_app.command("download")
@@ -103,7 +103,7 @@ def verify_command(
         table.add_column(col)
     for c in checks:
         table.add_row(c.name, c.source, "ok" if c.ok else "MISMATCH", str(c.path))
-    Console(file=stdout()).print(table)
+    table_console().print(table)
     bad = [c for c in checks if not c.ok]
     if bad:
         for c in bad:

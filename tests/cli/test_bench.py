@@ -250,18 +250,18 @@ def test_synthetic_defaults_to_the_shipped_samples() -> None:
 
 def test_per_image_reports_every_photo_in_json_and_as_a_second_table(tmp_path: Path) -> None:
     photos = _photos(tmp_path / "photos")
-    _write(photos / "b.png", _clean(3, 36, 40))
+    _write(photos / "b[raw].png", _clean(3, 36, 40))  # brackets: text, not Rich markup
     args = ("--images", str(photos), "--baseline", "identity", "--max-side", "32", "--per-image")
     code, out, _ = run(*args, "--json")
     assert code == 0
     records = json.loads(out)
     images = [r for r in records if "image" in r]
-    assert len(images) == 2 * 15 and {r["image"] for r in images} == {"a", "b"}
+    assert len(images) == 2 * 15 and {r["image"] for r in images} == {"a", "b[raw]"}
     means = {r["kind"]: r["psnr"] for r in records if "image" not in r}
     blur = [r["psnr"] for r in images if r["kind"] == "blur"]
     assert means["blur"] == pytest.approx(sum(blur) / 2)
     code, out, _ = run(*args)
-    assert code == 0 and "Per image" in out and "│ b " in out and "Average" in out
+    assert code == 0 and "Per image" in out and "│ b[raw] " in out and "Average" in out
 
 
 def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
