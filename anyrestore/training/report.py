@@ -64,7 +64,7 @@ class Reporter:
         console: Console | None = None,
     ) -> None:
         self.active = active
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, markup=False)  # paths are text
         self.log = MetricsLog(out / "metrics.jsonl", truncate_after=start) if active else None
         self._bar: Progress | None = None
         self._task = None
@@ -112,7 +112,7 @@ class Reporter:
 
     def message(self, text: str) -> None:
         if self.active:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, markup=False)
 
     def close(self) -> None:
         if self._bar is not None:
