@@ -19,7 +19,12 @@ from typing import Any
 from anyrestore.errors import WeightsError
 from anyrestore.files import atomic_path, atomic_write
 from anyrestore.weights.checkpoint import read_metadata
-from anyrestore.weights.manifest import _PACKAGE_DIR, manifest_path, parse_manifest
+from anyrestore.weights.manifest import (
+    _PACKAGE_DIR,
+    WeightsEntry,
+    manifest_path,
+    parse_manifest,
+)
 from anyrestore.weights.resolve import sha256_file
 
 __all__ = ["add_entry", "embed_file", "manifest_entry_for"]
@@ -190,7 +195,7 @@ def add_entry(
     return path, demoted
 
 
-def _first_entry_line(text: str, model: str, entries: list[Any]) -> int | None:
+def _first_entry_line(text: str, model: str, entries: list[WeightsEntry]) -> int | None:
     """Index of the line where the first ``[[weights]]`` table of ``model`` begins, counting
     the comment lines right above its header as part of it; None if the model has none."""
     index = next((i for i, e in enumerate(entries) if e.model == model), None)
