@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from anyrestore.cli.common import table_console
+from anyrestore.cli.common import err_console, table_console
 from anyrestore.cli.errors import emit
 from anyrestore.cli.options import ThreadsOpt, deprecated_alias
 from anyrestore.errors import UsageError
@@ -145,7 +144,7 @@ def bench_command(
         repeats=repeats,
         warmup=warmup,
     )
-    err = Console(stderr=True, markup=False)
+    err = err_console()
     with err.status(f"bench {suite}") as status:
         records = run_bench(config, progress=lambda msg: status.update(f"bench {msg}"))
     if json_output:
