@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import TINY
+from tinymodels import TINY_ANYIR as TINY
 from typer.testing import CliRunner
 
 from anyrestore.cli.app import app

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import SMOKE, TINY
+from tinymodels import TINY_ANYIR as TINY
+from trainkit import SMOKE
 
 from anyrestore.errors import ConfigError
 from anyrestore.models import create_model

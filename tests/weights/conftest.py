@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from hubserver import FakeHub
-from weightkit import TINY
+from tinymodels import TINY_ANYIR as TINY
 
 from anyrestore.models import create_model
 from anyrestore.weights import save_checkpoint

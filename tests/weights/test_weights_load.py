@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
-from weightkit import TINY, entry_toml, hub_entry
+from tinymodels import TINY_ANYIR as TINY
+from weightkit import entry_toml, hub_entry
 
 from anyrestore.errors import WeightsError
 from anyrestore.models import create_model

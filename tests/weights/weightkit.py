@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tinymodels import TINY_ANYIR as TINY  # noqa: F401  (re-exported)
-
 REPO = "anyrestore-test/tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
