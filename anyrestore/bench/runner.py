@@ -17,7 +17,7 @@ from anyrestore.bench.candidates import (
 )
 from anyrestore.bench.quality import Pair, run_quality
 from anyrestore.bench.speed import DEFAULT_SIZES, parse_sizes, run_speed
-from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, SYNTHETIC_KINDS, suite_tasks
+from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, select_tasks
 from anyrestore.bench.synthetic import DEFAULT_MAX_SIDE, find_photos, synthetic_pairs
 from anyrestore.errors import UsageError
 
@@ -42,6 +42,7 @@ class BenchConfig:
     max_side: int | None = DEFAULT_MAX_SIDE
     y_channel: bool = False
     limit: int | None = None  # at most this many images per degradation kind
+    kinds: Sequence[str] | None = None  # only these rows of the suite (None: all)
     save_images: str | os.PathLike[str] | None = None
     per_image: bool = False  # also one record per (model, kind, image)
     # speed suite
@@ -62,6 +63,8 @@ def run_bench(
     if config.suite == "speed":
         if config.per_image:
             raise UsageError("--per-image is for the quality suites, not speed")
+        if config.kinds is not None:
+            raise UsageError("--kinds is for the quality suites, not speed")
         return _speed(config, progress)
     return _quality(config, progress)
 
@@ -83,7 +86,7 @@ def _candidates(
 
 
 def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
-    tasks = suite_tasks(config.suite)
+    tasks = select_tasks(config.suite, config.kinds)
     if config.suite in PAPER_SUITES:
         if config.data_root is None:
             raise UsageError(f"--suite {config.suite} needs --data-root DIR (see docs/bench.md)")
@@ -91,7 +94,7 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
             raise UsageError("--images is for --suite synthetic; use --data-root for the test sets")
         from anyrestore.bench.sources import paper_pairs
 
-        pairs = paper_pairs(config.suite, config.data_root, limit=config.limit)
+        pairs = paper_pairs(config.suite, config.data_root, limit=config.limit, tasks=tasks)
         total = None
     else:
         if config.data_root is not None:
@@ -99,8 +102,9 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
         photos = find_photos(config.images)  # fail on a bad folder before loading any model
         if config.limit is not None:
             photos = photos[: config.limit]
-        pairs = synthetic_pairs(SYNTHETIC_KINDS, photos, max_side=config.max_side)
-        total = len(photos) * len(SYNTHETIC_KINDS)
+        kinds = [t.kind for t in tasks]
+        pairs = synthetic_pairs(kinds, photos, max_side=config.max_side)
+        total = len(photos) * len(kinds)
     candidates = _candidates(
         config, config.precision or "fp32", config.tile or 0, config.runtime or "torch"
     )

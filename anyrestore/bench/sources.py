@@ -7,7 +7,7 @@ suite's name ("three", "five", "cdd11"), and each table row is one degradation k
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from anyrestore.bench.quality import Pair
 from anyrestore.bench.suites import PAPER_SUITES, Task
@@ -15,15 +15,21 @@ from anyrestore.data import RestorationDataset, build_dataset
 
 
 def paper_pairs(
-    suite: str, root: str | os.PathLike[str], *, limit: int | None = None
+    suite: str,
+    root: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    tasks: Sequence[Task] | None = None,
 ) -> Iterator[Pair]:
-    """Whole test images of every row of ``suite``, at most ``limit`` per row.
+    """Whole test images of every row of ``suite`` (or of ``tasks``), at most ``limit`` per row.
 
-    Every row's folder is checked before the first image is read, so a malformed root fails
-    at once with a DataError naming the expected tree. An unreadable test image raises
-    InputError (a benchmark must not skip or substitute images).
+    Every chosen row's folder is checked before the first image is read, so a malformed root
+    fails at once with a DataError naming the expected tree; rows not chosen are not looked
+    for. An unreadable test image raises InputError (a benchmark must not skip or substitute
+    images).
     """
-    tasks = PAPER_SUITES[suite]
+    if tasks is None:
+        tasks = PAPER_SUITES[suite]
     datasets = [
         (task, build_dataset(suite, root, split="test", kinds=[task.data_kind])) for task in tasks
     ]

@@ -6,6 +6,7 @@ ClusIR): PSNR/SSIM on full RGB images per test set, and the average over the tes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anyrestore.errors import UsageError
@@ -79,3 +80,23 @@ def suite_tasks(suite: str) -> tuple[Task, ...]:
     if suite == "synthetic":
         return SYNTHETIC_TASKS
     raise UsageError(f"unknown quality suite {suite!r}; choose one of {', '.join(QUALITY_SUITES)}")
+
+
+def select_tasks(suite: str, kinds: Sequence[str] | None = None) -> tuple[Task, ...]:
+    """The rows of ``suite`` named in ``kinds`` (all of them for None), in the suite's order.
+
+    Scoring a few rows (``--kinds H+S,L+S``) costs a fraction of the whole table, which is what
+    checking a candidate against the rows it might lose needs.
+    """
+    tasks = suite_tasks(suite)
+    if kinds is None:
+        return tasks
+    wanted = [k.strip() for k in kinds if k.strip()]
+    known = {t.kind for t in tasks}
+    unknown = [k for k in wanted if k not in known]
+    if unknown or not wanted:
+        what = f"unknown kind {unknown[0]!r}" if unknown else "no kinds given"
+        raise UsageError(
+            f"{what} for --suite {suite}; choose from {', '.join(t.kind for t in tasks)}"
+        )
+    return tuple(t for t in tasks if t.kind in wanted)

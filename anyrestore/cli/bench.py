@@ -105,6 +105,13 @@ def bench_command(
         bool,
         typer.Option(help="Also report every image's score (a second table; rows with 'image')."),
     ] = False,
+    kinds: Annotated[
+        str | None,
+        typer.Option(
+            help="Quality suites: score only these rows, comma-separated (e.g. H+S,noise_25); "
+            "the average is then over them."
+        ),
+    ] = None,
 ) -> None:
     """Measure models the way the papers do: PSNR/SSIM per degradation, or speed and memory."""
     from anyrestore.bench.report import (
@@ -140,6 +147,7 @@ def bench_command(
         limit=limit,
         save_images=save_images,
         per_image=per_image,
+        kinds=kinds.split(",") if kinds is not None else None,
         sizes=sizes.split(","),
         repeats=repeats,
         warmup=warmup,

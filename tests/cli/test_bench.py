@@ -264,6 +264,48 @@ def test_per_image_reports_every_photo_in_json_and_as_a_second_table(tmp_path: P
     assert code == 0 and "Per image" in out and "│ b[raw] " in out and "Average" in out
 
 
+def test_kinds_scores_only_the_rows_asked_for_with_the_full_runs_numbers(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos")
+    args = ("--images", str(photos), "--baseline", "identity", "--max-side", "32", "--json")
+    code, out, _ = run(*args)
+    assert code == 0
+    full = _by(json.loads(out), "identity")
+    code, out, _ = run(*args, "--kinds", "noise_25,H+S")
+    assert code == 0
+    some = _by(json.loads(out), "identity")
+    assert list(some) == ["H+S", "noise_25", "average"]  # the suite's order, not the option's
+    for kind in ("H+S", "noise_25"):  # same seeds: the same degraded images as the full run
+        assert some[kind]["psnr"] == pytest.approx(full[kind]["psnr"])
+    assert some["average"]["psnr"] == pytest.approx(
+        (full["H+S"]["psnr"] + full["noise_25"]["psnr"]) / 2
+    )
+
+
+def test_kinds_needs_only_the_chosen_test_folders(tmp_path: Path) -> None:
+    root = make_cdd11_tree(tmp_path / "cdd")
+    for folder in ("low_haze", "haze_snow"):  # rows not asked for are not looked for
+        for f in (root / "test" / folder).iterdir():
+            f.unlink()
+        (root / "test" / folder).rmdir()
+    code, out, _ = run("--suite", "cdd11", "--data-root", str(root), "--baseline", "identity",
+                       "--kinds", "L,R", "--json")  # fmt: skip
+    assert code == 0
+    assert [r["kind"] for r in json.loads(out)] == ["L", "R", "average"]
+    code, _, err = run("--suite", "cdd11", "--data-root", str(root), "--baseline", "identity",
+                       "--kinds", "H+S")  # fmt: skip
+    assert code == 6 and "haze_snow" in err
+
+
+def test_kinds_unknown_or_on_speed_is_a_usage_error(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos")
+    code, out, err = run("--images", str(photos), "--baseline", "identity", "--kinds", "fog")
+    assert code == 2 and out == ""
+    assert "unknown kind 'fog'" in err and "noise_25" in err and "Traceback" not in err
+    assert run("--images", str(photos), "--baseline", "identity", "--kinds", ",")[0] == 2
+    code, _, err = run("--suite", "speed", "--model", "anyir_t", "--random-init", "--kinds", "H")
+    assert code == 2 and "--kinds" in err
+
+
 def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
     code, out, _ = run("--suite", "speed", "--weights", str(tiny_weights), "--device", "cpu",
                        "--sizes", "16,24x20,tiled:72x40", "--tile", "32", "--repeats", "2",
