@@ -3,7 +3,7 @@
 Checkpoints from the ends of consecutive training stages lie close together; their weighted mean
 often keeps what each stage gained and evens out what a stage's data mix pushed too far, at no
 training cost. Every floating tensor (weights and normalisation statistics) is averaged in
-float64; integer buffers must agree. The result carries the facts of the input with the largest
+float64; integer buffers must agree, except BatchNorm's batch counters, which take the largest. The result carries the facts of the input with the largest
 share, plus which files were averaged in which shares, so ``anyrestore weights add`` can describe
 it. Training totals are the largest among the inputs, not their sum: the inputs are usually
 stages of one chain, and a later stage's totals already include the earlier ones.
@@ -73,6 +73,10 @@ def average_checkpoints(
         if value.is_floating_point():
             mean = sum(s[key].double() * w for s, w in zip(states, shares, strict=True))
             averaged[key] = mean.to(value.dtype)
+        elif key.endswith("num_batches_tracked"):
+            # BatchNorm's count of batches seen differs between any two points of a run; it
+            # only steers a momentum-free running mean. The longest history is the one kept.
+            averaged[key] = torch.stack([s[key] for s in states]).max()
         elif all(torch.equal(s[key], value) for s in states[1:]):
             averaged[key] = value
         else:

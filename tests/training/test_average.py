@@ -55,6 +55,27 @@ def test_the_average_is_the_weighted_mean_and_says_what_it_came_from(tmp_path: P
     assert training["lr"] == pytest.approx(1e-4) and training["steps_total"] == 500
 
 
+def test_checkpoints_from_different_steps_of_a_batchnorm_model_average(tmp_path: Path) -> None:
+    """AnyIR's GatedDA has BatchNorm: two points of one run differ in its batch counters."""
+    paths = []
+    for name, seen in (("early", 100), ("late", 2600)):
+        torch.manual_seed(0)
+        model = create_model("anyir_t", **TINY)
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.num_batches_tracked.fill_(seen)
+                module.running_mean.fill_(seen / 1000)
+        paths.append(save_checkpoint(model, tmp_path / f"{name}.safetensors", name="anyir_t"))
+    out, _ = average_checkpoints(paths, tmp_path / "avg.safetensors", dtype="fp32")
+    state = load_checkpoint(out).state_dict()
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    assert counters, "the tiny AnyIR should have BatchNorm layers"
+    for key in counters:
+        assert state[key].item() == 2600
+        mean = state[key.replace("num_batches_tracked", "running_mean")]
+        torch.testing.assert_close(mean, torch.full_like(mean, 1.35))
+
+
 def test_checkpoints_of_different_models_are_refused(tmp_path: Path) -> None:
     a = _stage(tmp_path, "a", 1, 100)
     wider = _stage(tmp_path, "wider", 2, 100, dim=16)
