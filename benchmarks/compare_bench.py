@@ -3,13 +3,17 @@
 Prints, per kind, the old and new mean PSNR, their difference with the standard error of the
 per-image differences, and on how many photos the new one is ahead; then whether the release
 rule of docs/model-card.md holds (mean up, no kind more than 0.1 dB behind). Exits 0 when it
-holds, 1 when not, 2 on bad input.
+holds, 1 when not (or when ``--shared-kinds`` left kinds out, so it was not judged), 2 on bad
+input.
 
     anyrestore bench --suite synthetic --images corpus/val-photos --baseline identity \
         --weights old.safetensors --per-image --json > old.json
     anyrestore bench --suite synthetic --images corpus/val-photos --baseline identity \
         --weights new.safetensors --per-image --json > new.json
     python benchmarks/compare_bench.py old.json new.json
+    # a quick look at the kinds a candidate might lose, against the whole old table:
+    anyrestore bench ... --weights new.safetensors --kinds H+S,L+S --per-image --json > few.json
+    python benchmarks/compare_bench.py old.json few.json --shared-kinds
 """
 
 from __future__ import annotations
@@ -42,23 +46,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-model", help="which model of NEW (when it holds several)")
     parser.add_argument("--tolerance", type=float, default=RELEASE_TOLERANCE)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--shared-kinds",
+        action="store_true",
+        help="compare only the kinds both runs scored (the release rule is then not judged)",
+    )
     args = parser.parse_args(argv)
     old, new = _load(args.old), _load(args.new)
     try:
         old_model = pick_model(old, args.old_model, str(args.old))
         new_model = pick_model(new, args.new_model, str(args.new))
-        deltas = paired_deltas(old, new, old_model=old_model, new_model=new_model)
+        deltas = paired_deltas(
+            old, new, old_model=old_model, new_model=new_model, shared_kinds=args.shared_kinds
+        )
     except AnyRestoreError as exc:
         print(f"compare_bench: {exc}", file=sys.stderr)
         return 2
     result = verdict(deltas, args.tolerance)
+    scored = {r["kind"] for r in (*old, *new) if "image" in r}
+    left_out = sorted(scored - {d.kind for d in deltas})
+    release = result.release and not left_out
     if args.json:
         out = {
             "old": old_model,
             "new": new_model,
             "kinds": [asdict(d) for d in deltas],
             "mean_delta": result.mean_delta,
-            "release_rule": result.release,
+            "release_rule": None if left_out else result.release,
+            "left_out": left_out,
             "every_kind": result.every_kind,
         }
         print(json.dumps(out, indent=2))
@@ -75,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         behind = ", ".join(f"{d.kind} {d.delta:+.3f}" for d in deltas if d.delta < 0) or "none"
         print(f"behind: {behind}")
         rule = "met" if result.release else "not met"
+        if left_out:
+            rule = f"not judged (left out: {', '.join(left_out)})"
         print(f"release rule (mean up, no kind more than {args.tolerance} dB behind): {rule}")
-    return 0 if result.release else 1
+    return 0 if release else 1
 
 
 if __name__ == "__main__":

@@ -110,15 +110,24 @@ def paired_deltas(
     *,
     old_model: str,
     new_model: str,
+    shared_kinds: bool = False,
 ) -> list[KindDelta]:
     """One :class:`KindDelta` per kind, in the order of the old run, over the shared images.
 
     Both runs must have scored the same (kind, image) pairs: a kind or photo missing from one
-    run would bias its mean, so it is an error, not something to skip.
+    run would bias its mean, so it is an error, not something to skip. With ``shared_kinds``
+    only the kinds both runs scored are compared (a ``bench --kinds`` run against a whole
+    table); within each of them the photos must still be the same.
     """
     _check_same_inputs(old, new)
     a = _per_image(old, old_model, "old")
     b = _per_image(new, new_model, "new")
+    if shared_kinds:
+        both = {k for k, _ in a} & {k for k, _ in b}
+        if not both:
+            raise DataError("the runs have no kind in common")
+        a = {key: v for key, v in a.items() if key[0] in both}
+        b = {key: v for key, v in b.items() if key[0] in both}
     if a.keys() != b.keys():
         only = sorted(a.keys() ^ b.keys())[:3]
         listed = ", ".join(f"{k}/{i}" for k, i in only)

@@ -127,3 +127,30 @@ def test_script_prints_the_table_and_exits_on_the_rule(tmp_path, capsys):
     assert data["mean_delta"] == 0 and data["every_kind"] and not data["release_rule"]
     assert main([str(tmp_path / "old.json"), str(tmp_path / "old.json"), "--old-model", "x"]) == 2
     assert "no model 'x'" in capsys.readouterr().err
+
+
+def test_shared_kinds_compares_a_few_kinds_against_a_whole_table(tmp_path, capsys):
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17.0, 18.0, 16.0]}, INPUTS)
+    few = run_records("new", {"L+H": [18.0, 19.0, 17.0]}, {"L+H": INPUTS["L+H"]})
+    (deltas,) = paired_deltas(old, few, old_model="old", new_model="new", shared_kinds=True)
+    assert deltas.kind == "L+H" and deltas.delta == pytest.approx(1.0)
+    other_photos = run_records("new", {"L+H": [18.0, 19.0]}, {"L+H": INPUTS["L+H"][:2]})
+    with pytest.raises(DataError, match="different pairs"):  # a kind still needs every photo
+        paired_deltas(old, other_photos, old_model="old", new_model="new", shared_kinds=True)
+    none = run_records("new", {"blur": [1.0, 2.0, 3.0]}, {})
+    with pytest.raises(DataError, match="no kind in common"):
+        paired_deltas(old, none, old_model="old", new_model="new", shared_kinds=True)
+
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "few.json").write_text(json.dumps(few))
+    main = _script().main
+    assert main([str(tmp_path / "old.json"), str(tmp_path / "few.json")]) == 2  # not by default
+    assert "different pairs" in capsys.readouterr().err
+    # Ahead on every kind it scored, but a rule about every kind cannot pass on a few.
+    assert main([str(tmp_path / "old.json"), str(tmp_path / "few.json"), "--shared-kinds"]) == 1
+    out = capsys.readouterr().out
+    assert "L+H" in out and "not judged (left out: noise_15)" in out
+    assert main([str(tmp_path / "old.json"), str(tmp_path / "few.json"), "--shared-kinds",
+                 "--json"]) == 1  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert data["release_rule"] is None and data["left_out"] == ["noise_15"]
