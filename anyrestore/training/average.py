@@ -3,10 +3,12 @@
 Checkpoints from the ends of consecutive training stages lie close together; their weighted mean
 often keeps what each stage gained and evens out what a stage's data mix pushed too far, at no
 training cost. Every floating tensor (weights and normalisation statistics) is averaged in
-float64; integer buffers must agree, except BatchNorm's batch counters, which take the largest. The result carries the facts of the input with the largest
-share, plus which files were averaged in which shares, so ``anyrestore weights add`` can describe
-it. Training totals are the largest among the inputs, not their sum: the inputs are usually
-stages of one chain, and a later stage's totals already include the earlier ones.
+float64; integer buffers must agree, except BatchNorm's batch counters, which take the largest.
+The result carries the facts of the input with the largest share (on equal shares, the one
+with the most training steps), plus which files were averaged in which shares, so ``anyrestore
+weights add`` can describe it. Training totals are the largest among the inputs, not their
+sum: the inputs are usually stages of one chain, and a later stage's totals already include
+the earlier ones.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def average_checkpoints(
             raise WeightsError(f"integer tensor {key} differs between the checkpoints")
     first.load_state_dict(averaged)
 
-    heaviest = max(range(len(paths)), key=lambda i: shares[i])
+    # Equal shares: the facts of the input furthest along in training (a later stage's recipe,
+    # not the starting point's), whichever order the files were given in.
+    heaviest = max(range(len(paths)), key=lambda i: (shares[i], _steps_total(metas[i])))
     facts = _facts(paths, metas, shares, heaviest)
     trained_for = sorted({k for m in metas for k in json.loads(m.get("trained_for", "[]"))})
     extra: dict[str, Any] = {"training": facts}
@@ -110,6 +114,12 @@ def _facts(
     facts["averaged_from_sha256"] = [sha256_file(p) for p in paths]
     facts["average_shares"] = [round(s, 6) for s in shares]
     return facts
+
+
+def _steps_total(meta: dict[str, str]) -> float:
+    training = _training(meta)
+    steps = training.get("steps_total", training.get("steps", 0))
+    return float(steps) if isinstance(steps, (int, float)) else 0.0
 
 
 def _training(meta: dict[str, str]) -> dict[str, Any]:

@@ -54,6 +54,11 @@ def test_the_average_is_the_weighted_mean_and_says_what_it_came_from(tmp_path: P
     # The heaviest input's own facts; totals the largest, not summed (stages share a history).
     assert training["lr"] == pytest.approx(1e-4) and training["steps_total"] == 500
 
+    # Equal shares: the facts of the input furthest along, in either order.
+    for order in ([a, b], [b, a]):
+        _, facts = average_checkpoints(order, tmp_path / "even.safetensors", dtype="fp32")
+        assert facts["lr"] == pytest.approx(2e-4) and facts["steps_total"] == 500
+
 
 def test_checkpoints_from_different_steps_of_a_batchnorm_model_average(tmp_path: Path) -> None:
     """AnyIR's GatedDA has BatchNorm: two points of one run differ in its batch counters."""
