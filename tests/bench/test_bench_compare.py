@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,20 @@ def test_shared_kinds_compares_a_few_kinds_against_a_whole_table(tmp_path, capsy
                  "--json"]) == 1  # fmt: skip
     data = json.loads(capsys.readouterr().out)
     assert data["release_rule"] is None and data["left_out"] == ["noise_15"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a shell pipeline")
+def test_script_piped_into_a_reader_that_quits_prints_no_traceback(tmp_path):
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": INPUTS["noise_15"]})
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    script = ROOT / "benchmarks" / "compare_bench.py"
+    result = subprocess.run(
+        f'"{sys.executable}" "{script}" old.json old.json | true',
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
