@@ -87,8 +87,9 @@ def average_checkpoints(
 
     # Equal shares: the facts of the input furthest along in training (a later stage's recipe,
     # not the starting point's), whichever order the files were given in.
-    heaviest = max(range(len(paths)), key=lambda i: (shares[i], _steps_total(metas[i])))
-    facts = _facts(paths, metas, shares, heaviest)
+    trainings = [_training(m) for m in metas]
+    heaviest = max(range(len(paths)), key=lambda i: (shares[i], _total(trainings[i], "steps") or 0))
+    facts = _facts(paths, trainings, shares, heaviest)
     trained_for = sorted({k for m in metas for k in json.loads(m.get("trained_for", "[]"))})
     extra: dict[str, Any] = {"training": facts}
     if "model" in metas[0]:
@@ -100,14 +101,12 @@ def average_checkpoints(
 
 
 def _facts(
-    paths: list[Path], metas: list[dict[str, str]], shares: list[float], heaviest: int
+    paths: list[Path], trainings: list[dict[str, Any]], shares: list[float], heaviest: int
 ) -> dict[str, Any]:
     """The heaviest input's training facts, the largest totals, and what was averaged."""
-    trainings = [_training(m) for m in metas]
     facts = dict(trainings[heaviest])
     for key in _TOTALS:
-        seen = [t.get(f"{key}_total", t.get(key)) for t in trainings]
-        numbers = [v for v in seen if isinstance(v, (int, float))]
+        numbers = [v for v in (_total(t, key) for t in trainings) if v is not None]
         if numbers:
             facts[f"{key}_total"] = max(numbers)
     facts["averaged_from"] = [p.name for p in paths]
@@ -116,10 +115,10 @@ def _facts(
     return facts
 
 
-def _steps_total(meta: dict[str, str]) -> float:
-    training = _training(meta)
-    steps = training.get("steps_total", training.get("steps", 0))
-    return float(steps) if isinstance(steps, (int, float)) else 0.0
+def _total(training: dict[str, Any], key: str) -> int | float | None:
+    """``key`` over the whole training history (``<key>_total``, else the last stage's)."""
+    value = training.get(f"{key}_total", training.get(key))
+    return value if isinstance(value, (int, float)) else None
 
 
 def _training(meta: dict[str, str]) -> dict[str, Any]:
