@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from anyrestore.errors import WeightsError
-from anyrestore.files import atomic_path
+from anyrestore.files import atomic_write
 from anyrestore.models.registry import build_model, get_spec
 
 FORMAT_VERSION = "1"
@@ -54,9 +54,27 @@ def save_checkpoint(
         metadata["name"] = name
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return path
+    return atomic_write(path, _canonical(save(state, metadata=metadata)))
+
+
+def _canonical(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its header in one fixed order, so that the same
+    weights and facts always give the same bytes and the same sha256.
+
+    safetensors writes the metadata map in a random order on each call; the header is
+    rewritten with sorted metadata and the tensors in the order of their data, padded with
+    spaces to 8 bytes as safetensors pads it. The tensor data is untouched.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    ordered: dict[str, Any] = {}
+    if "__metadata__" in header:
+        ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+    for key in sorted(header, key=lambda k: (header[k]["data_offsets"], k)):
+        ordered[key] = header[key]
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

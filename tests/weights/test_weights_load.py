@@ -93,6 +93,21 @@ def test_wrong_keys_are_named(tmp_path):
         load_weights(broken)
 
 
+def test_same_weights_and_facts_give_the_same_bytes(tmp_path):
+    """A published sha256 can be reproduced: the header order does not vary between saves."""
+    torch.manual_seed(0)
+    model = create_model("anyir_t", **TINY)
+    facts = {"steps": 100, "data": "corpus", "hardware": "cpu", "kinds": ["noise", "rain"]}
+    extra = {"model": "anyir_t", "trained_for": ["noise", "rain"], "training": facts, "é": "ü"}
+    first = save_checkpoint(model, tmp_path / "a.safetensors", name="x", extra=extra).read_bytes()
+    for i in range(4):
+        again = save_checkpoint(model, tmp_path / f"{i}.safetensors", name="x", extra=extra)
+        assert again.read_bytes() == first
+    assert read_metadata(tmp_path / "a.safetensors")["é"] == "ü"
+    loaded = load_weights(tmp_path / "a.safetensors").model
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
 def test_file_without_anyrestore_metadata(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, path)
