@@ -105,7 +105,8 @@ def test_same_weights_and_facts_give_the_same_bytes(tmp_path):
         assert again.read_bytes() == first
     assert read_metadata(tmp_path / "a.safetensors")["é"] == "ü"
     loaded = load_weights(tmp_path / "a.safetensors").model
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    want = model.state_dict()
+    assert all(torch.equal(value, want[key]) for key, value in loaded.state_dict().items())
 
 
 def test_file_without_anyrestore_metadata(tmp_path):
