@@ -20,7 +20,7 @@ from safetensors.torch import save
 from torch import nn
 
 from anyrestore.errors import WeightsError
-from anyrestore.files import atomic_write
+from anyrestore.files import atomic_path
 from anyrestore.models.registry import build_model, get_spec
 
 FORMAT_VERSION = "1"
@@ -54,12 +54,19 @@ def save_checkpoint(
         metadata["name"] = name
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return atomic_write(path, _canonical(save(state, metadata=metadata)))
+    data = save(state, metadata=metadata)
+    header, start = _canonical_header(data)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header)
+        f.write(memoryview(data)[start:])  # the tensor bytes, not copied again
+        f.flush()
+        os.fsync(f.fileno())
+    return path
 
 
-def _canonical(data: bytes) -> bytes:
-    """``data`` (a safetensors file) with its header in one fixed order, so that the same
-    weights and facts always give the same bytes and the same sha256.
+def _canonical_header(data: bytes) -> tuple[bytes, int]:
+    """The header of ``data`` (a safetensors file) in one fixed order, and where its tensor
+    bytes start, so that the same weights and facts always give the same file and sha256.
 
     safetensors writes the metadata map in a random order on each call; the header is
     rewritten with sorted metadata and the tensors in the order of their data, padded with
@@ -74,7 +81,7 @@ def _canonical(data: bytes) -> bytes:
         ordered[key] = header[key]
     text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + data[8 + size :]
+    return len(text).to_bytes(8, "little") + text, 8 + size
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
