@@ -27,24 +27,39 @@ Array = TypeVar("Array", bound=np.ndarray)
 
 @overload
 def restore(
-    image: bytes, model: str | os.PathLike[str] | LoadedWeights | None = ..., device: str = ...
+    image: bytes,
+    model: str | os.PathLike[str] | LoadedWeights | None = ...,
+    device: str = ...,
+    *,
+    strength: float = ...,
 ) -> bytes: ...
 @overload
 def restore(
     image: str | os.PathLike[str] | Image.Image,
     model: str | os.PathLike[str] | LoadedWeights | None = ...,
     device: str = ...,
+    *,
+    strength: float = ...,
 ) -> Image.Image: ...
 @overload
 def restore(
-    image: Array, model: str | os.PathLike[str] | LoadedWeights | None = ..., device: str = ...
+    image: Array,
+    model: str | os.PathLike[str] | LoadedWeights | None = ...,
+    device: str = ...,
+    *,
+    strength: float = ...,
 ) -> Array: ...
 def restore(
     image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray,
     model: str | os.PathLike[str] | LoadedWeights | None = None,
     device: str = "auto",
+    *,
+    strength: float = 1.0,
 ) -> bytes | Image.Image | np.ndarray:
     """Restore ``image`` with ``model`` (default: the embedded default weights) on ``device``.
+
+    ``strength`` in [0, 1] mixes the restoration with the input: 1 (default) is the model's
+    output, 0 the input itself.
 
     ``model`` is anything ``load_weights`` takes (a manifest entry, a variant name, a
     ``.safetensors`` path) or what it returned; weights named by reference are loaded once and
@@ -54,17 +69,19 @@ def restore(
     from PIL import Image as PILImage
 
     from anyrestore.engine import encode_image, read_image
+    from anyrestore.engine.restorer import check_strength
 
+    check_strength(strength)
     restorer = _restorer(model, device)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data = restorer.restore_image(read_image(bytes(image), name="<bytes>"))
+        data = restorer.restore_image(read_image(bytes(image), name="<bytes>"), strength)
         return encode_image(data, data.format or "PNG")
     if isinstance(image, (str, os.PathLike)):
-        return _to_pil(restorer.restore_image(read_image(image)))
+        return _to_pil(restorer.restore_image(read_image(image), strength))
     if isinstance(image, PILImage.Image):
-        return _restore_pil(restorer, image)
+        return _restore_pil(restorer, image, strength)
     if isinstance(image, np.ndarray):
-        return _restore_array(restorer, image)
+        return _restore_array(restorer, image, strength)
     raise TypeError(
         f"restore takes a path, bytes, a PIL image or a numpy array, not {type(image).__name__}"
     )
@@ -87,15 +104,15 @@ def _cached_restorer(ref: str | None, device: str) -> Restorer:
     return Restorer(load_weights(ref).model, device)
 
 
-def _restore_rgb(restorer: Restorer, rgb: np.ndarray) -> np.ndarray:
+def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.ndarray:
     """(h, w, 3) float32 in [0, 1] -> the same, restored."""
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
-    return restorer.restore_tensor(x).permute(1, 2, 0).numpy()
+    return restorer.restore_tensor(x, strength).permute(1, 2, 0).numpy()
 
 
-def _restore_array(restorer: Restorer, image: Array) -> Array:
+def _restore_array(restorer: Restorer, image: Array, strength: float = 1.0) -> Array:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise ValueError(f"expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}")
     if image.dtype == np.uint8 or image.dtype == np.uint16:
@@ -107,7 +124,7 @@ def _restore_array(restorer: Restorer, image: Array) -> Array:
     gray = image.ndim == 2
     pixels = image[..., None] if gray else image
     rgb = np.broadcast_to(pixels[..., :1], (*pixels.shape[:2], 3)) if gray else pixels[..., :3]
-    out = _restore_rgb(restorer, rgb.astype(np.float32) / scale)
+    out = _restore_rgb(restorer, rgb.astype(np.float32) / scale, strength)
     if gray:
         out = out.mean(axis=2, keepdims=True)
     if scale != 1.0:
@@ -120,16 +137,16 @@ def _restore_array(restorer: Restorer, image: Array) -> Array:
     return restored
 
 
-def _restore_pil(restorer: Restorer, image: Image.Image) -> Image.Image:
+def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Image.Image:
     from PIL import Image as PILImage
 
     mode = image.mode if image.mode in ("RGB", "RGBA", "L", "LA") else "RGB"
     pixels = np.asarray(image.convert(mode) if image.mode != mode else image)
     if mode == "LA":  # (h, w, 2): restore the gray, keep the alpha
-        gray = _restore_array(restorer, pixels[..., 0])
+        gray = _restore_array(restorer, pixels[..., 0], strength)
         out = PILImage.fromarray(np.stack([gray, pixels[..., 1]], axis=2), "LA")
     else:
-        out = PILImage.fromarray(_restore_array(restorer, pixels), mode)
+        out = PILImage.fromarray(_restore_array(restorer, pixels, strength), mode)
     if "icc_profile" in image.info:
         out.info["icc_profile"] = image.info["icc_profile"]
     return out

@@ -13,6 +13,7 @@ from PIL import Image
 import anyrestore
 from anyrestore.api import _cached_restorer
 from anyrestore.engine import Restorer
+from anyrestore.errors import UsageError
 from anyrestore.models.base import RestorationModel
 from anyrestore.weights import LoadedWeights, load_weights
 
@@ -57,6 +58,16 @@ def test_numpy_in_numpy_out(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
     assert np.abs(floats * 255 - out).max() <= 0.51
     wide = anyrestore.restore(rgb.astype(np.uint16) * 257, tiny_checkpoint, device="cpu")
     assert wide.dtype == np.uint16 and np.abs(wide / 257 - out).max() <= 0.51
+
+
+def test_strength_zero_gives_the_input_back(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    same = anyrestore.restore(rgb, tiny_checkpoint, device="cpu", strength=0.0)
+    assert np.array_equal(same, rgb)
+    half = anyrestore.restore(rgb, tiny_checkpoint, device="cpu", strength=0.5)
+    full = _expected(tiny_checkpoint, rgb).astype(float)
+    assert np.abs(half - (rgb + full) / 2).max() <= 1.0  # halfway, up to rounding
+    with pytest.raises(UsageError, match="strength"):
+        anyrestore.restore(rgb, tiny_checkpoint, device="cpu", strength=2.0)
 
 
 def test_numpy_alpha_passes_through_and_gray_stays_gray(

@@ -41,6 +41,7 @@ from anyrestore.cli.options import (
     PrecisionOpt,
     QuietOpt,
     RuntimeOpt,
+    StrengthOpt,
     ThreadsOpt,
     TileOpt,
     TileOverlapOpt,
@@ -118,6 +119,7 @@ def batch_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     runtime: RuntimeOpt = "auto",
+    strength: StrengthOpt = 1.0,
     threads: ThreadsOpt = None,
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
@@ -209,6 +211,7 @@ def batch_command(
                 "weights": weights_name,
                 "device": str(restorer.device),
                 "precision": restorer.precision,
+                "strength": strength,
                 "compute": restorer.path.as_dict(),
             }
             t0 = time.perf_counter()
@@ -219,7 +222,7 @@ def batch_command(
                     image = read_image(
                         job.source, max_pixels=max_pixels, name=rel, allow_truncated=allow_truncated
                     )
-                    restored = restorer.restore_image(image)
+                    restored = restorer.restore_image(image, strength)
                     check_finite(restored.rgb, label)
                     atomic_write(job.target, encode_image(restored, format_for_path(job.target)))
                     info = restorer.last_run

@@ -32,6 +32,7 @@ from anyrestore.cli.options import (
     PrecisionOpt,
     QuietOpt,
     RuntimeOpt,
+    StrengthOpt,
     ThreadsOpt,
     TileOpt,
     TileOverlapOpt,
@@ -133,6 +134,7 @@ def fix_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     runtime: RuntimeOpt = "auto",
+    strength: StrengthOpt = 1.0,
     threads: ThreadsOpt = None,
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
@@ -196,7 +198,7 @@ def fix_command(
             say(f"model {model_name} ({weights_name}) on {restorer.describe()}")
         start = time.perf_counter()
         with progress:
-            restored = restorer.restore_image(image)
+            restored = restorer.restore_image(image, strength)
         check_finite(restored.rgb, weights_label(weights, model))
         encoded = encode_image(restored, out_format)
         if target is None:
@@ -215,6 +217,7 @@ def fix_command(
                 "weights": weights_name,
                 "device": str(restorer.device),
                 "precision": restorer.precision,
+                "strength": strength,
                 "compute": restorer.path.as_dict(),
                 "tiles": tiles,
                 "tile": info.tile if info else 0,

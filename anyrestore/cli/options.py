@@ -54,6 +54,16 @@ ThreadsOpt = Annotated[
         help="CPU threads. Default: OMP_NUM_THREADS if set, else every core.",
     ),
 ]
+StrengthOpt = Annotated[
+    float,
+    typer.Option(
+        "--strength",
+        min=0.0,
+        max=1.0,
+        help="How much of the restoration to apply: 1 the model's output, 0 the photo as it "
+        "was, 0.7 keeps some of the grain or haze.",
+    ),
+]
 TileOpt = Annotated[
     int | None,
     typer.Option(

@@ -53,6 +53,12 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OOM_WORDS)
 
 
+def check_strength(strength: float) -> None:
+    """Refuse a restoration strength outside [0, 1] (or NaN) with a usage error."""
+    if not 0.0 <= strength <= 1.0:
+        raise UsageError(f"strength must be between 0 and 1, got {strength}")
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """How the last image was processed: ``tile`` is 0 for a single whole-image pass."""
@@ -134,8 +140,13 @@ class Restorer:
     # -- public API ---------------------------------------------------------------------
 
     @torch.inference_mode()
-    def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Restore a float (3,h,w) or (b,3,h,w) CPU tensor in [0, 1]; same shape back, on the CPU."""
+    def restore_tensor(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """Restore a float (3,h,w) or (b,3,h,w) CPU tensor in [0, 1]; same shape back, on the CPU.
+
+        ``strength`` in [0, 1] moves the result from the input (0) to the model's output (1):
+        at 0.5 half of the noise or haze the model took away comes back.
+        """
+        check_strength(strength)
         if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"expected a (3,h,w) or (b,3,h,w) RGB tensor, got {shape}")
@@ -183,12 +194,14 @@ class Restorer:
                     smaller,
                 )
                 tile, stats_side = smaller, min(stats_side, smaller)
+        if strength != 1.0:
+            out = batch.lerp(out, strength)  # both in [0, 1], so the mix is too
         return out[0] if single else out
 
-    def restore_image(self, image: ImageData) -> ImageData:
+    def restore_image(self, image: ImageData, strength: float = 1.0) -> ImageData:
         """Restore an image's RGB; alpha, bit depth, colour profile and metadata carry over."""
         x = torch.from_numpy(image.rgb).permute(2, 0, 1)
-        y = self.restore_tensor(x)
+        y = self.restore_tensor(x, strength)
         return image.with_rgb(y.permute(1, 2, 0).numpy())
 
     # -- internals ----------------------------------------------------------------------

@@ -59,6 +59,19 @@ def test_a_corrupt_file_is_reported_and_the_rest_restored(
     assert len(calls) == 1  # the model is loaded once per run
 
 
+def test_strength_applies_to_every_file(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i, name in enumerate(["a.png", "b.png"]):
+        photo(src / name, seed=i)
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--strength", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["strength"] for r in records(result.stdout)} == {0.0}
+    for name in ["a.png", "b.png"]:  # at strength 0 each photo comes back as it was
+        assert np.array_equal(
+            np.asarray(Image.open(out / name)), np.asarray(Image.open(src / name))
+        )
+
+
 def test_recursive_mirrors_the_tree_and_plain_runs_stay_flat(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:

@@ -90,6 +90,24 @@ def test_json_reports_what_was_done(tmp_path: Path, tiny_checkpoint: Path) -> No
     assert record["weights"] == str(tiny_checkpoint)  # which checkpoint restored it
 
 
+def test_strength_zero_writes_the_photo_back_and_is_reported(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = photo(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    result = fix(src, "-o", out, "--weights", tiny_checkpoint, "--strength", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["strength"] == 0.0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(src)))
+    full = tmp_path / "full.png"
+    assert fix(src, "-o", full, "--weights", tiny_checkpoint).exit_code == 0
+    assert not np.array_equal(np.asarray(Image.open(full)), np.asarray(Image.open(src)))
+    refused = fix(src, "-o", tmp_path / "x.png", "--weights", tiny_checkpoint, "--strength", "1.5")
+    assert refused.exit_code == 2 and not (tmp_path / "x.png").exists()
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("anyrestore: error: ") and "--strength" in last
+
+
 def test_json_names_the_default_weights_it_used(tmp_path: Path) -> None:
     from anyrestore.weights import default_entry
 

@@ -35,6 +35,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
+def test_strength_mixes_the_restoration_with_the_input() -> None:
+    restorer = Restorer(tiny_anyir(), "cpu", "fp32")
+    x = noisy_photo(0, 24, 40)
+    full = restorer.restore_tensor(x)
+    assert torch.equal(restorer.restore_tensor(x, strength=0.0), x)  # the photo as it was
+    half = restorer.restore_tensor(x, strength=0.5)
+    assert torch.allclose(half, (x + full) / 2, atol=1e-6)
+    assert psnr(half, x) > psnr(full, x)  # less of the model's change
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan")])
+def test_strength_outside_zero_to_one_is_refused(strength: float) -> None:
+    restorer = Restorer(tiny_anyir(), "cpu", "fp32")
+    with pytest.raises(UsageError, match="strength must be between 0 and 1"):
+        restorer.restore_tensor(noisy_photo(0, 8, 8), strength=strength)
+
+
 @pytest.mark.skipif(not (NO_CUDA and NO_MPS), reason="an accelerator is present")
 def test_auto_device_falls_back_to_cpu_and_reports_it() -> None:
     assert resolve_device("auto") == torch.device("cpu")
