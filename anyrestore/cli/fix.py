@@ -238,5 +238,6 @@ def fix_command(
     if not quiet:
         say(
             f"restored {source} -> {shown}: {image.width}x{image.height}, "
-            f"{tiles} tile{'s' if tiles != 1 else ''}, {seconds:.2f} s"
+            f"{tiles} tile{'s' if tiles != 1 else ''}, "
+            f"{'' if strength == 1.0 else f'strength {strength:g}, '}{seconds:.2f} s"
         )

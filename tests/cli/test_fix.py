@@ -97,7 +97,7 @@ def test_strength_zero_writes_the_photo_back_and_is_reported(
     out = tmp_path / "out.png"
     result = fix(src, "-o", out, "--weights", tiny_checkpoint, "--strength", "0", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["strength"] == 0.0
+    assert json.loads(result.stdout)["strength"] == 0.0 and "strength 0," in result.stderr
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(src)))
     full = tmp_path / "full.png"
     assert fix(src, "-o", full, "--weights", tiny_checkpoint).exit_code == 0
