@@ -642,8 +642,8 @@ def test_non_finite_output_is_exit_4(
 
     real = Restorer.restore_image
 
-    def poisoned(self, image):  # type: ignore[no-untyped-def]
-        out = real(self, image)
+    def poisoned(self, image, strength=1.0):  # type: ignore[no-untyped-def]
+        out = real(self, image, strength)
         rgb = out.rgb.copy()
         rgb[0, 0, 0] = np.nan
         return out.with_rgb(rgb)
