@@ -112,7 +112,7 @@ def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.nda
     return restorer.restore_tensor(x, strength).permute(1, 2, 0).numpy()
 
 
-def _restore_array(restorer: Restorer, image: Array, strength: float = 1.0) -> Array:
+def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise ValueError(f"expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}")
     if image.dtype == np.uint8 or image.dtype == np.uint16:
