@@ -89,12 +89,14 @@ class AtomicFile:
         os.close(fd)
         self.tmp = Path(tmp)
 
-    def write(self, data: bytes) -> None:
-        self._guard(lambda: self._write(data))
+    def write(self, *chunks: bytes | memoryview) -> None:
+        """Write ``chunks`` one after another (no joined copy) and sync them to disk."""
+        self._guard(lambda: self._write(chunks))
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
         with open(self.tmp, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
 
@@ -128,10 +130,10 @@ class AtomicFile:
             self.discard()
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temporary beside ``path``, then rename it into place."""
+def atomic_write(path: str | os.PathLike[str], *chunks: bytes | memoryview) -> Path:
+    """Write ``chunks`` to a temporary beside ``path``, then rename it into place."""
     with AtomicFile(path) as out:
-        out.write(data)
+        out.write(*chunks)
         return out.commit()
 
 

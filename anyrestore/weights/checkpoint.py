@@ -20,7 +20,7 @@ from safetensors.torch import save
 from torch import nn
 
 from anyrestore.errors import WeightsError
-from anyrestore.files import atomic_path
+from anyrestore.files import atomic_write
 from anyrestore.models.registry import build_model, get_spec
 
 FORMAT_VERSION = "1"
@@ -37,7 +37,6 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model``'s weights and config atomically; ``dtype`` casts floating tensors."""
-    path = Path(path)
     state = {}
     for key, value in model.state_dict().items():
         value = value.detach().to("cpu")
@@ -56,12 +55,8 @@ def save_checkpoint(
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     data = save(state, metadata=metadata)
     header, start = _canonical_header(data)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(header)
-        f.write(memoryview(data)[start:])  # the tensor bytes, not copied again
-        f.flush()
-        os.fsync(f.fileno())
-    return path
+    # the tensor bytes go out as a view of ``data``, not copied again
+    return atomic_write(path, header, memoryview(data)[start:])
 
 
 def _canonical_header(data: bytes) -> tuple[bytes, int]:

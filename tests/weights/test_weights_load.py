@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from tinymodels import TINY_ANYIR as TINY
 from weightkit import entry_toml, hub_entry
 
-from anyrestore.errors import WeightsError
+from anyrestore.errors import UsageError, WeightsError
 from anyrestore.models import create_model
 from anyrestore.weights import (
     default_entry,
@@ -107,6 +107,22 @@ def test_same_weights_and_facts_give_the_same_bytes(tmp_path):
     loaded = load_weights(tmp_path / "a.safetensors").model
     want = model.state_dict()
     assert all(torch.equal(value, want[key]) for key, value in loaded.state_dict().items())
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint that cannot be written is a one-line error; the last good one survives."""
+    model = create_model("anyir_t", **TINY)
+    target = save_checkpoint(model, tmp_path / "last.safetensors")
+    before = target.read_bytes()
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(UsageError, match="cannot write .*last.safetensors: No space left"):
+        save_checkpoint(model, target, name="newer")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
 
 
 def test_file_without_anyrestore_metadata(tmp_path):
