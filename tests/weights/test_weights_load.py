@@ -236,3 +236,21 @@ def test_invalid_manifests_are_weights_errors(manifest, case):
     manifest(text)
     with pytest.raises(WeightsError, match=message):
         list_entries()
+
+
+def test_loading_a_shipped_model_leaves_the_compiler_unimported() -> None:
+    """Checking a file's shapes on a meta-device skeleton must not pull in torch._dynamo, a
+    few seconds of every ``fix`` that would otherwise be spent before the first pixel."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from anyrestore.weights import load_weights\n"
+        "for name in ('anyir_t-synthetic-v3', 'clusir_t-synthetic-v2'):\n"
+        "    load_weights(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo'))[:3])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -32,7 +32,9 @@ class SemanticPrompt(nn.Module):
         self.attn_out = nn.Linear(token_dim, dim)
         # PGB: weights over learned prompt components, then a projection.
         self.component_logits = nn.Linear(dim, prompt_len)
-        self.components = nn.Parameter(torch.randn(prompt_len, dim) / math.sqrt(dim))
+        self.components = nn.Parameter(torch.empty(prompt_len, dim))
+        if not self.components.is_meta:  # a checkpoint's skeleton: shapes only (see wavelets.py)
+            nn.init.normal_(self.components, std=1 / math.sqrt(dim))
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,9 @@ class ClusterRouter(nn.Module):
         self.experts_per_cluster, self.top_experts = experts_per_cluster, top_experts
         self.stat = GlobalStat()
         self.embed = nn.Linear(dim, dim)
-        bank = nn.init.orthogonal_(torch.empty(num_clusters, dim))  # orthonormal rows
+        bank = torch.empty(num_clusters, dim)
+        if not bank.is_meta:  # a checkpoint's skeleton: shapes only (see wavelets.py)
+            nn.init.orthogonal_(bank)  # orthonormal rows
         self.prototypes = nn.Parameter(bank)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         # Gaussian cluster priors: centres start on the prototypes, spread at 0.1.

@@ -28,11 +28,17 @@ def wavelet_bank(name: str) -> torch.Tensor:
     if not wavelet.orthogonal:
         raise ValueError(f"wavelet {name!r} is not orthogonal; use e.g. 'haar', 'db2' or 'sym4'")
     # Correlating with the reconstruction filters is convolving with the decomposition ones.
-    lo = torch.tensor(wavelet.rec_lo, dtype=torch.float64)
-    hi = torch.tensor(wavelet.rec_hi, dtype=torch.float64)
+    lo, hi = wavelet.rec_lo, wavelet.rec_hi
     # First factor filters rows (height), second columns (width): LH = high along height.
-    bank = [torch.outer(a, b) for a, b in ((lo, lo), (hi, lo), (lo, hi), (hi, hi))]
-    return torch.stack(bank).unsqueeze(1).float()
+    # The outer products are taken in Python: on the meta device, where a checkpoint's
+    # skeleton is built to check shapes before anything is allocated, torch.outer (like
+    # normal_ and orthogonal_) runs Python reference kernels whose first use imports
+    # torch._dynamo, seconds of a process's start.
+    bank = [
+        [[r * c for c in cols] for r in rows]
+        for rows, cols in ((lo, lo), (hi, lo), (lo, hi), (hi, hi))
+    ]
+    return torch.tensor(bank, dtype=torch.float64).unsqueeze(1).float()
 
 
 def haar_dwt(x: torch.Tensor) -> torch.Tensor:
