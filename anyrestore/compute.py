@@ -299,7 +299,12 @@ def choose_path(
         return _openvino_path(dev, precision, model, asked=runtime == "openvino")
     if precision != "auto":
         _check_supported(precision, dev)
-        return ComputePath(dev, precision, True, "requested")  # type: ignore[arg-type]
+        reason = "requested"
+        if precision == "bf16" and dev.type == "cpu" and native_bf16() is None:
+            # Emulated bf16 convolutions run several times slower than fp32 here; say so in
+            # the line fix and batch print, rather than leave a slow run unexplained.
+            reason = "requested; no native bf16 on this CPU, so slower than fp32"
+        return ComputePath(dev, precision, True, reason)  # type: ignore[arg-type]
     if dev.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return ComputePath(dev, "bf16", True, "GPU supports bf16")

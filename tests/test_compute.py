@@ -106,6 +106,9 @@ def test_explicit_precisions_are_honoured_or_refused(cpu_with) -> None:
     assert probe.calls == 0
     with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
         choose_path("cpu", "fp16")
+    cpu_with(None)  # bf16 still runs where it is emulated, and the reason says it is slow
+    path = choose_path("cpu", "bf16", model=tiny(), probe=probe)
+    assert path.precision == "bf16" and "slower than fp32" in path.describe()
     with pytest.raises(UsageError, match="unknown precision"):
         choose_path("cpu", "fp64")
 
