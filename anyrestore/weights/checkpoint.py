@@ -141,6 +141,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, expect_arch: str | None = N
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            # Shapes are checked on a skeleton that allocates nothing, so a damaged config
+            # (a width of millions) fails cleanly. Layers skip random inits on meta tensors:
+            # there normal_ and friends run Python kernels that import torch._dynamo.
             with torch.device("meta"):
                 skeleton = _build(path, arch, config)
             _check_keys(skeleton, shapes, source=str(path))

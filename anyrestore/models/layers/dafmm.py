@@ -69,7 +69,7 @@ class _SpectralFuse(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(2 * dim, dim, 1), nn.LeakyReLU(0.1), nn.Conv2d(dim, dim, 1)
         )
-        if not self.body[2].weight.is_meta:  # a checkpoint's skeleton (see wavelets.py)
+        if not self.body[2].weight.is_meta:  # a checkpoint's skeleton (weights/checkpoint.py)
             nn.init.normal_(self.body[2].weight, std=1e-4)
         nn.init.zeros_(self.body[2].bias)
 

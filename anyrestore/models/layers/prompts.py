@@ -33,7 +33,7 @@ class SemanticPrompt(nn.Module):
         # PGB: weights over learned prompt components, then a projection.
         self.component_logits = nn.Linear(dim, prompt_len)
         self.components = nn.Parameter(torch.empty(prompt_len, dim))
-        if not self.components.is_meta:  # a checkpoint's skeleton: shapes only (see wavelets.py)
+        if not self.components.is_meta:  # a checkpoint's skeleton (weights/checkpoint.py)
             nn.init.normal_(self.components, std=1 / math.sqrt(dim))
         self.proj = nn.Linear(dim, dim)
 

@@ -81,7 +81,7 @@ class ClusterRouter(nn.Module):
         self.stat = GlobalStat()
         self.embed = nn.Linear(dim, dim)
         bank = torch.empty(num_clusters, dim)
-        if not bank.is_meta:  # a checkpoint's skeleton: shapes only (see wavelets.py)
+        if not bank.is_meta:  # a checkpoint's skeleton (weights/checkpoint.py)
             nn.init.orthogonal_(bank)  # orthonormal rows
         self.prototypes = nn.Parameter(bank)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
