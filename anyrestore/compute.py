@@ -301,7 +301,7 @@ def choose_path(
         _check_supported(precision, dev)
         reason = "requested"
         if precision == "bf16" and dev.type == "cpu" and native_bf16() is None:
-            # Emulated bf16 convolutions run several times slower than fp32 here; say so in
+            # Emulated bf16 convolutions run many times slower than fp32 here; say so in
             # the line fix and batch print, rather than leave a slow run unexplained.
             reason = "requested; no native bf16 on this CPU, so slower than fp32"
         return ComputePath(dev, precision, True, reason)  # type: ignore[arg-type]
