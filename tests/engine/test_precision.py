@@ -23,7 +23,10 @@ SAMPLE = ROOT / "assets" / "samples" / "sample_degraded.jpg"
 @pytest.mark.parametrize("weights", SHIPPED, ids=lambda p: p.stem)
 def test_bf16_output_is_within_40_db_of_fp32_on_the_shipped_sample(weights: Path) -> None:
     image = read_image(SAMPLE)
-    x = torch.from_numpy(image.rgb).permute(2, 0, 1)[:, :128, :128].contiguous()
+    # A 64 px crop from the middle: a CPU without native bf16 emulates it many times slower.
+    h, w = image.rgb.shape[:2]
+    x = torch.from_numpy(image.rgb[h // 2 - 32 : h // 2 + 32, w // 2 - 32 : w // 2 + 32])
+    x = x.permute(2, 0, 1).contiguous()
     model = load_checkpoint(weights)
     fp32 = Restorer(model, "cpu", "fp32", tile=0).restore_tensor(x)
     bf16 = Restorer(model, "cpu", "bf16", tile=0).restore_tensor(x)
