@@ -61,7 +61,8 @@ def check_strength(strength: float) -> None:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """How the last image was processed: ``tile`` is 0 for a single whole-image pass."""
+    """How the last image was processed: ``tile`` is 0 for a single whole-image pass, and
+    ``tiles`` is 0 when the model did not run (strength 0)."""
 
     tiles: int
     tile: int
@@ -144,7 +145,8 @@ class Restorer:
         """Restore a float (3,h,w) or (b,3,h,w) CPU tensor in [0, 1]; same shape back, on the CPU.
 
         ``strength`` in [0, 1] moves the result from the input (0) to the model's output (1):
-        at 0.5 half of the noise or haze the model took away comes back.
+        at 0.5 half of the noise or haze the model took away comes back; at 0 the model does
+        not run (``last_run.tiles`` is 0).
         """
         check_strength(strength)
         if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
@@ -153,6 +155,10 @@ class Restorer:
         single = x.dim() == 3
         batch = x[None] if single else x
         batch = batch.to("cpu", torch.float32)
+        if strength == 0.0:  # the photo as it was: the model's output would be mixed away
+            self.last_run = RunInfo(0, 0, 0, False)
+            out = batch.clone()
+            return out[0] if single else out
         h, w = batch.shape[-2:]
         tile = self._initial_tile(h, w)
         stats_side = self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))

@@ -45,6 +45,19 @@ def test_strength_mixes_the_restoration_with_the_input() -> None:
     assert psnr(half, x) > psnr(full, x)  # less of the model's change
 
 
+def test_strength_zero_returns_a_copy_of_the_photo_without_running_the_model() -> None:
+    model = tiny_anyir()
+    calls: list[int] = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    restorer = Restorer(model, "cpu", "fp32")
+    x = noisy_photo(0, 24, 40)
+    out = restorer.restore_tensor(x, strength=0.0)
+    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()  # the caller's x stays its own
+    assert calls == [] and restorer.last_run is not None and restorer.last_run.tiles == 0
+    restorer.restore_tensor(x, strength=0.01)
+    assert calls and restorer.last_run.tiles == 1
+
+
 @pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan")])
 def test_strength_outside_zero_to_one_is_refused(strength: float) -> None:
     restorer = Restorer(tiny_anyir(), "cpu", "fp32")
