@@ -202,7 +202,7 @@ class Restorer:
                 tile, stats_side = smaller, min(stats_side, smaller)
         if strength != 1.0:
             # In place: a 12 MP photo's extra float copy is 144 MB. Both ends are in [0, 1],
-            # so the mix is too; at strength 0 the lerp returns the input exactly.
+            # so the mix is too (strength 0 returned the input above, without the model).
             out.lerp_(batch, 1.0 - strength)
         return out[0] if single else out
 
