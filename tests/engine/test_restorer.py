@@ -54,6 +54,9 @@ def test_strength_zero_returns_a_copy_of_the_photo_without_running_the_model() -
     out = restorer.restore_tensor(x, strength=0.0)
     assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()  # the caller's x stays its own
     assert calls == [] and restorer.last_run is not None and restorer.last_run.tiles == 0
+    x64 = x[None].double()  # a batch in another dtype comes back as a float32 batch
+    out = restorer.restore_tensor(x64, strength=0.0)
+    assert out.dtype == torch.float32 and out.shape == x64.shape and torch.equal(out[0], x)
     restorer.restore_tensor(x, strength=0.01)
     assert calls and restorer.last_run.tiles == 1
 
