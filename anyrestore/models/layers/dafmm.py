@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.layers.globalstats import GlobalMap, GlobalStat
+from anyrestore.models.layers.init import init_unless_meta
 from anyrestore.models.layers.wavelets import DWT, IDWT
 
 
@@ -69,8 +70,7 @@ class _SpectralFuse(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(2 * dim, dim, 1), nn.LeakyReLU(0.1), nn.Conv2d(dim, dim, 1)
         )
-        if not self.body[2].weight.is_meta:  # a checkpoint's skeleton (weights/checkpoint.py)
-            nn.init.normal_(self.body[2].weight, std=1e-4)
+        init_unless_meta(self.body[2].weight, nn.init.normal_, std=1e-4)
         nn.init.zeros_(self.body[2].bias)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:

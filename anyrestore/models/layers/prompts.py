@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from anyrestore.models.layers.globalstats import GlobalStat
+from anyrestore.models.layers.init import init_unless_meta
 
 
 class SemanticPrompt(nn.Module):
@@ -32,9 +33,9 @@ class SemanticPrompt(nn.Module):
         self.attn_out = nn.Linear(token_dim, dim)
         # PGB: weights over learned prompt components, then a projection.
         self.component_logits = nn.Linear(dim, prompt_len)
-        self.components = nn.Parameter(torch.empty(prompt_len, dim))
-        if not self.components.is_meta:  # a checkpoint's skeleton (weights/checkpoint.py)
-            nn.init.normal_(self.components, std=1 / math.sqrt(dim))
+        components = torch.empty(prompt_len, dim)
+        init_unless_meta(components, nn.init.normal_, std=1 / math.sqrt(dim))
+        self.components = nn.Parameter(components)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

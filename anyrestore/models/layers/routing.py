@@ -21,6 +21,7 @@ from torch import nn
 
 from anyrestore.models.layers.ffn import GatedDconvFFN
 from anyrestore.models.layers.globalstats import GlobalStat
+from anyrestore.models.layers.init import init_unless_meta
 from anyrestore.models.layers.norm import LayerNorm2d
 
 # Side of the grid the features are pooled to before the gating cross-attention (Eq. 8).
@@ -80,9 +81,8 @@ class ClusterRouter(nn.Module):
         self.experts_per_cluster, self.top_experts = experts_per_cluster, top_experts
         self.stat = GlobalStat()
         self.embed = nn.Linear(dim, dim)
-        bank = torch.empty(num_clusters, dim)
-        if not bank.is_meta:  # a checkpoint's skeleton (weights/checkpoint.py)
-            nn.init.orthogonal_(bank)  # orthonormal rows
+        # Orthonormal rows.
+        bank = init_unless_meta(torch.empty(num_clusters, dim), nn.init.orthogonal_)
         self.prototypes = nn.Parameter(bank)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         # Gaussian cluster priors: centres start on the prototypes, spread at 0.1.
