@@ -152,14 +152,12 @@ class Restorer:
         if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"expected a (3,h,w) or (b,3,h,w) RGB tensor, got {shape}")
-        single = x.dim() == 3
-        given = x[None] if single else x
-        batch = given.to("cpu", torch.float32)
         if strength == 0.0:  # the photo as it was: the model's output would be mixed away
             self.last_run = RunInfo(0, 0, 0, False)
-            # ``to`` already copied a uint8/fp64/GPU input; only the caller's own tensor is cloned.
-            out = batch.clone() if batch is given else batch
-            return out[0] if single else out
+            # One copy, converted or not: the caller's tensor stays its own.
+            return x.to("cpu", torch.float32, copy=True)
+        single = x.dim() == 3
+        batch = (x[None] if single else x).to("cpu", torch.float32)
         h, w = batch.shape[-2:]
         tile = self._initial_tile(h, w)
         stats_side = self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))

@@ -33,8 +33,9 @@ class SemanticPrompt(nn.Module):
         self.attn_out = nn.Linear(token_dim, dim)
         # PGB: weights over learned prompt components, then a projection.
         self.component_logits = nn.Linear(dim, prompt_len)
-        components = torch.empty(prompt_len, dim)
-        init_unless_meta(components, nn.init.normal_, std=1 / math.sqrt(dim))
+        components = init_unless_meta(
+            torch.empty(prompt_len, dim), nn.init.normal_, std=1 / math.sqrt(dim)
+        )
         self.components = nn.Parameter(components)
         self.proj = nn.Linear(dim, dim)
 
