@@ -287,10 +287,17 @@ def _import_torch_first(args: list[str]) -> None:
 
 
 def _show_usage_error(exc: click.exceptions.ClickException) -> None:
-    """Typer's usage line and help hint (its boxed message too) before our one line."""
-    try:
-        from typer import rich_utils
+    """The command's usage line and where its help is, before our one error line.
 
-        rich_utils.rich_format_error(exc)
-    except Exception:  # a broken stderr or an old Typer: the final line is what matters
+    Typer would also print the message in a box: the error is said once, on the last line.
+    """
+    ctx: click.Context | None = getattr(exc, "ctx", None)
+    if ctx is None:
+        return
+    try:
+        lines = [ctx.get_usage()]
+        if ctx.command.get_help_option(ctx) is not None:
+            lines.append(f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
+        click.echo("\n".join(lines), err=True)
+    except Exception:  # a broken stderr: the final line is what matters
         pass

@@ -137,6 +137,15 @@ def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     assert "input not found" in one_line_error(result)
 
 
+def test_unknown_option_is_said_once_after_the_usage_line(tmp_path: Path) -> None:
+    result = fix(tmp_path / "a.jpg", "--bogus")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("Usage: anyrestore fix")
+    assert lines[-1].startswith("anyrestore: error: No such option: --bogus")
+    assert result.stderr.count("--bogus") == 1  # not repeated in a box above the error line
+
+
 @pytest.mark.parametrize(
     "kind,message", [("truncated", "corrupt or truncated"), ("text", "not an image file")]
 )
