@@ -13,7 +13,10 @@ One policy for inference and training. ``auto`` precision means:
 
 Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
 per-pixel norms of both models run several times faster that way, and bf16 gains nothing
-without it.
+without it. In fp32 on the CPU, the 1x1 convolutions of a forward pass without gradients run
+either as one matrix product over the pixels or as PyTorch's (oneDNN's) 1x1 convolution,
+whichever a short measurement of a few typical layers finds faster on this CPU and thread
+count (cached like the bf16 one): the convolution was 1.1-1.8x faster on an AVX2-only EPYC.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +42,7 @@ from torch import nn
 
 from anyrestore.errors import DeviceError, UsageError
 from anyrestore.files import atomic_write
+from anyrestore.models.layers.pointwise import pointwise_kernel
 
 log = logging.getLogger("anyrestore")
 
@@ -53,6 +57,11 @@ _DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 BF16_MARGIN = 1.2
 #: Side of the square image the probe times the model on.
 PROBE_SIDE = 128
+#: The 1x1 convolution must beat the GEMM by this factor on the probe's layers to be chosen.
+POINTWISE_MARGIN = 1.05
+#: (c_in, c_out, side) of the square channels-last maps the 1x1 probe times: the shapes of
+#: anyir_t's first two levels, where most of its 1x1 work is, and one of ClusIR's.
+POINTWISE_SHAPES = ((28, 84, 256), (56, 56, 256), (112, 56, 256), (56, 224, 128), (224, 112, 128))
 
 __all__ = [
     "PRECISIONS",
@@ -237,11 +246,16 @@ class ComputePath:
     #: Whether the user named the runtime (``--runtime openvino``) rather than ``auto`` picking
     #: it: an asked-for OpenVINO compiles every size, an automatic one only repeated sizes.
     runtime_asked: bool = False
+    #: How fp32 1x1 convolutions run in a forward pass without gradients ("gemm" or "conv",
+    #: ``anyrestore.models.layers.pointwise``), and why.
+    pointwise: str = "gemm"
+    pointwise_reason: str = ""
 
     def describe(self) -> str:
         layout = " channels-last" if self.channels_last and self.runtime == "torch" else ""
         runtime = " on OpenVINO" if self.runtime == "openvino" else ""
-        return f"{self.device} {self.precision}{layout}{runtime} ({self.reason})"
+        why = f"{self.reason}; {self.pointwise_reason}" if self.pointwise_reason else self.reason
+        return f"{self.device} {self.precision}{layout}{runtime} ({why})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -250,11 +264,18 @@ class ComputePath:
             "channels_last": self.channels_last,
             "runtime": self.runtime,
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "pointwise": self.pointwise,
             "reason": self.reason,
         }
 
     def autocast(self) -> AbstractContextManager[object]:
         return autocast(self.device, self.precision)
+
+    @contextmanager
+    def forward(self) -> Iterator[None]:
+        """Around a forward pass: autocast at the path's precision and its 1x1 kernel."""
+        with autocast(self.device, self.precision), pointwise_kernel(self.pointwise):
+            yield
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[object]:
@@ -280,14 +301,39 @@ def choose_path(
     model: nn.Module | None = None,
     probe: Probe | None = None,
     runtime: str = "torch",
+    pointwise_probe: Callable[[], float] | None = None,
 ) -> ComputePath:
     """Resolve ``device``, ``precision`` and ``runtime`` ("auto" allowed) for ``model`` here.
 
     ``model`` is what an automatic CPU choice is measured on; without it, a CPU with native
-    bf16 gets fp32 (the choice that is never badly slow). ``probe`` replaces the measurement
-    (tests); it returns fp32 time / bf16 time. ``runtime="auto"`` takes OpenVINO where
-    ``openvino_chosen`` says so.
+    bf16 gets fp32 (the choice that is never badly slow) and 1x1 convolutions stay GEMMs.
+    ``probe`` replaces the bf16 measurement (tests); it returns fp32 time / bf16 time;
+    ``pointwise_probe`` replaces the 1x1 one (GEMM time / convolution time).
+    ``runtime="auto"`` takes OpenVINO where ``openvino_chosen`` says so.
     """
+    path = _choose(device, precision, model, probe, runtime)
+    if (
+        model is None
+        or path.device.type != "cpu"
+        or path.precision != "fp32"
+        or path.runtime != "torch"
+    ):
+        return path
+    speedup = _cached(_pointwise_key(), pointwise_probe or _time_pointwise)
+    if speedup >= POINTWISE_MARGIN:
+        return replace(
+            path, pointwise="conv", pointwise_reason=f"1x1 as convolutions, {speedup:.2f}x"
+        )
+    return path
+
+
+def _choose(
+    device: str | torch.device,
+    precision: str,
+    model: nn.Module | None,
+    probe: Probe | None,
+    runtime: str,
+) -> ComputePath:
     dev = resolve_device(device)
     precision = precision.strip().lower()
     if precision not in PRECISIONS:
@@ -316,7 +362,7 @@ def choose_path(
         return ComputePath(dev, "fp32", True, "no native bf16 on this CPU")
     if model is None:
         return ComputePath(dev, "fp32", True, f"{isa}, not measured")
-    speedup = _cached_speedup(model, probe or _time_bf16)
+    speedup = _cached(_model_key(model), lambda: (probe or _time_bf16)(model, dev))
     if speedup >= BF16_MARGIN:
         return ComputePath(dev, "bf16", True, f"{isa}, bf16 measured {speedup:.1f}x faster")
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
@@ -429,8 +475,17 @@ def _model_key(model: nn.Module) -> str:
     return f"{name}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|{digest}"
 
 
-def _cached_speedup(model: nn.Module, probe: Probe) -> float:
-    path, key = _cache_file(), _model_key(model)
+def _pointwise_key() -> str:
+    name, _ = _cpuinfo()
+    return (
+        f"1x1|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
+        f"{model_code_digest()[:12]}"
+    )
+
+
+def _cached(key: str, measure: Callable[[], float]) -> float:
+    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file."""
+    path = _cache_file()
     try:
         cache = json.loads(path.read_text())
         if not isinstance(cache, dict):
@@ -440,12 +495,12 @@ def _cached_speedup(model: nn.Module, probe: Probe) -> float:
     value = cache.get(key)
     if isinstance(value, (int, float)) and value > 0:
         return float(value)
-    speedup = probe(model, torch.device("cpu"))
+    speedup = measure()
     cache[key] = round(speedup, 3)
     try:
         atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode())
     except Exception as exc:  # a read-only home only costs a re-measurement next time
-        log.debug("cannot cache the bf16 measurement in %s: %s", path, exc)
+        log.debug("cannot cache a measurement in %s: %s", path, exc)
     return speedup
 
 
@@ -472,3 +527,35 @@ def _time_bf16(model: nn.Module, device: torch.device) -> float:
     finally:
         model.train(was_training)
     return best["fp32"] / best["bf16"]
+
+
+def _time_pointwise() -> float:
+    """GEMM time / 1x1 convolution time, summed over ``POINTWISE_SHAPES`` (fp32, best of 3).
+
+    Layers rather than a model: the choice is the CPU's and the thread count's (oneDNN's
+    1x1 kernel against the BLAS GEMM; PyTorch gives a one-thread 1x1 convolution of a small
+    batch its slow im2col path), measured in about a second whatever the model.
+    """
+    from anyrestore.models.layers.pointwise import pointwise
+
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for c_in, c_out, side in POINTWISE_SHAPES:
+        x = torch.rand(1, c_in, side, side, generator=gen)
+        cases.append(
+            (
+                x.contiguous(memory_format=torch.channels_last),
+                torch.rand(c_out, c_in, generator=gen),
+            )
+        )
+    best = {kind: float("inf") for kind in ("gemm", "conv")}
+    with torch.inference_mode():
+        for round_ in range(4):  # the first round warms both kernels up and is not counted
+            for kind in best:
+                start = time.perf_counter()
+                with pointwise_kernel(kind):
+                    for x, weight in cases:
+                        pointwise(x, weight)
+                if round_:
+                    best[kind] = min(best[kind], time.perf_counter() - start)
+    return best["gemm"] / best["conv"]

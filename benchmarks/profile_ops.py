@@ -22,7 +22,7 @@ from anyrestore.models import create_model, list_models
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
-    with torch.inference_mode(), path.autocast():
+    with torch.inference_mode(), path.forward():
         model(x)
 
 

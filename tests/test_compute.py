@@ -122,6 +122,55 @@ def test_the_real_probe_leaves_the_model_trainable() -> None:
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+class PointwiseProbe:
+    """A stand-in for the 1x1 probe: GEMM time / convolution time, counting its calls."""
+
+    def __init__(self, speedup: float) -> None:
+        self.speedup, self.calls = speedup, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return self.speedup
+
+
+@pytest.mark.parametrize(("speedup", "kernel"), [(1.4, "conv"), (1.0, "gemm"), (0.7, "gemm")])
+def test_fp32_1x1_convolutions_take_the_kernel_measured_faster(cpu_with, speedup, kernel) -> None:
+    cpu_with(None)
+    probe = PointwiseProbe(speedup)
+    for precision in ("auto", "fp32"):
+        path = choose_path("cpu", precision, model=tiny(), pointwise_probe=probe)
+        assert path.precision == "fp32" and path.pointwise == kernel
+        assert path.as_dict()["pointwise"] == kernel
+        assert ("1x1 as convolutions" in path.describe()) == (kernel == "conv")
+    assert probe.calls == 1  # measured once per CPU, torch and thread count, then cached
+
+
+def test_the_1x1_kernel_is_measured_again_for_another_thread_count(cpu_with) -> None:
+    cpu_with(None)
+    probe = PointwiseProbe(1.4)
+    before = torch.get_num_threads()
+    try:
+        choose_path("cpu", "auto", model=tiny(), pointwise_probe=probe)
+        torch.set_num_threads(before + 1)
+        choose_path("cpu", "auto", model=tiny(), pointwise_probe=probe)
+    finally:
+        torch.set_num_threads(before)
+    assert probe.calls == 2
+
+
+def test_bf16_and_unmeasured_paths_keep_the_1x1_gemm(cpu_with) -> None:
+    cpu_with("AMX-BF16")
+    probe = PointwiseProbe(5.0)
+    assert choose_path("cpu", "auto", model=tiny(), probe=Probe(3.0), pointwise_probe=probe)
+    bf16 = choose_path("cpu", "bf16", model=tiny(), pointwise_probe=probe)
+    no_model = choose_path("cpu", "fp32", pointwise_probe=probe)
+    assert bf16.pointwise == no_model.pointwise == "gemm" and probe.calls == 0
+
+
+def test_the_real_1x1_probe_measures_both_kernels() -> None:
+    assert compute._time_pointwise() > 0
+
+
 def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     before = torch.get_num_threads()
     try:

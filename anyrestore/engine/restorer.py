@@ -11,7 +11,7 @@ from itertools import islice
 
 import torch
 
-from anyrestore.compute import ComputePath, autocast, choose_path, empty_cache, prepare_model
+from anyrestore.compute import ComputePath, choose_path, empty_cache, prepare_model
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
 from anyrestore.engine.tiling import TileGrid, run_tiled
@@ -235,7 +235,7 @@ class Restorer:
         inp = x.to(self.device)
         if self.path.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.precision):
+        with self.path.forward():
             out = self._run(inp, tile)
         out = out[..., :h, :w].float()
         if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
@@ -262,11 +262,11 @@ class Restorer:
             side = self._reference_side(stats_side, tile)
             reference = make_reference(x, side, self.stats_method)
             reference = reference.to(self.device)
-            # Enter autocast first so the recording pass runs at the tiles' precision.
+            # Enter the path's forward context first so the recording pass runs as the tiles do.
             frozen = frozen_global_stats(self.model, reference)
             scale = reference_scale((h, w), side, self.stats_method)
             forward = self._placed_forward(grid, scale)
-        with autocast(self.device, self.precision), frozen:
+        with self.path.forward(), frozen:
             out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
         self.last_run = RunInfo(len(grid), tile, overlap, replay)
         return out

@@ -116,7 +116,7 @@ def test_auto_takes_openvino_only_where_it_can_run(
 ) -> None:
     clusir = create_model("clusir_t", dim=8, heads=(1, 1, 2, 2), prompt_dim=16)
     monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
-    monkeypatch.setattr(compute, "_cached_speedup", lambda model, probe: 1.0)
+    monkeypatch.setattr(compute, "_cached", lambda key, measure: 1.0)
     path = compute.choose_path("cpu", "auto", model=tiny, runtime="auto")
     assert (path.runtime, path.precision) == ("openvino", "bf16")
     assert compute.choose_path("cpu", "auto", model=clusir, runtime="auto").runtime == "torch"

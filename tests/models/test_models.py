@@ -212,6 +212,53 @@ def test_a_patch_convolution_is_the_strided_convolution_in_fp32_and_bf16(channel
     assert float((low.float() - ref.detach()).norm() / ref.detach().norm()) < 0.01
 
 
+def test_1x1_convolutions_as_gemm_or_as_convolution_give_the_same_values(monkeypatch) -> None:
+    # compute picks the faster kernel per CPU for fp32 passes without gradients; the values
+    # must not depend on it: biases, residuals added in the product, strided inputs (a channel
+    # slice) and column blocks of a weight included.
+    from anyrestore.models.layers import pointwise as pw
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 12, 9, 7).contiguous(memory_format=torch.channels_last)[:, 2:10]
+    weight, bias = torch.randn(6, 16)[:, 3:11], torch.randn(6)
+    add = torch.randn(1, 6, 9, 7).contiguous(memory_format=torch.channels_last)
+    calls = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(pw.F, "conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
+    with torch.no_grad():
+        want = [pw.pointwise(x, weight, bias), pw.pointwise(x, weight, bias, add)]
+        assert not calls
+        with pw.pointwise_kernel("conv"):
+            got = [pw.pointwise(x, weight, bias), pw.pointwise(x, weight, bias, add)]
+        assert len(calls) == 2
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        assert g.is_contiguous(memory_format=torch.channels_last)
+    with pw.pointwise_kernel("conv"):  # training and bf16 stay on the GEMM
+        assert pw.pointwise(x, weight.requires_grad_()).requires_grad
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+            assert pw.pointwise(x, weight).dtype == torch.bfloat16
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="unknown 1x1 kernel"):
+        with pw.pointwise_kernel("fft"):
+            pass
+
+
+@pytest.mark.parametrize("name", ["anyir_t", "clusir_t"])
+def test_whole_models_give_the_same_image_with_either_1x1_kernel(
+    name, built_model, make_images
+) -> None:
+    from anyrestore.models.layers.pointwise import pointwise_kernel
+
+    model = built_model(name)
+    x = make_images(1, 40, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        gemm = model(x)
+        with pointwise_kernel("conv"):
+            conv = model(x)
+    torch.testing.assert_close(conv, gemm, rtol=1e-5, atol=1e-5)
+
+
 def test_the_ffn_without_gradients_runs_in_bands_with_the_same_result(monkeypatch) -> None:
     # Large maps go through the FFN in bands of rows (memory); the result must not change.
     import anyrestore.models.layers.bands as bands

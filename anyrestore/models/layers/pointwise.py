@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.models.layers.tracing import in_graph_form
+
+#: How fp32 1x1 convolutions run without gradients: "gemm" (one matrix product over the
+#: pixels) or "conv" (PyTorch's 1x1 convolution, oneDNN on a multi-threaded CPU). Which is
+#: faster depends on the CPU; ``anyrestore.compute`` measures it and sets this per run.
+KERNELS = ("gemm", "conv")
+_inference_kernel = "gemm"
+
+
+@contextmanager
+def pointwise_kernel(kind: str) -> Iterator[None]:
+    """Inside, fp32 1x1 convolutions without gradients use ``kind`` (see ``KERNELS``).
+
+    Gradients, autocast and traced graphs keep their own form: the GEMM's backward is the
+    fast one for training, and bf16 stays on the kernel its precision was checked on.
+    """
+    global _inference_kernel
+    if kind not in KERNELS:
+        raise ValueError(f"unknown 1x1 kernel {kind!r}; use one of {', '.join(KERNELS)}")
+    before, _inference_kernel = _inference_kernel, kind
+    try:
+        yield
+    finally:
+        _inference_kernel = before
+
+
+def _as_conv(x: torch.Tensor) -> bool:
+    return (
+        _inference_kernel == "conv"
+        and not torch.is_grad_enabled()
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled(x.device.type)
+    )
 
 
 def pointwise(
@@ -24,6 +59,9 @@ def pointwise(
     if in_graph_form():  # a plain 1x1 convolution: the runtime picks the layout
         y = F.conv2d(x, weight[:, :, None, None], bias)
         return y if add is None else y + add
+    if _as_conv(x):  # channels-last in, channels-last out
+        y = F.conv2d(x, weight[:, :, None, None], bias)
+        return y if add is None else y.add_(add)
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
     if add is None:
