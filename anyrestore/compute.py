@@ -13,10 +13,12 @@ One policy for inference and training. ``auto`` precision means:
 
 Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
 per-pixel norms of both models run several times faster that way, and bf16 gains nothing
-without it. In fp32 on the CPU, the 1x1 convolutions of a forward pass without gradients run
-either as one matrix product over the pixels or as PyTorch's (oneDNN's) 1x1 convolution,
-whichever a short measurement of a few typical layers finds faster on this CPU and thread
-count (cached like the bf16 one): the convolution was 1.1-1.8x faster on an AVX2-only EPYC.
+without it. In fp32 on the CPU, 1x1 convolutions run either as one matrix product over the
+pixels or as PyTorch's (oneDNN's) 1x1 convolution, whichever a short measurement of a few
+typical layers finds faster on this CPU and thread count, once for inference and once with
+gradients for training (cached like the bf16 one): on an AVX2-only EPYC with two threads the
+convolution was 1.1-1.8x faster per layer; with one thread PyTorch gives a small batch's 1x1
+convolution its slow im2col path and the GEMM wins.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +81,7 @@ __all__ = [
     "release_freed_memory",
     "reuse_freed_memory",
     "set_threads",
+    "training_pointwise",
 ]
 
 
@@ -319,12 +322,28 @@ def choose_path(
         or path.runtime != "torch"
     ):
         return path
-    speedup = _cached(_pointwise_key(), pointwise_probe or _time_pointwise)
+    kernel, why = _pointwise_choice("1x1", pointwise_probe or _time_pointwise)
+    return replace(path, pointwise=kernel, pointwise_reason=why)
+
+
+def training_pointwise(
+    device: torch.device, precision: str, *, probe: Callable[[], float] | None = None
+) -> tuple[str, str]:
+    """The 1x1 kernel for training steps ("gemm" or "conv") and why ("" for the GEMM).
+
+    Measured with gradients (forward and backward), apart from the inference choice: the
+    backward kernels rank differently. Only fp32 on the CPU has a choice.
+    """
+    if device.type != "cpu" or precision != "fp32":
+        return "gemm", ""
+    return _pointwise_choice("1x1-train", probe or partial(_time_pointwise, gradients=True))
+
+
+def _pointwise_choice(what: str, measure: Callable[[], float]) -> tuple[str, str]:
+    speedup = _cached(_pointwise_key(what), measure)
     if speedup >= POINTWISE_MARGIN:
-        return replace(
-            path, pointwise="conv", pointwise_reason=f"1x1 as convolutions, {speedup:.2f}x"
-        )
-    return path
+        return "conv", f"1x1 as convolutions, {speedup:.2f}x"
+    return "gemm", ""
 
 
 def _choose(
@@ -475,10 +494,10 @@ def _model_key(model: nn.Module) -> str:
     return f"{name}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|{digest}"
 
 
-def _pointwise_key() -> str:
+def _pointwise_key(what: str) -> str:
     name, _ = _cpuinfo()
     return (
-        f"1x1|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
+        f"{what}|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
         f"{model_code_digest()[:12]}"
     )
 
@@ -529,12 +548,12 @@ def _time_bf16(model: nn.Module, device: torch.device) -> float:
     return best["fp32"] / best["bf16"]
 
 
-def _time_pointwise() -> float:
+def _time_pointwise(gradients: bool = False) -> float:
     """GEMM time / 1x1 convolution time, summed over ``POINTWISE_SHAPES`` (fp32, best of 3).
 
     Layers rather than a model: the choice is the CPU's and the thread count's (oneDNN's
-    1x1 kernel against the BLAS GEMM; PyTorch gives a one-thread 1x1 convolution of a small
-    batch its slow im2col path), measured in about a second whatever the model.
+    1x1 kernel against the BLAS GEMM), measured in a second or two whatever the model.
+    ``gradients`` times forward and backward, as a training step runs them.
     """
     from anyrestore.models.layers.pointwise import pointwise
 
@@ -542,20 +561,20 @@ def _time_pointwise() -> float:
     cases = []
     for c_in, c_out, side in POINTWISE_SHAPES:
         x = torch.rand(1, c_in, side, side, generator=gen)
-        cases.append(
-            (
-                x.contiguous(memory_format=torch.channels_last),
-                torch.rand(c_out, c_in, generator=gen),
-            )
-        )
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_(gradients)
+        weight = torch.rand(c_out, c_in, generator=gen).requires_grad_(gradients)
+        upstream = torch.rand(1, c_out, side, side, generator=gen)
+        cases.append((x, weight, upstream.contiguous(memory_format=torch.channels_last)))
     best = {kind: float("inf") for kind in ("gemm", "conv")}
-    with torch.inference_mode():
+    with torch.inference_mode(not gradients):
         for round_ in range(4):  # the first round warms both kernels up and is not counted
             for kind in best:
                 start = time.perf_counter()
                 with pointwise_kernel(kind):
-                    for x, weight in cases:
-                        pointwise(x, weight)
+                    for x, weight, upstream in cases:
+                        y = pointwise(x, weight)
+                        if gradients:
+                            torch.autograd.grad(y, (x, weight), upstream)
                 if round_:
                     best[kind] = min(best[kind], time.perf_counter() - start)
     return best["gemm"] / best["conv"]

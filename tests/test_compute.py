@@ -167,8 +167,21 @@ def test_bf16_and_unmeasured_paths_keep_the_1x1_gemm(cpu_with) -> None:
     assert bf16.pointwise == no_model.pointwise == "gemm" and probe.calls == 0
 
 
+def test_training_measures_its_own_1x1_kernel(cpu_with) -> None:
+    cpu_with(None)
+    inference, training = PointwiseProbe(1.0), PointwiseProbe(1.3)
+    cpu = torch.device("cpu")
+    assert choose_path("cpu", "fp32", model=tiny(), pointwise_probe=inference).pointwise == "gemm"
+    kernel, why = compute.training_pointwise(cpu, "fp32", probe=training)
+    assert (kernel, training.calls, inference.calls) == ("conv", 1, 1) and "1.30x" in why
+    assert compute.training_pointwise(cpu, "fp32", probe=training)[0] == "conv"
+    assert training.calls == 1  # cached apart from the inference measurement
+    assert compute.training_pointwise(cpu, "bf16", probe=training) == ("gemm", "")
+
+
 def test_the_real_1x1_probe_measures_both_kernels() -> None:
     assert compute._time_pointwise() > 0
+    assert compute._time_pointwise(gradients=True) > 0
 
 
 def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

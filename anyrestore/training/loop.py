@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from anyrestore.compute import autocast, choose_path, reuse_freed_memory
+from anyrestore.compute import autocast, choose_path, reuse_freed_memory, training_pointwise
 from anyrestore.errors import (
     STOP_SIGNALS,
     ConfigError,
@@ -31,6 +31,7 @@ from anyrestore.errors import (
     Interrupted,
     UsageError,
 )
+from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
@@ -127,6 +128,8 @@ def _run(
         )
     recipe = resolve(config, model.arch)
     precision, channels_last, why = _pick_precision(config, device, model)
+    kernel, kernel_why = training_pointwise(device, precision)
+    why = f"{why}; {kernel_why}" if kernel_why else why
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     # Before the optimizer and the EMA: teacher forcing freezes what it takes from the teacher.
@@ -287,7 +290,7 @@ def _run(
                     kinds_seen.update(kinds)
 
                     # One optimizer step: forward under autocast, losses in fp32.
-                    with autocast(device, precision):
+                    with autocast(device, precision), pointwise_kernel(kernel):
                         if distiller is None:
                             pred, aux = net(lq, return_aux=True)
                             loss, parts, target_weight = None, {}, 1.0

@@ -213,32 +213,41 @@ def test_a_patch_convolution_is_the_strided_convolution_in_fp32_and_bf16(channel
 
 
 def test_1x1_convolutions_as_gemm_or_as_convolution_give_the_same_values(monkeypatch) -> None:
-    # compute picks the faster kernel per CPU for fp32 passes without gradients; the values
-    # must not depend on it: biases, residuals added in the product, strided inputs (a channel
-    # slice) and column blocks of a weight included.
+    # compute picks the faster kernel per CPU for fp32 inference and training; values and
+    # gradients must not depend on it: biases, residuals added in the product, strided
+    # inputs (a channel slice) and column blocks of a weight included.
     from anyrestore.models.layers import pointwise as pw
 
     torch.manual_seed(0)
-    x = torch.randn(1, 12, 9, 7).contiguous(memory_format=torch.channels_last)[:, 2:10]
+    base = torch.randn(1, 12, 9, 7).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(6, 16)[:, 3:11], torch.randn(6)
     add = torch.randn(1, 6, 9, 7).contiguous(memory_format=torch.channels_last)
     calls = []
     conv2d = torch.nn.functional.conv2d
     monkeypatch.setattr(pw.F, "conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
-    with torch.no_grad():
-        want = [pw.pointwise(x, weight, bias), pw.pointwise(x, weight, bias, add)]
+
+    def run(kind: str, grad: bool) -> list[torch.Tensor]:
+        leaves = [base.clone().requires_grad_(grad), weight.clone().requires_grad_(grad)]
+        x, w = leaves[0][:, 2:10], leaves[1]
+        with torch.set_grad_enabled(grad), pw.pointwise_kernel(kind):
+            outs = [pw.pointwise(x, w, bias), pw.pointwise(x, w, bias, add)]
+        if not grad:
+            return outs
+        total = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+        return outs + list(torch.autograd.grad(total, leaves))
+
+    for grad in (False, True):
+        want = run("gemm", grad)
         assert not calls
-        with pw.pointwise_kernel("conv"):
-            got = [pw.pointwise(x, weight, bias), pw.pointwise(x, weight, bias, add)]
+        got = run("conv", grad)
         assert len(calls) == 2
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-        assert g.is_contiguous(memory_format=torch.channels_last)
-    with pw.pointwise_kernel("conv"):  # training and bf16 stay on the GEMM
-        assert pw.pointwise(x, weight.requires_grad_()).requires_grad
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
-            assert pw.pointwise(x, weight).dtype == torch.bfloat16
-    assert len(calls) == 2
+        calls.clear()
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        assert all(o.is_contiguous(memory_format=torch.channels_last) for o in got[:2])
+    with pw.pointwise_kernel("conv"), torch.autocast("cpu", torch.bfloat16):
+        assert pw.pointwise(base, torch.randn(6, 12)).dtype == torch.bfloat16
+    assert not calls  # bf16 stays on the GEMM its precision was checked with
     with pytest.raises(ValueError, match="unknown 1x1 kernel"):
         with pw.pointwise_kernel("fft"):
             pass

@@ -11,34 +11,34 @@ from torch import nn
 
 from anyrestore.models.layers.tracing import in_graph_form
 
-#: How fp32 1x1 convolutions run without gradients: "gemm" (one matrix product over the
-#: pixels) or "conv" (PyTorch's 1x1 convolution, oneDNN on a multi-threaded CPU). Which is
-#: faster depends on the CPU; ``anyrestore.compute`` measures it and sets this per run.
+#: How fp32 1x1 convolutions run: "gemm" (one matrix product over the pixels) or "conv"
+#: (PyTorch's 1x1 convolution, oneDNN on a multi-threaded CPU). Which is faster depends on
+#: the CPU and the thread count; ``anyrestore.compute`` measures it (with and without
+#: gradients), and the engine and the training loop set it around their passes.
 KERNELS = ("gemm", "conv")
-_inference_kernel = "gemm"
+_kernel = "gemm"
 
 
 @contextmanager
 def pointwise_kernel(kind: str) -> Iterator[None]:
-    """Inside, fp32 1x1 convolutions without gradients use ``kind`` (see ``KERNELS``).
+    """Inside, fp32 1x1 convolutions use ``kind`` (see ``KERNELS``); both compute the same.
 
-    Gradients, autocast and traced graphs keep their own form: the GEMM's backward is the
-    fast one for training, and bf16 stays on the kernel its precision was checked on.
+    Under autocast the GEMM stays: bf16 keeps the kernel its precision was checked on.
+    A traced graph (``tracing.graph_form``) always gets a plain convolution.
     """
-    global _inference_kernel
+    global _kernel
     if kind not in KERNELS:
         raise ValueError(f"unknown 1x1 kernel {kind!r}; use one of {', '.join(KERNELS)}")
-    before, _inference_kernel = _inference_kernel, kind
+    before, _kernel = _kernel, kind
     try:
         yield
     finally:
-        _inference_kernel = before
+        _kernel = before
 
 
 def _as_conv(x: torch.Tensor) -> bool:
     return (
-        _inference_kernel == "conv"
-        and not torch.is_grad_enabled()
+        _kernel == "conv"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled(x.device.type)
     )
@@ -61,7 +61,9 @@ def pointwise(
         return y if add is None else y + add
     if _as_conv(x):  # channels-last in, channels-last out
         y = F.conv2d(x, weight[:, :, None, None], bias)
-        return y if add is None else y.add_(add)
+        if add is None:
+            return y
+        return y + add if torch.is_grad_enabled() else y.add_(add)
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
     if add is None:
