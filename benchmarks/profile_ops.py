@@ -17,8 +17,16 @@ import time
 
 import torch
 
-from anyrestore.compute import choose_path, cpu_name, native_bf16, prepare_model
+from anyrestore.compute import (
+    choose_path,
+    cpu_name,
+    native_bf16,
+    prepare_model,
+    reuse_freed_memory,
+    training_pointwise,
+)
 from anyrestore.models import create_model, list_models
+from anyrestore.models.layers.pointwise import pointwise_kernel
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
@@ -28,7 +36,8 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
 
 def _train_step(model, x, target, path, opt) -> None:
     opt.zero_grad(set_to_none=True)
-    with path.autocast():
+    kernel, _ = training_pointwise(path.device, path.precision)
+    with path.autocast(), pointwise_kernel(kernel):  # as `anyrestore train` runs a step
         out = model(x)
     (out.float() - target).abs().mean().backward()
     opt.step()
@@ -46,6 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    reuse_freed_memory()  # as the CLI and `anyrestore train` do
 
     torch.manual_seed(0)
     model = create_model(args.model)

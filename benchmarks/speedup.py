@@ -58,7 +58,7 @@ print(json.dumps({"seconds": best, "path": path}))
 """
 
 _TRAIN = r"""
-import json, sys, time, torch
+import contextlib, json, sys, time, torch
 from anyrestore.models import create_model
 name, crop, batch, precision, layout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 torch.manual_seed(0)
@@ -73,12 +73,20 @@ lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1)
 if cl:
     gt, lq = (t.contiguous(memory_format=torch.channels_last) for t in (gt, lq))
 bf16 = False
+kernel = contextlib.nullcontext
 if cl:
     from anyrestore.compute import choose_path, reuse_freed_memory
     reuse_freed_memory()  # as `anyrestore train` does
     bf16 = choose_path("cpu", precision, model=model).precision == "bf16"
+    try:  # the 1x1 kernel `anyrestore train` takes, where the tree has the choice
+        from anyrestore.compute import training_pointwise
+        from anyrestore.models.layers.pointwise import pointwise_kernel
+        chosen = training_pointwise(torch.device("cpu"), "bf16" if bf16 else "fp32")[0]
+        kernel = lambda: pointwise_kernel(chosen)
+    except ImportError:
+        pass
 def step():
-    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16), kernel():
         out = model(lq)
     loss = (out.float() - gt).abs().mean()
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
