@@ -32,19 +32,19 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.errors import DeviceError, UsageError
 from anyrestore.files import atomic_write
-from anyrestore.models.layers.pointwise import pointwise_kernel
 
 log = logging.getLogger("anyrestore")
 
@@ -249,8 +249,8 @@ class ComputePath:
     #: Whether the user named the runtime (``--runtime openvino``) rather than ``auto`` picking
     #: it: an asked-for OpenVINO compiles every size, an automatic one only repeated sizes.
     runtime_asked: bool = False
-    #: How fp32 1x1 convolutions run in a forward pass without gradients ("gemm" or "conv",
-    #: ``anyrestore.models.layers.pointwise``), and why.
+    #: How fp32 1x1 convolutions run in a forward pass without gradients ("gemm" or "conv"),
+    #: and why; the engine sets it with ``anyrestore.models.layers.pointwise.pointwise_kernel``.
     pointwise: str = "gemm"
     pointwise_reason: str = ""
 
@@ -273,12 +273,6 @@ class ComputePath:
 
     def autocast(self) -> AbstractContextManager[object]:
         return autocast(self.device, self.precision)
-
-    @contextmanager
-    def forward(self) -> Iterator[None]:
-        """Around a forward pass: autocast at the path's precision and its 1x1 kernel."""
-        with autocast(self.device, self.precision), pointwise_kernel(self.pointwise):
-            yield
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[object]:
@@ -553,9 +547,16 @@ def _time_pointwise(gradients: bool = False) -> float:
 
     Layers rather than a model: the choice is the CPU's and the thread count's (oneDNN's
     1x1 kernel against the BLAS GEMM), measured in a second or two whatever the model.
+    The two forms are those of ``anyrestore.models.layers.pointwise``: a linear map over the
+    (b, h, w, c) view of a channels-last map, or ``F.conv2d`` with a 1x1 kernel.
     ``gradients`` times forward and backward, as a training step runs them.
     """
-    from anyrestore.models.layers.pointwise import pointwise
+
+    def gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.permute(0, 2, 3, 1), weight).permute(0, 3, 1, 2)
+
+    def conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight[:, :, None, None])
 
     gen = torch.Generator().manual_seed(0)
     cases = []
@@ -565,16 +566,16 @@ def _time_pointwise(gradients: bool = False) -> float:
         weight = torch.rand(c_out, c_in, generator=gen).requires_grad_(gradients)
         upstream = torch.rand(1, c_out, side, side, generator=gen)
         cases.append((x, weight, upstream.contiguous(memory_format=torch.channels_last)))
-    best = {kind: float("inf") for kind in ("gemm", "conv")}
+    kernels = {"gemm": gemm, "conv": conv}
+    best = {kind: float("inf") for kind in kernels}
     with torch.inference_mode(not gradients):
         for round_ in range(4):  # the first round warms both kernels up and is not counted
-            for kind in best:
+            for kind, run in kernels.items():
                 start = time.perf_counter()
-                with pointwise_kernel(kind):
-                    for x, weight, upstream in cases:
-                        y = pointwise(x, weight)
-                        if gradients:
-                            torch.autograd.grad(y, (x, weight), upstream)
+                for x, weight, upstream in cases:
+                    y = run(x, weight)
+                    if gradients:
+                        torch.autograd.grad(y, (x, weight), upstream)
                 if round_:
                     best[kind] = min(best[kind], time.perf_counter() - start)
     return best["gemm"] / best["conv"]

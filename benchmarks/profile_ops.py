@@ -30,7 +30,7 @@ from anyrestore.models.layers.pointwise import pointwise_kernel
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
-    with torch.inference_mode(), path.forward():
+    with torch.inference_mode(), path.autocast(), pointwise_kernel(path.pointwise):
         model(x)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -22,6 +22,7 @@ from anyrestore.models.layers.globalstats import (
     has_global_stats,
     set_tile_windows,
 )
+from anyrestore.models.layers.pointwise import pointwise_kernel
 
 log = logging.getLogger("anyrestore")
 
@@ -229,13 +230,19 @@ class Restorer:
         self._sizes_seen.add(size)
         return self.model(x)
 
+    @contextmanager
+    def _forward_context(self) -> Iterator[None]:
+        """Autocast at the path's precision and its 1x1 kernel, around a forward pass."""
+        with self.path.autocast(), pointwise_kernel(self.path.pointwise):
+            yield
+
     def _forward(self, x: torch.Tensor, tile: bool = False) -> torch.Tensor:
         """One device pass on a CPU batch (the model pads and crops), clamped, back to the CPU."""
         h, w = x.shape[-2:]
         inp = x.to(self.device)
         if self.path.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
-        with self.path.forward():
+        with self._forward_context():
             out = self._run(inp, tile)
         out = out[..., :h, :w].float()
         if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
@@ -266,7 +273,7 @@ class Restorer:
             frozen = frozen_global_stats(self.model, reference)
             scale = reference_scale((h, w), side, self.stats_method)
             forward = self._placed_forward(grid, scale)
-        with self.path.forward(), frozen:
+        with self._forward_context(), frozen:
             out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
         self.last_run = RunInfo(len(grid), tile, overlap, replay)
         return out
