@@ -34,9 +34,8 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
         model(x)
 
 
-def _train_step(model, x, target, path, opt) -> None:
+def _train_step(model, x, target, path, kernel: str, opt) -> None:
     opt.zero_grad(set_to_none=True)
-    kernel, _ = training_pointwise(path.device, path.precision)
     with path.autocast(), pointwise_kernel(kernel):  # as `anyrestore train` runs a step
         out = model(x)
     (out.float() - target).abs().mean().backward()
@@ -76,10 +75,12 @@ def main() -> None:
     if args.what in ("train", "both"):
         target = torch.rand_like(x)
         opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+        # Chosen once, as the training loop does, not inside the profiled step.
+        kernel, _ = training_pointwise(path.device, path.precision)
 
         def step() -> None:
             model.train()
-            _train_step(model, x, target, path, opt)
+            _train_step(model, x, target, path, kernel, opt)
 
         runs.append(("training step", step))
     for label, fn in runs:
