@@ -9,7 +9,8 @@ One policy for inference and training. ``auto`` precision means:
   than fp32 on this machine; fp32 otherwise. AMX runs bf16 convolutions several times faster
   than fp32, while AVX512-BF16 alone can be slower for dense 1x1 convolutions, so the flag
   alone does not decide; bf16 must be at least ``BF16_MARGIN`` times faster. The measurement
-  is cached per CPU, torch version, thread count and model configuration, so it runs once.
+  is cached per CPU, torch version, thread count and model configuration, so it runs once
+(unless another process kept the cores busy while it ran: then it is used and not kept).
 
 Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
 per-pixel norms of both models run several times faster that way, and bf16 gains nothing
@@ -64,6 +65,9 @@ POINTWISE_MARGIN = 1.05
 #: (c_in, c_out, side) of the square channels-last maps the 1x1 probe times: the shapes of
 #: anyir_t's first two levels, where most of its 1x1 work is, and one of ClusIR's.
 POINTWISE_SHAPES = ((28, 84, 256), (56, 56, 256), (112, 56, 256), (56, 224, 128), (224, 112, 128))
+#: The kernel's count of runnable threads (4th field, "running/total"): how busy the machine
+#: is while a probe runs.
+LOADAVG = Path("/proc/loadavg")
 
 __all__ = [
     "PRECISIONS",
@@ -496,8 +500,32 @@ def _pointwise_key(what: str) -> str:
     )
 
 
+def others_running(samples: int = 3, interval: float = 0.05) -> int:
+    """How many runnable threads the machine has besides the caller's, at the quietest of a
+    few samples of ``/proc/loadavg`` (0 where that file is missing, as on macOS).
+
+    A timing probe run beside another busy process measures the contention, not the CPU: its
+    answer is used for the run at hand but not kept (``_cached``). The least of several
+    samples, so that this process's own worker threads, still spinning after their last
+    parallel region, are not taken for another process.
+    """
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        try:
+            running = LOADAVG.read_text().split()[3].split("/")[0]
+            counts.append(int(running) - 1)  # the thread reading the file is running too
+        except (OSError, ValueError, IndexError):
+            return 0
+        if counts[-1] <= 0:
+            return 0
+    return min(counts)
+
+
 def _cached(key: str, measure: Callable[[], float]) -> float:
-    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file."""
+    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file; a
+    measurement taken while other work kept the CPU busy is used once and not kept."""
     path = _cache_file()
     try:
         cache = json.loads(path.read_text())
@@ -508,7 +536,12 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     value = cache.get(key)
     if isinstance(value, (int, float)) and value > 0:
         return float(value)
+    before = others_running()
     speedup = measure()
+    busy = max(before, others_running())
+    if busy > max((os.cpu_count() or 1) - torch.get_num_threads(), 0):  # a core was taken
+        log.info("measured %s while %d other threads ran; not cached", key.split("|")[0], busy)
+        return speedup
     cache[key] = round(speedup, 3)
     try:
         atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode())

@@ -48,6 +48,18 @@ def _no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(anyrestore.compute, "native_bf16", lambda: None)
 
 
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """In-process, timing probes see a machine with nothing else running, so that whether a
+    measurement is cached does not depend on what else runs beside the tests;
+    tests/test_compute.py sets a busy one."""
+    import anyrestore.compute
+
+    path = tmp_path_factory.getbasetemp() / "loadavg"
+    path.write_text("0.00 0.00 0.00 1/100 1\n")
+    monkeypatch.setattr(anyrestore.compute, "LOADAVG", path)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded anyir_t checkpoint with a tiny config (random weights), for CLI and engine tests."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -177,6 +178,65 @@ def test_training_measures_its_own_1x1_kernel(cpu_with) -> None:
     assert compute.training_pointwise(cpu, "fp32", probe=training)[0] == "conv"
     assert training.calls == 1  # cached apart from the inference measurement
     assert compute.training_pointwise(cpu, "bf16", probe=training) == ("gemm", "")
+
+
+def busy_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, others: int) -> None:
+    """Make /proc/loadavg say ``others`` threads besides the caller's are runnable."""
+    path = tmp_path / "loadavg"
+    path.write_text(f"2.00 2.00 2.00 {others + 1}/300 4242\n")
+    monkeypatch.setattr(compute, "LOADAVG", path)
+
+
+def test_a_measurement_taken_beside_other_work_is_used_but_not_kept(
+    cpu_with, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Another process taking a core skews the ratio; caching it would keep a wrong choice.
+    cpu_with("AMX-BF16")
+    busy_machine(monkeypatch, tmp_path, others=os.cpu_count() or 1)
+    probe, pointwise = Probe(3.0), PointwiseProbe(1.4)
+    for _ in range(2):
+        path = choose_path("cpu", "auto", model=tiny(), probe=probe)
+        assert path.precision == "bf16"
+        assert compute.training_pointwise(torch.device("cpu"), "fp32", probe=pointwise)[0] == "conv"
+    assert (probe.calls, pointwise.calls) == (2, 2)
+    busy_machine(monkeypatch, tmp_path, others=0)  # once the machine is quiet, it is kept
+    for _ in range(2):
+        choose_path("cpu", "auto", model=tiny(), probe=probe)
+    assert probe.calls == 3
+
+
+def test_threads_on_cores_the_probe_does_not_use_do_not_count(
+    cpu_with, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cpu_with(None)
+    cores = os.cpu_count() or 1
+    before = torch.get_num_threads()
+    probe = PointwiseProbe(1.4)
+    try:
+        torch.set_num_threads(1)
+        busy_machine(monkeypatch, tmp_path, others=cores - 1)
+        for _ in range(2):
+            choose_path("cpu", "fp32", model=tiny(), pointwise_probe=probe)
+    finally:
+        torch.set_num_threads(before)
+    assert probe.calls == 1
+
+
+def test_the_busy_count_is_the_quietest_sample(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # This process's worker threads may still spin in the first sample; another process's
+    # work shows in every one.
+    samples = iter(["9/300", "3/300", "5/300"])
+
+    class Changing:  # each read sees the next sample
+        def read_text(self) -> str:
+            return f"1.0 1.0 1.0 {next(samples)} 77"
+
+    monkeypatch.setattr(compute, "LOADAVG", Changing())
+    assert compute.others_running(samples=3, interval=0) == 2
+    monkeypatch.setattr(compute, "LOADAVG", tmp_path / "missing")
+    assert compute.others_running(interval=0) == 0  # no /proc: nothing known, nothing held back
 
 
 def test_the_real_1x1_probe_measures_both_kernels() -> None:
