@@ -505,7 +505,7 @@ def others_running(samples: int = 3, interval: float = 0.05) -> int:
     few samples of ``/proc/loadavg`` (0 where that file is missing, as on macOS).
 
     A timing probe run beside another busy process measures the contention, not the CPU: its
-    answer is used for the run at hand but not kept (``_cached``). The least of several
+    answer serves this process but is not kept (``_cached``). The least of several
     samples, so that this process's own worker threads, still spinning after their last
     parallel region, are not taken for another process.
     """
@@ -523,9 +523,16 @@ def others_running(samples: int = 3, interval: float = 0.05) -> int:
     return min(counts)
 
 
+#: Measurements this process took while the machine was busy: used again by this process
+#: (a batch or a bench builds several models), never written to the cache file.
+_unkept: dict[str, float] = {}
+
+
 def _cached(key: str, measure: Callable[[], float]) -> float:
-    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file; a
-    measurement taken while other work kept the CPU busy is used once and not kept."""
+    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file; one
+    taken while other work kept the CPU busy serves this process only."""
+    if key in _unkept:
+        return _unkept[key]
     path = _cache_file()
     try:
         cache = json.loads(path.read_text())
@@ -541,6 +548,7 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     busy = max(before, others_running())
     if busy > max((os.cpu_count() or 1) - torch.get_num_threads(), 0):  # a core was taken
         log.info("measured %s while %d other threads ran; not cached", key.split("|")[0], busy)
+        _unkept[key] = speedup
         return speedup
     cache[key] = round(speedup, 3)
     try:
