@@ -10,7 +10,7 @@ One policy for inference and training. ``auto`` precision means:
   than fp32, while AVX512-BF16 alone can be slower for dense 1x1 convolutions, so the flag
   alone does not decide; bf16 must be at least ``BF16_MARGIN`` times faster. The measurement
   is cached per CPU, torch version, thread count and model configuration, so it runs once
-(unless another process kept the cores busy while it ran: then it is used and not kept).
+  (unless another process kept the cores busy while it ran: then it is used and not kept).
 
 Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
 per-pixel norms of both models run several times faster that way, and bf16 gains nothing
@@ -547,7 +547,7 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     speedup = measure()
     busy = max(before, others_running())
     if busy > max((os.cpu_count() or 1) - torch.get_num_threads(), 0):  # a core was taken
-        log.info("measured %s while %d other threads ran; not cached", key.split("|")[0], busy)
+        log.info("measured %r while %d other threads ran; not cached", key, busy)
         _unkept[key] = speedup
         return speedup
     cache[key] = round(speedup, 3)
