@@ -211,16 +211,11 @@ def test_threads_on_cores_the_probe_does_not_use_do_not_count(
     cpu_with, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cpu_with(None)
-    cores = os.cpu_count() or 1
-    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # conftest's _one_torch_thread puts the count back
+    busy_machine(monkeypatch, tmp_path, others=(os.cpu_count() or 1) - 1)
     probe = PointwiseProbe(1.4)
-    try:
-        torch.set_num_threads(1)
-        busy_machine(monkeypatch, tmp_path, others=cores - 1)
-        for _ in range(2):
-            choose_path("cpu", "fp32", model=tiny(), pointwise_probe=probe)
-    finally:
-        torch.set_num_threads(before)
+    for _ in range(2):
+        choose_path("cpu", "fp32", model=tiny(), pointwise_probe=probe)
     assert probe.calls == 1
 
 
