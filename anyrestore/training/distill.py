@@ -34,7 +34,7 @@ from anyrestore.errors import ConfigError
 from anyrestore.training.config import DistillConfig
 from anyrestore.weights.checkpoint import load_checkpoint
 
-__all__ = ["Distiller", "matched_blocks", "relative_l1", "teacher_targets"]
+__all__ = ["Distiller", "describe_terms", "matched_blocks", "relative_l1", "teacher_targets"]
 
 
 def relative_l1(pred: Tensor, target: Tensor, source: Tensor) -> Tensor:
@@ -68,6 +68,19 @@ def teacher_targets(gt: Tensor, wanted: Tensor, kinds: list[str], chosen: list[s
     if not bool(mask.any()):
         return gt
     return torch.where(mask[:, None, None, None], wanted.detach().to(gt.dtype).clamp(0, 1), gt)
+
+
+def describe_terms(cfg: DistillConfig, blocks: int) -> list[str]:
+    """What a distillation run learns from, for its log: only the terms with a weight."""
+    terms = []
+    if blocks and cfg.block_weight:
+        terms.append(f"{blocks} blocks" + (" (teacher-forced)" if cfg.teacher_forcing else ""))
+    if not cfg.teacher_forcing and cfg.output_weight:
+        terms.append("the output")
+    if cfg.target_weight:
+        kinds = f" ({cfg.teacher_kinds_phrase()})" if cfg.teacher_kinds else ""
+        terms.append("the clean photos" + kinds)
+    return terms
 
 
 class Distiller(nn.Module):

@@ -45,7 +45,7 @@ from anyrestore.training.batches import (
     to_device,
 )
 from anyrestore.training.config import Config, resolve, validate
-from anyrestore.training.distill import Distiller, teacher_targets
+from anyrestore.training.distill import Distiller, describe_terms, teacher_targets
 from anyrestore.training.ema import EMA
 from anyrestore.training.evaluate import evaluate
 from anyrestore.training.losses import RestorationLoss
@@ -202,17 +202,9 @@ def _run(
                 f"init_from: {len(carried)} of {len(model.state_dict())} tensors carried over"
             )
         if distiller is not None:
-            forced = " (teacher-forced)" if config.distill.teacher_forcing else ""
             reporter.message(
                 f"distilling from {Path(config.distill.teacher).name}: "
-                f"{len(distiller.blocks)} blocks{forced}"
-                + ("" if config.distill.teacher_forcing else ", the output")
-                + (", the clean photos" if config.distill.target_weight else "")
-                + (
-                    f" ({config.distill.teacher_kinds_phrase()})"
-                    if config.distill.teacher_kinds
-                    else ""
-                )
+                + ", ".join(describe_terms(config.distill, len(distiller.blocks)))
             )
         reporter.message(
             f"training {config.model} on {device} ({precision}"

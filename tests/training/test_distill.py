@@ -197,6 +197,9 @@ def test_teacher_kinds_learn_the_teachers_output_instead_of_the_clean_photo(
         "distill.target_weight=1",
         'distill.teacher_kinds=["noise_25", "rain", "haze", "low_light"]',
     )
-    assert "the teacher's output for noise_25, rain, haze, low_light" in log
+    assert (
+        "teacher.safetensors: the clean photos (the teacher's output for noise_25, rain, "
+        "haze, low_light)" in log
+    )  # neither blocks nor the output term: they have no weight here
     assert "the teacher's output for noise_25" in facts["loss"]
     assert after < 0.5 * before, (before, after)
