@@ -58,18 +58,41 @@ def list_command(
         say(f"no weights in the manifest ({manifest_path()})")
         return
     table = Table(title="anyrestore weights")
-    for col in ("name", "model", "trained for", "size", "license", "available"):
+    # Names are what --weights takes: never cut, however narrow the terminal; the list of
+    # kinds wraps instead.
+    widest = max(len(r["name"]) for r in rows)
+    table.add_column("name", no_wrap=True, min_width=widest)
+    for col in ("model", "trained for", "size", "license", "available"):
         table.add_column(col, justify="right" if col == "size" else "left")
     for r in rows:
         where = [
             w for w, ok in (("embedded", r["embedded_present"]), ("cached", r["cached"])) if ok
         ]
         available = ", ".join(where) or ("on the Hub" if r["repo_id"] else "missing")
-        name = r["name"] + (" (default)" if r["default"] else "")
+        name = r["name"] + ("\n(default)" if r["default"] else "")
         table.add_row(
-            name, r["model"], ", ".join(r["trained_for"]), _size(r["size"]), r["license"], available
+            name,
+            r["model"],
+            kinds_summary(r["trained_for"]),
+            _size(r["size"]),
+            r["license"],
+            available,
         )
     table_console().print(table)
+
+
+def kinds_summary(kinds: list[str]) -> str:
+    """A short "trained for": the noise levels on one item and the composites counted
+    (``weights list --json`` keeps every name)."""
+    levels = [k.removeprefix("noise_") for k in kinds if k.startswith("noise_")]
+    composites = [k for k in kinds if "+" in k]
+    rest = [
+        k.replace("_", " ") for k in kinds if k not in composites and not k.startswith("noise_")
+    ]
+    parts = ([f"noise {'/'.join(levels)}"] if levels else []) + rest
+    if composites:
+        parts.append(f"{len(composites)} composite{'s' if len(composites) > 1 else ''}")
+    return ", ".join(parts)
 
 
 @weights_app.command("download")

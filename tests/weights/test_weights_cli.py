@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from weightkit import COMMIT, REPO, hub_entry
 
 from anyrestore.cli.app import app
+from anyrestore.cli.weights import kinds_summary
 from anyrestore.errors import WeightsError
 from anyrestore.weights import (
     add_entry,
@@ -225,3 +226,19 @@ def test_prefer_puts_the_new_entry_where_model_name_finds_it(
     assert entry_for("anyir_t").name == "tiny-v3"
     text = path.read_text()
     assert '# the first release\n[[weights]]\nname = "tiny-v1"' in text  # its comment moved with it
+
+
+def test_list_never_cuts_a_name_a_user_must_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipped manifest in an 80-column terminal: every name whole, the kinds summarised.
+    monkeypatch.setenv("COLUMNS", "80")
+    table = _run("list").stdout
+    names = [e.name for e in list_entries()]
+    assert names and all(name in table for name in names)
+    assert "15/25/50," in table  # noise levels on one item
+
+
+def test_kinds_summary_groups_noise_levels_and_counts_composites() -> None:
+    kinds = ["H+R", "L+H+S", "blur", "haze", "low_light", "noise_15", "noise_50", "rain"]
+    assert kinds_summary(kinds) == "noise 15/50, blur, haze, low light, rain, 2 composites"
+    assert kinds_summary(["noise", "rain"]) == "noise, rain"
+    assert kinds_summary(["L+H"]) == "1 composite"
