@@ -108,7 +108,7 @@ def per_image_table(records: Sequence[dict[str, Any]], title: str) -> Table:
     has_gain = any("psnr_gain" in r for r in records)
     table = Table(title=title)
     table.add_column("Degradation")
-    table.add_column("Image")
+    table.add_column("Image", overflow="fold")  # file names wrap whole rather than lose their end
     for m in models:
         table.add_column(f"{m}\nPSNR", justify="right")
         if has_gain and m != IDENTITY:

@@ -29,12 +29,13 @@ def models_command(
         emit(json.dumps(rows, indent=2))
         return
     table = Table(title=f"anyrestore models (MACs at {size}x{size}, the papers' FLOPs convention)")
-    for col in ("name", "arch", "params", f"GMACs@{size}", "paper params / GMACs", "weights"):
-        table.add_column(col, justify="left" if col in ("name", "arch", "weights") else "right")
+    for col in ("name", "arch", "params", f"GMACs@{size}", "paper params / GMACs"):
+        table.add_column(col, justify="left" if col in ("name", "arch") else "right")
+    table.add_column("weights", no_wrap=True)  # names a user types after --weights: never cut
     for r in rows:
         paper = r.get("paper") or {}
         ref = f"{paper['params'] / 1e6:.2f}M / {paper['flops_224'] / 1e9:.2f}G" if paper else "-"
-        weights = ", ".join(r["weights"]) if r["weights"] else "none"
+        weights = "\n".join(r["weights"]) if r["weights"] else "none"
         table.add_row(
             r["name"],
             r["arch"],

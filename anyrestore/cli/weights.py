@@ -122,8 +122,10 @@ def verify_command(
         say("nothing to verify: no embedded or cached weights")
         return
     table = Table(title="anyrestore weights verify")
-    for col in ("name", "source", "status", "path"):
+    table.add_column("name", no_wrap=True)
+    for col in ("source", "status"):
         table.add_column(col)
+    table.add_column("path", overflow="fold")  # wrapped, never cut: it may be copied
     for c in checks:
         table.add_row(c.name, c.source, "ok" if c.ok else "MISMATCH", str(c.path))
     table_console().print(table)

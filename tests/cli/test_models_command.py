@@ -25,10 +25,13 @@ def test_models_json_reports_params_and_macs_for_a_variant() -> None:
     assert "anyir_t-synthetic" in row["weights"]  # the shipped default is listed
 
 
-def test_models_table_and_unknown_name() -> None:
+def test_models_table_and_unknown_name(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal, or a pipe
     result = runner.invoke(app, ["models", "--model", "clusir_t"])
     assert result.exit_code == 0, result.output
     assert "clusir_t" in result.stdout and "GMACs" in result.stdout
+    (row,) = json.loads(runner.invoke(app, ["models", "--json", "--model", "clusir_t"]).stdout)
+    assert row["weights"] and all(name in result.stdout for name in row["weights"])  # whole
     bad = runner.invoke(app, ["models", "--model", "nope"])
     assert bad.exit_code == 2
     assert "unknown model 'nope'" in bad.output
