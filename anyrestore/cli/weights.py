@@ -60,8 +60,7 @@ def list_command(
     table = Table(title="anyrestore weights")
     # Names are what --weights takes: never cut, however narrow the terminal; the list of
     # kinds wraps instead.
-    widest = max(len(r["name"]) for r in rows)
-    table.add_column("name", no_wrap=True, min_width=widest)
+    table.add_column("name", no_wrap=True)
     for col in ("model", "trained for", "size", "license", "available"):
         table.add_column(col, justify="right" if col == "size" else "left")
     for r in rows:

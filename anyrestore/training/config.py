@@ -162,6 +162,15 @@ class DistillConfig:
     #: instead of the clean photo.
     teacher_kinds: list[str] = field(default_factory=list)
 
+    def matches_output(self) -> bool:
+        """Whether the output term counts (with teacher forcing the student never runs end
+        to end, so there is no output to match)."""
+        return not self.teacher_forcing and self.output_weight > 0
+
+    def matches_blocks(self) -> bool:
+        """Whether the block term counts."""
+        return bool(self.blocks) and self.block_weight > 0
+
     def teacher_kinds_phrase(self) -> str:
         """How logs and exported facts name the kinds whose target is the teacher's output."""
         return f"the teacher's output for {', '.join(self.teacher_kinds)}"

@@ -73,9 +73,9 @@ def teacher_targets(gt: Tensor, wanted: Tensor, kinds: list[str], chosen: list[s
 def describe_terms(cfg: DistillConfig, blocks: int) -> list[str]:
     """What a distillation run learns from, for its log: only the terms with a weight."""
     terms = []
-    if blocks and cfg.block_weight:
+    if cfg.matches_blocks():
         terms.append(f"{blocks} blocks" + (" (teacher-forced)" if cfg.teacher_forcing else ""))
-    if not cfg.teacher_forcing and cfg.output_weight:
+    if cfg.matches_output():
         terms.append("the output")
     if cfg.target_weight:
         kinds = f" ({cfg.teacher_kinds_phrase()})" if cfg.teacher_kinds else ""

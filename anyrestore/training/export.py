@@ -113,9 +113,9 @@ def _distill_loss(config: Config, target_loss: str) -> str:
     """The loss of a distillation run, in the same notation as the recipe's."""
     d = config.distill
     terms = []
-    if not d.teacher_forcing and d.output_weight:
+    if d.matches_output():
         terms.append(f"{d.output_weight:g}*teacher_output")
-    if d.blocks and d.block_weight:
+    if d.matches_blocks():
         forced = " (teacher-forced)" if d.teacher_forcing else ""
         terms.append(f"{d.block_weight:g}*teacher_blocks{forced}")
     if d.target_weight:
