@@ -29,8 +29,13 @@ def models_command(
         emit(json.dumps(rows, indent=2))
         return
     table = Table(title=f"anyrestore models (MACs at {size}x{size}, the papers' FLOPs convention)")
-    for col in ("name", "arch", "params", f"GMACs@{size}", "paper params / GMACs"):
-        table.add_column(col, justify="left" if col in ("name", "arch") else "right")
+    # Names are typed after --model and figures misread when cut, so nothing wraps; the
+    # architecture is the name's prefix (and in --json), which leaves room in 80 columns.
+    table.add_column("name", no_wrap=True)
+    for col in ("params", "GMACs"):  # the title says at which size
+        table.add_column(col, justify="right", no_wrap=True)
+    # The papers' own figures, always at 224: kept on one line so that a pair is read as one.
+    table.add_column("paper\nat 224", justify="right", no_wrap=True)
     table.add_column("weights", no_wrap=True)  # names a user types after --weights: never cut
     for r in rows:
         paper = r.get("paper") or {}
@@ -38,7 +43,6 @@ def models_command(
         weights = "\n".join(r["weights"]) if r["weights"] else "none"
         table.add_row(
             r["name"],
-            r["arch"],
             f"{r['params'] / 1e6:.2f}M",
             f"{r['flops'] / 1e9:.2f}",
             ref,

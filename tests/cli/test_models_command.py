@@ -35,3 +35,21 @@ def test_models_table_and_unknown_name(monkeypatch) -> None:
     bad = runner.invoke(app, ["models", "--model", "nope"])
     assert bad.exit_code == 2
     assert "unknown model 'nope'" in bad.output
+
+
+def test_models_table_keeps_every_figure_whole_in_a_narrow_terminal(monkeypatch) -> None:
+    rows = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    for columns in ("80", "100"):  # 80: what Rich assumes for a pipe
+        monkeypatch.setenv("COLUMNS", columns)
+        result = runner.invoke(app, ["models"])
+        assert result.exit_code == 0, result.output
+        assert "…" not in result.stdout
+        lines = result.stdout.splitlines()
+        for row in rows:
+            # A variant's name, its measured figures and the paper's pair share one line.
+            (line,) = [ln for ln in lines if f" {row['name']} " in ln]
+            assert f"{row['params'] / 1e6:.2f}M" in line
+            assert f"{row['flops'] / 1e9:.2f}" in line
+            paper = row.get("paper")
+            if paper:
+                assert f"{paper['params'] / 1e6:.2f}M / {paper['flops_224'] / 1e9:.2f}G" in line
