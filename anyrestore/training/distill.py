@@ -134,23 +134,47 @@ class Distiller(nn.Module):
         for key, p in self.student.named_parameters():
             p.requires_grad_(key.startswith(inside))
 
+    def _teacher_output(self, lq: Tensor, kinds: list[str] | None) -> Tensor:
+        """The teacher's restoration of the crops some term reads (see ``forward``)."""
+        cfg = self.cfg
+        if kinds is None or self.blocks or cfg.matches_output():
+            return self.teacher(lq)
+        chosen = [i for i, kind in enumerate(kinds) if kind in cfg.teacher_kinds]
+        if len(chosen) == len(kinds):
+            return self.teacher(lq)
+        wanted = lq.detach().clone()
+        if chosen:
+            index = torch.tensor(chosen, device=lq.device)
+            wanted[index] = self.teacher(lq[index]).to(wanted.dtype)
+        return wanted
+
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         self.teacher.eval()  # always: its norms use their recorded statistics
         return self
 
-    def forward(self, lq: Tensor) -> tuple[Tensor | None, Any, Tensor, dict[str, Tensor], Tensor]:
+    def forward(
+        self, lq: Tensor, kinds: list[str] | None = None
+    ) -> tuple[Tensor | None, Any, Tensor, dict[str, Tensor], Tensor]:
         """(student output or None, the student's aux, weighted match loss, parts, the
-        teacher's output)."""
+        teacher's output).
+
+        When only ``teacher_kinds`` need the teacher (no output or block term) and ``kinds``
+        names each crop's kind, the teacher restores only the crops of those kinds and the
+        returned "output" is the input elsewhere: ``teacher_targets`` reads no other crop, and
+        the teacher's forward pass is a third of a training step that would be spent on
+        crops that learn the clean photo.
+        """
         cfg = self.cfg
         self._seen.clear()
         with torch.no_grad():
-            wanted = self.teacher(lq)
+            wanted = self._teacher_output(lq, kinds)
         parts: dict[str, Tensor] = {}
         pred, aux = None, None
         if not cfg.teacher_forcing:
             pred, aux = self.student(lq, return_aux=True)
-            parts["teacher_output"] = relative_l1(pred, wanted, lq)
+            if cfg.matches_output():
+                parts["teacher_output"] = relative_l1(pred, wanted, lq)
         errors = []
         for name, block in zip(self.blocks, self._student_blocks, strict=True):
             t_in, t_out = self._seen[("teacher", name)]
@@ -160,7 +184,8 @@ class Distiller(nn.Module):
         if errors:
             parts["teacher_blocks"] = torch.stack(errors).mean()
         weights = {"teacher_output": cfg.output_weight, "teacher_blocks": cfg.block_weight}
-        total = sum(weights[k] * v for k, v in parts.items())
+        total = sum(
+            (weights[k] * v for k, v in parts.items()), lq.new_zeros((), dtype=torch.float32)
+        )
         self._seen.clear()
-        assert isinstance(total, Tensor)
         return pred, aux, total, {k: v.detach() for k, v in parts.items()}, wanted

@@ -287,7 +287,7 @@ def _run(
                             pred, aux = net(lq, return_aux=True)
                             loss, parts, target_weight = None, {}, 1.0
                         else:
-                            pred, aux, loss, parts, wanted = net(lq)
+                            pred, aux, loss, parts, wanted = net(lq, kinds)
                             target_weight = config.distill.target_weight
                             gt = teacher_targets(gt, wanted, kinds, config.distill.teacher_kinds)
                     if target_weight:  # the recipe's loss against the clean photo

@@ -129,6 +129,31 @@ def test_teacher_targets_replace_only_the_chosen_kinds() -> None:
     assert teacher_targets(gt, wanted, ["rain"] * 3, ["blur"]) is gt
 
 
+def test_the_teacher_restores_only_the_crops_that_learn_its_output(teacher: Path) -> None:
+    """With teacher_kinds alone, the crops that learn the clean photo cost no teacher pass,
+    and the chosen crops get the targets a whole-batch pass gives them."""
+    cfg = DistillConfig(
+        teacher=str(teacher), output_weight=0.0, target_weight=1.0, teacher_kinds=["haze"]
+    )
+    distiller = Distiller(create_model("anyir_t", **TINY), cfg).train()
+    seen: list[int] = []
+    distiller.teacher.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    lq = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    gt = torch.zeros_like(lq)
+    kinds = ["rain", "haze", "noise_25"]
+
+    _, _, loss, parts, wanted = distiller(lq, kinds)
+    assert seen == [1] and parts == {} and loss.item() == 0.0
+    with torch.no_grad():
+        whole = distiller.teacher(lq)
+    got = teacher_targets(gt, wanted, kinds, cfg.teacher_kinds)
+    torch.testing.assert_close(got, teacher_targets(gt, whole, kinds, cfg.teacher_kinds))
+
+    seen.clear()
+    distiller(lq, ["rain", "blur", "noise_25"])
+    assert seen == []
+
+
 def _distance_to_teacher(student_path: Path, teacher_path: Path) -> float:
     lq = _batch()
     with torch.no_grad():
