@@ -57,26 +57,34 @@ def list_command(
     if not rows:
         say(f"no weights in the manifest ({manifest_path()})")
         return
-    table = Table(title="anyrestore weights")
+    # What each entry restores, once under the table when they all restore the same: a
+    # column repeating it would wrap every row over several lines of a narrow terminal.
+    summaries = [kinds_summary(r["trained_for"]) for r in rows]
+    shared = summaries[0] if len(rows) > 1 and len(set(summaries)) == 1 else None
+    table = Table(
+        title="anyrestore weights",
+        caption=f"every entry is trained for {shared}" if shared else None,
+    )
     # Names are what --weights takes: never cut, however narrow the terminal; the list of
     # kinds wraps instead.
     table.add_column("name", no_wrap=True)
-    for col in ("model", "trained for", "size", "license", "available"):
+    columns = (
+        ("model", "size", "license", "available")
+        if shared
+        else ("model", "trained for", "size", "license", "available")
+    )
+    for col in columns:
         table.add_column(col, justify="right" if col == "size" else "left")
-    for r in rows:
+    for r, summary in zip(rows, summaries, strict=True):
         where = [
             w for w, ok in (("embedded", r["embedded_present"]), ("cached", r["cached"])) if ok
         ]
         available = ", ".join(where) or ("on the Hub" if r["repo_id"] else "missing")
         name = r["name"] + ("\n(default)" if r["default"] else "")
-        table.add_row(
-            name,
-            r["model"],
-            kinds_summary(r["trained_for"]),
-            _size(r["size"]),
-            r["license"],
-            available,
-        )
+        cells = [r["model"], _size(r["size"]), r["license"], available]
+        if not shared:
+            cells.insert(1, summary)
+        table.add_row(name, *cells)
     table_console().print(table)
 
 

@@ -229,12 +229,19 @@ def test_prefer_puts_the_new_entry_where_model_name_finds_it(
 
 
 def test_list_never_cuts_a_name_a_user_must_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The shipped manifest in an 80-column terminal: every name whole, the kinds summarised.
+    # The shipped manifest in an 80-column terminal: each entry's name, size and availability
+    # on one line, the kinds they all restore said once.
     monkeypatch.setenv("COLUMNS", "80")
     table = _run("list").stdout
-    names = [e.name for e in list_entries()]
-    assert names and all(name in table for name in names)
-    assert "15/25/50," in table  # noise levels on one item
+    lines = table.splitlines()
+    entries = list_entries()
+    assert len(entries) > 1
+    for e in entries:
+        (line,) = [ln for ln in lines if f" {e.name} " in ln]
+        assert "MB" in line and "embedded" in line and e.license in line
+    assert len(lines) < 8 + 2 * len(entries)  # a row is one line (two for the default)
+    summary = " ".join(table.split())
+    assert "every entry is trained for noise 15/25/50, blur, haze, low light" in summary
 
 
 def test_kinds_summary_groups_noise_levels_and_counts_composites() -> None:
