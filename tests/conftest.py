@@ -70,3 +70,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     return save_checkpoint(create_model("anyir_t", **TINY_ANYIR), path)
+
+
+@pytest.fixture(scope="session")
+def model_rows() -> list[dict]:
+    """``describe_models(224)`` for every variant: counting their MACs takes seconds, and the
+    README's table and the ``models`` command's are both checked against it."""
+    from anyrestore.bench.complexity import describe_models
+
+    return describe_models(224)

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from anyrestore.bench import complexity
-from anyrestore.bench.complexity import PAPER_FIGURES, count_params, describe_models
+from anyrestore.bench.complexity import PAPER_FIGURES, count_params
 from anyrestore.cli.app import app
 from anyrestore.models import create_model
 
@@ -38,9 +38,11 @@ def test_models_table_and_unknown_name(monkeypatch) -> None:
     assert "unknown model 'nope'" in bad.output
 
 
-def test_models_table_keeps_every_figure_whole_in_a_narrow_terminal(monkeypatch) -> None:
-    rows = describe_models(size=224)
-    # Count every variant's MACs once (the slow part), then render the table at each width.
+def test_models_table_keeps_every_figure_whole_in_a_narrow_terminal(
+    monkeypatch, model_rows: list[dict]
+) -> None:
+    rows = model_rows
+    # Every variant's MACs counted once (the slow part); the table rendered at each width.
     monkeypatch.setattr(complexity, "describe_models", lambda size, names: rows)
     for columns in ("80", "100"):  # 80: what Rich assumes for a pipe
         monkeypatch.setenv("COLUMNS", columns)

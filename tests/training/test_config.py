@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from tinymodels import TINY_BY_ARCH
 from trainkit import ROOT
 
 from anyrestore.errors import ConfigError
-from anyrestore.models import get_spec, list_models
+from anyrestore.models import create_model, get_spec, list_models
 from anyrestore.training.config import RECIPES, Config, load_config, resolve, validate
 from anyrestore.training.losses import RestorationLoss, fourier_l1
 from anyrestore.training.optim import build_optimizer, build_scheduler
@@ -55,10 +58,12 @@ _ONE_STEP = [
 
 @pytest.mark.parametrize("path", STEP_RECIPES, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_shipped_recipes_train_a_step(path: Path, photos: Path, tmp_path: Path) -> None:
-    """Each recipe's loss, optimizer, schedule and mix train a step on tiny synthetic data.
+    """Each recipe's loss, optimizer, schedule, mix and distillation terms train a step on
+    tiny synthetic data.
 
     The papers' recipes read datasets that are not here, so they train on the synthetic
-    layout; a large variant is swapped for the tiny one of its architecture (seconds a step).
+    layout; the model is its architecture's smallest variant shrunk to a few channels, and a
+    teacher is a tiny model of the teacher's own variant and layout (seconds a step).
     """
     from anyrestore.training import train
 
@@ -66,9 +71,26 @@ def test_shipped_recipes_train_a_step(path: Path, photos: Path, tmp_path: Path) 
     data = [f"data.root={photos}", f"out={tmp_path / 'run'}"]
     if recipe.data.layout != "synthetic":
         data += ["data.layout=synthetic", "data.expansion=false"]
-    tiny = {"anyir": "anyir_t", "clusir": "clusir_t"}[get_spec(recipe.model).arch]
-    result = train(load_config(path, [*data, f"model={tiny}", *_ONE_STEP]))
+    arch = get_spec(recipe.model).arch
+    tiny = TINY_BY_ARCH[arch]
+    if recipe.distill.teacher:
+        data.append(f"distill.teacher={_tiny_teacher(recipe.distill.teacher, tmp_path)}")
+    config = load_config(path, [*data, f"model={arch}_t", *_ONE_STEP])
+    config = dataclasses.replace(config, model_overrides={**config.model_overrides, **tiny})
+    result = train(config)
     assert result.step == 1 and result.checkpoint.is_file()
+
+
+def _tiny_teacher(teacher: str, folder: Path) -> Path:
+    """A tiny model of ``teacher``'s variant and layout (random weights), saved in ``folder``."""
+    from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
+
+    meta = read_metadata(ROOT / teacher)
+    arch, config = meta["arch"], json.loads(meta["config"])
+    layout = {"layout": config["layout"]} if "layout" in config else {}
+    torch.manual_seed(0)
+    model = create_model(meta["name"], **TINY_BY_ARCH[arch], **layout)
+    return save_checkpoint(model, folder / "teacher.safetensors")
 
 
 def test_paper_recipes_match_the_papers() -> None:
