@@ -161,9 +161,8 @@ class Distiller(nn.Module):
 
         When only ``teacher_kinds`` need the teacher (no output or block term) and ``kinds``
         names each crop's kind, the teacher restores only the crops of those kinds and the
-        returned "output" is the input elsewhere: ``teacher_targets`` reads no other crop, and
-        the teacher's forward pass is a third of a training step that would be spent on
-        crops that learn the clean photo.
+        returned "output" is the input elsewhere (``teacher_targets`` reads no other crop): no
+        time goes into restoring crops that learn the clean photo.
         """
         cfg = self.cfg
         self._seen.clear()
