@@ -68,11 +68,9 @@ def list_command(
     # Names are what --weights takes: never cut, however narrow the terminal; the list of
     # kinds wraps instead.
     table.add_column("name", no_wrap=True)
-    columns = (
-        ("model", "size", "license", "available")
-        if shared
-        else ("model", "trained for", "size", "license", "available")
-    )
+    columns = ["model", "size", "license", "available"]
+    if not shared:
+        columns.insert(1, "trained for")
     for col in columns:
         table.add_column(col, justify="right" if col == "size" else "left")
     for r, summary in zip(rows, summaries, strict=True):

@@ -41,16 +41,15 @@ def test_models_table_and_unknown_name(monkeypatch) -> None:
 def test_models_table_keeps_every_figure_whole_in_a_narrow_terminal(
     monkeypatch, model_rows: list[dict]
 ) -> None:
-    rows = model_rows
     # Every variant's MACs counted once (the slow part); the table rendered at each width.
-    monkeypatch.setattr(complexity, "describe_models", lambda size, names: rows)
+    monkeypatch.setattr(complexity, "describe_models", lambda size, names: model_rows)
     for columns in ("80", "100"):  # 80: what Rich assumes for a pipe
         monkeypatch.setenv("COLUMNS", columns)
         result = runner.invoke(app, ["models"])
         assert result.exit_code == 0, result.output
         assert "…" not in result.stdout
         lines = result.stdout.splitlines()
-        for row in rows:
+        for row in model_rows:
             # A variant's name, its measured figures and the paper's pair share one line.
             (line,) = [ln for ln in lines if f" {row['name']} " in ln]
             assert f"{row['params'] / 1e6:.2f}M" in line

@@ -8,7 +8,7 @@ import pytest
 import pywt
 import torch
 import torch.nn.functional as F
-from tinymodels import TINY_CLUSIR
+from tinymodels import TINY_CLUSIR as TINY
 from torch.utils.flop_counter import FlopCounterMode
 
 from anyrestore.bench.complexity import count_macs, count_params
@@ -29,7 +29,6 @@ from anyrestore.models.registry import config_from_dict
 
 # Tab. 7 / Tab. 8 of the paper: parameters (M) and FLOPs (GMACs at 224 x 224).
 PAPER = {"clusir_t": (6.89, 3.79), "clusir_s": (25.03, 13.42), "clusir_b": (54.66, 28.85)}
-TINY = TINY_CLUSIR
 
 
 def tiny(**overrides) -> torch.nn.Module:
