@@ -482,22 +482,23 @@ def model_code_digest() -> str:
     return digest.hexdigest()
 
 
+def _machine_key() -> str:
+    """What a timing depends on besides the code: CPU, its bf16 support, torch, threads."""
+    name, _ = _cpuinfo()
+    isa = native_bf16() or "none"
+    return f"{name}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
 def _model_key(model: nn.Module) -> str:
     config = getattr(model, "config_dict", None)
     described = json.dumps(config(), sort_keys=True) if callable(config) else type(model).__name__
     described += model_code_digest()  # a faster bf16 kernel path is a new measurement
     digest = hashlib.sha256(described.encode()).hexdigest()[:12]
-    name, flags = _cpuinfo()
-    isa = native_bf16() or "none"
-    return f"{name}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|{digest}"
+    return f"{_machine_key()}|{digest}"
 
 
 def _pointwise_key(what: str) -> str:
-    name, _ = _cpuinfo()
-    return (
-        f"{what}|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
-        f"{model_code_digest()[:12]}"
-    )
+    return f"{what}|{_machine_key()}|{model_code_digest()[:12]}"
 
 
 def others_running(samples: int = 3, interval: float = 0.05) -> int:

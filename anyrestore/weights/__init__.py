@@ -6,7 +6,12 @@ entry name, or a registry model name (its preferred entry). See docs/weights.md.
 """
 
 from anyrestore.weights.authoring import add_entry, embed_file, manifest_entry_for
-from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from anyrestore.weights.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from anyrestore.weights.hub import cache_dir, cached_file
 from anyrestore.weights.manifest import (
     WeightsEntry,
@@ -33,6 +38,7 @@ __all__ = [
     "add_entry",
     "cache_dir",
     "cached_file",
+    "checkpoint_config",
     "default_entry",
     "embed_file",
     "entries_for_model",

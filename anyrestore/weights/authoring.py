@@ -18,7 +18,7 @@ from typing import Any
 
 from anyrestore.errors import WeightsError
 from anyrestore.files import atomic_path, atomic_write
-from anyrestore.weights.checkpoint import read_metadata
+from anyrestore.weights.checkpoint import checkpoint_config, read_metadata
 from anyrestore.weights.manifest import (
     _PACKAGE_DIR,
     WeightsEntry,
@@ -97,8 +97,7 @@ def manifest_entry_for(
     """The ``[[weights]]`` TOML block for the checkpoint at ``path``, validated by the manifest parser."""
     path = Path(path)
     meta = read_metadata(path)
-    if meta.get("format") != "anyrestore" or "arch" not in meta:
-        raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
+    checkpoint_config(path, meta)  # an entry must describe a checkpoint that loads
     model = model or meta.get("model") or meta.get("name")
     if not model:
         raise WeightsError(f"{path}: its metadata names no model variant; name it explicitly")

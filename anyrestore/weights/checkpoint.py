@@ -97,8 +97,13 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _config_of(path: str | os.PathLike[str], meta: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """The architecture and config a checkpoint's metadata declares, checked for shape."""
+def checkpoint_config(
+    path: str | os.PathLike[str], meta: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The architecture and model config ``path``'s metadata declares (``meta``, when the caller
+    has read it already), checked for shape, without reading any weights."""
+    if meta is None:
+        meta = read_metadata(path)
     if meta.get("format") != "anyrestore" or "arch" not in meta or "config" not in meta:
         raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
     arch = meta["arch"]
@@ -135,7 +140,7 @@ def _build(path: str | os.PathLike[str], arch: str, config: dict[str, Any]) -> n
 def load_checkpoint(path: str | os.PathLike[str], *, expect_arch: str | None = None) -> nn.Module:
     """Rebuild the model described by ``path``'s metadata and load its weights strictly (CPU, fp32)."""
     meta = read_metadata(path)
-    arch, config = _config_of(path, meta)
+    arch, config = checkpoint_config(path, meta)
     if expect_arch is not None and arch != expect_arch:
         raise WeightsError(f"{path} holds a {arch!r} model, expected {expect_arch!r}")
     try:

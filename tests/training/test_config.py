@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -83,10 +82,10 @@ def test_shipped_recipes_train_a_step(path: Path, photos: Path, tmp_path: Path) 
 
 def _tiny_teacher(teacher: str, folder: Path) -> Path:
     """A tiny model of ``teacher``'s variant and layout (random weights), saved in ``folder``."""
-    from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
+    from anyrestore.weights.checkpoint import checkpoint_config, read_metadata, save_checkpoint
 
     meta = read_metadata(ROOT / teacher)
-    arch, config = meta["arch"], json.loads(meta["config"])
+    arch, config = checkpoint_config(ROOT / teacher, meta)
     layout = {"layout": config["layout"]} if "layout" in config else {}
     torch.manual_seed(0)
     model = create_model(meta["name"], **TINY_BY_ARCH[arch], **layout)
