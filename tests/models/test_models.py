@@ -253,6 +253,33 @@ def test_1x1_convolutions_as_gemm_or_as_convolution_give_the_same_values(monkeyp
             pass
 
 
+def test_kernel_and_graph_form_switches_hold_only_in_the_thread_that_set_them() -> None:
+    """An app restoring in several threads: one thread's switch must not reach another's pass."""
+    import threading
+
+    import anyrestore.models.layers.pointwise as pw
+    from anyrestore.models.layers.tracing import graph_form, in_graph_form
+
+    x = torch.randn(1, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    seen: dict[str, object] = {}
+    inside, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        inside.wait()
+        seen["conv"], seen["graph"] = pw._as_conv(x), in_graph_form()
+        done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with pw.pointwise_kernel("conv"), graph_form():
+        assert pw._as_conv(x) and in_graph_form()
+        inside.set()
+        done.wait(10)
+    thread.join()
+    assert seen == {"conv": False, "graph": False}
+    assert not pw._as_conv(x) and not in_graph_form()  # restored on the way out
+
+
 @pytest.mark.parametrize("name", ["anyir_t", "clusir_t"])
 def test_whole_models_give_the_same_image_with_either_1x1_kernel(
     name, built_model, make_images

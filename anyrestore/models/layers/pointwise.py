@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from anyrestore.models.layers.tracing import in_graph_form
 #: the CPU and the thread count; ``anyrestore.compute`` measures it (with and without
 #: gradients), and the engine and the training loop set it around their passes.
 KERNELS = ("gemm", "conv")
-_kernel = "gemm"
+_kernel: ContextVar[str] = ContextVar("anyrestore_pointwise_kernel", default="gemm")
 
 
 @contextmanager
@@ -26,19 +27,18 @@ def pointwise_kernel(kind: str) -> Iterator[None]:
     Under autocast the GEMM stays: bf16 keeps the kernel its precision was checked on.
     A traced graph (``tracing.graph_form``) always gets a plain convolution.
     """
-    global _kernel
     if kind not in KERNELS:
         raise ValueError(f"unknown 1x1 kernel {kind!r}; use one of {', '.join(KERNELS)}")
-    before, _kernel = _kernel, kind
+    token = _kernel.set(kind)  # per thread: restorations in other threads keep their own
     try:
         yield
     finally:
-        _kernel = before
+        _kernel.reset(token)
 
 
 def _as_conv(x: torch.Tensor) -> bool:
     return (
-        _kernel == "conv"
+        _kernel.get() == "conv"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled(x.device.type)
     )

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
-_depth = 0
+_graph_form: ContextVar[bool] = ContextVar("anyrestore_graph_form", default=False)
 
 
 @contextmanager
 def graph_form() -> Iterator[None]:
-    global _depth
-    _depth += 1
+    """Inside (in this thread only), layers compute in the plain (b, c, h, w) form."""
+    token = _graph_form.set(True)
     try:
         yield
     finally:
-        _depth -= 1
+        _graph_form.reset(token)
 
 
 def in_graph_form() -> bool:
-    return _depth > 0
+    return _graph_form.get()
