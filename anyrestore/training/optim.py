@@ -25,7 +25,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         {"params": rest, "weight_decay": 0.0},
     ]
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    # PyTorch's fused kernel: the same update as its per-tensor loop in one pass over all
+    # parameters (3-4x faster on a CPU, benchmarks/optimizer_step.py), where it has one.
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + rest)
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
 def lr_factor(

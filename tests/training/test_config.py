@@ -229,6 +229,39 @@ def _lrs(kind: str, total: int, warmup: float | None = None) -> list[float]:
     return out
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_the_optimizer_makes_the_reference_adam_update(name: str) -> None:
+    """The optimizer the loop builds (fused where PyTorch has the kernel) moves a model's
+    weights as PyTorch's reference per-tensor Adam does, weight decay groups included."""
+    torch.manual_seed(0)
+    config = Config()
+    config.optim.name, config.optim.weight_decay = name, 0.05
+    models = [create_model("anyir_t", **TINY_BY_ARCH["anyir"]) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    built = build_optimizer(models[0], config.optim)
+    assert built.defaults["fused"]
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    settings = ("lr", "betas", "eps", "weight_decay")
+    groups = [
+        {"params": params, **{k: g[k] for k in settings}}
+        for g, params in zip(built.param_groups, _groups(models[1]), strict=True)
+    ]
+    reference = cls(groups, foreach=False)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in models[0].parameters()]
+        for opt, model in ((built, models[0]), (reference, models[1])):
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _groups(model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+    params = list(model.parameters())
+    return [[p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]]
+
+
 def test_cosine_with_warmup_and_step_halving() -> None:
     cos = _lrs("cosine", 100, warmup=0.1)
     assert cos[0] == pytest.approx(2e-5) and cos[9] == pytest.approx(2e-4)  # linear warmup
