@@ -127,6 +127,23 @@ def test_entry_refuses_what_the_manifest_would_reject(tiny_file):
         manifest_entry_for(tiny_file, name="x", license="MIT", repo_id=REPO, revision="main")
 
 
+def test_add_refuses_a_checkpoint_that_would_not_load(manifest, tiny_file, tmp_path):
+    """An entry is a promise that the file loads: a damaged config is refused up front."""
+    from safetensors.torch import load_file, save_file
+
+    from anyrestore.weights import read_metadata
+
+    manifest()
+    meta = read_metadata(tiny_file)
+    broken = tmp_path / "broken.safetensors"
+    save_file(load_file(tiny_file), broken, metadata={**meta, "config": "{not json"})
+    hub = ["--repo-id", REPO, "--revision", COMMIT]
+    result = _run("add", str(broken), "--name", "b", "--license", "MIT", *hub, "--write")
+    assert result.exit_code == 4
+    assert "config metadata is not valid JSON" in result.stderr
+    assert list_entries() == []
+
+
 def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
     package = tmp_path / "pkg"
     monkeypatch.setattr(authoring, "_PACKAGE_DIR", package)  # do not write into the real package
