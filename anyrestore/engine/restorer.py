@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -54,6 +56,26 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OOM_WORDS)
 
 
+_model_locks: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = (
+    weakref.WeakKeyDictionary()
+)
+_model_locks_guard = threading.Lock()
+
+
+def _lock_for(model: torch.nn.Module) -> threading.RLock:
+    """One lock per model object, shared by every ``Restorer`` of it.
+
+    A tiled restoration records image-wide statistics on the model's own modules and
+    replays them tile by tile: two threads restoring with one model at once (an app's thread
+    pool behind ``anyrestore.restore``) would replay each other's statistics.
+    """
+    with _model_locks_guard:
+        lock = _model_locks.get(model)
+        if lock is None:
+            lock = _model_locks[model] = threading.RLock()
+        return lock
+
+
 def check_strength(strength: float) -> None:
     """Refuse a restoration strength outside [0, 1] (or NaN) with a usage error."""
     if not 0.0 <= strength <= 1.0:
@@ -80,6 +102,8 @@ class Restorer:
     ``precision="auto"`` may time it briefly once per machine (``anyrestore.compute``).
     ``runtime`` is "torch", "openvino" or "auto" (``anyrestore.compute.choose_path``); on
     OpenVINO the statistics of a tiled image are still recorded by the eager model.
+    Threads may share a restorer or its model: restorations with one model take turns, and
+    ``last_run`` describes the latest of them.
     """
 
     def __init__(
@@ -129,6 +153,7 @@ class Restorer:
         self.on_tile = on_tile
         self.last_run: RunInfo | None = None
         self._warned_fallback = False
+        self._lock = _lock_for(self.model)
 
     def describe(self) -> str:
         return self.path.describe()
@@ -159,6 +184,24 @@ class Restorer:
             return x.to("cpu", torch.float32, copy=True)
         single = x.dim() == 3
         batch = (x[None] if single else x).to("cpu", torch.float32)
+        with self._lock:  # one restoration at a time per model: see _lock_for
+            out = self._restore_batch(batch)
+        if strength != 1.0:
+            # In place: a 12 MP photo's extra float copy is 144 MB. Both ends are in [0, 1],
+            # so the mix is too (strength 0 returned the input above, without the model).
+            out.lerp_(batch, 1.0 - strength)
+        return out[0] if single else out
+
+    def restore_image(self, image: ImageData, strength: float = 1.0) -> ImageData:
+        """Restore an image's RGB; alpha, bit depth, colour profile and metadata carry over."""
+        x = torch.from_numpy(image.rgb).permute(2, 0, 1)
+        y = self.restore_tensor(x, strength)
+        return image.with_rgb(y.permute(1, 2, 0).numpy())
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's restoration of a (b,3,h,w) CPU batch: whole, or tiled with OOM retry."""
         h, w = batch.shape[-2:]
         tile = self._initial_tile(h, w)
         stats_side = self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
@@ -200,19 +243,7 @@ class Restorer:
                     smaller,
                 )
                 tile, stats_side = smaller, min(stats_side, smaller)
-        if strength != 1.0:
-            # In place: a 12 MP photo's extra float copy is 144 MB. Both ends are in [0, 1],
-            # so the mix is too (strength 0 returned the input above, without the model).
-            out.lerp_(batch, 1.0 - strength)
-        return out[0] if single else out
-
-    def restore_image(self, image: ImageData, strength: float = 1.0) -> ImageData:
-        """Restore an image's RGB; alpha, bit depth, colour profile and metadata carry over."""
-        x = torch.from_numpy(image.rgb).permute(2, 0, 1)
-        y = self.restore_tensor(x, strength)
-        return image.with_rgb(y.permute(1, 2, 0).numpy())
-
-    # -- internals ----------------------------------------------------------------------
+        return out
 
     def _initial_tile(self, h: int, w: int) -> int:
         tile = AUTO_TILE.get(self.device.type, 512) if self.tile is None else self.tile

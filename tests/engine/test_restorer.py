@@ -171,3 +171,44 @@ def test_anyir_tiled_with_replayed_statistics_is_close_to_whole_image() -> None:
     assert psnr(tiled, whole) > psnr(live, whole) + 5.0
     # the model is left computing its statistics live again
     assert all(m.mode == "live" for m in model.modules() if isinstance(m, GlobalStat))
+
+
+def test_two_threads_sharing_a_model_get_their_own_images_statistics() -> None:
+    """An app's thread pool restoring two large photos at once with one model (as
+    ``anyrestore.restore`` shares it): each tiled result is the one it gets alone."""
+    import threading
+
+    model = tiny_anyir(0)
+    dark, bright = noisy_photo(1, 96, 128) * 0.3, 0.5 + 0.5 * noisy_photo(2, 96, 128)
+    alone = [
+        Restorer(model, "cpu", "fp32", tile=64, overlap=16, stats_side=32).restore_tensor(img)
+        for img in (dark, bright)
+    ]
+    first_in_tiles, second_ran_a_tile = threading.Event(), threading.Event()
+
+    def on_tile(done: int, total: int) -> None:
+        # The first image's thread waits after its first tile until the second image's thread
+        # has recorded its statistics and run a tile (or gives up: then they never overlapped).
+        if threading.current_thread().name == "first":
+            if done == 1:
+                first_in_tiles.set()
+                second_ran_a_tile.wait(2.0)
+        else:
+            second_ran_a_tile.set()
+
+    restorer = Restorer(model, "cpu", "fp32", tile=64, overlap=16, stats_side=32, on_tile=on_tile)
+    results: dict[str, torch.Tensor] = {}
+
+    def run(name: str, img: torch.Tensor) -> None:
+        results[name] = restorer.restore_tensor(img)
+
+    first = threading.Thread(target=run, args=("first", dark), name="first")
+    first.start()
+    assert first_in_tiles.wait(60)
+    second = threading.Thread(target=run, args=("second", bright), name="second")
+    second.start()
+    first.join()
+    second.join()
+    assert restorer.last_run is not None and restorer.last_run.tiles > 1
+    torch.testing.assert_close(results["first"], alone[0], rtol=0, atol=0)
+    torch.testing.assert_close(results["second"], alone[1], rtol=0, atol=0)
