@@ -240,11 +240,16 @@ def test_the_optimizer_makes_the_reference_adam_update(name: str) -> None:
     models[1].load_state_dict(models[0].state_dict())
     built = build_optimizer(models[0], config.optim)
     assert built.defaults["fused"]
+    # Decay on matrices and kernels only, not on norms, biases and scales.
+    decays = {(p.dim() >= 2, g["weight_decay"]) for g in built.param_groups for p in g["params"]}
+    assert decays == {(True, 0.05), (False, 0.0)}
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    # The reference gets the same groups, holding the twin model's parameters.
+    twin = dict(zip(models[0].parameters(), models[1].parameters(), strict=True))
     settings = ("lr", "betas", "eps", "weight_decay")
     groups = [
-        {"params": params, **{k: g[k] for k in settings}}
-        for g, params in zip(built.param_groups, _groups(models[1]), strict=True)
+        {"params": [twin[p] for p in g["params"]], **{k: g[k] for k in settings}}
+        for g in built.param_groups
     ]
     reference = cls(groups, foreach=False)
     for _ in range(3):
@@ -255,11 +260,6 @@ def test_the_optimizer_makes_the_reference_adam_update(name: str) -> None:
             opt.step()
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-
-
-def _groups(model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
-    params = list(model.parameters())
-    return [[p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]]
 
 
 def test_cosine_with_warmup_and_step_halving() -> None:
