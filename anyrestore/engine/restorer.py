@@ -103,7 +103,7 @@ class Restorer:
     ``runtime`` is "torch", "openvino" or "auto" (``anyrestore.compute.choose_path``); on
     OpenVINO the statistics of a tiled image are still recorded by the eager model.
     Threads may share a restorer or its model: restorations with one model take turns, and
-    ``last_run`` describes the latest of them.
+    ``last_run`` describes the calling thread's latest restoration.
     """
 
     def __init__(
@@ -151,12 +151,22 @@ class Restorer:
         self.stats_side = stats_side
         self.stats_method = stats_method
         self.on_tile = on_tile
-        self.last_run: RunInfo | None = None
+        self._runs = threading.local()  # last_run, per thread
         self._warned_fallback = False
         self._lock = _lock_for(self.model)
 
     def describe(self) -> str:
         return self.path.describe()
+
+    @property
+    def last_run(self) -> RunInfo | None:
+        """How this thread's latest restoration ran; None before its first. Per thread, so
+        that a web app's workers sharing a restorer each report their own image's tiling."""
+        return getattr(self._runs, "info", None)
+
+    @last_run.setter
+    def last_run(self, info: RunInfo | None) -> None:
+        self._runs.info = info
 
     @property
     def calls_to_settle(self) -> int:

@@ -9,6 +9,7 @@ from tinymodels import TINY_ANYIR as TINY
 
 from anyrestore.engine import Restorer, resolve_device
 from anyrestore.engine import restorer as restorer_module
+from anyrestore.engine.restorer import RunInfo
 from anyrestore.errors import DeviceError, InputError, UsageError
 from anyrestore.models import create_model
 from anyrestore.models.layers.globalstats import GlobalStat
@@ -198,9 +199,11 @@ def test_two_threads_sharing_a_model_get_their_own_images_statistics() -> None:
 
     restorer = Restorer(model, "cpu", "fp32", tile=64, overlap=16, stats_side=32, on_tile=on_tile)
     results: dict[str, torch.Tensor] = {}
+    runs: dict[str, RunInfo | None] = {}
 
     def run(name: str, img: torch.Tensor) -> None:
         results[name] = restorer.restore_tensor(img)
+        runs[name] = restorer.last_run
 
     first = threading.Thread(target=run, args=("first", dark), name="first")
     first.start()
@@ -209,6 +212,36 @@ def test_two_threads_sharing_a_model_get_their_own_images_statistics() -> None:
     second.start()
     first.join()
     second.join()
-    assert restorer.last_run is not None and restorer.last_run.tiles > 1
+    assert all(info is not None and info.tiles > 1 for info in runs.values()), runs
     torch.testing.assert_close(results["first"], alone[0], rtol=0, atol=0)
     torch.testing.assert_close(results["second"], alone[1], rtol=0, atol=0)
+
+
+def test_each_thread_sees_how_its_own_last_restoration_ran() -> None:
+    """Workers sharing a restorer report their own photo's tiling, whatever ran since."""
+    import threading
+
+    restorer = Restorer(tiny_anyir(0), "cpu", "fp32", tile=64, overlap=16, stats_side=32)
+    large_done, small_done = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def large() -> None:
+        restorer.restore_tensor(noisy_photo(1, 96, 128))
+        large_done.set()
+        small_done.wait(60)  # another worker restores a small photo in the meantime
+        seen["large"] = restorer.last_run
+
+    def small() -> None:
+        large_done.wait(60)
+        restorer.restore_tensor(noisy_photo(2, 32, 32))
+        seen["small"] = restorer.last_run
+        small_done.set()
+
+    workers = [threading.Thread(target=large), threading.Thread(target=small)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert seen["small"] == RunInfo(1, 0, 0, False)  # one whole-image pass
+    assert seen["large"] is not None and seen["large"].tiles > 1 and seen["large"].tile == 64
+    assert restorer.last_run is None  # this thread restored nothing
