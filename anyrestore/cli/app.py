@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
+from anyrestore import __version__
 from anyrestore.cli import batch, bench, fix, models, train, weights
 from anyrestore.cli.errors import CliGroup
 
@@ -16,6 +21,44 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def version_line() -> str:
+    """What a bug report needs: this package's, torch's and Python's versions, and the OS.
+
+    Read from the installed packages' metadata, so it prints without importing torch."""
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    system = f"{platform.system()} {platform.machine()}".strip()
+    return (
+        f"anyrestore {__version__} (torch {torch_version}, "
+        f"Python {platform.python_version()}, {system})"
+    )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the versions of anyrestore, torch and Python, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Options of the group itself; its help text is the app's."""
+
+
 app.command("fix")(fix.fix_command)
 app.command("batch")(batch.batch_command)
 app.command("bench")(bench.bench_command)

@@ -270,9 +270,10 @@ def _import_torch_first(args: list[str]) -> None:
     Part of torch's start-up runs Python called from C++; an exception raised there by a
     signal handler cannot cross back and the process aborts (exit -6, a C++ message). Nothing
     of the command exists yet, so a signal during this import just exits with its one line.
-    Help and a bare ``anyrestore`` stay quick.
+    Help, ``--version`` and a bare ``anyrestore`` stay quick.
     """
-    if not args or any(a in ("-h", "--help") for a in args) or "torch" in sys.modules:
+    quick = not args or args[0] == "--version" or any(a in ("-h", "--help") for a in args)
+    if quick or "torch" in sys.modules:
         return
     if not is_program() or threading.current_thread() is not threading.main_thread():
         return

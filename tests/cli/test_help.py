@@ -35,3 +35,23 @@ def test_help_shows_every_option_help_whole(path, command):
         # The words around every bracket pair, e.g. "anyrestore[bench]", as the user must type them.
         for phrase in re.findall(r"\S*\[[^\]\s]*\]\S*", text.replace("\\[", "[")):
             assert phrase in shown, f"{' '.join(path)} {name}: {phrase!r} not shown"
+
+
+def test_version_names_the_package_torch_and_python_for_a_bug_report():
+    import platform
+    import subprocess
+    import sys
+
+    import torch
+
+    import anyrestore
+
+    done = subprocess.run(
+        [sys.executable, "-m", "anyrestore", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith(
+        f"anyrestore {anyrestore.__version__} (torch {torch.__version__}, "
+        f"Python {platform.python_version()}, "
+    )
+    assert done.stdout.count("\n") == 1
