@@ -466,8 +466,26 @@ def cache_root() -> Path:
     return Path(root)
 
 
-def _cache_file() -> Path:
-    return cache_root() / "compute.json"
+def read_cache(name: str) -> dict[str, Any]:
+    """The JSON object kept in the cache folder's file ``name``; empty if missing or unreadable."""
+    try:
+        cache = json.loads((cache_root() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def write_cache(name: str, cache: dict[str, Any]) -> None:
+    """Keep ``cache`` in the cache folder's file ``name`` (atomically); a read-only home only
+    costs measuring or counting again next time."""
+    path = cache_root() / name
+    try:
+        atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode())
+    except Exception as exc:
+        log.debug("cannot keep %s: %s", path, exc)
+
+
+_CACHE_FILE = "compute.json"
 
 
 @lru_cache(maxsize=1)
@@ -534,13 +552,7 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     taken while other work kept the CPU busy serves this process only."""
     if key in _unkept:
         return _unkept[key]
-    path = _cache_file()
-    try:
-        cache = json.loads(path.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_cache(_CACHE_FILE)
     value = cache.get(key)
     if isinstance(value, (int, float)) and value > 0:
         return float(value)
@@ -552,10 +564,7 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
         _unkept[key] = speedup
         return speedup
     cache[key] = round(speedup, 3)
-    try:
-        atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode())
-    except Exception as exc:  # a read-only home only costs a re-measurement next time
-        log.debug("cannot cache a measurement in %s: %s", path, exc)
+    write_cache(_CACHE_FILE, cache)
     return speedup
 
 

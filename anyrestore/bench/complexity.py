@@ -8,13 +8,19 @@ not counted, as in the fvcore/thop counters the papers used.
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from anyrestore.compute import model_code_digest, read_cache, write_cache
 from anyrestore.errors import UsageError
+
+_CACHE_FILE = "complexity.json"
 
 
 def count_params(model: nn.Module) -> int:
@@ -56,7 +62,7 @@ PAPER_FIGURES: dict[str, dict[str, float]] = {
 
 def describe_models(size: int = 224, names: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per registered variant (or per name given): params, MACs, weights for it."""
-    from anyrestore.models import create_model, get_spec, list_models
+    from anyrestore.models import get_spec, list_models
     from anyrestore.weights import entries_for_model
 
     rows = []
@@ -65,19 +71,44 @@ def describe_models(size: int = 224, names: list[str] | None = None) -> list[dic
             get_spec(name)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-        torch.manual_seed(0)
-        model = create_model(name)
-        macs = count_macs(model, size)
+        params, macs = _counts(name, size)
         rows.append(
             {
                 "name": name,
                 "arch": get_spec(name).arch,
-                "params": count_params(model),
+                "params": params,
                 "flops": macs,
-                "flops_224": macs if size == 224 else count_macs(model, 224),
+                "flops_224": macs if size == 224 else _counts(name, 224)[1],
                 "flops_convention": "MACs (multiply-accumulates), as the papers report FLOPs",
                 "weights": [e.name for e in entries_for_model(name)],
                 "paper": PAPER_FIGURES.get(name),
             }
         )
     return rows
+
+
+def _counts(name: str, size: int) -> tuple[int, int]:
+    """(params, MACs at ``size``) of variant ``name`` with its default config.
+
+    Counting runs a forward pass per variant (about ten seconds for all of them), so the
+    figures are kept in the cache folder, keyed by everything they depend on: the variant,
+    the size, the model code, this counter's code and torch (its counting formulas).
+    """
+    from anyrestore.models import create_model
+
+    key = f"{name}|{size}|{model_code_digest()[:12]}|{_counter_digest()}|torch {torch.__version__}"
+    cache = read_cache(_CACHE_FILE)
+    kept = cache.get(key)
+    if isinstance(kept, list) and len(kept) == 2 and all(isinstance(v, int) for v in kept):
+        return kept[0], kept[1]
+    torch.manual_seed(0)
+    model = create_model(name)
+    counts = count_params(model), count_macs(model, size)
+    cache[key] = list(counts)
+    write_cache(_CACHE_FILE, cache)
+    return counts
+
+
+@lru_cache(maxsize=1)
+def _counter_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
