@@ -458,7 +458,8 @@ def _check_supported(precision: str, device: torch.device) -> None:
 
 
 def cache_root() -> Path:
-    """Where measurements and converted models are kept: $ANYRESTORE_CACHE or ~/.cache."""
+    """Where measurements, MAC counts and converted models are kept: $ANYRESTORE_CACHE or
+    ~/.cache/anyrestore."""
     root = os.environ.get("ANYRESTORE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "anyrestore",
