@@ -71,14 +71,14 @@ def describe_models(size: int = 224, names: list[str] | None = None) -> list[dic
             get_spec(name)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-        params, macs = _counts(name, size)
+        params, macs = _counts(name, (size, 224))
         rows.append(
             {
                 "name": name,
                 "arch": get_spec(name).arch,
                 "params": params,
-                "flops": macs,
-                "flops_224": macs if size == 224 else _counts(name, 224)[1],
+                "flops": macs[0],
+                "flops_224": macs[1],
                 "flops_convention": "MACs (multiply-accumulates), as the papers report FLOPs",
                 "weights": [e.name for e in entries_for_model(name)],
                 "paper": PAPER_FIGURES.get(name),
@@ -87,26 +87,35 @@ def describe_models(size: int = 224, names: list[str] | None = None) -> list[dic
     return rows
 
 
-def _counts(name: str, size: int) -> tuple[int, int]:
-    """(params, MACs at ``size``) of variant ``name`` with its default config.
+def _counts(name: str, sizes: tuple[int, ...]) -> tuple[int, list[int]]:
+    """Params and MACs at each of ``sizes`` of variant ``name`` with its default config.
 
-    Counting runs a forward pass per variant (about ten seconds for all of them), so the
-    figures are kept in the cache folder, keyed by everything they depend on: the variant,
-    the size, the model code, this counter's code and torch (its counting formulas).
+    Counting runs a forward pass per variant and size (about ten seconds for all of them),
+    so the figures are kept in the cache folder, keyed by everything they depend on: the
+    variant, the size, the model code, this counter's code and torch (its counting formulas).
+    The model is built once, and only when some size is not kept yet.
     """
     from anyrestore.models import create_model
 
-    key = f"{name}|{size}|{model_code_digest()[:12]}|{_counter_digest()}|torch {torch.__version__}"
+    code = f"{model_code_digest()[:12]}|{_counter_digest()}|torch {torch.__version__}"
+    keys = [f"{name}|{size}|{code}" for size in sizes]
     cache = read_cache(_CACHE_FILE)
-    kept = cache.get(key)
-    if isinstance(kept, list) and len(kept) == 2 and all(isinstance(v, int) for v in kept):
-        return kept[0], kept[1]
+    kept = [cache.get(key) for key in keys]
+    if all(_is_count(k) for k in kept):
+        return kept[0][0], [k[1] for k in kept]
     torch.manual_seed(0)
     model = create_model(name)
-    counts = count_params(model), count_macs(model, size)
-    cache[key] = list(counts)
+    params = count_params(model)
+    by_size = {size: count_macs(model, size) for size in set(sizes)}  # (224, 224) counts once
+    macs = [by_size[size] for size in sizes]
+    cache.update({key: [params, m] for key, m in zip(keys, macs, strict=True)})
     write_cache(_CACHE_FILE, cache)
-    return counts
+    return params, macs
+
+
+def _is_count(kept: object) -> bool:
+    """Whether a cache entry is a [params, MACs] pair (a hand-edited file may hold anything)."""
+    return isinstance(kept, list) and len(kept) == 2 and all(isinstance(v, int) for v in kept)
 
 
 @lru_cache(maxsize=1)
