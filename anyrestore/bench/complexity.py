@@ -90,8 +90,8 @@ def describe_models(size: int = 224, names: list[str] | None = None) -> list[dic
 def _counts(name: str, sizes: tuple[int, ...]) -> tuple[int, list[int]]:
     """Params and MACs at each of ``sizes`` of variant ``name`` with its default config.
 
-    Counting runs a forward pass per variant and size, the slow part of ``anyrestore
-    models``, so the figures are kept in the cache folder, keyed by everything they depend on: the
+    Counting runs a forward pass per variant and size, the slow part of ``anyrestore models``,
+    so the figures are kept in the cache folder, keyed by everything they depend on: the
     variant, the size, the model code, this counter's code and torch (its counting formulas).
     The model is built once, and only when some size is not kept yet.
     """
