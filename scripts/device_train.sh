@@ -16,13 +16,18 @@
 #
 # `run` trains until the recipe's step count or for MINUTES, whichever comes first: at the time
 # limit the trainer gets SIGTERM, finishes its step and writes its checkpoint, which is then
-# exported. Environment: CORPUS (archive, default .corpus/corpus.tar), WHEELS (default .whl),
-# OUT (default /tmp/device-out), WORK (scratch, default /tmp/device-train), BENCH (1 or 0),
-# BENCH_SIDE (longest side for the bench, default 256).
+# exported. With STEPS=fit it first trains for CAL_SECONDS (default 60) to measure the step
+# rate and then sets train.steps so that the whole cosine ends within MINUTES (the recipe's
+# steps stay the ceiling); that first run is also a smoke test: if it fails, it is tried again
+# with the degradations made in the loader workers, then also in fp32, and the run keeps the
+# first settings that trained. Environment: CORPUS (archive, default .corpus/corpus.tar),
+# WHEELS (default .whl), OUT (default /tmp/device-out), WORK (scratch, default
+# /tmp/device-train), BENCH (1 or 0), BENCH_SIDE (longest side for the bench, default 256).
+# Two recipes can share one GPU: run two of these at once with their own OUT and WORK.
 set -euo pipefail
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -58,10 +63,17 @@ run() {
     tar -xf "$corpus" -C "$work"  # the archive holds corpus/train, corpus/val
     local data="$work/corpus" run_dir
     run_dir="$work/run-$(basename "$recipe" .toml)"
+    local seconds started=$SECONDS
+    seconds=$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 }')
+    local -a settings=("$@")
+    if [[ ${STEPS:-} == fit ]]; then
+        fit "$recipe" "$data" "$seconds" "$@"
+        settings=("${FIT_SETTINGS[@]}")
+    fi
     # The time limit is SIGTERM: the trainer ends its step and writes a resume checkpoint.
-    local status=0
-    timeout -s TERM -k 120 "${minutes}m" "$python" -m anyrestore train -c "$recipe" \
-        --out "$run_dir" --set "data.root=$data/train" --no-progress "$@" \
+    local status=0 left=$((seconds - (SECONDS - started)))
+    timeout -s TERM -k 120 "${left}s" "$python" -m anyrestore train -c "$recipe" \
+        --out "$run_dir" --set "data.root=$data/train" --no-progress "${settings[@]}" \
         >"$out/train.log" 2>&1 || status=$?
     tail -n 5 "$out/train.log"
     if [[ $status -ne 0 && $status -ne 124 ]]; then
@@ -84,6 +96,65 @@ print(load_config(sys.argv[1]).train.init_from)' "$recipe")
         done
     fi
     ls -l "$out"
+}
+
+# Measure the recipe's step rate on this machine and set FIT_SETTINGS to the given settings plus
+# the first fallback that trained and a train.steps that ends the cosine within SECONDS (counted
+# from now, this measurement included). The last two logged windows give the rate: the first
+# steps pay for warm-up (kernel selection, loader start).
+fit() {
+    local recipe=$1 data=$2 seconds=$3
+    shift 3
+    local start=$SECONDS cal="$work/calibrate" status rate=""
+    local -a fallbacks=("" "data.degrade_on_device=false" \
+        "data.degrade_on_device=false train.precision=fp32")
+    local extra
+    for extra in "${fallbacks[@]}"; do
+        local -a more=()
+        for setting in $extra; do more+=(--set "$setting"); done
+        rm -rf "$cal"
+        status=0
+        timeout -s TERM -k 60 "${CAL_SECONDS:-60}s" "$python" -m anyrestore train -c "$recipe" \
+            --out "$cal" --set "data.root=$data/train" --no-progress "$@" "${more[@]}" \
+            --set train.steps=1000000 --set log.every=5 --set log.val_every=0 \
+            --set log.ckpt_every=0 >>"$out/calibrate.log" 2>&1 || status=$?
+        rate=$("$python" - "$cal/metrics.jsonl" 2>/dev/null <<'PY' || true
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if '"samples_per_s"' in line]
+if len(rows) >= 3:  # steps per second over the last two windows
+    batch = rows[-1]["samples"] / rows[-1]["step"]
+    print(sum(r["samples_per_s"] for r in rows[-2:]) / 2 / batch)
+PY
+)
+        if [[ -n $rate ]]; then
+            FIT_SETTINGS=("$@" "${more[@]}")
+            break
+        fi
+        echo "device_train: calibration with '${extra:-recipe settings}' failed" \
+            "(exit $status); see calibrate.log" >&2
+    done
+    [[ -n $rate ]] || { echo "device_train: no settings trained" >&2; exit 1; }
+    # Left for the run: its start-up and final validation take RESERVE seconds (default 45).
+    local left=$((seconds - (SECONDS - start) - ${RESERVE:-45}))
+    local steps
+    steps=$("$python" -c "import sys; print(max(1, int(float(sys.argv[1]) * int(sys.argv[2]))))" \
+        "$rate" "$left")
+    echo "device_train: ${rate} steps/s, ${left}s left: train.steps <= ${steps}" \
+        "${extra:+(with $extra)}" | tee -a "$out/calibrate.log"
+    FIT_SETTINGS+=(--set "train.steps=$(min_steps "$recipe" "$steps" "${FIT_SETTINGS[@]}")")
+}
+
+# The smaller of STEPS and the recipe's own train.steps (after the --set settings).
+min_steps() {
+    local recipe=$1 steps=$2
+    shift 2
+    "$python" - "$recipe" "$steps" "$@" <<'PY'
+import sys
+from anyrestore.training.config import load_config
+recipe, steps, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+sets = [args[i + 1] for i in range(len(args) - 1) if args[i] == "--set"]
+print(min(steps, load_config(recipe, overrides=sets).train.steps))
+PY
 }
 
 case ${1:-} in

@@ -41,9 +41,12 @@ def archive(tmp_path_factory) -> Path:
     return path
 
 
-def run_script(tmp_path: Path, archive: Path, minutes: str, *extra: str, bench: bool = True):
+def run_script(
+    tmp_path: Path, archive: Path, minutes: str, *extra: str, bench: bool = True, **more: str
+):
     env = {
         **os.environ,
+        **more,
         "CORPUS": str(archive),
         "WHEELS": str(tmp_path / "no-wheels"),
         "OUT": str(tmp_path / "out"),
@@ -87,3 +90,32 @@ def test_a_failing_recipe_fails_the_script(tmp_path, archive) -> None:
     assert done.returncode != 0
     assert "training failed" in done.stderr
     assert not (tmp_path / "out" / "weights.safetensors").exists()
+
+
+def test_fitted_steps_end_the_cosine_in_time_after_falling_back_to_settings_that_train(
+    tmp_path, archive
+) -> None:
+    # fp16 training needs a GPU: the first two tries fail, the fp32 fallback trains.
+    done = run_script(
+        tmp_path,
+        archive,
+        "0.75",
+        "--set",
+        "train.steps=1000000",
+        "--set",
+        "train.precision=fp16",
+        bench=False,
+        STEPS="fit",
+        CAL_SECONDS="10",
+        RESERVE="10",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("calibration with") == 2
+    out = tmp_path / "out"
+    fitted = (out / "calibrate.log").read_text()
+    assert "(with data.degrade_on_device=false train.precision=fp32)" in fitted
+    steps = int(fitted.rsplit("train.steps <= ", 1)[1].split()[0])
+    assert 1 <= steps < 1000000
+    log = (out / "train.log").read_text()
+    assert f"finished {steps} steps" in log  # the whole cosine, not stopped by the limit
+    load_checkpoint(out / "weights.safetensors")
