@@ -116,8 +116,6 @@ def _run(
         torch.set_num_threads(config.train.threads)
     if device.type == "cpu":
         reuse_freed_memory()
-    if device.type == "cuda":  # every step's crops have one size: pick the fastest kernels once
-        torch.backends.cudnn.benchmark = True
     state = load_state(resume) if resume is not None else None
 
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).

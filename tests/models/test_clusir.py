@@ -360,3 +360,27 @@ def test_config_rejects_impossible_routing() -> None:
         create_model("clusir_t", dim=8, experts_per_cluster=1, top_experts=2)
     with pytest.raises(ValueError, match="orthogonal"):
         create_model("clusir_t", dim=8, wavelet="bior2.2")
+
+
+def test_differently_routed_images_run_together_under_bf16_autocast() -> None:
+    # Mixed-precision training on a GPU: the experts compute in bf16 while the block's input
+    # stays fp32, and each group of images that share experts is written back into one batch.
+    from anyrestore.models.layers.routing import ClusterMoE
+
+    torch.manual_seed(0)
+    moe = ClusterMoE(8, 1, 2, 1, 2, 1, 2.0)
+    y = torch.rand(2, 8, 6, 6)
+    running = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    weights = running.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        together = moe.run_experts(y, weights, running)
+        alone = [
+            moe.run_experts(y[i : i + 1], weights[i : i + 1], running[i : i + 1]) for i in (0, 1)
+        ]
+    # One dtype whatever the routing (CUDA's index_copy refuses to mix them)
+    assert together.dtype == alone[0].dtype == torch.bfloat16
+    for i in (0, 1):
+        torch.testing.assert_close(
+            together[i : i + 1].float(), alone[i].float(), atol=0.05, rtol=0.05
+        )
+    assert not torch.allclose(together[0], together[1])

@@ -256,10 +256,14 @@ class ClusterMoE(nn.Module):
         patterns, group_of = torch.unique(running, dim=0, return_inverse=True)
         if len(patterns) == 1:
             return self._run_group(y, weights, patterns[0])
-        out = torch.zeros_like(y)
+        out: torch.Tensor | None = None
         for g, pattern in enumerate(patterns):
             idx = (group_of == g).nonzero().squeeze(1)
-            out = out.index_copy(0, idx, self._run_group(y[idx], weights[idx], pattern))
+            part = self._run_group(y[idx], weights[idx], pattern)
+            if out is None:  # the experts' dtype, which autocast may have lowered from y's
+                out = part.new_zeros((y.shape[0], *part.shape[1:]))
+            out = out.index_copy(0, idx, part)
+        assert out is not None
         return out
 
     def _run_group(
