@@ -101,7 +101,8 @@ print(load_config(sys.argv[1]).train.init_from)' "$recipe")
 # Measure the recipe's step rate on this machine and set FIT_SETTINGS to the given settings plus
 # the first fallback that trained and a train.steps that ends the cosine within SECONDS (counted
 # from now, this measurement included). The last two logged windows give the rate: the first
-# steps pay for warm-up (kernel selection, loader start).
+# steps pay for warm-up (kernel selection, loader start). Settings too slow to log three
+# windows in that time count as failed: the next fallback may be faster.
 fit() {
     local recipe=$1 data=$2 seconds=$3
     shift 3
@@ -130,8 +131,10 @@ PY
             FIT_SETTINGS=("$@" "${more[@]}")
             break
         fi
-        echo "device_train: calibration with '${extra:-recipe settings}' failed" \
-            "(exit $status); see calibrate.log" >&2
+        local why="failed (exit $status)"
+        [[ $status == 124 ]] && why="too slow to measure (under 15 steps in ${CAL_SECONDS:-60} s)"
+        echo "device_train: calibration with '${extra:-recipe settings}' $why;" \
+            "see calibrate.log" >&2
     done
     [[ -n $rate ]] || { echo "device_train: no settings trained" >&2; exit 1; }
     # Left for the run: its start-up and final validation take RESERVE seconds (default 45).
