@@ -72,6 +72,7 @@ run() {
     fi
     # The time limit is SIGTERM: the trainer ends its step and writes a resume checkpoint.
     local status=0 left=$((seconds - (SECONDS - started)))
+    ((left > 0)) || left=1  # `timeout 0` would mean no limit at all
     timeout -s TERM -k 120 "${left}s" "$python" -m anyrestore train -c "$recipe" \
         --out "$run_dir" --set "data.root=$data/train" --no-progress "${settings[@]}" \
         >"$out/train.log" 2>&1 || status=$?
