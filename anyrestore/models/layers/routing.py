@@ -261,7 +261,7 @@ class ClusterMoE(nn.Module):
             idx = (group_of == g).nonzero().squeeze(1)
             part = self._run_group(y[idx], weights[idx], pattern)
             if out is None:  # the experts' dtype, which autocast may have lowered from y's
-                out = part.new_zeros((y.shape[0], *part.shape[1:]))
+                out = torch.zeros_like(y, dtype=part.dtype)  # and y's layout (channels-last)
             out = out.index_copy(0, idx, part)
         assert out is not None
         return out
