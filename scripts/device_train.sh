@@ -110,7 +110,7 @@ fit() {
     local start=$SECONDS cal="$work/calibrate" status rate=""
     local -a fallbacks=("" "data.degrade_on_device=false" \
         "data.degrade_on_device=false train.precision=fp32")
-    local extra
+    local extra setting
     for extra in "${fallbacks[@]}"; do
         local -a more=()
         for setting in $extra; do more+=(--set "$setting"); done
@@ -141,23 +141,29 @@ PY
     # Left for the run: its start-up and final validation take RESERVE seconds (default 45).
     local left=$((seconds - (SECONDS - start) - ${RESERVE:-45}))
     local steps
-    steps=$("$python" -c "import sys; print(max(1, int(float(sys.argv[1]) * int(sys.argv[2]))))" \
-        "$rate" "$left")
+    steps=$(fitted_steps "$rate" "$left" "$recipe" "${FIT_SETTINGS[@]}")
     echo "device_train: ${rate} steps/s, ${left}s left: train.steps <= ${steps}" \
         "${extra:+(with $extra)}" | tee -a "$out/calibrate.log"
-    FIT_SETTINGS+=(--set "train.steps=$(min_steps "$recipe" "$steps" "${FIT_SETTINGS[@]}")")
+    # Last, as --steps: the CLI's --steps outranks --set, and a repeated option takes the last.
+    FIT_SETTINGS+=(--steps "$steps")
 }
 
-# The smaller of STEPS and the recipe's own train.steps (after the --set settings).
-min_steps() {
-    local recipe=$1 steps=$2
-    shift 2
-    "$python" - "$recipe" "$steps" "$@" <<'PY'
+# RATE steps/s for LEFT seconds, at most the recipe's train.steps as the arguments set it
+# (--set train.steps=N or --steps N).
+fitted_steps() {
+    "$python" - "$@" <<'PY'
 import sys
 from anyrestore.training.config import load_config
-recipe, steps, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-sets = [args[i + 1] for i in range(len(args) - 1) if args[i] == "--set"]
-print(min(steps, load_config(recipe, overrides=sets).train.steps))
+rate, left, recipe, args = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+sets = []
+for flag, value in zip(args, args[1:]):
+    if flag == "--set":
+        sets.append(value)
+    elif flag == "--steps":
+        sets.append(f"train.steps={value}")
+fit = max(1, int(rate * left))
+ceiling = load_config(recipe, overrides=sets).train.steps  # 0: the recipe counts epochs
+print(min(fit, ceiling) if ceiling else fit)
 PY
 }
 
