@@ -247,7 +247,7 @@ def test_loading_a_shipped_model_leaves_the_compiler_unimported() -> None:
     code = (
         "import sys\n"
         "from anyrestore.weights import load_weights\n"
-        "for name in ('anyir_t-synthetic-v5', 'clusir_t-synthetic-v5'):\n"
+        "for name in ('anyir_t-synthetic-v6', 'clusir_t-synthetic-v5'):\n"
         "    load_weights(name)\n"
         "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo'))[:3])\n"
     )
