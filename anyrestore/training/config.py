@@ -186,6 +186,10 @@ class LogConfig:
     val_every: int = 0
     #: Steps between resume checkpoints; 0 writes one only at the end (and on interrupt).
     ckpt_every: int = 1000
+    #: Also write one when this many minutes have passed since the last (0: off), so a run
+    #: that is killed outright (a machine taken back, a session ending) loses at most that.
+    #: Wall time: a paused (SIGSTOP) run checkpoints at its first step after it goes on.
+    ckpt_minutes: float = 30.0
 
 
 @dataclass
@@ -489,6 +493,7 @@ def validate(config: Config) -> None:
         ),
         (lg.every >= 1, "log.every must be >= 1"),
         (lg.val_every >= 0 and lg.ckpt_every >= 0, "log.val_every and log.ckpt_every must be >= 0"),
+        (lg.ckpt_minutes >= 0, "log.ckpt_minutes must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

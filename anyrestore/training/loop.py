@@ -263,6 +263,7 @@ def _run(
     quantize = bool(config.data.options.get("quantize", True))
     finished = False
     tic = time.perf_counter()
+    saved_at = time.monotonic()  # for log.ckpt_minutes
     window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0}
     loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
@@ -336,12 +337,19 @@ def _run(
                     stop = run.step == stop_at or distributed.any_true(
                         dist, stop_requested["signum"] is not None, device
                     )
-                    if (config.log.ckpt_every and run.step % config.log.ckpt_every == 0) or (
-                        stop and not done
+                    minutes = config.log.ckpt_minutes
+                    overdue = bool(minutes) and distributed.any_true(
+                        dist, time.monotonic() - saved_at >= 60 * minutes, device
+                    )
+                    if (
+                        (config.log.ckpt_every and run.step % config.log.ckpt_every == 0)
+                        or (stop and not done)
+                        or (overdue and not done)
                     ):
                         run.wall_time += time.perf_counter() - tic
                         tic = time.perf_counter()
                         checkpoint()
+                        saved_at = time.monotonic()
                     if done or stop:
                         break
                     t0 = time.perf_counter()

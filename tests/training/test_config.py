@@ -205,6 +205,7 @@ def test_config_mistakes_are_named(override: str, message: str) -> None:
         ("data.misty_scenes=1.5", "data.misty_scenes must be a probability"),
         ("data.pale_scenes=2", "data.pale_scenes must be a probability"),
         ("data.dark_scenes=-0.1", "data.dark_scenes must be a probability"),
+        ("log.ckpt_minutes=-5", "log.ckpt_minutes must be >= 0"),
     ],
 )
 def test_invalid_values_are_refused(override: str, message: str) -> None:

@@ -100,6 +100,37 @@ def test_resume_gives_bitwise_identical_weights(photos: Path, tmp_path: Path) ->
     assert strip == strip2
 
 
+def _saved_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The steps at which the loop writes its resume checkpoint."""
+    import anyrestore.training.loop as loop
+
+    steps: list[int] = []
+    real = loop.save_state
+
+    def record(state: dict, path: Path) -> None:
+        steps.append(state["progress"]["step"])
+        real(state, path)
+
+    monkeypatch.setattr(loop, "save_state", record)
+    return steps
+
+
+def test_a_run_checkpoints_by_wall_time_between_step_checkpoints(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed outright loses at most log.ckpt_minutes, whatever log.ckpt_every says."""
+    base = ("train.steps=4", "log.val_every=0", "log.ckpt_every=0")
+    steps = _saved_steps(monkeypatch)
+    train(_tiny(photos, tmp_path / "off", *base, "log.ckpt_minutes=0"))
+    assert steps == [4]  # only the final one
+
+    steps.clear()
+    # Every step takes longer than a millionth of a minute: a checkpoint after each.
+    result = train(_tiny(photos, tmp_path / "often", *base, "log.ckpt_minutes=0.000001"))
+    assert steps == [1, 2, 3, 4]
+    assert load_state(result.checkpoint)["progress"]["step"] == 4
+
+
 def test_corrupt_image_is_skipped_with_a_warning(tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", count=6)
     (photos / "photo_03.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
