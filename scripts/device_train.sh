@@ -8,6 +8,10 @@
 #
 # Here, once per session (copies the archive to .corpus/, the wheel to .whl/, both ignored):
 #   bash scripts/device_train.sh prepare /path/to/corpus.tar
+# Before each call, keep the travelling tree small: `slim RECIPE...` takes the embedded
+# checkpoints none of the recipes starts from (train.init_from) out of the index and ignores
+# them; `unslim` puts them back afterwards (commit nothing in between).
+#   bash scripts/device_train.sh slim configs/release_anyir_t_v8.toml configs/release_clusir_t_v7.toml
 # Then on the device machine (device tool `run`, carry [".corpus", ".whl"], timeout_s 600):
 #   bash scripts/device_train.sh run configs/release_anyir_t_v2.toml 7 --set train.batch_size=32
 # Back under $OUT: weights.safetensors (EMA, fp16), metrics.jsonl, train.log and, unless
@@ -27,8 +31,39 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
+}
+
+EMBEDDED=anyrestore/weights/embedded
+
+slim() {
+    (($#)) || { echo "device_train: slim needs the recipes the call will run" >&2; exit 2; }
+    local exclude keep path
+    exclude=$(git rev-parse --git-path info/exclude)
+    mkdir -p "$(dirname "$exclude")"
+    keep=$("${PYTHON:-python3}" - "$@" <<'PY'
+import sys
+from anyrestore.training.config import load_config
+for recipe in sys.argv[1:]:
+    print(load_config(recipe).train.init_from)
+PY
+)
+    while IFS= read -r path; do
+        [[ -n $path ]] || continue
+        grep -qxF "$path" <<<"$keep" && continue
+        git rm -q --cached -- "$path"
+        echo "/$path" >>"$exclude"
+    done < <(git ls-files -- "$EMBEDDED")
+    echo "device_train: tracked files now $(git ls-files -z | xargs -0 cat | wc -c) bytes"
+}
+
+unslim() {
+    local exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    git reset -q HEAD -- "$EMBEDDED"
+    [[ -f $exclude ]] && sed -i "\#^/$EMBEDDED/#d" "$exclude"
+    git status --short -- "$EMBEDDED"
 }
 
 prepare() {
@@ -169,6 +204,8 @@ PY
 
 case ${1:-} in
     prepare) shift; prepare "$@" ;;
+    slim) shift; slim "$@" ;;
+    unslim) unslim ;;
     run) shift; run "$@" ;;
     *) usage ;;
 esac

@@ -121,3 +121,48 @@ def test_fitted_steps_end_the_cosine_in_time_after_falling_back_to_settings_that
     log = " ".join((out / "train.log").read_text().split())
     assert f"steps/epoch, {steps} steps" in log
     load_checkpoint(out / "weights.safetensors")
+
+
+def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_restores(
+    tmp_path,
+) -> None:
+    """A device call carries at most 64 MiB: `slim` drops the embedded checkpoints that no
+    recipe of the call starts from, `unslim` gives the working tree back as it was."""
+    repo = tmp_path / "repo"
+    embedded = repo / "anyrestore" / "weights" / "embedded"
+    embedded.mkdir(parents=True)
+    for name in ("old", "start", "other"):
+        (embedded / f"{name}.safetensors").write_bytes(name.encode() * 1000)
+    (repo / "recipe.toml").write_text(
+        'model = "anyir_t"\n[train]\ninit_from = "anyrestore/weights/embedded/start.safetensors"\n'
+    )
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+
+    def script(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(SCRIPT), *args], cwd=repo, env=env, capture_output=True, text=True
+        )
+
+    done = script("slim", "recipe.toml")
+    assert done.returncode == 0, done.stderr
+    assert git("ls-files", "anyrestore").split() == [
+        "anyrestore/weights/embedded/start.safetensors"
+    ]
+    # Still on disk, and ignored rather than untracked, so they do not travel either.
+    assert (embedded / "old.safetensors").is_file()
+    assert "??" not in git("status", "--short", "--untracked-files=all")
+
+    done = script("unslim")
+    assert done.returncode == 0, done.stderr
+    assert len(git("ls-files", "anyrestore").split()) == 3
+    assert git("status", "--short", "--untracked-files=all") == ""
+    assert script("slim").returncode == 2  # the recipes are required
