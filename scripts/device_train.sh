@@ -116,6 +116,11 @@ run() {
         echo "device_train: training failed (exit $status); see train.log" >&2
         exit "$status"
     fi
+    if [[ ! -s $run_dir/metrics.jsonl ]]; then
+        echo "device_train: the time limit came before the first logged step; nothing to" \
+            "return (give it more minutes; see train.log)" >&2
+        exit 1
+    fi
     cp "$run_dir/metrics.jsonl" "$out/"
     "$python" -m anyrestore train export "$run_dir" -o "$out/weights.safetensors"
     if [[ ${BENCH:-1} == 1 ]]; then

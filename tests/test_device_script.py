@@ -85,6 +85,13 @@ def test_the_time_limit_stops_training_and_still_returns_weights(tmp_path, archi
     load_checkpoint(tmp_path / "out" / "weights.safetensors")
 
 
+def test_a_limit_too_short_to_log_a_step_says_so(tmp_path, archive) -> None:
+    done = run_script(tmp_path, archive, "0.01", bench=False)  # 0.6 s: not even torch loads
+    assert done.returncode == 1
+    assert "time limit came before the first logged step" in done.stderr
+    assert not (tmp_path / "out" / "weights.safetensors").exists()
+
+
 def test_a_failing_recipe_fails_the_script(tmp_path, archive) -> None:
     done = run_script(tmp_path, archive, "5", "--set", "optim.lr=-1", bench=False)
     assert done.returncode != 0
