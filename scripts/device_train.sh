@@ -37,11 +37,22 @@ usage() {
 
 EMBEDDED=anyrestore/weights/embedded
 
+# This clone's own ignore list (not committed).
+exclude_file() {
+    git rev-parse --git-path info/exclude
+}
+
+# Add PATTERN to that list, once.
+ignore() {
+    local exclude
+    exclude=$(exclude_file)
+    mkdir -p "$(dirname "$exclude")"
+    grep -qxF "$1" "$exclude" 2>/dev/null || echo "$1" >>"$exclude"
+}
+
 slim() {
     (($#)) || { echo "device_train: slim needs the recipes the call will run" >&2; exit 2; }
-    local exclude keep path
-    exclude=$(git rev-parse --git-path info/exclude)
-    mkdir -p "$(dirname "$exclude")"
+    local keep path
     keep=$("${PYTHON:-python3}" - "$@" <<'PY'
 import sys
 from anyrestore.training.config import load_config
@@ -53,14 +64,14 @@ PY
         [[ -n $path ]] || continue
         grep -qxF "$path" <<<"$keep" && continue
         git rm -q --cached -- "$path"
-        echo "/$path" >>"$exclude"
+        ignore "/$path"
     done < <(git ls-files -- "$EMBEDDED")
     echo "device_train: tracked files now $(git ls-files -z | xargs -0 cat | wc -c) bytes"
 }
 
 unslim() {
     local exclude
-    exclude=$(git rev-parse --git-path info/exclude)
+    exclude=$(exclude_file)
     git reset -q HEAD -- "$EMBEDDED"
     [[ -f $exclude ]] && sed -i "\#^/$EMBEDDED/#d" "$exclude"
     git status --short -- "$EMBEDDED"
@@ -68,12 +79,9 @@ unslim() {
 
 prepare() {
     local archive=${1:?prepare needs the corpus archive (scripts/build_corpus.py --archive)}
-    local exclude
-    exclude=$(git rev-parse --git-path info/exclude)
-    mkdir -p "$(dirname "$exclude")" .corpus .whl
-    for path in /.corpus/ /.whl/; do
-        grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >>"$exclude"
-    done
+    mkdir -p .corpus .whl
+    ignore /.corpus/
+    ignore /.whl/
     cp "$archive" .corpus/corpus.tar
     local version
     version=$(python3 -c 'from importlib.metadata import version; print(version("PyWavelets"))')

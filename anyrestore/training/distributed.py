@@ -73,13 +73,6 @@ def all_sum(d: Dist, values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def any_true(d: Dist, flag: bool, device: torch.device) -> bool:
-    """True on every process if it is true on any (so all stop at the same step)."""
-    if not d.enabled:
-        return flag
-    return all_sum(d, [float(flag)], device)[0] > 0
-
-
 def gather(d: Dist, obj: Any) -> list[Any]:
     """Every process's ``obj``, in rank order (on every process)."""
     if not d.enabled:

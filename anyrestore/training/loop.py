@@ -334,17 +334,19 @@ def _run(
                     done = run.step >= total_steps
                     if config.log.val_every and run.step % config.log.val_every == 0 and not done:
                         validate_now()
-                    stop = run.step == stop_at or distributed.any_true(
-                        dist, stop_requested["signum"] is not None, device
-                    )
+                    # Whether any rank got a stop signal or is due a timed checkpoint: one
+                    # collective for both, so every rank stops and saves at the same step.
                     minutes = config.log.ckpt_minutes
-                    overdue = bool(minutes) and distributed.any_true(
-                        dist, time.monotonic() - saved_at >= 60 * minutes, device
+                    due = bool(minutes) and time.monotonic() - saved_at >= 60 * minutes
+                    signalled, overdue = (
+                        total > 0
+                        for total in distributed.all_sum(
+                            dist, [float(stop_requested["signum"] is not None), float(due)], device
+                        )
                     )
-                    if (
-                        (config.log.ckpt_every and run.step % config.log.ckpt_every == 0)
-                        or (stop and not done)
-                        or (overdue and not done)
+                    stop = run.step == stop_at or signalled
+                    if (config.log.ckpt_every and run.step % config.log.ckpt_every == 0) or (
+                        (stop or overdue) and not done
                     ):
                         run.wall_time += time.perf_counter() - tic
                         tic = time.perf_counter()
