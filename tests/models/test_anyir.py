@@ -394,3 +394,19 @@ def test_depthwise_conv_in_bf16_training_matches_autocast_with_fp32_weight_gradi
     for got, want in zip(ours_grads, fp32_grads, strict=True):
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))
+
+
+def test_training_pass_traces_as_one_graph_for_torch_compile() -> None:
+    # torch.compile must see the whole network as one graph (one graph break per layer made
+    # a compiled step slower than eager): the layers' context switches (1x1 kernel, graph
+    # form) are not read while it traces, whatever the caller has set.
+    from anyrestore.models.layers.pointwise import pointwise_kernel
+    from anyrestore.models.layers.tracing import graph_form
+
+    torch.manual_seed(0)
+    model = create_model("anyir_t", **TINY).train()
+    x = torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with pointwise_kernel("conv"), graph_form():
+        explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0
+    assert explained.graph_count == 1

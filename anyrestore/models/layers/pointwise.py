@@ -37,8 +37,11 @@ def pointwise_kernel(kind: str) -> Iterator[None]:
 
 
 def _as_conv(x: torch.Tensor) -> bool:
+    # torch.compile traces the GEMM: it cannot read the ContextVar, and it chooses the
+    # kernels of the graph it builds itself.
     return (
-        _kernel.get() == "conv"
+        not torch.compiler.is_compiling()
+        and _kernel.get() == "conv"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled(x.device.type)
     )

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import torch
+
 _graph_form: ContextVar[bool] = ContextVar("anyrestore_graph_form", default=False)
 
 
@@ -26,4 +28,10 @@ def graph_form() -> Iterator[None]:
 
 
 def in_graph_form() -> bool:
-    return _graph_form.get()
+    """Whether layers compute in the plain form; never while ``torch.compile`` traces them.
+
+    ``torch.compile`` cannot trace a ``ContextVar`` read (each one would split the model into
+    a separate graph per layer), and its compiler picks layouts itself, like the eager form
+    expects. ``torch.jit.trace`` (OpenVINO's conversion) is not ``torch.compile``.
+    """
+    return not torch.compiler.is_compiling() and _graph_form.get()
