@@ -7,6 +7,10 @@ quiet machine, e.g.
 
     python benchmarks/train_throughput.py                       # anyir_t, clusir_t on CPU (+GPU)
     python benchmarks/train_throughput.py --models anyir_t --batch 4 --steps 5 --json out.json
+    python benchmarks/train_throughput.py --no-cpu --models anyir_t --compile reduce-overhead
+
+``--compile MODE`` also times each configuration with the model under ``torch.compile`` (as
+``train.compile = MODE`` runs it); its warm-up steps include the compile, printed apart.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ def measure(
     crop: int,
     steps: int,
     warmup: int,
+    compile_mode: str = "",
 ) -> dict:
     torch.manual_seed(0)
     model = create_model(name).to(device).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    net = torch.compile(model, mode=compile_mode) if compile_mode else model
     recipe = RECIPES["clusir" if model.arch == "clusir" else "anyir"]
     loss_fn = RestorationLoss(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.aux)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
@@ -49,9 +55,9 @@ def measure(
     def step() -> float:
         if dtype is not None:
             with torch.autocast(device.type, dtype=dtype):
-                out, aux = model(lq, return_aux=True)
+                out, aux = net(lq, return_aux=True)
         else:
-            out, aux = model(lq, return_aux=True)
+            out, aux = net(lq, return_aux=True)
         loss, _ = loss_fn(out, gt, aux.get("losses"))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -59,10 +65,12 @@ def measure(
         scaler.update()
         return float(loss.detach())
 
+    tic = time.perf_counter()
     for _ in range(warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    warmup_s = time.perf_counter() - tic
     tic = time.perf_counter()
     losses = [step() for _ in range(steps)]
     if device.type == "cuda":
@@ -73,6 +81,8 @@ def measure(
         "device": device.type,
         "precision": precision,
         "channels_last": channels_last,
+        "compile": compile_mode,
+        "warmup_s": round(warmup_s, 1),
         "batch": batch,
         "crop": crop,
         "samples_per_s": round(batch * steps / seconds, 3),
@@ -108,6 +118,12 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--no-gpu", action="store_true")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument(
+        "--compile",
+        default="",
+        metavar="MODE",
+        help="also time each configuration under torch.compile in this mode",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,24 +153,28 @@ def main() -> None:
     print(
         f"{'model':10} {'dev':5} {'prec':5} {'chlast':6} {'batch':>5} {'samples/s':>10} {'ms/step':>9} {'loss':>9}"
     )
+    modes = ["", args.compile] if args.compile else [""]
     for name in args.models:
         for device, precision, cl, batch in runs:
-            row = measure(
-                name,
-                device,
-                precision,
-                cl,
-                batch=batch,
-                crop=args.crop,
-                steps=args.steps,
-                warmup=args.warmup,
-            )
-            rows.append(row)
-            print(
-                f"{name:10} {device.type:5} {precision:5} {str(cl):6} {batch:5d} "
-                f"{row['samples_per_s']:10.2f} {row['step_ms']:9.1f} {row['final_loss']:9.4f}",
-                flush=True,
-            )
+            for mode in modes:
+                row = measure(
+                    name,
+                    device,
+                    precision,
+                    cl,
+                    batch=batch,
+                    crop=args.crop,
+                    steps=args.steps,
+                    warmup=max(args.warmup, 1 if mode else 0),
+                    compile_mode=mode,
+                )
+                rows.append(row)
+                print(
+                    f"{name:10} {device.type:5} {precision:5} {str(cl):6} {batch:5d} "
+                    f"{row['samples_per_s']:10.2f} {row['step_ms']:9.1f} {row['final_loss']:9.4f}"
+                    + (f"  compiled ({mode}), warm-up {row['warmup_s']} s" if mode else ""),
+                    flush=True,
+                )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

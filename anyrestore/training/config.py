@@ -24,6 +24,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from anyrestore.errors import ConfigError
 
 LAYOUTS = ("paired", "synthetic", "three", "five", "cdd11")
+#: ``train.compile``: "" (eager) or a ``torch.compile`` mode.
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -126,6 +128,11 @@ class TrainConfig:
     ema_decay: float = 0.0
     #: torch intra-op threads per process; 0 keeps torch's default.
     threads: int = 0
+    #: ``torch.compile`` the model's training pass in this mode ("default", "reduce-overhead",
+    #: "max-autotune", "max-autotune-no-cudagraphs"); "" trains eager. The first step then
+    #: takes minutes. It is for GPUs, where both models are bound by launching kernels; on
+    #: the CPUs measured it gained 5% at most (docs/performance.md).
+    compile: str = ""
     #: DDP's find_unused_parameters; "auto" turns it on for models with top-k routing (ClusIR).
     find_unused_parameters: bool | str = "auto"
     #: Start from the weights of this .safetensors checkpoint (e.g. a shipped release model)
@@ -487,6 +494,11 @@ def validate(config: Config) -> None:
         ),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
         (t.threads >= 0, "train.threads must be >= 0"),
+        (
+            t.compile in COMPILE_MODES,
+            "train.compile must be empty (eager) or one of "
+            + ", ".join(m for m in COMPILE_MODES if m),
+        ),
         (
             t.find_unused_parameters in (True, False, "auto"),
             'train.find_unused_parameters must be true, false or "auto"',

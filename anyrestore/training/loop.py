@@ -186,6 +186,10 @@ def _run(
         torch.manual_seed(item_seed(config.seed, dist.rank))
 
     net = distributed.wrap(distiller or model, dist, device, _find_unused(config, model))
+    if config.train.compile:
+        # The step's forward (and so its backward) only: validation, the EMA and the
+        # checkpoints keep using ``model`` itself, under its own parameter names.
+        net = torch.compile(net, mode=config.train.compile)
     reporter = Reporter(
         out,
         total=total_steps,
@@ -209,7 +213,9 @@ def _run(
         reporter.message(
             f"training {config.model} on {device} ({precision}"
             f"{', channels_last' if channels_last else ''}: {why}; {dist.world_size} process"
-            f"{'es' if dist.enabled else ''}): {len(train_set)} items, "
+            f"{'es' if dist.enabled else ''}"
+            f"{f'; compiled, {config.train.compile}' if config.train.compile else ''}): "
+            f"{len(train_set)} items, "
             f"{steps_per_epoch} steps/epoch, {total_steps} steps"
             + (f", resuming at step {run.step}" if state is not None else "")
         )

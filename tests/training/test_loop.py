@@ -228,3 +228,31 @@ def test_a_stop_signal_to_the_whole_process_group_still_checkpoints(
     assert "stopped at step" in stderr
     assert "internal error" not in stderr
     assert load_state(out / "last.pt")["progress"]["step"] >= 1
+
+
+def test_a_compiled_run_trains_as_the_eager_run_and_saves_plain_names(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train.compile runs the step under torch.compile; the weights it learns are the same.
+
+    The compile is asked with the configured mode; the test swaps inductor for the
+    aot_eager backend (the same graph capture and autograd, no C++ to build), so it is fast.
+    """
+    import anyrestore.training.loop as loop
+
+    modes: list[str | None] = []
+    real = torch.compile
+
+    def fast_compile(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
+        modes.append(mode)
+        return real(model, backend="aot_eager")
+
+    monkeypatch.setattr(loop.torch, "compile", fast_compile)
+    base = ("train.steps=3", "log.val_every=0", "train.ema_decay=0")
+    eager = train(_tiny(photos, tmp_path / "eager", *base))
+    compiled = train(_tiny(photos, tmp_path / "compiled", *base, "train.compile=default"))
+    assert modes == ["default"]
+    a, b = load_state(eager.checkpoint)["model"], load_state(compiled.checkpoint)["model"]
+    assert a.keys() == b.keys()  # no "_orig_mod." prefix in the checkpoint
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
