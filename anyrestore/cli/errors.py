@@ -211,6 +211,25 @@ def _unexpected(exc: Exception) -> NoReturn:
     )
 
 
+def _untyped_flags() -> None:
+    """Show on/off flags in --help without a value type.
+
+    Typer 0.29 writes ``<bool>`` after every flag (``--json <bool>``), which reads as if a
+    value were expected (``--json true`` is an error). Display only: parsing is untouched.
+    Typer versions without this method render flags without a type already.
+    """
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "untyped_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: click.Context) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.untyped_flags = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
 class CliGroup(TyperGroup):
     """Typer's group with anyrestore's error handling around every command."""
 
@@ -231,6 +250,7 @@ class CliGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         prog_name = prog_name or "anyrestore"
+        _untyped_flags()
         _import_torch_first(sys.argv[1:] if args is None else list(args))
         try:
             with signals_interrupt():

@@ -37,6 +37,20 @@ def test_help_shows_every_option_help_whole(path, command):
             assert phrase in shown, f"{' '.join(path)} {name}: {phrase!r} not shown"
 
 
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS[:1] + [c for c in COMMANDS if c[0] == ("fix",)]
+)
+def test_flags_show_no_value_type(path, command):
+    # "--json <bool>" would read as if a value were wanted; "--json true" is an error.
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1]: line for line in result.output.splitlines() if "│ --" in line}
+    assert "<bool>" not in result.output
+    assert "<str>" in lines.get("--model", "<str>")  # options that take a value keep their type
+    for flag in ("--version",) if not path else ("--overwrite", "--json", "--quiet"):
+        assert flag in lines, flag
+
+
 def test_version_names_the_package_torch_and_python_for_a_bug_report():
     import platform
     import subprocess
