@@ -30,8 +30,8 @@ def graph_form() -> Iterator[None]:
 def in_graph_form() -> bool:
     """Whether layers compute in the plain form; never while ``torch.compile`` traces them.
 
-    ``torch.compile`` cannot trace a ``ContextVar`` read (each one would split the model into
-    a separate graph per layer), and its compiler picks layouts itself, like the eager form
-    expects. ``torch.jit.trace`` (OpenVINO's conversion) is not ``torch.compile``.
+    ``torch.compile`` cannot trace a ``ContextVar`` read (each read split the model into a
+    graph per layer), and the eager form is the one it should see: its compiler picks kernels
+    and layouts itself. ``torch.jit.trace`` (OpenVINO's conversion) is not ``torch.compile``.
     """
     return not torch.compiler.is_compiling() and _graph_form.get()
