@@ -9,7 +9,7 @@
 # Here, once per session (copies the archive to .corpus/, the wheel to .whl/, both ignored):
 #   bash scripts/device_train.sh prepare /path/to/corpus.tar
 # Before each call, keep the travelling tree small: `slim RECIPE...` takes the embedded
-# checkpoints none of the recipes starts from (train.init_from) out of the index and ignores
+# checkpoints none of the recipes starts from (train.init_from) or distils from (distill.teacher) out of the index and ignores
 # them; `unslim` puts them back afterwards (commit nothing in between).
 #   bash scripts/device_train.sh slim configs/release_anyir_t_v8.toml configs/release_clusir_t_v7.toml
 # Then on the device machine (device tool `run`, carry [".corpus", ".whl"], timeout_s 600):
@@ -54,10 +54,13 @@ slim() {
     (($#)) || { echo "device_train: slim needs the recipes the call will run" >&2; exit 2; }
     local keep path
     keep=$("${PYTHON:-python3}" - "$@" <<'PY'
-import sys
+import os, sys
 from anyrestore.training.config import load_config
 for recipe in sys.argv[1:]:
-    print(load_config(recipe).train.init_from)
+    config = load_config(recipe)
+    for path in (config.train.init_from, config.distill.teacher):
+        if path:  # as git names it: relative to this root, however the recipe wrote it
+            print(os.path.relpath(os.path.abspath(path)))
 PY
 )
     while IFS= read -r path; do

@@ -134,14 +134,19 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
     tmp_path,
 ) -> None:
     """A device call carries at most 64 MiB: `slim` drops the embedded checkpoints that no
-    recipe of the call starts from, `unslim` gives the working tree back as it was."""
+    recipe of the call starts from or distils from, `unslim` gives the working tree back."""
     repo = tmp_path / "repo"
     embedded = repo / "anyrestore" / "weights" / "embedded"
     embedded.mkdir(parents=True)
-    for name in ("old", "start", "other"):
+    for name in ("old", "start", "teacher", "other"):
         (embedded / f"{name}.safetensors").write_bytes(name.encode() * 1000)
     (repo / "recipe.toml").write_text(
         'model = "anyir_t"\n[train]\ninit_from = "anyrestore/weights/embedded/start.safetensors"\n'
+    )
+    # Written another way, and a teacher: both must travel too.
+    (repo / "distil.toml").write_text(
+        'model = "anyir_t"\n[distill]\n'
+        'teacher = "./anyrestore/weights/../weights/embedded/teacher.safetensors"\n'
     )
 
     def git(*args: str) -> str:
@@ -159,10 +164,11 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
             ["bash", str(SCRIPT), *args], cwd=repo, env=env, capture_output=True, text=True
         )
 
-    done = script("slim", "recipe.toml")
+    done = script("slim", "recipe.toml", "distil.toml")
     assert done.returncode == 0, done.stderr
     assert git("ls-files", "anyrestore").split() == [
-        "anyrestore/weights/embedded/start.safetensors"
+        "anyrestore/weights/embedded/start.safetensors",
+        "anyrestore/weights/embedded/teacher.safetensors",
     ]
     # Still on disk, and ignored rather than untracked, so they do not travel either.
     assert (embedded / "old.safetensors").is_file()
@@ -170,6 +176,6 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
 
     done = script("unslim")
     assert done.returncode == 0, done.stderr
-    assert len(git("ls-files", "anyrestore").split()) == 3
+    assert len(git("ls-files", "anyrestore").split()) == 4
     assert git("status", "--short", "--untracked-files=all") == ""
     assert script("slim").returncode == 2  # the recipes are required
