@@ -9,8 +9,8 @@
 # Here, once per session (copies the archive to .corpus/, the wheel to .whl/, both ignored):
 #   bash scripts/device_train.sh prepare /path/to/corpus.tar
 # Before each call, keep the travelling tree small: `slim RECIPE...` takes the embedded
-# checkpoints none of the recipes starts from (train.init_from) or distils from (distill.teacher) out of the index and ignores
-# them; `unslim` puts them back afterwards (commit nothing in between).
+# checkpoints no recipe starts from (train.init_from) or distils from (distill.teacher) out
+# of the index and ignores them; `unslim` puts them back afterwards (commit nothing between).
 #   bash scripts/device_train.sh slim configs/release_anyir_t_v8.toml configs/release_clusir_t_v7.toml
 # Then on the device machine (device tool `run`, carry [".corpus", ".whl"], timeout_s 600):
 #   bash scripts/device_train.sh run configs/release_anyir_t_v2.toml 7 --set train.batch_size=32
