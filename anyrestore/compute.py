@@ -100,6 +100,8 @@ def _mps_available() -> bool:
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; a named device must exist (else DeviceError).
 
+    A name that is no device at all (``tpu``) is a usage error, like any other bad option value.
+
     Under ``torchrun`` (``LOCAL_RANK`` set), ``auto`` and a bare ``cuda`` mean this rank's GPU.
     """
     if isinstance(name, torch.device):
@@ -115,7 +117,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             return torch.device("cpu")
     match = _DEVICE_RE.match(name)
     if match is None:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     kind, index = match.group(1), match.group(2)
     if kind == "cpu":
         return torch.device("cpu")

@@ -43,7 +43,8 @@ def list_images(
     """Regular image files under ``root``, sorted by their path relative to it.
 
     Hidden files and folders are skipped, and so is anything under ``exclude``. With
-    ``pattern`` (a relative glob) every matching file counts, whatever its extension.
+    ``pattern`` (a relative glob) every matching file counts, whatever its extension. A
+    link to nothing is listed: reading it fails and is reported, not silently passed over.
     """
     if pattern is not None:
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
@@ -54,7 +55,8 @@ def list_images(
     found = []
     for path in candidates:
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+        dangling = path.is_symlink() and not path.exists()
+        if any(part.startswith(".") for part in rel.parts) or not (path.is_file() or dangling):
             continue
         if exclude is not None and path.resolve().is_relative_to(exclude):
             continue
@@ -85,7 +87,10 @@ class AtomicFile:
                 prefix=f".{self.path.name[:200]}.", suffix=".tmp", dir=self.path.parent
             )
         except OSError as exc:
-            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            # mkdir says "File exists" when a file stands where a folder must be: name it
+            blocker = next((p for p in self.path.parents if p.is_file()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+            raise UsageError(f"cannot write {self.path}: {why}") from None
         os.close(fd)
         self.tmp = Path(tmp)
 

@@ -6,6 +6,7 @@ sorted list, and on CUDA its LOCAL_RANK GPU, so a folder spreads over GPUs or ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -169,6 +170,7 @@ def batch_command(
         if not quiet:
             say(f"no images to restore in {input_dir}{where}")
         return
+    made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # innermost first
     try:  # an unwritable OUTDIR fails before any work
         AtomicFile(out_root / "probe").discard()
     except UsageError as exc:
@@ -176,10 +178,16 @@ def batch_command(
             f"cannot write to OUTDIR {output_dir}: {str(exc).rsplit(': ', 1)[-1]}"
         ) from None
 
-    net, model_name, weights_name = load_model(model, weights)
-    restorer = make_restorer(
-        net, device, precision, tile, tile_overlap, threads=threads, runtime=runtime
-    )
+    try:
+        net, model_name, weights_name = load_model(model, weights)
+        restorer = make_restorer(
+            net, device, precision, tile, tile_overlap, threads=threads, runtime=runtime
+        )
+    except BaseException:  # a bad option or weights: leave no empty OUTDIR behind
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+        raise
     if not quiet:
         say(
             f"{len(jobs)} images{where}; model {model_name} ({weights_name})"

@@ -100,7 +100,8 @@ def _output_path(output: str, src: Path | None, fmt: str | None) -> Path:
         is_dir = out_path.is_dir()
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
-    if is_dir:
+    # A trailing slash names a folder, made if it does not exist yet (as for -o new/x.png)
+    if is_dir or output.endswith(("/", os.sep)):
         name = (
             src.name
             if src is not None
@@ -108,6 +109,27 @@ def _output_path(output: str, src: Path | None, fmt: str | None) -> Path:
         )
         out_path = out_path / name
     return out_path
+
+
+def _output_format(out_path: Path, fmt: str | None) -> str:
+    """--format, else the output's extension; an extension naming another format is refused.
+
+    Writing JPEG data into ``y.png`` would mislead every program that opens it later.
+    """
+    from anyrestore.engine.imageio import format_for_path, parse_format
+
+    if fmt is None:
+        return format_for_path(out_path)
+    chosen = parse_format(fmt)
+    try:
+        named = parse_format(out_path.suffix) if out_path.suffix else chosen
+    except UsageError:  # an extension that names no format (out.data): --format decides
+        return chosen
+    if named != chosen:
+        raise UsageError(
+            f"{out_path} names {named} but --format says {chosen}; make them agree or drop one"
+        )
+    return chosen
 
 
 def fix_command(
@@ -148,7 +170,7 @@ def fix_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore one photo. `cat a.jpg | anyrestore fix - -o - > b.png` works too."""
-    from anyrestore.engine.imageio import encode_image, format_for_path, parse_format, read_image
+    from anyrestore.engine.imageio import encode_image, parse_format, read_image
     from anyrestore.files import AtomicFile
 
     setup_logging(quiet)
@@ -166,7 +188,7 @@ def fix_command(
         out_format = _stdout_target(fmt, json_output)
     elif output is not None:
         out_path = _output_path(output, src, fmt)
-        out_format = parse_format(fmt) if fmt else format_for_path(out_path)
+        out_format = _output_format(out_path, fmt)
 
     start = time.perf_counter()
     data = stdin_bytes() if from_stdin else None
@@ -181,7 +203,7 @@ def fix_command(
     if out_path is None and not to_stdout:
         assert src is not None
         out_path = _default_output(src, fmt, image.format)
-        out_format = parse_format(fmt) if fmt else format_for_path(out_path)
+        out_format = _output_format(out_path, fmt)
     if out_path is not None and src is not None and _same_file(out_path, src) and not overwrite:
         raise UsageError(f"refusing to overwrite the input {source}; pass --overwrite or choose -o")
     read_seconds = time.perf_counter() - start

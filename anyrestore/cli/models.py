@@ -16,7 +16,9 @@ def models_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a JSON list instead of a table.")
     ] = False,
-    size: Annotated[int, typer.Option(help="Square input side for the MAC count.")] = 224,
+    size: Annotated[
+        int, typer.Option(min=1, max=4096, help="Square input side for the MAC count.")
+    ] = 224,
     only: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Only these variants (repeatable).")
     ] = None,

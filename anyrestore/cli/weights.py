@@ -181,6 +181,10 @@ def add_command(
 
     if prefer and not write:
         raise UsageError("--prefer places the entry in the manifest: add --write")
+    if not embed and not (repo_id and revision):
+        raise UsageError(
+            "say where the file lives: --repo-id and --revision (its Hub upload) or --embed"
+        )
     tasks = [t.strip() for t in trained_for.split(",") if t.strip()] if trained_for else None
     kwargs = dict(
         name=name,

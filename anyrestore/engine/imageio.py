@@ -179,6 +179,9 @@ def read_image(
     except IsADirectoryError:
         raise InputError(f"{label}: is a directory, not an image") from None
     except UnidentifiedImageError:
+        kind = _signature(source, is_bytes)
+        if kind:  # the right magic bytes, a header Pillow cannot parse
+            raise InputError(f"{label}: corrupt {kind} (its header is damaged)") from None
         raise InputError(
             f"{label}: not an image file (supported: PNG, JPEG, WebP, TIFF, BMP)"
         ) from None
@@ -196,6 +199,14 @@ def read_image(
             raise InputError(
                 f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, TIFF, BMP)"
             )
+        frames = 1 if im.format == "MPO" else getattr(im, "n_frames", 1)  # MPO: + a preview
+        if frames > 1 and getattr(im, "is_animated", False) and fmt != "TIFF":
+            raise InputError(
+                f"{label}: an animation of {frames} frames; anyrestore restores still images "
+                "(extract the frame to restore first)"
+            )
+        if frames > 1:
+            log.warning("%s holds %d pages; only the first is restored", label, frames)
         w, h = im.size
         if w * h > limit:
             raise InputError(
@@ -216,6 +227,31 @@ def read_image(
             raise InputError(
                 f"{label}: corrupt or truncated image ({_first_line(exc)}){hint}"
             ) from None
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"GIF8", "GIF"),
+)
+
+
+def _signature(source: Any, is_bytes: bool) -> str | None:
+    """The format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
+    try:
+        if is_bytes:
+            head = bytes(source[:12])
+        else:
+            with open(source, "rb") as f:
+                head = f.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ as safetensors.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,14 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = resolve_resume(path)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond tensors and containers: never unpickled
+        raise ConfigError(
+            f"{p} is not an anyrestore training checkpoint: it holds Python objects that are "
+            "not loaded, for safety"
+        ) from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ConfigError(f"{p} is not a readable training checkpoint ({exc})") from None
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{p} is not a readable training checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"{p} is not an anyrestore training checkpoint")
     if state.get("version") != VERSION:

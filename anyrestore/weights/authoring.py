@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from anyrestore.errors import WeightsError
+from anyrestore.errors import UsageError, WeightsError
 from anyrestore.files import atomic_path, atomic_write
 from anyrestore.weights.checkpoint import checkpoint_config, read_metadata
 from anyrestore.weights.manifest import (
@@ -98,9 +98,20 @@ def manifest_entry_for(
     path = Path(path)
     meta = read_metadata(path)
     checkpoint_config(path, meta)  # an entry must describe a checkpoint that loads
-    model = model or meta.get("model") or meta.get("name")
+    named = meta.get("model") or meta.get("name")
+    if model and named and model != named:
+        raise UsageError(f"{path} is a checkpoint of {named} (its metadata), not of {model}")
+    model = model or named
     if not model:
         raise WeightsError(f"{path}: its metadata names no model variant; name it explicitly")
+    from anyrestore.models import get_spec
+
+    try:
+        arch = get_spec(model).arch
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if arch != meta["arch"]:
+        raise UsageError(f"{path} holds a network of {meta['arch']}; {model} is of {arch}")
     if trained_for is None:
         trained_for = _decode(meta.get("trained_for", "[]"))
         if isinstance(trained_for, str):

@@ -71,7 +71,12 @@ def _check_local(path: Path) -> Path:
     except OSError as exc:  # a name too long for the system
         raise WeightsError(f"weights file {path}: {exc.strerror or exc}") from None
     if not is_file:
-        raise WeightsError(f"weights file not found: {path}")
+        there = path.is_dir()
+        raise WeightsError(
+            f"{path} is a folder, not a weights file"
+            if there
+            else f"weights file not found: {path}"
+        )
     _check_listed(path)
     return path
 

@@ -172,3 +172,24 @@ def test_ranks_split_the_sorted_file_list(tmp_path: Path, tiny_checkpoint: Path)
     taken = [[Path(r["input"]).name for r in records(stdout.decode())] for stdout, _ in done]
     assert taken == [names[0::2], names[1::2]]
     assert sorted(p.name for p in out.iterdir()) == names
+
+
+def test_a_link_to_nothing_is_reported_not_skipped(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "a.png")
+    (src / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
+    assert status == {"a.png": "ok", "gone.png": "failed"}
+
+
+@pytest.mark.parametrize("bad", [["--tile", "-3"], ["--weights", "no-such-weights"]])
+def test_bad_options_leave_no_empty_outdir(
+    tmp_path: Path, tiny_checkpoint: Path, bad: list[str]
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out" / "deeper"
+    photo(src / "a.png")
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, *bad)
+    assert result.exit_code in (2, 4), result.output
+    assert not (tmp_path / "out").exists()

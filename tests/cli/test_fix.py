@@ -183,7 +183,7 @@ def test_unsupported_input_format_is_exit_3(tmp_path: Path, tiny_checkpoint: Pat
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (["--device", "tpu"], 5, "unknown device"),
+        (["--device", "tpu"], 2, "unknown device"),
         (["--device", "cuda"], 5, "CUDA is not available"),
         (["--precision", "fp16", "--device", "cpu"], 2, "fp16 is not supported on the CPU"),
         (["-o", "out.gif"], 2, "unsupported output format"),
@@ -240,3 +240,54 @@ def test_stdin_to_stdout_in_a_subprocess(tmp_path: Path, tiny_checkpoint: Path) 
     assert out.format == "PNG" and out.size == (W, H)  # PNG is stdout's default
     assert b"cpu fp32 channels-last" in proc.stderr or b"cpu bf16 channels-last" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_a_png_with_a_damaged_header_is_called_corrupt(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    data = bytearray(photo(tmp_path / "good.png").read_bytes())
+    data[29] ^= 0xFF  # the IHDR chunk's checksum
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    result = fix(bad, "--weights", tiny_checkpoint)
+    assert result.exit_code == 3
+    assert "corrupt PNG" in one_line_error(result)
+
+
+def test_an_animation_is_refused_and_extra_pages_are_warned_about(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    frames = [Image.new("RGB", (W, H), (80 * i, 0, 0)) for i in range(3)]
+    anim = tmp_path / "anim.png"
+    frames[0].save(anim, save_all=True, append_images=frames[1:])
+    result = fix(anim, "-o", tmp_path / "a.png", "--weights", tiny_checkpoint)
+    assert result.exit_code == 3 and "animation of 3 frames" in one_line_error(result)
+    assert not (tmp_path / "a.png").exists()
+
+    pages = tmp_path / "scan.tif"
+    frames[0].save(pages, save_all=True, append_images=frames[1:])
+    result = fix(pages, "-o", tmp_path / "p.tif", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "holds 3 pages; only the first is restored" in result.stderr
+    assert (tmp_path / "p.tif").is_file()
+
+
+def test_output_extension_and_format_must_agree(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = photo(tmp_path / "a.png")
+    refused = fix(src, "-o", tmp_path / "y.png", "-f", "jpg", "--weights", tiny_checkpoint)
+    assert refused.exit_code == 2 and "--format says JPEG" in one_line_error(refused)
+    assert not (tmp_path / "y.png").exists()
+    agreed = fix(src, "-o", tmp_path / "y.jpeg", "-f", "jpg", "--weights", tiny_checkpoint)
+    assert agreed.exit_code == 0, agreed.output
+    assert Image.open(tmp_path / "y.jpeg").format == "JPEG"
+
+
+def test_output_folders_are_named_clearly(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = photo(tmp_path / "a.png")
+    made = fix(src, "-o", f"{tmp_path / 'new'}/", "--weights", tiny_checkpoint)
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "new" / "a.png").is_file()  # a trailing slash: a folder, made
+    (tmp_path / "afile").write_text("x")
+    blocked = fix(src, "-o", tmp_path / "afile" / "x.png", "--weights", tiny_checkpoint)
+    assert blocked.exit_code == 2
+    assert "afile is a file, not a folder" in one_line_error(blocked)

@@ -57,3 +57,9 @@ def test_models_table_keeps_every_figure_whole_in_a_narrow_terminal(
             paper = row.get("paper")
             if paper:
                 assert f"{paper['params'] / 1e6:.2f}M / {paper['flops_224'] / 1e9:.2f}G" in line
+
+
+def test_a_size_too_small_for_a_pass_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["models", "--size", "0", "--model", "anyir_t"])
+    assert result.exit_code == 2
+    assert "--size" in result.stderr and "internal error" not in result.output

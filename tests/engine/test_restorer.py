@@ -78,8 +78,8 @@ def test_auto_device_falls_back_to_cpu_and_reports_it() -> None:
 
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x", "gpu0", ""])
-def test_unknown_device_names_are_device_errors(name: str) -> None:
-    with pytest.raises(DeviceError, match="unknown device"):
+def test_unknown_device_names_are_usage_errors(name: str) -> None:
+    with pytest.raises(UsageError, match="unknown device"):
         resolve_device(name)
 
 

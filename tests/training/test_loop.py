@@ -262,3 +262,25 @@ def test_a_compiled_run_trains_as_the_eager_run_and_saves_plain_names(
     assert a.keys() == b.keys()  # no "_orig_mod." prefix in the checkpoint
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+class _Payload:
+    """Unpickling this would run code: a resume checkpoint must never do that."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > " + os.devnull,))
+
+
+def test_resume_never_unpickles_objects_and_says_so_in_one_line(tmp_path: Path) -> None:
+    hostile = tmp_path / "last.pt"
+    torch.save({"format": "x", "payload": _Payload()}, hostile)
+    with pytest.raises(ConfigError) as caught:
+        load_state(hostile)
+    message = str(caught.value)
+    assert "holds Python objects that are not loaded" in message
+    assert "\n" not in message and "weights_only" not in message  # no advice to unpickle
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(hostile.read_bytes()[:40])
+    with pytest.raises(ConfigError, match="not a readable training checkpoint") as caught:
+        load_state(truncated)
+    assert "\n" not in str(caught.value)

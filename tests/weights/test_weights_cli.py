@@ -266,3 +266,18 @@ def test_kinds_summary_groups_noise_levels_and_counts_composites() -> None:
     assert kinds_summary(kinds) == "noise 15/50, blur, haze, low light, rain, 2 composites"
     assert kinds_summary(["noise", "rain"]) == "noise, rain"
     assert kinds_summary(["L+H"]) == "1 composite"
+
+
+def test_add_refuses_an_entry_that_could_not_be_used(manifest, tiny_file):
+    """No place to fetch it from, or a model it is not: exit 2 before the manifest changes."""
+    manifest()
+    hub = ["--repo-id", REPO, "--revision", COMMIT]
+    nowhere = _run("add", str(tiny_file), "--name", "x", "--license", "MIT", "--write")
+    assert nowhere.exit_code == 2 and "--repo-id and --revision" in nowhere.stderr
+    for model in ("clusir_t", "no_such_model"):
+        result = _run(
+            "add", str(tiny_file), "--name", "x", "--license", "MIT", "--model", model, *hub
+        )
+        assert result.exit_code == 2, result.output
+        assert f"checkpoint of anyir_t (its metadata), not of {model}" in result.stderr
+    assert list_entries() == []

@@ -71,6 +71,8 @@ def test_pickle_checkpoints_are_refused(tmp_path, suffix, exists):
 def test_missing_and_unreadable_local_files(tmp_path):
     with pytest.raises(WeightsError, match="weights file not found"):
         load_weights(tmp_path / "absent.safetensors")
+    with pytest.raises(WeightsError, match="is a folder, not a weights file"):
+        load_weights(tmp_path)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file at all")
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
