@@ -38,6 +38,8 @@ from anyrestore.metrics import psnr
 from anyrestore.models import create_model, list_models
 from anyrestore.models.layers.bands import whole_maps
 from anyrestore.models.layers.pointwise import pointwise_kernel
+from anyrestore.training.config import OptimConfig
+from anyrestore.training.optim import build_optimizer
 from anyrestore.weights.checkpoint import load_checkpoint
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "anyrestore" / "weights" / "embedded"
@@ -106,7 +108,7 @@ def forward(args: argparse.Namespace) -> dict:
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = create_model(args.model).train().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-5))  # fused Adam, as `train` has it
     shape = (args.batch, 3, args.crop, args.crop)
     gt = torch.rand(shape).contiguous(memory_format=torch.channels_last)
     lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).contiguous(memory_format=torch.channels_last)

@@ -27,6 +27,8 @@ from anyrestore.compute import (
 )
 from anyrestore.models import create_model, list_models
 from anyrestore.models.layers.pointwise import pointwise_kernel
+from anyrestore.training.config import OptimConfig
+from anyrestore.training.optim import build_optimizer
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, path) -> None:
@@ -74,7 +76,7 @@ def main() -> None:
         runs.append(("forward", lambda: _forward(model, x, path)))
     if args.what in ("train", "both"):
         target = torch.rand_like(x)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+        opt = build_optimizer(model, OptimConfig(lr=1e-6))  # fused Adam, as `train` builds it
         # Chosen once, as the training loop does, not inside the profiled step.
         kernel, _ = training_pointwise(path.device, path.precision)
 

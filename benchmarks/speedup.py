@@ -14,7 +14,8 @@ and each ``--runtime`` (default ``auto``, as the CLI; ``torch,auto`` times eager
 too). A first untimed call converts (OpenVINO) or warms up; the best of two after it counts.
 The new tree's output is compared with the old one's (PSNR; "same computation" means at
 least 60 dB for fp32). Training: samples/s of forward + L1 loss + backward + Adam at
-``--crop`` px, batch ``--batch``. The CPU and its bf16 support are printed with the table.
+``--crop`` px, batch ``--batch``, the optimizer built as each tree's ``anyrestore train``
+builds it (the new one takes PyTorch's fused Adam). The CPU and its bf16 support are printed with the table.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ model = create_model(name, **kw).train()
 cl = precision != "old"
 if cl:
     model = model.to(memory_format=torch.channels_last)
-opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+from anyrestore.training.config import OptimConfig
+from anyrestore.training.optim import build_optimizer
+opt = build_optimizer(model, OptimConfig(lr=1e-5))  # Adam as each tree's `train` builds it
 gt = torch.rand(batch, 3, crop, crop)
 lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1)
 if cl:

@@ -23,8 +23,9 @@ import time
 import torch
 
 from anyrestore.models import create_model, list_models
-from anyrestore.training.config import RECIPES
+from anyrestore.training.config import RECIPES, OptimConfig
 from anyrestore.training.losses import RestorationLoss
+from anyrestore.training.optim import build_optimizer
 
 
 def measure(
@@ -46,7 +47,7 @@ def measure(
     net = torch.compile(model, mode=compile_mode) if compile_mode else model
     recipe = RECIPES["clusir" if model.arch == "clusir" else "anyir"]
     loss_fn = RestorationLoss(recipe.l1, recipe.fourier, recipe.ms_ssim, recipe.aux)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    optimizer = build_optimizer(model, OptimConfig(lr=2e-4))  # fused Adam, as `train` has it
     gt = torch.rand(batch, 3, crop, crop, device=device).contiguous(memory_format=fmt)
     lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).contiguous(memory_format=fmt)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
