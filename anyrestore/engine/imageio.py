@@ -214,10 +214,25 @@ def read_image(
                 f"(raise the limit with max_pixels or {MAX_PIXELS_ENV})"
             )
         try:
-            if fmt == "PNG" and not allow_truncated:
-                _check_png_complete(source if is_bytes else None, source, im)  # type: ignore[arg-type]
-            with _own_pixel_limit(allow_truncated):
-                return _decode(im, fmt, opener)
+            short = False
+            if fmt == "PNG":
+                try:
+                    _check_png_complete(source if is_bytes else None, source, im)  # type: ignore[arg-type]
+                except InputError:
+                    if not allow_truncated:
+                        raise
+                    short = True
+            if not short:
+                try:
+                    with _own_pixel_limit(False):
+                        return _decode(im, fmt, opener)
+                except Exception as exc:
+                    if not (allow_truncated and _truncated(exc)):
+                        raise
+            # Asked to go on: say so, then decode again with the missing rows filled in.
+            log.warning("%s is truncated; restoring what is there", label)
+            with _own_pixel_limit(True), opener() as again:
+                return _decode(again, fmt, opener)
         except InputError as exc:
             raise InputError(f"{label}: {exc}") from None
         except MemoryError:

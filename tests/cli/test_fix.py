@@ -291,3 +291,18 @@ def test_output_folders_are_named_clearly(tmp_path: Path, tiny_checkpoint: Path)
     blocked = fix(src, "-o", tmp_path / "afile" / "x.png", "--weights", tiny_checkpoint)
     assert blocked.exit_code == 2
     assert "afile is a file, not a folder" in one_line_error(blocked)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_allow_truncated_says_when_it_was_needed(
+    tmp_path: Path, tiny_checkpoint: Path, suffix: str
+) -> None:
+    whole = photo(tmp_path / f"whole{suffix}")
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    allowed = ["--weights", tiny_checkpoint, "--allow-truncated"]
+    result = fix(cut, "-o", tmp_path / "c.png", *allowed)
+    assert result.exit_code == 0, result.output
+    assert f"cut{suffix} is truncated; restoring what is there" in result.stderr
+    result = fix(whole, "-o", tmp_path / "w.png", *allowed)
+    assert result.exit_code == 0 and "is truncated" not in result.stderr
