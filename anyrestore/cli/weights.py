@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -184,6 +185,11 @@ def add_command(
     if not embed and not (repo_id and revision):
         raise UsageError(
             "say where the file lives: --repo-id and --revision (its Hub upload) or --embed"
+        )
+    if revision and not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise UsageError(
+            f"--revision {revision!r}: give the upload's full 40-hex commit hash (a branch "
+            "or tag can move under the entry's sha256)"
         )
     tasks = [t.strip() for t in trained_for.split(",") if t.strip()] if trained_for else None
     kwargs = dict(

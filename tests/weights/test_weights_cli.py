@@ -274,6 +274,9 @@ def test_add_refuses_an_entry_that_could_not_be_used(manifest, tiny_file):
     hub = ["--repo-id", REPO, "--revision", COMMIT]
     nowhere = _run("add", str(tiny_file), "--name", "x", "--license", "MIT", "--write")
     assert nowhere.exit_code == 2 and "--repo-id and --revision" in nowhere.stderr
+    moving = ["--repo-id", REPO, "--revision", "main"]
+    branch = _run("add", str(tiny_file), "--name", "x", "--license", "MIT", *moving, "--write")
+    assert branch.exit_code == 2 and "40-hex commit hash" in branch.stderr
     for model in ("clusir_t", "no_such_model"):
         result = _run(
             "add", str(tiny_file), "--name", "x", "--license", "MIT", "--model", model, *hub
