@@ -94,8 +94,8 @@ AllowTruncatedOpt = Annotated[
     bool,
     typer.Option(
         "--allow-truncated",
-        help="Restore an image whose data ends early (the missing part stays black) "
-        "instead of refusing it with exit 3.",
+        help="Restore an image whose data ends early (the missing part filled in, with a "
+        "warning) instead of refusing it with exit 3.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")]
