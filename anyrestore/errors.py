@@ -41,6 +41,12 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
+def first_line(exc: BaseException) -> str:
+    """``exc``'s message cut to its first line (torch and Pillow append traces and advice)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class AnyRestoreError(Exception):
     """Base for errors a user can act on; the message is one line."""
 

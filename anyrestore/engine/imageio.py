@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
-from anyrestore.errors import InputError, UsageError
+from anyrestore.errors import InputError, UsageError, first_line
 from anyrestore.files import IMAGE_EXTENSIONS, atomic_write
 
 __all__ = [
@@ -189,10 +189,10 @@ def read_image(
         raise InputError(f"{label}: cannot open ({exc.strerror})") from None
     except OSError as exc:
         raise InputError(
-            f"{label}: cannot read image ({exc.strerror or _first_line(exc)})"
+            f"{label}: cannot read image ({exc.strerror or first_line(exc)})"
         ) from None
     except Exception as exc:  # Pillow's format probes raise many types on hostile headers
-        raise InputError(f"{label}: cannot read image ({_first_line(exc)})") from None
+        raise InputError(f"{label}: cannot read image ({first_line(exc)})") from None
     with im:
         fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
         if fmt not in FORMATS + READ_ONLY_FORMATS:
@@ -240,7 +240,7 @@ def read_image(
         except Exception as exc:  # Pillow raises many types on corrupt data
             hint = "; allow_truncated restores what is there" if _truncated(exc) else ""
             raise InputError(
-                f"{label}: corrupt or truncated image ({_first_line(exc)}){hint}"
+                f"{label}: corrupt or truncated image ({first_line(exc)}){hint}"
             ) from None
 
 
@@ -267,11 +267,6 @@ def _signature(source: Any, is_bytes: bool) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _truncated(exc: BaseException) -> bool:

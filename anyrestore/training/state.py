@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anyrestore.errors import ConfigError
+from anyrestore.errors import ConfigError, first_line
 from anyrestore.files import atomic_path
 
 FORMAT = "anyrestore-train"
@@ -89,8 +89,9 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
             "not loaded, for safety"
         ) from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{p} is not a readable training checkpoint ({why})") from None
+        raise ConfigError(
+            f"{p} is not a readable training checkpoint ({first_line(exc)})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"{p} is not an anyrestore training checkpoint")
     if state.get("version") != VERSION:

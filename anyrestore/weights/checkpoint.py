@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from anyrestore.errors import WeightsError
+from anyrestore.errors import WeightsError, first_line
 from anyrestore.files import atomic_write
 from anyrestore.models.registry import build_model, get_spec
 
@@ -88,13 +88,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise WeightsError(f"weights file not found: {path}") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise WeightsError(
-            f"{path} is not a readable safetensors file ({_first_line(exc)})"
+            f"{path} is not a readable safetensors file ({first_line(exc)})"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()  # torch appends C++ traces on later lines
-    return lines[0] if lines else type(exc).__name__
 
 
 def checkpoint_config(
@@ -133,7 +128,7 @@ def _build(path: str | os.PathLike[str], arch: str, config: dict[str, Any]) -> n
         return build_model(arch, config)
     except Exception as exc:  # a bad config can fail anywhere in a constructor
         raise WeightsError(
-            f"{path}: cannot build {arch!r} from its config ({_first_line(exc)})"
+            f"{path}: cannot build {arch!r} from its config ({first_line(exc)})"
         ) from None
 
 
@@ -158,7 +153,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, expect_arch: str | None = N
     except WeightsError:
         raise
     except Exception as exc:  # a damaged tensor table: offsets past the end, bad dtypes
-        raise WeightsError(f"{path}: cannot read its tensors ({_first_line(exc)})") from None
+        raise WeightsError(f"{path}: cannot read its tensors ({first_line(exc)})") from None
     load_state_strict(model, state, source=str(path))
     model.eval()
     return model
