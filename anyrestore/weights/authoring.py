@@ -98,13 +98,15 @@ def manifest_entry_for(
     path = Path(path)
     meta = read_metadata(path)
     checkpoint_config(path, meta)  # an entry must describe a checkpoint that loads
+    from anyrestore.models import get_spec, list_models
+
     named = meta.get("model") or meta.get("name")
-    if model and named and model != named:
+    # A custom name in the metadata (checkpoint_config allows one) is what --model replaces
+    if model and named in list_models() and model != named:
         raise UsageError(f"{path} is a checkpoint of {named} (its metadata), not of {model}")
     model = model or named
     if not model:
         raise WeightsError(f"{path}: its metadata names no model variant; name it explicitly")
-    from anyrestore.models import get_spec
 
     try:
         arch = get_spec(model).arch

@@ -13,7 +13,7 @@ from weightkit import COMMIT, REPO, hub_entry
 
 from anyrestore.cli.app import app
 from anyrestore.cli.weights import kinds_summary
-from anyrestore.errors import WeightsError
+from anyrestore.errors import UsageError, WeightsError
 from anyrestore.weights import (
     add_entry,
     authoring,
@@ -284,3 +284,19 @@ def test_add_refuses_an_entry_that_could_not_be_used(manifest, tiny_file):
         assert result.exit_code == 2, result.output
         assert f"checkpoint of anyir_t (its metadata), not of {model}" in result.stderr
     assert list_entries() == []
+
+
+def test_add_model_names_the_variant_of_a_checkpoint_with_a_custom_name(tmp_path):
+    """A custom name in the metadata is not a variant: --model says which one it is."""
+    from tinymodels import TINY_ANYIR
+
+    from anyrestore.models import create_model
+    from anyrestore.weights import save_checkpoint
+
+    path = tmp_path / "mine.safetensors"
+    save_checkpoint(create_model("anyir_t", **TINY_ANYIR), path, name="my-net")
+    hub = {"repo_id": REPO, "revision": COMMIT, "trained_for": ["noise"]}
+    text = manifest_entry_for(path, name="mine", license="MIT", model="anyir_t", **hub)
+    assert tomllib.loads(text)["weights"][0]["model"] == "anyir_t"
+    with pytest.raises(UsageError, match="clusir_t is of clusir"):
+        manifest_entry_for(path, name="mine", license="MIT", model="clusir_t", **hub)
