@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -179,6 +178,7 @@ def add_command(
 ) -> None:
     """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
     from anyrestore.weights import add_entry, default_entry, embed_file, manifest_entry_for
+    from anyrestore.weights.manifest import is_pinned_revision
 
     if prefer and not write:
         raise UsageError("--prefer places the entry in the manifest: add --write")
@@ -186,7 +186,7 @@ def add_command(
         raise UsageError(
             "say where the file lives: --repo-id and --revision (its Hub upload) or --embed"
         )
-    if revision and not re.fullmatch(r"[0-9a-f]{40}", revision):
+    if revision and not is_pinned_revision(revision):
         raise UsageError(
             f"--revision {revision!r}: give the upload's full 40-hex commit hash (a branch "
             "or tag can move under the entry's sha256)"

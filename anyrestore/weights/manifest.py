@@ -45,6 +45,12 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
+
+def is_pinned_revision(revision: str) -> bool:
+    """Whether ``revision`` is a full commit hash (a branch or tag can move under a sha256)."""
+    return bool(_COMMIT.fullmatch(revision))
+
+
 _REQUIRED = ("name", "model", "arch", "trained_for", "sha256", "size", "license")
 _HUB_KEYS = ("repo_id", "filename", "revision")
 _KNOWN = set(_REQUIRED) | set(_HUB_KEYS) | {"embedded", "default", "description", "training"}
@@ -177,7 +183,7 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
     hub = {k: text(k, required=False) for k in _HUB_KEYS}
     if any(hub.values()) and not all(hub.values()):
         raise WeightsError(f"{where}: repo_id, filename and revision go together")
-    if hub["revision"] and not _COMMIT.fullmatch(hub["revision"]):
+    if hub["revision"] and not is_pinned_revision(hub["revision"]):
         raise WeightsError(f"{where}: revision must be a pinned 40-hex commit hash")
     embedded = text("embedded", required=False)
     if not embedded and not hub["repo_id"]:
