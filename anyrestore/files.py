@@ -7,6 +7,7 @@ code all list folders and replace files the same way.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,51 +73,81 @@ def _umask() -> int:
     return mask
 
 
+def _destination(path: Path) -> Path:
+    """Where writing ``path`` lands: a link is followed to its target, as ``open`` would.
+
+    Renaming a temporary over a link would replace the link itself and leave the file it
+    points to as it was.
+    """
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def is_stream(path: Path) -> bool:
+    """A destination that cannot be replaced, only written into: a FIFO, a device, /dev/stdout."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 class AtomicFile:
     """A file replaced in one step: a hidden temporary beside the target, renamed on commit.
 
     The temporary is created on construction, so an unwritable destination fails before any
-    work is done; ``discard`` (or any exception inside ``with``) removes it.
+    work is done; ``discard`` (or any exception inside ``with``) removes it. A link is
+    followed and its target replaced. A FIFO or device (``-o /dev/stdout``) cannot be
+    replaced: it is written directly, and only then.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.tmp: Path | None = None
+        if is_stream(self.path):
+            if not os.access(self.path, os.W_OK):
+                raise UsageError(f"cannot write {self.path}: permission denied")
+            return
+        dest = _destination(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name[:200]}.", suffix=".tmp", dir=self.path.parent
+                prefix=f".{dest.name[:200]}.", suffix=".tmp", dir=dest.parent
             )
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a folder must be: name it
-            blocker = next((p for p in self.path.parents if p.is_file()), None)
+            blocker = next((p for p in dest.parents if p.is_file()), None)
             why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
             raise UsageError(f"cannot write {self.path}: {why}") from None
         os.close(fd)
         self.tmp = Path(tmp)
+        self.dest = dest
 
     def write(self, *chunks: bytes | memoryview) -> None:
         """Write ``chunks`` one after another (no joined copy) and sync them to disk."""
         self._guard(lambda: self._write(chunks))
 
     def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
-        with open(self.tmp, "wb") as f:
+        with open(self.path if self.tmp is None else self.tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            if self.tmp is not None:  # a pipe or a terminal cannot be synced
+                os.fsync(f.fileno())
 
     def commit(self) -> Path:
         """Give the temporary the target's name (file mode as a plain ``open`` would make it)."""
 
         def rename() -> None:
-            os.chmod(self.tmp, 0o666 & ~_umask())
-            os.replace(self.tmp, self.path)
+            if self.tmp is not None:
+                os.chmod(self.tmp, 0o666 & ~_umask())
+                os.replace(self.tmp, self.dest)
 
         self._guard(rename)
         return self.path
 
     def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
     def _guard(self, step: Callable[[], None]) -> None:
         try:
@@ -149,7 +180,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     On a clean exit the temporary replaces ``path``; on any exception it is removed and the
     exception goes on unchanged (writers' own errors are theirs to report).
     """
-    target = Path(path)
+    if is_stream(Path(path)):  # nothing to replace: the writer writes into it
+        yield Path(path)
+        return
+    target = _destination(Path(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -52,6 +54,20 @@ def _stdout_target(fmt: str | None, json_output: bool) -> str:
             "refusing to write image bytes to a terminal; pass -o FILE or redirect stdout"
         )
     return parse_format(fmt) if fmt else "PNG"
+
+
+def _names_stdout(output: str) -> bool:
+    """``-o /dev/stdout`` (or ``/dev/fd/1``, or the file stdout goes to) is stdout itself.
+
+    Written as a file, the image and the printed output path would share one stream.
+    """
+    if sys.stdout is None:
+        return False
+    try:
+        named, ours = os.stat(output), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def _default_output(src: Path, fmt: str | None, source_format: str | None) -> Path:
@@ -181,7 +197,10 @@ def fix_command(
         parse_format(fmt)  # fail before any work
     from_stdin = source == "-"
     src = None if from_stdin else _check_source(source)
-    to_stdout = output == "-" or (output is None and from_stdin)
+    if output is None:
+        to_stdout = from_stdin
+    else:
+        to_stdout = output == "-" or _names_stdout(output)
     out_path: Path | None = None
     out_format = "PNG"
     if to_stdout:

@@ -242,6 +242,33 @@ def test_stdin_to_stdout_in_a_subprocess(tmp_path: Path, tiny_checkpoint: Path) 
     assert b"Traceback" not in proc.stderr
 
 
+def test_dev_fd_1_is_stdout_not_a_file_to_replace(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    # /dev/fd/1 names stdout as /dev/stdout does; a regression here cannot replace /dev/stdout
+    src = photo(tmp_path / "in.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "anyrestore", "fix", str(src), "-o", "/dev/fd/1"]
+    proc = subprocess.run(
+        [*args, "--weights", str(tiny_checkpoint)], capture_output=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = Image.open(io.BytesIO(proc.stdout))  # the image alone, no path printed after it
+    out.load()
+    assert out.format == "PNG" and out.size == (W, H)
+
+
+def test_an_output_link_is_followed(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = photo(tmp_path / "in.png")
+    (tmp_path / "kept").mkdir()
+    real = tmp_path / "kept" / "real.png"
+    real.write_bytes(b"old")
+    link = tmp_path / "out.png"
+    link.symlink_to(real)
+    result = fix(src, "-o", link, "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink()
+    assert Image.open(real).size == (W, H)
+
+
 def test_a_png_with_a_damaged_header_is_called_corrupt(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:

@@ -1,0 +1,83 @@
+"""Atomic writes land where a plain ``open(path, "w")`` would, links and pipes included."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from anyrestore.files import AtomicFile, atomic_path, atomic_write
+
+
+def test_a_link_is_followed_and_its_target_replaced(tmp_path: Path) -> None:
+    real = tmp_path / "real.png"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(real.name)
+    atomic_write(link, b"new")
+    assert link.is_symlink() and os.readlink(link) == real.name
+    assert real.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "real.png"]
+
+
+def test_a_dangling_link_gets_its_target_made(tmp_path: Path) -> None:
+    link = tmp_path / "link.png"
+    link.symlink_to("sub/made.png")
+    with atomic_path(link) as tmp:
+        tmp.write_bytes(b"data")
+    assert link.is_symlink() and (tmp_path / "sub" / "made.png").read_bytes() == b"data"
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.png"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def read() -> None:
+        # O_NONBLOCK: a writer that replaced the FIFO instead of opening it cannot hang the test
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        deadline = time.monotonic() + 30
+        chunks = []
+        while time.monotonic() < deadline and b"".join(chunks) != b"abcdef":
+            try:
+                chunks.append(os.read(fd, 64))
+            except BlockingIOError:
+                time.sleep(0.01)
+        os.close(fd)
+        got.append(b"".join(chunks))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.1)  # the reader holds the FIFO open before the writer opens it
+    out = AtomicFile(fifo)
+    out.write(b"abc", memoryview(b"def"))
+    out.commit()
+    reader.join(timeout=40)
+    assert got == [b"abcdef"]
+    assert fifo.is_fifo() and list(tmp_path.iterdir()) == [fifo]
+
+
+def test_a_device_is_written_into_not_replaced(tmp_path: Path) -> None:
+    # A node of our own: a regression must not replace the system's /dev/null
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs CAP_MKNOD")
+    atomic_write(null, b"discarded")
+    assert null.is_char_device() and list(tmp_path.iterdir()) == [null]
+
+
+def test_discarding_a_write_through_a_link_keeps_the_target(tmp_path: Path) -> None:
+    real = tmp_path / "real.png"
+    real.write_bytes(b"old")
+    (tmp_path / "link.png").symlink_to(real.name)
+    out = AtomicFile(tmp_path / "link.png")
+    out.write(b"new")
+    out.discard()
+    assert real.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "real.png"]
