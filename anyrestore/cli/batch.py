@@ -170,6 +170,8 @@ def batch_command(
         if not quiet:
             say(f"no images to restore in {input_dir}{where}")
         return
+    # An output that is a link to an input would be written through: such a file fails alone
+    inputs = {os.path.realpath(f) for f in files}
     made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # innermost first
     try:  # an unwritable OUTDIR fails before any work
         AtomicFile(out_root / "probe").discard()
@@ -227,6 +229,11 @@ def batch_command(
                 record["status"] = "skipped"
             else:
                 try:
+                    if os.path.realpath(job.target) in inputs:
+                        raise UsageError(
+                            f"{rel}: its output {job.target} links to an input; "
+                            "batch never writes over its inputs"
+                        )
                     image = read_image(
                         job.source, max_pixels=max_pixels, name=rel, allow_truncated=allow_truncated
                     )

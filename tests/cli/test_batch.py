@@ -193,3 +193,23 @@ def test_bad_options_leave_no_empty_outdir(
     result = batch(src, "-o", out, "--weights", tiny_checkpoint, *bad)
     assert result.exit_code in (2, 4), result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_outputs_follow_links_but_never_into_an_input(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src, out, kept = tmp_path / "in", tmp_path / "out", tmp_path / "kept"
+    photo(src / "a.png", seed=1)
+    before = photo(src / "b.png", seed=2).read_bytes()
+    out.mkdir()
+    kept.mkdir()
+    (kept / "a.png").write_bytes(b"old")
+    (out / "a.png").symlink_to(kept / "a.png")  # a link elsewhere: written through
+    (out / "b.png").symlink_to(src / "b.png")  # a link to the input: refused
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
+    assert status == {"a.png": "ok", "b.png": "failed"}
+    assert "links to an input" in result.output
+    assert (out / "a.png").is_symlink() and Image.open(kept / "a.png").size == (W, H)
+    assert (src / "b.png").read_bytes() == before
