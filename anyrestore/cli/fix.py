@@ -1,4 +1,4 @@
-"""``anyrestore fix``: restore one image (file or stdin) to a file or stdout."""
+"""``anyrestore fix``: restore an image (file or stdin) to a file or stdout, or several files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 import stat
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,7 +24,7 @@ from anyrestore.cli.common import (
     tile_progress,
     weights_label,
 )
-from anyrestore.cli.errors import emit, say
+from anyrestore.cli.errors import as_flags, emit, fail, say
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -40,7 +41,12 @@ from anyrestore.cli.options import (
     TileOverlapOpt,
     WeightsOpt,
 )
-from anyrestore.errors import InputError, UsageError
+from anyrestore.errors import DeviceError, ExitCode, InputError, UsageError, WeightsError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from anyrestore.engine import Restorer
 
 
 def _stdout_target(fmt: str | None, json_output: bool) -> str:
@@ -148,13 +154,196 @@ def _output_format(out_path: Path, fmt: str | None) -> str:
     return chosen
 
 
+@dataclass
+class _Run:
+    """What every input of one ``fix`` shares: its options, and the model, loaded once."""
+
+    model: str | None
+    weights: str | None
+    device: str
+    precision: str
+    runtime: str
+    strength: float
+    threads: int | None
+    tile: int | None
+    tile_overlap: int | None
+    fmt: str | None
+    overwrite: bool
+    max_pixels: int | None
+    allow_truncated: bool
+    json_output: bool
+    quiet: bool
+    err: Console
+    several: bool = False
+    loaded: tuple[Restorer, str, str] | None = field(default=None, repr=False)
+
+    def restorer(self) -> tuple[Restorer, str, str]:
+        """The restorer, its variant and weights' names; loaded on first use, after the first
+        input was read, so that a bad input fails before seconds of loading."""
+        if self.loaded is None:
+            net, model_name, weights_name = load_model(self.model, self.weights)
+            restorer = make_restorer(
+                net,
+                self.device,
+                self.precision,
+                self.tile,
+                self.tile_overlap,
+                threads=self.threads,
+                runtime=self.runtime,
+            )
+            if not self.quiet:
+                say(f"model {model_name} ({weights_name}) on {restorer.describe()}")
+            self.loaded = (restorer, model_name, weights_name)
+        return self.loaded
+
+
+def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -> None:
+    """Restore ``source`` to ``output`` (a file, a folder, ``-`` or None for the default).
+
+    ``taken``: the real paths of every input and of the outputs already written, which an
+    output must not land on (its own input only with --overwrite).
+    """
+    from anyrestore.engine.imageio import encode_image, read_image
+    from anyrestore.files import AtomicFile
+
+    from_stdin = source == "-"
+    src = None if from_stdin else _check_source(source)
+    if output is None:
+        to_stdout = from_stdin
+    else:
+        to_stdout = output == "-" or _names_stdout(output)
+    out_path: Path | None = None
+    out_format = "PNG"
+    if to_stdout:
+        out_format = _stdout_target(run.fmt, run.json_output)
+    elif output is not None:
+        out_path = _output_path(output, src, run.fmt)
+        out_format = _output_format(out_path, run.fmt)
+
+    start = time.perf_counter()
+    data = stdin_bytes() if from_stdin else None
+    if from_stdin and not data:
+        raise UsageError("no image data on stdin")
+    image = read_image(
+        data if data is not None else src,  # type: ignore[arg-type]
+        max_pixels=run.max_pixels,
+        name=source,
+        allow_truncated=run.allow_truncated,
+    )
+    if out_path is None and not to_stdout:
+        assert src is not None
+        out_path = _default_output(src, run.fmt, image.format)
+        out_format = _output_format(out_path, run.fmt)
+    if out_path is not None and src is not None:
+        if _same_file(out_path, src):
+            if not run.overwrite:
+                raise UsageError(
+                    f"refusing to overwrite the input {source}; pass --overwrite or choose -o"
+                )
+        elif os.path.realpath(out_path) in taken:
+            raise UsageError(
+                f"{source}: its output {out_path} is another input or output of this run"
+            )
+    read_seconds = time.perf_counter() - start
+
+    # The temporary output exists before any work, so an unwritable place fails at once.
+    target = AtomicFile(out_path) if out_path is not None else None
+    try:
+        restorer, model_name, weights_name = run.restorer()
+        progress, restorer.on_tile = tile_progress(run.err)
+        start = time.perf_counter()
+        with progress:
+            restored = restorer.restore_image(image, run.strength)
+        check_finite(restored.rgb, weights_label(run.weights, run.model))
+        encoded = encode_image(restored, out_format)
+        if target is None:
+            emit(data=encoded)
+        else:
+            target.write(encoded)
+        seconds = read_seconds + time.perf_counter() - start
+        info = restorer.last_run
+        tiles = info.tiles if info else 1
+        shown = "-" if out_path is None else str(out_path)
+        if run.json_output:
+            record = {
+                "input": source,
+                "output": shown,
+                **({"status": "ok"} if run.several else {}),
+                "model": model_name,
+                "weights": weights_name,
+                "device": str(restorer.device),
+                "precision": restorer.precision,
+                "strength": run.strength,
+                "compute": restorer.path.as_dict(),
+                "tiles": tiles,
+                "tile": info.tile if info else 0,
+                "seconds": round(seconds, 3),
+                "width": image.width,
+                "height": image.height,
+            }
+            emit(json.dumps(record))
+        elif out_path is not None:
+            emit(str(out_path))
+        # Only once stdout took the result: a full or closed stdout leaves no output behind.
+        if target is not None:
+            target.commit()
+            taken.add(os.path.realpath(target.path))
+    except BaseException:
+        if target is not None:
+            target.discard()
+        raise
+    if not run.quiet:
+        say(
+            f"restored {source} -> {shown}: {image.width}x{image.height}, "
+            f"{tiles} tile{'s' if tiles != 1 else ''}, "
+            f"{'' if run.strength == 1.0 else f'strength {run.strength:g}, '}{seconds:.2f} s"
+        )
+
+
+def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
+    """Each input in turn, like ``batch``: a failing file is reported and the others still run."""
+    if "-" in sources:
+        raise UsageError("stdin (-) can only be restored alone")
+    if output is not None:
+        if output == "-" or _names_stdout(output):
+            raise UsageError("several inputs cannot all go to stdout; -o names a folder")
+        if not (os.path.isdir(output) or output.endswith(("/", os.sep))):
+            raise UsageError(
+                f"with several inputs, -o names a folder: {output} is not one "
+                "(end it with / to have it made)"
+            )
+    taken = {os.path.realpath(s) for s in sources}
+    failed = 0
+    started = time.perf_counter()
+    for source in sources:
+        try:
+            _restore_file(run, source, output, taken)
+        except (DeviceError, WeightsError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # one bad file must not stop the others
+            failed += 1
+            message = as_flags(str(exc)) or type(exc).__name__
+            message = message if message.startswith(source) else f"{source}: {message}"
+            say(f"failed {message}")
+            if run.json_output:
+                emit(json.dumps({"input": source, "status": "failed", "error": message}))
+    if not run.quiet or failed:
+        say(
+            f"{len(sources) - failed} restored, {failed} failed "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+    if failed:
+        fail(f"{failed} of {len(sources)} files failed", ExitCode.FAILED)
+
+
 def fix_command(
-    source: Annotated[
-        str,
+    sources: Annotated[
+        list[str],
         typer.Argument(
-            metavar="IN",
-            help="Image to restore, or - to read stdin. A name starting with a dash goes "
+            metavar="IN...",
+            help="Images to restore, or - to read stdin. A name starting with a dash goes "
             "after --: anyrestore fix -- -photo.jpg",
+            show_default=False,
         ),
     ],
     output: Annotated[
@@ -163,8 +352,9 @@ def fix_command(
             "--output",
             "-o",
             metavar="OUT",
-            help="Output file (format from its extension), a folder, or - for stdout. "
-            "Default: <stem>_restored.<ext> beside IN (stdout when IN is -).",
+            help="Output file (format from its extension), a folder, or - for stdout; a "
+            "folder for several INs. Default: <stem>_restored.<ext> beside each IN (stdout "
+            "when IN is -).",
         ),
     ] = None,
     model: ModelOpt = None,
@@ -185,100 +375,38 @@ def fix_command(
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Restore one photo. `cat a.jpg | anyrestore fix - -o - > b.png` works too."""
-    from anyrestore.engine.imageio import encode_image, parse_format, read_image
-    from anyrestore.files import AtomicFile
+    """Restore photos: one to a file or stdout, several beside themselves or into a folder.
+
+    `cat a.jpg | anyrestore fix - -o - > b.png` works too. With several INs a failing file is
+    reported and the others still run (exit 1 if any failed).
+    """
+    from anyrestore.engine.imageio import parse_format
 
     setup_logging(quiet)
-    err = err_console(quiet)
     if max_pixels is not None and max_pixels <= 0:
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
     if fmt is not None:
         parse_format(fmt)  # fail before any work
-    from_stdin = source == "-"
-    src = None if from_stdin else _check_source(source)
-    if output is None:
-        to_stdout = from_stdin
-    else:
-        to_stdout = output == "-" or _names_stdout(output)
-    out_path: Path | None = None
-    out_format = "PNG"
-    if to_stdout:
-        out_format = _stdout_target(fmt, json_output)
-    elif output is not None:
-        out_path = _output_path(output, src, fmt)
-        out_format = _output_format(out_path, fmt)
-
-    start = time.perf_counter()
-    data = stdin_bytes() if from_stdin else None
-    if from_stdin and not data:
-        raise UsageError("no image data on stdin")
-    image = read_image(
-        data if data is not None else src,  # type: ignore[arg-type]
+    run = _Run(
+        model=model,
+        weights=weights,
+        device=device,
+        precision=precision,
+        runtime=runtime,
+        strength=strength,
+        threads=threads,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        fmt=fmt,
+        overwrite=overwrite,
         max_pixels=max_pixels,
-        name=source,
         allow_truncated=allow_truncated,
+        json_output=json_output,
+        quiet=quiet,
+        err=err_console(quiet),
+        several=len(sources) > 1,
     )
-    if out_path is None and not to_stdout:
-        assert src is not None
-        out_path = _default_output(src, fmt, image.format)
-        out_format = _output_format(out_path, fmt)
-    if out_path is not None and src is not None and _same_file(out_path, src) and not overwrite:
-        raise UsageError(f"refusing to overwrite the input {source}; pass --overwrite or choose -o")
-    read_seconds = time.perf_counter() - start
-
-    # The temporary output exists before any work, so an unwritable place fails at once.
-    target = AtomicFile(out_path) if out_path is not None else None
-    try:
-        net, model_name, weights_name = load_model(model, weights)
-        progress, on_tile = tile_progress(err)
-        restorer = make_restorer(
-            net, device, precision, tile, tile_overlap, on_tile, threads=threads, runtime=runtime
-        )
-        if not quiet:
-            say(f"model {model_name} ({weights_name}) on {restorer.describe()}")
-        start = time.perf_counter()
-        with progress:
-            restored = restorer.restore_image(image, strength)
-        check_finite(restored.rgb, weights_label(weights, model))
-        encoded = encode_image(restored, out_format)
-        if target is None:
-            emit(data=encoded)
-        else:
-            target.write(encoded)
-        seconds = read_seconds + time.perf_counter() - start
-        info = restorer.last_run
-        tiles = info.tiles if info else 1
-        shown = "-" if out_path is None else str(out_path)
-        if json_output:
-            record = {
-                "input": source,
-                "output": shown,
-                "model": model_name,
-                "weights": weights_name,
-                "device": str(restorer.device),
-                "precision": restorer.precision,
-                "strength": strength,
-                "compute": restorer.path.as_dict(),
-                "tiles": tiles,
-                "tile": info.tile if info else 0,
-                "seconds": round(seconds, 3),
-                "width": image.width,
-                "height": image.height,
-            }
-            emit(json.dumps(record))
-        elif out_path is not None:
-            emit(str(out_path))
-        # Only once stdout took the result: a full or closed stdout leaves no output behind.
-        if target is not None:
-            target.commit()
-    except BaseException:
-        if target is not None:
-            target.discard()
-        raise
-    if not quiet:
-        say(
-            f"restored {source} -> {shown}: {image.width}x{image.height}, "
-            f"{tiles} tile{'s' if tiles != 1 else ''}, "
-            f"{'' if strength == 1.0 else f'strength {strength:g}, '}{seconds:.2f} s"
-        )
+    if run.several:
+        _restore_several(run, sources, output)
+    else:
+        _restore_file(run, sources[0], output, set())

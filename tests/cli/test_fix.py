@@ -333,3 +333,79 @@ def test_allow_truncated_says_when_it_was_needed(
     assert f"cut{suffix} is truncated; restoring what is there" in result.stderr
     result = fix(whole, "-o", tmp_path / "w.png", *allowed)
     assert result.exit_code == 0 and "is truncated" not in result.stderr
+
+
+def test_several_inputs_go_beside_themselves(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    a, b = photo(tmp_path / "a.png", seed=1), photo(tmp_path / "b.jpg", seed=2)
+    result = fix(a, b, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["input"], r["status"]) for r in records] == [(str(a), "ok"), (str(b), "ok")]
+    assert Image.open(tmp_path / "a_restored.png").size == (W, H)
+    assert Image.open(tmp_path / "b_restored.jpg").format == "JPEG"
+
+
+def test_a_failing_input_among_several_does_not_stop_the_others(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    a, c = photo(tmp_path / "a.png", seed=1), photo(tmp_path / "c.png", seed=3)
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    result = fix(
+        a,
+        tmp_path / "b.png",
+        tmp_path / "gone.png",
+        c,
+        "-o",
+        f"{out}/",
+        "--weights",
+        tiny_checkpoint,
+    )
+    assert result.exit_code == 1, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert "2 restored, 2 failed" in result.output
+    assert result.output.rstrip().splitlines()[-1] == "anyrestore: error: 2 of 4 files failed"
+    assert "Traceback" not in result.output
+
+
+def test_several_inputs_never_write_over_each_other(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    for folder in ("d1", "d2", "out"):
+        (tmp_path / folder).mkdir()
+    first, second = (
+        photo(tmp_path / "d1" / "a.png", seed=1),
+        photo(tmp_path / "d2" / "a.png", seed=2),
+    )
+    out = tmp_path / "out"
+    result = fix(first, second, "-o", out, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    status = [(r["input"], r["status"]) for r in map(json.loads, result.stdout.splitlines())]
+    assert status == [(str(first), "ok"), (str(second), "failed")]
+    assert "another input or output of this run" in result.output
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+
+    # a's default output is the next input: that input is read, not replaced
+    before = photo(tmp_path / "a_restored.png", seed=4).read_bytes()
+    a = photo(tmp_path / "a.png", seed=1)
+    result = fix(a, tmp_path / "a_restored.png", "--weights", tiny_checkpoint)
+    assert result.exit_code == 1, result.output
+    assert (tmp_path / "a_restored.png").read_bytes() == before
+    assert (tmp_path / "a_restored_restored.png").exists()
+
+
+@pytest.mark.parametrize("output", ["-", "one.png"])
+def test_several_inputs_need_a_folder_for_output(
+    tmp_path: Path, tiny_checkpoint: Path, output: str
+) -> None:
+    a, b = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
+    result = fix(
+        a, b, "-o", tmp_path / output if output != "-" else "-", "--weights", tiny_checkpoint
+    )
+    assert result.exit_code == 2, result.output
+    one_line_error(result)
+    assert not (tmp_path / "one.png").exists()
+
+
+def test_stdin_cannot_be_one_of_several(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    result = fix(photo(tmp_path / "a.png"), "-", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2, result.output
+    one_line_error(result)
