@@ -313,6 +313,7 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
                 "(end it with / to have it made)"
             )
     taken = {os.path.realpath(s) for s in sources}
+    run.restorer()  # a bad option or weights stop the run here, not once per file
     failed = 0
     started = time.perf_counter()
     for source in sources:

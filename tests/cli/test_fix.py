@@ -405,6 +405,17 @@ def test_several_inputs_need_a_folder_for_output(
     assert not (tmp_path / "one.png").exists()
 
 
+@pytest.mark.parametrize("bad", [["--tile", "-3"], ["--device", "tpu"]])
+def test_a_bad_option_stops_several_inputs_once(
+    tmp_path: Path, tiny_checkpoint: Path, bad: list[str]
+) -> None:
+    a, b = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
+    result = fix(a, b, "--weights", tiny_checkpoint, *bad)
+    assert result.exit_code == 2, result.output
+    one_line_error(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+
+
 def test_stdin_cannot_be_one_of_several(tmp_path: Path, tiny_checkpoint: Path) -> None:
     result = fix(photo(tmp_path / "a.png"), "-", "--weights", tiny_checkpoint)
     assert result.exit_code == 2, result.output
