@@ -341,7 +341,7 @@ def fix_command(
     sources: Annotated[
         list[str],
         typer.Argument(
-            metavar="IN...",
+            metavar="IN",
             help="Images to restore, or - to read stdin. A name starting with a dash goes "
             "after --: anyrestore fix -- -photo.jpg",
             show_default=False,
