@@ -40,6 +40,7 @@ from anyrestore.cli.options import (
     MaxPixelsOpt,
     ModelOpt,
     PrecisionOpt,
+    QualityOpt,
     QuietOpt,
     RuntimeOpt,
     StrengthOpt,
@@ -112,6 +113,7 @@ def batch_command(
         str, typer.Option("--suffix", help="Appended to each output's stem, e.g. _restored.")
     ] = "",
     fmt: FormatOpt = None,
+    quality: QualityOpt = None,
     ext: Annotated[
         str | None, typer.Option("--ext", hidden=True, help="Old name of --format.")
     ] = None,
@@ -132,7 +134,14 @@ def batch_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore every image in a folder; failures are reported, the rest still run (exit 1 if any failed)."""
-    from anyrestore.engine.imageio import encode_image, format_for_path, parse_format, read_image
+    from anyrestore.engine.imageio import (
+        EXTENSIONS,
+        LOSSY_FORMATS,
+        encode_image,
+        format_for_path,
+        parse_format,
+        read_image,
+    )
     from anyrestore.files import AtomicFile, atomic_write, list_images
 
     setup_logging(quiet)
@@ -170,6 +179,10 @@ def batch_command(
         if not quiet:
             say(f"no images to restore in {input_dir}{where}")
         return
+    if quality is not None and not quiet:
+        written = {EXTENSIONS.get(j.target.suffix.lower(), "") for j in jobs}
+        if lossless := sorted(written - LOSSY_FORMATS - {""}):
+            say(f"anyrestore: warning: --quality has no effect on {', '.join(lossless)} (lossless)")
     # An output that is a link to an input would be written through: such a file fails alone
     inputs = {os.path.realpath(f) for f in files}
     made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # innermost first
@@ -239,7 +252,8 @@ def batch_command(
                     )
                     restored = restorer.restore_image(image, strength)
                     check_finite(restored.rgb, label)
-                    atomic_write(job.target, encode_image(restored, format_for_path(job.target)))
+                    encoded = encode_image(restored, format_for_path(job.target), quality=quality)
+                    atomic_write(job.target, encoded)
                     info = restorer.last_run
                     record.update(
                         status="ok",

@@ -33,6 +33,7 @@ from anyrestore.cli.options import (
     MaxPixelsOpt,
     ModelOpt,
     PrecisionOpt,
+    QualityOpt,
     QuietOpt,
     RuntimeOpt,
     StrengthOpt,
@@ -168,6 +169,7 @@ class _Run:
     tile: int | None
     tile_overlap: int | None
     fmt: str | None
+    quality: int | None
     overwrite: bool
     max_pixels: int | None
     allow_truncated: bool
@@ -175,6 +177,7 @@ class _Run:
     quiet: bool
     err: Console
     several: bool = False
+    warned: set[str] = field(default_factory=set, repr=False)  # formats --quality missed
     loaded: tuple[Restorer, str, str] | None = field(default=None, repr=False)
 
     def restorer(self) -> tuple[Restorer, str, str]:
@@ -203,7 +206,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
     ``taken``: the real paths of every input and of the outputs already written, which an
     output must not land on (its own input only with --overwrite).
     """
-    from anyrestore.engine.imageio import encode_image, read_image
+    from anyrestore.engine.imageio import LOSSY_FORMATS, encode_image, read_image
     from anyrestore.files import AtomicFile
 
     from_stdin = source == "-"
@@ -234,6 +237,10 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         assert src is not None
         out_path = _default_output(src, run.fmt, image.format)
         out_format = _output_format(out_path, run.fmt)
+    if run.quality is not None and out_format not in LOSSY_FORMATS | run.warned:
+        run.warned.add(out_format)
+        if not run.quiet:
+            say(f"anyrestore: warning: --quality has no effect on {out_format} (lossless)")
     if out_path is not None and src is not None:
         if _same_file(out_path, src):
             if not run.overwrite:
@@ -255,7 +262,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         with progress:
             restored = restorer.restore_image(image, run.strength)
         check_finite(restored.rgb, weights_label(run.weights, run.model))
-        encoded = encode_image(restored, out_format)
+        encoded = encode_image(restored, out_format, quality=run.quality)
         if target is None:
             emit(data=encoded)
         else:
@@ -368,6 +375,7 @@ def fix_command(
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = None,
     fmt: FormatOpt = None,
+    quality: QualityOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Allow writing over IN itself.")
     ] = False,
@@ -399,6 +407,7 @@ def fix_command(
         tile=tile,
         tile_overlap=tile_overlap,
         fmt=fmt,
+        quality=quality,
         overwrite=overwrite,
         max_pixels=max_pixels,
         allow_truncated=allow_truncated,

@@ -54,6 +54,15 @@ ThreadsOpt = Annotated[
         help="CPU threads. Default: OMP_NUM_THREADS if set, else every core.",
     ),
 ]
+QualityOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--quality",
+        min=1,
+        max=100,
+        help="JPEG and WebP quality, 1-100 (default 95). PNG, TIFF and BMP are lossless.",
+    ),
+]
 StrengthOpt = Annotated[
     float,
     typer.Option(

@@ -57,6 +57,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "ANYRESTORE_MAX_PIXELS"
 JPEG_QUALITY = 95
 WEBP_QUALITY = 95
+#: The formats a quality setting changes; the others are lossless.
+LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
 
 _ORIENTATION = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
@@ -530,9 +532,14 @@ def _icc_fits(icc: bytes | None, channels: int) -> bool:
     return space == (b"GRAY" if channels <= 2 else b"RGB ")
 
 
-def encode_image(image: ImageData, fmt: str) -> bytes:
-    """Encode to bytes; 16-bit survives in PNG and TIFF, JPEG drops alpha (with a warning)."""
+def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> bytes:
+    """Encode to bytes; 16-bit survives in PNG and TIFF, JPEG drops alpha (with a warning).
+
+    ``quality`` (1-100) sets JPEG's and WebP's; the lossless formats have none to set.
+    """
     fmt = parse_format(fmt)
+    if quality is not None and not 1 <= quality <= 100:
+        raise ValueError(f"quality must be 1-100, got {quality}")
     depth = image.bit_depth if fmt in ("PNG", "TIFF") else 8
     maxval = 65535 if depth == 16 else 255
     color = image.rgb @ _LUMA if image.grayscale else image.rgb
@@ -566,9 +573,12 @@ def encode_image(image: ImageData, fmt: str) -> bytes:
     if image.exif and fmt in ("PNG", "JPEG", "WEBP"):
         params["exif"] = image.exif
     if fmt == "JPEG":
-        params.update(quality=JPEG_QUALITY, subsampling=0)
+        # Full-resolution colour (4:4:4) at high quality; below 90 the usual 4:2:0, as a
+        # lower quality asks for a smaller file
+        q = JPEG_QUALITY if quality is None else quality
+        params.update(quality=q, subsampling=0 if q >= 90 else 2)
     elif fmt == "WEBP":
-        params.update(quality=WEBP_QUALITY, method=4)
+        params.update(quality=WEBP_QUALITY if quality is None else quality, method=4)
     elif fmt == "TIFF":
         params.update(compression="tiff_adobe_deflate")
     buf = io.BytesIO()
@@ -657,6 +667,12 @@ def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
     return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), *ifd, bytes(extra)])
 
 
-def write_image(image: ImageData, path: str | os.PathLike[str], fmt: str | None = None) -> Path:
+def write_image(
+    image: ImageData,
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    quality: int | None = None,
+) -> Path:
     """Encode and write atomically; the format comes from ``fmt`` or the extension."""
-    return atomic_write(path, encode_image(image, fmt or format_for_path(path)))
+    return atomic_write(path, encode_image(image, fmt or format_for_path(path), quality=quality))

@@ -213,3 +213,21 @@ def test_outputs_follow_links_but_never_into_an_input(
     assert "links to an input" in result.output
     assert (out / "a.png").is_symlink() and Image.open(kept / "a.png").size == (W, H)
     assert (src / "b.png").read_bytes() == before
+
+
+def test_quality_applies_to_every_jpeg(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = tmp_path / "in"
+    for i in range(2):
+        photo(src / f"p{i}.png", seed=i)
+    sizes = {}
+    for quality in ("30", "95"):
+        out = tmp_path / f"q{quality}"
+        result = batch(
+            src, "-o", out, "-f", "jpg", "--quality", quality, "--weights", tiny_checkpoint
+        )
+        assert result.exit_code == 0, result.output
+        sizes[quality] = [p.stat().st_size for p in sorted(out.iterdir())]
+    assert all(a < b for a, b in zip(sizes["30"], sizes["95"], strict=True))
+    result = batch(src, "-o", tmp_path / "png", "--quality", "30", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("--quality has no effect on PNG") == 1

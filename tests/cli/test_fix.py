@@ -420,3 +420,23 @@ def test_stdin_cannot_be_one_of_several(tmp_path: Path, tiny_checkpoint: Path) -
     result = fix(photo(tmp_path / "a.png"), "-", "--weights", tiny_checkpoint)
     assert result.exit_code == 2, result.output
     one_line_error(result)
+
+
+def test_quality_sets_jpeg_size_and_warns_for_lossless(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = photo(tmp_path / "in.png", size=(160, 120))
+    sizes = {}
+    for quality in ("40", "95"):
+        out = tmp_path / f"q{quality}.jpg"
+        result = fix(src, "-o", out, "--quality", quality, "--weights", tiny_checkpoint)
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.stderr
+        sizes[quality] = out.stat().st_size
+    assert sizes["40"] < sizes["95"]
+    result = fix(src, "-o", tmp_path / "out.png", "--quality", "40", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "--quality has no effect on PNG" in result.stderr
+    result = fix(src, "-o", tmp_path / "bad.jpg", "--quality", "0", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "bad.jpg").exists()

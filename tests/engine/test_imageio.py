@@ -251,6 +251,24 @@ def test_bmp_and_webp_outputs() -> None:
     assert webp.mode == "RGB" and webp.size == (W, H)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_quality_trades_size_for_fidelity(fmt: str) -> None:
+    # a smooth photo-like gradient with texture, where quality shows in both size and error
+    yy, xx = np.mgrid[0:96, 0:128]
+    rgb = np.stack([xx * 2, yy * 2, (xx + yy)], axis=-1) % 256
+    rgb = (rgb + RNG.integers(0, 24, rgb.shape)).clip(0, 255).astype(np.uint8)
+    img = read_image(pil_bytes(Image.fromarray(rgb), "PNG"))
+    low, default = encode_image(img, fmt, quality=30), encode_image(img, fmt)
+    assert len(low) < 0.7 * len(default)
+
+    def error(data: bytes) -> float:
+        return float(np.abs(np.asarray(Image.open(io.BytesIO(data)), np.float32) - rgb).mean())
+
+    assert error(low) > error(default)
+    with pytest.raises(ValueError, match="1-100"):
+        encode_image(img, fmt, quality=0)
+
+
 # -- limits and errors ---------------------------------------------------------------------
 
 
