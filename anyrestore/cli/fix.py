@@ -66,13 +66,16 @@ def _stdout_target(fmt: str | None, json_output: bool) -> str:
 def _names_stdout(output: str) -> bool:
     """``-o /dev/stdout`` (or ``/dev/fd/1``, or the file stdout goes to) is stdout itself.
 
-    Written as a file, the image and the printed output path would share one stream.
+    Written as a file, the image and the printed output path would share one stream. A
+    device other than a terminal (``-o /dev/null`` with stdout there too) is just written.
     """
     if sys.stdout is None:
         return False
     try:
-        named, ours = os.stat(output), os.fstat(sys.stdout.fileno())
+        named, ours = os.stat(output), os.fstat(fd := sys.stdout.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    if stat.S_ISCHR(named.st_mode) and not os.isatty(fd):
         return False
     return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
@@ -140,8 +143,11 @@ def _output_format(out_path: Path, fmt: str | None) -> str:
     Writing JPEG data into ``y.png`` would mislead every program that opens it later.
     """
     from anyrestore.engine.imageio import format_for_path, parse_format
+    from anyrestore.files import is_stream
 
     if fmt is None:
+        if not out_path.suffix and is_stream(out_path):  # a pipe or device: PNG, as stdout
+            return "PNG"
         return format_for_path(out_path)
     chosen = parse_format(fmt)
     try:

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +256,41 @@ def test_dev_fd_1_is_stdout_not_a_file_to_replace(tmp_path: Path, tiny_checkpoin
     out = Image.open(io.BytesIO(proc.stdout))  # the image alone, no path printed after it
     out.load()
     assert out.format == "PNG" and out.size == (W, H)
+
+
+def test_a_fifo_output_gets_png_written_into_it(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src, fifo = photo(tmp_path / "in.png"), tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def read() -> None:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # never blocks the test
+        chunks, seen, deadline = [], False, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if not chunk:  # no writer yet, or the writer is done
+                if seen:
+                    break
+                time.sleep(0.01)
+                continue
+            seen = True
+            chunks.append(chunk)
+        os.close(fd)
+        got.append(b"".join(chunks))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.1)
+    result = fix(src, "-o", fifo, "--weights", tiny_checkpoint)
+    reader.join(timeout=130)
+    assert result.exit_code == 0, result.output
+    image = Image.open(io.BytesIO(got[0]))
+    assert image.format == "PNG" and image.size == (W, H)
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "pipe"]
 
 
 def test_an_output_link_is_followed(tmp_path: Path, tiny_checkpoint: Path) -> None:
