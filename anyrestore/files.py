@@ -73,6 +73,14 @@ def _umask() -> int:
     return mask
 
 
+def _mode_for(dest: Path) -> int:
+    """The replaced file's permissions, or a new file's (as ``open`` would make either)."""
+    try:
+        return os.stat(dest).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _destination(path: Path) -> Path:
     """Where writing ``path`` lands: a link is followed to its target, as ``open`` would.
 
@@ -135,11 +143,12 @@ class AtomicFile:
                 os.fsync(f.fileno())
 
     def commit(self) -> Path:
-        """Give the temporary the target's name (file mode as a plain ``open`` would make it)."""
+        """Give the temporary the target's name, and the permissions a plain ``open`` would
+        leave: the replaced file's, else the umask's."""
 
         def rename() -> None:
             if self.tmp is not None:
-                os.chmod(self.tmp, 0o666 & ~_umask())
+                os.chmod(self.tmp, _mode_for(self.dest))
                 os.replace(self.tmp, self.dest)
 
         self._guard(rename)
@@ -189,7 +198,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

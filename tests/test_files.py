@@ -81,3 +81,14 @@ def test_discarding_a_write_through_a_link_keeps_the_target(tmp_path: Path) -> N
     out.discard()
     assert real.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "real.png"]
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
+    private = tmp_path / "private.png"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    atomic_write(private, b"new")
+    with atomic_path(private) as tmp:
+        tmp.write_bytes(b"newer")
+    assert private.read_bytes() == b"newer"
+    assert private.stat().st_mode & 0o777 == 0o600
