@@ -90,9 +90,9 @@ def plan_jobs(
 
 
 def batch_command(
-    input_arg: Annotated[str, typer.Argument(metavar="DIR", help="Folder of images to restore.")],
-    output_arg: Annotated[
-        str,
+    input_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of images to restore.")],
+    output_dir: Annotated[
+        Path,
         typer.Option(
             "--output", "-o", metavar="OUTDIR", help="Where restored images go (not DIR itself)."
         ),
@@ -146,10 +146,6 @@ def batch_command(
 
     setup_logging(quiet)
     err = err_console()
-    for name, given in (("DIR", input_arg), ("OUTDIR", output_arg)):
-        if not given.strip():  # Path("") is the current folder: not what an empty name meant
-            raise UsageError(f"{name} is empty; name a folder")
-    input_dir, output_dir = Path(input_arg), Path(output_arg)
     try:
         if not input_dir.is_dir():
             raise UsageError(

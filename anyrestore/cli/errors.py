@@ -251,7 +251,9 @@ class CliGroup(TyperGroup):
     ) -> Any:
         prog_name = prog_name or "anyrestore"
         _untyped_flags()
-        _import_torch_first(sys.argv[1:] if args is None else list(args))
+        argv = sys.argv[1:] if args is None else list(args)
+        _refuse_empty(argv)
+        _import_torch_first(argv)
         try:
             with signals_interrupt():
                 code = _run(
@@ -282,6 +284,31 @@ class CliGroup(TyperGroup):
         if not standalone_mode:
             return code
         raise SystemExit(code if isinstance(code, int) else ExitCode.OK)
+
+
+#: Options whose value may be empty on purpose.
+EMPTY_ALLOWED = ("--suffix",)
+
+
+def _refuse_empty(args: list[str]) -> None:
+    """An empty argument is exit 2, whatever it stands for.
+
+    It is nearly always an unset shell variable (``-o "$OUT"``), and as a path it would mean
+    the current folder (``Path("")`` is ``.``): ``batch DIR -o ""`` would restore into it.
+    """
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and arg.endswith("=") and arg[:-1] not in EMPTY_ALLOWED:
+            option = arg[:-1]  # --output=
+        elif arg == "" and (option := args[i - 1] if i else "") not in EMPTY_ALLOWED:
+            pass
+        else:
+            continue
+        what = (
+            f"{option} has an empty value"
+            if option.startswith("-") and option != "--"
+            else f"argument {i + 1} is empty"
+        )
+        fail(f"{what} (an unset shell variable?)", ExitCode.USAGE)
 
 
 def _import_torch_first(args: list[str]) -> None:

@@ -121,8 +121,6 @@ def _check_source(source: str) -> Path:
 def _output_path(output: str, src: Path | None, fmt: str | None) -> Path:
     from anyrestore.engine.imageio import FORMAT_EXTENSION, parse_format
 
-    if not output.strip():  # Path("") is the current folder: not what an empty -o meant
-        raise UsageError("-o is empty; name a file, a folder or - for stdout")
     out_path = Path(output)
     try:
         is_dir = out_path.is_dir()

@@ -231,3 +231,17 @@ def test_quality_applies_to_every_jpeg(tmp_path: Path, tiny_checkpoint: Path) ->
     result = batch(src, "-o", tmp_path / "png", "--quality", "30", "--weights", tiny_checkpoint)
     assert result.exit_code == 0, result.output
     assert result.stderr.count("--quality has no effect on PNG") == 1
+
+
+def test_an_empty_suffix_is_allowed_an_empty_outdir_is_not(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "in"
+    photo(src / "a.png")
+    monkeypatch.chdir(tmp_path)
+    result = batch(src, "-o", "", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2 and "-o has an empty value" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing in the current folder
+    result = batch(src, "-o", tmp_path / "out", "--suffix", "", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
