@@ -187,8 +187,9 @@ class _Run:
     loaded: tuple[Restorer, str, str] | None = field(default=None, repr=False)
 
     def restorer(self) -> tuple[Restorer, str, str]:
-        """The restorer, its variant and weights' names; loaded on first use, after the first
-        input was read, so that a bad input fails before seconds of loading."""
+        """The restorer, its variant and weights' names, loaded once: for one input after it
+        was read (a bad input fails before seconds of loading), for several before the first
+        (a bad option fails once, not for every file)."""
         if self.loaded is None:
             net, model_name, weights_name = load_model(self.model, self.weights)
             restorer = make_restorer(
