@@ -27,12 +27,14 @@ from rich.progress import (
 from anyrestore.cli.common import (
     check_finite,
     err_console,
+    failure_line,
     load_model,
     make_restorer,
     setup_logging,
+    warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import as_flags, emit, fail, say
+from anyrestore.cli.errors import emit, fail, say
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -181,8 +183,7 @@ def batch_command(
         return
     if quality is not None and not quiet:
         written = {EXTENSIONS.get(j.target.suffix.lower(), "") for j in jobs}
-        if lossless := sorted(written - LOSSY_FORMATS - {""}):
-            say(f"anyrestore: warning: --quality has no effect on {', '.join(lossless)} (lossless)")
+        warn_lossless(sorted(written - LOSSY_FORMATS - {""}))
     # An output that is a link to an input would be written through: such a file fails alone
     inputs = {os.path.realpath(f) for f in files}
     made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # innermost first
@@ -264,8 +265,7 @@ def batch_command(
                 except (DeviceError, WeightsError, KeyboardInterrupt):
                     raise
                 except Exception as exc:  # one bad file must not stop the folder
-                    message = as_flags(str(exc)) or type(exc).__name__
-                    message = message if message.startswith(rel) else f"{rel}: {message}"
+                    message = failure_line(rel, exc)
                     record.update(status="failed", error=message)
                     say(f"failed {message}")
             record["seconds"] = round(time.perf_counter() - t0, 3)

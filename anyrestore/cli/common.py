@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from anyrestore.cli.errors import say, stdout
+from anyrestore.cli.errors import as_flags, say, stdout
 from anyrestore.errors import UsageError, WeightsError
 
 if TYPE_CHECKING:
@@ -143,3 +143,15 @@ def stdin_bytes() -> bytes:
         raise UsageError("stdin is a folder, not an image") from None
     except OSError as exc:
         raise UsageError(f"cannot read stdin: {exc.strerror or exc}") from None
+
+
+def failure_line(name: str, exc: BaseException) -> str:
+    """The one line that reports a file failing in a run of several, led by its name once."""
+    message = as_flags(str(exc)) or type(exc).__name__
+    return message if message.startswith(name) else f"{name}: {message}"
+
+
+def warn_lossless(formats: Iterable[str]) -> None:
+    """Say that --quality does nothing for these formats, so that no one waits for it to."""
+    if names := list(formats):
+        say(f"anyrestore: warning: --quality has no effect on {', '.join(names)} (lossless)")

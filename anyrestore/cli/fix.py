@@ -17,14 +17,16 @@ import typer
 from anyrestore.cli.common import (
     check_finite,
     err_console,
+    failure_line,
     load_model,
     make_restorer,
     setup_logging,
     stdin_bytes,
     tile_progress,
+    warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import as_flags, emit, fail, say
+from anyrestore.cli.errors import emit, fail, say
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -247,7 +249,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
     if run.quality is not None and out_format not in LOSSY_FORMATS | run.warned:
         run.warned.add(out_format)
         if not run.quiet:
-            say(f"anyrestore: warning: --quality has no effect on {out_format} (lossless)")
+            warn_lossless([out_format])
     if out_path is not None and src is not None:
         if _same_file(out_path, src):
             if not run.overwrite:
@@ -337,8 +339,7 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
             raise
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
-            message = as_flags(str(exc)) or type(exc).__name__
-            message = message if message.startswith(source) else f"{source}: {message}"
+            message = failure_line(source, exc)
             say(f"failed {message}")
             if run.json_output:
                 emit(json.dumps({"input": source, "status": "failed", "error": message}))
