@@ -211,23 +211,63 @@ def _unexpected(exc: Exception) -> NoReturn:
     )
 
 
-def _untyped_flags() -> None:
-    """Show on/off flags in --help without a value type.
+def _patch(cls: Any, name: str, make: Any) -> None:
+    """Replace ``cls.name`` by ``make(original)``, once; nothing where Typer lacks either."""
+    original = getattr(cls, name, None)
+    if original is None or getattr(original, "anyrestore", False):
+        return
+    replacement = make(original)
+    replacement.anyrestore = True
+    setattr(cls, name, replacement)
 
-    Typer 0.29 writes ``<bool>`` after every flag (``--json <bool>``), which reads as if a
-    value were expected (``--json true`` is an error). Display only: parsing is untouched.
-    Typer versions without this method render flags without a type already.
+
+def _readable_help() -> None:
+    """--help and usage lines in a Unix tool's words, not Python's types. Display only.
+
+    Options name their value with a metavar where they are declared (``--model NAME``);
+    Typer 0.29 then still writes, and this leaves out or rewrites:
+
+    * ``--json <bool>`` after every flag, which reads as if a value were expected
+      (``--json true`` is an error): a flag shows no type;
+    * ``IN <list[str]>``, a type after an argument's metavar: the metavar alone;
+    * ``--quality 1-100 [1<=x<=100]``: the range once, where the metavar is the range;
+    * ``fix [OPTIONS] {IN}...``: braces around a required argument in the usage line, a
+      notation of Typer 0.29's own (click and man pages write ``IN...``, ``[IN]...`` when
+      optional): written the way click does.
+
+    Parsing and range checks are untouched. Typer versions without these methods render
+    the click way already.
     """
     option = getattr(typer.core, "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if option is None or shown is None or getattr(shown, "untyped_flags", False):
-        return
+    argument = getattr(typer.core, "TyperArgument", None)
+    _patch(
+        option,
+        "display_type_rich",
+        lambda shown: lambda self, ctx: None if self.is_flag else shown(self, ctx),
+    )
+    _patch(
+        argument,
+        "display_type_rich",
+        lambda shown: lambda self, ctx: None if self.metavar else shown(self, ctx),
+    )
+    _patch(
+        option,
+        "_get_number_range_help_str",
+        lambda said: lambda self: None if _says_range(self) else said(self),
+    )
+    _patch(argument, "_usage_display_name", lambda _: _usage_name)
 
-    def display_type_rich(self: Any, ctx: click.Context) -> str | None:
-        return None if getattr(self, "is_flag", False) else shown(self, ctx)
 
-    display_type_rich.untyped_flags = True  # type: ignore[attr-defined]
-    option.display_type_rich = display_type_rich
+def _says_range(param: Any) -> bool:
+    """Whether the metavar is the range: ``1-100`` from 1 to 100, ``0-1`` from 0.0 to 1.0."""
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    return None not in (low, high, param.metavar) and param.metavar == f"{low:g}-{high:g}"
+
+
+def _usage_name(self: Any) -> str:
+    """An argument in the usage line as click writes it: ``IN...``, ``[NAME]...``."""
+    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+    return f"{name}..." if self.nargs != 1 else name
 
 
 class CliGroup(TyperGroup):
@@ -250,7 +290,7 @@ class CliGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         prog_name = prog_name or "anyrestore"
-        _untyped_flags()
+        _readable_help()
         argv = sys.argv[1:] if args is None else list(args)
         _refuse_empty(argv)
         _import_torch_first(argv)
