@@ -105,14 +105,19 @@ def batch_command(
     glob: Annotated[
         str | None,
         typer.Option(
-            "--glob", help="Only files matching this pattern, e.g. '*.jpg'. Default: all images."
+            "--glob",
+            metavar="PATTERN",
+            help="Only files matching this pattern, e.g. '*.jpg'. Default: all images.",
         ),
     ] = None,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone.")
     ] = False,
     suffix: Annotated[
-        str, typer.Option("--suffix", help="Appended to each output's stem, e.g. _restored.")
+        str,
+        typer.Option(
+            "--suffix", metavar="TEXT", help="Appended to each output's stem, e.g. _restored."
+        ),
     ] = "",
     fmt: FormatOpt = None,
     quality: QualityOpt = None,

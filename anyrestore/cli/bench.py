@@ -22,56 +22,67 @@ _SUITE_TITLES = {
 
 def bench_command(
     suite: Annotated[
-        str, typer.Option(help="cdd11, three, five (test sets), synthetic, or speed.")
+        str,
+        typer.Option(metavar="SUITE", help="cdd11, three, five (test sets), synthetic, or speed."),
     ] = "synthetic",
     model: Annotated[
         list[str] | None,
-        typer.Option(help="Model name or weights ref to measure (repeatable)."),
+        typer.Option(metavar="NAME|REF", help="Model name or weights ref to measure (repeatable)."),
     ] = None,
     weights: Annotated[
         list[Path] | None,
-        typer.Option(help="Local .safetensors checkpoint to measure (repeatable)."),
+        typer.Option(metavar="FILE", help="Local .safetensors checkpoint to measure (repeatable)."),
     ] = None,
     baseline: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="identity|classical",
             help="Also score 'identity' (the degraded input itself) and/or 'classical' "
             "(restorers told the degradation; needs anyrestore\\[bench]). Repeatable or "
-            "comma-separated."
+            "comma-separated.",
         ),
     ] = None,
     random_init: Annotated[
         bool, typer.Option(help="Build --model names untrained (for speed runs).")
     ] = False,
     data_root: Annotated[
-        Path | None, typer.Option(help="Test-set root for cdd11/three/five (docs/bench.md).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Test-set root for cdd11/three/five (docs/bench.md)."),
     ] = None,
     images: Annotated[
         Path | None,
-        typer.Option(help="Folder of clean photos for synthetic (default: shipped samples)."),
+        typer.Option(
+            metavar="DIR", help="Folder of clean photos for synthetic (default: shipped samples)."
+        ),
     ] = None,
     max_side: Annotated[
         int,
-        typer.Option(help="Synthetic: downscale photos to this longer side (0: keep size)."),
+        typer.Option(
+            metavar="PX", help="Synthetic: downscale photos to this longer side (0: keep size)."
+        ),
     ] = 512,
     limit: Annotated[
-        int | None, typer.Option(help="At most this many images per degradation kind.")
+        int | None, typer.Option(metavar="N", help="At most this many images per degradation kind.")
     ] = None,
     y_channel: Annotated[
         bool, typer.Option(help="Score BT.601 luma instead of full RGB (the papers use RGB).")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+    ] = "auto",
     precision: Annotated[
         str | None,
         typer.Option(
+            metavar="auto|fp32|fp16|bf16",
             help="auto, fp32, fp16, bf16 (default: fp32 for quality, auto for speed). The speed "
-            "suite takes several, comma-separated, and times each path: auto,fp32,bf16."
+            "suite takes several, comma-separated, and times each path: auto,fp32,bf16.",
         ),
     ] = None,
     runtime: Annotated[
         str | None,
         typer.Option(
             envvar="ANYRESTORE_RUNTIME",
+            metavar="auto|torch|openvino",
             help="auto, torch or openvino (default: torch for quality, auto for speed; see "
             "`anyrestore fix --help`).",
         ),
@@ -80,26 +91,39 @@ def bench_command(
     tile: Annotated[
         int | None,
         typer.Option(
+            metavar="PX",
             help="Tile size. Quality: tile larger images (default whole images, as the papers). "
-            "Speed: for tiled sizes (default the engine's automatic size)."
+            "Speed: for tiled sizes (default the engine's automatic size).",
         ),
     ] = None,
     tile_overlap: Annotated[
         int | None,
-        typer.Option("--tile-overlap", help="Tile overlap in pixels (default: the model's hint)."),
+        typer.Option(
+            "--tile-overlap",
+            metavar="PX",
+            help="Tile overlap in pixels (default: the model's hint).",
+        ),
     ] = None,
     overlap: Annotated[
         int | None, typer.Option("--overlap", hidden=True, help="Old name of --tile-overlap.")
     ] = None,
     sizes: Annotated[
-        str, typer.Option(help="Speed: sizes N, WxH, tiled:WxH or 12mp, comma-separated.")
+        str,
+        typer.Option(
+            metavar="SIZES", help="Speed: sizes N, WxH, tiled:WxH or 12mp, comma-separated."
+        ),
     ] = "256,512,1024,12mp",
-    repeats: Annotated[int, typer.Option(help="Speed: timed runs per size (median).")] = 5,
-    warmup: Annotated[int, typer.Option(help="Speed: untimed runs before timing.")] = 1,
+    repeats: Annotated[
+        int, typer.Option(metavar="N", help="Speed: timed runs per size (median).")
+    ] = 5,
+    warmup: Annotated[
+        int, typer.Option(metavar="N", help="Speed: untimed runs before timing.")
+    ] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV records.")] = False,
     save_images: Annotated[
-        Path | None, typer.Option(help="Write degraded and restored images under this folder.")
+        Path | None,
+        typer.Option(metavar="DIR", help="Write degraded and restored images under this folder."),
     ] = None,
     per_image: Annotated[
         bool,
@@ -108,8 +132,9 @@ def bench_command(
     kinds: Annotated[
         str | None,
         typer.Option(
+            metavar="KINDS",
             help="Quality suites: score only these rows, comma-separated (e.g. H+S,noise_25); "
-            "the average is then over them."
+            "the average is then over them.",
         ),
     ] = None,
 ) -> None:

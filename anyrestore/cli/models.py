@@ -17,10 +17,12 @@ def models_command(
         bool, typer.Option("--json", help="Print a JSON list instead of a table.")
     ] = False,
     size: Annotated[
-        int, typer.Option(min=1, max=4096, help="Square input side for the MAC count.")
+        int,
+        typer.Option(min=1, max=4096, metavar="PX", help="Square input side for the MAC count."),
     ] = 224,
     only: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="Only these variants (repeatable).")
+        list[str] | None,
+        typer.Option("--model", "-m", metavar="NAME", help="Only these variants (repeatable)."),
     ] = None,
 ) -> None:
     """List model variants: parameters, MACs (the papers' "FLOPs") and available weights."""

@@ -11,6 +11,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME",
         help="Model variant (see `anyrestore models`); loads its preferred weights, or with "
         "--weights must name the variant those weights hold.",
     ),
@@ -20,19 +21,24 @@ WeightsOpt = Annotated[
     typer.Option(
         "--weights",
         "-w",
+        metavar="FILE|NAME",
         help="A .safetensors checkpoint or a manifest entry name (see `anyrestore weights list`).",
     ),
 ]
 DeviceOpt = Annotated[
     str,
     typer.Option(
-        "--device", "-d", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
+        "--device",
+        "-d",
+        metavar="DEVICE",
+        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
     ),
 ]
 PrecisionOpt = Annotated[
     str,
     typer.Option(
         "--precision",
+        metavar="auto|fp32|fp16|bf16",
         help="auto (CUDA: bf16 or fp16; CPU: bf16 where the CPU has native bf16 and a one-time "
         "measurement finds it faster, else fp32), fp32, fp16 or bf16.",
     ),
@@ -42,6 +48,7 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime",
         envvar="ANYRESTORE_RUNTIME",
+        metavar="auto|torch|openvino",
         help="auto (OpenVINO where it is installed and the CPU has native bf16, else torch), "
         "torch or openvino (pip install 'anyrestore\\[openvino]'; anyir models).",
     ),
@@ -51,6 +58,7 @@ ThreadsOpt = Annotated[
     typer.Option(
         "--threads",
         min=1,
+        metavar="N",
         help="CPU threads. Default: OMP_NUM_THREADS if set, else every core.",
     ),
 ]
@@ -60,6 +68,7 @@ QualityOpt = Annotated[
         "--quality",
         min=1,
         max=100,
+        metavar="1-100",
         help="JPEG and WebP quality, 1-100 (default 95). PNG, TIFF and BMP are lossless.",
     ),
 ]
@@ -69,6 +78,7 @@ StrengthOpt = Annotated[
         "--strength",
         min=0.0,
         max=1.0,
+        metavar="0-1",
         help="How much of the restoration to apply: 1 the model's output, 0 the photo as it "
         "was, 0.7 keeps some of the grain or haze.",
     ),
@@ -77,24 +87,30 @@ TileOpt = Annotated[
     int | None,
     typer.Option(
         "--tile",
+        metavar="PX",
         help="Tile size in pixels; 0 disables tiling. Default: auto (see docs/inference.md).",
     ),
 ]
 TileOverlapOpt = Annotated[
     int | None,
     typer.Option(
-        "--tile-overlap", help="Overlap between tiles in pixels. Default: the model's hint."
+        "--tile-overlap",
+        metavar="PX",
+        help="Overlap between tiles in pixels. Default: the model's hint.",
     ),
 ]
 FormatOpt = Annotated[
     str | None,
-    typer.Option("--format", "-f", help="Output format: png, jpg, webp, tif or bmp."),
+    typer.Option(
+        "--format", "-f", metavar="FORMAT", help="Output format: png, jpg, webp, tif or bmp."
+    ),
 ]
 MaxPixelsOpt = Annotated[
     int | None,
     typer.Option(
         "--max-pixels",
         envvar="ANYRESTORE_MAX_PIXELS",
+        metavar="N",
         help="Refuse images with more pixels than this, checked before decoding "
         "(decompression-bomb guard). Default: 100000000.",
     ),

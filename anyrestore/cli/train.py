@@ -22,24 +22,40 @@ def train_command(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Recipe TOML (e.g. configs/anyir_three.toml)."),
+        typer.Option(
+            "--config", "-c", metavar="FILE", help="Recipe TOML (e.g. configs/anyir_three.toml)."
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a key, e.g. --set optim.lr=1e-4 (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a key, e.g. --set optim.lr=1e-4 (repeatable).",
+        ),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (train.steps).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(metavar="N", help="Total optimizer steps (train.steps).")
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run folder for checkpoints and logs (out).")
+        Path | None, typer.Option(metavar="DIR", help="Run folder for checkpoints and logs (out).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (device).")] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (device).")
+    ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue from a resume checkpoint (last.pt) or its run folder."),
+        typer.Option(
+            metavar="CHECKPOINT",
+            help="Continue from a resume checkpoint (last.pt) or its run folder.",
+        ),
     ] = None,
     stop_at: Annotated[
         int,
-        typer.Option(help="Stop after this step with a resume checkpoint (schedule unchanged)."),
+        typer.Option(
+            metavar="STEP",
+            help="Stop after this step with a resume checkpoint (schedule unchanged).",
+        ),
     ] = 0,
     progress: Annotated[bool, typer.Option(help="Show the progress bar (log.progress).")] = True,
 ) -> None:
@@ -69,9 +85,16 @@ def train_command(
 
 @train_app.command("export")
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Resume checkpoint (last.pt) or run folder.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
-    dtype: Annotated[str, typer.Option(help="Weight dtype: fp16, bf16 or fp32.")] = "fp16",
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(metavar="CHECKPOINT", help="Resume checkpoint (last.pt) or run folder."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="The .safetensors file to write.")
+    ],
+    dtype: Annotated[
+        str, typer.Option(metavar="fp16|bf16|fp32", help="Weight dtype: fp16, bf16 or fp32.")
+    ] = "fp16",
     ema: Annotated[bool, typer.Option(help="Write the EMA weights when the run kept them.")] = True,
 ) -> None:
     """Write inference weights (safetensors, config and training facts in the metadata)."""
@@ -85,18 +108,26 @@ def export_command(
 @train_app.command("average")
 def average_command(
     checkpoints: Annotated[
-        list[Path], typer.Argument(help="Two or more .safetensors checkpoints of one model.")
+        list[Path],
+        typer.Argument(
+            metavar="CHECKPOINT", help="Two or more .safetensors checkpoints of one model."
+        ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="The .safetensors file to write.")
+    ],
     shares: Annotated[
         str | None,
         typer.Option(
             "--shares",
+            metavar="SHARES",
             help="Each checkpoint's share, comma-separated, e.g. 0.8,0.2 (normalised to sum "
             "1). Default: equal.",
         ),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="Weight dtype: fp16, bf16 or fp32.")] = "fp16",
+    dtype: Annotated[
+        str, typer.Option(metavar="fp16|bf16|fp32", help="Weight dtype: fp16, bf16 or fp32.")
+    ] = "fp16",
 ) -> None:
     """Write the weighted mean of checkpoints' weights (e.g. the ends of training stages)."""
     from anyrestore.training.average import average_checkpoints

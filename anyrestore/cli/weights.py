@@ -102,7 +102,9 @@ def kinds_summary(kinds: list[str]) -> str:
 
 @weights_app.command("download")
 def download_command(
-    names: Annotated[list[str], typer.Argument(help="Manifest entry names (or model names).")],
+    names: Annotated[
+        list[str], typer.Argument(metavar="NAME", help="Manifest entry names (or model names).")
+    ],
 ) -> None:
     """Download checkpoints into the Hub cache and verify their sha256; prints each local path."""
     from anyrestore.weights import resolve_weights
@@ -116,7 +118,7 @@ def download_command(
 @weights_app.command("verify")
 def verify_command(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Entries to check (default: all).")
+        list[str] | None, typer.Argument(metavar="NAME", help="Entries to check (default: all).")
     ] = None,
 ) -> None:
     """Re-hash every embedded and cached checkpoint; bad cached copies are deleted. Exit 4 on a mismatch."""
@@ -144,22 +146,32 @@ def verify_command(
 
 @weights_app.command("add")
 def add_command(
-    file: Annotated[Path, typer.Argument(help="The trained .safetensors checkpoint.")],
-    name: Annotated[str, typer.Option(help="Entry name, used as --weights NAME.")],
-    license: Annotated[str, typer.Option("--license", help="SPDX license id of the weights.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The trained .safetensors checkpoint.")
+    ],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Entry name, used as --weights NAME.")],
+    license: Annotated[
+        str, typer.Option("--license", metavar="SPDX-ID", help="SPDX license id of the weights.")
+    ],
     model: Annotated[
-        str | None, typer.Option(help="Registry variant (default: from metadata).")
+        str | None, typer.Option(metavar="MODEL", help="Registry variant (default: from metadata).")
     ] = None,
     trained_for: Annotated[
-        str | None, typer.Option(help="Comma-separated tasks (default: from metadata).")
+        str | None,
+        typer.Option(metavar="TASKS", help="Comma-separated tasks (default: from metadata)."),
     ] = None,
-    description: Annotated[str, typer.Option(help="One line for `weights list`.")] = "",
-    repo_id: Annotated[str | None, typer.Option(help="Hub repo the file is uploaded to.")] = None,
+    description: Annotated[
+        str, typer.Option(metavar="TEXT", help="One line for `weights list`.")
+    ] = "",
+    repo_id: Annotated[
+        str | None, typer.Option(metavar="REPO", help="Hub repo the file is uploaded to.")
+    ] = None,
     filename: Annotated[
-        str | None, typer.Option(help="File name in the repo (default: FILE's).")
+        str | None,
+        typer.Option(metavar="FILENAME", help="File name in the repo (default: FILE's)."),
     ] = None,
     revision: Annotated[
-        str | None, typer.Option(help="Pinned 40-hex commit of the upload.")
+        str | None, typer.Option(metavar="COMMIT", help="Pinned 40-hex commit of the upload.")
     ] = None,
     embed: Annotated[
         bool, typer.Option(help="Copy FILE into the package as an embedded checkpoint.")

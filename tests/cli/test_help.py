@@ -41,7 +41,11 @@ def test_help_shows_every_option_help_whole(path, command):
     ("path", "flags", "valued"),
     [
         ((), ("--version", "--help"), ()),
-        (("fix",), ("--overwrite", "--json", "--quiet", "--help"), ("--model", "--tile")),
+        (
+            ("fix",),
+            ("--overwrite", "--json", "--quiet", "--help"),
+            (("--model", "NAME"), ("--tile", "PX")),
+        ),
     ],
 )
 def test_flags_show_no_value_type(path, flags, valued):
@@ -52,8 +56,8 @@ def test_flags_show_no_value_type(path, flags, valued):
     assert "<bool>" not in result.output
     for flag in flags:
         assert "<" not in lines[flag], lines[flag]
-    for option in valued:  # options that take a value keep their type
-        assert "<" in lines[option], lines[option]
+    for option, metavar in valued:  # options that take a value name it
+        assert f" {metavar} " in lines[option], lines[option]
 
 
 def test_version_names_the_package_torch_and_python_for_a_bug_report():
