@@ -73,10 +73,15 @@ def _debug() -> bool:
 # -- stdout -------------------------------------------------------------------------------
 
 
+class StdoutError(UsageError):
+    """stdout cannot take what the command prints: no later file could be reported either,
+    so a run of several files stops here (exit 2) instead of failing each in turn."""
+
+
 def stdout() -> TextIO:
     """``sys.stdout``, or a usage error when the process was started with it closed."""
     if sys.stdout is None:
-        raise UsageError("stdout is closed; nothing can be printed")
+        raise StdoutError("stdout is closed; nothing can be printed")
     return sys.stdout
 
 
@@ -98,7 +103,7 @@ def emit(text: str = "", *, data: bytes | None = None) -> None:
         raise
     except OSError as exc:
         _silence_stdout()
-        raise UsageError(f"cannot write to stdout: {exc.strerror or exc}") from None
+        raise StdoutError(f"cannot write to stdout: {exc.strerror or exc}") from None
 
 
 def _silence_stdout() -> None:

@@ -26,7 +26,7 @@ from anyrestore.cli.common import (
     warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import emit, fail, say
+from anyrestore.cli.errors import StdoutError, emit, fail, say, stdout
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 
 def _stdout_target(fmt: str | None, json_output: bool) -> str:
-    from anyrestore.cli.errors import stdout
     from anyrestore.engine.imageio import parse_format
 
     if json_output:
@@ -329,13 +328,16 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
                 "(end it with / to have it made)"
             )
     taken = {os.path.realpath(s) for s in sources}
+    stdout()  # a closed stdout (each output's line goes there) stops the run once, exit 2
     run.restorer()  # a bad option or weights stop the run here, not once per file
     failed = 0
     started = time.perf_counter()
     for source in sources:
         try:
             _restore_file(run, source, output, taken)
-        except (DeviceError, WeightsError, KeyboardInterrupt):
+        except (DeviceError, WeightsError, KeyboardInterrupt, BrokenPipeError, StdoutError):
+            # A reader that went away (`| head`) ends the run quietly, as in batch; a full
+            # stdout ends it with exit 2: no later file could be reported either.
             raise
         except Exception as exc:  # one bad file must not stop the others
             failed += 1

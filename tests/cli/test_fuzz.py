@@ -696,12 +696,18 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> Outcome:
     return Outcome(proc.returncode, "", err.decode(errors="replace"))
 
 
+@pytest.mark.parametrize("inputs", [1, 3], ids=["one", "several"])
 @pytest.mark.parametrize("stdout", ["full", "closed"])
-def test_full_or_closed_stdout_leaves_no_output(tmp_path: Path, tiny_checkpoint: Path, stdout: str):
-    src = tmp_path / "in.png"
-    src.write_bytes(encoded("PNG"))
+def test_full_or_closed_stdout_leaves_no_output(
+    tmp_path: Path, tiny_checkpoint: Path, stdout: str, inputs: int
+):
+    """Each output's line goes to stdout; with several inputs the run stops once (exit 2)."""
+    names = [f"in{i}.png" for i in range(inputs)]
+    for name in names:
+        (tmp_path / name).write_bytes(encoded("PNG"))
     before = snapshot(tmp_path)
-    args = ["fix", "in.png", "-o", "o.png", "-q", "--weights", str(tiny_checkpoint)]
+    out = ["-o", "o.png"] if inputs == 1 else ["-o", "out/"]
+    args = ["fix", *names, *out, "-q", "--weights", str(tiny_checkpoint)]
     if stdout == "full":
         with open("/dev/full", "wb") as full:
             outcome = finish(cli(args, tmp_path, stdout=full))
@@ -711,6 +717,28 @@ def test_full_or_closed_stdout_leaves_no_output(tmp_path: Path, tiny_checkpoint:
         proc = subprocess.Popen(closed, cwd=tmp_path, stderr=subprocess.PIPE)
         outcome = finish(proc)
     check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path))
+
+
+def test_reader_going_away_ends_several_inputs_quietly(tmp_path: Path, tiny_checkpoint: Path):
+    """`fix *.png -o out/ --json | head -1`: the run stops at the closed pipe with exit 0, as
+    batch does, instead of failing every later file; what was announced is on disk."""
+    names = [f"{i:03d}.png" for i in range(200)]  # far more work than the first line takes
+    for name in names:
+        (tmp_path / name).write_bytes(encoded("PNG"))
+    before = snapshot(tmp_path)
+    args = ["fix", *names, "-o", "out/", "--json", "-q", "--weights", str(tiny_checkpoint)]
+    proc = cli(args, tmp_path, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    proc.stdout.close()
+    outcome = finish(proc)
+    after = snapshot(tmp_path)
+    written = {k for k in after if k.startswith("out/")}
+    check(outcome, {ExitCode.OK}, before, after, outputs=written)
+    assert "failed" not in outcome.stderr
+    assert f"out/{first['input']}" in written
+    assert len(written) < len(names), "the run went on after its reader had gone"
+    assert not [k for k in after if k.endswith(".tmp")], "a temporary file was left behind"
 
 
 def test_closed_stdin_is_one_line(tmp_path: Path, tiny_checkpoint: Path):
