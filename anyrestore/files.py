@@ -6,6 +6,7 @@ code all list folders and replace files the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -81,6 +82,34 @@ def _mode_for(dest: Path) -> int:
         return 0o666 & ~_umask()
 
 
+def _keep_owner(tmp: Path, dest: Path) -> None:
+    """Give ``tmp`` the owner and group of the file it replaces, where allowed.
+
+    Writing in place keeps them; a rename would hand a file edited with ``sudo`` to root.
+    Without the right to (an ordinary user replacing another's file in a shared folder) the
+    new file stays the writer's, in the old group where the writer belongs to it.
+    """
+    try:
+        old = os.stat(dest)
+    except OSError:
+        return
+    new = os.stat(tmp)
+    if (old.st_uid, old.st_gid) == (new.st_uid, new.st_gid):
+        return
+    try:
+        os.chown(tmp, old.st_uid, old.st_gid)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.chown(tmp, -1, old.st_gid)
+
+
+def _put_in_place(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` over ``dest`` with the owner and permissions ``dest`` had (if any)."""
+    _keep_owner(tmp, dest)  # before chmod: chown clears set-id bits
+    os.chmod(tmp, _mode_for(dest))
+    os.replace(tmp, dest)
+
+
 def _destination(path: Path) -> Path:
     """Where writing ``path`` lands: a link is followed to its target, as ``open`` would.
 
@@ -143,13 +172,12 @@ class AtomicFile:
                 os.fsync(f.fileno())
 
     def commit(self) -> Path:
-        """Give the temporary the target's name, and the permissions a plain ``open`` would
-        leave: the replaced file's, else the umask's."""
+        """Give the temporary the target's name, and the permissions and owner a plain
+        ``open`` would leave: the replaced file's, else the umask's and the writer's."""
 
         def rename() -> None:
             if self.tmp is not None:
-                os.chmod(self.tmp, _mode_for(self.dest))
-                os.replace(self.tmp, self.dest)
+                _put_in_place(self.tmp, self.dest)
 
         self._guard(rename)
         return self.path
@@ -198,8 +226,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, _mode_for(target))
-        os.replace(tmp, target)
+        _put_in_place(Path(tmp), target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -83,6 +83,23 @@ def test_discarding_a_write_through_a_link_keeps_the_target(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "real.png"]
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_replaced_file_keeps_its_owner(tmp_path: Path) -> None:
+    """`sudo anyrestore fix a.jpg --overwrite` must not hand the user's photo to root."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"old")
+    os.chown(photo, 1234, 5678)
+    atomic_write(photo, b"new")
+    assert (photo.stat().st_uid, photo.stat().st_gid) == (1234, 5678)
+    with atomic_path(photo) as tmp:
+        tmp.write_bytes(b"newer")
+    assert photo.read_bytes() == b"newer"
+    assert (photo.stat().st_uid, photo.stat().st_gid) == (1234, 5678)
+    fresh = tmp_path / "fresh.png"
+    atomic_write(fresh, b"new")
+    assert fresh.stat().st_uid == 0
+
+
 def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
     private = tmp_path / "private.png"
     private.write_bytes(b"old")
