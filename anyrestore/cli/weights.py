@@ -190,13 +190,18 @@ def add_command(
 ) -> None:
     """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
     from anyrestore.weights import add_entry, default_entry, embed_file, manifest_entry_for
-    from anyrestore.weights.manifest import is_pinned_revision
+    from anyrestore.weights.manifest import is_license_expression, is_pinned_revision
 
     if prefer and not write:
         raise UsageError("--prefer places the entry in the manifest: add --write")
     if not embed and not (repo_id and revision):
         raise UsageError(
             "say where the file lives: --repo-id and --revision (its Hub upload) or --embed"
+        )
+    if not is_license_expression(license):
+        raise UsageError(
+            f"--license {license!r}: give an SPDX id or expression such as MIT, Apache-2.0 or "
+            "CC-BY-4.0 (https://spdx.org/licenses/), or LicenseRef-NAME for your own"
         )
     if revision and not is_pinned_revision(revision):
         raise UsageError(

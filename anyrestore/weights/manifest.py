@@ -51,6 +51,37 @@ def is_pinned_revision(revision: str) -> bool:
     return bool(_COMMIT.fullmatch(revision))
 
 
+_LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*\+?")
+_LICENSE_TOKENS = re.compile(r"\(|\)|[^\s()]+")
+
+
+def is_license_expression(text: str) -> bool:
+    """Whether ``text`` reads as an SPDX license expression: ``MIT``, ``Apache-2.0``,
+    ``(MIT OR Apache-2.0)``, ``GPL-2.0-or-later WITH Classpath-exception-2.0``,
+    ``LicenseRef-mine``. Syntax only: the id list changes and a custom ``LicenseRef-`` is
+    allowed, but a sentence ("see README", "MIT license") is not a license a tool can read.
+    """
+    depth, want_id = 0, True
+    for token in _LICENSE_TOKENS.findall(text):
+        if token == "(":
+            if not want_id:
+                return False
+            depth += 1
+        elif token == ")":
+            if want_id or depth == 0:
+                return False
+            depth -= 1
+        elif token in ("AND", "OR", "WITH"):
+            if want_id:
+                return False
+            want_id = True
+        elif want_id and _LICENSE_ID.fullmatch(token):
+            want_id = False
+        else:
+            return False
+    return depth == 0 and not want_id
+
+
 _REQUIRED = ("name", "model", "arch", "trained_for", "sha256", "size", "license")
 _HUB_KEYS = ("repo_id", "filename", "revision")
 _KNOWN = set(_REQUIRED) | set(_HUB_KEYS) | {"embedded", "default", "description", "training"}
@@ -192,6 +223,12 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
     if embedded:
         p = Path(embedded)
         embedded_path = p if p.is_absolute() else (embedded_root or _PACKAGE_DIR) / p
+    license = text("license") or ""
+    if not is_license_expression(license):
+        raise WeightsError(
+            f"{where}: license {license!r} is not an SPDX id or expression (MIT, Apache-2.0, "
+            "CC-BY-4.0, LicenseRef-...)"
+        )
     default = item.get("default", False)
     training = item.get("training", {})
     description = item.get("description", "")
@@ -208,7 +245,7 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
         trained_for=tuple(trained_for),
         sha256=sha,
         size=size,
-        license=text("license") or "",
+        license=license,
         repo_id=hub["repo_id"],
         filename=hub["filename"],
         revision=hub["revision"],

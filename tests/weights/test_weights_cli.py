@@ -286,6 +286,34 @@ def test_add_refuses_an_entry_that_could_not_be_used(manifest, tiny_file):
     assert list_entries() == []
 
 
+def test_license_must_be_an_spdx_expression(manifest, tiny_file):
+    """A license a tool can read: a sentence is refused by `weights add` (exit 2, naming
+    --license) and by the manifest parser, and real expressions pass both."""
+    from anyrestore.weights.manifest import is_license_expression, parse_manifest
+
+    good = [
+        "MIT",
+        "Apache-2.0",
+        "GPL-2.0+",
+        "(MIT OR Apache-2.0)",
+        "Apache-2.0 WITH LLVM-exception",
+        "LicenseRef-anyrestore-weights",
+        "CC-BY-4.0 AND (MIT OR BSD-3-Clause)",
+    ]
+    bad = ["MIT license", "see README", "MIT OR", "(MIT", "MIT)", "OR MIT", "MIT AND AND BSD"]
+    assert all(is_license_expression(e) for e in good)
+    assert not any(is_license_expression(e) for e in bad)
+    manifest()
+    hub = ["--repo-id", REPO, "--revision", COMMIT]
+    result = _run("add", str(tiny_file), "--name", "x", "--license", "see README", *hub)
+    assert result.exit_code == 2 and "--license 'see README'" in result.stderr
+    text = manifest_entry_for(tiny_file, name="x", license="MIT", repo_id=REPO, revision=COMMIT)
+    with pytest.raises(WeightsError, match="not an SPDX id"):
+        parse_manifest(text.replace('"MIT"', '"MIT license"'), source="hand-edited")
+    ok = _run("add", str(tiny_file), "--name", "x", "--license", "(MIT OR Apache-2.0)", *hub)
+    assert ok.exit_code == 0, ok.output
+
+
 def test_add_model_names_the_variant_of_a_checkpoint_with_a_custom_name(tmp_path):
     """A custom name in the metadata is not a variant: --model says which one it is."""
     from tinymodels import TINY_ANYIR
