@@ -71,7 +71,7 @@ def is_license_expression(text: str) -> bool:
             if want_id or depth == 0:
                 return False
             depth -= 1
-        elif token in ("AND", "OR", "WITH"):
+        elif token in ("AND", "OR", "WITH", "and", "or", "with"):  # SPDX allows either case
             if want_id:
                 return False
             want_id = True

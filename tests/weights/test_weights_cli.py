@@ -299,6 +299,7 @@ def test_license_must_be_an_spdx_expression(manifest, tiny_file):
         "Apache-2.0 WITH LLVM-exception",
         "LicenseRef-anyrestore-weights",
         "CC-BY-4.0 AND (MIT OR BSD-3-Clause)",
+        "MIT or Apache-2.0",
     ]
     bad = ["MIT license", "see README", "MIT OR", "(MIT", "MIT)", "OR MIT", "MIT AND AND BSD"]
     assert all(is_license_expression(e) for e in good)
