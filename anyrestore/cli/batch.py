@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from anyrestore.cli.common import (
+    STOPS_THE_RUN,
     check_finite,
     err_console,
     failure_line,
@@ -52,7 +53,7 @@ from anyrestore.cli.options import (
     WeightsOpt,
     deprecated_alias,
 )
-from anyrestore.errors import DeviceError, ExitCode, UsageError, WeightsError
+from anyrestore.errors import ExitCode, UsageError
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def batch_command(
                         height=image.height,
                         tiles=info.tiles if info else 1,
                     )
-                except (DeviceError, WeightsError, KeyboardInterrupt):
+                except STOPS_THE_RUN:
                     raise
                 except Exception as exc:  # one bad file must not stop the folder
                     message = failure_line(rel, exc)

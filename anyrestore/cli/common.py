@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from anyrestore.cli.errors import as_flags, say, stdout
-from anyrestore.errors import UsageError, WeightsError
+from anyrestore.cli.errors import StdoutError, as_flags, say, stdout
+from anyrestore.errors import DeviceError, UsageError, WeightsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,6 +143,12 @@ def stdin_bytes() -> bytes:
         raise UsageError("stdin is a folder, not an image") from None
     except OSError as exc:
         raise UsageError(f"cannot read stdin: {exc.strerror or exc}") from None
+
+
+#: What stops a run of several files (fix IN..., batch) instead of failing one file: the
+#: device or the weights would fail every file alike, the user asked to stop, and a stdout
+#: that is gone or full could report no later file (a departed reader ends the run quietly).
+STOPS_THE_RUN = (DeviceError, WeightsError, KeyboardInterrupt, BrokenPipeError, StdoutError)
 
 
 def failure_line(name: str, exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from anyrestore.cli.common import (
+    STOPS_THE_RUN,
     check_finite,
     err_console,
     failure_line,
@@ -26,7 +27,7 @@ from anyrestore.cli.common import (
     warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import StdoutError, emit, fail, say, stdout
+from anyrestore.cli.errors import emit, fail, say, stdout
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -44,7 +45,7 @@ from anyrestore.cli.options import (
     TileOverlapOpt,
     WeightsOpt,
 )
-from anyrestore.errors import DeviceError, ExitCode, InputError, UsageError, WeightsError
+from anyrestore.errors import ExitCode, InputError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -335,9 +336,7 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
     for source in sources:
         try:
             _restore_file(run, source, output, taken)
-        except (DeviceError, WeightsError, KeyboardInterrupt, BrokenPipeError, StdoutError):
-            # A reader that went away (`| head`) ends the run quietly, as in batch; a full
-            # stdout ends it with exit 2: no later file could be reported either.
+        except STOPS_THE_RUN:
             raise
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
