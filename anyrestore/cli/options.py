@@ -88,7 +88,8 @@ TileOpt = Annotated[
     typer.Option(
         "--tile",
         metavar="PX",
-        help="Tile size in pixels; 0 disables tiling. Default: auto (see docs/inference.md).",
+        help="Tile size in pixels, at least 32; 0 disables tiling. Default: auto (see "
+        "docs/inference.md).",
     ),
 ]
 TileOverlapOpt = Annotated[

@@ -38,6 +38,8 @@ AUTO_TILE = {"cpu": 512, "mps": 512, "cuda": 1024}
 DEFAULT_STATS_SIDE = 512
 MIN_STATS_SIDE = 256
 DEFAULT_STATS_METHOD: Method = "stride"
+#: The smallest tile: what the out-of-memory retries stop at, and the least ``tile`` taken.
+#: Smaller tiles give the model too little context (and thousands of passes for a photo).
 MIN_TILE = 32
 
 _OOM: tuple[type[BaseException], ...] = (
@@ -97,8 +99,8 @@ class Restorer:
     """Restores images with one model on one device; ``path`` says how (device, precision, layout).
 
     ``tile=None`` tiles automatically above ``AUTO_TILE[device]`` pixels per side, ``tile=0``
-    never tiles, ``tile=N`` tiles anything larger than N. ``overlap=None`` takes the model's
-    ``tile_overlap_hint``. The model is moved to the device and layout and put in eval mode;
+    never tiles, ``tile=N`` (at least ``MIN_TILE``) tiles anything larger than N.
+    ``overlap=None`` takes the model's ``tile_overlap_hint``. The model is moved to the device and layout and put in eval mode;
     ``precision="auto"`` may time it briefly once per machine (``anyrestore.compute``).
     ``runtime`` is "torch", "openvino" or "auto" (``anyrestore.compute.choose_path``); on
     OpenVINO the statistics of a tiled image are still recorded by the eager model.
@@ -120,8 +122,10 @@ class Restorer:
         on_tile: Callable[[int, int], None] | None = None,
         runtime: str = "torch",
     ) -> None:
-        if tile is not None and tile < 0:
-            raise UsageError(f"tile must be 0 (no tiling) or a positive size, got {tile}")
+        if tile is not None and (tile < 0 or 0 < tile < MIN_TILE):
+            raise UsageError(
+                f"tile size must be 0 (no tiling) or at least {MIN_TILE} px, got {tile}"
+            )
         if overlap is not None and overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {overlap}")
         if stats_method not in METHODS:

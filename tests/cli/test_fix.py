@@ -191,7 +191,8 @@ def test_unsupported_input_format_is_exit_3(tmp_path: Path, tiny_checkpoint: Pat
         (["-o", "out.gif"], 2, "unsupported output format"),
         (["--model", "anyir_s"], 2, "does not match"),
         (["--model", "no_such_model"], 2, "unknown model"),
-        (["--tile", "-5"], 2, "tile"),
+        (["--tile", "-5"], 2, "tile size must be 0 (no tiling) or at least 32 px"),
+        (["--tile", "5"], 2, "tile size must be 0 (no tiling) or at least 32 px, got 5"),
     ],
 )
 def test_bad_options_fail_with_their_exit_code(

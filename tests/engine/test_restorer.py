@@ -136,8 +136,10 @@ def test_auto_tiling_above_the_threshold_and_tile_zero_disables_it(
     off = Restorer(model, "cpu", tile=0)
     off.restore_tensor(x)
     assert off.last_run is not None and off.last_run.tiles == 1 and off.last_run.tile == 0
-    with pytest.raises(UsageError):
-        Restorer(model, "cpu", tile=-1)
+    for tile in (-1, 1, 31):  # a tile too small for any context is refused, not run
+        with pytest.raises(UsageError, match="at least 32 px"):
+            Restorer(model, "cpu", tile=tile)
+    assert Restorer(model, "cpu", tile=32).tile == 32
 
 
 def test_an_image_within_the_statistics_reference_is_restored_in_one_pass() -> None:
