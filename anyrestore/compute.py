@@ -182,6 +182,13 @@ def set_threads(threads: int | None) -> int:
         threads = int(env) if env.isdigit() and int(env) > 0 else _cores()
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
+    if threads > (cores := _cores()):
+        log.warning(
+            "%d threads on %d core%s: threads beyond one a core take turns and run slower",
+            threads,
+            cores,
+            "" if cores == 1 else "s",
+        )
     torch.set_num_threads(threads)
     return threads
 

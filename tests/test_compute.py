@@ -255,6 +255,21 @@ def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.Monk
         torch.set_num_threads(before)
 
 
+def test_more_threads_than_cores_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(compute, "_cores", lambda: 2)
+    try:
+        with caplog.at_level("WARNING", logger="anyrestore"):
+            assert set_threads(2) == 2
+            assert not caplog.records  # one a core is what the default takes
+            assert set_threads(64) == 64  # honoured: the user may know better
+        assert "64 threads on 2 cores" in caplog.text and "slower" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_freed_feature_maps_are_reused_without_new_page_faults() -> None:
     # Layers allocate and free maps above glibc's own mmap limit (32 MB); the CLI and
     # training make the heap keep them, so the next map of that size costs no page faults.
