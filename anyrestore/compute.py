@@ -553,29 +553,47 @@ def others_running(samples: int = 3, interval: float = 0.05) -> int:
 
 
 #: Measurements this process took while the machine was busy: used again by this process
-#: (a batch or a bench builds several models), never written to the cache file.
+#: (a batch or a bench builds several models) without reading the cache file again.
 _unkept: dict[str, float] = {}
+#: Appended to the key of a measurement taken while the machine was busy. Such a value
+#: serves later runs that find the machine busy too (so a machine that is never quiet does
+#: not pay for the probe at every start) and is replaced by the first run on a quiet one.
+_BUSY = "|busy"
 
 
 def _cached(key: str, measure: Callable[[], float]) -> float:
-    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file; one
-    taken while other work kept the CPU busy serves this process only."""
+    """``measure()``'s ratio, measured once per ``key`` and kept in the cache file.
+
+    One taken while other work kept the CPU busy is kept apart, as provisional: runs on a
+    busy machine use it, and the next run on a quiet machine measures again.
+    """
     if key in _unkept:
         return _unkept[key]
     cache = read_cache(_CACHE_FILE)
     value = cache.get(key)
-    if isinstance(value, (int, float)) and value > 0:
+    if _usable(value):
         return float(value)
+    spare = max((os.cpu_count() or 1) - torch.get_num_threads(), 0)  # cores the run leaves
     before = others_running()
+    provisional = cache.get(key + _BUSY)
+    if before > spare and _usable(provisional):
+        _unkept[key] = float(provisional)
+        return _unkept[key]
     speedup = measure()
     busy = max(before, others_running())
-    if busy > max((os.cpu_count() or 1) - torch.get_num_threads(), 0):  # a core was taken
-        log.info("measured %r while %d other threads ran; not cached", key, busy)
+    if busy > spare:  # a core was taken: the ratio measured the contention too
+        log.info("measured %r while %d other threads ran; kept until a quiet run", key, busy)
         _unkept[key] = speedup
-        return speedup
-    cache[key] = round(speedup, 3)
+        cache[key + _BUSY] = round(speedup, 3)
+    else:
+        cache[key] = round(speedup, 3)
+        cache.pop(key + _BUSY, None)
     write_cache(_CACHE_FILE, cache)
     return speedup
+
+
+def _usable(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _time_bf16(model: nn.Module, device: torch.device) -> float:
