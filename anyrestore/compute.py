@@ -10,7 +10,8 @@ One policy for inference and training. ``auto`` precision means:
   than fp32, while AVX512-BF16 alone can be slower for dense 1x1 convolutions, so the flag
   alone does not decide; bf16 must be at least ``BF16_MARGIN`` times faster. The measurement
   is cached per CPU, torch version, thread count and model configuration, so it runs once
-  (unless another process kept the cores busy while it ran: then it is used and not kept).
+  (one taken while another process kept the cores busy serves only runs that find them busy
+  too, until a run on a quiet machine measures again).
 
 Features are always channels-last (NHWC): on every CPU measured the 1x1 convolutions and
 per-pixel norms of both models run several times faster that way, and bf16 gains nothing
@@ -534,7 +535,7 @@ def others_running(samples: int = 3, interval: float = 0.05) -> int:
     few samples of ``/proc/loadavg`` (0 where that file is missing, as on macOS).
 
     A timing probe run beside another busy process measures the contention, not the CPU: its
-    answer serves this process but is not kept (``_cached``). The least of several
+    answer is kept only for runs on a busy machine (``_cached``). The least of several
     samples, so that this process's own worker threads, still spinning after their last
     parallel region, are not taken for another process.
     """
