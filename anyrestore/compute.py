@@ -555,7 +555,7 @@ def others_running(samples: int = 3, interval: float = 0.05) -> int:
 
 #: Measurements this process took while the machine was busy: used again by this process
 #: (a batch or a bench builds several models) without reading the cache file again.
-_unkept: dict[str, float] = {}
+_measured_busy: dict[str, float] = {}
 #: Appended to the key of a measurement taken while the machine was busy. Such a value
 #: serves later runs that find the machine busy too (so a machine that is never quiet does
 #: not pay for the probe at every start) and is replaced by the first run on a quiet one.
@@ -568,8 +568,8 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     One taken while other work kept the CPU busy is kept apart, as provisional: runs on a
     busy machine use it, and the next run on a quiet machine measures again.
     """
-    if key in _unkept:
-        return _unkept[key]
+    if key in _measured_busy:
+        return _measured_busy[key]
     cache = read_cache(_CACHE_FILE)
     value = cache.get(key)
     if _usable(value):
@@ -578,13 +578,13 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     before = others_running()
     provisional = cache.get(key + _BUSY)
     if before > spare and _usable(provisional):
-        _unkept[key] = float(provisional)
-        return _unkept[key]
+        _measured_busy[key] = float(provisional)
+        return _measured_busy[key]
     speedup = measure()
     busy = max(before, others_running())
     if busy > spare:  # a core was taken: the ratio measured the contention too
         log.info("measured %r while %d other threads ran; kept until a quiet run", key, busy)
-        _unkept[key] = speedup
+        _measured_busy[key] = speedup
         cache[key + _BUSY] = round(speedup, 3)
     else:
         cache[key] = round(speedup, 3)

@@ -200,17 +200,17 @@ def test_a_measurement_taken_beside_other_work_serves_busy_runs_until_a_quiet_on
         assert path.precision == "bf16"
         assert compute.training_pointwise(torch.device("cpu"), "fp32", probe=pointwise)[0] == "conv"
     assert (probe.calls, pointwise.calls) == (1, 1)
-    monkeypatch.setattr(compute, "_unkept", {})  # the next run, on a machine still busy
+    monkeypatch.setattr(compute, "_measured_busy", {})  # the next run, on a machine still busy
     assert choose_path("cpu", "auto", model=tiny(), probe=Probe(0.5)).precision == "bf16"
     assert compute.training_pointwise(torch.device("cpu"), "fp32", probe=pointwise)[0] == "conv"
     assert (probe.calls, pointwise.calls) == (1, 1)  # the busy measurements served it
-    monkeypatch.setattr(compute, "_unkept", {})  # the next run, on a quiet machine
+    monkeypatch.setattr(compute, "_measured_busy", {})  # the next run, on a quiet machine
     busy_machine(monkeypatch, tmp_path, others=0)
     quiet = Probe(0.5)  # measured again: bf16 no faster here after all
     for _ in range(2):
         assert choose_path("cpu", "auto", model=tiny(), probe=quiet).precision == "fp32"
     assert quiet.calls == 1
-    monkeypatch.setattr(compute, "_unkept", {})  # and busy again: the quiet value holds
+    monkeypatch.setattr(compute, "_measured_busy", {})  # and busy again: the quiet value holds
     busy_machine(monkeypatch, tmp_path, others=os.cpu_count() or 1)
     assert choose_path("cpu", "auto", model=tiny(), probe=Probe(3.0)).precision == "fp32"
     assert quiet.calls == 1

@@ -100,8 +100,9 @@ class Restorer:
 
     ``tile=None`` tiles automatically above ``AUTO_TILE[device]`` pixels per side, ``tile=0``
     never tiles, ``tile=N`` (at least ``MIN_TILE``) tiles anything larger than N.
-    ``overlap=None`` takes the model's ``tile_overlap_hint``. The model is moved to the device and layout and put in eval mode;
-    ``precision="auto"`` may time it briefly once per machine (``anyrestore.compute``).
+    ``overlap=None`` takes the model's ``tile_overlap_hint``. The model is moved to the device
+    and layout and put in eval mode; ``precision="auto"`` may time it briefly once per
+    machine (``anyrestore.compute``).
     ``runtime`` is "torch", "openvino" or "auto" (``anyrestore.compute.choose_path``); on
     OpenVINO the statistics of a tiled image are still recorded by the eager model.
     Threads may share a restorer or its model: restorations with one model take turns, and
