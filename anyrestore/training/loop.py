@@ -22,7 +22,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from anyrestore.compute import autocast, choose_path, reuse_freed_memory, training_pointwise
+from anyrestore.compute import (
+    autocast,
+    choose_path,
+    reuse_freed_memory,
+    set_threads,
+    training_pointwise,
+)
 from anyrestore.errors import (
     STOP_SIGNALS,
     ConfigError,
@@ -113,7 +119,7 @@ def _run(
 ) -> TrainResult:
     out = Path(config.out)
     if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+        set_threads(config.train.threads)  # warns when more than the cores
     if device.type == "cpu":
         reuse_freed_memory()
     state = load_state(resume) if resume is not None else None
