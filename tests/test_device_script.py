@@ -42,11 +42,16 @@ def archive(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _probe_measured_once() -> None:
-    """Take the training 1x1 probe (anyrestore.compute) into the session's cache first, so
-    the short time limits below count start-up and training, not seconds of measuring."""
-    code = "import torch; from anyrestore.compute import training_pointwise as t; "
-    code += "t(torch.device('cpu'), 'fp32')"
+def _probes_measured_once() -> None:
+    """Take the 1x1 probes (anyrestore.compute: with and without gradients, as a training
+    run takes both) into the session's cache first, so the short time limits below count
+    start-up and training, not seconds of measuring."""
+    code = """
+import torch
+from anyrestore.compute import choose_path, training_pointwise
+choose_path("cpu", "fp32", model=torch.nn.Conv2d(3, 3, 1))
+training_pointwise(torch.device("cpu"), "fp32")
+"""
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
 
 
@@ -87,7 +92,7 @@ def test_a_finished_run_returns_weights_metrics_and_the_held_out_bench(tmp_path,
 
 
 def test_the_time_limit_stops_training_and_still_returns_weights(tmp_path, archive) -> None:
-    done = run_script(tmp_path, archive, "0.15", "--steps", "100000", bench=False)
+    done = run_script(tmp_path, archive, "0.3", "--steps", "100000", bench=False)  # 18 s
     assert done.returncode == 0, done.stderr
     log = (tmp_path / "out" / "train.log").read_text()
     assert "stopped at step" in log
