@@ -10,6 +10,7 @@ import typer
 
 from anyrestore import __version__
 from anyrestore.cli import batch, bench, fix, models, train, weights
+from anyrestore.cli.common import setup_logging
 from anyrestore.cli.errors import CliGroup
 
 app = typer.Typer(
@@ -57,6 +58,9 @@ def _options(
     ] = False,
 ) -> None:
     """Options of the group itself; its help text is the app's."""
+    # Every command's library warnings read "anyrestore: warning: ..." (fix and batch set
+    # the level again for --quiet).
+    setup_logging(quiet=False)
 
 
 app.command("fix")(fix.fix_command)

@@ -331,3 +331,20 @@ def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
     paths = {r["model"]: r["compute"] for r in json.loads(out)}
     assert set(paths) == {"tiny [fp32]", "tiny [bf16]"}
     assert paths["tiny [bf16]"].startswith("cpu bf16 channels-last (requested")
+
+
+def test_library_warnings_read_as_the_tools_own(
+    tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bench, like fix, says "anyrestore: warning:" before what the engine warns of
+    import anyrestore.compute
+
+    monkeypatch.setattr(anyrestore.compute, "_cores", lambda: 1)
+    before = torch.get_num_threads()
+    try:
+        code, _, err = run("--suite", "speed", "--weights", str(tiny_weights), "--device", "cpu",
+                           "--sizes", "16", "--repeats", "1", "--threads", "2")  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    assert "anyrestore: warning: 2 threads on 1 core: threads beyond one a core" in err
