@@ -178,12 +178,13 @@ def native_bf16() -> str | None:
 
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` CPU threads (None: ``OMP_NUM_THREADS`` if set, else every core)."""
+    cores = _cores()
     if threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "").strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else _cores()
+        threads = int(env) if env.isdigit() and int(env) > 0 else cores
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
-    if threads > (cores := _cores()):
+    if threads > cores:
         log.warning(
             "%d threads on %d core%s: threads beyond one a core take turns and run slower",
             threads,
