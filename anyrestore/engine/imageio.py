@@ -334,14 +334,16 @@ def _check_png_complete(data: bytes | None, path: Any, im: Image.Image) -> None:
     )
 
 
+# A tile is (codec, extents, offset, args): a named tuple from Pillow 11, a plain one before.
 def _rawmode(tile: Any) -> str:
-    args = tile.args
+    args = tile[3]
     return str(args[0] if isinstance(args, tuple) else args)
 
 
 def _with_rawmode(tile: Any, rawmode: str) -> Any:
-    args = tile.args
-    return tile._replace(args=(rawmode, *args[1:]) if isinstance(args, tuple) else rawmode)
+    args = tile[3]
+    fields = (*tile[:3], (rawmode, *args[1:]) if isinstance(args, tuple) else rawmode)
+    return fields if type(tile) is tuple else type(tile)(*fields)
 
 
 _NATIVE = ";16L" if sys.byteorder == "little" else ";16B"

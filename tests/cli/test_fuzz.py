@@ -301,10 +301,15 @@ def test_every_pillow_mode_in_every_format(
     src.write_bytes(encoded(fmt, mode))
     with Image.open(src) as opened:
         read_mode = opened.mode
+        try:  # Pillow before 13 cannot read back the YCbCr TIFFs it writes
+            opened.load()
+            decodable = True
+        except OSError:
+            decodable = False
     before = snapshot(tmp_path)
     out = f"m_restored{FORMAT_EXT[fmt]}"
     outcome = invoke(["fix", str(src), "-q", "--weights", str(tiny_checkpoint)])
-    expected = {ExitCode.INPUT} if read_mode == "F" else {ExitCode.OK}
+    expected = {ExitCode.OK} if decodable and read_mode != "F" else {ExitCode.INPUT}
     check(outcome, expected, before, snapshot(tmp_path), outputs={out})
     if outcome.code == 0:
         with Image.open(tmp_path / out) as result:
