@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 import typer
-from typer import _click as click
+from typer import _click as click  # Typer's own copy of click (it no longer installs click)
 from typer.core import TyperGroup
 
 from anyrestore.cli import is_program

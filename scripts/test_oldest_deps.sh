@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run the tests against the oldest versions pyproject.toml allows: every ">=" bound of the
+# dependencies and of the dev extra, pinned with "==", in a fresh virtual environment.
+# What this passes is what the bounds promise; raise a bound when a test fails below it.
+#
+#   bash scripts/test_oldest_deps.sh [PYTEST ARGS...]
+#
+# VENV (default /tmp/anyrestore-oldest) is made anew each run. torch is the exception: only
+# torch 2.13.0 installs as a CPU build here (any other version pulls the CUDA build), so its
+# bound (an API audit: torch.get_autocast_dtype and friends came with 2.4) is not pinned.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${VENV:-/tmp/anyrestore-oldest}
+rm -rf "$venv"
+python3 -m venv "$venv"
+. "$venv/bin/activate"
+pip install -q torch==2.13.0
+python3 - > "$venv/oldest.txt" <<'EOF'
+import re, sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
+for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    if ";" in requirement:  # an environment marker: this Python may not need it
+        continue
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)(,.*)?", requirement.strip())
+    if m is None:
+        sys.exit(f"no >= bound to pin in {requirement!r}")
+    if m[1] != "torch":
+        print(f"{m[1]}=={m[2]}")
+EOF
+echo "pinned:" $(cat "$venv/oldest.txt")
+pip install -q -e ".[dev]" -c "$venv/oldest.txt"
+python -m pytest -p no:cacheprovider "$@"
