@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the tests against the oldest versions pyproject.toml allows: every ">=" bound of the
-# dependencies and of the dev extra, pinned with "==", in a fresh virtual environment.
+# dependencies and of the dev and bench extras, pinned with "==", in a fresh virtual
+# environment (the bench extra's classical restorers have tests of their own).
 # What this passes is what the bounds promise; raise a bound when a test fails below it.
 #
 #   bash scripts/test_oldest_deps.sh [PYTEST ARGS...]
@@ -23,7 +24,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 with open("pyproject.toml", "rb") as f:
     project = tomllib.load(f)["project"]
-for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
+extras = project["optional-dependencies"]
+for requirement in project["dependencies"] + extras["dev"] + extras["bench"]:
     if ";" in requirement:  # an environment marker: this Python may not need it
         continue
     m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)(,.*)?", requirement.strip())
@@ -33,5 +35,5 @@ for requirement in project["dependencies"] + project["optional-dependencies"]["d
         print(f"{m[1]}=={m[2]}")
 EOF
 echo "pinned:" $(cat "$venv/oldest.txt")
-pip install -q -e ".[dev]" -c "$venv/oldest.txt"
+pip install -q -e ".[dev,bench]" -c "$venv/oldest.txt"
 python -m pytest -p no:cacheprovider "$@"
