@@ -6,9 +6,10 @@ What huggingface_hub 2.x asks and what we answer:
   identity``): needs ``X-Repo-Commit`` and an ``ETag`` / ``X-Linked-Etag`` (the cache blob is
   named after it) and a size (``X-Linked-Size``, or ``Content-Length`` when not redirected).
   Like the real Hub for LFS files, we can answer with a 302 to a second "CDN" server on
-  another host (127.0.0.2: huggingface_hub 2.0 follows a redirect to the same host on
-  another port): the client does not follow redirects to another host, takes the metadata
-  from the 302 itself and later GETs the ``Location``.
+  another host (``localhost`` beside the Hub's ``127.0.0.1``, both the loopback: huggingface_hub
+  2.0 follows a redirect to the same host on another port): the client does not follow
+  redirects to another host, takes the metadata from the 302 itself and later GETs the
+  ``Location``.
 * ``GET`` of the resolve URL or the CDN URL: the bytes, honouring ``Range: bytes=N-`` (206)
   when the client resumes.
 * Errors: 404 with ``X-Error-Code`` RepoNotFound / RevisionNotFound / EntryNotFound, or any
@@ -39,7 +40,7 @@ class HubRepo:
 
 
 class FakeHub:
-    """Hub on 127.0.0.1 and CDN on 127.0.0.2, free ports, background threads."""
+    """Hub and CDN on the loopback, free ports, background threads."""
 
     def __init__(self, *, lfs_redirect: bool = True) -> None:
         self.repos: dict[str, HubRepo] = {}
@@ -49,10 +50,10 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self._lock = threading.Lock()
         self.stopped = False
-        self._hub = self._serve(self._handle_hub, "127.0.0.1")
-        self._cdn = self._serve(self._handle_cdn, "127.0.0.2")
+        self._hub = self._serve(self._handle_hub)
+        self._cdn = self._serve(self._handle_cdn)
         self.url = f"http://127.0.0.1:{self._hub.server_address[1]}"
-        self.cdn_url = f"http://127.0.0.2:{self._cdn.server_address[1]}"
+        self.cdn_url = f"http://localhost:{self._cdn.server_address[1]}"  # another host name
 
     # -- set-up -----------------------------------------------------------------------------
     def publish(self, repo_id: str, commit: str, filename: str, data: bytes) -> None:
@@ -68,7 +69,7 @@ class FakeHub:
             server.server_close()
 
     # -- serving ----------------------------------------------------------------------------
-    def _serve(self, handle, host: str) -> ThreadingHTTPServer:
+    def _serve(self, handle) -> ThreadingHTTPServer:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,7 +85,7 @@ class FakeHub:
             def log_message(self, *args) -> None:
                 pass
 
-        server = ThreadingHTTPServer((host, 0), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
