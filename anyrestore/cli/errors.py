@@ -315,7 +315,8 @@ class CliGroup(TyperGroup):
                 fail("a command is required; see the list above", exc.exit_code)
             _show_usage_error(exc)
             message = exc.format_message()
-            if type(exc).__name__ == "NoSuchOption":
+            if type(exc).__name__ == "NoSuchOption" and not getattr(exc, "possibilities", None):
+                # nothing like an option of ours: perhaps a file name (a near miss lists options)
                 message += " (put -- before a file name that starts with a dash)"
             fail(message, exc.exit_code)
         except typer.Abort:

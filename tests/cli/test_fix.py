@@ -148,6 +148,24 @@ def test_unknown_option_is_said_once_after_the_usage_line(tmp_path: Path) -> Non
     assert result.stderr.count("--bogus") == 1  # not repeated in a box above the error line
 
 
+def test_a_file_name_with_a_dash_is_told_to_go_after_double_dash() -> None:
+    result = fix("-photo.jpg")
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == (
+        "anyrestore: error: No such option: -p (put -- before a file name that starts with a dash)"
+    )
+
+
+def test_a_misspelt_option_gets_the_options_it_may_mean_and_no_file_hint() -> None:
+    result = fix("photo.jpg", "--qualty", "90")
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == (
+        "anyrestore: error: No such option: --qualty (Possible options: --quality, --quiet)"
+    )
+
+
 @pytest.mark.parametrize(
     "kind,message", [("truncated", "corrupt or truncated"), ("text", "not an image file")]
 )
