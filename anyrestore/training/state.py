@@ -72,9 +72,11 @@ def resolve_resume(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run folder holding ``last.pt``."""
     p = Path(path)
     if p.is_dir():
-        p = p / "last.pt"
+        if not (p / "last.pt").is_file():
+            raise ConfigError(f"no training checkpoint (last.pt) in {p}")
+        return p / "last.pt"
     if not p.is_file():
-        raise ConfigError(f"resume checkpoint not found: {p}")
+        raise ConfigError(f"training checkpoint not found: {p} (give its last.pt or run folder)")
     return p
 
 

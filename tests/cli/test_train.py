@@ -62,6 +62,27 @@ def test_missing_config_and_data_root(tmp_path: Path) -> None:
     assert result.exit_code == 6 and "data.root does not exist" in result.stderr
 
 
+def test_export_and_resume_say_which_checkpoint_is_missing(tmp_path: Path) -> None:
+    empty = tmp_path / "run"
+    empty.mkdir()
+    cases = [
+        (
+            ["export", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "x.safetensors")],
+            f"training checkpoint not found: {tmp_path / 'nope.pt'} (give its last.pt or run folder)",
+        ),
+        (
+            ["export", str(empty), "-o", str(tmp_path / "x.safetensors")],
+            f"no training checkpoint (last.pt) in {empty}",
+        ),
+        (["--resume", str(empty)], f"no training checkpoint (last.pt) in {empty}"),
+    ]
+    for args, message in cases:
+        result = _run(*args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == f"anyrestore: error: {message}"
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_train_then_export_from_the_cli(tmp_path: Path) -> None:
     photos = _photos(tmp_path / "photos")
     out = tmp_path / "run"
