@@ -72,9 +72,10 @@ def resolve_resume(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run folder holding ``last.pt``."""
     p = Path(path)
     if p.is_dir():
-        if not (p / "last.pt").is_file():
+        last = p / "last.pt"
+        if not last.is_file():
             raise ConfigError(f"no training checkpoint (last.pt) in {p}")
-        return p / "last.pt"
+        return last
     if not p.is_file():
         raise ConfigError(f"training checkpoint not found: {p} (give its last.pt or run folder)")
     return p

@@ -1,6 +1,6 @@
 """A local stand-in for the Hugging Face Hub's file endpoint, enough for ``hf_hub_download``.
 
-What huggingface_hub 2.x asks and what we answer:
+What huggingface_hub (1.27 to 2.x) asks and what we answer:
 
 * ``HEAD {endpoint}/{repo_id}/resolve/{revision}/{filename}`` (with ``Accept-Encoding:
   identity``): needs ``X-Repo-Commit`` and an ``ETag`` / ``X-Linked-Etag`` (the cache blob is
