@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 import typer
-from typer import _click as click  # Typer's own copy of click (it no longer installs click)
 from typer.core import TyperGroup
 
 from anyrestore.cli import is_program
@@ -179,7 +178,7 @@ def _run(body: Any) -> Any:
     """Run a command body, turning every way it can end badly into one line and a code."""
     try:
         return body()
-    except (typer.Exit, click.exceptions.ClickException, typer.Abort, SystemExit, GeneratorExit):
+    except (typer.Exit, typer.TyperException, typer.Abort, SystemExit, GeneratorExit):
         raise
     except KeyboardInterrupt as exc:
         code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
@@ -278,7 +277,7 @@ def _usage_name(self: Any) -> str:
 class CliGroup(TyperGroup):
     """Typer's group with anyrestore's error handling around every command."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         with warnings.catch_warnings():
             if not _debug():
                 # Pillow and torch warnings (corrupt EXIF, empty tensors) would print
@@ -306,7 +305,7 @@ class CliGroup(TyperGroup):
                         args, prog_name, complete_var, standalone_mode=False, **extra
                     )
                 )
-        except click.exceptions.ClickException as exc:
+        except typer.TyperException as exc:  # click's usage errors (Typer's copy of click)
             if not standalone_mode:
                 raise
             if (
@@ -380,18 +379,18 @@ def _import_torch_first(args: list[str]) -> None:
             signal.signal(sig, handler)
 
 
-def _show_usage_error(exc: click.exceptions.ClickException) -> None:
+def _show_usage_error(exc: typer.TyperException) -> None:
     """The command's usage line and where its help is, before our one error line.
 
     Typer would also print the message in a box: the error is said once, on the last line.
     """
-    ctx: click.Context | None = getattr(exc, "ctx", None)
+    ctx: typer.Context | None = getattr(exc, "ctx", None)
     if ctx is None:
         return
     try:
         lines = [ctx.get_usage()]
         if ctx.command.get_help_option(ctx) is not None:
             lines.append(f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
-        click.echo("\n".join(lines), err=True)
+        typer.echo("\n".join(lines), err=True)
     except Exception:  # a broken stderr: the final line is what matters
         pass
