@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from anyrestore.bench.speed import time_calls
 from anyrestore.compute import (
     choose_path,
     cpu_name,
@@ -46,12 +46,7 @@ EMBEDDED = Path(__file__).resolve().parents[1] / "anyrestore" / "weights" / "emb
 
 
 def best_of(fn: Callable[[], object], rounds: int) -> float:
-    best = math.inf
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(time_calls(fn, rounds), default=math.inf)
 
 
 def forward(args: argparse.Namespace) -> dict:

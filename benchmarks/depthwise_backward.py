@@ -14,12 +14,13 @@ Best of ``--rounds`` each, in milliseconds; run it with nothing else on the mach
 from __future__ import annotations
 
 import argparse
-import time
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from anyrestore.bench.speed import time_calls
 from anyrestore.compute import cpu_name
 
 #: (batch, channels, height, width), kernel size: the largest depthwise maps of a training
@@ -37,12 +38,7 @@ SHAPES = [
 
 def best_ms(fn: Callable[[], object], rounds: int) -> float:
     fn()  # warm-up: oneDNN builds its primitive on the first call
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+    return min(time_calls(fn, rounds), default=math.inf) * 1e3
 
 
 def weight_grad_by_shifts(grad: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
