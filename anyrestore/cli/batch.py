@@ -77,15 +77,26 @@ def _shard() -> tuple[int, int]:
 def plan_jobs(
     root: Path, out_dir: Path, files: list[Path], recursive: bool, suffix: str, ext: str | None
 ) -> list[Job]:
-    """Map every input to its output; two inputs landing on one output is a usage error."""
+    """Map every input to its output; two inputs landing on one output is a usage error.
+
+    Without ``ext`` (--format) each output keeps its input's extension, or becomes PNG where
+    anyrestore reads the format but does not write it (PPM) or the extension names none.
+    """
+    from anyrestore.engine.imageio import EXTENSIONS
+
     jobs, seen = [], {}
     for path in files:
         rel = path.relative_to(root)
         parent = out_dir / rel.parent if recursive else out_dir
-        target = parent / f"{rel.stem}{suffix}{ext if ext is not None else rel.suffix}"
+        if ext is not None:
+            out_ext = ext
+        else:
+            out_ext = rel.suffix if rel.suffix.lower() in EXTENSIONS else ".png"
+        target = parent / f"{rel.stem}{suffix}{out_ext}"
         if target in seen:
+            fix = "keep each input's format (no --format)" if ext else "choose --format"
             raise UsageError(
-                f"{seen[target]} and {rel} would both be written to {target}; use --suffix or --format"
+                f"{seen[target]} and {rel} would both be written to {target}; rename one or {fix}"
             )
         seen[target] = rel
         jobs.append(Job(path, target))

@@ -82,18 +82,21 @@ def _names_stdout(output: str) -> bool:
     return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
 
-def _default_output(src: Path, fmt: str | None, source_format: str | None) -> Path:
-    """``<stem>_restored.<ext>`` beside the input; ext from --format, else the input's."""
-    from anyrestore.engine.imageio import FORMAT_EXTENSION, FORMATS, parse_format
-    from anyrestore.files import IMAGE_EXTENSIONS
+def _named_output(
+    src: Path, folder: Path, suffix: str, fmt: str | None, source_format: str | None
+) -> Path:
+    """``<stem><suffix>.<ext>`` in ``folder``: ext from --format, else the input's own when
+    anyrestore writes that format, else the format the input was read as (PNG for one it
+    only reads, such as PPM)."""
+    from anyrestore.engine.imageio import EXTENSIONS, FORMAT_EXTENSION, parse_format
 
     if fmt:
         ext = FORMAT_EXTENSION[parse_format(fmt)]
-    elif IMAGE_EXTENSIONS.get(src.suffix.lower()) in FORMATS:
+    elif src.suffix.lower() in EXTENSIONS:
         ext = src.suffix
     else:
         ext = FORMAT_EXTENSION.get(source_format or "PNG", ".png")
-    return src.with_name(f"{src.stem}_restored{ext}")
+    return folder / f"{src.stem}{suffix}{ext}"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -120,23 +123,15 @@ def _check_source(source: str) -> Path:
     return src
 
 
-def _output_path(output: str, src: Path | None, fmt: str | None) -> Path:
-    from anyrestore.engine.imageio import FORMAT_EXTENSION, parse_format
-
+def _output_folder(output: str) -> Path | None:
+    """The folder ``-o`` names (an existing one, or any path ending in a slash, made when
+    missing, as for -o new/x.png), or None when it names a file."""
     out_path = Path(output)
     try:
         is_dir = out_path.is_dir()
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
-    # A trailing slash names a folder, made if it does not exist yet (as for -o new/x.png)
-    if is_dir or output.endswith(("/", os.sep)):
-        name = (
-            src.name
-            if src is not None
-            else "restored" + FORMAT_EXTENSION[parse_format(fmt or "png")]
-        )
-        out_path = out_path / name
-    return out_path
+    return out_path if is_dir or output.endswith(("/", os.sep)) else None
 
 
 def _output_format(out_path: Path, fmt: str | None) -> str:
@@ -215,7 +210,13 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
     ``taken``: the real paths of every input and of the outputs already written, which an
     output must not land on (its own input only with --overwrite).
     """
-    from anyrestore.engine.imageio import LOSSY_FORMATS, encode_image, read_image
+    from anyrestore.engine.imageio import (
+        FORMAT_EXTENSION,
+        LOSSY_FORMATS,
+        encode_image,
+        parse_format,
+        read_image,
+    )
     from anyrestore.files import AtomicFile
 
     from_stdin = source == "-"
@@ -225,12 +226,18 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
     else:
         to_stdout = output == "-" or _names_stdout(output)
     out_path: Path | None = None
+    folder: Path | None = None
     out_format = "PNG"
     if to_stdout:
         out_format = _stdout_target(run.fmt, run.json_output)
     elif output is not None:
-        out_path = _output_path(output, src, run.fmt)
-        out_format = _output_format(out_path, run.fmt)
+        folder = _output_folder(output)
+        if folder is None:
+            out_path = Path(output)
+        elif src is None:  # stdin has no name to keep
+            out_path = folder / ("restored" + FORMAT_EXTENSION[parse_format(run.fmt or "png")])
+        if out_path is not None:
+            out_format = _output_format(out_path, run.fmt)
 
     start = time.perf_counter()
     data = stdin_bytes() if from_stdin else None
@@ -243,8 +250,11 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         allow_truncated=run.allow_truncated,
     )
     if out_path is None and not to_stdout:
-        assert src is not None
-        out_path = _default_output(src, run.fmt, image.format)
+        assert src is not None  # named after the input, once its format is known
+        if folder is None:
+            out_path = _named_output(src, src.parent, "_restored", run.fmt, image.format)
+        else:
+            out_path = _named_output(src, folder, "", run.fmt, image.format)
         out_format = _output_format(out_path, run.fmt)
     if run.quality is not None and out_format not in LOSSY_FORMATS | run.warned:
         run.warned.add(out_format)

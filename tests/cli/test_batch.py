@@ -121,6 +121,17 @@ def test_skip_existing_leaves_outputs_alone(tmp_path: Path, tiny_checkpoint: Pat
     assert "1 restored, 1 skipped, 0 failed" in result.stderr
 
 
+def test_formats_read_but_not_written_come_out_as_png(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = tmp_path / "in"
+    Image.open(photo(src / "a.jpg")).save(src / "b.ppm")
+    result = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o" / "a.jpg").format == "JPEG"
+    assert Image.open(tmp_path / "o" / "b.png").format == "PNG"
+
+
 def test_usage_errors_are_exit_2(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = tmp_path / "in"
     photo(src / "a.jpg")
@@ -130,6 +141,7 @@ def test_usage_errors_are_exit_2(tmp_path: Path, tiny_checkpoint: Path) -> None:
     assert batch(tmp_path / "missing", "-o", tmp_path / "o").exit_code == 2
     clash = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint, "--ext", "png")
     assert clash.exit_code == 2 and "would both be written" in clash.stderr
+    assert "no --format" in clash.stderr  # the advice that resolves it
     assert batch(src, "-o", tmp_path / "o", "--ext", "gif").exit_code == 2
 
 

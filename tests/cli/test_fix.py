@@ -376,6 +376,24 @@ def test_output_folders_are_named_clearly(tmp_path: Path, tiny_checkpoint: Path)
     assert "afile is a file, not a folder" in one_line_error(blocked)
 
 
+def test_outputs_in_a_folder_take_the_format_asked_for(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    jpg = photo(tmp_path / "a.jpg", seed=1)
+    out = tmp_path / "out"
+    result = fix(jpg, "-o", f"{out}/", "--format", "png", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out / "a.png").format == "PNG" and not (out / "a.jpg").exists()
+    # A format anyrestore reads but does not write (PPM), and a name without an extension,
+    # come out as PNG and in the input's own format, as beside the input.
+    Image.open(jpg).save(tmp_path / "p.ppm")
+    (tmp_path / "bare").write_bytes(jpg.read_bytes())
+    several = fix(tmp_path / "p.ppm", tmp_path / "bare", "-o", out, "--weights", tiny_checkpoint)
+    assert several.exit_code == 0, several.output
+    assert Image.open(out / "p.png").format == "PNG"
+    assert Image.open(out / "bare.jpg").format == "JPEG"
+
+
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
 def test_allow_truncated_says_when_it_was_needed(
     tmp_path: Path, tiny_checkpoint: Path, suffix: str
