@@ -224,8 +224,7 @@ def add_command(
     text = manifest_entry_for(
         file, embedded=f"weights/embedded/{name}.safetensors" if embed else None, **kwargs
     )
-    if write:
-        add_entry(text, check_only=True, prefer=prefer)
+    add_entry(text, check_only=True, prefer=prefer)  # a printed entry must fit the manifest too
     if embed:
         say(f"copied {file} to the package as {embed_file(file, name)}")
     if write:

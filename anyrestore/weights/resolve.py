@@ -105,6 +105,13 @@ def entry_for(ref: str) -> WeightsEntry:
     by_model = entries_for_model(ref)
     if by_model:
         return by_model[0]
+    from anyrestore.models import list_models
+
+    if ref in list_models():
+        raise WeightsError(
+            f"no trained weights ship for the model variant {ref!r}; give the path of a "
+            f".safetensors checkpoint of it instead (e.g. from `anyrestore train`)"
+        )
     names = [e.name for e in list_entries()]
     models = sorted({e.model for e in list_entries()})
     known = (

@@ -176,6 +176,15 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path
     assert load_weights().model.arch == "anyir"
 
 
+def test_a_printed_entry_must_not_clash_with_the_manifest(manifest, tiny_file, tiny_bytes):
+    manifest(hub_entry(tiny_bytes))  # named tiny-hub
+    args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
+    taken = _run(*args, "--name", "tiny-hub")
+    assert taken.exit_code == 4 and "'tiny-hub' appears twice" in taken.stderr
+    assert taken.stdout == ""  # no block to paste that the manifest would refuse
+    assert _run(*args, "--name", "tiny-new").exit_code == 0
+
+
 def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
     monkeypatch.setattr(authoring, "_PACKAGE_DIR", tmp_path / "pkg")
     # The shipped default, say, with a training fact that happens to be called "default".

@@ -192,6 +192,15 @@ def test_unknown_name_lists_known_names(manifest, tiny_bytes):
         load_weights("nope")
 
 
+def test_a_variant_without_weights_says_so(manifest, tiny_bytes):
+    """anyir_s is a real model with no shipped checkpoint, not a misspelt name."""
+    manifest(hub_entry(tiny_bytes))
+    with pytest.raises(
+        WeightsError, match="no trained weights ship for the model variant 'anyir_s'"
+    ):
+        load_weights("anyir_s")
+
+
 def test_manifest_env_override_must_exist(tmp_path, monkeypatch):
     monkeypatch.setenv("ANYRESTORE_MANIFEST", os.fspath(tmp_path / "absent.toml"))
     with pytest.raises(WeightsError, match="weights manifest not found"):
