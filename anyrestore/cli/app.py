@@ -19,6 +19,7 @@ app = typer.Typer(
     help="Restore photos damaged by noise, rain, haze, blur, low light and snow. "
     "Put -- before a file name that starts with a dash.",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits it
     add_completion=False,
     pretty_exceptions_enable=False,
 )

@@ -311,7 +311,7 @@ class CliGroup(TyperGroup):
             if (
                 type(exc).__name__ == "NoArgsIsHelpError"
             ):  # the help was printed: say what's missing
-                fail("a command is required; see the list above", exc.exit_code)
+                fail("a command is required; `anyrestore --help` lists them", exc.exit_code)
             _show_usage_error(exc)
             message = exc.format_message()
             if type(exc).__name__ == "NoSuchOption" and not getattr(exc, "possibilities", None):

@@ -375,6 +375,7 @@ def _usage_cases() -> list[tuple[str, list[str], int]]:
         ("overwrite-input", ["fix", "IN", "-o", "IN"], 2),
         ("unknown-model", ["fix", "IN", "--model", "nope"], 2),
         ("unknown-weights", ["fix", "IN", "--weights", "nope"], 4),
+        ("model-without-weights", ["fix", "IN", "--model", "anyir_s"], 4),
         ("missing-weights-file", ["fix", "IN", "--weights", "OUT/none.safetensors"], 4),
         ("pickle-weights", ["fix", "IN", "--weights", "OUT/w.pt"], 4),
         ("model-weights-disagree", ["fix", "IN", "--weights", "TINY", "--model", "clusir_t"], 2),

@@ -166,3 +166,12 @@ def test_ranges_are_still_enforced(args):
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{args[-2]}'" in result.stderr, result.stderr
     assert "than or equal to" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS, ids=[" ".join(p) or "-" for p, _ in COMMANDS]
+)
+def test_dash_h_is_help_everywhere(path, command):
+    short = runner.invoke(app, [*path, "-h"], terminal_width=100)
+    assert short.exit_code == 0, short.output
+    assert short.output == runner.invoke(app, [*path, "--help"], terminal_width=100).output
