@@ -351,7 +351,9 @@ def _refuse_empty(args: list[str]) -> None:
         what = (
             f"{option} has an empty value"
             if option.startswith("-") and option != "--"
-            else f"argument {i + 1} is empty"
+            else f"the argument after {args[i - 1]!r} is empty"
+            if i
+            else "the first argument is empty"
         )
         fail(f"{what} (an unset shell variable?)", ExitCode.USAGE)
 

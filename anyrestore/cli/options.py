@@ -88,8 +88,8 @@ TileOpt = Annotated[
     typer.Option(
         "--tile",
         metavar="PX",
-        help="Tile size in pixels, at least 32; 0 disables tiling. Default: auto (see "
-        "docs/inference.md).",
+        help="Tile size in pixels, at least 32; 0 disables tiling. Images up to 1024 px (the "
+        "models' statistics pass) run whole. Default: auto (see docs/inference.md).",
     ),
 ]
 TileOverlapOpt = Annotated[
@@ -97,7 +97,7 @@ TileOverlapOpt = Annotated[
     typer.Option(
         "--tile-overlap",
         metavar="PX",
-        help="Overlap between tiles in pixels. Default: the model's hint.",
+        help="Overlap between tiles in pixels, at most half the tile. Default: the model's hint.",
     ),
 ]
 FormatOpt = Annotated[

@@ -436,6 +436,20 @@ def test_misuse_ends_in_one_error_line(
     assert "\n" not in outcome.stderr.rstrip("\n").splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    "args,said",
+    [
+        (["fix", "", "-o", "x.png"], "the argument after 'fix' is empty"),
+        (["fix", "a.png", "-o", ""], "-o has an empty value"),
+        ([""], "the first argument is empty"),
+    ],
+)
+def test_an_empty_argument_is_named_by_what_comes_before_it(args: list[str], said: str):
+    outcome = invoke(args)
+    assert outcome.code == ExitCode.USAGE
+    assert outcome.stderr.strip() == f"anyrestore: error: {said} (an unset shell variable?)"
+
+
 def test_a_dash_name_goes_after_double_dash(
     tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ):
