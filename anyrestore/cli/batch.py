@@ -245,9 +245,9 @@ def batch_command(
         task = progress.add_task("restoring", total=len(jobs))
         for job in jobs:
             rel = job.source.relative_to(root).as_posix()
-            record = {
-                "input": str(job.source),
-                "output": str(job.target),
+            record = {  # paths as the user gave the folders, as `fix` reports them
+                "input": str(input_dir / rel),
+                "output": str(output_dir / job.target.relative_to(out_root)),
                 "model": model_name,
                 "weights": weights_name,
                 "device": str(restorer.device),
@@ -278,11 +278,13 @@ def batch_command(
                         width=image.width,
                         height=image.height,
                         tiles=info.tiles if info else 1,
+                        tile=info.tile if info else 0,
                     )
                 except STOPS_THE_RUN:
                     raise
                 except Exception as exc:  # one bad file must not stop the folder
                     message = failure_line(rel, exc)
+                    del record["output"]  # nothing was written there
                     record.update(status="failed", error=message)
                     say(f"failed {message}")
             record["seconds"] = round(time.perf_counter() - t0, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -294,7 +295,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
             record = {
                 "input": source,
                 "output": shown,
-                **({"status": "ok"} if run.several else {}),
+                "status": "ok",
                 "model": model_name,
                 "weights": weights_name,
                 "device": str(restorer.device),
@@ -437,5 +438,18 @@ def fix_command(
     )
     if run.several:
         _restore_several(run, sources, output)
-    else:
+        return
+    try:
         _restore_file(run, sources[0], output, set())
+    except STOPS_THE_RUN:
+        raise
+    except Exception as exc:
+        if run.json_output:  # the same record a failing file gets among several
+            record = {
+                "input": sources[0],
+                "status": "failed",
+                "error": failure_line(sources[0], exc),
+            }
+            with contextlib.suppress(Exception):  # the error line below is what must get out
+                emit(json.dumps(record))
+        raise

@@ -53,10 +53,25 @@ def test_a_corrupt_file_is_reported_and_the_rest_restored(
     assert (out / "a.png").is_file() and (out / "c.jpg").is_file() and not (out / "b.png").exists()
     status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
     assert status == {"a.png": "ok", "b.png": "failed", "c.jpg": "ok"}
+    # An output is named only where one was written; a failed record says why instead.
+    by_name = {Path(r["input"]).name: r for r in records(result.stdout)}
+    assert "output" not in by_name["b.png"] and "corrupt PNG" in by_name["b.png"]["error"]
+    assert by_name["a.png"]["output"] == str(out / "a.png") and by_name["a.png"]["tile"] == 0
     assert {r["weights"] for r in records(result.stdout)} == {str(tiny_checkpoint)}
     assert "failed b.png" in result.stderr
     assert "2 restored, 0 skipped, 1 failed" in result.stderr
     assert len(calls) == 1  # the model is loaded once per run
+
+
+def test_json_paths_are_as_the_user_gave_the_folders(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo(tmp_path / "in" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    result = batch("in", "-o", "out", "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    (record,) = records(result.stdout)
+    assert (record["input"], record["output"]) == ("in/a.png", "out/a.png")
 
 
 def test_strength_applies_to_every_file(tmp_path: Path, tiny_checkpoint: Path) -> None:

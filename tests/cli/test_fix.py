@@ -365,6 +365,23 @@ def test_output_extension_and_format_must_agree(tmp_path: Path, tiny_checkpoint:
     assert Image.open(tmp_path / "y.jpeg").format == "JPEG"
 
 
+def test_json_records_look_alike_for_one_file_and_several(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    good = photo(tmp_path / "good.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    one = fix(good, "--weights", tiny_checkpoint, "--json")
+    assert one.exit_code == 0 and json.loads(one.stdout)["status"] == "ok"
+    failed = fix(bad, "--weights", tiny_checkpoint, "--json")
+    assert failed.exit_code == 3  # the code of the error, as without --json
+    record = json.loads(failed.stdout)
+    assert record["input"] == str(bad) and record["status"] == "failed"
+    assert record["error"] in one_line_error(failed)
+    several = fix(good, bad, "--weights", tiny_checkpoint, "--json")
+    assert [json.loads(line)["status"] for line in several.stdout.splitlines()] == ["ok", "failed"]
+
+
 def test_output_folders_are_named_clearly(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = photo(tmp_path / "a.png")
     made = fix(src, "-o", f"{tmp_path / 'new'}/", "--weights", tiny_checkpoint)
