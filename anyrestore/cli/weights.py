@@ -144,6 +144,35 @@ def verify_command(
         raise WeightsError(f"{len(bad)} of {len(checks)} files failed verification ({names_bad})")
 
 
+@weights_app.command("convert")
+def convert_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="A model's bare weights: .safetensors without anyrestore's metadata, or a "
+            "torch file (.pt, .pth, .ckpt, ...), read as tensors only.",
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", metavar="NAME", help="The variant they belong to.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="The .safetensors file to write.")
+    ],
+    dtype: Annotated[
+        str, typer.Option(metavar="fp16|bf16|fp32", help="Weight dtype: fp16, bf16 or fp32.")
+    ] = "fp32",
+) -> None:
+    """Make a loadable checkpoint of a model's bare weights (every key and shape checked)."""
+    from anyrestore.training.export import weight_dtype
+    from anyrestore.weights import convert_state_dict
+
+    path = convert_state_dict(source, model, output, dtype=weight_dtype(dtype))
+    say(f"converted {source} ({model}, {dtype}) to {path}")
+    emit(str(path))
+
+
 @weights_app.command("add")
 def add_command(
     file: Annotated[

@@ -12,6 +12,7 @@ from anyrestore.weights.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from anyrestore.weights.convert import convert_state_dict, read_state_dict
 from anyrestore.weights.hub import cache_dir, cached_file
 from anyrestore.weights.manifest import (
     WeightsEntry,
@@ -39,6 +40,7 @@ __all__ = [
     "cache_dir",
     "cached_file",
     "checkpoint_config",
+    "convert_state_dict",
     "default_entry",
     "embed_file",
     "entries_for_model",
@@ -50,6 +52,7 @@ __all__ = [
     "manifest_entry_for",
     "manifest_path",
     "read_metadata",
+    "read_state_dict",
     "resolve_weights",
     "save_checkpoint",
     "sha256_file",

@@ -100,7 +100,11 @@ def checkpoint_config(
     if meta is None:
         meta = read_metadata(path)
     if meta.get("format") != "anyrestore" or "arch" not in meta or "config" not in meta:
-        raise WeightsError(f"{path} has no anyrestore architecture metadata (arch/config)")
+        raise WeightsError(
+            f"{path} has no anyrestore architecture metadata (arch/config); if it holds a "
+            "model's bare weights, `anyrestore weights convert FILE --model VARIANT -o NEW` "
+            "adds it"
+        )
     arch = meta["arch"]
     try:
         config = json.loads(meta["config"])

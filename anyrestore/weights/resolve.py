@@ -17,6 +17,7 @@ from anyrestore.errors import WeightsError
 from anyrestore.models.base import RestorationModel
 from anyrestore.weights import hub
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata
+from anyrestore.weights.convert import PICKLE_SUFFIXES
 from anyrestore.weights.manifest import (
     WeightsEntry,
     default_entry,
@@ -35,7 +36,6 @@ __all__ = [
     "verify_entries",
 ]
 
-_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 _NO_DEFAULT = (
     "no default weights are installed; name a manifest entry (see `anyrestore weights list`) "
     "or a path to a .safetensors checkpoint"
@@ -55,16 +55,17 @@ def _looks_like_path(ref: str) -> bool:
     return (
         os.sep in ref
         or "/" in ref
-        or Path(ref).suffix.lower() in _PICKLE_SUFFIXES | {".safetensors"}
+        or Path(ref).suffix.lower() in PICKLE_SUFFIXES | {".safetensors"}
         or (os.path.exists(ref))
     )
 
 
 def _check_local(path: Path) -> Path:
-    if path.suffix.lower() in _PICKLE_SUFFIXES:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         raise WeightsError(
             f"{path}: anyrestore loads only .safetensors checkpoints and never unpickles "
-            f"{path.suffix} files; convert it with safetensors.torch.save_file first"
+            f"{path.suffix} files; convert it once with `anyrestore weights convert {path} "
+            "--model VARIANT -o NEW.safetensors`"
         )
     try:
         is_file = path.is_file()
