@@ -27,11 +27,11 @@ from anyrestore.data.layouts import (
     FIVE_TEST_KINDS,
     LAYOUTS,
     THREE_KINDS,
+    TREES,
     Sample,
     cdd11_labels,
     cdd11_samples,
     expansion_key,
-    layout_error,
     paired_samples,
     split_samples,
     stable_hash,
@@ -382,7 +382,11 @@ def build_dataset(
         kinds = [kinds]
     root = Path(root)
     if not root.is_dir():
-        raise layout_error(layout, root, "folder does not exist")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(
+            f"{layout} layout: the data root {root} {problem}; expected {TREES[layout]} "
+            "(see docs/datasets.md)"
+        )
     mix = None
     if layout == "paired":
         label = "+".join(kinds) if kinds and not isinstance(kinds, Mapping) else "paired"

@@ -459,7 +459,8 @@ def test_five_task_adds_deblur_and_low_light(tmp_path: Path) -> None:
         "haze",
     }
     with pytest.raises(
-        DataError, match=r"five layout: folder does not exist.*Deblur/\{blur,sharp\}"
+        DataError,
+        match=r"five layout: the data root \S*nowhere does not exist.*Deblur/\{blur,sharp\}",
     ) as err:
         build_dataset("five", tmp_path / "nowhere")
     assert "\n" not in str(err.value)  # the CLI prints it as one line
