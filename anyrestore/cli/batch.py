@@ -46,6 +46,7 @@ from anyrestore.cli.options import (
     QualityOpt,
     QuietOpt,
     RuntimeOpt,
+    SkipExistingOpt,
     StrengthOpt,
     ThreadsOpt,
     TileOpt,
@@ -122,9 +123,7 @@ def batch_command(
             help="Only files matching this pattern, e.g. '*.jpg'. Default: all images.",
         ),
     ] = None,
-    skip_existing: Annotated[
-        bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone.")
-    ] = False,
+    skip_existing: SkipExistingOpt = False,
     suffix: Annotated[
         str,
         typer.Option(

@@ -40,6 +40,7 @@ from anyrestore.cli.options import (
     QualityOpt,
     QuietOpt,
     RuntimeOpt,
+    SkipExistingOpt,
     StrengthOpt,
     ThreadsOpt,
     TileOpt,
@@ -175,6 +176,7 @@ class _Run:
     fmt: str | None
     quality: int | None
     overwrite: bool
+    skip_existing: bool
     max_pixels: int | None
     allow_truncated: bool
     json_output: bool
@@ -205,8 +207,9 @@ class _Run:
         return self.loaded
 
 
-def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -> None:
-    """Restore ``source`` to ``output`` (a file, a folder, ``-`` or None for the default).
+def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -> str:
+    """Restore ``source`` to ``output`` (a file, a folder, ``-`` or None for the default);
+    returns "ok", or "skipped" when --skip-existing finds the output there already.
 
     ``taken``: the real paths of every input and of the outputs already written, which an
     output must not land on (its own input only with --overwrite).
@@ -257,6 +260,12 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         else:
             out_path = _named_output(src, folder, "", run.fmt, image.format)
         out_format = _output_format(out_path, run.fmt)
+    if run.skip_existing and out_path is not None and os.path.lexists(out_path):
+        if run.json_output:
+            emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
+        elif not run.quiet:
+            say(f"skipped {source}: {out_path} exists")
+        return "skipped"
     if run.quality is not None and out_format not in LOSSY_FORMATS | run.warned:
         run.warned.add(out_format)
         if not run.quiet:
@@ -325,6 +334,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
             f"{tiles} tile{'s' if tiles != 1 else ''}, "
             f"{'' if run.strength == 1.0 else f'strength {run.strength:g}, '}{seconds:.2f} s"
         )
+    return "ok"
 
 
 def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
@@ -342,11 +352,11 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
     taken = {os.path.realpath(s) for s in sources}
     stdout()  # a closed stdout (each output's line goes there) stops the run once, exit 2
     run.restorer()  # a bad option or weights stop the run here, not once per file
-    failed = 0
+    failed = skipped = 0
     started = time.perf_counter()
     for source in sources:
         try:
-            _restore_file(run, source, output, taken)
+            skipped += _restore_file(run, source, output, taken) == "skipped"
         except STOPS_THE_RUN:
             raise
         except Exception as exc:  # one bad file must not stop the others
@@ -357,7 +367,8 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
                 emit(json.dumps({"input": source, "status": "failed", "error": message}))
     if not run.quiet or failed:
         say(
-            f"{len(sources) - failed} restored, {failed} failed "
+            f"{len(sources) - failed - skipped} restored, "
+            f"{f'{skipped} skipped, ' if run.skip_existing else ''}{failed} failed "
             f"in {time.perf_counter() - started:.1f} s"
         )
     if failed:
@@ -399,6 +410,7 @@ def fix_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Allow writing over IN itself.")
     ] = False,
+    skip_existing: SkipExistingOpt = False,
     max_pixels: MaxPixelsOpt = None,
     allow_truncated: AllowTruncatedOpt = False,
     json_output: JsonOpt = False,
@@ -429,6 +441,7 @@ def fix_command(
         fmt=fmt,
         quality=quality,
         overwrite=overwrite,
+        skip_existing=skip_existing,
         max_pixels=max_pixels,
         allow_truncated=allow_truncated,
         json_output=json_output,

@@ -125,6 +125,9 @@ AllowTruncatedOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")]
+SkipExistingOpt = Annotated[
+    bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone.")
+]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress or info on stderr; errors still.")
 ]

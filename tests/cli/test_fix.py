@@ -382,6 +382,23 @@ def test_json_records_look_alike_for_one_file_and_several(
     assert [json.loads(line)["status"] for line in several.stdout.splitlines()] == ["ok", "failed"]
 
 
+def test_skip_existing_leaves_earlier_outputs_alone(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    a, b = photo(tmp_path / "a.png", seed=1), photo(tmp_path / "b.png", seed=2)
+    done = tmp_path / "a_restored.png"
+    done.write_bytes(b"an earlier result")
+    result = fix(a, b, "--weights", tiny_checkpoint, "--skip-existing", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["input"], r["status"]) for r in records] == [(str(a), "skipped"), (str(b), "ok")]
+    assert done.read_bytes() == b"an earlier result"
+    assert Image.open(tmp_path / "b_restored.png").size == (W, H)
+    assert "1 restored, 1 skipped, 0 failed" in result.stderr
+    alone = fix(a, "--weights", tiny_checkpoint, "--skip-existing")
+    assert alone.exit_code == 0 and alone.stdout == "" and "a_restored.png exists" in alone.stderr
+    assert fix(a, "--weights", tiny_checkpoint).exit_code == 0  # without it, replaced
+    assert Image.open(done).size == (W, H)
+
+
 def test_output_folders_are_named_clearly(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = photo(tmp_path / "a.png")
     made = fix(src, "-o", f"{tmp_path / 'new'}/", "--weights", tiny_checkpoint)
