@@ -1,10 +1,11 @@
-"""``anyrestore weights``: list, download, verify and add checkpoints of the manifest."""
+"""``anyrestore weights``: list, describe, download, verify, convert and add checkpoints."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,6 +13,9 @@ from rich.table import Table
 from anyrestore.cli.common import table_console
 from anyrestore.cli.errors import emit, say
 from anyrestore.errors import UsageError, WeightsError
+
+if TYPE_CHECKING:
+    from anyrestore.weights import WeightsEntry
 
 weights_app = typer.Typer(
     help="Manage model weights: the manifest, the Hub cache and the embedded default.",
@@ -27,6 +31,21 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _row(entry: WeightsEntry, default: WeightsEntry | None) -> dict[str, Any]:
+    """An entry as `list --json` and `info --json` print it: the manifest's fields and
+    whether its file is here."""
+    from anyrestore.weights import cached_file
+
+    cached = cached_file(entry)
+    return {
+        **entry.to_dict(),
+        "default": default is not None and entry.name == default.name,
+        "embedded_present": entry.embedded_path is not None and entry.embedded_path.is_file(),
+        "cached": cached is not None,
+        "cached_path": str(cached) if cached else None,
+    }
+
+
 @weights_app.command("list")
 def list_command(
     json_output: Annotated[
@@ -34,23 +53,11 @@ def list_command(
     ] = False,
 ) -> None:
     """List the manifest's checkpoints and whether each is embedded or cached."""
-    from anyrestore.weights import cached_file, default_entry, list_entries, manifest_path
+    from anyrestore.weights import default_entry, list_entries, manifest_path
 
     entries = list_entries()
     default = default_entry()
-    rows = []
-    for e in entries:
-        cached = cached_file(e)
-        embedded = e.embedded_path is not None and e.embedded_path.is_file()
-        rows.append(
-            {
-                **e.to_dict(),
-                "default": default is not None and e.name == default.name,
-                "embedded_present": embedded,
-                "cached": cached is not None,
-                "cached_path": str(cached) if cached else None,
-            }
-        )
+    rows = [_row(e, default) for e in entries]
     if json_output:
         emit(json.dumps(rows, indent=2))
         return
@@ -98,6 +105,45 @@ def kinds_summary(kinds: list[str]) -> str:
     if composites:
         parts.append(f"{len(composites)} composite{'s' if len(composites) > 1 else ''}")
     return ", ".join(parts)
+
+
+@weights_app.command("info")
+def info_command(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME", help="A manifest entry, or a model name (its preferred entry)."
+        ),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Everything the manifest says of one checkpoint: what it is for, how it was trained, where it is."""
+    from anyrestore.weights import default_entry
+    from anyrestore.weights.resolve import entry_for
+
+    row = _row(entry_for(name), default_entry())
+    if json_output:
+        emit(json.dumps(row, indent=2))
+        return
+    where = [
+        w for w, ok in (("embedded", row["embedded_present"]), ("cached", row["cached"])) if ok
+    ]
+    if row["repo_id"]:
+        where.append(f"Hub {row['repo_id']}/{row['filename']}@{row['revision'][:12]}")
+    lines = [
+        f"{row['name']}{' (default)' if row['default'] else ''}: {row['model']} ({row['arch']})",
+        textwrap.fill(row["description"], 88, initial_indent="  ", subsequent_indent="  ")
+        if row["description"]
+        else None,
+        f"  trained for: {', '.join(row['trained_for'])}",
+        f"  license {row['license']}, {_size(row['size'])}, sha256 {row['sha256']}",
+        f"  available: {', '.join(where) or 'missing'}",
+    ]
+    facts = row["training"]
+    if facts:
+        lines.append("  training:")
+        lines += [f"    {key} = {json.dumps(facts[key])}" for key in sorted(facts)]
+    emit("\n".join(line for line in lines if line is not None))
 
 
 @weights_app.command("download")

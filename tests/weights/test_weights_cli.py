@@ -176,6 +176,23 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path
     assert load_weights().model.arch == "anyir"
 
 
+def test_info_describes_one_entry(fake_hub, manifest, tiny_bytes):
+    manifest(
+        hub_entry(tiny_bytes, description="tiny test net")
+        + '[weights.training]\nsteps = 12\nhardware = "1 x x86_64"\n'
+    )
+    shown = _run("info", "tiny-hub")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("tiny-hub")
+    for text in ("tiny test net", "license MIT", f"Hub {REPO}/", "steps = 12", '"1 x x86_64"'):
+        assert text in shown.stdout
+    as_json = json.loads(_run("info", "tiny-hub", "--json").stdout)
+    assert as_json["training"] == {"steps": 12, "hardware": "1 x x86_64"}
+    assert as_json["cached"] is False
+    missing = _run("info", "nope")
+    assert missing.exit_code == 4 and "unknown weights 'nope'" in missing.stderr
+
+
 def test_a_printed_entry_must_not_clash_with_the_manifest(manifest, tiny_file, tiny_bytes):
     manifest(hub_entry(tiny_bytes))  # named tiny-hub
     args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
