@@ -121,7 +121,7 @@ def info_command(
     from anyrestore.weights import default_entry
     from anyrestore.weights.resolve import entry_for
 
-    row = _row(entry_for(name), default_entry())
+    row = _row(entry_for(name, paths_too=False), default_entry())
     if json_output:
         emit(json.dumps(row, indent=2))
         return

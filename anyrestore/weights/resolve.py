@@ -98,8 +98,11 @@ def _check_listed(path: Path) -> None:
         )
 
 
-def entry_for(ref: str) -> WeightsEntry:
-    """The manifest entry a name refers to: an entry name, or a model name's preferred entry."""
+def entry_for(ref: str, *, paths_too: bool = True) -> WeightsEntry:
+    """The manifest entry a name refers to: an entry name, or a model name's preferred entry.
+
+    ``paths_too``: whether the caller also takes a file path, which the error then offers.
+    """
     entry = find_entry(ref)
     if entry is not None:
         return entry
@@ -118,9 +121,8 @@ def entry_for(ref: str) -> WeightsEntry:
     known = (
         ", ".join(names + [m for m in models if m not in names]) or "none (the manifest is empty)"
     )
-    raise WeightsError(
-        f"unknown weights {ref!r}; known weights: {known}; or pass a path to a .safetensors file"
-    )
+    also = "; or pass a path to a .safetensors file" if paths_too else ""
+    raise WeightsError(f"unknown weights {ref!r}; known weights: {known}{also}")
 
 
 def _inside_cache(path: Path) -> bool:

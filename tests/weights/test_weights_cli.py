@@ -191,6 +191,7 @@ def test_info_describes_one_entry(fake_hub, manifest, tiny_bytes):
     assert as_json["cached"] is False
     missing = _run("info", "nope")
     assert missing.exit_code == 4 and "unknown weights 'nope'" in missing.stderr
+    assert ".safetensors" not in missing.stderr  # info takes names, not files
 
 
 def test_a_printed_entry_must_not_clash_with_the_manifest(manifest, tiny_file, tiny_bytes):
