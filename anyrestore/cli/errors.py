@@ -285,6 +285,21 @@ class CliGroup(TyperGroup):
                 warnings.simplefilter("ignore")
             return _run(lambda: super(CliGroup, self).invoke(ctx))
 
+    def _value_options(self, argv: list[str]) -> set[str]:
+        """The option names that take a value in the command ``argv`` names (``-o``, ...)."""
+        command: Any = self
+        for word in argv:
+            sub = getattr(command, "commands", {}).get(word)
+            if sub is None:
+                break
+            command = sub
+        return {
+            name
+            for param in getattr(command, "params", [])
+            if getattr(param, "opts", None) and not getattr(param, "is_flag", True)
+            for name in (*param.opts, *param.secondary_opts)
+        }
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -297,6 +312,7 @@ class CliGroup(TyperGroup):
         _readable_help()
         argv = sys.argv[1:] if args is None else list(args)
         _refuse_empty(argv)
+        _refuse_dash_files(argv, self._value_options(argv))
         _import_torch_first(argv)
         try:
             with signals_interrupt():
@@ -356,6 +372,33 @@ def _refuse_empty(args: list[str]) -> None:
             else "the first argument is empty"
         )
         fail(f"{what} (an unset shell variable?)", ExitCode.USAGE)
+
+
+def _refuse_dash_files(args: list[str], value_options: set[str]) -> None:
+    """A file whose name starts with a dash, given before ``--``, is exit 2 with the fix.
+
+    The parser reads ``-old.jpg`` as ``-o ld.jpg`` and ``-mood.jpg`` as ``-m ood.jpg``: the
+    first would write a file the user never named. An argument that names an existing file
+    is never meant as options, so it is refused before anything runs; the value of an option
+    that takes one (``-o -out.png``) is left alone.
+    """
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return
+        if i and args[i - 1] in value_options:
+            continue
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
+            try:
+                exists = os.path.lexists(arg)
+            except (OSError, ValueError):
+                exists = False
+            if exists:
+                example = f" (anyrestore {args[0]} -- {arg})" if i else ""
+                fail(
+                    f"{arg} would be read as options: put -- before a file name that starts "
+                    f"with a dash{example}",
+                    ExitCode.USAGE,
+                )
 
 
 def _import_torch_first(args: list[str]) -> None:

@@ -450,6 +450,24 @@ def test_an_empty_argument_is_named_by_what_comes_before_it(args: list[str], sai
     assert outcome.stderr.strip() == f"anyrestore: error: {said} (an unset shell variable?)"
 
 
+def test_a_dash_file_before_double_dash_is_refused_not_misread(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`-old.jpg` would parse as `-o ld.jpg` and write a file the user never named."""
+    (tmp_path / "a.png").write_bytes(encoded("PNG"))
+    (tmp_path / "-old.png").write_bytes(encoded("PNG"))
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    outcome = invoke(["fix", "a.png", "-old.png", "--weights", str(tiny_checkpoint)])
+    check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path), usage=True)
+    assert "put -- before a file name" in outcome.stderr
+    assert "(anyrestore fix -- -old.png)" in outcome.stderr
+    assert not (tmp_path / "ld.png").exists()
+    # As the value of an option that takes one, the same name is what the user meant.
+    named = invoke(["fix", "a.png", "-o", "-old.png", "-q", "--weights", str(tiny_checkpoint)])
+    assert named.code == ExitCode.OK, named.stderr
+
+
 def test_a_dash_name_goes_after_double_dash(
     tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ):
