@@ -387,18 +387,14 @@ def _refuse_dash_files(args: list[str], value_options: set[str]) -> None:
             return
         if i and args[i - 1] in value_options:
             continue
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
-            try:
-                exists = os.path.lexists(arg)
-            except (OSError, ValueError):
-                exists = False
-            if exists:
-                example = f" (anyrestore {args[0]} -- {arg})" if i else ""
-                fail(
-                    f"{arg} would be read as options: put -- before a file name that starts "
-                    f"with a dash{example}",
-                    ExitCode.USAGE,
-                )
+        # lexists answers False for a name the system refuses (too long, a NUL byte)
+        if len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and os.path.lexists(arg):
+            example = f" (anyrestore {args[0]} -- {arg})" if i else ""
+            fail(
+                f"{arg} would be read as options: put -- before a file name that starts "
+                f"with a dash{example}",
+                ExitCode.USAGE,
+            )
 
 
 def _import_torch_first(args: list[str]) -> None:
