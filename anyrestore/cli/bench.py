@@ -9,7 +9,7 @@ import typer
 
 from anyrestore.cli.common import err_console, table_console
 from anyrestore.cli.errors import emit
-from anyrestore.cli.options import ThreadsOpt, deprecated_alias
+from anyrestore.cli.options import ThreadsOpt, check_runtime, deprecated_alias
 from anyrestore.errors import UsageError
 
 _SUITE_TITLES = {
@@ -82,6 +82,7 @@ def bench_command(
         str | None,
         typer.Option(
             envvar="ANYRESTORE_RUNTIME",
+            callback=check_runtime,
             metavar="auto|torch|openvino",
             help="auto, torch or openvino (default: torch for quality, auto for speed; see "
             "`anyrestore fix --help`).",

@@ -6,6 +6,22 @@ from typing import Annotated
 
 import typer
 
+from anyrestore.errors import UsageError
+
+#: The names ``compute.RUNTIMES`` accepts, repeated here so that parsing needs no torch.
+RUNTIME_NAMES = ("auto", "torch", "openvino")
+
+
+def check_runtime(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Refuse an unknown runtime while parsing, naming ANYRESTORE_RUNTIME when the value came
+    from there: an exported variable is easy to forget, and the option was never typed."""
+    if value is None or value.strip().lower() in RUNTIME_NAMES:
+        return value
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    given = f"{param.envvar}={value}" if getattr(source, "name", "") == "ENVIRONMENT" else value
+    raise UsageError(f"unknown runtime {given!r}; use one of {', '.join(RUNTIME_NAMES)}")
+
+
 ModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -48,6 +64,7 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime",
         envvar="ANYRESTORE_RUNTIME",
+        callback=check_runtime,
         metavar="auto|torch|openvino",
         help="auto (OpenVINO where it is installed and the CPU has native bf16, else torch), "
         "torch or openvino (pip install 'anyrestore\\[openvino]'; anyir models).",

@@ -224,6 +224,20 @@ def test_bad_options_fail_with_their_exit_code(
     assert message in one_line_error(result)
 
 
+def test_an_unknown_runtime_from_the_environment_names_the_variable(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = photo(tmp_path / "a.png")
+    args = ["fix", str(src), "--weights", str(tiny_checkpoint), "-o", str(tmp_path / "b.png")]
+    result = runner.invoke(app, args, env={"ANYRESTORE_RUNTIME": "openvno"})
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "unknown runtime 'ANYRESTORE_RUNTIME=openvno'; use one of auto" in line
+    assert not (tmp_path / "b.png").exists()
+    result = runner.invoke(app, args, env={"ANYRESTORE_RUNTIME": "Torch"})
+    assert result.exit_code == 0, result.output
+
+
 def test_unreadable_weights_are_exit_4(tmp_path: Path) -> None:
     src = photo(tmp_path / "a.png")
     broken = tmp_path / "broken.safetensors"
