@@ -5,16 +5,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy __getattr__ below returns, for type checkers
-    from anyrestore.api import restore
+    from anyrestore.api import clear_cache, restore
     from anyrestore.engine import Restorer, read_image, write_image
+    from anyrestore.errors import (
+        AnyRestoreError,
+        DeviceError,
+        InputError,
+        UsageError,
+        WeightsError,
+    )
     from anyrestore.models.registry import create_model, list_models
     from anyrestore.weights import LoadedWeights, load_weights
 
 __version__ = "0.1.0"
 __all__ = [
+    "AnyRestoreError",
+    "DeviceError",
+    "InputError",
     "LoadedWeights",
     "Restorer",
+    "UsageError",
+    "WeightsError",
     "__version__",
+    "clear_cache",
     "create_model",
     "list_models",
     "load_weights",
@@ -26,6 +39,12 @@ __all__ = [
 # name -> module that defines it; imported on first use so `import anyrestore` stays cheap.
 _LAZY = {
     "restore": "anyrestore.api",
+    "clear_cache": "anyrestore.api",
+    "AnyRestoreError": "anyrestore.errors",
+    "DeviceError": "anyrestore.errors",
+    "InputError": "anyrestore.errors",
+    "UsageError": "anyrestore.errors",
+    "WeightsError": "anyrestore.errors",
     "create_model": "anyrestore.models.registry",
     "list_models": "anyrestore.models.registry",
     "Restorer": "anyrestore.engine",

@@ -1,15 +1,25 @@
 """``anyrestore.restore``: one call from an image to its restoration, whatever form it comes in.
 
 A path or encoded bytes are decoded with ``read_image`` (EXIF orientation applied); bytes come
-back encoded in the same format with the colour profile, alpha and bit depth kept, a path comes
-back as a ``PIL.Image`` (nothing is written). A ``PIL.Image`` or a numpy array comes back as the
-same kind, with the same mode, or the same shape and dtype.
+back encoded in the same format (PPM as PNG) with the colour profile, alpha, bit depth and EXIF
+kept, a path comes back as an 8-bit ``PIL.Image`` (nothing is written). A numpy array comes back
+with the same shape and dtype. A ``PIL.Image`` comes back as one of the same size and
+orientation with its colour profile and EXIF: in the same mode for L, LA, RGB, RGBA, I;16
+(16-bit gray), I (read as 16-bit) and F (floats in [0, 1]); palette, bilevel, CMYK and other
+modes come back RGB, or RGBA where they carry transparency.
+
+Every error a caller can act on is an ``anyrestore.AnyRestoreError``: ``InputError`` for
+pixels that cannot be restored (wrong shape or dtype, empty, NaN, outside [0, 1]),
+``WeightsError`` for weights that cannot be loaded or that produce NaN, ``UsageError`` for bad
+arguments, ``DeviceError`` for a missing device. Passing the wrong kind of object is a
+``TypeError``.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
@@ -20,18 +30,20 @@ if TYPE_CHECKING:
     from anyrestore.engine import ImageData, Restorer
     from anyrestore.weights import LoadedWeights
 
-__all__ = ["restore"]
+__all__ = ["clear_cache", "restore"]
 
 Array = TypeVar("Array", bound=np.ndarray)
 
 
 @overload
 def restore(
-    image: bytes,
+    image: bytes | bytearray | memoryview,
     model: str | os.PathLike[str] | LoadedWeights | None = ...,
     device: str = ...,
     *,
     strength: float = ...,
+    max_pixels: int | None = ...,
+    allow_truncated: bool = ...,
 ) -> bytes: ...
 @overload
 def restore(
@@ -40,6 +52,8 @@ def restore(
     device: str = ...,
     *,
     strength: float = ...,
+    max_pixels: int | None = ...,
+    allow_truncated: bool = ...,
 ) -> Image.Image: ...
 @overload
 def restore(
@@ -48,13 +62,17 @@ def restore(
     device: str = ...,
     *,
     strength: float = ...,
+    max_pixels: int | None = ...,
+    allow_truncated: bool = ...,
 ) -> Array: ...
 def restore(
-    image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray,
+    image: str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray,
     model: str | os.PathLike[str] | LoadedWeights | None = None,
     device: str = "auto",
     *,
     strength: float = 1.0,
+    max_pixels: int | None = None,
+    allow_truncated: bool = False,
 ) -> bytes | Image.Image | np.ndarray:
     """Restore ``image`` with ``model`` (default: the embedded default weights) on ``device``.
 
@@ -63,21 +81,24 @@ def restore(
 
     ``model`` is anything ``load_weights`` takes (a manifest entry, a variant name, a
     ``.safetensors`` path) or what it returned; weights named by reference are loaded once and
-    reused by later calls. A numpy array is (h, w), (h, w, 3) or (h, w, 4), uint8, uint16 or
-    float in [0, 1]; the alpha channel of RGBA input passes through untouched.
+    reused by later calls (``clear_cache`` lets them go). A numpy array is (h, w), (h, w, 3) or
+    (h, w, 4), uint8, uint16 or float in [0, 1]; the alpha channel of RGBA input passes through
+    untouched. ``max_pixels`` (default: ANYRESTORE_MAX_PIXELS, else 100 MP) and
+    ``allow_truncated`` apply to paths and bytes, which are checked before they are decoded.
     """
     from PIL import Image as PILImage
 
-    from anyrestore.engine import encode_image, read_image
+    from anyrestore.engine import FORMATS, encode_image, read_image
     from anyrestore.engine.restorer import check_strength
 
     check_strength(strength)
     restorer = _restorer(model, device)
+    limits = {"max_pixels": max_pixels, "allow_truncated": allow_truncated}
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data = restorer.restore_image(read_image(bytes(image), name="<bytes>"), strength)
-        return encode_image(data, data.format or "PNG")
+        data = restorer.restore_image(read_image(bytes(image), name="<bytes>", **limits), strength)
+        return encode_image(data, data.format if data.format in FORMATS else "PNG")
     if isinstance(image, (str, os.PathLike)):
-        return _to_pil(restorer.restore_image(read_image(image), strength))
+        return _to_pil(restorer.restore_image(read_image(image, **limits), strength))
     if isinstance(image, PILImage.Image):
         return _restore_pil(restorer, image, strength)
     if isinstance(image, np.ndarray):
@@ -88,20 +109,37 @@ def restore(
 
 
 def _restorer(model: str | os.PathLike[str] | LoadedWeights | None, device: str) -> Restorer:
-    from anyrestore.engine import Restorer
-    from anyrestore.weights import LoadedWeights
+    from anyrestore.engine import Restorer, resolve_device
+    from anyrestore.weights import LoadedWeights, load_weights, weights_key
 
     if isinstance(model, LoadedWeights):
         return Restorer(model.model, device)
-    return _cached_restorer(None if model is None else os.fspath(model), device)
+    # Keyed on what the names resolve to, so "anyir_t", the default and its entry name share
+    # one loaded model, and "auto" shares it with the device it picks.
+    key = (weights_key(model), str(resolve_device(device)))
+    with _cache_lock:
+        restorer = _cache.get(key)
+        if restorer is not None:
+            _cache.move_to_end(key)
+            return restorer
+    restorer = Restorer(load_weights(model).model, device)
+    with _cache_lock:
+        _cache[key] = restorer
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return restorer
 
 
-@lru_cache(maxsize=4)
-def _cached_restorer(ref: str | None, device: str) -> Restorer:
-    from anyrestore.engine import Restorer
-    from anyrestore.weights import load_weights
+_CACHE_SIZE = 4  # models kept loaded by ``restore``; each anyir_t is about 25 MB in fp32
+_cache: OrderedDict[tuple[str, str], Restorer] = OrderedDict()
+_cache_lock = threading.Lock()
 
-    return Restorer(load_weights(ref).model, device)
+
+def clear_cache() -> None:
+    """Let go of the models ``restore`` keeps loaded (their memory, on a GPU too, is freed
+    once no other reference holds them); the next call loads its weights again."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.ndarray:
@@ -113,14 +151,16 @@ def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.nda
 
 
 def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
+    from anyrestore.errors import InputError
+
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ValueError(f"expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}")
+        raise InputError(f"expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}")
     if image.dtype == np.uint8 or image.dtype == np.uint16:
         scale = float(np.iinfo(image.dtype).max)
     elif np.issubdtype(image.dtype, np.floating):
         scale = 1.0
     else:
-        raise ValueError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
+        raise InputError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
     gray = image.ndim == 2
     pixels = image[..., None] if gray else image
     rgb = np.broadcast_to(pixels[..., :1], (*pixels.shape[:2], 3)) if gray else pixels[..., :3]
@@ -137,18 +177,51 @@ def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
     return restored
 
 
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Image.Image:
     from PIL import Image as PILImage
 
-    mode = image.mode if image.mode in ("RGB", "RGBA", "L", "LA") else "RGB"
-    pixels = np.asarray(image.convert(mode) if image.mode != mode else image)
-    if mode == "LA":  # (h, w, 2): restore the gray, keep the alpha
-        gray = _restore_array(restorer, pixels[..., 0], strength)
-        out = PILImage.fromarray(np.stack([gray, pixels[..., 1]], axis=2), "LA")
+    from anyrestore.engine.imageio import _eight_bit_target, _icc_fits, _to_mode
+    from anyrestore.errors import InputError
+
+    info = dict(image.info)
+    icc = info.get("icc_profile")
+    if image.mode in _SIXTEEN_BIT_GRAY or image.mode == "I":
+        values = np.asarray(image)
+        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise InputError(
+                f"a mode I image's pixels run from {values.min()} to {values.max()}; "
+                "restore reads mode I as 16-bit, 0-65535"
+            )
+        gray = _restore_array(restorer, values.astype(np.uint16), strength)
+        out = PILImage.fromarray(gray if image.mode != "I" else gray.astype(np.int32))
+    elif image.mode == "F":  # floats in [0, 1]; the engine refuses any other scale
+        out = PILImage.fromarray(_restore_array(restorer, np.asarray(image), strength), "F")
     else:
-        out = PILImage.fromarray(_restore_array(restorer, pixels, strength), mode)
-    if "icc_profile" in image.info:
-        out.info["icc_profile"] = image.info["icc_profile"]
+        mode = image.mode if image.mode in ("RGB", "RGBA", "L", "LA") else None
+        if mode is None:  # palette, bilevel, CMYK, premultiplied and the rest
+            mode, profile = _eight_bit_target(image, icc)
+            # A CMYK or Lab profile describes the pixels before conversion, not after.
+            icc = profile if _icc_fits(profile, len(mode)) else None
+            try:
+                image = _to_mode(image, mode, profile)
+            except (ValueError, OSError) as exc:
+                raise InputError(
+                    f"cannot convert a PIL image of mode {image.mode}: {exc}"
+                ) from None
+        pixels = np.asarray(image)
+        if mode == "LA":  # (h, w, 2): restore the gray, keep the alpha
+            gray = _restore_array(restorer, pixels[..., 0], strength)
+            out = PILImage.fromarray(np.stack([gray, pixels[..., 1]], axis=2), "LA")
+        else:
+            out = PILImage.fromarray(_restore_array(restorer, pixels, strength), mode)
+    if icc:
+        out.info["icc_profile"] = icc
+    for key in ("exif", "dpi"):  # same pixels, same orientation: the metadata still holds
+        if key in info:
+            out.info[key] = info[key]
     return out
 
 
@@ -167,4 +240,6 @@ def _to_pil(data: ImageData) -> Image.Image:
     out = PILImage.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
     if data.icc_profile:
         out.info["icc_profile"] = data.icc_profile
+    if data.exif:  # read_image applied the orientation and removed its tag
+        out.info["exif"] = data.exif
     return out

@@ -71,6 +71,10 @@ class WeightsError(AnyRestoreError):
     exit_code = ExitCode.WEIGHTS
 
 
+class NonFiniteOutput(WeightsError):
+    """The model returned NaN pixels: damaged weights, or an overflow at low precision."""
+
+
 class DeviceError(AnyRestoreError):
     """The requested device is unavailable or ran out of memory (exit 5)."""
 

@@ -11,16 +11,15 @@ import torch
 from PIL import Image
 
 import anyrestore
-from anyrestore.api import _cached_restorer
 from anyrestore.engine import Restorer
-from anyrestore.errors import UsageError
+from anyrestore.errors import InputError, UsageError, WeightsError
 from anyrestore.models.base import RestorationModel
 from anyrestore.weights import LoadedWeights, load_weights
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    _cached_restorer.cache_clear()
+    anyrestore.clear_cache()
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +127,7 @@ def test_weights_load_once_per_reference(
     )
     for _ in range(3):
         anyrestore.restore(rgb, tiny_checkpoint, device="cpu")
-    assert calls == [str(tiny_checkpoint)]
+    assert calls == [tiny_checkpoint]
     loaded = real(tiny_checkpoint)
     anyrestore.restore(rgb, loaded, device="cpu")  # a descriptor is used as it is
     assert len(calls) == 1
@@ -143,8 +142,12 @@ def test_the_default_weights_restore_without_arguments(rgb: np.ndarray) -> None:
     ("image", "error", "message"),
     [
         ([[0, 1]], TypeError, "path, bytes, a PIL image or a numpy array"),
-        (np.zeros((4, 4, 2), np.uint8), ValueError, r"\(h, w, 3\)"),
-        (np.zeros((4, 4, 3), np.int32), ValueError, "uint8, uint16 or float"),
+        (np.zeros((4, 4, 2), np.uint8), InputError, r"\(h, w, 3\)"),
+        (np.zeros((4, 4, 3), np.int32), InputError, "uint8, uint16 or float"),
+        (np.zeros((0, 0, 3), np.uint8), InputError, "empty"),
+        (np.full((4, 4, 3), np.nan, np.float32), InputError, "NaN"),
+        (np.full((4, 4, 3), 200.0, np.float32), InputError, "0 to 200.*divide 8-bit values by 255"),
+        (np.full((4, 4, 3), -0.5, np.float32), InputError, "-0.5 to -0.5; expected floats in"),
     ],
 )
 def test_what_restore_refuses_is_named(
@@ -152,6 +155,87 @@ def test_what_restore_refuses_is_named(
 ) -> None:
     with pytest.raises(error, match=message):
         anyrestore.restore(image, tiny_checkpoint, device="cpu")  # type: ignore[call-overload]
+
+
+def test_damaged_weights_raise_instead_of_returning_a_black_picture(
+    tiny_checkpoint: Path, rgb: np.ndarray
+) -> None:
+    loaded = load_weights(tiny_checkpoint)
+    with torch.no_grad():
+        next(loaded.model.parameters()).fill_(float("nan"))
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    for image in (rgb, rgb.astype(np.float32) / 255, Image.fromarray(rgb), buffer.getvalue()):
+        with pytest.raises(WeightsError, match="the model produced NaN"):
+            anyrestore.restore(image, loaded, device="cpu")
+
+
+def test_a_pil_image_keeps_its_exif_and_a_path_is_turned_upright(
+    tiny_checkpoint: Path, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers turn it 90 degrees clockwise
+    exif[0x010F] = "Camera maker"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(rgb).save(path, exif=exif.tobytes())
+    with Image.open(path) as opened:
+        out = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+    assert out.size == (rgb.shape[1], rgb.shape[0])  # the same pixels, still sideways...
+    assert out.getexif()[0x0112] == 6  # ...with the tag that turns them when saved with it
+    upright = anyrestore.restore(path, tiny_checkpoint, device="cpu")
+    assert upright.size == (rgb.shape[0], rgb.shape[1])  # read_image applied the turn
+    assert 0x0112 not in upright.getexif() and upright.getexif()[0x010F] == "Camera maker"
+
+
+def test_sixteen_bit_and_float_pil_images_keep_their_mode(
+    tiny_checkpoint: Path, rgb: np.ndarray
+) -> None:
+    gray16 = (rgb[..., 1].astype(np.uint16) * 257).astype(np.uint16)
+    out = anyrestore.restore(Image.fromarray(gray16), tiny_checkpoint, device="cpu")
+    assert out.mode == "I;16"
+    expected = anyrestore.restore(gray16, tiny_checkpoint, device="cpu")
+    assert np.array_equal(np.asarray(out), expected)  # not clipped to 8 bits
+    floats = Image.fromarray(gray16.astype(np.float32) / 65535, "F")
+    assert anyrestore.restore(floats, tiny_checkpoint, device="cpu").mode == "F"
+    with pytest.raises(InputError, match="expected floats in"):  # an F image of 0-255
+        anyrestore.restore(Image.fromarray(rgb[..., 0]).convert("F"), tiny_checkpoint)
+
+
+def test_ppm_bytes_come_back_as_png(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PPM")
+    out = anyrestore.restore(buffer.getvalue(), tiny_checkpoint, device="cpu")
+    with Image.open(io.BytesIO(out)) as decoded:
+        assert decoded.format == "PNG"
+        assert np.array_equal(np.asarray(decoded), _expected(tiny_checkpoint, rgb))
+
+
+def test_one_model_is_loaded_for_every_name_of_the_default(
+    rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyrestore.weights
+
+    default = anyrestore.weights.default_entry()
+    assert default is not None
+    calls = []
+    real = anyrestore.weights.load_weights
+    monkeypatch.setattr(
+        anyrestore.weights, "load_weights", lambda ref: calls.append(ref) or real(ref)
+    )
+    for name in (None, default.model, default.name):
+        anyrestore.restore(rgb[:8, :8], name, device="cpu")
+    assert len(calls) == 1
+    anyrestore.clear_cache()
+    anyrestore.restore(rgb[:8, :8], device="cpu")
+    assert len(calls) == 2
+
+
+def test_misused_objects_are_type_errors_that_say_what_to_pass(tiny_checkpoint: Path) -> None:
+    loaded = load_weights(tiny_checkpoint)
+    with pytest.raises(TypeError, match=r"not LoadedWeights; pass its \.model"):
+        Restorer(loaded, "cpu")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="anyrestore.restore takes arrays"):
+        Restorer(loaded.model, "cpu").restore_image(np.zeros((4, 4, 3)))  # type: ignore[arg-type]
 
 
 def test_load_weights_describes_a_file(tiny_checkpoint: Path) -> None:

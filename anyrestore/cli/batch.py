@@ -26,11 +26,11 @@ from rich.progress import (
 
 from anyrestore.cli.common import (
     STOPS_THE_RUN,
-    check_finite,
     err_console,
     failure_line,
     load_model,
     make_restorer,
+    naming_weights,
     setup_logging,
     warn_lossless,
     weights_label,
@@ -267,8 +267,8 @@ def batch_command(
                     image = read_image(
                         job.source, max_pixels=max_pixels, name=rel, allow_truncated=allow_truncated
                     )
-                    restored = restorer.restore_image(image, strength)
-                    check_finite(restored.rgb, label)
+                    with naming_weights(label):
+                        restored = restorer.restore_image(image, strength)
                     encoded = encode_image(restored, format_for_path(job.target), quality=quality)
                     atomic_write(job.target, encoded)
                     info = restorer.last_run

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from anyrestore.cli.errors import StdoutError, as_flags, say, stdout
-from anyrestore.errors import DeviceError, UsageError, WeightsError
+from anyrestore.errors import DeviceError, NonFiniteOutput, UsageError, WeightsError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from anyrestore.engine import Restorer
     from anyrestore.models.base import RestorationModel
 
@@ -97,15 +96,13 @@ def make_restorer(
     )
 
 
-def check_finite(rgb: np.ndarray, weights: str) -> None:
-    """Refuse to write an image the model filled with NaN or infinities (exit 4)."""
-    import numpy as np
-
-    if not np.isfinite(rgb).all():
-        raise WeightsError(
-            f"{weights}: the model produced NaN or infinite pixels; the weights are damaged "
-            "or overflow at this precision (try fp32)"
-        )
+@contextmanager
+def naming_weights(label: str) -> Iterator[None]:
+    """Name the weights in the engine's refusal of NaN output (exit 4), which cannot."""
+    try:
+        yield
+    except NonFiniteOutput as exc:
+        raise WeightsError(f"{label}: {exc}") from None
 
 
 def tile_progress(console: Console) -> tuple[Progress, Callable[[int, int], None]]:

@@ -17,11 +17,11 @@ import typer
 
 from anyrestore.cli.common import (
     STOPS_THE_RUN,
-    check_finite,
     err_console,
     failure_line,
     load_model,
     make_restorer,
+    naming_weights,
     setup_logging,
     stdin_bytes,
     tile_progress,
@@ -288,9 +288,8 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         restorer, model_name, weights_name = run.restorer()
         progress, restorer.on_tile = tile_progress(run.err)
         start = time.perf_counter()
-        with progress:
+        with progress, naming_weights(weights_label(run.weights, run.model)):
             restored = restorer.restore_image(image, run.strength)
-        check_finite(restored.rgb, weights_label(run.weights, run.model))
         encoded = encode_image(restored, out_format, quality=run.quality)
         if target is None:
             emit(data=encoded)

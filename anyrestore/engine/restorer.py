@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 
+import numpy as np
 import torch
 
 from anyrestore.compute import ComputePath, choose_path, empty_cache, prepare_model
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
 from anyrestore.engine.tiling import TileGrid, run_tiled
-from anyrestore.errors import DeviceError, InputError, UsageError
+from anyrestore.errors import DeviceError, InputError, NonFiniteOutput, UsageError
 from anyrestore.models.base import RestorationModel
 from anyrestore.models.layers.globalstats import (
     frozen_global_stats,
@@ -78,6 +80,34 @@ def _lock_for(model: torch.nn.Module) -> threading.RLock:
         return lock
 
 
+#: How far outside [0, 1] input pixels may stray (rounding in a caller's colour maths) before
+#: they are refused as another scale: 0-255 floats, or [-1, 1] as some pipelines keep them.
+PIXEL_TOLERANCE = 0.01
+
+
+def check_pixels(x: torch.Tensor) -> None:
+    """Refuse input that would come back as a plausible-looking wrong picture, not an error.
+
+    Integer pixels or floats on another scale would be clipped to white or black, NaN would
+    spread through every convolution, and an empty image fails deep inside torch.
+    """
+    if not x.is_floating_point():
+        raise InputError(
+            f"expected float pixels in [0, 1], got {x.dtype} (divide 8-bit values by 255)"
+        )
+    h, w = x.shape[-2:]
+    if x.numel() == 0:
+        raise InputError(f"the image is empty ({w}x{h} pixels)")
+    low, high = (float(v) for v in torch.aminmax(x.float()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError("the image has NaN or infinite pixels")
+    if low < -PIXEL_TOLERANCE or high > 1.0 + PIXEL_TOLERANCE:
+        hint = " (divide 8-bit values by 255)" if high > 2.0 and low >= 0.0 else ""
+        raise InputError(
+            f"pixel values run from {low:.4g} to {high:.4g}; expected floats in [0, 1]{hint}"
+        )
+
+
 def check_strength(strength: float) -> None:
     """Refuse a restoration strength outside [0, 1] (or NaN) with a usage error."""
     if not 0.0 <= strength <= 1.0:
@@ -133,6 +163,16 @@ class Restorer:
             raise UsageError(
                 f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}"
             )
+        if not isinstance(model, torch.nn.Module):
+            hint = (
+                "; pass its .model"
+                if isinstance(getattr(model, "model", None), torch.nn.Module)
+                else ""
+            )
+            raise TypeError(
+                f"Restorer takes a model (create_model or load_weights(...).model), "
+                f"not {type(model).__name__}{hint}"
+            )
         model.eval()
         self.path: ComputePath = choose_path(device, precision, model=model, runtime=runtime)
         self.device = self.path.device
@@ -161,6 +201,7 @@ class Restorer:
         self._lock = _lock_for(self.model)
 
     def describe(self) -> str:
+        """The compute path in words ("cpu fp32 channels-last ..."), as `fix` prints it."""
         return self.path.describe()
 
     @property
@@ -193,6 +234,7 @@ class Restorer:
         if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"expected a (3,h,w) or (b,3,h,w) RGB tensor, got {shape}")
+        check_pixels(x)
         if strength == 0.0:  # the photo as it was: the model's output would be mixed away
             self.last_run = RunInfo(0, 0, 0, False)
             # One copy, converted or not: the caller's tensor stays its own.
@@ -201,6 +243,11 @@ class Restorer:
         batch = (x[None] if single else x).to("cpu", torch.float32)
         with self._lock:  # one restoration at a time per model: see _lock_for
             out = self._restore_batch(batch)
+        if not bool(torch.isfinite(out).all()):  # the clamp in _forward keeps NaN as NaN
+            raise NonFiniteOutput(
+                "the model produced NaN or infinite pixels; the weights are damaged or "
+                "overflow at this precision (try fp32)"
+            )
         if strength != 1.0:
             # In place: a 12 MP photo's extra float copy is 144 MB. Both ends are in [0, 1],
             # so the mix is too (strength 0 returned the input above, without the model).
@@ -209,7 +256,12 @@ class Restorer:
 
     def restore_image(self, image: ImageData, strength: float = 1.0) -> ImageData:
         """Restore an image's RGB; alpha, bit depth, colour profile and metadata carry over."""
-        x = torch.from_numpy(image.rgb).permute(2, 0, 1)
+        if not isinstance(image, ImageData):
+            raise TypeError(
+                f"restore_image takes an ImageData (read_image's result), not "
+                f"{type(image).__name__}; anyrestore.restore takes arrays and PIL images"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)
         y = self.restore_tensor(x, strength)
         return image.with_rgb(y.permute(1, 2, 0).numpy())
 

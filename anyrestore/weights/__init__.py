@@ -30,6 +30,7 @@ from anyrestore.weights.resolve import (
     resolve_weights,
     sha256_file,
     verify_entries,
+    weights_key,
 )
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "save_checkpoint",
     "sha256_file",
     "verify_entries",
+    "weights_key",
 ]

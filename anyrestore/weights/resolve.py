@@ -197,6 +197,18 @@ def resolve_weights(
     return _resolve_entry(entry_for(ref), offline=offline)
 
 
+def weights_key(ref: str | os.PathLike[str] | None) -> str:
+    """One string per checkpoint however it is named: the entry a name, variant or the
+    default resolves to, or a file's real path. Nothing is loaded or downloaded."""
+    if ref is None:
+        entry = default_entry()
+        return f"entry:{entry.name}" if entry is not None else "entry:"
+    text = os.fspath(ref)
+    if isinstance(ref, os.PathLike) or _looks_like_path(text):
+        return f"file:{os.path.realpath(os.path.expanduser(text))}"
+    return f"entry:{entry_for(text).name}"
+
+
 @dataclass(frozen=True)
 class LoadedWeights:
     """A checkpoint loaded by ``load_weights``: the model and what is known about it."""

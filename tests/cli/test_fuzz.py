@@ -698,21 +698,20 @@ def test_non_finite_output_is_exit_4(
 ):
     from anyrestore.engine import Restorer
 
-    real = Restorer.restore_image
+    real = Restorer._restore_batch
 
-    def poisoned(self, image, strength=1.0):  # type: ignore[no-untyped-def]
-        out = real(self, image, strength)
-        rgb = out.rgb.copy()
-        rgb[0, 0, 0] = np.nan
-        return out.with_rgb(rgb)
+    def poisoned(self, batch):  # type: ignore[no-untyped-def]
+        out = real(self, batch)
+        out[..., 0, 0] = float("nan")  # as damaged weights would
+        return out
 
-    monkeypatch.setattr(Restorer, "restore_image", poisoned)
+    monkeypatch.setattr(Restorer, "_restore_batch", poisoned)
     src = tmp_path / "in.png"
     src.write_bytes(encoded("PNG"))
     before = snapshot(tmp_path)
     outcome = invoke(["fix", str(src), "-q", "--weights", str(tiny_checkpoint)])
     check(outcome, {ExitCode.WEIGHTS}, before, snapshot(tmp_path))
-    assert "NaN" in outcome.stderr
+    assert f"{tiny_checkpoint}: the model produced NaN" in outcome.stderr
 
 
 # -- real processes: streams and signals ----------------------------------------------------
