@@ -197,6 +197,9 @@ def _load_ref(ref: str | None) -> nn.Module:
 
 
 def _load_file(path: str | os.PathLike[str]) -> nn.Module:
+    from anyrestore.weights import resolve_weights
     from anyrestore.weights.checkpoint import load_checkpoint
 
-    return load_checkpoint(path).eval()
+    # Through the same checks as `fix --weights`: a folder, a training run or a torch file
+    # is named as such, with what to run instead.
+    return load_checkpoint(resolve_weights(Path(path))).eval()

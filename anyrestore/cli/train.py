@@ -47,12 +47,14 @@ def train_command(
         Path | None,
         typer.Option(
             metavar="CHECKPOINT",
-            help="Continue from a resume checkpoint (last.pt) or its run folder.",
+            help="Continue from a resume checkpoint (last.pt) or its run folder, writing "
+            "there unless --out says otherwise.",
         ),
     ] = None,
     stop_at: Annotated[
         int,
         typer.Option(
+            min=0,
             metavar="STEP",
             help="Stop after this step with a resume checkpoint (schedule unchanged).",
         ),
@@ -66,7 +68,7 @@ def train_command(
         raise UsageError("give --config FILE.toml (or --resume CHECKPOINT); see configs/")
     from anyrestore.training.config import load_config, tomllib
     from anyrestore.training.loop import train
-    from anyrestore.training.state import load_state
+    from anyrestore.training.state import load_state, resolve_resume
 
     overrides = list(set_ or [])
     for key, value in (("train.steps", steps), ("out", out), ("device", device)):
@@ -75,6 +77,14 @@ def train_command(
     if not progress:
         overrides.append("log.progress=false")
     base = None
+    if (
+        resume is not None
+        and out is None
+        and not any(o.split("=", 1)[0].strip() == "out" for o in overrides)
+    ):
+        # The run goes on where its checkpoint is (a copied or moved run folder too), not in
+        # the recipe's `out`, which may be relative to wherever the run was started.
+        overrides.append(f"out={_toml_literal(resolve_resume(resume).parent)}")
     if resume is not None and config is None:
         base = tomllib.loads(load_state(resume)["config_toml"])
     cfg = load_config(config, overrides, base=base)

@@ -223,8 +223,10 @@ class Config:
         return dump_toml(self.to_dict())
 
     def digest(self) -> str:
-        """sha256 of the canonical TOML text, to name a recipe in checkpoint metadata."""
-        return hashlib.sha256(self.to_toml().encode()).hexdigest()
+        """sha256 of the canonical TOML text, to name a recipe in checkpoint metadata: where
+        a run was written and how it logged (``out``, ``log``) are not part of the recipe."""
+        recipe = {k: v for k, v in self.to_dict().items() if k not in ("out", "log")}
+        return hashlib.sha256(dump_toml(recipe).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- loading

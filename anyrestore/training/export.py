@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from anyrestore.data.degradations import TRAINING_ONLY
-from anyrestore.errors import ConfigError, WeightsError
+from anyrestore.errors import ConfigError, UsageError, WeightsError
 from anyrestore.models.registry import build_model
 from anyrestore.training.config import Config, load_config, resolve
-from anyrestore.training.state import load_state
+from anyrestore.training.state import load_state, resolve_resume
 from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
 from anyrestore.weights.resolve import sha256_file
 
@@ -41,6 +41,8 @@ def export_checkpoint(
     """
     torch_dtype = weight_dtype(dtype)
     state = load_state(checkpoint)
+    if Path(output).exists() and os.path.samefile(output, resolve_resume(checkpoint)):
+        raise UsageError(f"{output} is the checkpoint being exported; write the weights elsewhere")
     model = build_model(state["arch"], state["model_config"])
     ema = state.get("ema") if use_ema else None
     model.load_state_dict(ema["model"] if ema else state["model"])

@@ -50,7 +50,7 @@ from anyrestore.training.batches import (
     start_batches,
     to_device,
 )
-from anyrestore.training.config import Config, resolve, validate
+from anyrestore.training.config import Config, resolve, tomllib, validate
 from anyrestore.training.distill import Distiller, describe_terms, teacher_targets
 from anyrestore.training.ema import EMA
 from anyrestore.training.evaluate import evaluate
@@ -109,6 +109,28 @@ def train(
         distributed.teardown(dist)
 
 
+def _check_resumable(config: Config, state: dict, resume: str | Path | None) -> None:
+    """Refuse new optimizer or schedule settings on resume: the optimizer's and scheduler's
+    saved state would override them while config.toml recorded them as used."""
+    if "config_toml" not in state:
+        return
+    before = tomllib.loads(state["config_toml"])
+    now = tomllib.loads(config.to_toml())  # both as TOML reads them: lists, not tuples
+    changed = [
+        f"{section}.{key}"
+        for section in ("optim", "schedule")
+        for key in sorted(set(before.get(section, {})) | set(now.get(section, {})))
+        if before.get(section, {}).get(key) != now.get(section, {}).get(key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)} cannot change when resuming (the run's optimizer and "
+            f"schedule state carry on); start a new run from its weights instead: "
+            f"anyrestore train export {resume} -o W.safetensors, then --set "
+            f"train.init_from=W.safetensors"
+        )
+
+
 def _run(
     config: Config,
     device: torch.device,
@@ -118,11 +140,20 @@ def _run(
     console: Console | None,
 ) -> TrainResult:
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out {out} is a file, not a run folder")
+    if resume is None and (out / "last.pt").exists():
+        raise ConfigError(
+            f"{out} already holds a run (last.pt); continue it with --resume {out}, or give "
+            "another --out"
+        )
     if config.train.threads:
         set_threads(config.train.threads)  # warns when more than the cores
     if device.type == "cpu":
         reuse_freed_memory()
     state = load_state(resume) if resume is not None else None
+    if state is not None:
+        _check_resumable(config, state, resume)
 
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
     torch.manual_seed(config.seed)

@@ -60,7 +60,21 @@ def _looks_like_path(ref: str) -> bool:
     )
 
 
+def _training_run(path: Path) -> Path | None:
+    """The run folder of ``anyrestore train`` that ``path`` is, or holds its checkpoint of."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / "last.pt").is_file() and (folder / "config.toml").is_file():
+        return folder
+    return None
+
+
 def _check_local(path: Path) -> Path:
+    run = _training_run(path) if path.suffix.lower() == ".pt" or path.is_dir() else None
+    if run is not None:
+        raise WeightsError(
+            f"{path} is a training run's resume checkpoint, not inference weights; export "
+            f"them first: anyrestore train export {run} -o WEIGHTS.safetensors"
+        )
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise WeightsError(
             f"{path}: anyrestore loads only .safetensors checkpoints and never unpickles "

@@ -114,3 +114,43 @@ def _raw_tensors(path: Path) -> list[torch.Tensor]:
     from safetensors.torch import load_file
 
     return [t for t in load_file(str(path)).values() if t.is_floating_point()]
+
+
+def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) -> None:
+    import shutil
+
+    photos = _photos(tmp_path / "photos")
+    run = tmp_path / "run"
+    tiny = ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
+            "train.batch_size=2", "--no-progress", "--steps", "4"]  # fmt: skip
+    assert _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "2", *tiny).exit_code == 0
+    before = (run / "last.pt").read_bytes()
+
+    again = _run("-c", str(SMOKE), "--out", str(run), *tiny)  # a fresh start over it
+    assert again.exit_code == 2, again.output
+    assert f"{run} already holds a run (last.pt); continue it with --resume" in again.stderr
+    assert (run / "last.pt").read_bytes() == before
+
+    changed = _run("--resume", str(run), "--set", "optim.lr=1e-6", "--no-progress")
+    assert changed.exit_code == 2, changed.output
+    assert "optim.lr cannot change when resuming" in changed.stderr
+    assert (
+        "train.init_from=W.safetensors" in changed.stderr
+        and (run / "last.pt").read_bytes() == before
+    )
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    resumed = _run("--resume", str(copy), "--no-progress")  # the recipe's out is elsewhere
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.strip() == str(copy / "last.pt")
+    assert (run / "last.pt").read_bytes() == before  # the original is left as it was
+
+    onto_itself = CliRunner().invoke(
+        app, ["train", "export", str(copy), "-o", str(copy / "last.pt")]
+    )
+    assert onto_itself.exit_code == 2 and "is the checkpoint being exported" in onto_itself.stderr
+    for weights in (copy, copy / "last.pt"):  # a run is exported before it is benched
+        bench = CliRunner().invoke(app, ["bench", "--suite", "speed", "--weights", str(weights)])
+        assert bench.exit_code == 4, bench.output
+        assert f"anyrestore train export {copy} -o" in bench.stderr

@@ -302,3 +302,11 @@ def test_losses() -> None:
     assert set(parts) == {"l1", "fourier", "ms_ssim", "aux_balance"}
     total.backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_the_recipe_hash_ignores_where_and_how_a_run_was_logged() -> None:
+    smoke = ROOT / "configs" / "smoke.toml"
+    one = load_config(smoke, ['out="runs/a"'])
+    two = load_config(smoke, ['out="/elsewhere/b"', "log.progress=false", "log.every=1"])
+    assert one.digest() == two.digest()
+    assert load_config(smoke, ["optim.lr=1e-5"]).digest() != one.digest()
