@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from anyrestore.data.degradations.kinds import CDD11
 from anyrestore.errors import UsageError
 
 
@@ -82,6 +83,11 @@ def suite_tasks(suite: str) -> tuple[Task, ...]:
     raise UsageError(f"unknown quality suite {suite!r}; choose one of {', '.join(QUALITY_SUITES)}")
 
 
+#: The recipes' names of CDD-11's kinds, in any order, to the table's labels: rain -> R,
+#: haze+snow or snow+haze -> H+S.
+_LABEL_OF = {frozenset(names.split("+")): label for label, names in CDD11.items()}
+
+
 def select_tasks(suite: str, kinds: Sequence[str] | None = None) -> tuple[Task, ...]:
     """The rows of ``suite`` named in ``kinds`` (all of them for None), in the suite's order.
 
@@ -91,9 +97,10 @@ def select_tasks(suite: str, kinds: Sequence[str] | None = None) -> tuple[Task, 
     tasks = suite_tasks(suite)
     if kinds is None:
         return tasks
-    wanted = [k.strip() for k in kinds if k.strip()]
     known = {t.kind for t in tasks}
-    unknown = [k for k in wanted if k not in known]
+    given = [k.strip() for k in kinds if k.strip()]
+    wanted = [k if k in known else _LABEL_OF.get(frozenset(k.split("+")), k) for k in given]
+    unknown = [g for g, k in zip(given, wanted, strict=True) if k not in known]
     if unknown or not wanted:
         what = f"unknown kind {unknown[0]!r}" if unknown else "no kinds given"
         raise UsageError(

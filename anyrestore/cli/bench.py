@@ -134,8 +134,8 @@ def bench_command(
         str | None,
         typer.Option(
             metavar="KINDS",
-            help="Quality suites: score only these rows, comma-separated (e.g. H+S,noise_25); "
-            "the average is then over them.",
+            help="Quality suites: score only these rows, comma-separated (e.g. H+S,noise_25, "
+            "or as recipes name them: haze+snow); the average is then over them.",
         ),
     ] = None,
 ) -> None:

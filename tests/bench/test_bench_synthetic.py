@@ -112,3 +112,13 @@ def test_shipped_samples_are_the_default_photos() -> None:
         assert "degraded" not in path.name
         assert path.name in sources  # each photo's source and license is documented
         assert load_photo(path, max_side=64).shape[0] == 3
+
+
+def test_kinds_may_be_named_as_the_recipes_name_them() -> None:
+    from anyrestore.bench.suites import select_tasks
+    from anyrestore.errors import UsageError
+
+    picked = select_tasks("synthetic", ["haze+snow", "rain", "snow+low_light+haze", "blur"])
+    assert [t.kind for t in picked] == ["R", "H+S", "L+H+S", "blur"]  # the table's order
+    with pytest.raises(UsageError, match="unknown kind 'rainn' for --suite synthetic"):
+        select_tasks("synthetic", ["rainn"])
