@@ -417,8 +417,9 @@ def build_dataset(
         samples = train if split == "train" else val
         if not samples:
             raise DataError(
-                f"{layout} layout under {root}: no images left for the {split} split "
-                f"(val_fraction={val_fraction})"
+                f"{layout} layout under {root}: {_count(len(train) + len(val))} none for "
+                f"the {split} split at val_fraction={val_fraction}; add images, or lower "
+                "data.val_fraction (0 trains on all of them without validation)"
             )
         if split == "train" and layout in ("three", "five"):
             repeats = _repeats(samples, expansion)
@@ -453,3 +454,8 @@ def iter_test_pairs(
             yield dataset[i]
         except InputError as err:
             warnings.warn(f"{err}; skipped", stacklevel=2)
+
+
+def _count(n: int) -> str:
+    """ "1 image leaves", "2 images leave": for the split error."""
+    return f"{n} image leaves" if n == 1 else f"{n} images leave"

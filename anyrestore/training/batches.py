@@ -116,7 +116,8 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
             color_jitter=d.color_jitter,
             **common,
         )
-        val_set = build_dataset(d.layout, d.root, split="val", **common)
+        # val_fraction 0: every image trains and no validation runs (evaluate skips empty sets).
+        val_set = build_dataset(d.layout, d.root, split="val", **common) if d.val_fraction else ()
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"data: {exc}") from None
     return train_set, val_set, bool(on_device)

@@ -154,3 +154,21 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
         bench = CliRunner().invoke(app, ["bench", "--suite", "speed", "--weights", str(weights)])
         assert bench.exit_code == 4, bench.output
         assert f"anyrestore train export {copy} -o" in bench.stderr
+
+
+def test_val_fraction_zero_trains_on_every_photo_without_validation(tmp_path: Path) -> None:
+    one = _photos(tmp_path / "one", count=1)
+    tiny = ["--set", "data.crop=16", "--set", "train.batch_size=2", "--no-progress",
+            "--steps", "2", "--set", "log.val_every=1"]  # fmt: skip
+    refused = _run(
+        "-c", str(SMOKE), "--set", f"data.root={one}", "--out", str(tmp_path / "a"), *tiny
+    )
+    assert refused.exit_code == 6, refused.output
+    assert "1 image leaves none for the val split" in refused.stderr
+    assert "data.val_fraction (0 trains on all of them" in refused.stderr
+    run = tmp_path / "b"
+    args = ["--set", f"data.root={one}", "--set", "data.val_fraction=0", "--out", str(run)]
+    result = _run("-c", str(SMOKE), *args, *tiny)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and not any("val_psnr" in row for row in rows)
