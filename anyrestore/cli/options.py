@@ -22,6 +22,13 @@ def check_runtime(ctx: typer.Context, param: typer.CallbackParam, value: str | N
     raise UsageError(f"unknown runtime {given!r}; use one of {', '.join(RUNTIME_NAMES)}")
 
 
+def check_strength(value: float) -> float:
+    """From 0 to 1, and a number: a range check alone would call nan "more than 1"."""
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"--strength must be a number from 0 to 1, got {value:g}")
+    return value
+
+
 ModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -93,8 +100,7 @@ StrengthOpt = Annotated[
     float,
     typer.Option(
         "--strength",
-        min=0.0,
-        max=1.0,
+        callback=check_strength,
         metavar="0-1",
         help="How much of the restoration to apply: 1 the model's output, 0 the photo as it "
         "was, 0.7 keeps some of the grain or haze.",

@@ -104,10 +104,14 @@ def test_strength_zero_writes_the_photo_back_and_is_reported(
     full = tmp_path / "full.png"
     assert fix(src, "-o", full, "--weights", tiny_checkpoint).exit_code == 0
     assert not np.array_equal(np.asarray(Image.open(full)), np.asarray(Image.open(src)))
-    refused = fix(src, "-o", tmp_path / "x.png", "--weights", tiny_checkpoint, "--strength", "1.5")
-    assert refused.exit_code == 2 and not (tmp_path / "x.png").exists()
-    last = refused.stderr.strip().splitlines()[-1]
-    assert last.startswith("anyrestore: error: ") and "--strength" in last
+    for bad in ("1.5", "nan", "-0.1"):
+        refused = fix(
+            src, "-o", tmp_path / "x.png", "--weights", tiny_checkpoint, "--strength", bad
+        )
+        assert refused.exit_code == 2 and not (tmp_path / "x.png").exists()
+        assert one_line_error(refused).endswith(
+            f"--strength must be a number from 0 to 1, got {float(bad):g}"
+        )
 
 
 def test_json_names_the_default_weights_it_used(tmp_path: Path) -> None:

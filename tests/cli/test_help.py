@@ -156,7 +156,6 @@ def test_a_range_is_said_once_where_the_metavar_is_the_range():
     [
         ["fix", "a.png", "--quality", "0"],
         ["fix", "a.png", "--quality", "101"],
-        ["fix", "a.png", "--strength", "1.5"],
         ["fix", "a.png", "--threads", "0"],
         ["models", "--size", "0"],
     ],
