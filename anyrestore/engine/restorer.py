@@ -243,7 +243,9 @@ class Restorer:
         batch = (x[None] if single else x).to("cpu", torch.float32)
         with self._lock:  # one restoration at a time per model: see _lock_for
             out = self._restore_batch(batch)
-        if not bool(torch.isfinite(out).all()):  # the clamp in _forward keeps NaN as NaN
+        # A sum spreads any NaN without a mask the size of the image (the clamp in _forward
+        # keeps NaN as NaN).
+        if not math.isfinite(float(out.sum())):
             raise NonFiniteOutput(
                 "the model produced NaN or infinite pixels; the weights are damaged or "
                 "overflow at this precision (try fp32)"
