@@ -64,6 +64,7 @@ ALLOWED = {
         "api",
         "cli",
         "compute",
+        "errors",
     },  # the package root's lazy re-exports
     "__main__": {"cli"},
 }
