@@ -88,8 +88,8 @@ def restore(
     """
     from PIL import Image as PILImage
 
+    from anyrestore.choices import check_strength
     from anyrestore.engine import FORMATS, encode_image, read_image
-    from anyrestore.engine.restorer import check_strength
 
     check_strength(strength)
     restorer = _restorer(model, device)

@@ -45,15 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyrestore.choices import PRECISIONS, RUNTIMES, check_choice
 from anyrestore.errors import DeviceError, UsageError
 from anyrestore.files import atomic_write
 
 log = logging.getLogger("anyrestore")
 
 Precision = Literal["fp32", "fp16", "bf16"]
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-#: What runs the forward pass: eager PyTorch or OpenVINO (the ``openvino`` extra).
-RUNTIMES = ("auto", "torch", "openvino")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 #: bf16 must beat fp32 by this factor in the probe to be chosen: a margin for timing noise
@@ -363,12 +361,8 @@ def _choose(
     runtime: str,
 ) -> ComputePath:
     dev = resolve_device(device)
-    precision = precision.strip().lower()
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    runtime = runtime.strip().lower()
-    if runtime not in RUNTIMES:
-        raise UsageError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    precision = check_choice(precision, PRECISIONS, "precision")
+    runtime = check_choice(runtime, RUNTIMES, "runtime")
     if runtime == "openvino" or (runtime == "auto" and openvino_chosen(dev, model)):
         return _openvino_path(dev, precision, model, asked=runtime == "openvino")
     if precision != "auto":

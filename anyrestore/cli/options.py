@@ -6,27 +6,24 @@ from typing import Annotated
 
 import typer
 
-from anyrestore.errors import UsageError
-
-#: The names ``compute.RUNTIMES`` accepts, repeated here so that parsing needs no torch.
-RUNTIME_NAMES = ("auto", "torch", "openvino")
+from anyrestore.choices import RUNTIMES, check_choice
+from anyrestore.choices import check_strength as _check_strength
 
 
 def check_runtime(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
     """Refuse an unknown runtime while parsing, naming ANYRESTORE_RUNTIME when the value came
     from there: an exported variable is easy to forget, and the option was never typed."""
-    if value is None or value.strip().lower() in RUNTIME_NAMES:
+    if value is None:
         return value
     source = ctx.get_parameter_source(param.name) if param.name else None
     given = f"{param.envvar}={value}" if getattr(source, "name", "") == "ENVIRONMENT" else value
-    raise UsageError(f"unknown runtime {given!r}; use one of {', '.join(RUNTIME_NAMES)}")
+    check_choice(value, RUNTIMES, "runtime", given)
+    return value
 
 
 def check_strength(value: float) -> float:
-    """From 0 to 1, and a number: a range check alone would call nan "more than 1"."""
-    if not 0.0 <= value <= 1.0:
-        raise UsageError(f"--strength must be a number from 0 to 1, got {value:g}")
-    return value
+    """--strength from 0 to 1, refused while parsing."""
+    return _check_strength(value, "--strength")
 
 
 ModelOpt = Annotated[

@@ -15,6 +15,7 @@ from itertools import islice
 import numpy as np
 import torch
 
+from anyrestore.choices import check_strength
 from anyrestore.compute import ComputePath, choose_path, empty_cache, prepare_model
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
@@ -106,12 +107,6 @@ def check_pixels(x: torch.Tensor) -> None:
         raise InputError(
             f"pixel values run from {low:.4g} to {high:.4g}; expected floats in [0, 1]{hint}"
         )
-
-
-def check_strength(strength: float) -> None:
-    """Refuse a restoration strength outside [0, 1] (or NaN) with a usage error."""
-    if not 0.0 <= strength <= 1.0:
-        raise UsageError(f"strength must be between 0 and 1, got {strength}")
 
 
 @dataclass(frozen=True)

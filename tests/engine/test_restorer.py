@@ -65,7 +65,7 @@ def test_strength_zero_returns_a_copy_of_the_photo_without_running_the_model() -
 @pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan")])
 def test_strength_outside_zero_to_one_is_refused(strength: float) -> None:
     restorer = Restorer(tiny_anyir(), "cpu", "fp32")
-    with pytest.raises(UsageError, match="strength must be between 0 and 1"):
+    with pytest.raises(UsageError, match="strength must be a number from 0 to 1"):
         restorer.restore_tensor(noisy_photo(0, 8, 8), strength=strength)
 
 
