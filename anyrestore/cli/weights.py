@@ -153,10 +153,10 @@ def download_command(
     ],
 ) -> None:
     """Download checkpoints into the Hub cache and verify their sha256; prints each local path."""
-    from anyrestore.weights import resolve_weights
+    from anyrestore.weights.resolve import resolve_entry
 
     for name in names:
-        path = resolve_weights(name)
+        path = resolve_entry(name)
         say(f"{name}: sha256 verified")
         emit(str(path))
 
@@ -265,8 +265,20 @@ def add_command(
 ) -> None:
     """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
     from anyrestore.weights import add_entry, default_entry, embed_file, manifest_entry_for
-    from anyrestore.weights.manifest import is_license_expression, is_pinned_revision
+    from anyrestore.weights.manifest import (
+        is_entry_name,
+        is_license_expression,
+        is_pinned_revision,
+        manifest_path,
+    )
 
+    if not is_entry_name(name):
+        raise UsageError(
+            f"--name {name!r}: use only letters, digits, '.', '_' and '-', starting with a "
+            "letter or digit"
+        )
+    if (revision or filename) and not repo_id:
+        raise UsageError("--revision and --filename describe a Hub upload: add --repo-id")
     if prefer and not write:
         raise UsageError("--prefer places the entry in the manifest: add --write")
     if not embed and not (repo_id and revision):
@@ -300,10 +312,10 @@ def add_command(
         file, embedded=f"weights/embedded/{name}.safetensors" if embed else None, **kwargs
     )
     add_entry(text, check_only=True, prefer=prefer)  # a printed entry must fit the manifest too
+    before = default_entry() if write and manifest_path().exists() else None
     if embed:
-        say(f"copied {file} to the package as {embed_file(file, name)}")
+        say(f"copied {file} to {embed_file(file, name)}")
     if write:
-        before = default_entry()
         path, demoted = add_entry(text, prefer=prefer)
         say(f"added {name!r} to {path}")
         for old in demoted:

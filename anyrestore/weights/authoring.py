@@ -20,8 +20,8 @@ from anyrestore.errors import UsageError, WeightsError
 from anyrestore.files import atomic_path, atomic_write
 from anyrestore.weights.checkpoint import checkpoint_config, read_metadata
 from anyrestore.weights.manifest import (
-    _PACKAGE_DIR,
     WeightsEntry,
+    embedded_root,
     manifest_path,
     parse_manifest,
 )
@@ -160,13 +160,15 @@ def manifest_entry_for(
     return text
 
 
-def embed_file(path: str | os.PathLike[str], name: str) -> str:
-    """Copy a checkpoint into the package's ``weights/embedded/``; returns the manifest's ``embedded`` value."""
-    rel = f"weights/embedded/{name}.safetensors"
-    target = _PACKAGE_DIR / rel
+def embed_file(path: str | os.PathLike[str], name: str) -> Path:
+    """Copy a checkpoint to ``weights/embedded/`` where the manifest in use resolves its
+    ``embedded`` paths (the package's folder for the packaged manifest, else the manifest's
+    own folder); returns the copy's path."""
+    target = embedded_root() / f"weights/embedded/{name}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)
-    return rel
+    return target
 
 
 def add_entry(

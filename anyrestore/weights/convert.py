@@ -51,7 +51,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as exc:
             raise WeightsError(
                 f"{path} holds more than tensors and plain containers (objects or code), which "
-                f"are never loaded ({first_line(exc)})"
+                f"are never loaded{_refusal_reason(exc)}"
             ) from None
         except Exception as exc:  # a truncated or foreign file
             raise WeightsError(f"{path} is not a readable torch file ({first_line(exc)})") from None
@@ -61,6 +61,25 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"({', '.join(sorted(PICKLE_SUFFIXES))})"
         )
     return _unwrap(obj, path)
+
+
+# Lines of torch's refusal that advise, rather than say what was refused.
+_TORCH_ADVICE = (
+    "weights_only",
+    "Weights only load failed",
+    "Please file an issue",
+    "documentation",
+)
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """What torch's tensors-only unpickler refused (" (Unsupported global: ...)"), without
+    its advice to load the file with ``weights_only=False``, which is never taken here."""
+    for line in str(exc).splitlines():
+        line = line.split("WeightsUnpickler error:")[-1].strip()
+        if line and not any(word in line for word in _TORCH_ADVICE):
+            return f" ({line.split(' was not an allowed global')[0]})"
+    return ""
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -28,9 +28,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "WeightsEntry",
     "default_entry",
+    "embedded_root",
     "entries_for_model",
     "find_entry",
     "list_entries",
+    "manifest_is_packaged",
     "manifest_path",
     "parse_manifest",
 ]
@@ -137,6 +139,22 @@ def manifest_path() -> Path:
     return Path(override).expanduser() if override else _PACKAGED_MANIFEST
 
 
+def is_entry_name(name: str) -> bool:
+    """Whether ``name`` can name an entry: it is used as ``--weights NAME`` and a file name."""
+    return bool(_NAME.fullmatch(name))
+
+
+def manifest_is_packaged() -> bool:
+    """Whether the manifest in use is the one shipped in the package (not ANYRESTORE_MANIFEST's)."""
+    return manifest_path().resolve() == _PACKAGED_MANIFEST.resolve()
+
+
+def embedded_root(path: Path | None = None) -> Path:
+    """The folder the ``embedded`` paths of the manifest at ``path`` (default: the one in
+    use) are relative to, and where ``weights add --embed`` copies a checkpoint."""
+    return _embedded_root(manifest_path() if path is None else path)
+
+
 def _embedded_root(path: Path) -> Path:
     # Packaged manifest: embedded paths are relative to the anyrestore package directory
     # ("weights/embedded/x.safetensors"); any other manifest: relative to its own folder.
@@ -163,10 +181,19 @@ def parse_manifest(
         raise WeightsError(f"{source}: 'weights' must be an array of tables ([[weights]])")
     entries = [_parse_entry(item, i, source, embedded_root) for i, item in enumerate(raw)]
     seen: set[str] = set()
+    files: dict[tuple[str | None, str | None, str | None], WeightsEntry] = {}
     for e in entries:
         if e.name in seen:
             raise WeightsError(f"{source}: weights name {e.name!r} appears twice")
         seen.add(e.name)
+        if not e.on_hub:
+            continue
+        same = files.setdefault((e.repo_id, e.filename, e.revision), e)
+        if (same.sha256, same.size) != (e.sha256, e.size):
+            raise WeightsError(
+                f"{source}: entries {same.name!r} and {e.name!r} name the same Hub file "
+                f"({e.repo_id}/{e.filename}) with different sha256 or size; one is wrong"
+            )
     defaults = [e.name for e in entries if e.default]
     if len(defaults) > 1:
         raise WeightsError(

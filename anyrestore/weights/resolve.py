@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from anyrestore.errors import WeightsError
+from anyrestore.errors import UsageError, WeightsError
 from anyrestore.models.base import RestorationModel
 from anyrestore.weights import hub
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata
@@ -24,6 +24,8 @@ from anyrestore.weights.manifest import (
     entries_for_model,
     find_entry,
     list_entries,
+    manifest_is_packaged,
+    manifest_path,
 )
 
 __all__ = [
@@ -52,12 +54,34 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _looks_like_path(ref: str) -> bool:
-    return (
+    """A path by its spelling (a separator, a checkpoint suffix), or a bare word that exists
+    here and names no manifest entry or model: ``anyir_t`` stays the model even where the
+    current folder holds something called that (``./anyir_t`` is the local one)."""
+    if (
         os.sep in ref
         or "/" in ref
         or Path(ref).suffix.lower() in PICKLE_SUFFIXES | {".safetensors"}
-        or (os.path.exists(ref))
-    )
+    ):
+        return True
+    return os.path.exists(ref) and not _is_name(ref)
+
+
+def _is_name(ref: str) -> bool:
+    from anyrestore.models import list_models
+
+    return find_entry(ref) is not None or bool(entries_for_model(ref)) or ref in list_models()
+
+
+_HUB_SCHEMES = ("hf://", "hf:", "https://huggingface.co/", "http://", "https://")
+
+
+def _check_not_url(ref: str) -> None:
+    if ref.lower().startswith(_HUB_SCHEMES):
+        raise WeightsError(
+            f"{ref}: weights are not fetched from a URL directly; give a manifest entry "
+            "name, or add an entry for the upload (anyrestore weights add FILE --repo-id "
+            "REPO --revision COMMIT ...) so it is pinned and checksummed"
+        )
 
 
 def _training_run(path: Path) -> Path | None:
@@ -155,21 +179,44 @@ def _check_entry_file(entry: WeightsEntry, path: Path, *, cached: bool) -> Path:
             f"cache {hub.cache_dir()}; refusing to use or delete it"
         )
     size = path.stat().st_size
-    actual = sha256_file(path) if size == entry.size else None
-    if actual == entry.sha256:
+    # A cached file is hashed even at the wrong size, to tell a damaged copy from the server's
+    # own bytes (below).
+    actual = sha256_file(path) if size == entry.size or cached else None
+    if size == entry.size and actual == entry.sha256:
         return path
-    found = f"size {size}" if actual is None else f"sha256 {actual[:12]}..."
-    expected = f"size {entry.size}" if actual is None else f"sha256 {entry.sha256[:12]}..."
+    same_size = size == entry.size
+    found = f"sha256 {actual[:12]}..." if same_size and actual else f"size {size}"
+    expected = f"sha256 {entry.sha256[:12]}..." if same_size else f"size {entry.size}"
     if cached:
+        # The Hub cache names a large file's blob by its sha256: a blob true to its name holds
+        # the server's bytes, received whole, so fetching them again cannot help.
+        served = actual is not None and path.resolve().name == actual
         _remove_cached(path)
+        if served:
+            where = f"{entry.repo_id}/{entry.filename}@{(entry.revision or 'main')[:12]}"
+            raise WeightsError(
+                f"checksum mismatch for weights {entry.name!r}: expected {expected}, got "
+                f"{found} from {hub.endpoint() or 'https://huggingface.co'} ({where}); deleted "
+                "the download. The manifest entry or the server is wrong: running again will "
+                "not help"
+            )
+        again = "run again online" if hub.is_offline() else "run again"
         raise WeightsError(
             f"checksum mismatch for weights {entry.name!r}: expected {expected}, got {found}; "
-            f"deleted the bad cached file, run again to re-download"
+            f"deleted the bad cached file, {again} to re-download"
         )
     raise WeightsError(
         f"checksum mismatch for embedded weights {entry.name!r} ({path}): expected {expected}, "
-        f"got {found}; the installation is damaged, reinstall anyrestore"
+        f"got {found}; {_embedded_advice()}"
     )
+
+
+def _embedded_advice() -> str:
+    """What to do about a missing or damaged embedded file: the package's own manifest is
+    mended by reinstalling, a private one (ANYRESTORE_MANIFEST) by whoever keeps it."""
+    if manifest_is_packaged():
+        return "the installation is damaged, reinstall anyrestore"
+    return f"restore the file, or fix its entry in {manifest_path()}"
 
 
 def _remove_cached(pointer: Path) -> None:
@@ -187,8 +234,8 @@ def _resolve_entry(entry: WeightsEntry, *, offline: bool | None) -> Path:
         return _check_entry_file(entry, entry.embedded_path, cached=False)
     if not entry.on_hub:
         raise WeightsError(
-            f"embedded weights {entry.name!r} are missing from the installation ({entry.embedded_path}); "
-            f"reinstall anyrestore"
+            f"embedded weights {entry.name!r} are missing ({entry.embedded_path}); "
+            f"{_embedded_advice()}"
         )
     return _check_entry_file(entry, hub.download(entry, offline=offline), cached=True)
 
@@ -206,9 +253,21 @@ def resolve_weights(
         return _check_local(Path(ref))
     if not isinstance(ref, str) or not ref:
         raise WeightsError(f"invalid weights reference {ref!r}")
+    _check_not_url(ref)
     if _looks_like_path(ref):
         return _check_local(Path(ref).expanduser())
     return _resolve_entry(entry_for(ref), offline=offline)
+
+
+def resolve_entry(name: str, *, offline: bool | None = None) -> Path:
+    """A verified local file for a manifest entry or model name (never a path), downloading
+    if needed: what ``weights download`` fetches."""
+    if _looks_like_path(name):
+        raise UsageError(
+            f"{name} is a file path; `weights download` fetches manifest entries by name "
+            "(see `anyrestore weights list`), and a local file needs no download"
+        )
+    return _resolve_entry(entry_for(name, paths_too=False), offline=offline)
 
 
 def weights_key(ref: str | os.PathLike[str] | None) -> str:
@@ -267,6 +326,8 @@ def load_weights(
         entry = default_entry()
     elif isinstance(ref, str) and not _looks_like_path(ref):
         entry = entry_for(ref)
+    if entry is not None:
+        _check_entry_model(entry)
     path = resolve_weights(ref, offline=offline)
     model = load_checkpoint(path, expect_arch=entry.arch if entry else None)
     if not isinstance(model, RestorationModel):
@@ -278,6 +339,18 @@ def load_weights(
         declared = meta.get("name")
         trained_for = _string_list(meta.get("trained_for"))
     return LoadedWeights(model, path, entry, _variant_of(model), declared, trained_for)
+
+
+def _check_entry_model(entry: WeightsEntry) -> None:
+    """An entry's ``model`` must be a variant of its ``arch``: ``--model`` picks entries by
+    it, and a hand-edited mismatch would run another network under the name asked for."""
+    from anyrestore.models.registry import get_spec, list_models
+
+    if entry.model in list_models() and get_spec(entry.model).arch != entry.arch:
+        raise WeightsError(
+            f"manifest entry {entry.name!r} says model {entry.model!r} but arch "
+            f"{entry.arch!r} ({entry.model} is {get_spec(entry.model).arch}); fix the entry"
+        )
 
 
 def _variant_of(model: RestorationModel) -> str | None:
@@ -307,7 +380,7 @@ class FileCheck:
 
 def verify_entries(names: list[str] | None = None) -> list[FileCheck]:
     """Re-hash every embedded and cached file of the manifest (or of ``names``); delete bad cached ones."""
-    entries = list_entries() if not names else [entry_for(n) for n in names]
+    entries = list_entries() if not names else [entry_for(n, paths_too=False) for n in names]
     checks = []
     for entry in entries:
         stored = []

@@ -16,7 +16,6 @@ from anyrestore.cli.weights import kinds_summary
 from anyrestore.errors import UsageError, WeightsError
 from anyrestore.weights import (
     add_entry,
-    authoring,
     find_entry,
     list_entries,
     load_weights,
@@ -80,6 +79,7 @@ def test_errors_are_one_line_with_exit_4(manifest, fake_hub, tiny_bytes, monkeyp
         "anyrestore: error: unknown weights 'nope'; known weights: tiny-hub"
     )
     assert result.stderr.count("\n") == 1
+    assert "pass a path" not in _run("verify", "nope").stderr  # neither command takes one
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = _run("download", "tiny-hub")
     assert result.exit_code == 4 and "offline" in result.stderr and "Traceback" not in result.output
@@ -144,10 +144,9 @@ def test_add_refuses_a_checkpoint_that_would_not_load(manifest, tiny_file, tmp_p
     assert list_entries() == []
 
 
-def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
-    package = tmp_path / "pkg"
-    monkeypatch.setattr(authoring, "_PACKAGE_DIR", package)  # do not write into the real package
+def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes):
     path = manifest()
+    package = path.parent  # a private manifest's embedded paths start from its own folder
     args = [
         "add",
         str(tiny_file),
@@ -167,9 +166,6 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes, tmp_path
     assert (package / "weights/embedded/tiny-emb.safetensors").read_bytes() == tiny_bytes
     assert list_entries() == []  # printing does not touch the manifest
 
-    embedded_dir = path.parent / "weights" / "embedded"  # where a private manifest looks
-    embedded_dir.mkdir(parents=True)
-    (embedded_dir / "tiny-emb.safetensors").write_bytes(tiny_bytes)
     assert _run(*args, "--embed", "--default", "--write").exit_code == 0
     (entry,) = list_entries()
     assert entry.trained_for == ("noise", "haze") and entry.default
@@ -204,9 +200,8 @@ def test_a_printed_entry_must_not_clash_with_the_manifest(manifest, tiny_file, t
 
 
 def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch):
-    monkeypatch.setattr(authoring, "_PACKAGE_DIR", tmp_path / "pkg")
     # The shipped default, say, with a training fact that happens to be called "default".
-    manifest(hub_entry(tiny_bytes, default=True) + "[weights.training]\ndefault = true\n")
+    path = manifest(hub_entry(tiny_bytes, default=True) + "[weights.training]\ndefault = true\n")
     args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
 
     result = _run(*args, "--name", "tiny-v2", "--default", "--write")
@@ -217,11 +212,11 @@ def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, mon
         ("tiny-v2", True),
     ]
     assert list_entries()[0].training == {"default": True}  # data, not the entry's flag
-    # A refused entry (a name taken) copies nothing into the package and leaves the manifest.
+    # A refused entry (a name taken) copies nothing beside the manifest and leaves it as it was.
     before = list_entries()
     result = _run(*args, "--name", "tiny-v2", "--embed", "--write")
     assert result.exit_code == 4 and "appears twice" in result.stderr
-    assert not (tmp_path / "pkg" / "weights" / "embedded" / "tiny-v2.safetensors").exists()
+    assert not (path.parent / "weights" / "embedded" / "tiny-v2.safetensors").exists()
     assert list_entries() == before
 
 
@@ -248,14 +243,13 @@ def test_verify_checks_embedded_copies(manifest, tiny_bytes, hf_home):
     assert result.exit_code == 0 and "embedded" in result.stdout and "ok" in result.stdout
     stored.write_bytes(tiny_bytes[:-1] + b"\0")
     result = _run("verify")
-    assert result.exit_code == 4 and "reinstall" in result.stderr
+    assert result.exit_code == 4 and "fix its entry in" in result.stderr
     assert stored.exists()
 
 
 def test_prefer_puts_the_new_entry_where_model_name_finds_it(
     manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(authoring, "_PACKAGE_DIR", tmp_path / "pkg")
     other = hub_entry(tiny_bytes, name="clus", model="clusir_t", arch="clusir")
     path = manifest(other, "# the first release\n" + hub_entry(tiny_bytes, name="tiny-v1"))
     args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
@@ -356,3 +350,34 @@ def test_add_model_names_the_variant_of_a_checkpoint_with_a_custom_name(tmp_path
     assert tomllib.loads(text)["weights"][0]["model"] == "anyir_t"
     with pytest.raises(UsageError, match="clusir_t is of clusir"):
         manifest_entry_for(path, name="mine", license="MIT", model="clusir_t", **hub)
+
+
+def test_add_embed_write_creates_a_private_manifest_that_works(tmp_path, tiny_file, monkeypatch):
+    manifest = tmp_path / "mine" / "weights_manifest.toml"
+    manifest.parent.mkdir()
+    monkeypatch.setenv("ANYRESTORE_MANIFEST", str(manifest))
+    args = ["add", str(tiny_file), "--name", "tiny-emb", "--license", "MIT"]
+    result = _run(*args, "--embed", "--write")
+    assert result.exit_code == 0, result.output
+    assert [e.name for e in list_entries()] == ["tiny-emb"]
+    assert (
+        load_weights("tiny-emb").path == manifest.parent / "weights/embedded/tiny-emb.safetensors"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--name", "../x", "--embed"], "--name '../x': use only letters"),
+        (["--name", "x", "--embed", "--revision", COMMIT], "add --repo-id"),
+    ],
+)
+def test_add_bad_options_are_usage_errors(manifest, tiny_file, extra, said):
+    result = _run("add", str(tiny_file), "--license", "MIT", *extra)
+    assert result.exit_code == 2 and said in result.stderr
+
+
+def test_download_refuses_a_path(manifest, tiny_file):
+    result = _run("download", str(tiny_file))
+    assert result.exit_code == 2 and "needs no download" in result.stderr
+    assert "verified" not in result.output

@@ -166,14 +166,21 @@ def test_embedded_default_loads_offline_without_network(manifest, tiny_bytes, mo
 def test_damaged_embedded_copy_is_reported_and_kept(manifest, tiny_bytes):
     path = manifest(_embedded_entry(tiny_bytes))
     stored = _embed(path, tiny_bytes[:-1] + bytes([tiny_bytes[-1] ^ 1]))
-    with pytest.raises(WeightsError, match="checksum mismatch for embedded weights.*reinstall"):
+    with pytest.raises(WeightsError, match="checksum mismatch for embedded weights.*fix its entry"):
         load_weights()
     assert stored.exists()  # package files are never deleted
 
 
 def test_missing_embedded_copy_without_hub(manifest, tiny_bytes):
+    path = manifest(_embedded_entry(tiny_bytes))
+    with pytest.raises(WeightsError, match=f"are missing .*fix its entry in {path}"):
+        load_weights("tiny-embedded")
+
+
+def test_missing_embedded_copy_of_the_package_says_reinstall(manifest, tiny_bytes, monkeypatch):
     manifest(_embedded_entry(tiny_bytes))
-    with pytest.raises(WeightsError, match="missing from the installation"):
+    monkeypatch.setattr("anyrestore.weights.resolve.manifest_is_packaged", lambda: True)
+    with pytest.raises(WeightsError, match="are missing .*reinstall anyrestore$"):
         load_weights("tiny-embedded")
 
 
@@ -265,3 +272,32 @@ def test_loading_a_shipped_model_leaves_the_compiler_unimported() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_something_here_named_like_a_model_or_entry_does_not_shadow_it(
+    manifest, tiny_bytes, tmp_path, monkeypatch, what
+):
+    path = manifest(_embedded_entry(tiny_bytes))
+    _embed(path, tiny_bytes)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for name in ("anyir_t", "tiny-embedded"):
+        (here / name).mkdir() if what == "folder" else (here / name).write_bytes(b"junk")
+        assert load_weights(name).entry.name == "tiny-embedded"
+    with pytest.raises(WeightsError, match="folder, not a weights file|not a readable|safetensors"):
+        load_weights("./anyir_t")  # spelt as a path, it is the local one
+
+
+def test_entry_whose_model_is_another_architecture_is_refused(manifest, tiny_bytes):
+    path = manifest(_embedded_entry(tiny_bytes, model="clusir_t"))
+    _embed(path, tiny_bytes)
+    with pytest.raises(WeightsError, match="says model 'clusir_t' but arch 'anyir'"):
+        load_weights("clusir_t")
+
+
+@pytest.mark.parametrize("url", ["hf://org/repo/w.safetensors", "https://huggingface.co/org/repo"])
+def test_a_url_is_refused_with_the_way_to_pin_it(url):
+    with pytest.raises(WeightsError, match="not fetched from a URL directly.*weights add"):
+        load_weights(url)
