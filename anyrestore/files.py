@@ -10,7 +10,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,13 +47,15 @@ def list_images(
     Hidden files and folders are skipped, and so is anything under ``exclude``. With
     ``pattern`` (a relative glob) every matching file counts, whatever its extension. A
     link to nothing is listed: reading it fails and is reported, not silently passed over.
+    Linked folders are followed (datasets are often assembled from links), each real folder
+    once.
     """
     if pattern is not None:
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise UsageError(f"glob pattern must be a non-empty relative pattern, got {pattern!r}")
-        candidates = root.rglob(pattern) if recursive else root.glob(pattern)
+        candidates: Iterable[Path] = root.rglob(pattern) if recursive else root.glob(pattern)
     else:
-        candidates = root.rglob("*") if recursive else root.iterdir()
+        candidates = _walk(root) if recursive else root.iterdir()
     found = []
     for path in candidates:
         rel = path.relative_to(root)
@@ -66,6 +68,21 @@ def list_images(
             continue
         found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every entry below ``root``, through linked folders too; a folder reached twice (a link
+    loop, or two links to one place) is read once."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(folder)
+        yield from (base / name for name in files)  # a link to nothing is among the files
 
 
 def _umask() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from anyrestore.files import AtomicFile, atomic_path, atomic_write
+from anyrestore.files import AtomicFile, atomic_path, atomic_write, list_images
 
 
 def test_a_link_is_followed_and_its_target_replaced(tmp_path: Path) -> None:
@@ -109,3 +109,16 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
         tmp.write_bytes(b"newer")
     assert private.read_bytes() == b"newer"
     assert private.stat().st_mode & 0o777 == 0o600
+
+
+def test_list_images_follows_linked_folders_once(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.png").write_bytes(b"x")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"x")
+    (root / "more").symlink_to(outside, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # must not recurse forever
+    found = [p.relative_to(root).as_posix() for p in list_images(root)]
+    assert found == ["a.png", "more/b.png"]

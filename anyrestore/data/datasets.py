@@ -8,8 +8,8 @@ sources are degraded on the fly with ``degrade``. See docs/datasets.md.
 
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -40,6 +40,8 @@ from anyrestore.data.layouts import (
     task_train_samples,
 )
 from anyrestore.errors import DataError, InputError
+
+log = logging.getLogger("anyrestore")
 
 Split = Literal["train", "val", "test"]
 Kinds = Sequence[str] | Mapping[str, float] | None
@@ -80,8 +82,18 @@ def pad_to(x: Tensor, h: int, w: int) -> Tensor:
     return x
 
 
+def sizes_agree(a: Tensor, b: Tensor) -> bool:
+    """Whether a degraded and a clean image are one picture by their sizes: equal, or apart by
+    a border that a centre crop removes (SOTS-indoor's hazy images are 20 px smaller than
+    their clear ones); at most 8 px or a tenth of the side."""
+    return all(
+        abs(m - n) <= max(8, max(m, n) // 10)
+        for m, n in zip(a.shape[-2:], b.shape[-2:], strict=True)
+    )
+
+
 def common_size(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Centre-crop two images to their common size (a few datasets differ by a pixel or two)."""
+    """Centre-crop two images to their common size (a few datasets differ by a border)."""
     h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
 
     def centre(x: Tensor) -> Tensor:
@@ -176,8 +188,20 @@ class RestorationDataset(Dataset):
             if self.mode == "test":
                 raise InputError(f"cannot read test image {path}: {err}") from err
             self._bad.add(path)
-            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=3)
+            log.warning("skipping unreadable image %s: %s", path, err)
             return None
+
+    def _mismatched(self, sample: Sample, lq: Tensor, gt: Tensor) -> None:
+        """A pair whose sizes say it is not one picture: a DataError in a test (a benchmark
+        would score a crop of another image), else skipped like an unreadable file."""
+        sizes = f"{lq.shape[-1]}x{lq.shape[-2]} against {gt.shape[-1]}x{gt.shape[-2]}"
+        message = f"{sample.lq} and its clean image {sample.gt} differ in size ({sizes})"
+        if self.mode == "test":
+            raise DataError(message)
+        assert sample.lq is not None
+        self._bad.add(sample.lq)
+        log.warning("skipping %s", message)
+        return None
 
     def __getitem__(self, item: int) -> dict:
         first = self.index[item]
@@ -186,6 +210,8 @@ class RestorationDataset(Dataset):
             sample = self.samples[(first + step) % n]
             gt = self._read(sample.gt)
             lq = self._read(sample.lq) if sample.lq is not None and gt is not None else None
+            if lq is not None and gt is not None and not sizes_agree(lq, gt):
+                lq = self._mismatched(sample, lq, gt)
             if gt is not None and (sample.lq is None or lq is not None):
                 return self._make_item(item, sample, lq, gt)
         raise DataError(
@@ -390,7 +416,7 @@ def build_dataset(
     mix = None
     if layout == "paired":
         label = "+".join(kinds) if kinds and not isinstance(kinds, Mapping) else "paired"
-        samples = paired_samples(root, label)
+        samples = paired_samples(root, label, strict=split == "test")
     elif layout == "synthetic":
         mix = _normalise_mix(kinds)
         samples = synthetic_samples(root)
@@ -453,7 +479,7 @@ def iter_test_pairs(
         try:
             yield dataset[i]
         except InputError as err:
-            warnings.warn(f"{err}; skipped", stacklevel=2)
+            log.warning("%s; skipped", err)
 
 
 def _count(n: int) -> str:

@@ -8,8 +8,8 @@ Folder names are matched case-insensitively. Nothing here reads pixels.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -17,6 +17,8 @@ from pathlib import Path, PurePath
 from anyrestore.data.degradations import CDD11, canonical_kind
 from anyrestore.data.imagefiles import list_images
 from anyrestore.errors import DataError
+
+log = logging.getLogger("anyrestore")
 
 # Data expansion ratios of ClusIR Sec. 4.1 (after AdaIR): how many times each training image
 # is repeated per epoch; noise counts per sigma. Dehazing (72k OTS images) is not repeated.
@@ -126,8 +128,34 @@ def rain_name(rel: PurePath) -> str:
 
 
 def hazy_scene(rel: PurePath) -> str:
-    """RESIDE names hazy images SCENE_AIRLIGHT_BETA.jpg next to a clear SCENE.png."""
-    return rel.stem.split("_")[0]
+    """RESIDE names hazy images SCENE_AIRLIGHT_BETA.jpg next to a clear SCENE.png; the folder
+    counts too (indoor/1401 is not outdoor/1401)."""
+    return (rel.parent / rel.stem.split("_")[0]).as_posix()
+
+
+# A group: the clean scene whose versions the validation split keeps on one side.
+Group = Callable[[PurePath], str]
+
+_GOPRO_FRAME = re.compile(r"^(GOPR\d+_\d+_\d+)_\d+$", re.IGNORECASE)
+
+
+def same_scene(rel: PurePath) -> str:
+    return rel.as_posix()
+
+
+def video_sequence(rel: PurePath) -> str:
+    """A GoPro frame's sequence: its folder (SEQ/000047.png), or the name without its frame
+    number (SEQ_000047.png, as flattened copies name them); neighbouring frames are nearly
+    the same picture, so a sequence is one scene."""
+    if rel.parent != PurePath("."):
+        return rel.parent.as_posix()
+    found = _GOPRO_FRAME.match(rel.stem)
+    return found.group(1) if found else rel.as_posix()
+
+
+def _few(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:3])
+    return f"{shown} and {len(items) - 3} more" if len(items) > 3 else shown
 
 
 def match_pairs(
@@ -137,46 +165,88 @@ def match_pairs(
     gt_dir: Path,
     lq_key: Key = same_name,
     gt_key: Key = same_name,
+    *,
+    strict: bool = False,
+    nested_lq: bool = False,
 ) -> list[tuple[Path, Path, str]]:
-    """(degraded, clean, name) for every degraded image whose key matches a clean image's key."""
+    """(degraded, clean, name) for every degraded image whose key matches a clean image's key.
+
+    ``nested_lq``: a degraded image in a subfolder may also pair with the clean image of its
+    key at the top of the clean folder (RESIDE's training tree keeps hazy renderings in
+    part1..part4 beside one folder of clear scenes). Degraded images without a clean match,
+    and two clean images with one key, are reported and left out; with ``strict`` (test sets:
+    a benchmark scores every image or none) they and two degraded images of one name (a.jpg
+    and a.png) are a DataError instead.
+    """
+    where = f"{lq_dir.relative_to(root).as_posix()!r}"
     index: dict[str, Path] = {}
+    clashes: dict[str, list[str]] = {}
     for path in require_images(layout, root, gt_dir):
-        key = gt_key(path.relative_to(gt_dir))
-        if key in index:
-            warnings.warn(
-                f"{path} and {index[key]} both match {key!r}; using the latter", stacklevel=3
-            )
-            continue
-        index[key] = path
-    pairs, missing = [], []
+        rel = path.relative_to(gt_dir)
+        key = gt_key(rel)
+        if key in index or key in clashes:
+            known = clashes.setdefault(key, [index.pop(key).relative_to(gt_dir).as_posix()])
+            known.append(rel.as_posix())
+        else:
+            index[key] = path
+    pairs: list[tuple[Path, Path, str]] = []
+    missing: list[str] = []
+    ambiguous: list[str] = []
+    names: dict[str, str] = {}
+    twins: list[str] = []
     for path in require_images(layout, root, lq_dir):
         rel = path.relative_to(lq_dir)
-        gt = index.get(lq_key(rel))
+        key = lq_key(rel)
+        if nested_lq and key not in index and key not in clashes:
+            key = PurePath(key).name
+        gt = index.get(key)
+        if key in clashes:
+            ambiguous.append(f"{rel.as_posix()}: {' or '.join(clashes[key])}")
+            continue
         if gt is None:
             missing.append(rel.as_posix())
-        else:
-            pairs.append((path, gt, rel.with_suffix("").as_posix()))
+            continue
+        name = rel.with_suffix("").as_posix()
+        if name in names:
+            twins.append(f"{names[name]} and {rel.as_posix()}")
+        names[name] = rel.as_posix()
+        pairs.append((path, gt, name))
+    gt_where = f"{gt_dir.relative_to(root).as_posix()!r}"
+    problems = []
+    if missing:
+        problems.append(
+            f"{len(missing)} images in {where} have no clean match in {gt_where} ({_few(missing)})"
+        )
+    if ambiguous:
+        problems.append(
+            f"{len(ambiguous)} images in {where} match more than one clean image in "
+            f"{gt_where} ({_few(ambiguous)})"
+        )
+    if twins and strict:
+        problems.append(f"two images in {where} share a name ({_few(twins)})")
     if not pairs:
         raise layout_error(
             layout,
             root,
-            f"no file in {lq_dir.relative_to(root).as_posix()!r} matches one in "
-            f"{gt_dir.relative_to(root).as_posix()!r}",
+            f"no file in {where} matches one in {gt_where}"
+            + (f": {problems[0]}" if ambiguous else ""),
         )
-    if missing:
-        warnings.warn(
-            f"{len(missing)} images in {lq_dir} have no clean counterpart in {gt_dir} "
-            f"(e.g. {missing[0]}); skipped",
-            stacklevel=3,
-        )
+    if problems and strict:
+        raise layout_error(layout, root, "; ".join(problems) + "; a benchmark scores every image")
+    for problem in problems:
+        log.warning("%s; left out", problem)
     return pairs
 
 
 def pair_samples(
-    pairs: Iterable[tuple[Path, Path, str]], kind: str, source: str, gt_dir: Path
+    pairs: Iterable[tuple[Path, Path, str]],
+    kind: str,
+    source: str,
+    gt_dir: Path,
+    group: Group = same_scene,
 ) -> list[Sample]:
     return [
-        Sample(kind, name, gt, lq, group=gt.relative_to(gt_dir).as_posix(), source=source)
+        Sample(kind, name, gt, lq, group=group(gt.relative_to(gt_dir)), source=source)
         for lq, gt, name in pairs
     ]
 
@@ -202,13 +272,12 @@ def expansion_key(kind: str) -> str:
 # --- the layouts ---------------------------------------------------------------------------
 
 
-def paired_samples(root: Path, kind: str) -> list[Sample]:
+def paired_samples(root: Path, kind: str, *, strict: bool = False) -> list[Sample]:
     for lq_name, gt_name in (("lq", "gt"), ("input", "target"), ("degraded", "clean")):
         lq_dir, gt_dir = find_dir(root, lq_name), find_dir(root, gt_name)
         if lq_dir is not None and gt_dir is not None:
-            return pair_samples(
-                match_pairs("paired", root, lq_dir, gt_dir), kind, root.name, gt_dir
-            )
+            pairs = match_pairs("paired", root, lq_dir, gt_dir, strict=strict)
+            return pair_samples(pairs, kind, root.name, gt_dir)
     raise layout_error("paired", root, "no degraded/clean folder pair")
 
 
@@ -233,20 +302,28 @@ class TaskFolders:
     gt: str | None
     source: str
     key: Key = same_name
+    nested_lq: bool = False  # degraded images in subfolders of a flat clean folder (match_pairs)
+    group: Group = same_scene
 
 
 TRAIN_TASKS: tuple[TaskFolders, ...] = (
     TaskFolders("noise", (("Denoise",),), None, None, "BSD400+WED"),
     TaskFolders("rain", (("Derain",),), "rainy", "gt", "Rain100L", rain_name),
-    TaskFolders("haze", (("Dehaze",),), "synthetic", "original", "RESIDE-OTS", hazy_scene),
-    TaskFolders("blur", (("Deblur",),), "blur", "sharp", "GoPro"),
+    TaskFolders(
+        "haze", (("Dehaze",),), "synthetic", "original", "RESIDE-OTS", hazy_scene, nested_lq=True
+    ),
+    TaskFolders("blur", (("Deblur",),), "blur", "sharp", "GoPro", group=video_sequence),
     TaskFolders("low_light", (("Enhance",),), "low", "gt", "LOL-v1"),
 )
 TEST_TASKS: tuple[TaskFolders, ...] = (
     TaskFolders("noise", (("denoise",), ("bsd68", "cbsd68")), None, None, "CBSD68"),
     TaskFolders("rain", (("derain",), ("Rain100L",)), "input", "target", "Rain100L", rain_name),
-    TaskFolders("haze", (("dehaze",),), "input", "target", "SOTS-outdoor", hazy_scene),
-    TaskFolders("blur", (("deblur",), ("gopro",)), "input", "target", "GoPro"),
+    TaskFolders(
+        "haze", (("dehaze",),), "input", "target", "SOTS-outdoor", hazy_scene, nested_lq=True
+    ),
+    TaskFolders(
+        "blur", (("deblur",), ("gopro",)), "input", "target", "GoPro", group=video_sequence
+    ),
     TaskFolders("low_light", (("enhance",), ("lol",)), "input", "target", "LOL-v1"),
 )
 
@@ -256,6 +333,7 @@ def task_samples(
 ) -> list[Sample]:
     """Samples of the three- or five-task setting for ``kinds``, from the folders ``tasks`` name."""
     top = require_dir(layout, root, root, split)
+    strict = split == "test"
     out: list[Sample] = []
     for task in tasks:
         wanted = [k for k in kinds if expansion_key(k) == task.kind]
@@ -266,13 +344,31 @@ def task_samples(
             folder = require_dir(layout, root, folder, *names)
         if task.lq is None or task.gt is None:
             files = require_images(layout, root, folder)
+            if strict:
+                _check_flat(layout, root, folder, files)
             out += clean_samples(files, folder, wanted, task.source)
             continue
         lq = require_dir(layout, root, folder, task.lq)
         gt = require_dir(layout, root, folder, task.gt)
-        pairs = match_pairs(layout, root, lq, gt, task.key, task.key)
-        out += pair_samples(pairs, task.kind, task.source, gt)
+        pairs = match_pairs(
+            layout, root, lq, gt, task.key, task.key, strict=strict, nested_lq=task.nested_lq
+        )
+        out += pair_samples(pairs, task.kind, task.source, gt, task.group)
     return out
+
+
+def _check_flat(layout: str, root: Path, folder: Path, files: Sequence[Path]) -> None:
+    """A clean-only test folder holds its clean images at the top: subfolders are most often
+    a download's degraded copies (CBSD68's noisy15/25/50 beside original_png), which would be
+    scored as clean images."""
+    subfolders = sorted({f.relative_to(folder).parts[0] for f in files if f.parent != folder})
+    if subfolders:
+        raise layout_error(
+            layout,
+            root,
+            f"{folder.relative_to(root).as_posix()!r} should hold clean images only, at its "
+            f"top level; it has images in subfolders ({_few([s + '/' for s in subfolders])})",
+        )
 
 
 def task_train_samples(layout: str, root: Path, kinds: Sequence[str]) -> list[Sample]:
@@ -306,7 +402,8 @@ def cdd11_samples(root: Path, split_dir: str, labels: Sequence[str]) -> list[Sam
     folders = {label: name for name, label in CDD11_FOLDERS.items()}
     for label in labels:
         lq = require_dir("cdd11", root, folder, folders[label])
-        out += pair_samples(match_pairs("cdd11", root, lq, gt), label, "CDD-11", gt)
+        pairs = match_pairs("cdd11", root, lq, gt, strict=split_dir == "test")
+        out += pair_samples(pairs, label, "CDD-11", gt)
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +46,7 @@ def assert_pairs_aligned(item: dict) -> None:
 def test_paired_matches_stems_across_extensions(tmp_path: Path) -> None:
     for i in range(6):
         write_pair(tmp_path / "lq" / f"img{i}.png", tmp_path / "gt" / f"img{i}.bmp", seed=i)
-    write(tmp_path / "lq" / "orphan.png", 99)
-    with pytest.warns(UserWarning, match="no clean counterpart"):
-        ds = build_dataset("paired", tmp_path, split="test", kinds=["rain"])
+    ds = build_dataset("paired", tmp_path, split="test", kinds=["rain"])
     items = [ds[i] for i in range(len(ds))]
     assert sorted(it["name"] for it in items) == [f"img{i}" for i in range(6)]
     for it in items:
@@ -309,28 +306,31 @@ def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path:
     assert all(torch.equal(a["lq"], b["lq"]) for a, b in zip(first, second, strict=True))
 
 
-def test_corrupt_training_image_is_skipped_with_one_warning(tmp_path: Path) -> None:
+def test_corrupt_training_image_is_skipped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     make_photos(tmp_path, 5)
     (tmp_path / "p99_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     ds = build_dataset(
         "synthetic", tmp_path, split="train", crop=16, val_fraction=0.0, kinds=["haze"]
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level("WARNING", logger="anyrestore"):
         items = [ds[i] for i in range(len(ds))] + [ds[i] for i in range(len(ds))]
     assert len(items) == 12 and all(it["gt"].shape == (3, 16, 16) for it in items)
-    messages = [str(w.message) for w in caught if "unreadable" in str(w.message)]
+    messages = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(messages) == 1 and "p99_broken.png" in messages[0]
     broken = next(i for i, s in enumerate(ds.samples) if s.name == "p99_broken")
     assert ds[broken]["name"] == ds.samples[(broken + 1) % len(ds)].name  # the next sample
 
 
-def test_corrupt_test_image_is_skipped_by_iter_test_pairs(tmp_path: Path) -> None:
+def test_corrupt_test_image_is_skipped_by_iter_test_pairs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     make_photos(tmp_path, 2)
     (tmp_path / "zz.jpg").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="zz.jpg"):
+    with caplog.at_level("WARNING", logger="anyrestore"):
         items = list(iter_test_pairs("synthetic", tmp_path, kinds=["haze"]))
-    assert len(items) == 2
+    assert len(items) == 2 and "zz.jpg" in caplog.text
 
 
 # --- the papers' layouts ------------------------------------------------------------------------
@@ -539,3 +539,94 @@ def test_pale_scenes_brighten_targets_of_kinds_without_haze_but_keep_black(
         write(black / f"b{i}.png", size=(32, 32), value=0)
     ds = build_dataset("synthetic", black, pale_scenes=1.0, **{**common, "kinds": ["clean"]})
     assert len(ds) >= 4 and all(float(ds[i]["gt"].max()) == 0.0 for i in range(len(ds)))
+
+
+# --- pairing problems: reported in training, refused in a test --------------------------------
+
+
+def test_a_degraded_image_without_its_clean_one_is_left_out_of_training_but_stops_a_test(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(4):
+        write_pair(tmp_path / "lq" / f"img{i}.png", tmp_path / "gt" / f"img{i}.png", seed=i)
+    write(tmp_path / "lq" / "orphan.png", 99)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        ds = build_dataset("paired", tmp_path, split="train", val_fraction=0.0)
+    assert len(ds) == 4
+    assert "1 images in 'lq' have no clean match in 'gt' (orphan.png); left out" in caplog.text
+    with pytest.raises(DataError, match="orphan.png.*a benchmark scores every image"):
+        build_dataset("paired", tmp_path, split="test")
+
+
+def test_two_degraded_images_of_one_name_stop_a_test(tmp_path: Path) -> None:
+    write_pair(tmp_path / "lq" / "a.png", tmp_path / "gt" / "a.png", seed=1)
+    write(tmp_path / "lq" / "a.jpg", 2)  # the same picture saved twice would be scored twice
+    with pytest.raises(DataError, match="share a name .*a.jpg and a.png"):
+        build_dataset("paired", tmp_path, split="test")
+
+
+def test_hazy_scenes_pair_within_their_folder(tmp_path: Path) -> None:
+    test = tmp_path / "test" / "dehaze"
+    for i, where in enumerate(("indoor", "outdoor")):
+        write_pair(
+            test / "input" / where / "1401_0.8_0.2.jpg", test / "target" / where / "1401.png", i
+        )
+    pairs = {
+        s.lq.relative_to(test).as_posix(): s.gt.relative_to(test).as_posix()
+        for s in build_dataset("three", tmp_path, split="test", kinds=["haze"]).samples
+    }
+    assert pairs == {
+        "input/indoor/1401_0.8_0.2.jpg": "target/indoor/1401.png",
+        "input/outdoor/1401_0.8_0.2.jpg": "target/outdoor/1401.png",
+    }
+
+
+def test_a_hazy_image_matching_two_clear_scenes_stops_a_test(tmp_path: Path) -> None:
+    test = tmp_path / "test" / "dehaze"
+    write(test / "input" / "1401_0.8_0.2.jpg", 1)
+    for where in ("indoor", "outdoor"):
+        write(test / "target" / f"1401{'.png' if where == 'indoor' else '.jpg'}", 2)
+    with pytest.raises(DataError, match="match more than one clean image"):
+        build_dataset("three", tmp_path, split="test", kinds=["haze"])
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_pairs_of_different_pictures_by_size_are_refused_in_a_test(
+    tmp_path: Path, split: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path / "lq" / "a.png", 1, size=(32, 32))
+    write(tmp_path / "gt" / "a.png", 2, size=(64, 64))
+    write_pair(tmp_path / "lq" / "b.png", tmp_path / "gt" / "b.png", seed=3, size=(60, 64))
+    write(tmp_path / "lq" / "c.png", 4, size=(460, 620))  # SOTS-indoor: a 10 px border
+    write(tmp_path / "gt" / "c.png", 5, size=(480, 640))
+    ds = build_dataset("paired", tmp_path, split=split, crop=16, val_fraction=0.0)
+    if split == "test":
+        said = r"a.png and its clean image .* differ in size \(32x32 against 64x64\)"
+        with pytest.raises(DataError, match=said):
+            ds[0]
+        assert ds[2]["lq"].shape == (3, 460, 620)  # a border is cropped away, as before
+        return
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        assert ds[0]["name"] == "b"  # the next pair stands in, as for an unreadable file
+    assert "differ in size" in caplog.text
+
+
+def test_a_clean_only_test_folder_with_subfolders_is_refused(tmp_path: Path) -> None:
+    bsd68 = tmp_path / "test" / "denoise" / "bsd68"
+    for sub in ("original_png", "noisy25"):
+        write(bsd68 / sub / "1.png", 1)
+    with pytest.raises(DataError, match=r"clean images only.*\(noisy25/, original_png/\)"):
+        build_dataset("three", tmp_path, split="test", kinds=["noise_25"])
+
+
+def test_video_frames_of_one_sequence_stay_on_one_side_of_the_split(tmp_path: Path) -> None:
+    deblur = tmp_path / "Train" / "Deblur"
+    for seq in range(6):
+        for frame in range(3):
+            name = f"GOPR03{seq}0_07_00_{frame:06d}.png"
+            write_pair(deblur / "blur" / name, deblur / "sharp" / name, seed=seq * 10 + frame)
+    kinds = ["blur"]
+    train = build_dataset("five", tmp_path, split="train", kinds=kinds, val_fraction=0.34)
+    val = build_dataset("five", tmp_path, split="val", kinds=kinds, val_fraction=0.34)
+    sequences = lambda ds: {s.name.rsplit("_", 1)[0] for s in ds.samples}  # noqa: E731
+    assert len(val.samples) == 6 and not sequences(train) & sequences(val)
