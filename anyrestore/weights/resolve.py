@@ -72,11 +72,11 @@ def _is_name(ref: str) -> bool:
     return find_entry(ref) is not None or bool(entries_for_model(ref)) or ref in list_models()
 
 
-_HUB_SCHEMES = ("hf://", "hf:", "https://huggingface.co/", "http://", "https://")
+_URL_PREFIXES = ("hf:", "http://", "https://")
 
 
 def _check_not_url(ref: str) -> None:
-    if ref.lower().startswith(_HUB_SCHEMES):
+    if ref.lower().startswith(_URL_PREFIXES):
         raise WeightsError(
             f"{ref}: weights are not fetched from a URL directly; give a manifest entry "
             "name, or add an entry for the upload (anyrestore weights add FILE --repo-id "
