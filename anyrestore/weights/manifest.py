@@ -144,23 +144,22 @@ def is_entry_name(name: str) -> bool:
     return bool(_NAME.fullmatch(name))
 
 
+def _is_packaged(path: Path) -> bool:
+    return path.resolve() == _PACKAGED_MANIFEST.resolve()
+
+
 def manifest_is_packaged() -> bool:
     """Whether the manifest in use is the one shipped in the package (not ANYRESTORE_MANIFEST's)."""
-    return manifest_path().resolve() == _PACKAGED_MANIFEST.resolve()
+    return _is_packaged(manifest_path())
 
 
 def embedded_root(path: Path | None = None) -> Path:
     """The folder the ``embedded`` paths of the manifest at ``path`` (default: the one in
-    use) are relative to, and where ``weights add --embed`` copies a checkpoint."""
-    return _embedded_root(manifest_path() if path is None else path)
-
-
-def _embedded_root(path: Path) -> Path:
-    # Packaged manifest: embedded paths are relative to the anyrestore package directory
-    # ("weights/embedded/x.safetensors"); any other manifest: relative to its own folder.
-    if path.resolve() == _PACKAGED_MANIFEST.resolve():
-        return _PACKAGE_DIR
-    return path.resolve().parent
+    use) are relative to, and where ``weights add --embed`` copies a checkpoint: the package
+    directory for the packaged manifest ("weights/embedded/x.safetensors"), any other
+    manifest's own folder."""
+    path = manifest_path() if path is None else path
+    return _PACKAGE_DIR if _is_packaged(path) else path.resolve().parent
 
 
 def parse_manifest(
@@ -297,7 +296,7 @@ def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[Weights
         raise WeightsError(f"weights manifest {path} is not UTF-8 text (TOML)") from None
     except OSError as exc:
         raise WeightsError(f"cannot read weights manifest {path} ({exc.strerror or exc})") from None
-    return parse_manifest(text, source=str(path), embedded_root=_embedded_root(path))
+    return parse_manifest(text, source=str(path), embedded_root=embedded_root(path))
 
 
 def find_entry(name: str, manifest: str | os.PathLike[str] | None = None) -> WeightsEntry | None:
