@@ -3,7 +3,8 @@
 The papers' FLOPs are multiply-accumulates (MACs): PromptIR's "132G" is 132 GMACs at
 224x224. ``torch.utils.flop_counter`` counts 2 FLOPs per MAC for convolutions and matrix
 products, so ``count_macs`` halves its total. Element-wise ops, norms, softmax and FFTs are
-not counted, as in the fvcore/thop counters the papers used.
+not counted (fvcore, which AnyIR's authors used, also counts BatchNorm: 0.3 % of anyir_t;
+docs/architectures.md).
 """
 
 from __future__ import annotations

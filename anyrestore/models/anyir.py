@@ -43,6 +43,8 @@ class AnyIRConfig:
     refinement_blocks: int = 4
     #: Kernel of GatedDA's depthwise conv W_depth (Alg. 1 step 8); the paper gives none.
     gate_kernel: int = 7
+    #: True gives every convolution a bias, GatedDA's and the patch embedding's included
+    #: (the released code keeps those two without); no shipped variant sets it.
     bias: bool = False
     #: 2: the authors' released code (GatedDA with BatchNorm, 8/3 C expansion and a sigmoid
     #: gate; no output projection after the channel attention; interleaved frequency

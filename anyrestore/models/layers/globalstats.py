@@ -1,7 +1,7 @@
 """Image-wide values that tiled inference can freeze.
 
-Both architectures pool over the whole image (AnyIR's GatedDA mean/std, ClusIR's routing
-and frequency priors), and ClusIR also attends to keys spanning the whole image and filters
+Both architectures pool over the whole image (AnyIR's GatedDA mean/std and its channel
+attention maps, ClusIR's routing and frequency priors), and ClusIR also attends to keys spanning the whole image and filters
 whole feature maps in the Fourier domain. A tile sees only part of the image, so all of
 these differ. Each such value is computed through a ``GlobalStat`` module; the engine can
 *record* the values on a whole (possibly downscaled) image and *replay* them for every tile,
