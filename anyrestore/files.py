@@ -45,15 +45,21 @@ def list_images(
     """Regular image files under ``root``, sorted by their path relative to it.
 
     Hidden files and folders are skipped, and so is anything under ``exclude``. With
-    ``pattern`` (a relative glob) every matching file counts, whatever its extension. A
-    link to nothing is listed: reading it fails and is reported, not silently passed over.
-    Linked folders are followed (datasets are often assembled from links), each real folder
-    once.
+    ``pattern`` (a relative glob, matched as ``Path.rglob`` would) every matching file
+    counts, whatever its extension. A link to nothing is listed: reading it fails and is
+    reported, not silently passed over. Linked folders are followed (datasets are often
+    assembled from links), each real folder once; a pattern containing ``**`` is left to
+    ``rglob``, which does not follow them.
     """
     if pattern is not None:
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise UsageError(f"glob pattern must be a non-empty relative pattern, got {pattern!r}")
-        candidates: Iterable[Path] = root.rglob(pattern) if recursive else root.glob(pattern)
+        if not recursive:
+            candidates: Iterable[Path] = root.glob(pattern)
+        elif "**" in pattern:
+            candidates = root.rglob(pattern)
+        else:  # rglob's matches (the pattern against the path's tail), through links too
+            candidates = (p for p in _walk(root) if p.relative_to(root).match(pattern))
     else:
         candidates = _walk(root) if recursive else root.iterdir()
     found = []

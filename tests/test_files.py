@@ -122,3 +122,25 @@ def test_list_images_follows_linked_folders_once(tmp_path: Path) -> None:
     (root / "loop").symlink_to(root, target_is_directory=True)  # must not recurse forever
     found = [p.relative_to(root).as_posix() for p in list_images(root)]
     assert found == ["a.png", "more/b.png"]
+
+
+@pytest.mark.parametrize("pattern", ["*.png", "more/*.png", "*"])
+def test_list_images_with_a_pattern_finds_what_rglob_finds_and_follows_links(
+    tmp_path: Path, pattern: str
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "b.png").write_bytes(b"x")
+    (outside / "deep" / "c.png").write_bytes(b"x")
+    root = tmp_path / "root"
+    (root / "real" / "more").mkdir(parents=True)
+    (root / "a.png").write_bytes(b"x")
+    (root / "notes.txt").write_bytes(b"x")
+    (root / "real" / "more" / "d.png").write_bytes(b"x")
+    expected = sorted(p.relative_to(root).as_posix() for p in root.rglob(pattern) if p.is_file())
+    (root / "more").symlink_to(outside, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    found = [p.relative_to(root).as_posix() for p in list_images(root, pattern=pattern)]
+    linked = {"*.png": ["more/b.png", "more/deep/c.png"], "more/*.png": ["more/b.png"]}
+    linked["*"] = linked["*.png"]
+    assert found == sorted(expected + linked[pattern])
