@@ -7,6 +7,7 @@ code all list folders and replace files the same way.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import stat
 import tempfile
@@ -155,7 +156,8 @@ class AtomicFile:
     """A file replaced in one step: a hidden temporary beside the target, renamed on commit.
 
     The temporary is created on construction, so an unwritable destination fails before any
-    work is done; ``discard`` (or any exception inside ``with``) removes it. A link is
+    work is done; ``discard`` (or any exception inside ``with``) removes it, and the folders
+    made for it while they are still empty. A link is
     followed and its target replaced. A FIFO or device (``-o /dev/stdout``) cannot be
     replaced: it is written directly, and only then.
     """
@@ -163,11 +165,15 @@ class AtomicFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.tmp: Path | None = None
+        self.made: list[Path] = []  # folders made for the file, innermost first
         if is_stream(self.path):
             if not os.access(self.path, os.W_OK):
                 raise UsageError(f"cannot write {self.path}: permission denied")
             return
         dest = _destination(self.path)
+        if dest.is_dir():  # the rename would fail only at the end, after all the work
+            raise UsageError(f"cannot write {self.path}: a folder of that name is in the way")
+        self.made = list(itertools.takewhile(lambda p: not os.path.lexists(p), dest.parents))
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(
@@ -177,6 +183,7 @@ class AtomicFile:
             # mkdir says "File exists" when a file stands where a folder must be: name it
             blocker = next((p for p in dest.parents if p.is_file()), None)
             why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+            self.discard()
             raise UsageError(f"cannot write {self.path}: {why}") from None
         os.close(fd)
         self.tmp = Path(tmp)
@@ -203,11 +210,16 @@ class AtomicFile:
                 _put_in_place(self.tmp, self.dest)
 
         self._guard(rename)
+        self.made = []  # they hold the file now
         return self.path
 
     def discard(self) -> None:
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
+        for folder in self.made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty
+        self.made = []
 
     def _guard(self, step: Callable[[], None]) -> None:
         try:

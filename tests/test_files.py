@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from anyrestore.errors import UsageError
 from anyrestore.files import AtomicFile, atomic_path, atomic_write, list_images
 
 
@@ -144,3 +145,23 @@ def test_list_images_with_a_pattern_finds_what_rglob_finds_and_follows_links(
     linked = {"*.png": ["more/b.png", "more/deep/c.png"], "more/*.png": ["more/b.png"]}
     linked["*"] = linked["*.png"]
     assert found == sorted(expected + linked[pattern])
+
+
+def test_a_folder_in_the_way_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(UsageError, match="a folder of that name is in the way"):
+        AtomicFile(tmp_path / "out.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_discarding_removes_the_folders_made_for_the_file(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    out = AtomicFile(tmp_path / "kept" / "new" / "deeper" / "x.png")
+    assert (tmp_path / "kept" / "new" / "deeper").is_dir()
+    out.discard()
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
+    done = AtomicFile(tmp_path / "kept" / "new" / "x.png")
+    done.write(b"data")
+    done.commit()
+    done.discard()  # a late discard leaves a committed file and its folder alone
+    assert (tmp_path / "kept" / "new" / "x.png").read_bytes() == b"data"
