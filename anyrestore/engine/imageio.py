@@ -37,8 +37,10 @@ __all__ = [
     "EXTENSIONS",
     "FORMATS",
     "FORMAT_EXTENSION",
+    "MAX_SIDE",
     "ImageData",
     "atomic_write",
+    "check_encodable",
     "encode_image",
     "format_for_path",
     "parse_format",
@@ -59,6 +61,9 @@ JPEG_QUALITY = 95
 WEBP_QUALITY = 95
 #: The formats a quality setting changes; the others are lossless.
 LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
+#: The longest side each format's encoder can write (libjpeg-turbo's and libwebp's limits).
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+_JPEG_MAX_EXIF = 65533  # the payload of one APP1 segment
 
 _ORIENTATION = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
@@ -122,9 +127,9 @@ def max_pixels_from_env() -> int:
     if not raw:
         return DEFAULT_MAX_PIXELS
     try:
-        value = int(float(raw))
+        value = int(raw)  # as the command line's --max-pixels, which reads it too
     except ValueError:
-        raise UsageError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels") from None
+        raise UsageError(f"{MAX_PIXELS_ENV}={raw!r} is not a whole number of pixels") from None
     if value <= 0:
         raise UsageError(f"{MAX_PIXELS_ENV} must be positive, got {raw}")
     return value
@@ -165,6 +170,8 @@ def read_image(
     The pixel limit is checked on the size the header declares, before any pixel is decoded.
     A file whose data ends early is refused unless ``allow_truncated``.
     """
+    if max_pixels is not None and max_pixels <= 0:
+        raise UsageError(f"max_pixels must be positive, got {max_pixels}")
     limit = max_pixels if max_pixels is not None else max_pixels_from_env()
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
     label = name or ("<stdin>" if is_bytes else str(source))
@@ -422,9 +429,12 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
             low = np.asarray(twin)
         pixels = (high << 8) | low
         has_alpha, gray, bit_depth = im.mode == "RGBA", False, 16
+        if not has_alpha:
+            pixels, has_alpha = _key_colour_alpha(pixels, im.info.get("transparency"))
     elif im.mode.startswith("I;16") or im.mode == "I":
-        pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
-        has_alpha, gray, bit_depth = False, True, 16
+        pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)[..., None]
+        pixels, has_alpha = _key_colour_alpha(pixels, im.info.get("transparency"))
+        gray, bit_depth = True, 16
     elif im.mode == "F":
         raise InputError("floating-point images are not supported; convert to 8 or 16 bit")
     else:
@@ -444,6 +454,19 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     if gray:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
     return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt)
+
+
+def _key_colour_alpha(pixels: np.ndarray, key: Any) -> tuple[np.ndarray, bool]:
+    """(h, w, c) 16-bit pixels with an alpha channel appended where a PNG tRNS chunk names
+    one colour as transparent (Pillow converts 8-bit files itself, not 16-bit ones)."""
+    if key is None:
+        return pixels, False
+    values = (key,) if isinstance(key, int) else tuple(key)
+    if len(values) != pixels.shape[-1] or not all(isinstance(v, int) for v in values):
+        return pixels, False
+    clear = np.all(pixels == np.asarray(values, dtype=np.uint16), axis=-1)
+    alpha = np.where(clear, np.uint16(0), np.uint16(65535))
+    return np.concatenate([pixels, alpha[..., None]], axis=-1), True
 
 
 def _eight_bit_target(im: Image.Image, icc: bytes | None) -> tuple[str, bytes | None]:
@@ -534,14 +557,28 @@ def _icc_fits(icc: bytes | None, channels: int) -> bool:
     return space == (b"GRAY" if channels <= 2 else b"RGB ")
 
 
+def check_encodable(width: int, height: int, fmt: str) -> None:
+    """UsageError when ``fmt`` cannot hold a ``width`` x ``height`` image, so that a caller
+    can refuse before spending minutes restoring it."""
+    fmt = parse_format(fmt)
+    limit = MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise UsageError(
+            f"{fmt} holds at most {limit} px a side and the image is {width}x{height}; "
+            "write PNG or TIFF instead"
+        )
+
+
 def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> bytes:
     """Encode to bytes; 16-bit survives in PNG and TIFF, JPEG drops alpha (with a warning).
 
-    ``quality`` (1-100) sets JPEG's and WebP's; the lossless formats have none to set.
+    ``quality`` (1-100) sets JPEG's and WebP's; the lossless formats have none to set. An
+    image the format cannot hold (``check_encodable``) is a UsageError.
     """
     fmt = parse_format(fmt)
     if quality is not None and not 1 <= quality <= 100:
         raise ValueError(f"quality must be 1-100, got {quality}")
+    check_encodable(image.width, image.height, fmt)
     depth = image.bit_depth if fmt in ("PNG", "TIFF") else 8
     maxval = 65535 if depth == 16 else 255
     color = image.rgb @ _LUMA if image.grayscale else image.rgb
@@ -572,8 +609,12 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     params: dict[str, Any] = {}
     if icc and fmt != "BMP":
         params["icc_profile"] = icc
-    if image.exif and fmt in ("PNG", "JPEG", "WEBP"):
-        params["exif"] = image.exif
+    exif = image.exif
+    if exif and fmt == "JPEG" and len(exif) > _JPEG_MAX_EXIF:
+        log.warning("the EXIF data (%d bytes) is too long for JPEG; the output drops it", len(exif))
+        exif = None
+    if exif and fmt in ("PNG", "JPEG", "WEBP"):
+        params["exif"] = exif
     if fmt == "JPEG":
         # Full-resolution colour (4:4:4) at high quality; below 90 the usual 4:2:0, as a
         # lower quality asks for a smaller file
@@ -584,7 +625,10 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     elif fmt == "TIFF":
         params.update(compression="tiff_adobe_deflate")
     buf = io.BytesIO()
-    pil.save(buf, format=fmt, **params)
+    try:
+        pil.save(buf, format=fmt, **params)
+    except (OSError, ValueError) as exc:  # an encoder's own limit this module does not know
+        raise UsageError(f"cannot encode the image as {fmt}: {first_line(exc)}") from None
     return buf.getvalue()
 
 

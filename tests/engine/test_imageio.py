@@ -348,3 +348,55 @@ def test_atomic_write_creates_folders_and_respects_umask(tmp_path: Path) -> None
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize(("fmt", "side"), [("JPEG", 65501), ("WEBP", 16384)])
+def test_an_image_the_format_cannot_hold_is_a_usage_error(fmt: str, side: int) -> None:
+    img = read_image(pil_bytes(Image.new("RGB", (side, 1)), "PNG"))
+    with pytest.raises(UsageError, match=f"{fmt} holds at most {side - 1} px a side"):
+        encode_image(img, fmt)
+    assert Image.open(io.BytesIO(encode_image(img, "PNG"))).size == (side, 1)
+
+
+def test_exif_too_long_for_jpeg_is_dropped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription
+    img = read_image(pil_bytes(Image.new("RGB", (W, H)), "PNG", exif=exif.tobytes()))
+    assert img.exif is not None and len(img.exif) > 65533
+    with caplog.at_level(logging.WARNING, logger="anyrestore"):
+        out = Image.open(io.BytesIO(encode_image(img, "JPEG")))
+    assert out.size == (W, H) and "EXIF" in caplog.text and "exif" not in out.info
+    assert Image.open(io.BytesIO(encode_image(img, "PNG"))).getexif()[0x010E] == "x" * 70_000
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_png_with_a_transparent_colour_keeps_it_as_alpha(channels: int) -> None:
+    pixels = RNG.integers(0, 65536, (H, W, channels), dtype=np.uint16)
+    key = pixels[0, 0].copy()
+    data = png16_reference(pixels)
+    trns = struct.pack(f">{channels}H", *key.tolist())
+    chunk = (
+        struct.pack(">I", len(trns))
+        + b"tRNS"
+        + trns
+        + struct.pack(">I", zlib.crc32(b"tRNS" + trns))
+    )
+    at = data.index(b"IDAT") - 4
+    img = read_image(data[:at] + chunk + data[at:])
+    assert img.bit_depth == 16 and img.alpha is not None
+    expected = np.where(np.all(pixels == key, axis=-1), 0, 65535)
+    assert np.array_equal(img.alpha, expected)
+    written = decode_png16(encode_image(identity_restore(img), "PNG"))
+    assert np.array_equal(written[..., -1], expected)  # the output carries it as alpha
+
+
+def test_bad_pixel_limits_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pil_bytes(Image.new("RGB", (W, H)), "PNG")
+    for bad in (0, -1):
+        with pytest.raises(UsageError, match="max_pixels must be positive"):
+            read_image(data, max_pixels=bad)
+    monkeypatch.setenv("ANYRESTORE_MAX_PIXELS", "1e3")  # as --max-pixels, which reads it too
+    with pytest.raises(UsageError, match="whole number"):
+        read_image(data)
