@@ -5,8 +5,10 @@ back encoded in the same format (PPM as PNG) with the colour profile, alpha, bit
 kept, a path comes back as an 8-bit ``PIL.Image`` (nothing is written). A numpy array comes back
 with the same shape and dtype. A ``PIL.Image`` comes back as one of the same size and
 orientation with its colour profile and EXIF: in the same mode for L, LA, RGB, RGBA, I;16
-(16-bit gray), I (read as 16-bit) and F (floats in [0, 1]); palette, bilevel, CMYK and other
-modes come back RGB, or RGBA where they carry transparency.
+(16-bit gray; I;16B and I;16L come back I;16), I (read as 16-bit) and F (floats in [0, 1]);
+bilevel (1) comes back L, palette, CMYK and other modes RGB, or RGBA where they carry
+transparency. Gray results are the luma (ITU-R 601) of the restored colours, as in the files
+``anyrestore fix`` writes.
 
 Every error a caller can act on is an ``anyrestore.AnyRestoreError``: ``InputError`` for
 pixels that cannot be restored (wrong shape or dtype, empty, NaN, outside [0, 1]),
@@ -151,6 +153,7 @@ def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.nda
 
 
 def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
+    from anyrestore.engine.imageio import _LUMA
     from anyrestore.errors import InputError
 
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
@@ -165,8 +168,8 @@ def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
     pixels = image[..., None] if gray else image
     rgb = np.broadcast_to(pixels[..., :1], (*pixels.shape[:2], 3)) if gray else pixels[..., :3]
     out = _restore_rgb(restorer, rgb.astype(np.float32) / scale, strength)
-    if gray:
-        out = out.mean(axis=2, keepdims=True)
+    if gray:  # the model restores colour; gray files get its luma, as encode_image writes
+        out = np.clip(out @ _LUMA, 0.0, 1.0)[..., None]
     if scale != 1.0:
         out = np.round(out * scale)
     restored = out.astype(image.dtype)
@@ -229,8 +232,11 @@ def _to_pil(data: ImageData) -> Image.Image:
     """A decoded and restored image as an 8-bit PIL image (16-bit files come back 8-bit)."""
     from PIL import Image as PILImage
 
-    rgb = np.round(np.clip(data.rgb, 0.0, 1.0) * 255).astype(np.uint8)
-    pixels = rgb[..., :1] if data.grayscale else rgb
+    from anyrestore.engine.imageio import _LUMA, _quantize
+
+    pixels = _quantize(data.rgb @ _LUMA if data.grayscale else data.rgb, 255)  # as written
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
     if data.alpha is not None:
         alpha = data.alpha
         if alpha.dtype != np.uint8:

@@ -254,3 +254,21 @@ def test_load_weights_describes_the_default_entry() -> None:
     assert loaded.entry is not None and loaded.entry.default
     assert loaded.declared == loaded.entry.model and loaded.name == loaded.entry.model
     assert loaded.trained_for == loaded.entry.trained_for and "blur" in loaded.trained_for
+
+
+def test_gray_comes_back_alike_from_every_kind_of_input(
+    tiny_checkpoint: Path, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    gray = rgb[..., 1]
+    path = tmp_path / "gray.png"
+    Image.fromarray(gray, "L").save(path)
+    # The file `anyrestore fix` would write (encoded bytes) is the reference for the rest.
+    with Image.open(io.BytesIO(anyrestore.restore(path.read_bytes(), tiny_checkpoint))) as f:
+        assert f.mode == "L"
+        written = np.asarray(f)
+    from_path = np.asarray(anyrestore.restore(path, tiny_checkpoint))
+    from_array = anyrestore.restore(gray, tiny_checkpoint)
+    from_pil = np.asarray(anyrestore.restore(Image.fromarray(gray, "L"), tiny_checkpoint))
+    assert not np.array_equal(written, gray)  # the model changed it
+    for out in (from_path, from_array, from_pil):
+        assert out.shape == gray.shape and np.abs(out.astype(int) - written).max() <= 1
