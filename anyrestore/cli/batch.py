@@ -35,7 +35,7 @@ from anyrestore.cli.common import (
     warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import emit, fail, say
+from anyrestore.cli.errors import emit, fail, say, stdout
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -75,6 +75,14 @@ def _shard() -> tuple[int, int]:
     return rank, world
 
 
+def _own_extension(rel: Path) -> str:
+    """An output's extension without --format: the input's where anyrestore writes that
+    format, else .png."""
+    from anyrestore.engine.imageio import EXTENSIONS
+
+    return rel.suffix if rel.suffix.lower() in EXTENSIONS else ".png"
+
+
 def plan_jobs(
     root: Path, out_dir: Path, files: list[Path], recursive: bool, suffix: str, ext: str | None
 ) -> list[Job]:
@@ -83,21 +91,18 @@ def plan_jobs(
     Without ``ext`` (--format) each output keeps its input's extension, or becomes PNG where
     anyrestore reads the format but does not write it (PPM) or the extension names none.
     """
-    from anyrestore.engine.imageio import EXTENSIONS
-
     jobs, seen = [], {}
     for path in files:
         rel = path.relative_to(root)
         parent = out_dir / rel.parent if recursive else out_dir
-        if ext is not None:
-            out_ext = ext
-        else:
-            out_ext = rel.suffix if rel.suffix.lower() in EXTENSIONS else ".png"
+        out_ext = ext if ext is not None else _own_extension(rel)
         target = parent / f"{rel.stem}{suffix}{out_ext}"
         if target in seen:
-            fix = "keep each input's format (no --format)" if ext else "choose --format"
+            # Only a --format that made two extensions alike can be undone by an option.
+            own = {_own_extension(p) for p in (seen[target], rel)}
+            fix = " or keep each input's format (no --format)" if ext and len(own) == 2 else ""
             raise UsageError(
-                f"{seen[target]} and {rel} would both be written to {target}; rename one or {fix}"
+                f"{seen[target]} and {rel} would both be written to {target}; rename one{fix}"
             )
         seen[target] = rel
         jobs.append(Job(path, target))
@@ -155,12 +160,13 @@ def batch_command(
     from anyrestore.engine.imageio import (
         EXTENSIONS,
         LOSSY_FORMATS,
+        check_encodable,
         encode_image,
         format_for_path,
         parse_format,
         read_image,
     )
-    from anyrestore.files import AtomicFile, atomic_write, list_images
+    from anyrestore.files import AtomicFile, list_images
 
     setup_logging(quiet)
     err = err_console()
@@ -188,6 +194,8 @@ def batch_command(
     if "/" in suffix or os.sep in suffix:
         raise UsageError("--suffix cannot contain a path separator")
     rank, world = _shard()
+    if json_output:
+        stdout()  # each file's record goes there: a closed stdout stops the run before any work
 
     exclude = out_root if out_root.is_relative_to(root) else None
     files = list_images(root, recursive=recursive, pattern=glob, exclude=exclude)
@@ -255,6 +263,7 @@ def batch_command(
                 "compute": restorer.path.as_dict(),
             }
             t0 = time.perf_counter()
+            target = None
             if skip_existing and job.target.exists():
                 record["status"] = "skipped"
             else:
@@ -267,10 +276,12 @@ def batch_command(
                     image = read_image(
                         job.source, max_pixels=max_pixels, name=rel, allow_truncated=allow_truncated
                     )
+                    out_format = format_for_path(job.target)
+                    check_encodable(image.width, image.height, out_format)
+                    target = AtomicFile(job.target)  # an unwritable place fails before the work
                     with naming_weights(label):
                         restored = restorer.restore_image(image, strength)
-                    encoded = encode_image(restored, format_for_path(job.target), quality=quality)
-                    atomic_write(job.target, encoded)
+                    target.write(encode_image(restored, out_format, quality=quality))
                     info = restorer.last_run
                     record.update(
                         status="ok",
@@ -280,16 +291,35 @@ def batch_command(
                         tile=info.tile if info else 0,
                     )
                 except STOPS_THE_RUN:
+                    if target is not None:
+                        target.discard()
                     raise
                 except Exception as exc:  # one bad file must not stop the folder
+                    if target is not None:
+                        target.discard()
+                        target = None
                     message = failure_line(rel, exc)
                     del record["output"]  # nothing was written there
                     record.update(status="failed", error=message)
                     say(f"failed {message}")
             record["seconds"] = round(time.perf_counter() - t0, 3)
+            if json_output:  # announced before it is put in place, as `fix` does
+                try:
+                    emit(json.dumps(record))
+                except BaseException:
+                    if target is not None:
+                        target.discard()
+                    raise
+            if target is not None:
+                try:
+                    target.commit()
+                except Exception as exc:  # the place changed while the image was restored
+                    message = failure_line(rel, exc)
+                    record = {"input": record["input"], "status": "failed", "error": message}
+                    say(f"failed {message}")
+                    if json_output:
+                        emit(json.dumps(record))
             counts[str(record["status"])] += 1
-            if json_output:
-                emit(json.dumps(record))
             progress.advance(task)
     elapsed = time.perf_counter() - started
     if not quiet or counts["failed"]:

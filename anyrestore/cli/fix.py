@@ -185,22 +185,28 @@ class _Run:
     several: bool = False
     warned: set[str] = field(default_factory=set, repr=False)  # formats --quality missed
     loaded: tuple[Restorer, str, str] | None = field(default=None, repr=False)
+    #: Loading the model failed: a fault of the run's options or weights, not of a file.
+    load_failed: bool = field(default=False, repr=False)
 
     def restorer(self) -> tuple[Restorer, str, str]:
         """The restorer, its variant and weights' names, loaded once: for one input after it
         was read (a bad input fails before seconds of loading), for several before the first
         (a bad option fails once, not for every file)."""
         if self.loaded is None:
-            net, model_name, weights_name = load_model(self.model, self.weights)
-            restorer = make_restorer(
-                net,
-                self.device,
-                self.precision,
-                self.tile,
-                self.tile_overlap,
-                threads=self.threads,
-                runtime=self.runtime,
-            )
+            try:
+                net, model_name, weights_name = load_model(self.model, self.weights)
+                restorer = make_restorer(
+                    net,
+                    self.device,
+                    self.precision,
+                    self.tile,
+                    self.tile_overlap,
+                    threads=self.threads,
+                    runtime=self.runtime,
+                )
+            except Exception:
+                self.load_failed = True
+                raise
             if not self.quiet:
                 say(f"model {model_name} ({weights_name}) on {restorer.describe()}")
             self.loaded = (restorer, model_name, weights_name)
@@ -215,8 +221,10 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
     output must not land on (its own input only with --overwrite).
     """
     from anyrestore.engine.imageio import (
+        EXTENSIONS,
         FORMAT_EXTENSION,
         LOSSY_FORMATS,
+        check_encodable,
         encode_image,
         parse_format,
         read_image,
@@ -240,8 +248,32 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
             out_path = Path(output)
         elif src is None:  # stdin has no name to keep
             out_path = folder / ("restored" + FORMAT_EXTENSION[parse_format(run.fmt or "png")])
-        if out_path is not None:
-            out_format = _output_format(out_path, run.fmt)
+
+    def named_after_input(source_format: str | None) -> Path:
+        assert src is not None
+        if folder is None:
+            return _named_output(src, src.parent, "_restored", run.fmt, source_format)
+        return _named_output(src, folder, "", run.fmt, source_format)
+
+    def skip() -> bool:
+        """--skip-existing and the output is there: reported, and nothing more to do."""
+        if not (run.skip_existing and out_path is not None and os.path.lexists(out_path)):
+            return False
+        if run.json_output:
+            emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
+        elif not run.quiet:
+            say(f"skipped {source}: {out_path} exists")
+        return True
+
+    # The output's name needs the decoded format only for an input whose extension names no
+    # format anyrestore writes; otherwise a finished output is skipped without reading.
+    if out_path is None and src is not None and not to_stdout:
+        if run.fmt or src.suffix.lower() in EXTENSIONS:
+            out_path = named_after_input(None)
+    if out_path is not None:
+        out_format = _output_format(out_path, run.fmt)
+    if skip():
+        return "skipped"
 
     start = time.perf_counter()
     data = stdin_bytes() if from_stdin else None
@@ -254,18 +286,11 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         allow_truncated=run.allow_truncated,
     )
     if out_path is None and not to_stdout:
-        assert src is not None  # named after the input, once its format is known
-        if folder is None:
-            out_path = _named_output(src, src.parent, "_restored", run.fmt, image.format)
-        else:
-            out_path = _named_output(src, folder, "", run.fmt, image.format)
+        out_path = named_after_input(image.format)
         out_format = _output_format(out_path, run.fmt)
-    if run.skip_existing and out_path is not None and os.path.lexists(out_path):
-        if run.json_output:
-            emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
-        elif not run.quiet:
-            say(f"skipped {source}: {out_path} exists")
-        return "skipped"
+        if skip():
+            return "skipped"
+    check_encodable(image.width, image.height, out_format)  # before minutes of restoring
     if run.quality is not None and out_format not in LOSSY_FORMATS | run.warned:
         run.warned.add(out_format)
         if not run.quiet:
@@ -282,7 +307,8 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
             )
     read_seconds = time.perf_counter() - start
 
-    # The temporary output exists before any work, so an unwritable place fails at once.
+    # The temporary output exists before any work, so an unwritable place fails at once;
+    # discarding it also removes the folders made for it.
     target = AtomicFile(out_path) if out_path is not None else None
     try:
         restorer, model_name, weights_name = run.restorer()
@@ -456,7 +482,9 @@ def fix_command(
     except STOPS_THE_RUN:
         raise
     except Exception as exc:
-        if run.json_output:  # the same record a failing file gets among several
+        # The same record a failing file gets among several; a bad option or weights stop
+        # the run before any file there, and get only the error line here too.
+        if run.json_output and not run.load_failed:
             record = {
                 "input": sources[0],
                 "status": "failed",

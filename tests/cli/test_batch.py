@@ -272,3 +272,26 @@ def test_an_empty_suffix_is_allowed_an_empty_outdir_is_not(
     result = batch(src, "-o", tmp_path / "out", "--suffix", "", "--weights", tiny_checkpoint)
     assert result.exit_code == 0, result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+def test_an_image_a_format_cannot_hold_fails_alone_before_restoring(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = tmp_path / "in"
+    photo(src / "a.png")
+    Image.new("RGB", (16384, 1)).save(src / "wide.png")
+    result = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint, "--format", "webp")
+    assert result.exit_code == 1, result.output
+    assert "WEBP holds at most 16383 px a side" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.webp"]
+
+
+def test_a_clash_only_renaming_resolves_is_not_told_to_change_the_format(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = tmp_path / "in"
+    Image.open(photo(src / "x.png")).save(src / "x.ppm")  # both become x.png, with or without
+    for extra in ([], ["--format", "png"]):
+        clash = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint, *extra)
+        assert clash.exit_code == 2 and "would both be written" in clash.stderr
+        assert "rename one" in clash.stderr and "format" not in clash.stderr.split(";")[-1]

@@ -566,3 +566,51 @@ def test_quality_sets_jpeg_size_and_warns_for_lossless(
     result = fix(src, "-o", tmp_path / "bad.jpg", "--quality", "0", "--weights", tiny_checkpoint)
     assert result.exit_code == 2, result.output
     assert not (tmp_path / "bad.jpg").exists()
+
+
+def test_skip_existing_does_not_read_an_input_whose_output_is_there(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"damaged since")
+    (tmp_path / "bad_restored.jpg").write_bytes(b"an earlier result")
+    result = fix(bad, "--weights", tiny_checkpoint, "--skip-existing", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"), [(["--tile", "5"], 2), (["--weights", "no-such-weights"], 4)]
+)
+def test_a_run_that_cannot_start_prints_no_record_and_leaves_no_folders(
+    tmp_path: Path, tiny_checkpoint: Path, args: list[str], code: int
+) -> None:
+    src = photo(tmp_path / "a.png")
+    weights = [] if "--weights" in args else ["--weights", str(tiny_checkpoint)]
+    result = fix(src, "-o", tmp_path / "new" / "sub" / "x.png", "--json", *weights, *args)
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""  # as with several inputs: the run failed, not the file
+    one_line_error(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_folder_in_the_way_of_the_output_fails_before_restoring(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = photo(tmp_path / "a.png")
+    (tmp_path / "a_restored.png").mkdir()
+    result = fix(src, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 2, result.output
+    assert "a folder of that name is in the way" in one_line_error(result)
+    assert [json.loads(line)["status"] for line in result.stdout.splitlines()] == ["failed"]
+    assert "model " not in result.stderr  # refused before the model was loaded
+
+
+def test_an_image_too_wide_for_jpeg_is_refused_before_restoring(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src = photo(tmp_path / "long.png", size=(65501, 1))
+    result = fix(src, "-o", tmp_path / "long.jpg", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2, result.output
+    assert "JPEG holds at most 65500 px a side" in one_line_error(result)
+    assert "model " not in result.stderr and not (tmp_path / "long.jpg").exists()

@@ -756,6 +756,26 @@ def test_full_or_closed_stdout_leaves_no_output(
     check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path))
 
 
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_batch_json_with_a_full_or_closed_stdout_writes_nothing(
+    tmp_path: Path, tiny_checkpoint: Path, stdout: str
+):
+    """batch --json announces each file before putting it in place, as fix does."""
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        (tmp_path / "in" / f"{i}.png").write_bytes(encoded("PNG"))
+    before = snapshot(tmp_path)
+    args = ["batch", "in", "-o", "out", "--json", "-q", "--weights", str(tiny_checkpoint)]
+    if stdout == "full":
+        with open("/dev/full", "wb") as full:
+            outcome = finish(cli(args, tmp_path, stdout=full))
+    else:
+        closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "anyrestore", *args]
+        outcome = finish(subprocess.Popen(closed, cwd=tmp_path, stderr=subprocess.PIPE))
+    check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path))
+    assert not (tmp_path / "out").exists()
+
+
 def test_reader_going_away_ends_several_inputs_quietly(tmp_path: Path, tiny_checkpoint: Path):
     """`fix *.png -o out/ --json | head -1`: the run stops at the closed pipe with exit 0, as
     batch does, instead of failing every later file; what was announced is on disk."""
