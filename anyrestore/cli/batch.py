@@ -269,8 +269,9 @@ def batch_command(
             else:
                 try:
                     if os.path.realpath(job.target) in inputs:
+                        how = "links to" if os.path.islink(job.target) else "is"
                         raise UsageError(
-                            f"{rel}: its output {job.target} links to an input; "
+                            f"{rel}: its output {job.target} {how} an input; "
                             "batch never writes over its inputs"
                         )
                     image = read_image(

@@ -295,3 +295,16 @@ def test_a_clash_only_renaming_resolves_is_not_told_to_change_the_format(
         clash = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint, *extra)
         assert clash.exit_code == 2 and "would both be written" in clash.stderr
         assert "rename one" in clash.stderr and "format" not in clash.stderr.split(";")[-1]
+
+
+def test_an_output_that_is_an_input_is_refused_and_named_plainly(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    out = tmp_path / "o"
+    src = out / "sub"  # DIR inside OUTDIR: sub/sub/x.png would be written to sub/x.png
+    before = photo(src / "x.png", seed=1).read_bytes()
+    photo(src / "sub" / "x.png", seed=2)
+    result = batch(src, "-o", out, "-r", "--weights", tiny_checkpoint)
+    assert result.exit_code == 1, result.output
+    assert "is an input; batch never writes over its inputs" in result.stderr
+    assert (src / "x.png").read_bytes() == before and (out / "x.png").is_file()
