@@ -26,6 +26,7 @@ from rich.progress import (
 
 from anyrestore.cli.common import (
     STOPS_THE_RUN,
+    compute_record,
     err_console,
     failure_line,
     load_model,
@@ -286,6 +287,7 @@ def batch_command(
                     info = restorer.last_run
                     record.update(
                         status="ok",
+                        compute=compute_record(restorer),
                         width=image.width,
                         height=image.height,
                         tiles=info.tiles if info else 1,

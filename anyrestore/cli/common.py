@@ -96,6 +96,16 @@ def make_restorer(
     )
 
 
+def compute_record(restorer: Restorer) -> dict[str, object]:
+    """The compute path for a --json record, with the runtime that ran the last image (under
+    runtime "auto" a first whole image of a new size runs eager even on an OpenVINO path)."""
+    record = restorer.path.as_dict()
+    info = restorer.last_run
+    if info is not None and info.tiles:
+        record["runtime"] = info.runtime
+    return record
+
+
 @contextmanager
 def naming_weights(label: str) -> Iterator[None]:
     """Name the weights in the engine's refusal of NaN output (exit 4), which cannot."""

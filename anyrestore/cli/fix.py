@@ -17,6 +17,7 @@ import typer
 
 from anyrestore.cli.common import (
     STOPS_THE_RUN,
+    compute_record,
     err_console,
     failure_line,
     load_model,
@@ -335,7 +336,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
                 "device": str(restorer.device),
                 "precision": restorer.precision,
                 "strength": run.strength,
-                "compute": restorer.path.as_dict(),
+                "compute": compute_record(restorer),
                 "tiles": tiles,
                 "tile": info.tile if info else 0,
                 "seconds": round(seconds, 3),

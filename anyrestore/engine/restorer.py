@@ -112,12 +112,15 @@ def check_pixels(x: torch.Tensor) -> None:
 @dataclass(frozen=True)
 class RunInfo:
     """How the last image was processed: ``tile`` is 0 for a single whole-image pass, and
-    ``tiles`` is 0 when the model did not run (strength 0)."""
+    ``tiles`` is 0 when the model did not run (strength 0). ``runtime`` is what ran the
+    model's passes: under runtime "auto" a whole image of a size not seen before runs on
+    "torch" even where the path says "openvino" (``Restorer._run``)."""
 
     tiles: int
     tile: int
     overlap: int
     stats_replayed: bool
+    runtime: str = "torch"
 
 
 class Restorer:
@@ -270,11 +273,12 @@ class Restorer:
         tile = self._initial_tile(h, w)
         stats_side = self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
         tile_batch = self.tile_batch
+        self._runs.runtime = "torch"  # until a pass runs on OpenVINO (_run)
         while True:
             try:
                 if self._one_pass(h, w, tile, stats_side):
                     out = self._forward(batch)
-                    self.last_run = RunInfo(1, 0, 0, False)
+                    self.last_run = RunInfo(1, 0, 0, False, self._runs.runtime)
                 else:
                     out = torch.cat(
                         [
@@ -321,6 +325,7 @@ class Restorer:
             return self.model(x)
         size = tuple(x.shape)
         if tile or self._openvino_always or size in self._sizes_seen:
+            self._runs.runtime = "openvino"
             return self._openvino(x)
         self._sizes_seen.add(size)
         return self.model(x)
@@ -370,7 +375,7 @@ class Restorer:
             forward = self._placed_forward(grid, scale)
         with self._forward_context(), frozen:
             out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
-        self.last_run = RunInfo(len(grid), tile, overlap, replay)
+        self.last_run = RunInfo(len(grid), tile, overlap, replay, self._runs.runtime)
         return out
 
     def _replays(self) -> bool:
