@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyrestore.choices import PRECISIONS, RUNTIMES, check_choice
-from anyrestore.errors import DeviceError, UsageError
+from anyrestore.errors import DeviceError, UsageError, first_line
 from anyrestore.files import atomic_write
 
 log = logging.getLogger("anyrestore")
@@ -178,7 +178,8 @@ def set_threads(threads: int | None) -> int:
     """Use ``threads`` CPU threads (None: ``OMP_NUM_THREADS`` if set, else every core)."""
     cores = _cores()
     if threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        # OpenMP also takes a list, one count per nesting level: the first is the outer one.
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
         threads = int(env) if env.isdigit() and int(env) > 0 else cores
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
@@ -390,9 +391,29 @@ def _choose(
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
 
 
+_NO_OPENVINO = "the OpenVINO runtime needs the openvino package: pip install 'anyrestore[openvino]'"
+
+
+@lru_cache(maxsize=1)
+def openvino_problem() -> str | None:
+    """Why the ``openvino`` package (the ``openvino`` extra) cannot be used: not installed,
+    or installed but failing to import (a missing library, a wheel for another platform)."""
+    if importlib.util.find_spec("openvino") is None:
+        return _NO_OPENVINO
+    try:
+        import openvino  # noqa: F401
+    except Exception as exc:
+        return (
+            f"the openvino package is installed but does not load ({first_line(exc)}); "
+            "reinstall it (pip install --force-reinstall 'anyrestore[openvino]') or use "
+            "--runtime torch"
+        )
+    return None
+
+
 def openvino_installed() -> bool:
-    """Whether the ``openvino`` package (the ``openvino`` extra) is installed."""
-    return importlib.util.find_spec("openvino") is not None
+    """Whether the ``openvino`` package is installed and loads."""
+    return openvino_problem() is None
 
 
 def openvino_refusal(model: nn.Module) -> str | None:
@@ -413,13 +434,16 @@ def openvino_chosen(device: torch.device, model: nn.Module | None) -> bool:
     fast as the eager path even counting its one-off conversion on a large photo
     (docs/performance.md); elsewhere it has not been measured to win, so eager PyTorch stays.
     """
-    return (
-        device.type == "cpu"
-        and model is not None
-        and native_bf16() is not None
-        and openvino_installed()
-        and openvino_refusal(model) is None
-    )
+    if device.type != "cpu" or model is None or native_bf16() is None:
+        return False
+    if openvino_refusal(model) is not None:
+        return False
+    if not openvino_installed():
+        problem = openvino_problem()
+        if problem and problem != _NO_OPENVINO:  # installed but broken: say why it is unused
+            log.warning("%s; restoring with PyTorch", problem.split("; reinstall")[0])
+        return False
+    return True
 
 
 def _openvino_path(
@@ -428,9 +452,7 @@ def _openvino_path(
     if device.type != "cpu":
         raise UsageError(f"the OpenVINO runtime runs on the CPU, not {device}; use --device cpu")
     if not openvino_installed():
-        raise UsageError(
-            "the OpenVINO runtime needs the openvino package: pip install 'anyrestore[openvino]'"
-        )
+        raise UsageError(openvino_problem() or _NO_OPENVINO)
     if model is not None:
         reason = openvino_refusal(model)
         if reason:

@@ -256,6 +256,8 @@ def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.Monk
         assert set_threads(1) == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert set_threads(None) == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "1,1")  # OpenMP's list form: the outer level
+        assert set_threads(None) == 1
         monkeypatch.delenv("OMP_NUM_THREADS")
         assert set_threads(None) >= 1
         with pytest.raises(UsageError, match="at least 1"):

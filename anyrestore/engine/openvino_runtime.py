@@ -25,6 +25,7 @@ so a tile size or photo size compiles once per machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from anyrestore.compute import cache_root, model_code_digest, openvino_refusal
-from anyrestore.errors import UsageError
+from anyrestore.errors import UsageError, first_line
 from anyrestore.models.layers.bands import whole_maps
 from anyrestore.models.layers.globalstats import GlobalStat, set_global_mode
 from anyrestore.models.layers.padding import pad_to_multiple
@@ -142,6 +143,9 @@ class OpenVinoModel:
         self.core = _core()
         self._key: str | None = None
         self._compiled: dict[tuple[Graph, int, int], Any] = {}
+        #: Converted graphs that could not be kept on disk: kept here instead, so that each
+        #: new size does not convert again.
+        self._unsaved: dict[Graph, Any] = {}
         #: Graphs converted (not loaded from disk) by this runner, for reporting and tests.
         self.conversions = 0
         self._compiled_cache: str | None = str(self.directory / "compiled")
@@ -192,6 +196,8 @@ class OpenVinoModel:
 
     def _graph(self, kind: Graph) -> Any:
         """The converted graph, read from disk (a fresh copy, so it can be reshaped)."""
+        if kind in self._unsaved:
+            return self._unsaved[kind].clone()
         if self._key is None:
             self._key = graph_key(self.model)
         xml = self.directory / f"{self._key}-{kind}.xml"
@@ -203,9 +209,14 @@ class OpenVinoModel:
         graph = self._convert(kind)
         try:
             self._save(graph, xml)
-        except OSError as exc:
-            log.warning("cannot keep the converted model in %s: %s", self.directory, exc)
-            return graph
+        except Exception as exc:  # OpenVINO's writer raises RuntimeError for a full disk too
+            log.warning(
+                "cannot keep the converted model in %s (%s); it is converted again in each run",
+                self.directory,
+                first_line(exc),
+            )
+            self._unsaved[kind] = graph
+            return graph.clone()
         return self.core.read_model(str(xml))
 
     def _convert(self, kind: Graph) -> Any:
@@ -262,6 +273,12 @@ class OpenVinoModel:
 
         xml.parent.mkdir(parents=True, exist_ok=True)
         tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
-        ov.save_model(graph, str(tmp), compress_to_fp16=False)
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp, xml)
+        try:
+            ov.save_model(graph, str(tmp), compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+            os.replace(tmp, xml)
+        except BaseException:
+            for part in (tmp, tmp.with_suffix(".bin")):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+            raise

@@ -78,9 +78,9 @@ def test_auto_compiles_only_for_tiles_and_sizes_seen_again(
     compiled = r._openvino._compiled  # type: ignore[union-attr]
     x = _image(64, 80)
     first = r.restore_tensor(x)
-    assert not compiled
+    assert not compiled and r.last_run is not None and r.last_run.runtime == "torch"
     again = r.restore_tensor(x)
-    assert [kind for kind, *_ in compiled] == ["live"]
+    assert [kind for kind, *_ in compiled] == ["live"] and r.last_run.runtime == "openvino"
     assert float(psnr(again[None], first[None])) > 60.0
     r.restore_tensor(_image(200, 168))
     assert "replay" in [kind for kind, *_ in compiled]
@@ -101,6 +101,50 @@ def test_a_converted_model_is_kept_for_the_next_run(tiny: torch.nn.Module, tmp_p
     with torch.no_grad():
         next(twin.parameters()).add_(1e-3)
     assert ovr.graph_key(twin) != ovr.graph_key(tiny)
+
+
+def test_a_graph_that_cannot_be_kept_on_disk_converts_once_per_run(
+    tiny: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openvino as ov
+
+    def full_disk(graph: object, path: str, **kwargs: object) -> None:
+        Path(path).write_text("half")  # what a writer leaves when the disk fills up
+        Path(path).with_suffix(".bin").write_bytes(b"half")
+        raise RuntimeError("Check 'bin_file' failed at src/core/src/pass/serialize.cpp")
+
+    monkeypatch.setattr(ov, "save_model", full_disk)
+    runner = ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)
+    for h, w in ((48, 40), (56, 64)):
+        x = _image(h, w)
+        eager = Restorer(tiny, "cpu", "fp32", tile=0).restore_tensor(x)
+        assert float(psnr(runner(x[None]).clamp(0, 1), eager[None])) > 60.0
+    assert runner.conversions == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["compiled"]  # no half-written files
+
+
+def test_a_broken_openvino_install_is_named_and_auto_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.util
+    import logging
+    import sys
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: real_find_spec("json"))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # installed, but the import fails
+    compute.openvino_problem.cache_clear()
+    try:
+        assert "does not load" in (compute.openvino_problem() or "")
+        with pytest.raises(UsageError, match="does not load"):
+            compute.choose_path("cpu", "fp32", model=tiny, runtime="openvino")
+        monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
+        monkeypatch.setattr(compute, "_cached", lambda key, measure: 1.0)
+        with caplog.at_level(logging.WARNING, logger="anyrestore"):
+            path = compute.choose_path("cpu", "auto", model=tiny, runtime="auto")
+        assert path.runtime == "torch" and "restoring with PyTorch" in caplog.text
+    finally:
+        compute.openvino_problem.cache_clear()
 
 
 def test_models_it_cannot_run_are_refused_with_a_reason() -> None:
