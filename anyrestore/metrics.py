@@ -18,6 +18,8 @@ from torch import Tensor
 __all__ = ["mse", "psnr", "ssim", "ms_ssim", "rgb_to_y"]
 
 _K1, _K2 = 0.01, 0.03
+#: SSIM's Gaussian window (Wang et al. 2004): the smallest side an image can be scored at.
+SSIM_WINDOW = 11
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -99,7 +101,7 @@ def ssim(
     pred: Tensor,
     target: Tensor,
     data_range: float = 1.0,
-    win_size: int = 11,
+    win_size: int = SSIM_WINDOW,
     sigma: float = 1.5,
     return_cs: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -121,7 +123,7 @@ def ms_ssim(
     target: Tensor,
     data_range: float = 1.0,
     weights: Sequence[float] = _MS_SSIM_WEIGHTS,
-    win_size: int = 11,
+    win_size: int = SSIM_WINDOW,
     sigma: float = 1.5,
 ) -> Tensor:
     """Multi-scale SSIM per image, differentiable (for the training loss).

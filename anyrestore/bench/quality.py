@@ -22,9 +22,9 @@ from torch import Tensor
 
 from anyrestore.bench.candidates import IDENTITY, Candidate
 from anyrestore.bench.suites import Task
-from anyrestore.errors import DataError, InputError
-from anyrestore.files import atomic_path
-from anyrestore.metrics import psnr, rgb_to_y, ssim
+from anyrestore.errors import DataError, InputError, UsageError
+from anyrestore.files import AtomicFile, atomic_path
+from anyrestore.metrics import SSIM_WINDOW, psnr, rgb_to_y, ssim
 
 AVERAGE = "average"
 
@@ -72,6 +72,8 @@ def run_quality(
     """
     data_kind = {t.kind: t.data_kind for t in tasks}  # what restorers told the kind are told
     scores: dict[tuple[str, str], _Scores] = {}
+    if save_dir is not None:  # an unwritable folder fails before any model runs
+        AtomicFile(Path(save_dir) / "probe").discard()
     for pair in pairs:
         if pair.kind not in data_kind:
             raise DataError(
@@ -81,6 +83,12 @@ def run_quality(
             raise DataError(
                 f"{pair.kind}/{pair.name}: degraded {tuple(pair.degraded.shape)} and clean "
                 f"{tuple(pair.clean.shape)} differ in size"
+            )
+        h, w = pair.clean.shape[-2:]
+        if min(h, w) < SSIM_WINDOW:
+            raise InputError(
+                f"{pair.kind}/{pair.name}: {w}x{h} is too small to score "
+                f"(SSIM needs {SSIM_WINDOW} px a side)"
             )
         if on_pair is not None:
             on_pair(pair)
@@ -165,8 +173,11 @@ def _safe_name(text: str) -> str:
 def save_png(image: Tensor, path: Path) -> None:
     """Write a (3, h, w) [0, 1] tensor as 8-bit PNG atomically."""
     array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _save(root: str | os.PathLike[str], suite: str, pair: Pair, what: str, image: Tensor) -> None:

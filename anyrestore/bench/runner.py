@@ -20,6 +20,7 @@ from anyrestore.bench.speed import DEFAULT_SIZES, parse_sizes, run_speed
 from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, select_tasks
 from anyrestore.bench.synthetic import DEFAULT_MAX_SIDE, find_photos, synthetic_pairs
 from anyrestore.errors import UsageError
+from anyrestore.metrics import SSIM_WINDOW
 
 
 @dataclass
@@ -60,6 +61,11 @@ def run_bench(
     parse_baselines(config.baseline)  # an unknown name fails before any image is read
     if config.limit is not None and config.limit < 1:
         raise UsageError("--limit must be >= 1")
+    if config.max_side is not None and config.max_side < SSIM_WINDOW:
+        raise UsageError(
+            f"--max-side must be 0 (keep sizes) or at least {SSIM_WINDOW} px (SSIM's window), "
+            f"got {config.max_side}"
+        )
     if config.suite == "speed":
         if config.per_image:
             raise UsageError("--per-image is for the quality suites, not speed")

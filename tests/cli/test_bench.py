@@ -205,6 +205,19 @@ def test_usage_errors(tmp_path: Path) -> None:
     photos = _photos(tmp_path / "photos")
     code, _, err = run("--images", str(photos), "--weights", str(tmp_path / "missing.safetensors"))
     assert code == 4 and "missing.safetensors" in err
+    for side in ("-5", "10"):  # too small to score: refused, not an internal error
+        code, _, err = run("--images", str(photos), "--baseline", "identity", "--max-side", side)
+        assert code == 2 and "at least 11 px" in err
+    code, _, err = run("--images", str(photos), "--baseline", "identity", "--kinds", "H",
+                       "--save-images", str(photos / "a.png" / "sub"))  # fmt: skip
+    assert code == 2 and "cannot write" in err
+
+
+def test_a_photo_too_small_to_score_is_an_input_error(tmp_path: Path) -> None:
+    _write(tmp_path / "tiny.png", _clean(1, 8, 8))
+    code, out, err = run("--images", str(tmp_path), "--baseline", "identity", "--json")
+    assert code == 3 and out == ""
+    assert "tiny: 8x8 is too small to score (SSIM needs 11 px a side)" in err
 
 
 def _photos(folder: Path) -> Path:
