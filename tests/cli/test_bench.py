@@ -321,11 +321,15 @@ def test_kinds_unknown_or_on_speed_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
     code, out, _ = run("--suite", "speed", "--weights", str(tiny_weights), "--device", "cpu",
-                       "--sizes", "16,24x20,tiled:72x40", "--tile", "32", "--repeats", "2",
-                       "--json")  # fmt: skip
+                       "--sizes", "16,24x20,tiled:72x40,tiled:1100x24", "--tile", "32",
+                       "--repeats", "2", "--json")  # fmt: skip
     assert code == 0
     records = json.loads(out)
-    assert [r["size"] for r in records] == ["16x16", "24x20", "72x40 tiled"]
+    assert [r["size"] for r in records] == ["16x16", "24x20", "72x40 tiled", "1100x24 tiled"]
+    # As `fix` does: AnyIR records image-wide statistics, so up to its reference side (1024)
+    # an image is one whole-image pass even above the tile size, and the record says so.
+    tiles = [r["tiles"] for r in records]
+    assert tiles[:3] == [1, 1, 1] and tiles[3] > 1
     for r in records:
         assert {"model", "suite", "kind", "psnr", "ssim", "seconds", "megapixels_per_s",
                 "peak_mem_mb", "size"} <= set(r)  # fmt: skip
