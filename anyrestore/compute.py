@@ -421,9 +421,11 @@ def openvino_refusal(model: nn.Module) -> str | None:
     if getattr(model, "traceable", False):
         return None
     name = getattr(model, "arch", type(model).__name__)
+    hint = "use --runtime torch"
+    if os.environ.get("ANYRESTORE_RUNTIME", "").strip().lower() == "openvino":
+        hint += " (ANYRESTORE_RUNTIME=openvino in the environment asks for OpenVINO)"
     return (
-        f"{name} has no OpenVINO path (one traced graph cannot compute it for every image); "
-        "use --runtime torch"
+        f"{name} has no OpenVINO path (one traced graph cannot compute it for every image); " + hint
     )
 
 

@@ -129,7 +129,9 @@ def _records(
     base = next((c.label for c in candidates if c.label == IDENTITY), None)  # gains: vs input
     records: list[dict[str, Any]] = []
     for cand in candidates:
-        common = {"model": cand.label, "source": cand.source, "suite": suite}
+        common: dict[str, Any] = {"model": cand.label, "source": cand.source, "suite": suite}
+        if cand.compute:  # how a model ran: device, precision, layout, runtime and why
+            common["compute"] = cand.compute
         channel = {"channel": "y" if y_channel else "rgb"}
         rows, images = [], []
         for task in present:

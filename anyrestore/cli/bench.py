@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from anyrestore.cli.common import err_console, table_console
-from anyrestore.cli.errors import emit
+from anyrestore.cli.errors import emit, say
 from anyrestore.cli.options import ThreadsOpt, check_runtime, deprecated_alias
 from anyrestore.errors import UsageError
 
@@ -181,6 +181,10 @@ def bench_command(
     err = err_console()
     with err.status(f"bench {suite}") as status:
         records = run_bench(config, progress=lambda msg: status.update(f"bench {msg}"))
+    if suite != "speed":  # speed tables show it; quality tables have no room for it
+        for label, compute in dict.fromkeys((r["model"], r.get("compute")) for r in records):
+            if compute:
+                say(f"{label}: {compute}")
     if json_output:
         emit(to_json(records))
     elif csv_output:

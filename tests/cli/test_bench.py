@@ -139,10 +139,13 @@ def test_three_identity_baseline_is_the_inputs_own_score(tmp_path: Path) -> None
 
 def test_five_with_a_model_csv_and_y_channel(tmp_path: Path, tiny_weights: Path) -> None:
     root = make_task_tree(tmp_path / "five", five=True, n=1)
-    code, out, _ = run("--suite", "five", "--data-root", str(root), "--weights", str(tiny_weights),
-                       "--baseline", "identity", "--csv", "--y-channel")  # fmt: skip
+    code, out, err = run("--suite", "five", "--data-root", str(root), "--weights",
+                         str(tiny_weights), "--baseline", "identity", "--csv", "--y-channel")  # fmt: skip
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
+    # How the model ran is in its records and on stderr (the baseline has no compute path).
+    assert {r["compute"] for r in rows if r["model"] == "tiny"} == {rows[-1]["compute"]}
+    assert rows[-1]["compute"].startswith("cpu fp32") and f"tiny: {rows[-1]['compute']}" in err
     assert [r["kind"] for r in rows if r["model"] == "tiny"] == [
         "sots", "rain100l", "cbsd68_25", "gopro", "lol", "average",
     ]  # fmt: skip
