@@ -141,6 +141,8 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
         raise UsageError("the speed suite times models; give --model or --weights")
     # Several precisions (``auto,fp32,bf16``) are timed side by side, one candidate each.
     precisions = [p.strip() for p in (config.precision or "auto").split(",") if p.strip()]
+    if not precisions:
+        raise UsageError(f"--precision names no precision: {config.precision!r}")
     candidates: list[Candidate] = []
     for precision in precisions:
         # whole images; tiled sizes: below

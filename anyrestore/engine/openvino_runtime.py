@@ -70,7 +70,8 @@ def cache_dir() -> Path:
 
 
 def graph_key(model: torch.nn.Module) -> str:
-    """Names a converted graph: weights, configuration, model code and OpenVINO version."""
+    """Names a converted graph: weights, configuration, model code, this module, and the
+    OpenVINO and torch versions that traced and converted it."""
     import openvino as ov
 
     digest = hashlib.sha256()
@@ -80,7 +81,8 @@ def graph_key(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     digest.update(model_code_digest().encode())  # a graph traced by other code is stale
-    digest.update(ov.__version__.encode())
+    digest.update(Path(__file__).read_bytes())  # so is one converted by another converter
+    digest.update(f"{ov.__version__}|torch {torch.__version__}".encode())  # or tracer
     arch = getattr(model, "arch", "model")
     return f"{arch}-{digest.hexdigest()[:16]}"
 

@@ -320,6 +320,9 @@ def test_kinds_unknown_or_on_speed_is_a_usage_error(tmp_path: Path) -> None:
     assert run("--images", str(photos), "--baseline", "identity", "--kinds", ",")[0] == 2
     code, _, err = run("--suite", "speed", "--model", "anyir_t", "--random-init", "--kinds", "H")
     assert code == 2 and "--kinds" in err
+    code, out, err = run("--suite", "speed", "--model", "anyir_t", "--random-init",
+                         "--precision", ",")  # fmt: skip
+    assert code == 2 and out == "" and "names no precision" in err
 
 
 def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
