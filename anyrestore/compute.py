@@ -593,7 +593,7 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     value = cache.get(key)
     if _usable(value):
         return float(value)
-    spare = max((os.cpu_count() or 1) - torch.get_num_threads(), 0)  # cores the run leaves
+    spare = max(_cores() - torch.get_num_threads(), 0)  # cores the run leaves
     before = others_running()
     provisional = cache.get(key + _BUSY)
     if before > spare and _usable(provisional):
