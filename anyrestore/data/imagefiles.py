@@ -31,13 +31,18 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:
     """
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
+        size = None
         if max_side and max(img.size) > max_side:
             scale = max_side / max(img.size)
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-            img = img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(img, dtype=np.float32) / 65535.0  # 16-bit grey
-            tensor = torch.from_numpy(array).unsqueeze(0).expand(3, -1, -1).contiguous()
-            return tensor.clamp(0, 1)
-        array = np.asarray(img.convert("RGB"))
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: resized as floats
+            grey = Image.fromarray(np.asarray(img, dtype=np.float32) / 65535.0, "F")
+            if size is not None:  # (converted to RGB first, Pillow would clip it at 255)
+                grey = grey.resize(size, Image.Resampling.LANCZOS)
+            tensor = torch.from_numpy(np.asarray(grey, dtype=np.float32).copy())
+            return tensor.unsqueeze(0).expand(3, -1, -1).clamp(0, 1).contiguous()
+        img = img.convert("RGB")
+        if size is not None:
+            img = img.resize(size, Image.Resampling.LANCZOS)
+        array = np.asarray(img)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)

@@ -630,3 +630,13 @@ def test_video_frames_of_one_sequence_stay_on_one_side_of_the_split(tmp_path: Pa
     val = build_dataset("five", tmp_path, split="val", kinds=kinds, val_fraction=0.34)
     sequences = lambda ds: {s.name.rsplit("_", 1)[0] for s in ds.samples}  # noqa: E731
     assert len(val.samples) == 6 and not sequences(train) & sequences(val)
+
+
+def test_a_16_bit_grey_photo_keeps_its_values_when_downscaled(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 120 * 100).reshape(100, 120).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    full = load_image(tmp_path / "grey16.png")
+    small = load_image(tmp_path / "grey16.png", max_side=60)
+    assert full.shape == (3, 100, 120) and small.shape == (3, 50, 60)
+    assert abs(float(small.mean()) - float(full.mean())) < 0.01  # not clipped to white
+    assert torch.equal(small[0], small[2])
