@@ -362,6 +362,7 @@ def build_dataset(
     kinds: Kinds = None,
     seed: int = 0,
     val_fraction: float = 0.15,
+    split_seed: int = 0,
     expansion: bool | Mapping[str, int] = True,
     flips: bool = True,
     quantize: bool = True,
@@ -377,7 +378,8 @@ def build_dataset(
     for "three"/"five"/"cdd11" a subset of the setting's tasks; for "paired" the label of its
     items. ``expansion`` applies the papers' ratios (3/120/5/200, dehaze 1) to training splits
     of "three"/"five", or per-task overrides, or nothing (False). "val" is a fixed
-    ``val_fraction`` of the training images (split by ``seed``, disjoint from "train").
+    ``val_fraction`` of the training images (split by ``split_seed``, disjoint from "train";
+    ``seed`` fixes the validation items' degradations).
     "test" gives whole images: the layout's test folders, or every image for "paired" and
     "synthetic" (each image once per kind there). ``dark_scenes``: the probability that a
     "synthetic" training crop of a kind without low light is first darkened into a dark scene
@@ -439,7 +441,7 @@ def build_dataset(
 
     repeats = None
     if split != "test":
-        train, val = split_samples(samples, val_fraction, seed)
+        train, val = split_samples(samples, val_fraction, split_seed)
         samples = train if split == "train" else val
         if not samples:
             raise DataError(

@@ -7,6 +7,8 @@ Folder names are matched case-insensitively. Nothing here reads pixels.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
 import logging
 import re
@@ -251,16 +253,43 @@ def pair_samples(
     ]
 
 
+_SCALE_TAG = re.compile(r"__s\d+$")  # the corpus's copies of one photo at other scales
+
+
+def scene_groups(files: Sequence[Path], folder: Path) -> dict[Path, str]:
+    """The scene each clean photo shows, so that the validation split keeps its other
+    versions on its side: the ``group`` column of a ``manifest.csv`` in ``folder`` or above it
+    (the corpus's: a photo at three scales, the two views of a stereo pair), else the path
+    without a trailing scale tag (``name__s050``)."""
+    listed: dict[Path, str] = {}
+    for where in (folder, folder.parent):
+        manifest = where / "manifest.csv"
+        if not manifest.is_file():
+            continue
+        with contextlib.suppress(OSError, csv.Error, UnicodeDecodeError):
+            with manifest.open(newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    if row.get("file") and row.get("group"):
+                        listed[(where / row["file"]).resolve()] = "manifest:" + row["group"]
+        break
+    groups = {}
+    for path in files:
+        rel = path.relative_to(folder).with_suffix("").as_posix()
+        groups[path] = listed.get(path.resolve()) or _SCALE_TAG.sub("", rel)
+    return groups
+
+
 def clean_samples(
     files: Sequence[Path], folder: Path, kinds: Sequence[str | None], source: str
 ) -> list[Sample]:
     """Clean-only samples (degraded on the fly), one per file and kind."""
+    groups = scene_groups(files, folder)
     out = []
     for kind in kinds:
         for path in files:
             rel = path.relative_to(folder)
             out.append(
-                Sample(kind, rel.with_suffix("").as_posix(), path, None, rel.as_posix(), source)
+                Sample(kind, rel.with_suffix("").as_posix(), path, None, groups[path], source)
             )
     return out
 

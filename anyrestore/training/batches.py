@@ -99,6 +99,7 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
         "kinds": kinds,
         "seed": config.seed,
         "val_fraction": d.val_fraction,
+        "split_seed": d.split_seed,
         "crop": d.crop,
         **d.options,
     }

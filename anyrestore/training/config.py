@@ -40,6 +40,9 @@ class DataConfig:
     crop: int = 128
     flips: bool = True
     val_fraction: float = 0.15
+    #: Seed of the validation split; not the run's seed, so that a run continuing another
+    #: (a new seed, the same images) holds out the images that one never trained on.
+    split_seed: int = 0
     #: Validation items scored each time (0 = the whole validation split).
     val_items: int = 64
     #: Repeat factor per degradation kind for "three"/"five" (ClusIR/AdaIR "data expansion"):

@@ -126,7 +126,11 @@ def test_validation_split_is_fixed_and_disjoint(tmp_path: Path) -> None:
     assert val_names == [s.name for s in again.samples]
     assert len(val_names) == 5 and not train_names & set(val_names)
     assert train_names | set(val_names) == {f"{'sub/' if i % 2 else ''}p{i:02d}" for i in range(20)}
-    other = build_dataset("synthetic", tmp_path, split="val", val_fraction=0.25, seed=2)
+    # A run that continues another (a new seed) holds out the same images; the split moves
+    # only with its own seed.
+    reseeded = build_dataset("synthetic", tmp_path, split="val", val_fraction=0.25, seed=2)
+    assert [s.name for s in reseeded.samples] == val_names
+    other = build_dataset("synthetic", tmp_path, split="val", val_fraction=0.25, split_seed=2)
     assert [s.name for s in other.samples] != val_names
     # validation items are reproducible crops and degradations
     assert all(torch.equal(val[i]["lq"], again[i]["lq"]) for i in range(len(val)))
@@ -640,3 +644,25 @@ def test_a_16_bit_grey_photo_keeps_its_values_when_downscaled(tmp_path: Path) ->
     assert full.shape == (3, 100, 120) and small.shape == (3, 50, 60)
     assert abs(float(small.mean()) - float(full.mean())) < 0.01  # not clipped to white
     assert torch.equal(small[0], small[2])
+
+
+def test_a_scene_s_other_scales_and_views_stay_on_one_side_of_the_split(tmp_path: Path) -> None:
+    for i in range(10):  # the corpus names a photo's scaled copies name__s100, __s050, ...
+        for scale in ("s100", "s050", "s025"):
+            write(tmp_path / "train" / f"photo{i}__{scale}.png", seed=i)
+    for view in ("L", "R"):  # a stereo pair: two files, one scene, told by the manifest
+        write(tmp_path / "train" / f"aloe{view}__s100.png", seed=20)
+    (tmp_path / "manifest.csv").write_text(
+        "file,split,group\ntrain/aloeL__s100.png,train,aloe\ntrain/aloeR__s100.png,train,aloe\n"
+    )
+
+    def scene(name: str) -> str:
+        return "aloe" if name.startswith("aloe") else name.split("__")[0]
+
+    versions = {f"photo{i}": 3 for i in range(10)} | {"aloe": 2}
+    for split_seed in range(8):
+        val = build_dataset(
+            "synthetic", tmp_path / "train", split="val", val_fraction=0.3, split_seed=split_seed
+        )
+        held = [scene(s.name) for s in val.samples]
+        assert held and all(held.count(x) == versions[x] for x in held), (split_seed, held)
