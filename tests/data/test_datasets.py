@@ -308,6 +308,11 @@ def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path:
     assert len(first) == 6 and {it["kind"] for it in first} == {"noise_25", "blur"}
     assert all(it["lq"].shape == (3, 40, 48) for it in first)
     assert all(torch.equal(a["lq"], b["lq"]) for a, b in zip(first, second, strict=True))
+    # Fixed per (photo, kind): a copy of the folder under another name gives the same inputs.
+    copy = tmp_path.parent / (tmp_path.name + "_copy")
+    make_photos(copy, 3)
+    third = list(iter_test_pairs("synthetic", copy, kinds=["noise_25", "blur"]))
+    assert all(torch.equal(a["lq"], b["lq"]) for a, b in zip(first, third, strict=True))
 
 
 def test_corrupt_training_image_is_skipped_with_one_warning(

@@ -94,7 +94,8 @@ def _stamp(
 def rain(x: Tensor, draw: Draw) -> Tensor:
     """Screen-blend two layers of straight streaks (near: long, bright; far: shorter, fainter).
 
-    All streaks of an image share a wind angle (within 26 degrees of vertical); lengths 10-30 px,
+    An image's near streaks share a wind angle (within 26 degrees of vertical), its far ones
+    one within 3 degrees of that; lengths 10-30 px,
     widths about 1-2 px, densities spanning light to heavy rain; a faint veil brightens the scene.
     """
     b, _, h, w = x.shape
