@@ -62,9 +62,25 @@ def test_seeded_in_range_same_shape(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", SINGLE_KINDS)
-def test_each_image_of_a_batch_gets_its_own_parameters(kind: str) -> None:
-    x = photo(b=1).expand(2, -1, -1, -1).contiguous()
+def test_each_image_of_a_batch_gets_its_own_parameters(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Per-pixel randomness alone would make the outputs differ: look at the parameters too.
+    drawn: list[torch.Tensor] = []
+    for name in ("uniform", "log_uniform"):
+        real = getattr(Draw, name)
+
+        def spy(self: Draw, lo: float, hi: float, real: Callable = real) -> torch.Tensor:
+            value = real(self, lo, hi)
+            drawn.append(value)
+            return value
+
+        monkeypatch.setattr(Draw, name, spy)
+    x = photo(b=1).expand(4, -1, -1, -1).contiguous()
     y = degrade(x, kind, seed=0)
+    # Gaussian noise has none to draw: its sigma is the kind's (noise_15, noise_25, noise_50).
+    assert drawn or kind.startswith("noise_"), f"{kind} draws no per-image parameter"
+    assert all(v.shape == (4,) and len(set(v.tolist())) == 4 for v in drawn)
     assert not torch.allclose(y[0], y[1], atol=1e-3)
 
 
