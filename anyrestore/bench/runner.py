@@ -76,12 +76,12 @@ def run_bench(
 
 
 def _candidates(
-    config: BenchConfig, precision: str, tile: int | None, runtime: str
+    config: BenchConfig, precision: str, tile: int | None, runtime: str, *, baselines: bool = True
 ) -> list[Candidate]:
     return resolve_candidates(
         config.models,
         config.weights,
-        baseline=config.baseline,
+        baseline=config.baseline if baselines else None,
         random_init=config.random_init,
         device=config.device,
         precision=precision,
@@ -146,7 +146,9 @@ def _speed(config: BenchConfig, progress: Callable[[str], None] | None) -> list[
     candidates: list[Candidate] = []
     for precision in precisions:
         # whole images; tiled sizes: below
-        for cand in _candidates(config, precision, 0, config.runtime or "auto"):
+        # Baselines are not timed, so the speed suite does not build them (nor need the
+        # classical one's extra).
+        for cand in _candidates(config, precision, 0, config.runtime or "auto", baselines=False):
             if len(precisions) > 1:
                 cand.label = f"{cand.label} [{precision}]"
             candidates.append(cand)

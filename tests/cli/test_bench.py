@@ -371,3 +371,19 @@ def test_library_warnings_read_as_the_tools_own(
         torch.set_num_threads(before)
     assert code == 0
     assert "anyrestore: warning: 2 threads on 1 core: threads beyond one a core" in err
+
+
+def test_speed_does_not_build_baselines_it_never_times(
+    tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyrestore.bench.candidates as candidates
+
+    def missing() -> None:  # as without the classical extra installed
+        raise candidates.UsageError("the classical baseline needs bm3d")
+
+    monkeypatch.setattr(candidates, "classical_candidate", missing)
+    code, out, err = run("--suite", "speed", "--weights", str(tiny_weights), "--device", "cpu",
+                         "--sizes", "16", "--repeats", "1", "--baseline", "classical",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    assert [r["model"] for r in json.loads(out)] == ["tiny"]
