@@ -443,7 +443,7 @@ def openvino_chosen(device: torch.device, model: nn.Module | None) -> bool:
     if not openvino_installed():
         problem = openvino_problem()
         if problem and problem != _NO_OPENVINO:  # installed but broken: say why it is unused
-            log.warning("%s; restoring with PyTorch", problem.split("; reinstall")[0])
+            log.warning("%s; restoring with PyTorch", problem)
         return False
     return True
 
