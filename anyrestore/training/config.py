@@ -121,6 +121,12 @@ class TrainConfig:
     steps: int = 0
     #: Global batch size, split evenly over the processes of a distributed run.
     batch_size: int = 32
+    #: Run each process's share of a batch as this many equal parts, one forward and backward
+    #: each, and step once on their summed gradients: a batch that does not fit in memory at
+    #: once (16 crops of 256 px on a 24 GB CPU machine). The gradient is the whole batch's
+    #: except for what is computed across a batch: BatchNorm's statistics (AnyIR layout 2)
+    #: and ClusIR's routing losses then see one part at a time.
+    accumulate: int = 1
     #: "auto", "fp32", "bf16" or "fp16" (fp16 only on CUDA, with loss scaling). "auto" is
     #: the inference policy of anyrestore.compute: bf16 on GPUs that have it and on CPUs
     #: where it measures faster (AMX), fp32 elsewhere.
@@ -489,6 +495,11 @@ def validate(config: Config) -> None:
         (t.epochs > 0 or t.steps > 0, "train.epochs or train.steps must be > 0"),
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.accumulate >= 1, "train.accumulate must be >= 1"),
+        (
+            t.batch_size % t.accumulate == 0,
+            "train.batch_size must be a multiple of train.accumulate",
+        ),
         (
             t.precision in ("auto", "fp32", "bf16", "fp16"),
             "train.precision must be auto, fp32, bf16 or fp16",

@@ -13,7 +13,7 @@ import platform
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from torch import Tensor
 
 from anyrestore.compute import (
     autocast,
@@ -184,6 +185,13 @@ def _run(
             f"{dist.world_size} processes"
         )
     batch = config.train.batch_size // dist.world_size
+    parts_per_step = config.train.accumulate
+    if batch % parts_per_step:
+        raise ConfigError(
+            f"train.batch_size {config.train.batch_size} over {dist.world_size} process"
+            f"{'es' if dist.enabled else ''} gives {batch} crops each, which "
+            f"train.accumulate {parts_per_step} does not divide"
+        )
     if len(train_set) == 0:
         raise DataError(f"no training images under {config.data.root}")
     repeat = math.ceil(config.train.batch_size / len(train_set))
@@ -303,6 +311,23 @@ def _run(
             )
         return value
 
+    def step_loss(lq: Tensor, gt: Tensor, kinds: list[str]) -> tuple[Tensor, dict]:
+        """The training loss of one batch (or part of one) and its terms for the log."""
+        with autocast(device, precision), pointwise_kernel(kernel):
+            if distiller is None:
+                pred, aux = net(lq, return_aux=True)
+                loss, parts, target_weight = None, {}, 1.0
+            else:
+                pred, aux, loss, parts, wanted = net(lq, kinds)
+                target_weight = config.distill.target_weight
+                gt = teacher_targets(gt, wanted, kinds, config.distill.teacher_kinds)
+        if target_weight:  # the recipe's loss against the clean photo
+            target, target_parts = criterion(pred, gt, aux.get("losses") if aux else None)
+            target = target_weight * target
+            loss = target if loss is None else loss + target
+            parts = {**parts, **target_parts}
+        return loss, parts
+
     quantize = bool(config.data.options.get("quantize", True))
     finished = False
     tic = time.perf_counter()
@@ -325,24 +350,21 @@ def _run(
                         lq = lq.contiguous(memory_format=memory_format)
                     kinds_seen.update(kinds)
 
-                    # One optimizer step: forward under autocast, losses in fp32.
-                    with autocast(device, precision), pointwise_kernel(kernel):
-                        if distiller is None:
-                            pred, aux = net(lq, return_aux=True)
-                            loss, parts, target_weight = None, {}, 1.0
-                        else:
-                            pred, aux, loss, parts, wanted = net(lq, kinds)
-                            target_weight = config.distill.target_weight
-                            gt = teacher_targets(gt, wanted, kinds, config.distill.teacher_kinds)
-                    if target_weight:  # the recipe's loss against the clean photo
-                        target, target_parts = criterion(
-                            pred, gt, aux.get("losses") if aux else None
-                        )
-                        target = target_weight * target
-                        loss = target if loss is None else loss + target
-                        parts = {**parts, **target_parts}
+                    # One optimizer step: forward under autocast, losses in fp32; with
+                    # train.accumulate, one forward and backward per part of the batch.
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    loss, parts = 0.0, {}
+                    for i, (lq_part, gt_part, kinds_part) in enumerate(
+                        _split_batch(lq, gt, kinds, parts_per_step)
+                    ):
+                        # DDP averages gradients over ranks on the last part's backward only.
+                        last = i == parts_per_step - 1
+                        with _maybe_no_sync(net, not last):
+                            part_loss, part_terms = step_loss(lq_part, gt_part, kinds_part)
+                            scaler.scale(part_loss / parts_per_step).backward()
+                        loss = loss + part_loss.detach() / parts_per_step
+                        for k, v in part_terms.items():
+                            parts[k] = parts.get(k, 0.0) + v / parts_per_step
                     if config.optim.grad_clip > 0:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
@@ -508,6 +530,23 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or "cpu"
+
+
+def _split_batch(
+    lq: Tensor, gt: Tensor, kinds: list[str], parts: int
+) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
+    """``parts`` equal slices of a batch, in order (the whole batch when ``parts`` is 1)."""
+    size = lq.shape[0] // parts
+    for i in range(parts):
+        cut = slice(i * size, (i + 1) * size)
+        yield lq[cut], gt[cut], kinds[cut]
+
+
+def _maybe_no_sync(net: torch.nn.Module, skip: bool) -> Any:
+    """DDP's ``no_sync`` for a part whose gradients the next part's backward will carry."""
+    if skip and hasattr(net, "no_sync"):
+        return net.no_sync()
+    return nullcontext()
 
 
 def _log_row(
