@@ -17,6 +17,10 @@ about half a minute on two cores; loading a kept one, a second):
   ``anyrestore.engine.reference``). Converting with the values as graph inputs is what keeps
   them from being frozen into the graph as the values of the image traced.
 
+A kept graph is stored with a SHA-256 digest of its two files and read back only when the
+digest matches: OpenVINO reads a ``.bin`` damaged in place (same size, other bytes) without
+complaint and would run the damaged weights.
+
 Each graph is converted with a free height and width and fixed to an input's size before
 compiling (a fixed size compiles to code about twice as fast as a free one). Compiled
 graphs are kept per size for the life of the runner and in OpenVINO's own cache directory,
@@ -204,10 +208,13 @@ class OpenVinoModel:
             self._key = graph_key(self.model)
         xml = self.directory / f"{self._key}-{kind}.xml"
         if xml.exists():
-            try:
-                return self.core.read_model(str(xml))
-            except Exception as exc:  # a damaged file: convert again
-                log.warning("cannot read %s (%s); converting again", xml, exc)
+            if _digest(xml) != _stored_digest(xml):
+                log.warning("%s is damaged or was kept without a checksum; converting again", xml)
+            else:
+                try:
+                    return self.core.read_model(str(xml))
+                except Exception as exc:  # unreadable despite the checksum: convert again
+                    log.warning("cannot read %s (%s); converting again", xml, exc)
         graph = self._convert(kind)
         try:
             self._save(graph, xml)
@@ -270,17 +277,41 @@ class OpenVinoModel:
 
     @staticmethod
     def _save(graph: Any, xml: Path) -> None:
-        """Write the graph's .xml/.bin pair so a reader never sees half of one."""
+        """Write the graph's .xml/.bin pair and their digest so a reader never sees half of
+        them: the .xml, which a reader looks for, is renamed into place last."""
         import openvino as ov
 
         xml.parent.mkdir(parents=True, exist_ok=True)
         tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
         try:
             ov.save_model(graph, str(tmp), compress_to_fp16=False)
-            os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+            tmp.with_suffix(".sha256").write_text(_digest(tmp) + "\n")
+            for suffix in (".bin", ".sha256"):
+                os.replace(tmp.with_suffix(suffix), xml.with_suffix(suffix))
             os.replace(tmp, xml)
         except BaseException:
-            for part in (tmp, tmp.with_suffix(".bin")):
+            for part in (tmp, tmp.with_suffix(".bin"), tmp.with_suffix(".sha256")):
                 with contextlib.suppress(OSError):
                     part.unlink()
             raise
+
+
+def _digest(xml: Path) -> str | None:
+    """SHA-256 of a kept graph's .xml and .bin together; None when either cannot be read."""
+    sha = hashlib.sha256()
+    try:
+        for part in (xml, xml.with_suffix(".bin")):
+            with part.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    sha.update(chunk)
+    except OSError:
+        return None
+    return sha.hexdigest()
+
+
+def _stored_digest(xml: Path) -> str | None:
+    """The digest written beside a kept graph; None when it is missing (an older cache)."""
+    try:
+        return xml.with_suffix(".sha256").read_text().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -103,6 +103,30 @@ def test_a_converted_model_is_kept_for_the_next_run(tiny: torch.nn.Module, tmp_p
     assert ovr.graph_key(twin) != ovr.graph_key(tiny)
 
 
+def test_a_kept_graph_damaged_in_place_is_converted_again(
+    tiny: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OpenVINO reads weights with other bytes at the same size without complaint: only the
+    # checksum kept beside the graph tells, and the damaged weights must never run.
+    x = _image(48, 40)
+    eager = Restorer(tiny, "cpu", "fp32", tile=0).restore_tensor(x)
+    ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)(x[None])
+    (weights,) = tmp_path.glob("*-live.bin")
+    data = bytearray(weights.read_bytes())
+    quarter = len(data) // 4
+    data[quarter : 3 * quarter] = b"\x7f" * (2 * quarter)  # weights of 3.4e38
+    weights.write_bytes(bytes(data))
+    runner = ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)
+    out = runner(x[None])
+    assert runner.conversions == 1 and "damaged" in caplog.text
+    assert float(psnr(out.clamp(0, 1), eager[None])) > 60.0
+    # The graph converted again is kept with a fresh checksum: the next run loads it.
+    assert ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path).conversions == 0
+    again = ovr.OpenVinoModel(tiny, "fp32", directory=tmp_path)
+    again(x[None])
+    assert again.conversions == 0
+
+
 def test_a_graph_that_cannot_be_kept_on_disk_converts_once_per_run(
     tiny: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
