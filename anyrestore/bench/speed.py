@@ -16,6 +16,7 @@ for). Peak memory:
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 import threading
@@ -31,6 +32,8 @@ import torch
 from anyrestore.bench.candidates import Candidate
 from anyrestore.compute import release_freed_memory
 from anyrestore.errors import UsageError
+
+log = logging.getLogger("anyrestore")
 
 DEFAULT_SIZES = ("256", "512", "1024", "12mp")
 _TWELVE_MP = (3000, 4000)  # h, w: a 12-megapixel 4:3 photo
@@ -142,14 +145,23 @@ def _reset_hwm() -> bool:
     return True
 
 
-def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
-    """Wall seconds of each of ``repeats`` calls of ``fn``."""
+def time_calls(
+    fn: Callable[[], object], repeats: int, after: Callable[[], object] | None = None
+) -> list[float]:
+    """Wall seconds of each of ``repeats`` calls of ``fn``; ``after`` runs untimed after each."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        if after is not None:
+            after()
     return times
+
+
+def _last_run(restore: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """The engine's account of the last call (``RunInfo``), when ``restore`` is an engine's."""
+    return getattr(getattr(restore, "__self__", None), "last_run", None)
 
 
 def _restore_once(restore: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> object:
@@ -187,12 +199,26 @@ def run_speed(
             # its second compiles: warm up until the path is the one a run settles on.
             for _ in range(max(warmup, cand.calls_to_settle) if warmup else 0):
                 call()
+            ran: list[str | None] = []
+
+            def note_runtime(restore: Callable = restore, ran: list = ran) -> None:
+                last = _last_run(restore)
+                ran.append(last.runtime if last is not None else None)
+
             with PeakMemory(device) as mem:
-                times = time_calls(call, repeats)
+                times = time_calls(call, repeats, after=note_runtime)
             seconds = statistics.median(times)
+            if len(set(ran)) > 1:
+                log.warning(
+                    "%s @ %s: the timed calls ran on %s; the median mixes them (warm up "
+                    "with --warmup 1 or more to time the path a run settles on)",
+                    cand.label,
+                    size.label,
+                    " then ".join(dict.fromkeys(r or "?" for r in ran)),
+                )
             # What `fix` would do at this size: a tiled size up to the model's reference side
             # is still one whole-image pass (Restorer._one_pass), and the record says so.
-            run = getattr(getattr(restore, "__self__", None), "last_run", None)
+            run = _last_run(restore)
             records.append(
                 {
                     "model": cand.label,
@@ -204,6 +230,8 @@ def run_speed(
                     "width": size.w,
                     "tiled": size.tiled,
                     "tiles": run.tiles if run is not None else 1,
+                    # What ran each timed call (torch or openvino; null outside the engine).
+                    "runtimes": ran,
                     "device": cand.device,
                     "compute": cand.compute,
                     "threads": torch.get_num_threads(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -95,3 +96,33 @@ def test_run_speed_records_per_model_and_size() -> None:
         assert "peak_mem_mb" in r
     with pytest.raises(UsageError):
         run_speed(cands, sizes, repeats=0)
+
+
+class _SettlingEngine:
+    """Like a Restorer under runtime auto: a size's first call runs eager, later ones not."""
+
+    def __init__(self) -> None:
+        self.model = _Tiny().eval()
+        self.calls = 0
+        self.last_run: SimpleNamespace | None = None
+
+    def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        runtime = "torch" if self.calls == 1 else "openvino"
+        self.last_run = SimpleNamespace(runtime=runtime, tiles=1)
+        return self.model(x)
+
+
+def test_records_say_what_ran_each_timed_call_and_warn_when_it_changed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cold = _SettlingEngine()
+    cand = Candidate("auto", "test", cold.restore_tensor, cold.model, "cpu")
+    (record,) = run_speed([cand], parse_sizes("16"), repeats=3, warmup=0)
+    assert record["runtimes"] == ["torch", "openvino", "openvino"]
+    assert "torch then openvino" in caplog.text and "--warmup" in caplog.text
+    caplog.clear()
+    warm = _SettlingEngine()
+    cand = Candidate("auto", "test", warm.restore_tensor, warm.model, "cpu", calls_to_settle=2)
+    (record,) = run_speed([cand], parse_sizes("16"), repeats=3, warmup=1)
+    assert record["runtimes"] == ["openvino"] * 3 and not caplog.text
