@@ -265,63 +265,63 @@ def batch_command(
             }
             t0 = time.perf_counter()
             target = None
-            if skip_existing and job.target.exists():
-                record["status"] = "skipped"
-            else:
-                try:
-                    if os.path.realpath(job.target) in inputs:
-                        how = "links to" if os.path.islink(job.target) else "is"
-                        raise UsageError(
-                            f"{rel}: its output {job.target} {how} an input; "
-                            "batch never writes over its inputs"
+            try:
+                if skip_existing and job.target.exists():
+                    record["status"] = "skipped"
+                else:
+                    try:
+                        if os.path.realpath(job.target) in inputs:
+                            how = "links to" if os.path.islink(job.target) else "is"
+                            raise UsageError(
+                                f"{rel}: its output {job.target} {how} an input; "
+                                "batch never writes over its inputs"
+                            )
+                        image = read_image(
+                            job.source,
+                            max_pixels=max_pixels,
+                            name=rel,
+                            allow_truncated=allow_truncated,
                         )
-                    image = read_image(
-                        job.source, max_pixels=max_pixels, name=rel, allow_truncated=allow_truncated
-                    )
-                    out_format = format_for_path(job.target)
-                    check_encodable(image.width, image.height, out_format)
-                    target = AtomicFile(job.target)  # an unwritable place fails before the work
-                    with naming_weights(label):
-                        restored = restorer.restore_image(image, strength)
-                    target.write(encode_image(restored, out_format, quality=quality))
-                    info = restorer.last_run
-                    record.update(
-                        status="ok",
-                        compute=compute_record(restorer),
-                        width=image.width,
-                        height=image.height,
-                        tiles=info.tiles if info else 1,
-                        tile=info.tile if info else 0,
-                    )
-                except STOPS_THE_RUN:
-                    if target is not None:
-                        target.discard()
-                    raise
-                except Exception as exc:  # one bad file must not stop the folder
-                    if target is not None:
-                        target.discard()
-                        target = None
-                    message = failure_line(rel, exc)
-                    del record["output"]  # nothing was written there
-                    record.update(status="failed", error=message)
-                    say(f"failed {message}")
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            if json_output:  # announced before it is put in place, as `fix` does
-                try:
+                        out_format = format_for_path(job.target)
+                        check_encodable(image.width, image.height, out_format)
+                        target = AtomicFile(job.target)  # an unwritable place fails before the work
+                        with naming_weights(label):
+                            restored = restorer.restore_image(image, strength)
+                        target.write(encode_image(restored, out_format, quality=quality))
+                        info = restorer.last_run
+                        record.update(
+                            status="ok",
+                            compute=compute_record(restorer),
+                            width=image.width,
+                            height=image.height,
+                            tiles=info.tiles if info else 1,
+                            tile=info.tile if info else 0,
+                        )
+                    except STOPS_THE_RUN:
+                        raise  # the whole run stops; the finally below cleans up
+                    except Exception as exc:  # one bad file must not stop the folder
+                        if target is not None:
+                            target.discard()
+                            target = None
+                        message = failure_line(rel, exc)
+                        del record["output"]  # nothing was written there
+                        record.update(status="failed", error=message)
+                        say(f"failed {message}")
+                record["seconds"] = round(time.perf_counter() - t0, 3)
+                if json_output:  # announced before it is put in place, as `fix` does
                     emit(json.dumps(record))
-                except BaseException:
-                    if target is not None:
-                        target.discard()
-                    raise
-            if target is not None:
-                try:
-                    target.commit()
-                except Exception as exc:  # the place changed while the image was restored
-                    message = failure_line(rel, exc)
-                    record = {"input": record["input"], "status": "failed", "error": message}
-                    say(f"failed {message}")
-                    if json_output:
-                        emit(json.dumps(record))
+                if target is not None:
+                    try:
+                        target.commit()
+                    except Exception as exc:  # the place changed while the image was restored
+                        message = failure_line(rel, exc)
+                        record = {"input": record["input"], "status": "failed", "error": message}
+                        say(f"failed {message}")
+                        if json_output:
+                            emit(json.dumps(record))
+            finally:  # stopped, a failed file or a closed stdout: nothing half-made stays
+                if target is not None:
+                    target.discard()  # nothing once committed
             counts[str(record["status"])] += 1
             progress.advance(task)
     elapsed = time.perf_counter() - started
