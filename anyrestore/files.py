@@ -166,7 +166,6 @@ class AtomicFile:
         self.path = Path(path)
         self.tmp: Path | None = None
         self.made: list[Path] = []  # folders made for the file, innermost first
-        self.committed = False
         if is_stream(self.path):
             if not os.access(self.path, os.W_OK):
                 raise UsageError(f"cannot write {self.path}: permission denied")
@@ -212,13 +211,11 @@ class AtomicFile:
 
         self._guard(rename)
         self.made = []  # they hold the file now
-        self.committed = True
         return self.path
 
     def discard(self) -> None:
-        """Remove the temporary and the folders made for it; nothing once committed."""
-        if self.committed:
-            return
+        """Remove the temporary and the folders made for it; nothing once committed (the
+        temporary has been renamed and the folders hold the file)."""
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
         for folder in self.made:

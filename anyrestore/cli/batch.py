@@ -300,9 +300,6 @@ def batch_command(
                     except STOPS_THE_RUN:
                         raise  # the whole run stops; the finally below cleans up
                     except Exception as exc:  # one bad file must not stop the folder
-                        if target is not None:
-                            target.discard()
-                            target = None
                         message = failure_line(rel, exc)
                         del record["output"]  # nothing was written there
                         record.update(status="failed", error=message)
@@ -310,7 +307,7 @@ def batch_command(
                 record["seconds"] = round(time.perf_counter() - t0, 3)
                 if json_output:  # announced before it is put in place, as `fix` does
                     emit(json.dumps(record))
-                if target is not None:
+                if target is not None and record["status"] == "ok":
                     try:
                         target.commit()
                     except Exception as exc:  # the place changed while the image was restored
