@@ -124,9 +124,15 @@ class TrainConfig:
     #: Run each process's share of a batch as this many equal parts, one forward and backward
     #: each, and step once on their summed gradients: a batch that does not fit in memory at
     #: once (16 crops of 256 px on a 24 GB CPU machine). The gradient is the whole batch's
-    #: except for what is computed across a batch: BatchNorm's statistics (AnyIR layout 2)
-    #: and ClusIR's routing losses then see one part at a time.
+    #: except for what is computed across a batch: BatchNorm's statistics (AnyIR layout 2;
+    #: not with ``freeze_batchnorm``) and ClusIR's routing losses then see one part at a time.
     accumulate: int = 1
+    #: Keep every BatchNorm (AnyIR layout 2) on its recorded statistics: it normalises with
+    #: the running mean and variance it was loaded with, which stay as they are, and only its
+    #: scale and shift learn. A fine-tune from trained weights then computes what inference
+    #: computes, whatever its batch, and ``accumulate`` gives exactly the whole batch's
+    #: gradient. Off: the norms use each batch's (or part's) statistics, as in pre-training.
+    freeze_batchnorm: bool = False
     #: "auto", "fp32", "bf16" or "fp16" (fp16 only on CUDA, with loss scaling). "auto" is
     #: the inference policy of anyrestore.compute: bf16 on GPUs that have it and on CPUs
     #: where it measures faster (AMX), fp32 elsewhere.

@@ -177,6 +177,8 @@ def _run(
         else None
     )
 
+    frozen = freeze_batch_norms(model) if config.train.freeze_batchnorm else 0
+
     # Data: global batch split over ranks; full batches only.
     train_set, val_set, on_device = build_data(config, device)
     if config.train.batch_size % dist.world_size:
@@ -264,6 +266,12 @@ def _run(
             f"{steps_per_epoch} steps/epoch, {total_steps} steps"
             + (f", resuming at step {run.step}" if state is not None else "")
         )
+        if config.train.freeze_batchnorm:
+            reporter.message(
+                f"freeze_batchnorm: {frozen} BatchNorm layers keep their recorded statistics"
+                if frozen
+                else f"freeze_batchnorm: {config.model} has no BatchNorm; nothing to freeze"
+            )
 
     facts = {
         "model_name": config.model,
@@ -304,6 +312,8 @@ def _run(
     def validate_now() -> float | None:
         eval_model = ema.model if ema is not None else model
         value = evaluate(eval_model, val_set, config.data.val_items, device, dist, precision)
+        if config.train.freeze_batchnorm:
+            freeze_batch_norms(model)  # evaluate put the whole model back in training mode
         if value is not None:
             run.val_psnr = value
             reporter.record(
@@ -443,6 +453,18 @@ def _run(
 
 
 # ----------------------------------------------------------------------------- pieces
+
+
+def freeze_batch_norms(model: torch.nn.Module) -> int:
+    """Put ``model``'s BatchNorm layers in eval mode (``train.freeze_batchnorm``); how many.
+
+    In eval mode a norm uses, and leaves alone, its running statistics; its scale and shift
+    still learn. ``Module.train()`` undoes this, so the loop calls it again after validation.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.eval()
+    return len(norms)
 
 
 def _build_model(config: Config) -> torch.nn.Module:

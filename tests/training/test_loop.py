@@ -13,6 +13,7 @@ import torch
 from trainkit import ROOT, SMOKE, make_photos
 
 from anyrestore.errors import ConfigError
+from anyrestore.models import create_model
 from anyrestore.training import load_config, train
 from anyrestore.training.state import load_state
 
@@ -339,6 +340,42 @@ def test_accumulated_parts_train_as_the_whole_batch(
     loss_b = [r["loss"] for r in _rows(parts.out) if "loss" in r]
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
     assert single.finished
+
+
+def test_frozen_batchnorm_trains_in_parts_as_the_whole_batch(
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """train.freeze_batchnorm: layout 2's norms keep the statistics they started with, through
+    steps and validation, so a batch run in parts gives the whole batch's gradient."""
+    grads = _first_step_gradients(monkeypatch)
+    base = ("train.steps=3", "train.batch_size=4", "log.val_every=1", "train.ema_decay=0")
+    frozen = ("train.freeze_batchnorm=true",)
+    whole = train(_tiny(photos, tmp_path / "whole", *base, *frozen))
+    parts = train(_tiny(photos, tmp_path / "parts", *base, *frozen, "train.accumulate=2"))
+    live = train(_tiny(photos, tmp_path / "live", *base, "train.accumulate=2"))
+    whole_g, parts_g, live_g = grads
+    for x, y in zip(whole_g, parts_g, strict=True):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-7)
+    # Norms on each part's own statistics give another gradient.
+    assert not all(
+        torch.allclose(x, y, rtol=1e-4, atol=1e-7) for x, y in zip(whole_g, live_g, strict=True)
+    )
+
+    def norm_stats(result) -> dict[str, torch.Tensor]:
+        model = load_state(result.checkpoint)["model"]
+        return {k: v for k, v in model.items() if k.endswith(("running_mean", "running_var"))}
+
+    stats = norm_stats(parts)
+    assert stats, "layout 2 has BatchNorm layers"
+    fresh = create_model("anyir_t", dim=8, blocks=[1, 1, 1, 1], refinement_blocks=1)
+    for name, value in stats.items():
+        assert torch.equal(value, fresh.state_dict()[name]), name
+    assert all(torch.equal(v, stats[k]) for k, v in norm_stats(whole).items())
+    assert any(not torch.equal(v, stats[k]) for k, v in norm_stats(live).items())
+    assert "BatchNorm layers keep their recorded statistics" in capsys.readouterr().err
 
 
 def test_accumulate_must_divide_each_process_batch(photos: Path, tmp_path: Path) -> None:
