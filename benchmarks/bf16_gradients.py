@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     loaded = load_weights(args.weights)
     model = loaded.model.float().train().to(memory_format=torch.channels_last)
     freeze_batch_norms(model)
-    recipe = resolve(Config(), model.arch)  # the paper's loss for this architecture
-    criterion = RestorationLoss(**recipe.terms(), aux=recipe.aux, fourier_norm="backward")
+    config = Config()  # the defaults: the paper's loss for this architecture
+    recipe = resolve(config, model.arch)
+    criterion = RestorationLoss(
+        **recipe.terms(), aux=recipe.aux, fourier_norm=config.loss.fourier_norm
+    )
     gt = centre_crops(args.folder, args.crop, args.batch)
     rows = []
     for kind in args.kinds.split(","):

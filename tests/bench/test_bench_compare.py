@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from benchkit import BENCHMARKS, ROOT, load_script
 
 from anyrestore.bench.compare import paired_deltas, pick_model, verdict
 from anyrestore.errors import DataError, UsageError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_records(model: str, scores: dict[str, list[float]], inputs: dict[str, list[float]]):
@@ -107,21 +104,12 @@ def test_pick_model_needs_a_name_when_a_run_holds_several():
     assert pick_model(run_records("a", {"noise_15": [1.0]}, INPUTS), None, "y.json") == "a"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "compare_bench", ROOT / "benchmarks" / "compare_bench.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_prints_the_table_and_exits_on_the_rule(tmp_path, capsys):
     old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17.0, 18.0, 16.0]}, INPUTS)
     new = run_records("new", {"noise_15": [30.0, 30.0, 32.0], "L+H": [18, 19, 17]}, INPUTS)
     (tmp_path / "old.json").write_text(json.dumps(old))
     (tmp_path / "new.json").write_text(json.dumps(new))
-    main = _script().main
+    main = load_script("compare_bench").main
     assert main([str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 1
     out = capsys.readouterr().out
     assert "behind: noise_15 -0.333" in out and "not met" in out
@@ -146,7 +134,7 @@ def test_shared_kinds_compares_a_few_kinds_against_a_whole_table(tmp_path, capsy
 
     (tmp_path / "old.json").write_text(json.dumps(old))
     (tmp_path / "few.json").write_text(json.dumps(few))
-    main = _script().main
+    main = load_script("compare_bench").main
     assert main([str(tmp_path / "old.json"), str(tmp_path / "few.json")]) == 2  # not by default
     assert "different pairs" in capsys.readouterr().err
     # Ahead on every kind it scored, but a rule about every kind cannot pass on a few.
@@ -163,7 +151,7 @@ def test_shared_kinds_compares_a_few_kinds_against_a_whole_table(tmp_path, capsy
 def test_script_piped_into_a_reader_that_quits_prints_no_traceback(tmp_path):
     old = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": INPUTS["noise_15"]})
     (tmp_path / "old.json").write_text(json.dumps(old))
-    script = ROOT / "benchmarks" / "compare_bench.py"
+    script = BENCHMARKS / "compare_bench.py"
     result = subprocess.run(
         f'"{sys.executable}" "{script}" old.json old.json | true',
         shell=True,

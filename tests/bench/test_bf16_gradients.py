@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "bf16_gradients", ROOT / "benchmarks" / "bf16_gradients.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchkit import load_script
 
 
 def test_bf16_gradient_points_where_fp32_does(photos: Path, tiny_checkpoint: Path) -> None:
     """One row per kind; the CPU's bf16 training path follows fp32's gradient."""
-    rows = _script().main(
+    rows = load_script("bf16_gradients").main(
         [
             str(photos),
             "--weights",
@@ -44,6 +33,6 @@ def test_bf16_gradient_points_where_fp32_does(photos: Path, tiny_checkpoint: Pat
 
 def test_too_few_photos_is_one_clear_line(photos: Path, tiny_checkpoint: Path) -> None:
     with pytest.raises(SystemExit, match="fewer than 9 photos of at least 32 px"):
-        _script().main(
+        load_script("bf16_gradients").main(
             [str(photos), "--weights", str(tiny_checkpoint), "--crop", "32", "--batch", "9"]
         )

@@ -354,7 +354,8 @@ def test_frozen_batchnorm_trains_in_parts_as_the_whole_batch(
     base = ("train.steps=3", "train.batch_size=4", "log.val_every=1", "train.ema_decay=0")
     frozen = ("train.freeze_batchnorm=true",)
     whole = train(_tiny(photos, tmp_path / "whole", *base, *frozen))
-    parts = train(_tiny(photos, tmp_path / "parts", *base, *frozen, "train.accumulate=2"))
+    parts_config = _tiny(photos, tmp_path / "parts", *base, *frozen, "train.accumulate=2")
+    parts = train(parts_config)
     live = train(_tiny(photos, tmp_path / "live", *base, "train.accumulate=2"))
     whole_g, parts_g, live_g = grads
     for x, y in zip(whole_g, parts_g, strict=True):
@@ -370,7 +371,7 @@ def test_frozen_batchnorm_trains_in_parts_as_the_whole_batch(
 
     stats = norm_stats(parts)
     assert stats, "layout 2 has BatchNorm layers"
-    fresh = create_model("anyir_t", dim=8, blocks=[1, 1, 1, 1], refinement_blocks=1)
+    fresh = create_model(parts_config.model, **parts_config.model_overrides)
     for name, value in stats.items():
         assert torch.equal(value, fresh.state_dict()[name]), name
     assert all(torch.equal(v, stats[k]) for k, v in norm_stats(whole).items())
