@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
-from importlib import metadata
+import re
+from importlib import metadata, util
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,16 +30,36 @@ app = typer.Typer(
 def version_line() -> str:
     """What a bug report needs: this package's, torch's and Python's versions, and the OS.
 
-    Read from the installed packages' metadata, so it prints without importing torch."""
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "not installed"
+    Read from the installed files, so it prints without importing torch."""
+    torch_version = _torch_version()
     system = f"{platform.system()} {platform.machine()}".strip()
     return (
         f"anyrestore {__version__} (torch {torch_version}, "
         f"Python {platform.python_version()}, {system})"
     )
+
+
+def _torch_version() -> str:
+    """torch's own version string, build tag included (``+cpu``, ``+cu130``): the line
+    ``torch/version.py`` sets, which is what ``torch.__version__`` reads. The wheel's metadata
+    lacks the tag for PyPI's CUDA builds, and whether torch is a CPU or a CUDA build is often
+    what a bug report needs most."""
+    try:
+        spec = util.find_spec("torch")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        try:
+            text = (Path(spec.origin).parent / "version.py").read_text()
+        except OSError:
+            text = ""
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if found:
+            return found.group(1)
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _print_version(value: bool) -> None:

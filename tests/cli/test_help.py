@@ -61,6 +61,25 @@ def test_flags_show_no_value_type(path, flags, valued):
         assert f" {metavar} " in lines[option], lines[option]
 
 
+def test_version_names_torchs_build_without_importing_it(tmp_path):
+    """PyPI's CUDA wheels record "2.13.0" in their metadata and "2.13.0+cu130" in
+    torch.__version__: the line must name the build, and --version must stay quick."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('--version imported torch')\n")
+    (fake / "version.py").write_text("__version__ = '9.8.7+cu999'\ncuda = '99.9'\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "anyrestore", "--version"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert "(torch 9.8.7+cu999, Python " in done.stdout
+
+
 def test_version_names_the_package_torch_and_python_for_a_bug_report():
     import platform
     import subprocess
