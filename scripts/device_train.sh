@@ -55,12 +55,20 @@ slim() {
     local keep path
     keep=$("${PYTHON:-python3}" - "$@" <<'PY'
 import os, sys
+from anyrestore.errors import AnyRestoreError
 from anyrestore.training.config import load_config
+from anyrestore.weights.resolve import resolve_weights
 for recipe in sys.argv[1:]:
     config = load_config(recipe)
-    for path in (config.train.init_from, config.distill.teacher):
-        if path:  # as git names it: relative to this root, however the recipe wrote it
-            print(os.path.relpath(os.path.abspath(path)))
+    for ref in (config.train.init_from, config.distill.teacher):
+        if not ref:
+            continue
+        try:  # a weights name: the embedded file it stands for
+            ref = resolve_weights(ref, offline=True)
+        except AnyRestoreError:
+            pass  # not here (yet): kept as written
+        # as git names it: relative to this root, however the recipe wrote it
+        print(os.path.relpath(os.path.abspath(ref)))
 PY
 )
     while IFS= read -r path; do

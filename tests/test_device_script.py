@@ -6,6 +6,7 @@ from an archive laid out as scripts/build_corpus.py writes it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -152,8 +153,18 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
     repo = tmp_path / "repo"
     embedded = repo / "anyrestore" / "weights" / "embedded"
     embedded.mkdir(parents=True)
-    for name in ("old", "start", "teacher", "other"):
+    for name in ("old", "start", "teacher", "named", "other"):
         (embedded / f"{name}.safetensors").write_bytes(name.encode() * 1000)
+    # A recipe may name shipped weights instead of their file: the manifest says which.
+    named = (embedded / "named.safetensors").read_bytes()
+    manifest = repo / "anyrestore" / "weights_manifest.toml"
+    manifest.write_text(
+        "schema_version = 1\n\n[[weights]]\n"
+        'name = "tiny-v1"\nmodel = "anyir_t"\narch = "anyir"\ntrained_for = ["rain"]\n'
+        f'license = "MIT"\nsha256 = "{hashlib.sha256(named).hexdigest()}"\n'
+        f'size = {len(named)}\nembedded = "weights/embedded/named.safetensors"\n'
+    )
+    (repo / "named.toml").write_text('model = "anyir_t"\n[train]\ninit_from = "tiny-v1"\n')
     (repo / "recipe.toml").write_text(
         'model = "anyir_t"\n[train]\ninit_from = "anyrestore/weights/embedded/start.safetensors"\n'
     )
@@ -171,16 +182,22 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(ROOT),
+        "ANYRESTORE_MANIFEST": str(manifest),
+    }
 
     def script(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["bash", str(SCRIPT), *args], cwd=repo, env=env, capture_output=True, text=True
         )
 
-    done = script("slim", "recipe.toml", "distil.toml")
+    done = script("slim", "recipe.toml", "distil.toml", "named.toml")
     assert done.returncode == 0, done.stderr
-    assert git("ls-files", "anyrestore").split() == [
+    assert git("ls-files", "anyrestore/weights").split() == [
+        "anyrestore/weights/embedded/named.safetensors",
         "anyrestore/weights/embedded/start.safetensors",
         "anyrestore/weights/embedded/teacher.safetensors",
     ]
@@ -190,6 +207,6 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
 
     done = script("unslim")
     assert done.returncode == 0, done.stderr
-    assert len(git("ls-files", "anyrestore").split()) == 4
+    assert len(git("ls-files", "anyrestore/weights").split()) == 5
     assert git("status", "--short", "--untracked-files=all") == ""
     assert script("slim").returncode == 2  # the recipes are required

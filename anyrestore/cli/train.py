@@ -118,9 +118,11 @@ def export_command(
 @train_app.command("average")
 def average_command(
     checkpoints: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            metavar="CHECKPOINT", help="Two or more .safetensors checkpoints of one model."
+            metavar="CHECKPOINT",
+            help="Two or more checkpoints of one model: .safetensors files or weights names "
+            "(anyrestore weights list).",
         ),
     ],
     output: Annotated[

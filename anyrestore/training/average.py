@@ -25,7 +25,7 @@ import torch
 from anyrestore.errors import UsageError, WeightsError
 from anyrestore.training.export import weight_dtype
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from anyrestore.weights.resolve import sha256_file
+from anyrestore.weights.resolve import resolve_weights, sha256_file
 
 _TOTALS = ("steps", "samples_seen", "wall_time_s")
 
@@ -37,23 +37,25 @@ def average_checkpoints(
     shares: Sequence[float] | None = None,
     dtype: str = "fp16",
 ) -> tuple[Path, dict[str, Any]]:
-    """Write the ``shares``-weighted mean of ``inputs`` to ``output``; returns it and its facts.
+    """Write the ``shares``-weighted mean of ``inputs`` (files or weights names) to ``output``;
+    returns it and its facts.
 
     ``shares`` default to equal and are normalised to sum 1. The inputs must be one variant with
     one architecture config (a checkpoint of another model has other tensors, or the same
     tensors meaning other things).
     """
-    paths = [Path(p) for p in inputs]
-    if len(paths) < 2:
+    if len(inputs) < 2:
         raise UsageError("average needs at least two checkpoints")
     torch_dtype = weight_dtype(dtype)
-    shares = list(shares) if shares is not None else [1.0] * len(paths)
-    if len(shares) != len(paths):
-        raise UsageError(f"{len(shares)} shares for {len(paths)} checkpoints")
+    shares = list(shares) if shares is not None else [1.0] * len(inputs)
+    if len(shares) != len(inputs):
+        raise UsageError(f"{len(shares)} shares for {len(inputs)} checkpoints")
     if not all(math.isfinite(s) and s > 0 for s in shares):
         raise UsageError("shares must be positive numbers")
     total = sum(shares)
     shares = [s / total for s in shares]
+    # Usage checked first: a name may have to be fetched from the Hub.
+    paths = [resolve_weights(p) for p in inputs]
     if any(p.resolve() == Path(output).resolve() for p in paths):
         raise UsageError(f"{output} is one of the inputs; write the average to a new file")
 

@@ -150,8 +150,9 @@ class TrainConfig:
     compile: str = ""
     #: DDP's find_unused_parameters; "auto" turns it on for models with top-k routing (ClusIR).
     find_unused_parameters: bool | str = "auto"
-    #: Start from the weights of this .safetensors checkpoint (e.g. a shipped release model)
-    #: instead of a random initialisation; optimizer and schedule start fresh.
+    #: Start from these weights instead of a random initialisation: a .safetensors file or, as
+    #: for ``--weights``, a weights name (e.g. "anyir_t-synthetic-v6", found wherever the run
+    #: starts); optimizer and schedule start fresh.
     init_from: str = ""
     #: Parameter names (fnmatch patterns, e.g. "dafmm.*.amplitude.*") that keep their fresh
     #: initialisation instead of init_from's values: for layers whose meaning has changed.
@@ -165,7 +166,7 @@ class TrainConfig:
 class DistillConfig:
     """``[distill]``: also learn from a trained model (anyrestore.training.distill)."""
 
-    #: The teacher's .safetensors checkpoint (any architecture); empty: no distillation.
+    #: The teacher: a .safetensors file or a weights name (any architecture); empty: none.
     teacher: str = ""
     #: Weight of the student's output against the teacher's (relative L1).
     output_weight: float = 1.0

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from anyrestore.errors import ConfigError
 from anyrestore.training.config import DistillConfig
 from anyrestore.weights.checkpoint import load_checkpoint
+from anyrestore.weights.resolve import resolve_weights
 
 __all__ = ["Distiller", "describe_terms", "matched_blocks", "relative_l1", "teacher_targets"]
 
@@ -93,7 +94,7 @@ class Distiller(nn.Module):
     def __init__(self, student: nn.Module, cfg: DistillConfig) -> None:
         super().__init__()
         self.student = student
-        teacher = load_checkpoint(cfg.teacher).float().eval()
+        teacher = load_checkpoint(resolve_weights(cfg.teacher)).float().eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.teacher = teacher

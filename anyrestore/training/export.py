@@ -23,7 +23,7 @@ from anyrestore.models.registry import build_model
 from anyrestore.training.config import Config, load_config, resolve
 from anyrestore.training.state import load_state, resolve_resume
 from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
-from anyrestore.weights.resolve import sha256_file
+from anyrestore.weights.resolve import resolve_weights, sha256_file
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -104,7 +104,7 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     if progress.get("val_psnr") is not None:
         facts["val_psnr"] = round(progress["val_psnr"], 3)
     if config.train.init_from:
-        facts.update(_lineage(Path(config.train.init_from), facts))
+        facts.update(_lineage(config.train.init_from, facts))
     if config.distill.teacher:
         facts["teacher"] = Path(config.distill.teacher).name
         facts["loss"] = _distill_loss(config, loss)
@@ -126,14 +126,16 @@ def _distill_loss(config: Config, target_loss: str) -> str:
     return " + ".join(terms)
 
 
-def _lineage(init: Path, facts: dict[str, Any]) -> dict[str, Any]:
+def _lineage(ref: str, facts: dict[str, Any]) -> dict[str, Any]:
     """Name the checkpoint this run started from and add its training to the totals.
 
     The totals chain: a file that was itself trained in stages carries ``*_total`` facts, which
-    are used instead of its own stage's. If the file has moved since, only its name is known.
+    are used instead of its own stage's. If the file has moved since (or a weights name is no
+    longer at hand: nothing is downloaded here), only its name is known.
     """
-    lineage: dict[str, Any] = {"init_from": init.name}
+    lineage: dict[str, Any] = {"init_from": Path(ref).name}
     try:
+        init = resolve_weights(ref, offline=True)
         before = json.loads(read_metadata(init).get("training", "{}"))
         lineage["init_from_sha256"] = sha256_file(init)
     except (WeightsError, OSError, ValueError):

@@ -60,6 +60,7 @@ from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
 from anyrestore.training.state import load_state, rng_state, save_state, set_rng_state
 from anyrestore.weights.checkpoint import load_checkpoint
+from anyrestore.weights.resolve import resolve_weights
 
 
 @dataclass
@@ -476,23 +477,24 @@ def _build_model(config: Config) -> torch.nn.Module:
 
 def _init_from(
     model: torch.nn.Module,
-    path: str,
+    ref: str,
     reset: list[str] | tuple[str, ...] = (),
     partial: bool = False,
 ) -> list[str]:
-    """Copy weights from a safetensors checkpoint of the same architecture and config.
+    """Copy weights from a checkpoint (a file or a weights name) of the same architecture and
+    config.
 
     Parameters matching a ``reset`` pattern keep the model's fresh initialisation. With
     ``partial`` the checkpoint may hold another config of the architecture: tensors whose name
     and shape match are copied and the rest stay fresh. Returns the names copied.
     """
-    source = load_checkpoint(path, expect_arch=model.arch)
+    source = load_checkpoint(resolve_weights(ref), expect_arch=model.arch)
     same = json.dumps(source.config_dict(), sort_keys=True) == json.dumps(
         model.config_dict(), sort_keys=True
     )
     if not same and not partial:
         raise ConfigError(
-            f"train.init_from {path} has another {model.arch} config than the model "
+            f"train.init_from {ref} has another {model.arch} config than the model "
             "(train.init_partial = true copies the tensors that still fit)"
         )
     state, fresh = source.state_dict(), model.state_dict()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from tinymodels import TINY_ANYIR as TINY
+from trainkit import ship_as
 from typer.testing import CliRunner
 
 from anyrestore.cli.app import app
@@ -110,6 +111,28 @@ def test_an_input_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="one of the inputs"):
         average_checkpoints([a, b], a)
     assert a.read_bytes() == before
+
+
+def test_a_shipped_model_is_averaged_by_its_weights_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "package"
+    shipped.mkdir()
+    a = _stage(shipped, "tiny-v1", 1, 100)
+    monkeypatch.setenv("ANYRESTORE_MANIFEST", str(ship_as(a, "tiny-v1")))
+    b = _stage(tmp_path, "b", 2, 100)
+    out = tmp_path / "avg.safetensors"
+    result = CliRunner().invoke(app, ["train", "average", "tiny-v1", str(b), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    training = json.loads(read_metadata(out)["training"])
+    assert training["averaged_from"] == ["tiny-v1.safetensors", "b.safetensors"]
+    mean, sa, sb = (load_checkpoint(p).state_dict() for p in (out, a, b))
+    key = "output.weight"
+    torch.testing.assert_close(mean[key], (0.5 * sa[key] + 0.5 * sb[key]).half().float())
+
+    result = CliRunner().invoke(app, ["train", "average", "tiny-v9", str(b), "-o", str(out)])
+    assert result.exit_code == 4
+    assert "unknown weights 'tiny-v9'" in result.stderr and "Traceback" not in result.output
 
 
 def test_average_from_the_cli(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from rich.console import Console
 from tinymodels import TINY_ANYIR as TINY
-from trainkit import SMOKE
+from trainkit import SMOKE, ship_as
 
 from anyrestore.errors import ConfigError
 from anyrestore.models import create_model
@@ -71,6 +71,21 @@ def test_a_student_equal_to_its_teacher_has_nothing_to_learn(teacher: Path, forc
     assert (pred is None) == forcing
     assert loss.item() < 1e-5
     assert set(parts) == ({"teacher_blocks"} if forcing else {"teacher_blocks", "teacher_output"})
+
+
+def test_the_teacher_can_be_named_like_shipped_weights(
+    teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "package"
+    shipped.mkdir()
+    copy = shipped / "tiny-teacher.safetensors"
+    copy.write_bytes(teacher.read_bytes())
+    monkeypatch.setenv("ANYRESTORE_MANIFEST", str(ship_as(copy, "tiny-teacher")))
+    student = create_model("anyir_t", **TINY)
+    cfg = DistillConfig(teacher="tiny-teacher", blocks=BLOCKS)
+    named = Distiller(student, cfg).teacher.state_dict()
+    for key, value in load_checkpoint(teacher).state_dict().items():
+        assert torch.equal(named[key], value), key
 
 
 def test_teacher_forcing_trains_the_blocks_and_takes_the_rest_from_the_teacher(

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from tinymodels import TINY_ANYIR as TINY
-from trainkit import SMOKE
+from trainkit import SMOKE, ship_as
 
-from anyrestore.errors import ConfigError
+from anyrestore.errors import ConfigError, WeightsError
 from anyrestore.models import create_model
 from anyrestore.training import export_checkpoint, load_config, train
 from anyrestore.training.state import load_state
@@ -17,7 +17,9 @@ from anyrestore.weights.checkpoint import save_checkpoint
 from anyrestore.weights.resolve import sha256_file
 
 
-def _config(photos: Path, out: Path, init: Path, *extra: str, steps: int = 1, lr: float = 1e-9):
+def _config(
+    photos: Path, out: Path, init: Path | str, *extra: str, steps: int = 1, lr: float = 1e-9
+):
     return load_config(
         SMOKE,
         [
@@ -45,6 +47,38 @@ def test_init_from_starts_from_the_checkpoint_weights(photos: Path, tmp_path: Pa
     torch.manual_seed(0)
     fresh = create_model("anyir_t", **TINY).state_dict()
     assert any(not torch.allclose(fresh[k], v, atol=1e-3) for k, v in source.state_dict().items())
+
+
+def test_init_from_takes_a_weights_name_wherever_the_run_starts(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A recipe can say "start from the shipped model" without knowing where it is installed.
+    torch.manual_seed(123)
+    source = create_model("anyir_t", **TINY)
+    shipped = tmp_path / "package"
+    shipped.mkdir()
+    init = save_checkpoint(source, shipped / "tiny-v1.safetensors", name="anyir_t")
+    monkeypatch.setenv("ANYRESTORE_MANIFEST", str(ship_as(init, "tiny-v1")))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    config = _config(photos, tmp_path / "run", "tiny-v1", steps=2)
+    result = train(config)
+    trained = load_state(result.checkpoint)["model"]
+    for key, value in source.named_parameters():
+        assert torch.allclose(trained[key], value, atol=1e-6), key
+    _, facts = export_checkpoint(result.checkpoint, tmp_path / "stage2.safetensors")
+    assert facts["init_from"] == "tiny-v1"
+    assert facts["init_from_sha256"] == sha256_file(init)
+
+
+def test_init_from_a_resume_checkpoint_says_to_export_it(
+    photos: Path, tmp_path: Path, smoke_run
+) -> None:
+    _, result = smoke_run
+    with pytest.raises(WeightsError, match="anyrestore train export"):
+        train(_config(photos, tmp_path / "run", result.checkpoint))
 
 
 def test_init_from_rejects_another_config(photos: Path, tmp_path: Path) -> None:

@@ -30,3 +30,21 @@ def make_photos(folder: Path, count: int = 10, seed: int = 0) -> Path:
         img[h // 3 : h // 2, w // 4 : w // 2] = rng.uniform(0, 1, size=3)
         Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"photo_{i:02d}.png")
     return folder
+
+
+def ship_as(checkpoint: Path, name: str, model: str = "anyir_t") -> Path:
+    """A private manifest (beside ``checkpoint``) that lists it, embedded, as weights ``name``;
+    point ``ANYRESTORE_MANIFEST`` at the returned path to make ``name`` resolve to it."""
+    from anyrestore.weights.authoring import manifest_entry_for
+
+    entry = manifest_entry_for(
+        checkpoint,
+        name=name,
+        license="MIT",
+        model=model,
+        trained_for=["noise_25", "rain"],
+        embedded=checkpoint.name,
+    )
+    manifest = checkpoint.parent / "weights_manifest.toml"
+    manifest.write_text("schema_version = 1\n\n" + entry, encoding="utf-8")
+    return manifest
