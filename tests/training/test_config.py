@@ -83,13 +83,40 @@ def test_shipped_recipes_train_a_step(path: Path, photos: Path, tmp_path: Path) 
 def _tiny_teacher(teacher: str, folder: Path) -> Path:
     """A tiny model of ``teacher``'s variant and layout (random weights), saved in ``folder``."""
     from anyrestore.weights.checkpoint import checkpoint_config, read_metadata, save_checkpoint
+    from anyrestore.weights.resolve import resolve_weights
 
-    meta = read_metadata(ROOT / teacher)
-    arch, config = checkpoint_config(ROOT / teacher, meta)
+    path = resolve_weights(teacher)  # the recipes name shipped weights
+    meta = read_metadata(path)
+    arch, config = checkpoint_config(path, meta)
     layout = {"layout": config["layout"]} if "layout" in config else {}
     torch.manual_seed(0)
     model = create_model(meta["name"], **TINY_BY_ARCH[arch], **layout)
     return save_checkpoint(model, folder / "teacher.safetensors")
+
+
+def test_recipes_that_name_shipped_weights_find_them_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe starts from (or learns from) shipped weights by name, so it runs from anywhere."""
+    from anyrestore.weights.checkpoint import checkpoint_config, read_metadata
+    from anyrestore.weights.resolve import resolve_weights
+
+    monkeypatch.chdir(tmp_path)
+    named = 0
+    for path in CONFIGS:
+        recipe = load_config(path)
+        for key, ref in (
+            ("init_from", recipe.train.init_from),
+            ("teacher", recipe.distill.teacher),
+        ):
+            if not ref or ref.endswith(".safetensors"):  # none, or a file of an earlier stage
+                continue
+            weights = resolve_weights(ref, offline=True)
+            if key == "init_from":
+                arch, _ = checkpoint_config(weights, read_metadata(weights))
+                assert arch == get_spec(recipe.model).arch, path.name
+            named += 1
+    assert named >= 20
 
 
 def test_paper_recipes_match_the_papers() -> None:
