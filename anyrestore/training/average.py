@@ -62,13 +62,14 @@ def average_checkpoints(
     models = [load_checkpoint(p) for p in paths]
     metas = [read_metadata(p) for p in paths]
     first = models[0]
-    for path, model, meta in zip(paths[1:], models[1:], metas[1:], strict=True):
+    said = [os.fspath(ref) for ref in inputs]  # as the caller named them
+    for ref, model, meta in zip(said[1:], models[1:], metas[1:], strict=True):
         if model.arch != first.arch or model.config_dict() != first.config_dict():
-            raise WeightsError(f"{path} is another architecture or config than {paths[0]}")
+            raise WeightsError(f"{ref} is another architecture or config than {said[0]}")
         if meta.get("model") != metas[0].get("model"):
             raise WeightsError(
-                f"{path} holds {meta.get('model') or 'no named variant'}, "
-                f"{paths[0]} {metas[0].get('model') or 'no named variant'}"
+                f"{ref} holds {meta.get('model') or 'no named variant'}, "
+                f"{said[0]} {metas[0].get('model') or 'no named variant'}"
             )
 
     states = [m.state_dict() for m in models]
