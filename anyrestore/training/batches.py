@@ -124,6 +124,12 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     return train_set, val_set, bool(on_device)
 
 
+def _can_hold_signals() -> bool:
+    """Whether stop signals can be held back; Windows has no signal masks (its workers are
+    spawned, and a console's Ctrl-C reaches them all anyway), so there workers start as is."""
+    return hasattr(signal, "pthread_sigmask")
+
+
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     """Loader workers ignore SIGINT and SIGTERM: the main process finishes its step, writes its
     checkpoint and shuts them down. Ctrl-C, ``timeout``, torchrun and job schedulers signal the
@@ -131,7 +137,8 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     A stop signal held back while the worker started (see ``start_batches``) is dropped here."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if _can_hold_signals():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def start_batches(loader: DataLoader) -> Iterator[Any]:
@@ -141,7 +148,7 @@ def start_batches(loader: DataLoader) -> Iterator[Any]:
     signal (torch installs its own SIGTERM handler there). Held back, the signal waits: the
     trainer gets it once the workers exist, and the workers drop it when they start ignoring it.
     """
-    if not loader.num_workers:
+    if not loader.num_workers or not _can_hold_signals():
         return iter(loader)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:

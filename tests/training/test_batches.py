@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 
+import pytest
 import torch
 from torch.utils.data import Dataset
 
@@ -68,3 +69,11 @@ def test_one_set_of_workers_serves_every_epoch_in_the_samplers_order() -> None:
     assert len(epochs[2]) == 8
     assert len(workers[0]) == 2
     assert workers[0] == workers[1] == workers[2]  # forked once, not once per epoch
+
+
+def test_workers_start_where_signals_cannot_be_held_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on Windows, which has no pthread_sigmask: the loader still serves every item.
+    monkeypatch.delattr(signal, "pthread_sigmask")
+    config = load_config(overrides=["data.workers=2"])
+    seen = sorted(int(i) for batch in start_batches(_loader(config)) for i in batch)
+    assert seen == list(range(16))
