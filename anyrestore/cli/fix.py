@@ -260,6 +260,8 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         """--skip-existing and the output is there: reported, and nothing more to do."""
         if not (run.skip_existing and out_path is not None and os.path.lexists(out_path)):
             return False
+        if os.path.realpath(out_path) in taken and not (src and _same_file(out_path, src)):
+            return False  # another input, or this run's own output: the clash fails below
         if run.json_output:
             emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
         elif not run.quiet:

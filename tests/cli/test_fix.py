@@ -508,6 +508,13 @@ def test_several_inputs_never_write_over_each_other(tmp_path: Path, tiny_checkpo
     assert status == [(str(first), "ok"), (str(second), "failed")]
     assert "another input or output of this run" in result.output
     assert [p.name for p in out.iterdir()] == ["a.png"]
+    # --skip-existing does not take this run's own first output for an earlier result
+    again = tmp_path / "again"
+    args = ("-o", f"{again}/", "--weights", tiny_checkpoint, "--json", "--skip-existing")
+    result = fix(first, second, *args)
+    assert result.exit_code == 1, result.output
+    status = [(r["input"], r["status"]) for r in map(json.loads, result.stdout.splitlines())]
+    assert status == [(str(first), "ok"), (str(second), "failed")]
 
     # a's default output is the next input: that input is read, not replaced
     before = photo(tmp_path / "a_restored.png", seed=4).read_bytes()
