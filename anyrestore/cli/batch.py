@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,8 +213,8 @@ def batch_command(
     # An output that is a link to an input would be written through: such a file fails alone
     inputs = {os.path.realpath(f) for f in files}
     made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # innermost first
-    try:  # an unwritable OUTDIR fails before any work
-        AtomicFile(out_root / "probe").discard()
+    try:  # an unwritable OUTDIR fails before any work (a name no file or folder there has)
+        AtomicFile(out_root / f".anyrestore-probe-{secrets.token_hex(8)}").discard()
     except UsageError as exc:
         raise UsageError(
             f"cannot write to OUTDIR {output_dir}: {str(exc).rsplit(': ', 1)[-1]}"

@@ -110,6 +110,20 @@ def test_recursive_mirrors_the_tree_and_plain_runs_stay_flat(
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["top_r.png"]
 
 
+def test_a_rerun_works_whatever_the_folders_of_the_tree_are_called(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "probe" / "a.png")
+    for _ in range(2):  # the second run finds the out/probe/ the first one made
+        result = batch(src, "-o", out, "--weights", tiny_checkpoint, "-r", "--skip-existing")
+        assert result.exit_code == 0, result.output
+    assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == [
+        "probe",
+        "probe/a.png",
+    ]
+
+
 def test_output_folder_inside_the_input_is_not_read_back(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
