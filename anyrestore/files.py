@@ -152,6 +152,14 @@ def is_stream(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _temp_prefix(dest: Path) -> str:
+    """``.<name>.`` for a temporary beside ``dest``, the name cut to 200 bytes (whole
+    characters): with mkstemp's 8 characters and ``.tmp`` it stays within the 255 bytes a
+    file name may have, however long or non-ASCII the target's own name is."""
+    name = os.fsencode(dest.name)[:200].decode("utf-8", errors="ignore")
+    return f".{name}."
+
+
 class AtomicFile:
     """A file replaced in one step: a hidden temporary beside the target, renamed on commit.
 
@@ -176,9 +184,7 @@ class AtomicFile:
         self.made = list(itertools.takewhile(lambda p: not os.path.lexists(p), dest.parents))
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{dest.name[:200]}.", suffix=".tmp", dir=dest.parent
-            )
+            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a folder must be: name it
             blocker = next((p for p in dest.parents if p.is_file()), None)
@@ -259,7 +265,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         return
     target = _destination(Path(path))
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)

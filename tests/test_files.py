@@ -165,3 +165,15 @@ def test_discarding_removes_the_folders_made_for_the_file(tmp_path: Path) -> Non
     done.commit()
     done.discard()  # a late discard leaves a committed file and its folder alone
     assert (tmp_path / "kept" / "new" / "x.png").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("stem", ["写" * 80, "a" * 250, "é" * 124])
+def test_a_name_near_the_length_limit_is_written(tmp_path: Path, stem: str) -> None:
+    # 244-254 bytes: legal names whose temporary, cut by characters, would pass 255 bytes.
+    path = tmp_path / f"{stem}.png"
+    assert 240 <= len(os.fsencode(path.name)) <= 255
+    assert atomic_write(path, b"pixels") == path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"more pixels")
+    assert path.read_bytes() == b"more pixels"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
