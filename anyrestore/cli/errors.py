@@ -96,7 +96,13 @@ def emit(text: str = "", *, data: bytes | None = None) -> None:
             out.buffer.write(data)
             out.buffer.flush()
         else:
-            print(text, file=out, flush=True)
+            try:
+                print(text, file=out, flush=True)
+            except UnicodeEncodeError:
+                # A file name whose bytes are not valid in stdout's encoding (written under
+                # another locale): its own bytes, as ls prints them, for the next program.
+                out.buffer.write(os.fsencode(text + "\n"))
+                out.buffer.flush()
     except BrokenPipeError:
         _silence_stdout()
         raise

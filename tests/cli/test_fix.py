@@ -295,6 +295,20 @@ def test_dev_fd_1_is_stdout_not_a_file_to_replace(tmp_path: Path, tiny_checkpoin
     assert out.format == "PNG" and out.size == (W, H)
 
 
+def test_an_output_name_that_is_not_utf_8_is_printed_as_its_bytes(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # A file named under a Latin-1 locale, restored under a UTF-8 one with a strict stdout.
+    src = photo(tmp_path / os.fsdecode(b"caf\xe9.png"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8:strict"}
+    args = [sys.executable, "-m", "anyrestore", "fix", str(src), "--weights", str(tiny_checkpoint)]
+    proc = subprocess.run(args, capture_output=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = tmp_path / os.fsdecode(b"caf\xe9_restored.png")
+    assert proc.stdout == os.fsencode(out) + b"\n"
+    assert Image.open(out).size == (W, H)
+
+
 def test_a_fifo_output_gets_png_written_into_it(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src, fifo = photo(tmp_path / "in.png"), tmp_path / "pipe"
     os.mkfifo(fifo)
