@@ -167,7 +167,7 @@ def verify_command(
         list[str] | None, typer.Argument(metavar="NAME", help="Entries to check (default: all).")
     ] = None,
 ) -> None:
-    """Re-hash every embedded and cached checkpoint; bad cached copies are deleted. Exit 4 on a mismatch."""
+    """Re-hash every embedded and cached checkpoint; bad cached copies are deleted. Exit 4 on a mismatch or a missing embedded file."""
     from anyrestore.weights import verify_entries
 
     checks = verify_entries(names or None)
@@ -180,7 +180,8 @@ def verify_command(
         table.add_column(col)
     table.add_column("path", overflow="fold")  # wrapped, never cut: it may be copied
     for c in checks:
-        table.add_row(c.name, c.source, "ok" if c.ok else "MISMATCH", str(c.path))
+        status = "ok" if c.ok else "MISSING" if c.missing else "MISMATCH"
+        table.add_row(c.name, c.source, status, str(c.path))
     table_console().print(table)
     bad = [c for c in checks if not c.ok]
     if bad:

@@ -376,16 +376,28 @@ class FileCheck:
     path: Path
     ok: bool
     detail: str
+    #: The package lists the file but does not have it (an install without its weights).
+    missing: bool = False
 
 
 def verify_entries(names: list[str] | None = None) -> list[FileCheck]:
-    """Re-hash every embedded and cached file of the manifest (or of ``names``); delete bad cached ones."""
+    """Re-hash every embedded and cached file of the manifest (or of ``names``); delete bad cached
+    ones. An embedded file that is missing where the Hub has no copy fails as well: nothing
+    could load those weights."""
     entries = list_entries() if not names else [entry_for(n, paths_too=False) for n in names]
     checks = []
     for entry in entries:
         stored = []
         if entry.embedded_path is not None and entry.embedded_path.is_file():
             stored.append(("embedded", entry.embedded_path))
+        elif entry.embedded_path is not None and not entry.on_hub:
+            detail = (
+                f"embedded weights {entry.name!r} are missing ({entry.embedded_path}); "
+                f"{_embedded_advice()}"
+            )
+            checks.append(
+                FileCheck(entry.name, "embedded", entry.embedded_path, False, detail, True)
+            )
         cached = hub.cached_file(entry)
         if cached is not None:
             stored.append(("cache", cached))

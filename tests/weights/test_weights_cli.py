@@ -247,6 +247,19 @@ def test_verify_checks_embedded_copies(manifest, tiny_bytes, hf_home):
     assert stored.exists()
 
 
+def test_verify_fails_an_install_without_its_embedded_weights(manifest, tiny_bytes, hf_home):
+    # What fix would refuse (exit 4, "the installation is damaged") verify must not pass.
+    fields = {"repo_id": None, "filename": None, "revision": None}
+    entry = hub_entry(
+        tiny_bytes, name="gone", embedded="weights/embedded/gone.safetensors", **fields
+    )
+    manifest(entry)
+    result = _run("verify")
+    assert result.exit_code == 4, result.output
+    assert "MISSING" in result.stdout
+    assert "embedded weights 'gone' are missing" in result.stderr
+
+
 def test_prefer_puts_the_new_entry_where_model_name_finds_it(
     manifest, tiny_file, tiny_bytes, tmp_path, monkeypatch
 ):
