@@ -42,10 +42,13 @@ def list_images(
     recursive: bool = True,
     pattern: str | None = None,
     exclude: Path | None = None,
+    unreadable: list[OSError] | None = None,
 ) -> list[Path]:
     """Regular image files under ``root``, sorted by their path relative to it.
 
-    Hidden files and folders are skipped, and so is anything under ``exclude``. With
+    Hidden files and folders are skipped, and so is anything under ``exclude``. An
+    unreadable ``root`` raises its OSError; a folder below it that cannot be read goes to
+    ``unreadable`` (when given) for the caller to report, not silently passed over. With
     ``pattern`` (a relative glob, matched as ``Path.rglob`` would) every matching file
     counts, whatever its extension. A link to nothing is listed: reading it fails and is
     reported, not silently passed over. Linked folders are followed (datasets are often
@@ -55,14 +58,18 @@ def list_images(
     if pattern is not None:
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise UsageError(f"glob pattern must be a non-empty relative pattern, got {pattern!r}")
+    with os.scandir(root):  # an unreadable root fails here, whichever way it is listed
+        pass
+    errors = unreadable if unreadable is not None else []
+    if pattern is not None:
         if not recursive:
             candidates: Iterable[Path] = root.glob(pattern)
         elif "**" in pattern:
             candidates = root.rglob(pattern)
         else:  # rglob's matches (the pattern against the path's tail), through links too
-            candidates = (p for p in _walk(root) if p.relative_to(root).match(pattern))
+            candidates = (p for p in _walk(root, errors) if p.relative_to(root).match(pattern))
     else:
-        candidates = _walk(root) if recursive else root.iterdir()
+        candidates = _walk(root, errors) if recursive else root.iterdir()
     found = []
     for path in candidates:
         rel = path.relative_to(root)
@@ -77,11 +84,12 @@ def list_images(
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, errors: list[OSError]) -> Iterator[Path]:
     """Every entry below ``root``, through linked folders too; a folder reached twice (a link
-    loop, or two links to one place) is read once."""
+    loop, or two links to one place) is read once. Folders that cannot be read go to
+    ``errors``."""
     seen: set[str] = set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=errors.append):
         real = os.path.realpath(folder)
         if real in seen:
             dirs[:] = []

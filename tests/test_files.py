@@ -177,3 +177,32 @@ def test_a_name_near_the_length_limit_is_written(tmp_path: Path, stem: str) -> N
         tmp.write_bytes(b"more pixels")
     assert path.read_bytes() == b"more pixels"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_list_images_names_the_folders_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for rel in ("ok/a.png", "locked/b.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    blocked = {str(tmp_path / "locked")}
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:  # an unreadable folder (even as root)
+        if os.fspath(path) in blocked:  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    unreadable: list[OSError] = []
+    assert list_images(tmp_path, unreadable=unreadable) == [tmp_path / "ok" / "a.png"]
+    assert [e.filename for e in unreadable] == [str(tmp_path / "locked")]
+
+    blocked.add(str(tmp_path))
+    with pytest.raises(PermissionError):
+        list_images(tmp_path)
+    from anyrestore.data.imagefiles import list_images as list_training_images
+    from anyrestore.errors import DataError
+
+    with pytest.raises(DataError, match="cannot read .*: Permission denied"):
+        list_training_images(tmp_path)

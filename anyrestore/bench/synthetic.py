@@ -31,7 +31,11 @@ def find_photos(folder: str | os.PathLike[str] | None = None) -> list[Path]:
         raise DataError(
             f"photo folder not found: {where}; expected a folder of .png/.jpg (or other image) files"
         )
-    photos = [p for p in list_images(root, recursive=False) if "degraded" not in p.name.lower()]
+    try:
+        listed = list_images(root, recursive=False)
+    except OSError as exc:
+        raise DataError(f"cannot read {where}: {exc.strerror or exc}") from None
+    photos = [p for p in listed if "degraded" not in p.name.lower()]
     if not photos:
         raise DataError(
             f"no clean photos in {where}; expected .png/.jpg (or other image) files (names containing "

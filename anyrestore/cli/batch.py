@@ -200,12 +200,27 @@ def batch_command(
         stdout()  # each file's record goes there: a closed stdout stops the run before any work
 
     exclude = out_root if out_root.is_relative_to(root) else None
-    files = list_images(root, recursive=recursive, pattern=glob, exclude=exclude)
+    unreadable: list[OSError] = []
+    try:
+        files = list_images(
+            root, recursive=recursive, pattern=glob, exclude=exclude, unreadable=unreadable
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot read {input_dir}: {exc.strerror or exc}") from None
     jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
     where = f" (rank {rank} of {world})" if world > 1 else ""
+    # Folders that could not be listed fail like files (reported by the first rank alone):
+    # their images would otherwise be missing from the output without a word.
+    unread = [_folder_failure(input_dir, root, exc) for exc in unreadable] if rank == 0 else []
+    for folder, message in unread:
+        say(f"failed {message}")
+        if json_output:
+            emit(json.dumps({"input": folder, "status": "failed", "error": message}))
     if not jobs:
         if not quiet:
             say(f"no images to restore in {input_dir}{where}")
+        if unread:
+            fail(_failures(0, 0, len(unread), where), ExitCode.FAILED)
         return
     if quality is not None and not quiet:
         written = {EXTENSIONS.get(j.target.suffix.lower(), "") for j in jobs}
@@ -323,10 +338,34 @@ def batch_command(
             counts[str(record["status"])] += 1
             progress.advance(task)
     elapsed = time.perf_counter() - started
-    if not quiet or counts["failed"]:
+    if not quiet or counts["failed"] or unread:
+        folders = f", {len(unread)} unreadable folder{_s(len(unread))}" if unread else ""
         say(
             f"{counts['ok']} restored, {counts['skipped']} skipped, {counts['failed']} failed"
-            f"{where} in {elapsed:.1f} s"
+            f"{folders}{where} in {elapsed:.1f} s"
         )
-    if counts["failed"]:
-        fail(f"{counts['failed']} of {len(jobs)} files failed{where}", ExitCode.FAILED)
+    if counts["failed"] or unread:
+        fail(_failures(counts["failed"], len(jobs), len(unread), where), ExitCode.FAILED)
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _failures(failed: int, files: int, folders: int, where: str) -> str:
+    """The closing error line of a batch that did not restore everything."""
+    parts = [f"{failed} of {files} files failed"] if failed else []
+    if folders:
+        parts.append(f"{folders} folder{_s(folders)} could not be read")
+    return " and ".join(parts) + where
+
+
+def _folder_failure(input_dir: Path, root: Path, exc: OSError) -> tuple[str, str]:
+    """A folder below DIR that could not be listed, as the user named DIR (as the files'
+    lines are), and its failure line."""
+    folder = Path(exc.filename) if exc.filename else root
+    try:
+        shown = (input_dir / folder.relative_to(root)).as_posix()
+    except ValueError:  # reached through a link from outside DIR
+        shown = folder.as_posix()
+    return shown, f"{shown}/: cannot read this folder: {exc.strerror or exc}"

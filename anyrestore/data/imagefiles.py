@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from anyrestore.errors import DataError
 from anyrestore.files import IMAGE_EXTENSIONS, is_image_file
 from anyrestore.files import list_images as _list_images
 
@@ -20,8 +21,12 @@ __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "list_images", "load_image"]
 
 
 def list_images(folder: Path, *, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (by extension), sorted by their path relative to it."""
-    return _list_images(folder, recursive=recursive)
+    """Image files under ``folder`` (by extension), sorted by their path relative to it; a
+    folder that cannot be read is a DataError."""
+    try:
+        return _list_images(folder, recursive=recursive)
+    except OSError as exc:
+        raise DataError(f"cannot read {folder}: {exc.strerror or exc}") from None
 
 
 def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:

@@ -124,6 +124,39 @@ def test_a_rerun_works_whatever_the_folders_of_the_tree_are_called(
     ]
 
 
+def test_a_folder_that_cannot_be_read_fails_and_the_rest_are_restored(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "in"
+    photo(src / "a.png")
+    photo(src / "locked" / "b.png")
+    blocked: set[str] = set()
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:  # what an unreadable folder does (even as root)
+        if os.fspath(path) in blocked:  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    blocked.add(str((src / "locked").resolve()))
+    result = batch(src, "-o", tmp_path / "out", "--weights", tiny_checkpoint, "-r", "--json")
+    assert result.exit_code == 1, result.output
+    status = [(r["input"], r["status"]) for r in records(result.stdout)]
+    assert status == [(f"{src}/locked", "failed"), (str(src / "a.png"), "ok")]
+    assert f"failed {src}/locked/: cannot read this folder: Permission denied" in result.stderr
+    assert result.stderr.splitlines()[-1] == "anyrestore: error: 1 folder could not be read"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+    blocked.add(str(src.resolve()))  # DIR itself: nothing to do, said at once
+    for recursive in (["-r"], []):
+        result = batch(src, "-o", tmp_path / "out2", "--weights", tiny_checkpoint, *recursive)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines() == [
+            f"anyrestore: error: cannot read {src}: Permission denied"
+        ]
+
+
 def test_output_folder_inside_the_input_is_not_read_back(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
