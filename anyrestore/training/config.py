@@ -274,9 +274,11 @@ def read_toml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = tomllib.loads(path.read_text())
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    except UnicodeDecodeError:  # a checkpoint or an image given as the recipe
+        raise ConfigError(f"{path}: not a TOML recipe (not UTF-8 text)") from None
     parent = values.pop("extends", None)
     if parent is None:
         return values
@@ -491,6 +493,11 @@ def validate(config: Config) -> None:
             len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
             "optim.betas must be two numbers in [0, 1)",
         ),
+        (o.eps > 0 and math.isfinite(o.eps), "optim.eps must be > 0"),
+        (
+            o.weight_decay >= 0 and math.isfinite(o.weight_decay),
+            "optim.weight_decay must be >= 0",
+        ),
         (o.grad_clip >= 0, "optim.grad_clip must be >= 0"),
         (
             s.kind in ("auto", "cosine", "step", "constant"),
@@ -499,7 +506,9 @@ def validate(config: Config) -> None:
         (s.warmup is None or 0 <= s.warmup < 1, "schedule.warmup must be in [0, 1)"),
         (all(0 < m < 1 for m in s.milestones), "schedule.milestones must be fractions in (0, 1)"),
         (0 < s.gamma <= 1, "schedule.gamma must be in (0, 1]"),
+        (0 <= s.min_lr <= o.lr, "schedule.min_lr must be in [0, optim.lr]"),
         (t.epochs > 0 or t.steps > 0, "train.epochs or train.steps must be > 0"),
+        (math.isfinite(t.epochs), "train.epochs must be a finite number"),
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.accumulate >= 1, "train.accumulate must be >= 1"),

@@ -111,23 +111,45 @@ def train(
         distributed.teardown(dist)
 
 
+def _same_run(out: Path, resume: str | Path) -> bool:
+    """Whether ``out`` is the folder of the run ``resume`` names (the folder or a file in it)."""
+    source = Path(resume)
+    folder = source if source.is_dir() else source.parent
+    try:
+        return folder.resolve() == out.resolve()
+    except OSError:
+        return False
+
+
+def _load_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """The loss scaler's saved state, if it had one: a bf16 or fp32 run saves an empty one,
+    which an fp16 scaler (a run resumed on a GPU without bf16) refuses; it starts afresh."""
+    if saved:
+        scaler.load_state_dict(saved)
+
+
+#: Settings whose saved state a resume restores over the config (the optimizer, scheduler and
+#: EMA), so a new value would be recorded in config.toml but never used.
+_KEPT_ON_RESUME = {"optim": None, "schedule": None, "train": ("ema_decay",)}
+
+
 def _check_resumable(config: Config, state: dict, resume: str | Path | None) -> None:
-    """Refuse new optimizer or schedule settings on resume: the optimizer's and scheduler's
-    saved state would override them while config.toml recorded them as used."""
+    """Refuse new optimizer, schedule or EMA settings on resume: the optimizer's, scheduler's
+    and EMA's saved state would override them while config.toml recorded them as used."""
     if "config_toml" not in state:
         return
     before = tomllib.loads(state["config_toml"])
     now = tomllib.loads(config.to_toml())  # both as TOML reads them: lists, not tuples
     changed = [
         f"{section}.{key}"
-        for section in ("optim", "schedule")
-        for key in sorted(set(before.get(section, {})) | set(now.get(section, {})))
+        for section, only in _KEPT_ON_RESUME.items()
+        for key in sorted(only or set(before.get(section, {})) | set(now.get(section, {})))
         if before.get(section, {}).get(key) != now.get(section, {}).get(key)
     ]
     if changed:
         raise ConfigError(
-            f"{', '.join(changed)} cannot change when resuming (the run's optimizer and "
-            f"schedule state carry on); start a new run from its weights instead: "
+            f"{', '.join(changed)} cannot change when resuming (the run's optimizer, "
+            f"schedule and EMA state carry on); start a new run from its weights instead: "
             f"anyrestore train export {resume} -o W.safetensors, then --set "
             f"train.init_from=W.safetensors"
         )
@@ -148,6 +170,11 @@ def _run(
         raise ConfigError(
             f"{out} already holds a run (last.pt); continue it with --resume {out}, or give "
             "another --out"
+        )
+    if resume is not None and (out / "last.pt").exists() and not _same_run(out, resume):
+        raise ConfigError(
+            f"{out} already holds another run (last.pt); resuming {resume} there would write "
+            f"over it: give another --out, or continue that run with --resume {out}"
         )
     if config.train.threads:
         set_threads(config.train.threads)  # warns when more than the cores
@@ -224,10 +251,15 @@ def _run(
             ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        _load_scaler(scaler, state["scaler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         run = Progress(**state["progress"])
+        if run.batch_in_epoch >= steps_per_epoch:
+            # A larger batch or fewer images since: the saved place is past this epoch's end
+            # (and an epoch that starts there would yield nothing, for ever). The next begins.
+            run.epoch += 1
+            run.batch_in_epoch = 0
         rngs = state["rng"]
         set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0])
     else:

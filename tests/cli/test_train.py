@@ -39,6 +39,11 @@ def _run(*args: str):
         (["--set", "model=anyir_xl"], "unknown model 'anyir_xl'"),
         (["--set", "train.precision=fp16", "--device", "cpu"], "fp16 needs a GPU"),
         (["--set", "data.root="], "data.root is not set"),
+        # Values torch would refuse only once the model and data are built, or not at all.
+        (["--set", "optim.eps=-1e-8"], "optim.eps must be > 0"),
+        (["--set", "optim.weight_decay=-0.01"], "optim.weight_decay must be >= 0"),
+        (["--set", "schedule.min_lr=0.1"], "schedule.min_lr must be in [0, optim.lr]"),
+        (["--set", "train.steps=0", "--set", "train.epochs=inf"], "train.epochs must be a finite"),
     ],
 )
 def test_config_errors_are_one_line_with_exit_2(
@@ -56,6 +61,14 @@ def test_missing_config_and_data_root(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--config" in result.stderr
     result = _run("-c", str(tmp_path / "nope.toml"))
     assert result.exit_code == 2 and "config file not found" in result.stderr
+    checkpoint = tmp_path / "run.pt"  # a checkpoint given as the recipe
+    checkpoint.write_bytes(b"PK\x03\x04\xff\xfe binary")
+    result = _run("-c", str(checkpoint))
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.strip()
+        == f"anyrestore: error: {checkpoint}: not a TOML recipe (not UTF-8 text)"
+    )
     result = _run(
         "-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(tmp_path)
     )
@@ -139,6 +152,18 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
         and (run / "last.pt").read_bytes() == before
     )
 
+    ema = _run("--resume", str(run), "--set", "train.ema_decay=0.5", "--no-progress")
+    assert ema.exit_code == 2, ema.output
+    assert "train.ema_decay cannot change when resuming" in ema.stderr
+
+    other = tmp_path / "other"  # another run's folder is not a place to resume this one
+    assert _run("-c", str(SMOKE), "--out", str(other), "--stop-at", "1", *tiny).exit_code == 0
+    theirs = (other / "last.pt").read_bytes()
+    onto = _run("--resume", str(run), "--out", str(other), "--no-progress")
+    assert onto.exit_code == 2, onto.output
+    assert f"{other} already holds another run (last.pt)" in onto.stderr
+    assert (other / "last.pt").read_bytes() == theirs
+
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     resumed = _run("--resume", str(copy), "--no-progress")  # the recipe's out is elsewhere
@@ -154,6 +179,26 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
         bench = CliRunner().invoke(app, ["bench", "--suite", "speed", "--weights", str(weights)])
         assert bench.exit_code == 4, bench.output
         assert f"anyrestore train export {copy} -o" in bench.stderr
+
+
+def test_a_resume_with_a_larger_batch_than_the_epoch_had_left_goes_on(tmp_path: Path) -> None:
+    # 4 photos: 2 steps an epoch of 2 crops, stopped after the first; resumed with 4 crops a
+    # step the epoch is 1 step long, and the place reached is already past its end.
+    import subprocess
+    import sys
+
+    photos = _photos(tmp_path / "photos", count=4)
+    run = tmp_path / "run"
+    common = ["--set", f"data.root={photos}", "--set", "data.val_fraction=0", "--set",
+              "data.crop=16", "--no-progress", "--steps", "3"]  # fmt: skip
+    first = _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "1", *common,
+                 "--set", "train.batch_size=2")  # fmt: skip
+    assert first.exit_code == 0, first.output
+    args = [sys.executable, "-m", "anyrestore", "train", "--resume", str(run), *common,
+            "--set", "train.batch_size=4"]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)  # hung before
+    assert done.returncode == 0, done.stderr
+    assert torch.load(run / "last.pt", weights_only=True)["progress"]["step"] == 3
 
 
 def test_val_fraction_zero_trains_on_every_photo_without_validation(tmp_path: Path) -> None:

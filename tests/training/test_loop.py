@@ -382,3 +382,17 @@ def test_frozen_batchnorm_trains_in_parts_as_the_whole_batch(
 def test_accumulate_must_divide_each_process_batch(photos: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="multiple of train.accumulate"):
         train(_tiny(photos, tmp_path / "run", "train.batch_size=4", "train.accumulate=3"))
+
+
+def test_a_run_saved_without_loss_scaling_resumes_with_it() -> None:
+    # A bf16 or fp32 run saves an empty scaler state; resumed in fp16 (a GPU without bf16
+    # under precision "auto") the scaler starts afresh instead of failing the resume.
+    from anyrestore.training.loop import _load_scaler
+
+    saved = torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    _load_scaler(scaler, saved)
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu", enabled=True).get_scale()
+    scaled = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0)
+    _load_scaler(scaler, scaled.state_dict())
+    assert scaler.get_scale() == 8.0
