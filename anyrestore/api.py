@@ -158,7 +158,7 @@ def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
 
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise InputError(f"expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}")
-    if image.dtype == np.uint8 or image.dtype == np.uint16:
+    if image.dtype.kind == "u" and image.dtype.itemsize in (1, 2):  # either byte order
         scale = float(np.iinfo(image.dtype).max)
     elif np.issubdtype(image.dtype, np.floating):
         scale = 1.0

@@ -57,6 +57,9 @@ def test_numpy_in_numpy_out(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
     assert np.abs(floats * 255 - out).max() <= 0.51
     wide = anyrestore.restore(rgb.astype(np.uint16) * 257, tiny_checkpoint, device="cpu")
     assert wide.dtype == np.uint16 and np.abs(wide / 257 - out).max() <= 0.51
+    big_endian = (rgb.astype(np.uint16) * 257).astype(">u2")  # as read from a FITS or PGM file
+    back = anyrestore.restore(big_endian, tiny_checkpoint, device="cpu")
+    assert back.dtype == np.dtype(">u2") and np.array_equal(back, wide)
 
 
 def test_strength_zero_gives_the_input_back(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
@@ -91,6 +94,8 @@ def test_pil_in_pil_out_keeps_the_mode_and_profile(tiny_checkpoint: Path, rgb: n
     for mode in ("RGBA", "L", "LA", "P"):
         out = anyrestore.restore(image.convert(mode), tiny_checkpoint, device="cpu")
         assert out.mode == ("RGB" if mode == "P" else mode) and out.size == image.size
+    lab = anyrestore.restore(image.convert("LAB"), tiny_checkpoint, device="cpu")
+    assert lab.mode == "RGB" and lab.size == image.size  # LAB has no alpha to keep
 
 
 def test_bytes_in_bytes_out_in_the_same_format(tiny_checkpoint: Path, rgb: np.ndarray) -> None:

@@ -476,7 +476,7 @@ def _eight_bit_target(im: Image.Image, icc: bytes | None) -> tuple[str, bytes | 
         return ("LA" if transparent else "L"), icc
     if mode in ("LA", "La"):
         return "LA", icc
-    if mode in ("RGBA", "RGBa", "PA") or "A" in mode:
+    if mode.endswith(("A", "a")):  # RGBA, RGBa, PA (not LAB, which has no alpha)
         return "RGBA", icc
     if mode == "P":
         return ("RGBA" if transparent else "RGB"), icc
