@@ -273,16 +273,18 @@ class Restorer:
         tile = self._initial_tile(h, w)
         stats_side = self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
         tile_batch = self.tile_batch
+        cap = 0  # after an out-of-memory error: the largest side any one pass may have
         self._runs.runtime = "torch"  # until a pass runs on OpenVINO (_run)
         while True:
+            whole = self._one_pass(h, w, tile, stats_side, cap)
             try:
-                if self._one_pass(h, w, tile, stats_side):
+                if whole:
                     out = self._forward(batch)
                     self.last_run = RunInfo(1, 0, 0, False, self._runs.runtime)
                 else:
                     out = torch.cat(
                         [
-                            self._restore_tiled(img[None], tile, stats_side, tile_batch)
+                            self._restore_tiled(img[None], tile, stats_side, tile_batch, cap)
                             for img in batch
                         ]
                     )
@@ -297,6 +299,10 @@ class Restorer:
                         "out of memory on %s; retrying with one tile per batch", self.device
                     )
                     continue
+                # The largest pass that ran out (the whole image, or the reference the tiles'
+                # statistics are recorded on) must shrink too, or it fails again as it was.
+                largest = max(h, w) if whole else self._largest_pass(stats_side, tile, cap)
+                cap = max(self.pad_multiple, largest // 2 // self.pad_multiple * self.pad_multiple)
                 current = tile if tile and tile < max(h, w) else max(h, w)
                 smaller = (current // 2) // self.pad_multiple * self.pad_multiple
                 if smaller < max(MIN_TILE, self.pad_multiple):
@@ -355,7 +361,7 @@ class Restorer:
         return out.clamp_(0.0, 1.0).cpu()
 
     def _restore_tiled(
-        self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int
+        self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int, cap: int = 0
     ) -> torch.Tensor:
         h, w = x.shape[-2:]
         m = self.pad_multiple
@@ -366,7 +372,7 @@ class Restorer:
         frozen = nullcontext()
         forward: Callable[[torch.Tensor], torch.Tensor] = partial(self._forward, tile=True)
         if replay:
-            side = self._reference_side(stats_side, tile)
+            side = self._reference_side(stats_side, tile, cap)
             reference = make_reference(x, side, self.stats_method)
             reference = reference.to(self.device)
             # Enter the path's forward context first so the recording pass runs as the tiles do.
@@ -382,7 +388,7 @@ class Restorer:
         """Whether tiles replay image-wide statistics recorded on a reference first."""
         return self.stats_method != "live" and has_global_stats(self.model)
 
-    def _one_pass(self, h: int, w: int, tile: int, stats_side: int) -> bool:
+    def _one_pass(self, h: int, w: int, tile: int, stats_side: int, cap: int = 0) -> bool:
         """Whether an h x w image is restored in one whole-image pass rather than in tiles.
 
         Also when it exceeds the tile but not the side the statistics are recorded on: that
@@ -390,20 +396,31 @@ class Restorer:
         output is the answer the tiles would only reproduce. An explicit ``stats_side`` still
         tiles: that is how tiling is measured against the whole image.
         """
+        if cap and max(h, w) > cap:
+            return False
         if tile == 0 or (h <= tile and w <= tile):
             return True
         return (
             self.stats_side is None
             and self._replays()
-            and max(h, w) <= self._reference_side(stats_side, tile)
+            and max(h, w) <= self._reference_side(stats_side, tile, cap)
         )
 
-    def _reference_side(self, stats_side: int, tile: int) -> int:
-        """The model's ``reference_side`` when it asks for more (at most 4 tiles a side)."""
+    def _reference_side(self, stats_side: int, tile: int, cap: int = 0) -> int:
+        """The model's ``reference_side`` when it asks for more (at most 4 tiles a side), and
+        at most ``cap`` once a pass ran out of memory."""
         wanted = int(getattr(self.model, "reference_side", 0))
         if self.stats_side is not None or wanted <= stats_side:
-            return stats_side
-        return max(stats_side, min(wanted, 4 * tile))
+            side = stats_side
+        else:
+            side = max(stats_side, min(wanted, 4 * tile))
+        return min(side, cap) if cap else side
+
+    def _largest_pass(self, stats_side: int, tile: int, cap: int) -> int:
+        """The largest side a tiled restoration runs the model on: a tile or the reference."""
+        if not self._replays():
+            return tile
+        return max(tile, self._reference_side(stats_side, tile, cap))
 
     def _placed_forward(
         self, grid: TileGrid, scale: tuple[float, float] | None

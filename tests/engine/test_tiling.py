@@ -187,6 +187,33 @@ def test_out_of_memory_halves_the_tile_and_retries(error: Exception) -> None:
     assert (out - expected).abs().max() < 1e-5
 
 
+def test_a_whole_image_pass_that_ran_out_of_memory_is_not_run_again() -> None:
+    # AnyIR records image-wide statistics on a reference of up to 1024 px (4 tiles a side):
+    # after the whole 400 px image ran out, halving the tile alone left that pass as it was.
+    from tinymodels import TINY_ANYIR
+
+    from anyrestore.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("anyir_t", **TINY_ANYIR).eval()
+    sizes: list[tuple[int, int]] = []
+    forward = model.forward
+
+    def limited(x: torch.Tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(tuple(x.shape[-2:]))
+        if x.shape[-2] * x.shape[-1] > 300 * 300:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(x, *args, **kwargs)
+
+    model.forward = limited  # type: ignore[method-assign]
+    restorer = Restorer(model, "cpu", tile=256)
+    out = restorer.restore_tensor(torch.rand(3, 400, 400))
+    assert out.shape == (3, 400, 400) and torch.isfinite(out).all()
+    assert sizes.count((400, 400)) == 1  # tried once, then tiled with a smaller reference
+    assert restorer.last_run is not None and restorer.last_run.tile == 128
+    assert max(max(size) for size in sizes[1:]) <= 200
+
+
 def test_out_of_memory_at_the_smallest_tile_is_a_device_error() -> None:
     restorer = Restorer(OOMAbove(limit=10), "cpu", tile=64, overlap=8)
     with pytest.raises(DeviceError, match="out of memory"):
