@@ -16,6 +16,7 @@ rm -rf "$venv"
 python3 -m venv "$venv"
 . "$venv/bin/activate"
 pip install -q torch==2.13.0
+pip install -q 'tomli>=2.0; python_version < "3.11"'  # the snippet below reads pyproject.toml
 python3 - > "$venv/oldest.txt" <<'EOF'
 import re, sys
 try:

@@ -1,4 +1,4 @@
-"""The dependency rule of docs/STYLE: cli -> {engine, training, bench, weights} -> models."""
+"""The dependency rule: cli -> {engine, training, bench, weights} -> models (data flows one way)."""
 
 from __future__ import annotations
 
