@@ -572,9 +572,10 @@ def others_running(samples: int = 3, interval: float = 0.05) -> int:
     return min(counts)
 
 
-#: Measurements this process took while the machine was busy: used again by this process
-#: (a batch or a bench builds several models) without reading the cache file again.
-_measured_busy: dict[str, float] = {}
+#: Measurements this process took (or took from the cache file as provisional): used again
+#: by this process (a batch, a bench or an app builds several models) without measuring or
+#: reading again, also where the cache folder cannot be written.
+_measured: dict[str, float] = {}
 #: Appended to the key of a measurement taken while the machine was busy. Such a value
 #: serves later runs that find the machine busy too (so a machine that is never quiet does
 #: not pay for the probe at every start) and is replaced by the first run on a quiet one.
@@ -587,8 +588,8 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     One taken while other work kept the CPU busy is kept apart, as provisional: runs on a
     busy machine use it, and the next run on a quiet machine measures again.
     """
-    if key in _measured_busy:
-        return _measured_busy[key]
+    if key in _measured:
+        return _measured[key]
     cache = read_cache(_CACHE_FILE)
     value = cache.get(key)
     if _usable(value):
@@ -597,13 +598,13 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     before = others_running()
     provisional = cache.get(key + _BUSY)
     if before > spare and _usable(provisional):
-        _measured_busy[key] = float(provisional)
-        return _measured_busy[key]
+        _measured[key] = float(provisional)
+        return _measured[key]
     speedup = measure()
+    _measured[key] = speedup
     busy = max(before, others_running())
     if busy > spare:  # a core was taken: the ratio measured the contention too
         log.info("measured %r while %d other threads ran; kept until a quiet run", key, busy)
-        _measured_busy[key] = speedup
         cache[key + _BUSY] = round(speedup, 3)
     else:
         cache[key] = round(speedup, 3)

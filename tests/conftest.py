@@ -58,7 +58,7 @@ def _quiet_machine(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     path = tmp_path_factory.getbasetemp() / "loadavg"
     path.write_text("0.00 0.00 0.00 1/100 1\n")
     monkeypatch.setattr(anyrestore.compute, "LOADAVG", path)
-    monkeypatch.setattr(anyrestore.compute, "_measured_busy", {})
+    monkeypatch.setattr(anyrestore.compute, "_measured", {})
 
 
 @pytest.fixture(scope="session")

@@ -91,6 +91,21 @@ def test_other_model_code_is_measured_again(cpu_with, monkeypatch: pytest.Monkey
     assert probe.calls == 2
 
 
+def test_where_the_cache_cannot_be_written_a_process_measures_once(
+    cpu_with, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A read-only home (a container, a locked-down server): an app that builds a restorer
+    # per request must not pay for the probe every time.
+    cpu_with("AMX-BF16")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("ANYRESTORE_CACHE", str(blocker / "anyrestore"))
+    probe = Probe(2.0)
+    for _ in range(3):
+        assert choose_path("cpu", "auto", model=tiny(), probe=probe).precision == "bf16"
+    assert probe.calls == 1 and not (blocker / "anyrestore").exists()
+
+
 def test_an_unreadable_cache_is_measured_again(cpu_with, tmp_path: Path) -> None:
     cpu_with("AMX-BF16")
     (tmp_path / "compute.json").write_text("not json")
@@ -200,17 +215,17 @@ def test_a_measurement_taken_beside_other_work_serves_busy_runs_until_a_quiet_on
         assert path.precision == "bf16"
         assert compute.training_pointwise(torch.device("cpu"), "fp32", probe=pointwise)[0] == "conv"
     assert (probe.calls, pointwise.calls) == (1, 1)
-    monkeypatch.setattr(compute, "_measured_busy", {})  # the next run, on a machine still busy
+    monkeypatch.setattr(compute, "_measured", {})  # the next run, on a machine still busy
     assert choose_path("cpu", "auto", model=tiny(), probe=Probe(0.5)).precision == "bf16"
     assert compute.training_pointwise(torch.device("cpu"), "fp32", probe=pointwise)[0] == "conv"
     assert (probe.calls, pointwise.calls) == (1, 1)  # the busy measurements served it
-    monkeypatch.setattr(compute, "_measured_busy", {})  # the next run, on a quiet machine
+    monkeypatch.setattr(compute, "_measured", {})  # the next run, on a quiet machine
     busy_machine(monkeypatch, tmp_path, others=0)
     quiet = Probe(0.5)  # measured again: bf16 no faster here after all
     for _ in range(2):
         assert choose_path("cpu", "auto", model=tiny(), probe=quiet).precision == "fp32"
     assert quiet.calls == 1
-    monkeypatch.setattr(compute, "_measured_busy", {})  # and busy again: the quiet value holds
+    monkeypatch.setattr(compute, "_measured", {})  # and busy again: the quiet value holds
     busy_machine(monkeypatch, tmp_path, others=os.cpu_count() or 1)
     assert choose_path("cpu", "auto", model=tiny(), probe=Probe(3.0)).precision == "fp32"
     assert quiet.calls == 1
