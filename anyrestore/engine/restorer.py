@@ -157,6 +157,10 @@ class Restorer:
             )
         if overlap is not None and overlap < 0:
             raise UsageError(f"tile overlap must be >= 0, got {overlap}")
+        if tile_batch is not None and tile_batch < 0:
+            raise UsageError(f"tile_batch must be >= 1 (0: the device's default), got {tile_batch}")
+        if stats_side is not None and stats_side < 0:
+            raise UsageError(f"stats_side must be > 0 (0: the default), got {stats_side}")
         if stats_method not in METHODS:
             raise UsageError(
                 f"unknown stats method {stats_method!r}; use one of {', '.join(METHODS)}"

@@ -69,6 +69,16 @@ def test_strength_outside_zero_to_one_is_refused(strength: float) -> None:
         restorer.restore_tensor(noisy_photo(0, 8, 8), strength=strength)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"tile_batch": -1}, "tile_batch must be >= 1"), ({"stats_side": -1}, "stats_side must")],
+)
+def test_negative_tile_options_are_refused(option: dict, message: str) -> None:
+    # tile_batch -1 ran no tile at all (a black picture); stats_side -1 mirrored the reference.
+    with pytest.raises(UsageError, match=message):
+        Restorer(tiny_anyir(), "cpu", "fp32", tile=64, **option)
+
+
 @pytest.mark.skipif(not (NO_CUDA and NO_MPS), reason="an accelerator is present")
 def test_auto_device_falls_back_to_cpu_and_reports_it() -> None:
     assert resolve_device("auto") == torch.device("cpu")
