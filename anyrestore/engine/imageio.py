@@ -67,7 +67,7 @@ _JPEG_MAX_EXIF = 65533  # the payload of one APP1 segment
 
 _ORIENTATION = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
-_pillow_limit_lock = threading.Lock()
+_pillow_limit_lock = threading.RLock()  # a decode reopens its file under it
 
 
 @dataclass(frozen=True)
@@ -136,16 +136,31 @@ def max_pixels_from_env() -> int:
 
 
 @contextmanager
-def _own_pixel_limit(allow_truncated: bool = False) -> Iterator[None]:
-    # Pillow's global limit would pre-empt ours (and warn); we check the header size ourselves.
+def _pillow_settings(*, lift_limit: bool = False, truncated: bool | None = None) -> Iterator[None]:
+    """Pillow's settings as a read needs them: its pixel limit lifted (it would pre-empt ours
+    and warn; we check the header's size ourselves), truncated data accepted or not.
+
+    They are process-wide, so another thread's ``Image.open`` meanwhile sees them too (an app
+    that reads uploads elsewhere would lose its bomb check): the limit is lifted only around
+    what checks it (opening a file, loading a TIFF), only a value that differs is set, and
+    it is put back at once, leaving values that other code set alone.
+    """
+    wanted = {}
+    if lift_limit:
+        wanted[(Image, "MAX_IMAGE_PIXELS")] = None
+    if truncated is not None:
+        wanted[(ImageFile, "LOAD_TRUNCATED_IMAGES")] = truncated
     with _pillow_limit_lock:
-        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        Image.MAX_IMAGE_PIXELS = None
-        ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
+        saved = {}
+        for (module, name), value in wanted.items():
+            if getattr(module, name) != value:
+                saved[(module, name)] = getattr(module, name)
+                setattr(module, name, value)
         try:
             yield
         finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+            for (module, name), value in saved.items():
+                setattr(module, name, value)
 
 
 def _pixels(n: float) -> str:
@@ -178,11 +193,11 @@ def read_image(
 
     def opener() -> Image.Image:
         fp: Any = io.BytesIO(bytes(source)) if is_bytes else source  # type: ignore[arg-type]
-        return Image.open(fp)
+        with _pillow_settings(lift_limit=True):
+            return Image.open(fp)
 
     try:
-        with _own_pixel_limit():
-            im = opener()
+        im = opener()
     except FileNotFoundError:
         raise InputError(f"{label}: no such file") from None
     except IsADirectoryError:
@@ -233,14 +248,17 @@ def read_image(
                     short = True
             if not short:
                 try:
-                    with _own_pixel_limit(False):
+                    with _pillow_settings(lift_limit=fmt == "TIFF", truncated=False):
                         return _decode(im, fmt, opener)
                 except Exception as exc:
                     if not (allow_truncated and _truncated(exc)):
                         raise
             # Asked to go on: say so, then decode again with the missing rows filled in.
             log.warning("%s is truncated; restoring what is there", label)
-            with _own_pixel_limit(True), opener() as again:
+            with (
+                _pillow_settings(lift_limit=fmt == "TIFF", truncated=True),
+                opener() as again,
+            ):
                 return _decode(again, fmt, opener)
         except InputError as exc:
             raise InputError(f"{label}: {exc}") from None

@@ -290,6 +290,27 @@ def test_decompression_bomb_limit_from_argument_and_environment(
         read_image(data)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
+def test_pillow_keeps_its_own_settings_while_an_image_decodes(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They are process-wide: an app's other threads opening uploads meanwhile must keep
+    # Pillow's bomb check, and a value the app set must still be there afterwards.
+    data = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), fmt)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 12_345_678)  # the app's own choice
+    seen = []
+    real = imageio_module._orientation_and_exif
+
+    def spy(im, fmt):  # type: ignore[no-untyped-def]
+        seen.append(Image.MAX_IMAGE_PIXELS)  # called while the pixels are decoded
+        return real(im, fmt)
+
+    monkeypatch.setattr(imageio_module, "_orientation_and_exif", spy)
+    assert read_image(data).width == W
+    assert seen == [None if fmt == "TIFF" else 12_345_678]  # TIFF checks it while loading
+    assert Image.MAX_IMAGE_PIXELS == 12_345_678
+
+
 def test_bomb_limit_is_checked_before_decoding() -> None:
     # A header claiming 30000 x 30000 pixels and no pixel data at all.
     header = png16_reference(np.zeros((1, 1, 3), np.uint16))
