@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -168,3 +169,15 @@ def warn_lossless(formats: Iterable[str]) -> None:
     """Say that --quality does nothing for these formats, so that no one waits for it to."""
     if names := list(formats):
         say(f"anyrestore: warning: --quality has no effect on {', '.join(names)} (lossless)")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in lists and dicts) as None: JSON
+    has no such numbers, and ``json.dumps`` would write the invalid ``NaN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from anyrestore.cli.common import table_console
+from anyrestore.cli.common import finite, table_console
 from anyrestore.cli.errors import emit, say
 from anyrestore.errors import UsageError, WeightsError
 
@@ -59,7 +59,7 @@ def list_command(
     default = default_entry()
     rows = [_row(e, default) for e in entries]
     if json_output:
-        emit(json.dumps(rows, indent=2))
+        emit(json.dumps(finite(rows), indent=2))
         return
     if not rows:
         say(f"no weights in the manifest ({manifest_path()})")
@@ -123,7 +123,7 @@ def info_command(
 
     row = _row(entry_for(name, paths_too=False), default_entry())
     if json_output:
-        emit(json.dumps(row, indent=2))
+        emit(json.dumps(finite(row), indent=2))
         return
     where = [
         w for w, ok in (("embedded", row["embedded_present"]), ("cached", row["cached"])) if ok
@@ -280,6 +280,8 @@ def add_command(
         )
     if (revision or filename) and not repo_id:
         raise UsageError("--revision and --filename describe a Hub upload: add --repo-id")
+    if repo_id and not revision:
+        raise UsageError(f"--repo-id {repo_id}: add --revision, the upload's 40-hex commit hash")
     if prefer and not write:
         raise UsageError("--prefer places the entry in the manifest: add --write")
     if not embed and not (repo_id and revision):

@@ -66,7 +66,8 @@ def _toml_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # JSON's escapes are TOML's, but JSON leaves DEL as it is and TOML forbids it raw.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -115,9 +116,9 @@ def manifest_entry_for(
     if arch != meta["arch"]:
         raise UsageError(f"{path} holds a network of {meta['arch']}; {model} is of {arch}")
     if trained_for is None:
-        trained_for = _decode(meta.get("trained_for", "[]"))
-        if isinstance(trained_for, str):
-            trained_for = [trained_for]
+        said = _decode(meta.get("trained_for", "[]"))  # a list, one name, or something odd
+        said = said if isinstance(said, list) else [said] if said not in (None, "") else []
+        trained_for = [str(kind) for kind in said]
     if not trained_for:
         raise WeightsError(
             f"{path}: its metadata says nothing about what it was trained for; say it explicitly"
@@ -165,9 +166,12 @@ def embed_file(path: str | os.PathLike[str], name: str) -> Path:
     ``embedded`` paths (the package's folder for the packaged manifest, else the manifest's
     own folder); returns the copy's path."""
     target = embedded_root() / f"weights/embedded/{name}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(path, tmp)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target
 
 
@@ -216,13 +220,15 @@ def _first_entry_line(text: str, model: str, entries: list[WeightsEntry]) -> int
     if index is None:
         return None
     lines = text.splitlines(keepends=True)
-    headers = [i for i, line in enumerate(lines) if line.strip().startswith("[[weights]]")]
+    headers = [i for i, line in enumerate(lines) if _ENTRY_HEADER.match(line)]
     at = headers[index]
     while at > 0 and lines[at - 1].lstrip().startswith("#"):
         at -= 1
     return at
 
 
+# A ``[[weights]]`` header, however TOML lets it be spaced ("[[ weights ]]").
+_ENTRY_HEADER = re.compile(r"[ \t]*\[\[[ \t]*weights[ \t]*\]\]")
 # An entry's ``default = true`` line, as ``weights add`` and hand edits write it.
 _DEFAULT_LINE = re.compile(r"[ \t]*default[ \t]*=[ \t]*true[ \t]*(#.*)?\n?")
 _TABLE_HEADER = re.compile(r"[ \t]*\[\[?[\w.\"' -]+\]\]?[ \t]*(#.*)?\n?")
@@ -234,7 +240,7 @@ def _without_defaults(text: str) -> str:
     kept, in_entry = [], False
     for line in text.splitlines(keepends=True):
         if _TABLE_HEADER.fullmatch(line):
-            in_entry = line.strip().startswith("[[weights]]")
+            in_entry = bool(_ENTRY_HEADER.match(line))
         if not (in_entry and _DEFAULT_LINE.fullmatch(line)):
             kept.append(line)
     return "".join(kept)

@@ -28,6 +28,14 @@ PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params", "net")
 #: Prefixes that wrappers add to every key: DistributedDataParallel, torch.compile, Lightning.
 KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
+#: Before this release a crafted file could still run code through ``weights_only=True``
+#: (CVE-2025-32434); the package allows older torch for everything else.
+SAFE_TORCH_LOAD = (2, 6)
+
+
+def _torch_release() -> tuple[int, int]:
+    major, minor, *_ = torch.__version__.split("+")[0].split(".")
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -46,6 +54,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 f"{path} is not a readable safetensors file ({first_line(exc)})"
             ) from None
     elif path.suffix.lower() in PICKLE_SUFFIXES:
+        if _torch_release() < SAFE_TORCH_LOAD:
+            raise WeightsError(
+                f"{path}: torch {torch.__version__} cannot read a torch file safely (a crafted "
+                "one could run code); convert it with torch >= 2.6"
+            )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:

@@ -54,9 +54,15 @@ def cached_file(entry: WeightsEntry) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(
-        entry.repo_id or "", entry.filename or "", cache_dir=cache_dir(), revision=entry.revision
-    )
+    try:
+        found = try_to_load_from_cache(
+            entry.repo_id or "",
+            entry.filename or "",
+            cache_dir=cache_dir(),
+            revision=entry.revision,
+        )
+    except ValueError:  # coordinates the Hub library refuses (the manifest checks them too)
+        return None
     return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
 
 

@@ -46,6 +46,9 @@ _PACKAGED_MANIFEST = Path(__file__).parent / "weights_manifest.toml"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: A Hub repository id: "namespace/name", each part as the Hub allows (no "--" or "..").
+_REPO_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+_REPO_ID = re.compile(rf"{_REPO_PART}/{_REPO_PART}")
 
 
 def is_pinned_revision(revision: str) -> bool:
@@ -179,12 +182,17 @@ def parse_manifest(
     if not isinstance(raw, list):
         raise WeightsError(f"{source}: 'weights' must be an array of tables ([[weights]])")
     entries = [_parse_entry(item, i, source, embedded_root) for i, item in enumerate(raw)]
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     files: dict[tuple[str | None, str | None, str | None], WeightsEntry] = {}
     for e in entries:
-        if e.name in seen:
-            raise WeightsError(f"{source}: weights name {e.name!r} appears twice")
-        seen.add(e.name)
+        # Names are also file names (--embed, the Hub cache): on macOS and Windows two that
+        # differ only in case would be one file.
+        key = e.name.casefold()
+        if key in seen:
+            other = seen[key]
+            twice = "appears twice" if other == e.name else f"differs from {other!r} only in case"
+            raise WeightsError(f"{source}: weights name {e.name!r} {twice}")
+        seen[key] = e.name
         if not e.on_hub:
             continue
         same = files.setdefault((e.repo_id, e.filename, e.revision), e)
@@ -242,6 +250,15 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
         raise WeightsError(f"{where}: repo_id, filename and revision go together")
     if hub["revision"] and not is_pinned_revision(hub["revision"]):
         raise WeightsError(f"{where}: revision must be a pinned 40-hex commit hash")
+    if hub["repo_id"] and not _REPO_ID.fullmatch(hub["repo_id"]):
+        raise WeightsError(
+            f"{where}: repo_id {hub['repo_id']!r} is not a Hub repository (org/name)"
+        )
+    if hub["filename"] and not _is_repo_path(hub["filename"]):
+        raise WeightsError(
+            f"{where}: filename {hub['filename']!r} must be a path inside the repository "
+            "(relative, with / between folders, no '..')"
+        )
     embedded = text("embedded", required=False)
     if not embedded and not hub["repo_id"]:
         raise WeightsError(f"{where} needs Hub coordinates (repo_id/filename/revision) or embedded")
@@ -255,6 +272,8 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
             f"{where}: license {license!r} is not an SPDX id or expression (MIT, Apache-2.0, "
             "CC-BY-4.0, LicenseRef-...)"
         )
+    model, arch = text("model") or "", text("arch") or ""
+    _check_variant(where, model, arch)
     default = item.get("default", False)
     training = item.get("training", {})
     description = item.get("description", "")
@@ -266,8 +285,8 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
         raise WeightsError(f"{where}: description must be a string")
     return WeightsEntry(
         name=name,
-        model=text("model") or "",
-        arch=text("arch") or "",
+        model=model,
+        arch=arch,
         trained_for=tuple(trained_for),
         sha256=sha,
         size=size,
@@ -281,6 +300,27 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
         description=description,
         training=json.loads(json.dumps(dict(training), default=str)),
     )
+
+
+def _is_repo_path(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        not name.startswith("/")
+        and "\\" not in name
+        and all(part not in ("", ".", "..") for part in parts)
+    )
+
+
+def _check_variant(where: str, model: str, arch: str) -> None:
+    """A registered variant's architecture must be the entry's (a variant of another arch
+    could never load the file); an unregistered model name is left to load time."""
+    from anyrestore.models import get_spec, list_models
+
+    if model in list_models() and get_spec(model).arch != arch:
+        raise WeightsError(
+            f"{where} says model {model!r} but arch {arch!r} ({model} is a "
+            f"{get_spec(model).arch} variant)"
+        )
 
 
 def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[WeightsEntry]:

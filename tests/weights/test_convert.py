@@ -89,6 +89,21 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path: Path) -
     assert not marker.exists() and not out.exists()
 
 
+@pytest.mark.parametrize("version", ["2.4.1", "2.5.1+cu121"])
+def test_a_torch_whose_safe_loader_is_not_safe_reads_no_torch_file(
+    tmp_path: Path, trained, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    # The package allows torch 2.4 and 2.5, where weights_only could still be made to run code.
+    src = tmp_path / "w.pt"
+    torch.save(trained.state_dict(), src)
+    monkeypatch.setattr(torch, "__version__", version)
+    out = tmp_path / "x.safetensors"
+    result = runner.invoke(app, ["weights", "convert", str(src), "-m", "anyir_t", "-o", str(out)])
+    assert result.exit_code == 4, result.output
+    assert f"torch {version} cannot read a torch file safely" in result.stderr
+    assert not out.exists()
+
+
 def test_the_source_is_never_overwritten(tmp_path: Path, trained) -> None:
     src = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(src))

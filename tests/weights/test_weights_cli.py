@@ -8,18 +8,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from tinymodels import TINY_ANYIR as TINY
 from typer.testing import CliRunner
 from weightkit import COMMIT, REPO, hub_entry
 
 from anyrestore.cli.app import app
 from anyrestore.cli.weights import kinds_summary
 from anyrestore.errors import UsageError, WeightsError
+from anyrestore.models import create_model
 from anyrestore.weights import (
     add_entry,
     find_entry,
     list_entries,
     load_weights,
     manifest_entry_for,
+    save_checkpoint,
 )
 from anyrestore.weights.manifest import tomllib
 from anyrestore.weights.resolve import entry_for
@@ -383,6 +387,7 @@ def test_add_embed_write_creates_a_private_manifest_that_works(tmp_path, tiny_fi
     [
         (["--name", "../x", "--embed"], "--name '../x': use only letters"),
         (["--name", "x", "--embed", "--revision", COMMIT], "add --repo-id"),
+        (["--name", "x", "--embed", "--repo-id", REPO], "add --revision"),
     ],
 )
 def test_add_bad_options_are_usage_errors(manifest, tiny_file, extra, said):
@@ -394,3 +399,70 @@ def test_download_refuses_a_path(manifest, tiny_file):
     result = _run("download", str(tiny_file))
     assert result.exit_code == 2 and "needs no download" in result.stderr
     assert "verified" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"repo_id": "me/a/b"}, "is not a Hub repository (org/name)"),
+        ({"filename": "../x.safetensors"}, "must be a path inside the repository"),
+        ({"filename": "/abs/x.safetensors"}, "must be a path inside the repository"),
+        ({"model": "clusir_t"}, "says model 'clusir_t' but arch 'anyir'"),
+    ],
+)
+def test_an_entry_no_command_could_use_makes_the_manifest_invalid(
+    manifest, tiny_bytes, fields, said
+):
+    # Hub coordinates the Hub library refuses failed every list, info and verify (exit 1).
+    manifest(hub_entry(tiny_bytes, **fields))
+    for command in (["list"], ["list", "--json"], ["info", "tiny-hub"], ["verify"]):
+        result = _run(*command)
+        assert result.exit_code == 4, result.output
+        assert said in result.stderr and "Traceback" not in result.output
+
+
+def test_names_that_differ_only_in_case_are_one_name(manifest, tiny_bytes):
+    # They are file names too (--embed, the Hub cache): one file on macOS and Windows.
+    manifest(hub_entry(tiny_bytes, name="tiny-v1"), hub_entry(tiny_bytes, name="TINY-v1"))
+    result = _run("list")
+    assert result.exit_code == 4
+    assert "'TINY-v1' differs from 'tiny-v1' only in case" in result.stderr
+
+
+def test_json_listings_stay_json_when_a_fact_is_not_a_number(manifest, tiny_bytes):
+    manifest(hub_entry(tiny_bytes) + "[weights.training]\nval_psnr = nan\nsteps = 10\n")
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    for command in (["list", "--json"], ["info", "tiny-hub", "--json"]):
+        result = _run(*command)
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout, parse_constant=refuse)
+        row = out[0] if isinstance(out, list) else out
+        assert row["training"]["val_psnr"] is None and row["training"]["steps"] == 10
+
+
+def test_add_takes_any_header_spelling_odd_metadata_and_any_description(
+    manifest, tiny_bytes, tmp_path
+):
+    path = manifest(hub_entry(tiny_bytes, name="tiny-v1").replace("[[weights]]", "[[ weights ]]"))
+    odd = tmp_path / "odd.safetensors"  # trained_for written as one number, not a list
+    torch.manual_seed(0)
+    save_checkpoint(create_model("anyir_t", **TINY), odd, name="anyir_t", extra={"trained_for": 25})
+    args = ["add", str(odd), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
+    result = _run(*args, "--name", "tiny-v2", "--write", "--prefer", "--description", "a\x7fb")
+    assert result.exit_code == 0, result.output
+    assert [e.name for e in list_entries()] == ["tiny-v2", "tiny-v1"]
+    added = find_entry("tiny-v2")
+    assert added is not None and added.trained_for == ("25",) and added.description == "a\x7fb"
+    assert "[[ weights ]]" in path.read_text()
+
+
+def test_embedding_where_nothing_can_be_written_is_a_usage_error(tmp_path, tiny_file, monkeypatch):
+    (tmp_path / "weights").write_text("a file where the folder should be")
+    monkeypatch.setenv("ANYRESTORE_MANIFEST", str(tmp_path / "m.toml"))
+    (tmp_path / "m.toml").write_text("schema_version = 1\n")
+    result = _run("add", str(tiny_file), "--license", "MIT", "--name", "x", "--embed", "--write")
+    assert result.exit_code == 2, result.output
+    assert "cannot write" in result.stderr and "Traceback" not in result.output
