@@ -350,6 +350,12 @@ def _repeats(samples: Sequence[Sample], expansion: bool | Mapping[str, int]) -> 
         return [1] * len(samples)
     ratios = dict(EXPANSION_RATIOS)
     if isinstance(expansion, Mapping):
+        unknown = sorted(set(expansion) - set(EXPANSION_RATIOS))
+        if unknown:  # ignored, it would leave the papers' ratio in place without a word
+            raise ValueError(
+                f"expansion has no task {', '.join(map(repr, unknown))} (its tasks: "
+                f"{', '.join(EXPANSION_RATIOS)}; the noise levels share 'noise')"
+            )
         ratios.update(expansion)
     return [int(ratios.get(expansion_key(s.kind or ""), 1)) for s in samples]
 

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -138,7 +139,8 @@ def hazy_scene(rel: PurePath) -> str:
 # A group: the clean scene whose versions the validation split keeps on one side.
 Group = Callable[[PurePath], str]
 
-_GOPRO_FRAME = re.compile(r"^(GOPR\d+_\d+_\d+)_\d+$", re.IGNORECASE)
+# SEQ_000047 as GoPro ships it, SEQ-000047 as Restormer's and NAFNet's copies name frames.
+_GOPRO_FRAME = re.compile(r"^(GOPR\d+_\d+_\d+)[_-]\d+$", re.IGNORECASE)
 
 
 def same_scene(rel: PurePath) -> str:
@@ -186,9 +188,10 @@ def match_pairs(
     for path in require_images(layout, root, gt_dir):
         rel = path.relative_to(gt_dir)
         key = gt_key(rel)
-        if key in index or key in clashes:
-            known = clashes.setdefault(key, [index.pop(key).relative_to(gt_dir).as_posix()])
-            known.append(rel.as_posix())
+        if key in clashes:  # a third (or later) clean image of one key
+            clashes[key].append(rel.as_posix())
+        elif key in index:
+            clashes[key] = [index.pop(key).relative_to(gt_dir).as_posix(), rel.as_posix()]
         else:
             index[key] = path
     pairs: list[tuple[Path, Path, str]] = []
@@ -306,7 +309,7 @@ def paired_samples(root: Path, kind: str, *, strict: bool = False) -> list[Sampl
         lq_dir, gt_dir = find_dir(root, lq_name), find_dir(root, gt_name)
         if lq_dir is not None and gt_dir is not None:
             pairs = match_pairs("paired", root, lq_dir, gt_dir, strict=strict)
-            return pair_samples(pairs, kind, root.name, gt_dir)
+            return pair_samples(pairs, kind, _folder_name(root), gt_dir)
     raise layout_error("paired", root, "no degraded/clean folder pair")
 
 
@@ -314,7 +317,13 @@ def synthetic_samples(root: Path) -> list[Sample]:
     files = list_images(root)
     if not files:
         raise layout_error("synthetic", root, "no images")
-    return clean_samples(files, root, [None], root.name)
+    return clean_samples(files, root, [None], _folder_name(root))
+
+
+def _folder_name(root: Path) -> str:
+    """The data folder's own name, which seeds its split: the same however the path to it
+    is written (``data.root=.`` from inside it, a path with ``..`` in it)."""
+    return Path(os.path.abspath(root)).name
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,17 @@ def evaluate(
     dist: distributed.Dist,
     precision: str,
 ) -> float | None:
-    """Mean PSNR (dB) over the first ``limit`` validation items, shared out over ranks."""
-    n = len(dataset) if not limit else min(limit, len(dataset))
+    """Mean PSNR (dB) over ``limit`` validation items spread evenly over the set (the papers'
+    layouts list it kind by kind: the first items would all be one kind), shared out over
+    ranks."""
+    size = len(dataset)
+    n = size if not limit else min(limit, size)
     if n == 0:
         return None
     was_training = model.training
     model.eval()
     total = 0.0
-    for i in range(dist.rank, n, dist.world_size):
+    for i in [k * size // n for k in range(n)][dist.rank :: dist.world_size]:
         item = dataset[i]
         lq = item["lq"].unsqueeze(0).to(device)
         gt = item["gt"].unsqueeze(0).to(device)

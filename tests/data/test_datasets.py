@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from anyrestore.data import build_dataset, degrade_batch, iter_test_pairs, load_image
-from anyrestore.data.layouts import CDD11_FOLDERS, EXPANSION_RATIOS
+from anyrestore.data.layouts import CDD11_FOLDERS, EXPANSION_RATIOS, video_sequence
 from anyrestore.errors import DataError
 
 
@@ -404,6 +404,11 @@ def test_three_task_training_set_uses_the_expansion_ratios(tmp_path: Path) -> No
         "three", tmp_path, split="train", crop=16, val_fraction=0.0, expansion=False
     )
     assert len(plain) == 4 * 3 + 3 + 4
+    fewer = build_dataset("three", tmp_path, crop=16, val_fraction=0.0, expansion={"rain": 2})
+    assert [fewer.samples[i].kind for i in fewer.index].count("rain") == 3 * 2
+    for typo in ({"noise_25": 1}, {"low-light": 50}):  # silently ignored before
+        with pytest.raises(ValueError, match="expansion has no task"):
+            build_dataset("three", tmp_path, val_fraction=0.0, expansion=typo)
     torch.manual_seed(0)
     rain = next(i for i in range(len(ds)) if ds.samples[ds.index[i]].kind == "rain")
     item = ds[rain]
@@ -599,6 +604,14 @@ def test_a_hazy_image_matching_two_clear_scenes_stops_a_test(tmp_path: Path) -> 
         build_dataset("three", tmp_path, split="test", kinds=["haze"])
 
 
+def test_three_clean_images_of_one_name_are_reported_not_a_crash(tmp_path: Path) -> None:
+    write(tmp_path / "lq" / "a.png", 1)
+    for suffix in (".png", ".jpg", ".bmp"):  # a third one popped the key a second time
+        write((tmp_path / "gt" / "a").with_suffix(suffix), 2)
+    with pytest.raises(DataError, match="match more than one clean image"):
+        build_dataset("paired", tmp_path, split="test")
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_pairs_of_different_pictures_by_size_are_refused_in_a_test(
     tmp_path: Path, split: str, caplog: pytest.LogCaptureFixture
@@ -639,6 +652,20 @@ def test_video_frames_of_one_sequence_stay_on_one_side_of_the_split(tmp_path: Pa
     val = build_dataset("five", tmp_path, split="val", kinds=kinds, val_fraction=0.34)
     sequences = lambda ds: {s.name.rsplit("_", 1)[0] for s in ds.samples}  # noqa: E731
     assert len(val.samples) == 6 and not sequences(train) & sequences(val)
+    # Restormer's and NAFNet's copies of GoPro name frames SEQ-000047: one sequence too.
+    assert video_sequence(PurePath("GOPR0372_07_00-000047.png")) == "GOPR0372_07_00"
+    assert video_sequence(PurePath("GOPR0372_07_00_000047.png")) == "GOPR0372_07_00"
+
+
+def test_the_split_of_a_folder_does_not_depend_on_how_its_path_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(12):
+        write(tmp_path / "photos" / f"p{i}.png", seed=i)
+    named = build_dataset("synthetic", tmp_path / "photos", split="val", val_fraction=0.25)
+    monkeypatch.chdir(tmp_path / "photos")
+    here = build_dataset("synthetic", Path("."), split="val", val_fraction=0.25)
+    assert [s.name for s in here.samples] == [s.name for s in named.samples]
 
 
 def test_a_16_bit_grey_photo_keeps_its_values_when_downscaled(tmp_path: Path) -> None:
