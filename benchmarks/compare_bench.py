@@ -14,6 +14,8 @@ input.
     # a quick look at the kinds a candidate might lose, against the whole old table:
     anyrestore bench ... --weights new.safetensors --kinds H+S,L+S --per-image --json > few.json
     python benchmarks/compare_bench.py old.json few.json --shared-kinds
+    # which photos a kind's mean rests on: each one's difference, worst first
+    python benchmarks/compare_bench.py old.json new.json --per-image
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-model", help="which model of NEW (when it holds several)")
     parser.add_argument("--tolerance", type=float, default=RELEASE_TOLERANCE)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--per-image",
+        action="store_true",
+        help="also list each kind's per-photo differences, worst first, naming the worst",
+    )
     parser.add_argument(
         "--shared-kinds",
         action="store_true",
@@ -88,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{d.ahead:>3}/{d.images:<3}"
             )
         print(f"{'mean':10} {'':7} {'':7} {result.mean_delta:+8.3f}")
+        if args.per_image:
+            for d in deltas:
+                ranked = sorted(d.per_image.items(), key=lambda item: item[1])
+                spread = " ".join(f"{v:+.2f}" for _, v in ranked)
+                print(f"{d.kind:10} {spread}   (worst: {ranked[0][0]}; best: {ranked[-1][0]})")
         behind = ", ".join(f"{d.kind} {d.delta:+.3f}" for d in deltas if d.delta < 0) or "none"
         print(f"behind: {behind}")
         rule = "met" if result.release else "not met"

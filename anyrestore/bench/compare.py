@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from anyrestore.bench.quality import AVERAGE
@@ -33,6 +33,9 @@ class KindDelta:
     stderr: float | None  # standard error of those differences; None for one image
     ahead: int  # images on which the new checkpoint scored higher
     images: int
+    #: New minus old on each image, by image name (a mean of a few tenths can rest on one
+    #: photo whose whole tone moved).
+    per_image: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def paired_deltas(
                 stderr=stderr,
                 ahead=sum(d > 0 for d in diffs),
                 images=len(images),
+                per_image=dict(zip(images, diffs, strict=True)),
             )
         )
     return deltas

@@ -118,6 +118,11 @@ def test_script_prints_the_table_and_exits_on_the_rule(tmp_path, capsys):
     assert data["mean_delta"] == 0 and data["every_kind"] and not data["release_rule"]
     assert main([str(tmp_path / "old.json"), str(tmp_path / "old.json"), "--old-model", "x"]) == 2
     assert "no model 'x'" in capsys.readouterr().err
+    # Which photos a kind's mean rests on: each one's difference, worst first.
+    main([str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--per-image"])
+    out = capsys.readouterr().out.splitlines()
+    (line,) = [ln for ln in out if ln.startswith("noise_15") and "(worst:" in ln]
+    assert line.split()[1:4] == ["-1.00", "+0.00", "+0.00"] and "(worst: p0;" in line
 
 
 def test_shared_kinds_compares_a_few_kinds_against_a_whole_table(tmp_path, capsys):
