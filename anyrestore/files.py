@@ -7,6 +7,7 @@ code all list folders and replace files the same way.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import itertools
 import os
 import stat
@@ -62,10 +63,13 @@ def list_images(
         pass
     errors = unreadable if unreadable is not None else []
     if pattern is not None:
+        # pathlib's glob passes over folders it cannot read: they are looked for apart.
         if not recursive:
             candidates: Iterable[Path] = root.glob(pattern)
+            _find_unreadable(root, errors, None if "**" in pattern else pattern)
         elif "**" in pattern:
             candidates = root.rglob(pattern)
+            _find_unreadable(root, errors, None)
         else:  # rglob's matches (the pattern against the path's tail), through links too
             candidates = (p for p in _walk(root, errors) if p.relative_to(root).match(pattern))
     else:
@@ -98,6 +102,25 @@ def _walk(root: Path, errors: list[OSError]) -> Iterator[Path]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         base = Path(folder)
         yield from (base / name for name in files)  # a link to nothing is among the files
+
+
+def _find_unreadable(root: Path, errors: list[OSError], pattern: str | None) -> None:
+    """Add to ``errors`` the folders below ``root`` that a glob would have to list but cannot:
+    every one (``pattern`` None: a ``**`` pattern; not through links, as ``rglob``), or those
+    whose names match the pattern's folder parts. Hidden folders are skipped anyway."""
+    parts = Path(pattern).parts[:-1] if pattern is not None else None
+    if parts == ():
+        return  # only root itself, which list_images has opened already
+    for folder, dirs, _ in os.walk(root, onerror=errors.append):
+        level = len(Path(folder).relative_to(root).parts)
+        if parts is not None and level >= len(parts):
+            dirs[:] = []
+            continue
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and (parts is None or fnmatch.fnmatchcase(d, parts[level]))
+        ]
 
 
 def _umask() -> int:

@@ -194,9 +194,19 @@ def test_list_images_names_the_folders_it_cannot_read(
         return real_scandir(path)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "scandir", scandir)
-    unreadable: list[OSError] = []
-    assert list_images(tmp_path, unreadable=unreadable) == [tmp_path / "ok" / "a.png"]
-    assert [e.filename for e in unreadable] == [str(tmp_path / "locked")]
+    for how in ({}, {"pattern": "*.png"}, {"pattern": "**/*.png"}, {"pattern": "*/b*.png"}):
+        for recursive in (True, False):
+            if not recursive and how.get("pattern") in (None, "*.png"):
+                continue  # the folders below are not listed at all, so none is missed
+            unreadable: list[OSError] = []
+            found = list_images(tmp_path, recursive=recursive, unreadable=unreadable, **how)
+            assert found == (
+                [] if how.get("pattern") == "*/b*.png" else [tmp_path / "ok" / "a.png"]
+            )
+            assert [e.filename for e in unreadable] == [str(tmp_path / "locked")], (how, recursive)
+    unreadable = []  # a pattern that does not reach the locked folder misses nothing in it
+    list_images(tmp_path, recursive=False, pattern="ok/*.png", unreadable=unreadable)
+    assert unreadable == []
 
     blocked.add(str(tmp_path))
     with pytest.raises(PermissionError):

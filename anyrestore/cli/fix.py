@@ -214,12 +214,15 @@ class _Run:
         return self.loaded
 
 
-def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -> str:
+def _restore_file(
+    run: _Run, source: str, output: str | None, taken: set[str], written: set[str]
+) -> str:
     """Restore ``source`` to ``output`` (a file, a folder, ``-`` or None for the default);
     returns "ok", or "skipped" when --skip-existing finds the output there already.
 
     ``taken``: the real paths of every input and of the outputs already written, which an
-    output must not land on (its own input only with --overwrite).
+    output must not land on (its own input only with --overwrite); ``written``: those
+    outputs alone, which --skip-existing must not take for results of an earlier run.
     """
     from anyrestore.engine.imageio import (
         EXTENSIONS,
@@ -260,8 +263,8 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         """--skip-existing and the output is there: reported, and nothing more to do."""
         if not (run.skip_existing and out_path is not None and os.path.lexists(out_path)):
             return False
-        if os.path.realpath(out_path) in taken and not (src and _same_file(out_path, src)):
-            return False  # another input, or this run's own output: the clash fails below
+        if os.path.realpath(out_path) in written:
+            return False  # this run's own output, not an earlier result: the clash fails below
         if run.json_output:
             emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
         elif not run.quiet:
@@ -352,6 +355,7 @@ def _restore_file(run: _Run, source: str, output: str | None, taken: set[str]) -
         if target is not None:
             target.commit()
             taken.add(os.path.realpath(target.path))
+            written.add(os.path.realpath(target.path))
     except BaseException:
         if target is not None:
             target.discard()
@@ -378,13 +382,14 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
                 "(end it with / to have it made)"
             )
     taken = {os.path.realpath(s) for s in sources}
+    written: set[str] = set()
     stdout()  # a closed stdout (each output's line goes there) stops the run once, exit 2
     run.restorer()  # a bad option or weights stop the run here, not once per file
     failed = skipped = 0
     started = time.perf_counter()
     for source in sources:
         try:
-            skipped += _restore_file(run, source, output, taken) == "skipped"
+            skipped += _restore_file(run, source, output, taken, written) == "skipped"
         except STOPS_THE_RUN:
             raise
         except Exception as exc:  # one bad file must not stop the others
@@ -481,7 +486,7 @@ def fix_command(
         _restore_several(run, sources, output)
         return
     try:
-        _restore_file(run, sources[0], output, set())
+        _restore_file(run, sources[0], output, set(), set())
     except STOPS_THE_RUN:
         raise
     except Exception as exc:

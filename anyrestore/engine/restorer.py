@@ -297,7 +297,7 @@ class Restorer:
                 if not _is_oom(exc):
                     raise
                 empty_cache(self.device)
-                if tile_batch > 1:
+                if tile_batch > 1 and not whole:  # a whole-image pass batches no tiles
                     tile_batch = 1
                     log.warning(
                         "out of memory on %s; retrying with one tile per batch", self.device

@@ -508,7 +508,7 @@ def validate(config: Config) -> None:
         (0 < s.gamma <= 1, "schedule.gamma must be in (0, 1]"),
         (0 <= s.min_lr <= o.lr, "schedule.min_lr must be in [0, optim.lr]"),
         (t.epochs > 0 or t.steps > 0, "train.epochs or train.steps must be > 0"),
-        (math.isfinite(t.epochs), "train.epochs must be a finite number"),
+        (t.steps > 0 or math.isfinite(t.epochs), "train.epochs must be a finite number"),
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.accumulate >= 1, "train.accumulate must be >= 1"),

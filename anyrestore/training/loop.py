@@ -113,10 +113,10 @@ def train(
 
 def _same_run(out: Path, resume: str | Path) -> bool:
     """Whether ``out`` is the folder of the run ``resume`` names (the folder or a file in it)."""
-    source = Path(resume)
-    folder = source if source.is_dir() else source.parent
     try:
-        return folder.resolve() == out.resolve()
+        source = Path(resume).resolve()  # a link to a run's last.pt is that run
+        folder = source if source.is_dir() else source.parent
+        return folder == out.resolve()
     except OSError:
         return False
 

@@ -46,9 +46,6 @@ _PACKAGED_MANIFEST = Path(__file__).parent / "weights_manifest.toml"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-#: A Hub repository id: "namespace/name", each part as the Hub allows (no "--" or "..").
-_REPO_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-_REPO_ID = re.compile(rf"{_REPO_PART}/{_REPO_PART}")
 
 
 def is_pinned_revision(revision: str) -> bool:
@@ -250,7 +247,7 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
         raise WeightsError(f"{where}: repo_id, filename and revision go together")
     if hub["revision"] and not is_pinned_revision(hub["revision"]):
         raise WeightsError(f"{where}: revision must be a pinned 40-hex commit hash")
-    if hub["repo_id"] and not _REPO_ID.fullmatch(hub["repo_id"]):
+    if hub["repo_id"] and not _is_repo_id(hub["repo_id"]):
         raise WeightsError(
             f"{where}: repo_id {hub['repo_id']!r} is not a Hub repository (org/name)"
         )
@@ -302,6 +299,17 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
     )
 
 
+def _is_repo_id(repo_id: str) -> bool:
+    """What the Hub library itself accepts as a repository id (it refuses the rest on use)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _is_repo_path(name: str) -> bool:
     parts = name.split("/")
     return (
@@ -340,8 +348,17 @@ def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[Weights
 
 
 def find_entry(name: str, manifest: str | os.PathLike[str] | None = None) -> WeightsEntry | None:
-    """The entry called ``name``, or None."""
-    return next((e for e in list_entries(manifest) if e.name == name), None)
+    """The entry called ``name``, or None.
+
+    Under a private manifest (``ANYRESTORE_MANIFEST``) a name it lacks is looked up among the
+    package's own weights too: recipes and scripts name those, and the package holds them
+    whichever manifest is in use. The private manifest's entry wins a name both have.
+    """
+    found = next((e for e in list_entries(manifest) if e.name == name), None)
+    if found is None and manifest is None and not manifest_is_packaged():
+        shipped = list_entries(_PACKAGED_MANIFEST) if _PACKAGED_MANIFEST.is_file() else []
+        found = next((e for e in shipped if e.name == name), None)
+    return found
 
 
 def entries_for_model(

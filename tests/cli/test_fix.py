@@ -429,6 +429,10 @@ def test_skip_existing_leaves_earlier_outputs_alone(tmp_path: Path, tiny_checkpo
     assert alone.exit_code == 0 and alone.stdout == "" and "a_restored.png exists" in alone.stderr
     assert fix(a, "--weights", tiny_checkpoint).exit_code == 0  # without it, replaced
     assert Image.open(done).size == (W, H)
+    # A rerun over *.png, whose earlier outputs are now inputs too: still skipped, not failed.
+    rerun = fix(a, done, "--weights", tiny_checkpoint, "--skip-existing", "--json")
+    assert rerun.exit_code == 0, rerun.output
+    assert json.loads(rerun.stdout.splitlines()[0])["status"] == "skipped"
 
 
 def test_output_folders_are_named_clearly(tmp_path: Path, tiny_checkpoint: Path) -> None:

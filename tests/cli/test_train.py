@@ -164,6 +164,12 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
     assert f"{other} already holds another run (last.pt)" in onto.stderr
     assert (other / "last.pt").read_bytes() == theirs
 
+    link = tmp_path / "current.pt"  # a link to the run's checkpoint is that run
+    link.symlink_to(run / "last.pt")
+    through = _run("--resume", str(link), "--out", str(run), "--stop-at", "3", "--no-progress")
+    assert through.exit_code == 0, through.output
+    before = (run / "last.pt").read_bytes()
+
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     resumed = _run("--resume", str(copy), "--no-progress")  # the recipe's out is elsewhere

@@ -187,7 +187,8 @@ def test_out_of_memory_halves_the_tile_and_retries(error: Exception) -> None:
     assert (out - expected).abs().max() < 1e-5
 
 
-def test_a_whole_image_pass_that_ran_out_of_memory_is_not_run_again() -> None:
+@pytest.mark.parametrize("tile_batch", [1, 4])  # 4: the GPU default
+def test_a_whole_image_pass_that_ran_out_of_memory_is_not_run_again(tile_batch: int) -> None:
     # AnyIR records image-wide statistics on a reference of up to 1024 px (4 tiles a side):
     # after the whole 400 px image ran out, halving the tile alone left that pass as it was.
     from tinymodels import TINY_ANYIR
@@ -206,7 +207,7 @@ def test_a_whole_image_pass_that_ran_out_of_memory_is_not_run_again() -> None:
         return forward(x, *args, **kwargs)
 
     model.forward = limited  # type: ignore[method-assign]
-    restorer = Restorer(model, "cpu", tile=256)
+    restorer = Restorer(model, "cpu", tile=256, tile_batch=tile_batch)
     out = restorer.restore_tensor(torch.rand(3, 400, 400))
     assert out.shape == (3, 400, 400) and torch.isfinite(out).all()
     assert sizes.count((400, 400)) == 1  # tried once, then tiled with a smaller reference

@@ -301,3 +301,15 @@ def test_entry_whose_model_is_another_architecture_is_refused(manifest, tiny_byt
 def test_a_url_is_refused_with_the_way_to_pin_it(url):
     with pytest.raises(WeightsError, match="not fetched from a URL directly.*weights add"):
         load_weights(url)
+
+
+def test_shipped_names_resolve_under_a_private_manifest(manifest, tiny_bytes):
+    # Recipes name the shipped weights they start from; ANYRESTORE_MANIFEST replaces the
+    # listing, not the package's own files.
+    path = manifest(_embedded_entry(tiny_bytes))
+    _embed(path, tiny_bytes)
+    shipped = resolve_weights("anyir_t-synthetic-v6", offline=True)
+    assert shipped.name == "anyir_t-synthetic-v6.safetensors" and shipped.is_file()
+    assert [e.name for e in list_entries()] == ["tiny-embedded"]  # the listing is the private one
+    default = default_entry()
+    assert default is not None and default.name == "tiny-embedded"
