@@ -29,8 +29,9 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params
 #: Prefixes that wrappers add to every key: DistributedDataParallel, torch.compile, Lightning.
 KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
 #: Before this release a crafted file could still run code through ``weights_only=True``
-#: (CVE-2025-32434); the package allows older torch for everything else.
-SAFE_TORCH_LOAD = (2, 6)
+#: (CVE-2025-32434, fixed in 2.6; CVE-2026-24747, memory corruption, fixed in 2.10); the
+#: package allows older torch for everything else.
+SAFE_TORCH_LOAD = (2, 10)
 
 
 def _torch_release() -> tuple[int, int]:
@@ -57,7 +58,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         if _torch_release() < SAFE_TORCH_LOAD:
             raise WeightsError(
                 f"{path}: torch {torch.__version__} cannot read a torch file safely (a crafted "
-                "one could run code); convert it with torch >= 2.6"
+                "one could run code); convert it with torch >= 2.10"
             )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -89,11 +89,12 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path: Path) -
     assert not marker.exists() and not out.exists()
 
 
-@pytest.mark.parametrize("version", ["2.4.1", "2.5.1+cu121"])
+@pytest.mark.parametrize("version", ["2.4.1", "2.5.1+cu121", "2.9.1"])
 def test_a_torch_whose_safe_loader_is_not_safe_reads_no_torch_file(
     tmp_path: Path, trained, monkeypatch: pytest.MonkeyPatch, version: str
 ) -> None:
-    # The package allows torch 2.4 and 2.5, where weights_only could still be made to run code.
+    # The package allows torch 2.4 to 2.9, where a crafted file could still get through
+    # weights_only (CVE-2025-32434 before 2.6, CVE-2026-24747 before 2.10).
     src = tmp_path / "w.pt"
     torch.save(trained.state_dict(), src)
     monkeypatch.setattr(torch, "__version__", version)
