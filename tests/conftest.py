@@ -61,6 +61,22 @@ def _quiet_machine(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     monkeypatch.setattr(anyrestore.compute, "_measured", {})
 
 
+@pytest.fixture
+def unreadable_folders(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Paths added to the returned set list as a folder without read permission does, even
+    for root (who can read every folder, so ``chmod`` cannot make one in CI)."""
+    blocked: set[str] = set()
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if os.fspath(path) in blocked:  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return blocked
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded anyir_t checkpoint with a tiny config (random weights), for CLI and engine tests."""

@@ -180,20 +180,13 @@ def test_a_name_near_the_length_limit_is_written(tmp_path: Path, stem: str) -> N
 
 
 def test_list_images_names_the_folders_it_cannot_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, unreadable_folders: set[str]
 ) -> None:
     for rel in ("ok/a.png", "locked/b.png"):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    blocked = {str(tmp_path / "locked")}
-    real_scandir = os.scandir
-
-    def scandir(path: object = ".") -> object:  # an unreadable folder (even as root)
-        if os.fspath(path) in blocked:  # type: ignore[arg-type]
-            raise PermissionError(13, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
-        return real_scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    blocked = unreadable_folders
+    blocked.add(str(tmp_path / "locked"))
     for how in ({}, {"pattern": "*.png"}, {"pattern": "**/*.png"}, {"pattern": "*/b*.png"}):
         for recursive in (True, False):
             if not recursive and how.get("pattern") in (None, "*.png"):

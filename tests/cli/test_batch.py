@@ -125,20 +125,12 @@ def test_a_rerun_works_whatever_the_folders_of_the_tree_are_called(
 
 
 def test_a_folder_that_cannot_be_read_fails_and_the_rest_are_restored(
-    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_checkpoint: Path, unreadable_folders: set[str]
 ) -> None:
     src = tmp_path / "in"
     photo(src / "a.png")
     photo(src / "locked" / "b.png")
-    blocked: set[str] = set()
-    real_scandir = os.scandir
-
-    def scandir(path: object = ".") -> object:  # what an unreadable folder does (even as root)
-        if os.fspath(path) in blocked:  # type: ignore[arg-type]
-            raise PermissionError(13, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
-        return real_scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    blocked = unreadable_folders
     blocked.add(str((src / "locked").resolve()))
     result = batch(src, "-o", tmp_path / "out", "--weights", tiny_checkpoint, "-r", "--json")
     assert result.exit_code == 1, result.output
