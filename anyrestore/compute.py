@@ -77,12 +77,14 @@ __all__ = [
     "cache_root",
     "choose_path",
     "cpu_name",
+    "cuda_native_bf16",
     "empty_cache",
     "native_bf16",
     "prepare_model",
     "resolve_device",
     "release_freed_memory",
     "reuse_freed_memory",
+    "MAX_THREADS",
     "set_threads",
     "training_pointwise",
 ]
@@ -174,6 +176,11 @@ def native_bf16() -> str | None:
     return None
 
 
+#: More threads than this are refused: no CPU has that many, and torch takes the count as a
+#: C int (a larger one is an overflow, not a setting).
+MAX_THREADS = 1024
+
+
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` CPU threads (None: ``OMP_NUM_THREADS`` if set, else every core)."""
     cores = _cores()
@@ -181,8 +188,13 @@ def set_threads(threads: int | None) -> int:
         # OpenMP also takes a list, one count per nesting level: the first is the outer one.
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
         threads = int(env) if env.isdigit() and int(env) > 0 else cores
+        if threads > MAX_THREADS:
+            log.warning("OMP_NUM_THREADS=%s is more than %d; using %d", env, MAX_THREADS, cores)
+            threads = cores
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
+    if threads > MAX_THREADS:
+        raise UsageError(f"threads must be at most {MAX_THREADS}, got {threads}")
     if threads > cores:
         log.warning(
             "%d threads on %d core%s: threads beyond one a core take turns and run slower",
@@ -375,9 +387,9 @@ def _choose(
             reason = "requested; no native bf16 on this CPU, so slower than fp32"
         return ComputePath(dev, precision, True, reason)  # type: ignore[arg-type]
     if dev.type == "cuda":
-        if torch.cuda.is_bf16_supported():
+        if cuda_native_bf16(dev):
             return ComputePath(dev, "bf16", True, "GPU supports bf16")
-        return ComputePath(dev, "fp16", True, "GPU without bf16")
+        return ComputePath(dev, "fp16", True, "GPU without native bf16")
     if dev.type != "cpu":
         return ComputePath(dev, "fp32", True, f"{dev.type} default")
     isa = native_bf16()
@@ -476,6 +488,15 @@ def _openvino_path(
     )
 
 
+def cuda_native_bf16(device: torch.device) -> bool:
+    """Whether this GPU (not the current one) computes bf16 natively: compute capability 8.0
+    (Ampere) or later, or any ROCm GPU. ``torch.cuda.is_bf16_supported()`` also says yes
+    where bf16 is only emulated (a T4, a V100), many times slower than fp16."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_properties(device).major >= 8
+
+
 def _check_supported(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not supported on the CPU; use fp32 or bf16")
@@ -531,10 +552,13 @@ def model_code_digest() -> str:
 
 
 def _machine_key() -> str:
-    """What a timing depends on besides the code: CPU, its bf16 support, torch, threads."""
+    """What a timing depends on besides the code: CPU, its vector and bf16 instructions,
+    torch, threads. (A virtual machine's CPU name can be as bare as "AMD EPYC" for CPUs of
+    different generations, and a machine image can move between them.)"""
     name, _ = _cpuinfo()
     isa = native_bf16() or "none"
-    return f"{name}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    vector = torch.backends.cpu.get_cpu_capability()
+    return f"{name}|{vector}|{isa}|torch {torch.__version__}|{torch.get_num_threads()} threads"
 
 
 def _model_key(model: nn.Module) -> str:
@@ -603,6 +627,8 @@ def _cached(key: str, measure: Callable[[], float]) -> float:
     speedup = measure()
     _measured[key] = speedup
     busy = max(before, others_running())
+    # Read again: another process may have kept a measurement of its own meanwhile.
+    cache = read_cache(_CACHE_FILE)
     if busy > spare:  # a core was taken: the ratio measured the contention too
         log.info("measured %r while %d other threads ran; kept until a quiet run", key, busy)
         cache[key + _BUSY] = round(speedup, 3)

@@ -91,6 +91,34 @@ def test_other_model_code_is_measured_again(cpu_with, monkeypatch: pytest.Monkey
     assert probe.calls == 2
 
 
+def test_another_cpu_of_the_same_name_is_measured_again(
+    cpu_with, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A virtual machine's CPU is often just "AMD EPYC", whether it has AVX512 or only AVX2;
+    # a machine image (and its cache) can move from one to the other.
+    cpu_with("AVX512-BF16")
+    probe = Probe(2.0)
+    choose_path("cpu", "auto", model=tiny(), probe=probe)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    choose_path("cpu", "auto", model=tiny(), probe=probe)
+    assert probe.calls == 2
+
+
+def test_a_measurement_kept_by_another_process_meanwhile_is_not_lost(
+    cpu_with, tmp_path: Path
+) -> None:
+    cpu_with("AMX-BF16")
+
+    def probe_beside_another_process(model: torch.nn.Module, device: torch.device) -> float:
+        compute.write_cache("compute.json", {"another process's key": 1.5})
+        return 2.0
+
+    choose_path("cpu", "auto", model=tiny(), probe=probe_beside_another_process)
+    kept = compute.read_cache("compute.json")
+    assert kept["another process's key"] == 1.5
+    assert sorted(kept.values()) == [1.5, 2.0]
+
+
 def test_where_the_cache_cannot_be_written_a_process_measures_once(
     cpu_with, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -277,8 +305,31 @@ def test_threads_follow_the_option_then_the_environment(monkeypatch: pytest.Monk
         assert set_threads(None) >= 1
         with pytest.raises(UsageError, match="at least 1"):
             set_threads(0)
+        with pytest.raises(UsageError, match="at most 1024"):
+            set_threads(2**31)  # refused, not an overflow deep in torch
+        monkeypatch.setenv("OMP_NUM_THREADS", str(2**64))
+        assert set_threads(None) == compute._cores()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("hip", "major", "native"), [(None, 7, False), (None, 8, True), ("6.2", 7, True)]
+)
+def test_auto_takes_bf16_only_on_a_gpu_that_computes_it_natively(
+    monkeypatch: pytest.MonkeyPatch, hip: str | None, major: int, native: bool
+) -> None:
+    # torch.cuda.is_bf16_supported() also says yes on a T4 or V100, which emulate bf16.
+    class Properties:
+        pass
+
+    props = Properties()
+    props.major = major  # type: ignore[attr-defined]
+    asked = []
+    monkeypatch.setattr(torch.version, "hip", hip)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: asked.append(d) or props)
+    assert compute.cuda_native_bf16(torch.device("cuda", 1)) is native
+    assert asked in ([torch.device("cuda", 1)], [])  # the GPU asked about, not the current one
 
 
 def test_more_threads_than_cores_are_warned_about(
