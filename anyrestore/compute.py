@@ -376,7 +376,7 @@ def _choose(
     dev = resolve_device(device)
     precision = check_choice(precision, PRECISIONS, "precision")
     runtime = check_choice(runtime, RUNTIMES, "runtime")
-    if runtime == "openvino" or (runtime == "auto" and openvino_chosen(dev, model)):
+    if runtime == "openvino" or (runtime == "auto" and openvino_chosen(dev, model, precision)):
         return _openvino_path(dev, precision, model, asked=runtime == "openvino")
     if precision != "auto":
         _check_supported(precision, dev)
@@ -441,14 +441,17 @@ def openvino_refusal(model: nn.Module) -> str | None:
     )
 
 
-def openvino_chosen(device: torch.device, model: nn.Module | None) -> bool:
-    """Whether ``runtime="auto"`` runs ``model`` on OpenVINO.
+def openvino_chosen(device: torch.device, model: nn.Module | None, precision: str = "auto") -> bool:
+    """Whether ``runtime="auto"`` runs ``model`` on OpenVINO at ``precision``.
 
     Where the CPU computes bf16 natively, OpenVINO's bf16 restores anyir_t about twice as
     fast as the eager path even counting its one-off conversion on a large photo
-    (docs/performance.md); elsewhere it has not been measured to win, so eager PyTorch stays.
+    (docs/performance.md); elsewhere, and in fp32, it has not been measured to win, so eager
+    PyTorch stays.
     """
     if device.type != "cpu" or model is None or native_bf16() is None:
+        return False
+    if precision not in ("auto", "bf16"):
         return False
     if openvino_refusal(model) is not None:
         return False

@@ -20,7 +20,7 @@ from anyrestore.compute import ComputePath, choose_path, empty_cache, prepare_mo
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
 from anyrestore.engine.tiling import TileGrid, run_tiled
-from anyrestore.errors import DeviceError, InputError, NonFiniteOutput, UsageError
+from anyrestore.errors import DeviceError, InputError, NonFiniteOutput, UsageError, first_line
 from anyrestore.models.base import RestorationModel
 from anyrestore.models.layers.globalstats import (
     frozen_global_stats,
@@ -177,14 +177,19 @@ class Restorer:
             )
         model.eval()
         self.path: ComputePath = choose_path(device, precision, model=model, runtime=runtime)
-        self.device = self.path.device
-        self.precision = self.path.precision
         self.model = prepare_model(model, self.path)
+        #: What runs the passes OpenVINO does not (the statistics of a tiled image, a new
+        #: size's first whole image under "auto"): eager PyTorch's own choice of precision
+        #: and 1x1 kernel, which need not be OpenVINO's (eager bf16 can be slower than fp32).
+        self._eager: ComputePath = self.path
         self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
         if self.path.runtime == "openvino":
-            from anyrestore.engine.openvino_runtime import OpenVinoModel
-
-            self._openvino = OpenVinoModel(self.model, self.precision)
+            self._openvino = self._openvino_model()
+            self._eager = choose_path(device, precision, model=model, runtime="torch")
+            if self._openvino is None:
+                self.path = self._eager
+        self.device = self.path.device
+        self.precision = self.path.precision
         # With runtime "auto", a whole image of a size not seen before runs eager: compiling
         # OpenVINO for one small image costs more than it saves (docs/inference.md).
         self._openvino_always = self.path.runtime_asked
@@ -201,6 +206,23 @@ class Restorer:
         self._runs = threading.local()  # last_run, per thread
         self._warned_fallback = False
         self._lock = _lock_for(self.model)
+
+    def _openvino_model(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The model on OpenVINO; None where an OpenVINO that runtime "auto" picked (it
+        imports) cannot start here, a broken install or a CPU plugin that fails."""
+        from anyrestore.engine.openvino_runtime import OpenVinoModel
+
+        try:
+            return OpenVinoModel(self.model, self.path.precision)
+        except UsageError:
+            raise
+        except Exception as exc:
+            if self.path.runtime_asked:
+                raise UsageError(
+                    f"OpenVINO cannot run here ({first_line(exc)}); use --runtime torch"
+                ) from None
+            log.warning("OpenVINO cannot run here (%s); restoring with PyTorch", first_line(exc))
+            return None
 
     def describe(self) -> str:
         """The compute path in words ("cpu fp32 channels-last ..."), as `fix` prints it."""
@@ -342,8 +364,9 @@ class Restorer:
 
     @contextmanager
     def _forward_context(self) -> Iterator[None]:
-        """Autocast at the path's precision and its 1x1 kernel, around a forward pass."""
-        with self.path.autocast(), pointwise_kernel(self.path.pointwise):
+        """Autocast at the eager path's precision and its 1x1 kernel, around a forward pass
+        (OpenVINO's graphs are converted without either)."""
+        with self._eager.autocast(), pointwise_kernel(self._eager.pointwise):
             yield
 
     def _forward(self, x: torch.Tensor, tile: bool = False) -> torch.Tensor:
@@ -355,7 +378,8 @@ class Restorer:
         with self._forward_context():
             out = self._run(inp, tile)
         out = out[..., :h, :w].float()
-        if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
+        all_fp32 = self.precision == self._eager.precision == "fp32"
+        if not all_fp32 and not bool(torch.isfinite(out).all()):
             # fp16 can overflow inside a network trained in fp32; redo this pass in fp32.
             if not self._warned_fallback:
                 log.warning("%s produced non-finite values; recomputing in fp32", self.precision)

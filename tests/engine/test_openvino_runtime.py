@@ -70,7 +70,7 @@ def test_auto_compiles_only_for_tiles_and_sizes_seen_again(
 ) -> None:
     # Compiling for one small image costs more than OpenVINO saves on it: a first size runs
     # eager, a size seen again and every tile run on OpenVINO; the output is the same.
-    monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
+    monkeypatch.setattr(compute, "openvino_chosen", lambda *args: True)  # even in fp32
     r = Restorer(tiny, "cpu", "fp32", tile=96, stats_side=96, runtime="auto")
     assert r.path.runtime == "openvino"
     assert r.calls_to_settle == 2  # what a benchmark must warm up before timing
@@ -169,6 +169,43 @@ def test_a_broken_openvino_install_is_named_and_auto_falls_back(
         assert path.runtime == "torch" and "restoring with PyTorch" in caplog.text
     finally:
         compute.openvino_problem.cache_clear()
+
+
+def test_an_openvino_that_imports_but_cannot_start_leaves_auto_on_pytorch(
+    monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A partial install, or a CPU plugin that fails: the import works, the runtime does not.
+    def broken_core() -> None:
+        raise AttributeError("module 'openvino' has no attribute 'Core'")
+
+    monkeypatch.setattr(ovr, "_core", broken_core)
+    monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
+    monkeypatch.setattr(compute, "_cached", lambda key, measure: 1.0)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        r = Restorer(tiny, "cpu", "auto", runtime="auto")
+    assert r.path.runtime == "torch" and "OpenVINO cannot run here" in caplog.text
+    x = _image(40, 48)
+    assert torch.equal(r.restore_tensor(x), Restorer(tiny, "cpu", "fp32").restore_tensor(x))
+    with pytest.raises(UsageError, match="OpenVINO cannot run here.*--runtime torch"):
+        Restorer(tiny, "cpu", "fp32", runtime="openvino")
+
+
+def test_auto_in_fp32_and_the_passes_openvino_leaves_run_eager_pytorch_s_own_choice(
+    monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module
+) -> None:
+    # OpenVINO is picked for its bf16 (its fp32 is no faster than eager); the eager passes
+    # beside it (a tiled image's statistics, a new size) take what eager PyTorch would:
+    # here bf16 measured slower than fp32, and 1x1 convolutions measured faster than GEMMs.
+    monkeypatch.setattr(compute, "native_bf16", lambda: "AVX512-BF16")
+    monkeypatch.setattr(compute, "_cached", lambda key, measure: 0.8 if "1x1" not in key else 1.2)
+    assert Restorer(tiny, "cpu", "fp32", runtime="auto").path.runtime == "torch"
+    r = Restorer(tiny, "cpu", "auto", runtime="auto")
+    assert (r.path.runtime, r.path.precision) == ("openvino", "bf16")
+    assert (r._eager.runtime, r._eager.precision, r._eager.pointwise) == ("torch", "fp32", "conv")
+    x = _image(40, 48)
+    eager = Restorer(tiny, "cpu", "fp32", runtime="torch")
+    assert eager.path.pointwise == "conv"
+    assert torch.equal(r.restore_tensor(x), eager.restore_tensor(x))  # a first size: eager
 
 
 def test_models_it_cannot_run_are_refused_with_a_reason() -> None:
