@@ -335,3 +335,22 @@ def test_a_whole_anyir_pass_in_bands_of_rows_gives_the_same_image(
         monkeypatch.setattr(bands, "BAND_PIXELS", 40 * 4)  # 4-row bands at full resolution
         banded = model(x)
     torch.testing.assert_close(banded, whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["anyir", "clusir"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_a_model_cast_whole_to_another_dtype_runs_and_agrees_with_fp32(
+    arch: str, dtype: torch.dtype, make_images
+) -> None:
+    # .half() for a GPU, .double() for gradcheck: not only autocast, which keeps fp32 weights.
+    from tinymodels import TINY_BY_ARCH
+
+    torch.manual_seed(0)
+    model = create_model(f"{arch}_t", **TINY_BY_ARCH[arch]).eval()
+    x = make_images(1, 16, 24)
+    with torch.no_grad():
+        reference = model(x)
+        out = model.to(dtype)(x.to(dtype))
+    assert out.dtype == dtype and out.shape == x.shape
+    error = (out.double() - reference.double()).abs().max().item()
+    assert error < (1e-5 if dtype == torch.float64 else 0.05), error

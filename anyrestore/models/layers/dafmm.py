@@ -74,6 +74,7 @@ class _SpectralFuse(nn.Module):
         nn.init.zeros_(self.body[2].bias)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.body[0].weight.dtype)  # the spectrum's float32 into a model cast whole
         p = prompt[:, :, None, None].to(x.dtype).expand(-1, -1, *x.shape[-2:])
         return self.body(torch.cat([x, p], dim=1))
 
@@ -98,15 +99,16 @@ class DAFMM(nn.Module):
     def low_frequency(self, low: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Eq. (14): amplitude and phase of the low band modulated with the prompt."""
         h, w = low.shape[-2:]
+        work = torch.promote_types(low.dtype, torch.float32)  # at least float32
         # "forward" scaling: the DC term is the mean, the same at any image or tile size.
-        spectrum = torch.fft.rfft2(low.float(), norm="forward")
+        spectrum = torch.fft.rfft2(low.to(work), norm="forward")
         amplitude, phase = spectrum.abs(), spectrum.angle()
         # Eq. (14), residual form (module docstring): A' = A * exp(F_A(Concat(log1p A, P))),
         # Phi' = Phi + F_P(Concat(Phi, P)), X^_L = IFFT(A' exp(i Phi')). log1p tames the
         # amplitudes' range for the 1x1 convs; the gain is bounded by tanh.
-        log_gain = self.amplitude(torch.log1p(amplitude), prompt).float()
+        log_gain = self.amplitude(torch.log1p(amplitude), prompt).to(work)
         log_gain = self.max_log_gain * torch.tanh(log_gain / self.max_log_gain)
-        shift = self.phase(phase, prompt).float()
+        shift = self.phase(phase, prompt).to(work)
         fused = torch.polar(amplitude * torch.exp(log_gain), phase + shift)
         return torch.fft.irfft2(fused, s=(h, w), norm="forward").to(low.dtype)
 

@@ -37,7 +37,9 @@ class LayerNorm2d(nn.Module):
             # passes) is slower, forward and backward, than the fp32 kernel on an fp32 copy,
             # and less exact in its scale and shift gradients; both give the same output.
             with torch.autocast("cpu", enabled=False):
-                y = F.layer_norm(y.float(), (y.shape[-1],), self.weight, self.bias, self.eps)
+                # .float(): a model cast to bf16 whole (not autocast) has bf16 scale and shift.
+                weight, bias = self.weight.float(), self.bias.float()
+                y = F.layer_norm(y.float(), (y.shape[-1],), weight, bias, self.eps)
             y = y.to(torch.bfloat16)
         else:
             y = F.layer_norm(y, (y.shape[-1],), self.weight, self.bias, self.eps)
