@@ -63,6 +63,9 @@ class AnyIRConfig:
         if self.dim < 4 or self.dim % 4:
             # Skip-split halves C; layout 1's GatedDA then gives alpha and beta C/4 each.
             raise ValueError(f"dim must be a positive multiple of 4, got {self.dim}")
+        if self.gate_kernel < 1 or self.gate_kernel % 2 == 0:
+            # An even depthwise kernel with padding k // 2 grows the map by a pixel.
+            raise ValueError(f"gate_kernel must be odd and positive, got {self.gate_kernel}")
         if min(self.blocks) < 1 or self.refinement_blocks < 0:
             raise ValueError("every level needs at least one block; refinement_blocks >= 0")
         for level, heads in enumerate(self.heads):

@@ -141,11 +141,20 @@ def build_model(arch: str, config: Any) -> nn.Module:
     _ensure_loaded()
     if isinstance(config, dict):
         config = config_from_dict(arch, config)
-    return _ARCHS[arch][1](config)
+    if arch not in _ARCHS:
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(_ARCHS))}")
+    config_cls, model_cls = _ARCHS[arch]
+    if not isinstance(config, config_cls):
+        raise TypeError(
+            f"{arch} is built from a {config_cls.__name__}, not {type(config).__name__}"
+        )
+    return model_cls(config)
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered variant, optionally overriding config fields."""
+    """Build a registered variant, optionally overriding config fields (lists become tuples,
+    as in a config read from JSON or TOML)."""
     spec = get_spec(name)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     config = dataclasses.replace(spec.config, **overrides) if overrides else spec.config
     return build_model(spec.arch, config)

@@ -129,6 +129,18 @@ def test_create_model_applies_overrides_without_touching_the_variant(make_images
         create_model("anyir_t", no_such_field=1)
     with torch.no_grad():
         assert math.isfinite(float(tiny(make_images(1, 8, 8)).sum()))
+    # Lists, as a TOML recipe's model_overrides give them, build the same (hashable) config.
+    listed = create_model("anyir_t", dim=8, blocks=[1, 1, 1, 1], refinement_blocks=1)
+    assert listed.config == tiny.config and hash(listed.config) == hash(tiny.config)
+
+
+def test_bad_sizes_and_mismatched_configs_are_refused_where_they_are_given() -> None:
+    with pytest.raises(ValueError, match="gate_kernel must be odd"):
+        create_model("anyir_t", gate_kernel=4)  # would build, then fail at the first image
+    with pytest.raises(KeyError, match="unknown architecture 'nope'"):
+        build_model("nope", get_spec("anyir_t").config)
+    with pytest.raises(TypeError, match="clusir is built from a ClusIRConfig, not AnyIRConfig"):
+        build_model("clusir", get_spec("anyir_t").config)
 
 
 def test_the_ffn_branches_computed_apart_are_restormers_gdfn() -> None:
