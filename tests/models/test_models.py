@@ -270,26 +270,36 @@ def test_kernel_and_graph_form_switches_hold_only_in_the_thread_that_set_them() 
     import threading
 
     import anyrestore.models.layers.pointwise as pw
+    from anyrestore.models.layers.bands import in_bands, whole_maps
     from anyrestore.models.layers.tracing import graph_form, in_graph_form
 
     x = torch.randn(1, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    tall = torch.zeros(1, 1, 2, 1 << 16)  # two rows, each a band of its own
+
+    def bands_run() -> int:
+        calls = []
+        with torch.no_grad():
+            in_bands(lambda m: calls.append(m) or m, (tall,), 0)
+        return len(calls)
+
     seen: dict[str, object] = {}
     inside, done = threading.Event(), threading.Event()
 
     def other() -> None:
         inside.wait()
-        seen["conv"], seen["graph"] = pw._as_conv(x), in_graph_form()
+        seen["conv"], seen["graph"], seen["bands"] = pw._as_conv(x), in_graph_form(), bands_run()
         done.set()
 
     thread = threading.Thread(target=other)
     thread.start()
-    with pw.pointwise_kernel("conv"), graph_form():
-        assert pw._as_conv(x) and in_graph_form()
+    with pw.pointwise_kernel("conv"), graph_form(), whole_maps():
+        assert pw._as_conv(x) and in_graph_form() and bands_run() == 1
         inside.set()
         done.wait(10)
     thread.join()
-    assert seen == {"conv": False, "graph": False}
+    assert seen == {"conv": False, "graph": False, "bands": 2}
     assert not pw._as_conv(x) and not in_graph_form()  # restored on the way out
+    assert bands_run() == 2
 
 
 @pytest.mark.parametrize("name", ["anyir_t", "clusir_t"])

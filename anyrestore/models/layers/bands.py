@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -11,18 +12,18 @@ import torch
 #: of rows: their hidden maps (the FFN's is 2 x expansion times as wide as its input) were the
 #: largest allocations of a whole-image pass.
 BAND_PIXELS = 1 << 16
-_whole_maps = 0
+_whole_maps: ContextVar[bool] = ContextVar("anyrestore_whole_maps", default=False)
 
 
 @contextmanager
 def whole_maps() -> Iterator[None]:
-    """Inside, ``in_bands`` never splits: every op runs once on the whole map (counting MACs)."""
-    global _whole_maps
-    _whole_maps += 1
+    """Inside, ``in_bands`` never splits: every op runs once on the whole map (counting MACs,
+    tracing a graph). Per thread: restorations in other threads keep their bands."""
+    token = _whole_maps.set(True)
     try:
         yield
     finally:
-        _whole_maps -= 1
+        _whole_maps.reset(token)
 
 
 def in_bands(
@@ -38,7 +39,9 @@ def in_bands(
     """
     h, w = next(m for m in maps if m is not None).shape[-2:]
     rows = max(1, BAND_PIXELS // max(w, 1))
-    if _whole_maps or torch.is_grad_enabled() or h <= rows:
+    # torch.compile cannot read a ContextVar (a graph break): it traces the bands.
+    whole = not torch.compiler.is_compiling() and _whole_maps.get()
+    if torch.is_grad_enabled() or h <= rows or whole:
         return fn(*maps)
     out: torch.Tensor | None = None
     for top in range(0, h, rows):
