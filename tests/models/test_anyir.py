@@ -209,6 +209,13 @@ def test_channel_statistics_by_matrix_products_are_var_mean(layout) -> None:
     assert low_var.dtype == low_mu.dtype == torch.float32
     torch.testing.assert_close(low_var, ref_var, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(low_mu, ref_mu, rtol=1e-5, atol=1e-5)
+    # Under bf16 autocast too: a narrow spread around a large mean survives.
+    narrow = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.01 + 10
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        var, mu = channel_var_mean(narrow)
+    want_var, want_mu = torch.var_mean(narrow, dim=(2, 3), correction=0, keepdim=True)
+    assert var.dtype == torch.float32
+    torch.testing.assert_close(var, want_var, rtol=1e-3, atol=1e-8)
 
 
 def test_recorded_statistics_replay_to_the_live_output() -> None:

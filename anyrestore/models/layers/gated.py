@@ -50,10 +50,13 @@ def channel_var_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, c, h, w = x.shape
     rows = x.float().permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view of a channels-last map
     average = rows.new_full((b, 1, h * w), 1.0 / (h * w))
-    mu = torch.bmm(average, rows)
-    dev = rows - mu
-    dev = dev * dev if torch.is_grad_enabled() else dev.square_()
-    var = torch.bmm(average, dev)
+    # Autocast would run the products in bf16: a channel's spread of 0.01 around 10 would
+    # come out three times too wide.
+    with torch.autocast(x.device.type, enabled=False):
+        mu = torch.bmm(average, rows)
+        dev = rows - mu
+        dev = dev * dev if torch.is_grad_enabled() else dev.square_()
+        var = torch.bmm(average, dev)
     return var.view(b, c, 1, 1), mu.view(b, c, 1, 1)
 
 
