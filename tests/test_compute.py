@@ -205,7 +205,8 @@ def test_the_1x1_kernel_is_measured_again_for_another_thread_count(cpu_with) -> 
 def test_bf16_and_unmeasured_paths_keep_the_1x1_gemm(cpu_with) -> None:
     cpu_with("AMX-BF16")
     probe = PointwiseProbe(5.0)
-    assert choose_path("cpu", "auto", model=tiny(), probe=Probe(3.0), pointwise_probe=probe)
+    auto = choose_path("cpu", "auto", model=tiny(), probe=Probe(3.0), pointwise_probe=probe)
+    assert (auto.precision, auto.pointwise) == ("bf16", "gemm")
     bf16 = choose_path("cpu", "bf16", model=tiny(), pointwise_probe=probe)
     no_model = choose_path("cpu", "fp32", pointwise_probe=probe)
     assert bf16.pointwise == no_model.pointwise == "gemm" and probe.calls == 0

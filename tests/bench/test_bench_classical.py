@@ -125,7 +125,6 @@ def test_classical_row_per_kind_with_gain_over_the_input(
     monkeypatch: pytest.MonkeyPatch, photos: Path
 ) -> None:
     monkeypatch.setattr(classical, "check_dependencies", lambda: None)  # no bm3d needed here
-    kinds = ("haze", "R")
     tasks = [t for t in SYNTHETIC_TASKS if t.kind in ("H", "R")]
     pairs = synthetic_pairs(("H", "R"), find_photos(photos), max_side=None)
     records = run_quality([identity_candidate(), classical_candidate()], tasks, pairs, suite="s")
@@ -135,4 +134,6 @@ def test_classical_row_per_kind_with_gain_over_the_input(
         r = rows[(CLASSICAL, kind)]
         assert r["psnr_gain"] == pytest.approx(r["psnr"] - rows[(IDENTITY, kind)]["psnr"])
     assert rows[(CLASSICAL, "H")]["psnr_gain"] > 0  # told "haze", it dehazes
-    assert kinds  # "H" is told as "haze": the task's data kind
+    # Told "rain", the median ran (on these small synthetic photos it costs more detail than
+    # the streaks it removes): the row is its own, not the input's.
+    assert rows[(CLASSICAL, "R")]["psnr_gain"] != 0.0

@@ -32,7 +32,10 @@ def _records() -> list[dict]:
         Pair("rain100l", "y", (clean + 0.1).clamp(0, 1), clean),
         Pair("rain100l", "z", clean.clone(), clean),  # identical: infinite PSNR
     ]
-    better = Candidate("half-way", "test", lambda x: x, model=torch.nn.Identity())
+    # most of the way back from the first pair's halving: a real gain there
+    better = Candidate(
+        "brighter", "test", lambda x: (1.6 * x).clamp(0, 1), model=torch.nn.Identity()
+    )
     return run_quality([identity_candidate(), better], suite_tasks("three"), pairs, suite="three")
 
 
@@ -44,8 +47,8 @@ def test_json_is_strict_and_has_the_keys() -> None:
     assert len(parsed) == 6  # 2 models x (2 test sets + average)
     for r in parsed:
         assert {"model", "suite", "kind", "psnr", "ssim", "psnr_gain"} <= set(r)
-    rain = [r for r in parsed if r["kind"] == "rain100l"]
-    assert all(r["psnr"] is None for r in rain)  # mean with an infinite PSNR
+    rain = [r for r in parsed if r["kind"] == "rain100l" and r["model"] == "identity"]
+    assert len(rain) == 1 and rain[0]["psnr"] is None  # mean with an infinite PSNR
     sots = next(r for r in parsed if r["kind"] == "sots" and r["model"] == "identity")
     clean = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
     assert math.isclose(sots["psnr"], psnr((clean * 0.5).double(), clean.double()).item())
@@ -63,8 +66,12 @@ def test_quality_table_shows_models_average_and_gain() -> None:
     console = Console(width=200, record=True)
     console.print(quality_table(_records(), "t"))
     text = console.export_text()
-    assert "half-way" in text and "identity" in text and "ΔPSNR" in text
+    assert "brighter" in text and "identity" in text and "ΔPSNR" in text
     assert "Average" in text and "Dehazing SOTS" in text and "inf" in text
+    gain = next(
+        r["psnr_gain"] for r in _records() if (r["model"], r["kind"]) == ("brighter", "sots")
+    )
+    assert gain > 1 and f"+{gain:.2f}" in text
 
 
 def test_speed_table() -> None:

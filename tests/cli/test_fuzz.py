@@ -49,7 +49,7 @@ def _report_totals(request: pytest.FixtureRequest) -> Iterator[None]:
     line = (
         f"fuzz totals: {TOTALS['cases']} cases, {TOTALS['tracebacks']} tracebacks, "
         f"{TOTALS['wrong_exit']} wrong exit codes, {TOTALS['bad_stderr']} bad error lines, "
-        f"{TOTALS['files_left']} files left or damaged"
+        f"{TOTALS['files_left']} files left or damaged, {TOTALS['files_missing']} missing"
     )
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -91,7 +91,10 @@ def check(
     outputs: set[str] = frozenset(),  # type: ignore[assignment]
     usage: bool = False,
 ) -> None:
-    """Assert the promises, counting each kind of breach before failing on it."""
+    """Assert the promises, counting each kind of breach before failing on it.
+
+    ``outputs`` are the files a success (or a batch's partial success) must write, and the
+    only ones it may create."""
     TOTALS["cases"] += 1
     text = outcome.stdout + outcome.stderr
     if "Traceback" in text or "Fatal Python error" in text:
@@ -116,6 +119,9 @@ def check(
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     if outcome.code not in (ExitCode.OK, ExitCode.FAILED):  # batch: the good files are written
         allowed = {}
+    elif missing := sorted(set(outputs) - set(after)):
+        TOTALS["files_missing"] += 1
+        pytest.fail(f"exit {outcome.code} without writing {missing}")
     if changed - set(allowed):
         TOTALS["files_left"] += 1
         pytest.fail(f"files created, changed or removed: {sorted(changed - set(allowed))}")

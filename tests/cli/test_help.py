@@ -31,11 +31,19 @@ def test_help_shows_every_option_help_whole(path, command):
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())
     texts = [("help", command.help or "")]
-    texts += [(param.name, getattr(param, "help", None) or "") for param in command.params]
+    texts += [
+        (param.name, getattr(param, "help", None) or "")
+        for param in command.params
+        if not getattr(param, "hidden", False)  # old spellings kept working, not shown
+    ]
     for name, text in texts:
+        written = text.replace("\\[", "[")
         # The words around every bracket pair, e.g. "anyrestore[bench]", as the user must type them.
-        for phrase in re.findall(r"\S*\[[^\]\s]*\]\S*", text.replace("\\[", "[")):
+        for phrase in re.findall(r"\S*\[[^\]\s]*\]\S*", written):
             assert phrase in shown, f"{' '.join(path)} {name}: {phrase!r} not shown"
+        # and the whole text, in one piece (a command's own help: its first paragraph)
+        whole = " ".join(written.split("\n\n")[0].split() if name == "help" else written.split())
+        assert whole in shown, f"{' '.join(path)} {name}: {whole!r} not shown whole"
 
 
 @pytest.mark.parametrize(
