@@ -61,6 +61,18 @@ def test_seeded_in_range_same_shape(kind: str) -> None:
     assert not torch.allclose(y, x, atol=1e-3)
 
 
+def test_out_of_range_and_nan_input_is_clamped_first() -> None:
+    x = photo()
+    wild = x.clone()
+    wild[0, :2, :2] = float("nan")
+    wild[1, :2, :2] = 7.0
+    clamped = x.clone()
+    clamped[0, :2, :2] = 0.0
+    clamped[1, :2, :2] = 1.0
+    for kind in ("noise_25", "L+H+S"):
+        assert torch.equal(degrade(wild, kind, seed=1), degrade(clamped, kind, seed=1))
+
+
 @pytest.mark.parametrize("kind", SINGLE_KINDS)
 def test_each_image_of_a_batch_gets_its_own_parameters(
     kind: str, monkeypatch: pytest.MonkeyPatch

@@ -89,7 +89,7 @@ def degrade(
     single = clean.dim() == 3
     x = clean.unsqueeze(0) if single else clean
     dtype = x.dtype
-    x = x.float().clamp(0, 1)
+    x = x.float().nan_to_num(0.0).clamp(0, 1)  # clamp alone would keep a NaN
     if seed is not None:
         generator = make_generator(seed, x.device)
     draw = Draw(generator, x.device, x.shape[0])
