@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--random-init", action="store_true")
     args = parser.parse_args()
+    if args.mode == "compare" and not args.old:
+        parser.error("compare needs --old (a folder holding the old anyrestore)")
     {"profile": profile, "compare": compare}[args.mode](args)
 
 

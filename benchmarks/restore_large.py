@@ -138,7 +138,7 @@ def run_large(args: argparse.Namespace, weights: str, workdir: Path) -> dict:
         Image.fromarray((photo * 255 + 0.5).astype(np.uint8)).save(src, quality=95)
         del photo
     out = workdir / "large_restored.png"
-    flag = "--weights" if Path(weights).is_file() else "--model"
+    flag = "--weights"  # a file or a manifest name (fix --model takes only variants)
     cmd = [
         sys.executable,
         "-m",
@@ -210,6 +210,9 @@ def run_psnr(args: argparse.Namespace, model: torch.nn.Module) -> dict:
     }
     tile = args.tile or AUTO_TILE.get(torch.device(whole_restorer.device).type, 512)
     stats_side = args.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
+    if not args.stats_side:  # as the engine takes it: the model's reference side, if larger
+        wanted = int(getattr(model, "reference_side", 0))
+        stats_side = max(stats_side, min(wanted, 4 * tile))
     for method in args.stats_methods.split(","):
         if method != "live" and exact:
             reference = make_reference(x[None], stats_side, method)  # type: ignore[arg-type]

@@ -108,7 +108,8 @@ def _run(tree: Path, code: str, *args: str) -> dict:
         [sys.executable, "-c", code, *args], cwd=tree, env=env, capture_output=True, text=True
     )
     if done.returncode:
-        raise SystemExit(f"{tree}: {done.stderr.strip().splitlines()[-1]}")
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}, no message"])[-1]
+        raise SystemExit(f"{tree}: {last}")  # a child killed for memory says nothing
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

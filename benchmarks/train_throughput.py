@@ -1,7 +1,7 @@
 """Training throughput (samples/s) per model, precision and memory format.
 
-One training step is what ``anyrestore train`` does per batch: forward under autocast, the
-model's paper loss in fp32, backward, Adam step. Inputs are random crops already in memory,
+One training step is what ``anyrestore train`` does per batch: forward under autocast (and the
+1x1 kernel the loop measures), the model's paper loss in fp32, backward, Adam step. Inputs are random crops already in memory,
 so the number is the model's cost, not the data pipeline's. Not a test: run it by hand on a
 quiet machine, e.g.
 
@@ -22,7 +22,9 @@ import time
 
 import torch
 
+from anyrestore.compute import reuse_freed_memory, training_pointwise
 from anyrestore.models import create_model, list_models
+from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.training.config import RECIPES, OptimConfig
 from anyrestore.training.losses import RestorationLoss
 from anyrestore.training.optim import build_optimizer
@@ -52,13 +54,13 @@ def measure(
     lq = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).contiguous(memory_format=fmt)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    # the loop's 1x1 kernel (fp32 on the CPU: GEMM or convolution, whichever it measured)
+    kernel, _ = training_pointwise(device, precision)
 
     def step() -> float:
-        if dtype is not None:
-            with torch.autocast(device.type, dtype=dtype):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with pointwise_kernel(kernel):
                 out, aux = net(lq, return_aux=True)
-        else:
-            out, aux = net(lq, return_aux=True)
         loss, _ = loss_fn(out, gt, aux.get("losses"))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -66,6 +68,7 @@ def measure(
         scaler.update()
         return float(loss.detach())
 
+    reuse_freed_memory()  # as the training loop does
     tic = time.perf_counter()
     for _ in range(warmup):
         step()

@@ -95,8 +95,9 @@ prepare() {
     ignore /.whl/
     cp "$archive" .corpus/corpus.tar
     local version
-    version=$(python3 -c 'from importlib.metadata import version; print(version("PyWavelets"))')
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    local python=${PYTHON:-python3}
+    version=$("$python" -c 'from importlib.metadata import version; print(version("PyWavelets"))')
+    "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl "PyWavelets==$version"
     du -ch .corpus .whl | tail -1
@@ -143,14 +144,25 @@ run() {
     cp "$run_dir/metrics.jsonl" "$out/"
     "$python" -m anyrestore train export "$run_dir" -o "$out/weights.safetensors"
     if [[ ${BENCH:-1} == 1 ]]; then
-        local side=${BENCH_SIDE:-256} shipped
-        shipped=$("$python" -c 'import sys; from anyrestore.training.config import load_config
-print(load_config(sys.argv[1]).train.init_from)' "$recipe")
+        local side=${BENCH_SIDE:-256} shipped photos="$work/val-photos"
+        # train.init_from may name shipped weights: bench --weights takes their file
+        shipped=$("$python" -c 'import sys
+from anyrestore.training.config import load_config
+from anyrestore.weights.resolve import resolve_weights
+ref = load_config(sys.argv[1]).train.init_from
+print(resolve_weights(ref, offline=True) if ref else "")' "$recipe")
+        # one file a photo, as corpus/val-photos in the model card (val/ holds three scales)
+        if compgen -G "$data/val/*__s100.*" >/dev/null; then
+            mkdir -p "$photos"
+            cp "$data"/val/*__s100.* "$photos"/
+        else
+            photos="$data/val"
+        fi
         for name in new shipped; do
             local weights="$out/weights.safetensors"
             [[ $name == shipped ]] && weights=$shipped
             [[ -n $weights ]] || continue
-            "$python" -m anyrestore bench --suite synthetic --images "$data/val" \
+            "$python" -m anyrestore bench --suite synthetic --images "$photos" \
                 --weights "$weights" --baseline identity --max-side "$side" --json \
                 >"$out/bench-$name.json"
         done

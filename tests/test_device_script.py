@@ -35,7 +35,10 @@ def archive(tmp_path_factory) -> Path:
         (folder / "corpus" / split).mkdir(parents=True)
         for i in range(count):
             pixels = rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / "corpus" / split / f"photo{i}.png")
+            # named as scripts/build_corpus.py names a photo at its scales (100 and 50 %)
+            Image.fromarray(pixels).save(folder / "corpus" / split / f"photo{i}__s100.png")
+            half = Image.fromarray(pixels[::2, ::2])
+            half.save(folder / "corpus" / split / f"photo{i}__s050.png")
     path = folder / "corpus.tar"
     with tarfile.open(path, "w") as tar:
         tar.add(folder / "corpus", arcname="corpus")
@@ -57,7 +60,13 @@ training_pointwise(torch.device("cpu"), "fp32")
 
 
 def run_script(
-    tmp_path: Path, archive: Path, minutes: str, *extra: str, bench: bool = True, **more: str
+    tmp_path: Path,
+    archive: Path,
+    minutes: str,
+    *extra: str,
+    bench: bool = True,
+    recipe: str = "configs/smoke.toml",
+    **more: str,
 ):
     env = {
         **os.environ,
@@ -70,7 +79,7 @@ def run_script(
         "BENCH": "1" if bench else "0",
         "BENCH_SIDE": "32",
     }
-    args = ["bash", str(SCRIPT), "run", "configs/smoke.toml", minutes, "--device", "cpu", *extra]
+    args = ["bash", str(SCRIPT), "run", recipe, minutes, "--device", "cpu", *extra]
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -84,12 +93,48 @@ def test_a_finished_run_returns_weights_metrics_and_the_held_out_bench(tmp_path,
     steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").open()]
     assert max(s for s in steps if s is not None) == 6
     bench = json.loads((out / "bench-new.json").read_text())
-    # Scored on the archive's val photos, next to the degraded input
+    # Scored on the archive's val photos, one scale of each, next to the degraded input
     sources = {row["source"] for row in bench}
     assert sources == {"baseline", str(out / "weights.safetensors")}
-    assert min(row["images"] for row in bench) == 2
+    assert {row["images"] for row in bench if row["kind"] != "average"} == {2}
     # The smoke recipe starts from nothing, so there is no shipped model to compare with.
     assert not (out / "bench-shipped.json").exists()
+
+
+def test_a_recipe_starting_from_named_weights_is_benched_beside_them(tmp_path, archive) -> None:
+    # Release recipes name the shipped weights they start from (train.init_from).
+    import torch
+
+    from anyrestore.models import create_model
+    from anyrestore.weights import save_checkpoint
+    from anyrestore.weights.authoring import manifest_entry_for
+
+    torch.manual_seed(0)
+    start = create_model("anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1)
+    shipped = save_checkpoint(start, tmp_path / "w" / "tiny-v1.safetensors")
+    entry = manifest_entry_for(
+        shipped, name="tiny-v1", license="MIT", model="anyir_t", trained_for=["rain"],
+        embedded=shipped.name,
+    )  # fmt: skip
+    manifest = shipped.parent / "weights_manifest.toml"
+    manifest.write_text("schema_version = 1\n\n" + entry, encoding="utf-8")
+    recipe = tmp_path / "from_named.toml"
+    recipe.write_text(
+        f'extends = "{ROOT / "configs" / "smoke.toml"}"\n[train]\ninit_from = "tiny-v1"\n'
+    )
+    done = run_script(
+        tmp_path,
+        archive,
+        "5",
+        "--steps",
+        "2",
+        recipe=str(recipe),
+        ANYRESTORE_MANIFEST=str(manifest),
+    )
+    assert done.returncode == 0, done.stderr
+    bench = json.loads((tmp_path / "out" / "bench-shipped.json").read_text())
+    assert {row["source"] for row in bench} == {"baseline", str(shipped)}
+    assert {row["images"] for row in bench if row["kind"] != "average"} == {2}
 
 
 def test_the_time_limit_stops_training_and_still_returns_weights(tmp_path, archive) -> None:
