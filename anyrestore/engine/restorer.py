@@ -121,6 +121,8 @@ class RunInfo:
     overlap: int
     stats_replayed: bool
     runtime: str = "torch"
+    #: A low-precision pass gave non-finite values and was computed again in fp32.
+    recomputed_fp32: bool = False
 
 
 class Restorer:
@@ -301,12 +303,15 @@ class Restorer:
         tile_batch = self.tile_batch
         cap = 0  # after an out-of-memory error: the largest side any one pass may have
         self._runs.runtime = "torch"  # until a pass runs on OpenVINO (_run)
+        self._runs.recomputed = False  # until a pass is redone in fp32 (_forward)
         while True:
             whole = self._one_pass(h, w, tile, stats_side, cap)
             try:
                 if whole:
                     out = self._forward(batch)
-                    self.last_run = RunInfo(1, 0, 0, False, self._runs.runtime)
+                    self.last_run = RunInfo(
+                        1, 0, 0, False, self._runs.runtime, self._runs.recomputed
+                    )
                 else:
                     out = torch.cat(
                         [
@@ -386,6 +391,7 @@ class Restorer:
                 self._warned_fallback = True
             with torch.autocast(self.device.type, enabled=False):
                 out = self.model(inp.float())[..., :h, :w].float()
+            self._runs.recomputed = True
         return out.clamp_(0.0, 1.0).cpu()
 
     def _restore_tiled(
@@ -409,7 +415,9 @@ class Restorer:
             forward = self._placed_forward(grid, scale)
         with self._forward_context(), frozen:
             out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
-        self.last_run = RunInfo(len(grid), tile, overlap, replay, self._runs.runtime)
+        self.last_run = RunInfo(
+            len(grid), tile, overlap, replay, self._runs.runtime, self._runs.recomputed
+        )
         return out
 
     def _replays(self) -> bool:

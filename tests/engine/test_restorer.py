@@ -257,3 +257,29 @@ def test_each_thread_sees_how_its_own_last_restoration_ran() -> None:
     assert seen["small"] == RunInfo(1, 0, 0, False)  # one whole-image pass
     assert seen["large"] is not None and seen["large"].tiles > 1 and seen["large"].tile == 64
     assert restorer.last_run is None  # this thread restored nothing
+
+
+def test_a_pass_that_overflows_in_low_precision_is_redone_in_fp32_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A network trained in fp32 can overflow fp16 (or, rarely, bf16): the pass is computed
+    # again in fp32, and the --json record says which precision gave the output.
+    from anyrestore.cli.common import compute_record
+
+    class Overflows(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if torch.is_autocast_enabled("cpu"):
+                return torch.full_like(x, float("inf"))
+            return x * 0.5
+
+    x = torch.rand(3, 16, 24)
+    r = Restorer(Overflows(), "cpu", "bf16", tile=0)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        out = r.restore_tensor(x)
+    torch.testing.assert_close(out, x * 0.5)
+    assert r.last_run is not None and r.last_run.recomputed_fp32
+    assert "recomputing in fp32" in caplog.text
+    record = compute_record(r)
+    assert record["precision"] == "fp32" and "non-finite" in record["reason"]
+    r.restore_tensor(x, strength=0.0)  # nothing runs: no precision, no runtime to report
+    assert compute_record(r)["runtime"] is None and not r.last_run.recomputed_fp32
