@@ -69,6 +69,7 @@ POINTWISE_SHAPES = ((28, 84, 256), (56, 56, 256), (112, 56, 256), (56, 224, 128)
 LOADAVG = Path("/proc/loadavg")
 
 __all__ = [
+    "MAX_THREADS",
     "PRECISIONS",
     "RUNTIMES",
     "ComputePath",
@@ -84,7 +85,6 @@ __all__ = [
     "resolve_device",
     "release_freed_memory",
     "reuse_freed_memory",
-    "MAX_THREADS",
     "set_threads",
     "training_pointwise",
 ]
@@ -176,8 +176,8 @@ def native_bf16() -> str | None:
     return None
 
 
-#: More threads than this are refused: no CPU has that many, and torch takes the count as a
-#: C int (a larger one is an overflow, not a setting).
+#: More threads than this are refused (torch takes the count as a C int: a far larger one is
+#: an overflow, not a setting); the default takes every core up to it.
 MAX_THREADS = 1024
 
 
@@ -187,10 +187,11 @@ def set_threads(threads: int | None) -> int:
     if threads is None:
         # OpenMP also takes a list, one count per nesting level: the first is the outer one.
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else cores
+        threads = int(env) if env.isdigit() and int(env) > 0 else min(cores, MAX_THREADS)
         if threads > MAX_THREADS:
-            log.warning("OMP_NUM_THREADS=%s is more than %d; using %d", env, MAX_THREADS, cores)
-            threads = cores
+            fallback = min(cores, MAX_THREADS)
+            log.warning("OMP_NUM_THREADS=%s is more than %d; using %d", env, MAX_THREADS, fallback)
+            threads = fallback
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     if threads > MAX_THREADS:
@@ -493,8 +494,9 @@ def _openvino_path(
 
 def cuda_native_bf16(device: torch.device) -> bool:
     """Whether this GPU (not the current one) computes bf16 natively: compute capability 8.0
-    (Ampere) or later, or any ROCm GPU. ``torch.cuda.is_bf16_supported()`` also says yes
-    where bf16 is only emulated (a T4, a V100), many times slower than fp16."""
+    (Ampere) or later; on ROCm taken as yes (true of MI100 and later, not of MI50-class
+    cards). ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (a
+    T4, a V100), many times slower than fp16."""
     if torch.version.hip:
         return True
     return torch.cuda.get_device_properties(device).major >= 8

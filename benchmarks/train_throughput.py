@@ -1,8 +1,8 @@
 """Training throughput (samples/s) per model, precision and memory format.
 
 One training step is what ``anyrestore train`` does per batch: forward under autocast (and the
-1x1 kernel the loop measures), the model's paper loss in fp32, backward, Adam step. Inputs are random crops already in memory,
-so the number is the model's cost, not the data pipeline's. Not a test: run it by hand on a
+1x1 kernel the loop measures), the model's paper loss in fp32, backward, Adam step. Inputs are
+random crops already in memory, so the number is the model's cost, not the data pipeline's. Not a test: run it by hand on a
 quiet machine, e.g.
 
     python benchmarks/train_throughput.py                       # anyir_t, clusir_t on CPU (+GPU)
@@ -58,7 +58,8 @@ def measure(
     kernel, _ = training_pointwise(device, precision)
 
     def step() -> float:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        precise = dtype or torch.float32
+        with torch.autocast(device.type, dtype=precise, enabled=dtype is not None):
             with pointwise_kernel(kernel):
                 out, aux = net(lq, return_aux=True)
         loss, _ = loss_fn(out, gt, aux.get("losses"))

@@ -147,12 +147,18 @@ run() {
         local side=${BENCH_SIDE:-256} shipped photos="$work/val-photos"
         # train.init_from may name shipped weights: bench --weights takes their file
         shipped=$("$python" -c 'import sys
+from anyrestore.errors import AnyRestoreError
 from anyrestore.training.config import load_config
 from anyrestore.weights.resolve import resolve_weights
 ref = load_config(sys.argv[1]).train.init_from
-print(resolve_weights(ref, offline=True) if ref else "")' "$recipe")
+try:
+    print(resolve_weights(ref, offline=True) if ref else "")
+except AnyRestoreError as exc:  # trained from them, so unlikely; then no comparison
+    print(f"device_train: no bench of {ref}: {exc}", file=sys.stderr)
+    print("")' "$recipe")
         # one file a photo, as corpus/val-photos in the model card (val/ holds three scales)
         if compgen -G "$data/val/*__s100.*" >/dev/null; then
+            rm -rf "$photos"
             mkdir -p "$photos"
             cp "$data"/val/*__s100.* "$photos"/
         else

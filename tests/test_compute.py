@@ -331,6 +331,8 @@ def test_auto_takes_bf16_only_on_a_gpu_that_computes_it_natively(
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: asked.append(d) or props)
     assert compute.cuda_native_bf16(torch.device("cuda", 1)) is native
     assert asked in ([torch.device("cuda", 1)], [])  # the GPU asked about, not the current one
+    monkeypatch.setattr(compute, "resolve_device", lambda name: torch.device("cuda", 1))
+    assert choose_path("cuda:1", "auto").precision == ("bf16" if native else "fp16")
 
 
 def test_more_threads_than_cores_are_warned_about(

@@ -101,15 +101,14 @@ def compute_record(restorer: Restorer) -> dict[str, object]:
     """The compute path for a --json record, with the runtime that ran the last image (under
     runtime "auto" a first whole image of a new size runs eager even on an OpenVINO path;
     None when nothing ran) and the precision that gave its output."""
-    record = restorer.path.as_dict()
     info = restorer.last_run
-    if info is not None and info.tiles:
-        record["runtime"] = info.runtime
-    elif info is not None:  # --strength 0: the model did not run
+    path = restorer.last_path()
+    record = path.as_dict()
+    if info is not None and not info.tiles:  # --strength 0: the model did not run
         record["runtime"] = None
     if info is not None and info.recomputed_fp32:
         record["precision"] = "fp32"
-        record["reason"] += f"; {restorer.precision} gave non-finite values, computed in fp32"
+        record["reason"] += f"; {path.precision} gave non-finite values, computed in fp32"
     return record
 
 

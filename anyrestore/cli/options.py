@@ -70,7 +70,8 @@ RuntimeOpt = Annotated[
         envvar="ANYRESTORE_RUNTIME",
         callback=check_runtime,
         metavar="auto|torch|openvino",
-        help="auto (OpenVINO where it is installed and the CPU has native bf16, else torch), "
+        help="auto (OpenVINO in bf16 where it is installed, the CPU has native bf16 and the "
+        "precision is auto or bf16; else torch), "
         "torch or openvino (pip install 'anyrestore\\[openvino]'; anyir models).",
     ),
 ]

@@ -187,7 +187,7 @@ class Restorer:
         self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
         if self.path.runtime == "openvino":
             self._openvino = self._openvino_model()
-            self._eager = choose_path(device, precision, model=model, runtime="torch")
+            self._eager = choose_path(self.path.device, precision, model=model, runtime="torch")
             if self._openvino is None:
                 self.path = self._eager
         self.device = self.path.device
@@ -225,6 +225,12 @@ class Restorer:
                 ) from None
             log.warning("OpenVINO cannot run here (%s); restoring with PyTorch", first_line(exc))
             return None
+
+    def last_path(self) -> ComputePath:
+        """The path this thread's latest restoration ran on: ``path``, or the eager path
+        where none of its passes ran on OpenVINO (under runtime "auto", a new size)."""
+        info = self.last_run
+        return self._eager if info is not None and info.runtime == "torch" else self.path
 
     def describe(self) -> str:
         """The compute path in words ("cpu fp32 channels-last ..."), as `fix` prints it."""
@@ -356,16 +362,37 @@ class Restorer:
             return 0
         return max(self.pad_multiple, tile // self.pad_multiple * self.pad_multiple)
 
-    def _run(self, x: torch.Tensor, tile: bool) -> torch.Tensor:
-        """The model's pass: on OpenVINO for tiles, asked-for OpenVINO, or a size seen before."""
-        if self._openvino is None:
-            return self.model(x)
+    def _run(self, x: torch.Tensor, tile: bool) -> tuple[torch.Tensor, str]:
+        """The model's pass and the precision it ran at: on OpenVINO for tiles, asked-for
+        OpenVINO, or a size seen before; eager otherwise."""
+        openvino = self._openvino
+        if openvino is None:
+            return self.model(x), self._eager.precision
         size = tuple(x.shape)
         if tile or self._openvino_always or size in self._sizes_seen:
+            try:
+                out = openvino(x)
+            except Exception as exc:  # e.g. a CPU plugin that fails only when compiling
+                if _is_oom(exc):
+                    raise
+                self._drop_openvino(exc)
+                return self.model(x), self._eager.precision
             self._runs.runtime = "openvino"
-            return self._openvino(x)
+            return out, self.path.precision
         self._sizes_seen.add(size)
-        return self.model(x)
+        return self.model(x), self._eager.precision
+
+    def _drop_openvino(self, exc: Exception) -> None:
+        """Go on with eager PyTorch after OpenVINO failed to compile or run a graph, where
+        ``auto`` picked it; an asked-for OpenVINO is an error."""
+        if self._openvino_always:
+            raise UsageError(
+                f"OpenVINO cannot run here ({first_line(exc)}); use --runtime torch"
+            ) from None
+        log.warning("OpenVINO cannot run here (%s); restoring with PyTorch", first_line(exc))
+        self._openvino = None
+        self.path = self._eager
+        self.precision = self._eager.precision
 
     @contextmanager
     def _forward_context(self) -> Iterator[None]:
@@ -381,13 +408,12 @@ class Restorer:
         if self.path.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with self._forward_context():
-            out = self._run(inp, tile)
+            out, precision = self._run(inp, tile)
         out = out[..., :h, :w].float()
-        all_fp32 = self.precision == self._eager.precision == "fp32"
-        if not all_fp32 and not bool(torch.isfinite(out).all()):
+        if precision != "fp32" and not bool(torch.isfinite(out).all()):
             # fp16 can overflow inside a network trained in fp32; redo this pass in fp32.
             if not self._warned_fallback:
-                log.warning("%s produced non-finite values; recomputing in fp32", self.precision)
+                log.warning("%s produced non-finite values; recomputing in fp32", precision)
                 self._warned_fallback = True
             with torch.autocast(self.device.type, enabled=False):
                 out = self.model(inp.float())[..., :h, :w].float()

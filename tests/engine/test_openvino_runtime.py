@@ -190,6 +190,30 @@ def test_an_openvino_that_imports_but_cannot_start_leaves_auto_on_pytorch(
         Restorer(tiny, "cpu", "fp32", runtime="openvino")
 
 
+def test_an_openvino_that_fails_to_compile_a_graph_leaves_auto_on_pytorch(
+    monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CPU plugin loads at the first compile (a tile, or a size seen again), not at Core().
+    def broken_compile(self, kind, height, width):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp: plugin failed")
+
+    monkeypatch.setattr(ovr.OpenVinoModel, "_compiled_for", broken_compile)
+    monkeypatch.setattr(compute, "native_bf16", lambda: "AMX-BF16")
+    monkeypatch.setattr(compute, "_cached", lambda key, measure: 1.0)
+    kwargs = {"tile": 96, "stats_side": 96}
+    r = Restorer(tiny, "cpu", "auto", runtime="auto", **kwargs)
+    assert r.path.runtime == "openvino"
+    x = _image(200, 168)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        out = r.restore_tensor(x)
+    assert "OpenVINO cannot run here" in caplog.text and "plugin failed" in caplog.text
+    assert r.path.runtime == "torch" and r.last_run is not None and r.last_run.runtime == "torch"
+    assert torch.equal(out, Restorer(tiny, "cpu", "fp32", **kwargs).restore_tensor(x))
+    asked = Restorer(tiny, "cpu", "fp32", runtime="openvino", **kwargs)
+    with pytest.raises(UsageError, match="OpenVINO cannot run here.*--runtime torch"):
+        asked.restore_tensor(x)
+
+
 def test_auto_in_fp32_and_the_passes_openvino_leaves_run_eager_pytorch_s_own_choice(
     monkeypatch: pytest.MonkeyPatch, tiny: torch.nn.Module
 ) -> None:
@@ -206,6 +230,14 @@ def test_auto_in_fp32_and_the_passes_openvino_leaves_run_eager_pytorch_s_own_cho
     eager = Restorer(tiny, "cpu", "fp32", runtime="torch")
     assert eager.path.pointwise == "conv"
     assert torch.equal(r.restore_tensor(x), eager.restore_tensor(x))  # a first size: eager
+    from anyrestore.cli.common import compute_record
+
+    record = compute_record(r)  # what fix --json says: how this image was computed
+    assert (record["runtime"], record["precision"], record["pointwise"]) == (
+        "torch",
+        "fp32",
+        "conv",
+    )
 
 
 def test_models_it_cannot_run_are_refused_with_a_reason() -> None:

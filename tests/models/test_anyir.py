@@ -224,6 +224,7 @@ def test_channel_statistics_by_matrix_products_are_var_mean(layout) -> None:
     want_var, want_mu = torch.var_mean(narrow, dim=(2, 3), correction=0, keepdim=True)
     assert var.dtype == torch.float32
     torch.testing.assert_close(var, want_var, rtol=1e-3, atol=1e-8)
+    torch.testing.assert_close(mu, want_mu, rtol=1e-6, atol=1e-6)
 
 
 def test_recorded_statistics_replay_to_the_live_output() -> None:
