@@ -2,8 +2,8 @@
 
 One training step is what ``anyrestore train`` does per batch: forward under autocast (and the
 1x1 kernel the loop measures), the model's paper loss in fp32, backward, Adam step. Inputs are
-random crops already in memory, so the number is the model's cost, not the data pipeline's. Not a test: run it by hand on a
-quiet machine, e.g.
+random crops already in memory, so the number is the model's cost, not the data pipeline's.
+Not a test: run it by hand on a quiet machine, e.g.
 
     python benchmarks/train_throughput.py                       # anyir_t, clusir_t on CPU (+GPU)
     python benchmarks/train_throughput.py --models anyir_t --batch 4 --steps 5 --json out.json

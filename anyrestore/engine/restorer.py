@@ -219,12 +219,17 @@ class Restorer:
         except UsageError:
             raise
         except Exception as exc:
-            if self.path.runtime_asked:
-                raise UsageError(
-                    f"OpenVINO cannot run here ({first_line(exc)}); use --runtime torch"
-                ) from None
-            log.warning("OpenVINO cannot run here (%s); restoring with PyTorch", first_line(exc))
+            self._openvino_failed(exc, self.path.runtime_asked)
             return None
+
+    @staticmethod
+    def _openvino_failed(exc: Exception, asked: bool) -> None:
+        """An asked-for OpenVINO that cannot run is an error; one ``auto`` picked, a warning."""
+        if asked:
+            raise UsageError(
+                f"OpenVINO cannot run here ({first_line(exc)}); use --runtime torch"
+            ) from None
+        log.warning("OpenVINO cannot run here (%s); restoring with PyTorch", first_line(exc))
 
     def last_path(self) -> ComputePath:
         """The path this thread's latest restoration ran on: ``path``, or the eager path
@@ -385,11 +390,7 @@ class Restorer:
     def _drop_openvino(self, exc: Exception) -> None:
         """Go on with eager PyTorch after OpenVINO failed to compile or run a graph, where
         ``auto`` picked it; an asked-for OpenVINO is an error."""
-        if self._openvino_always:
-            raise UsageError(
-                f"OpenVINO cannot run here ({first_line(exc)}); use --runtime torch"
-            ) from None
-        log.warning("OpenVINO cannot run here (%s); restoring with PyTorch", first_line(exc))
+        self._openvino_failed(exc, self._openvino_always)
         self._openvino = None
         self.path = self._eager
         self.precision = self._eager.precision
