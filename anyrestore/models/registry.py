@@ -97,6 +97,11 @@ def get_spec(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None
 
 
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with lists (as JSON and TOML give sequences) as tuples, as configs hold them."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def config_from_dict(arch: str, values: dict[str, Any]) -> Any:
     """Rebuild an architecture's config from plain values (lists become tuples).
 
@@ -112,7 +117,7 @@ def config_from_dict(arch: str, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         raise KeyError(f"{arch}: unknown config keys {unknown}")
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    clean = _tuples(values)
     legacy = getattr(config_cls, "LEGACY_DEFAULTS", {})
     clean = {**{k: v for k, v in legacy.items() if k not in clean}, **clean}
     return config_cls(**clean)
@@ -155,6 +160,6 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered variant, optionally overriding config fields (lists become tuples,
     as in a config read from JSON or TOML)."""
     spec = get_spec(name)
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    overrides = _tuples(overrides)
     config = dataclasses.replace(spec.config, **overrides) if overrides else spec.config
     return build_model(spec.arch, config)
