@@ -185,13 +185,15 @@ def set_threads(threads: int | None) -> int:
     """Use ``threads`` CPU threads (None: ``OMP_NUM_THREADS`` if set, else every core)."""
     cores = _cores()
     if threads is None:
+        every_core = min(cores, MAX_THREADS)
         # OpenMP also takes a list, one count per nesting level: the first is the outer one.
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else min(cores, MAX_THREADS)
+        threads = int(env) if env.isdigit() and int(env) > 0 else every_core
         if threads > MAX_THREADS:
-            fallback = min(cores, MAX_THREADS)
-            log.warning("OMP_NUM_THREADS=%s is more than %d; using %d", env, MAX_THREADS, fallback)
-            threads = fallback
+            log.warning(
+                "OMP_NUM_THREADS=%s is more than %d; using %d", env, MAX_THREADS, every_core
+            )
+            threads = every_core
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     if threads > MAX_THREADS:

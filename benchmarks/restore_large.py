@@ -34,7 +34,7 @@ from PIL import Image
 
 from anyrestore.engine import Restorer
 from anyrestore.engine.reference import METHODS, make_reference
-from anyrestore.engine.restorer import AUTO_TILE, DEFAULT_STATS_SIDE, MIN_STATS_SIDE
+from anyrestore.engine.restorer import AUTO_TILE
 from anyrestore.models import create_model
 from anyrestore.models.layers.globalstats import GlobalStat, set_global_mode
 from anyrestore.weights.checkpoint import save_checkpoint
@@ -209,10 +209,7 @@ def run_psnr(args: argparse.Namespace, model: torch.nn.Module) -> dict:
         "input_psnr_vs_whole": round(psnr(x, whole), 2),
     }
     tile = args.tile or AUTO_TILE.get(torch.device(whole_restorer.device).type, 512)
-    stats_side = args.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
-    if not args.stats_side:  # as the engine takes it: the model's reference side, if larger
-        wanted = int(getattr(model, "reference_side", 0))
-        stats_side = max(stats_side, min(wanted, 4 * tile))
+    stats_side = args.stats_side or whole_restorer.reference_side(tile)  # as the engine takes it
     for method in args.stats_methods.split(","):
         if method != "live" and exact:
             reference = make_reference(x[None], stats_side, method)  # type: ignore[arg-type]

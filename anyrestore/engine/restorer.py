@@ -310,7 +310,7 @@ class Restorer:
         """The model's restoration of a (b,3,h,w) CPU batch: whole, or tiled with OOM retry."""
         h, w = batch.shape[-2:]
         tile = self._initial_tile(h, w)
-        stats_side = self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
+        stats_side = self._stats_side(tile)
         tile_batch = self.tile_batch
         cap = 0  # after an out-of-memory error: the largest side any one pass may have
         self._runs.runtime = "torch"  # until a pass runs on OpenVINO (_run)
@@ -468,6 +468,15 @@ class Restorer:
             and self._replays()
             and max(h, w) <= self._reference_side(stats_side, tile, cap)
         )
+
+    def reference_side(self, tile: int) -> int:
+        """The most pixels a side of the downscaled copy may have on which a restoration in
+        ``tile`` px tiles records its image-wide statistics (an image no larger is restored in
+        one pass when ``stats_side`` is left to the engine)."""
+        return self._reference_side(self._stats_side(tile), tile)
+
+    def _stats_side(self, tile: int) -> int:
+        return self.stats_side or min(DEFAULT_STATS_SIDE, max(MIN_STATS_SIDE, tile))
 
     def _reference_side(self, stats_side: int, tile: int, cap: int = 0) -> int:
         """The model's ``reference_side`` when it asks for more (at most 4 tiles a side), and

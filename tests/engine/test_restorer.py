@@ -166,6 +166,27 @@ def test_an_image_within_the_statistics_reference_is_restored_in_one_pass() -> N
     torch.testing.assert_close(out, whole, rtol=0, atol=0)
 
 
+def test_reference_side_is_the_side_a_tiled_restoration_records_statistics_on() -> None:
+    # Benchmarks measure tiling against this side; it must be what the engine really runs.
+    model = tiny_anyir(0)
+    sides: list[int] = []
+    forward = model.forward
+
+    def recording(x: torch.Tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sides.append(max(x.shape[-2:]))
+        return forward(x, *args, **kwargs)
+
+    model.forward = recording  # type: ignore[method-assign]
+    # The model asks for 1024 px; the engine gives it at most 4 tiles a side.
+    for kwargs, expected in [({}, 4 * 96), ({"stats_side": 300}, 300)]:
+        restorer = Restorer(model, "cpu", "fp32", tile=96, overlap=8, stats_method="area", **kwargs)
+        sides.clear()
+        restorer.restore_tensor(noisy_photo(0, 400, 448))
+        assert restorer.reference_side(96) == expected
+        assert restorer.last_run is not None and restorer.last_run.tiles > 1
+        assert sides[0] == expected and max(sides[1:]) == 96
+
+
 def test_anyir_tiled_with_replayed_statistics_is_close_to_whole_image() -> None:
     # Measured (seed 0, 96x128, 6 tiles of 64 with overlap 32): replay 59.2 dB, live 47.9 dB;
     # seeds 0-3 gave 53.5-65.0 dB with replay and 42.7-48.7 dB without (docs/inference.md).
