@@ -163,6 +163,24 @@ def _put_in_place(tmp: Path, dest: Path) -> None:
     _keep_owner(tmp, dest)  # before chmod: chown clears set-id bits
     os.chmod(tmp, _mode_for(dest))
     os.replace(tmp, dest)
+    _sync_folder(dest.parent)
+
+
+def _sync_file(path: Path) -> None:
+    """Force ``path``'s bytes to disk: renamed unsynced, a file can come back empty after a
+    power cut or a host reset (the rename reached the disk, the data not yet)."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """Force a rename in ``folder`` to disk, where the system allows syncing a folder."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no O_DIRECTORY
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _destination(path: Path) -> Path:
@@ -300,6 +318,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _sync_file(Path(tmp))
         _put_in_place(Path(tmp), target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

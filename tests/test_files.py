@@ -112,6 +112,37 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
     assert private.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("how", ["atomic_write", "atomic_path"])
+def test_an_atomic_write_reaches_the_disk_before_and_after_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # A renamed but unsynced file (a checkpoint of days of training) can come back empty
+    # after a power cut: the bytes are synced first, the folder's rename after.
+    import anyrestore.files as files
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    path = tmp_path / "last.pt"
+    if how == "atomic_write":
+        atomic_write(path, b"state")
+    else:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"state")
+    assert path.read_bytes() == b"state"
+    assert events == ["file", "rename", "dir"]
+
+
 def test_list_images_follows_linked_folders_once(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
