@@ -91,3 +91,7 @@ class ConfigError(AnyRestoreError):
     """A training or bench configuration is invalid (exit 2)."""
 
     exit_code = ExitCode.USAGE
+
+
+class TrainingDiverged(ConfigError):
+    """The loss or its gradients stayed NaN or infinite: the recipe diverges (exit 2)."""

@@ -324,8 +324,8 @@ def _normalise_mix(kinds: Kinds) -> dict[str, float]:
         raise ValueError("kinds is empty")
     for kind, weight in mix.items():
         parse_kind(kind)
-        if not weight >= 0:
-            raise ValueError(f"weight of {kind!r} must be >= 0, got {weight}")
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise ValueError(f"weight of {kind!r} must be a finite number >= 0, got {weight}")
     if sum(mix.values()) <= 0:
         raise ValueError("kind weights sum to zero")
     return {k: float(w) for k, w in mix.items()}

@@ -449,8 +449,8 @@ def resolve(config: Config, arch: str) -> Recipe:
     terms = recipe.terms()
     if not any(terms.values()):
         raise ConfigError(f"loss: at least one of {', '.join(terms)} must have a non-zero weight")
-    if min(*terms.values(), recipe.aux) < 0:
-        raise ConfigError("loss weights must be >= 0")
+    if not all(math.isfinite(w) and w >= 0 for w in (*terms.values(), recipe.aux)):
+        raise ConfigError("loss weights must be finite numbers >= 0")
     return recipe
 
 
@@ -565,8 +565,10 @@ def _validate_distill(k: DistillConfig, kinds: list[str]) -> None:
                 f"distill.teacher_kinds {unknown} are not kinds of [data.kinds] "
                 f"({', '.join(kinds) or 'none named'})"
             )
-    if min(k.output_weight, k.block_weight, k.target_weight) < 0:
-        raise ConfigError("distill weights must be >= 0")
+    if not all(
+        math.isfinite(w) and w >= 0 for w in (k.output_weight, k.block_weight, k.target_weight)
+    ):
+        raise ConfigError("distill weights must be finite numbers >= 0")
     if k.teacher_forcing:
         if not k.blocks:
             raise ConfigError("distill.teacher_forcing needs distill.blocks to name the blocks")

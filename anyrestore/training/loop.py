@@ -36,6 +36,7 @@ from anyrestore.errors import (
     DataError,
     DeviceError,
     Interrupted,
+    TrainingDiverged,
     UsageError,
 )
 from anyrestore.models.layers.pointwise import pointwise_kernel
@@ -74,6 +75,8 @@ class Progress:
     wall_time: float = 0.0
     val_psnr: float | None = None
     kinds: list[str] = field(default_factory=list)
+    #: The run ended: its last step was validated and saved (a resume has nothing to do).
+    finished: bool = False
 
 
 @dataclass
@@ -126,6 +129,20 @@ def _load_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
     which an fp16 scaler (a run resumed on a GPU without bf16) refuses; it starts afresh."""
     if saved:
         scaler.load_state_dict(saved)
+
+
+#: Steps in a row whose loss or gradients are NaN or infinite before a run stops. Such a step
+#: is skipped (one bad batch should not end days of training); a run that keeps producing them
+#: has diverged and stops before it could save anything but the weights it had.
+MAX_NONFINITE_STEPS = 10
+
+
+def _finite_step(loss: Tensor, grad_norm: Tensor | None, model: torch.nn.Module) -> bool:
+    """Whether a step's loss and gradients are all finite (``grad_norm``: clipping's, if any)."""
+    if grad_norm is None:
+        norms = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+        grad_norm = torch.stack(norms).sum() if norms else torch.zeros(())
+    return bool(torch.isfinite(loss.float()).all() and torch.isfinite(grad_norm))
 
 
 #: Settings whose saved state a resume restores over the config (the optimizer, scheduler and
@@ -373,9 +390,14 @@ def _run(
 
     quantize = bool(config.data.options.get("quantize", True))
     finished = False
+    start_step = run.step
+    nonfinite = 0  # steps in a row skipped for a NaN or infinite loss or gradient
+    saved_step = run.step  # the step last.pt holds
+    good_step = run.step  # the last step whose update was applied
+    buffers = list(model.buffers())
     tic = time.perf_counter()
     saved_at = time.monotonic()  # for log.ckpt_minutes
-    window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0}
+    window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0, "steps": 0}
     loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
         try:
@@ -396,6 +418,8 @@ def _run(
                     # One optimizer step: forward under autocast, losses in fp32; with
                     # train.accumulate, one forward and backward per part of the batch.
                     optimizer.zero_grad(set_to_none=True)
+                    # A skipped step leaves no trace, the norms' running statistics included.
+                    kept = [] if scaler.is_enabled() else [b.clone() for b in buffers]
                     loss, parts = 0.0, {}
                     for i, (lq_part, gt_part, kinds_part) in enumerate(
                         _split_batch(lq, gt, kinds, parts_per_step)
@@ -408,16 +432,49 @@ def _run(
                         loss = loss + part_loss.detach() / parts_per_step
                         for k, v in part_terms.items():
                             parts[k] = parts.get(k, 0.0) + v / parts_per_step
+                    grad_norm = None
                     if config.optim.grad_clip > 0:
                         scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if ema is not None:
-                        ema.update(model)
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            model.parameters(), config.optim.grad_clip
+                        )
+                    # fp16's loss scaler skips such steps itself (and lowers its scale).
+                    bad = not scaler.is_enabled() and not _finite_step(loss, grad_norm, model)
+                    if dist.enabled:  # a NaN loss on one rank: every rank skips the step
+                        bad = distributed.all_sum(dist, [float(bad)], device)[0] > 0
+                    if bad:
+                        nonfinite += 1
+                        reporter.message(
+                            f"step {run.step + 1}: the loss or its gradients are NaN or "
+                            "infinite; the step is skipped"
+                        )
+                        if nonfinite >= MAX_NONFINITE_STEPS:
+                            raise TrainingDiverged(
+                                f"training diverged: the loss or its gradients were NaN or "
+                                f"infinite for {nonfinite} steps in a row (to step "
+                                f"{run.step + 1}); {last_ckpt} holds step {saved_step}"
+                                + (
+                                    f" with the weights of step {good_step}"
+                                    if saved_step > good_step
+                                    else ""
+                                )
+                                + ". Lower optim.lr or set optim.grad_clip, then resume"
+                            )
+                        optimizer.zero_grad(set_to_none=True)
+                        with torch.no_grad():
+                            for buffer, value in zip(buffers, kept, strict=True):
+                                buffer.copy_(value)
+                    else:
+                        nonfinite = 0
+                        good_step = run.step + 1
+                        scaler.step(optimizer)
+                        scaler.update()
+                        if ema is not None:
+                            ema.update(model)
+                    scheduler.step()  # the schedule follows the step count either way
 
                     run.step += 1
+                    run.finished = False  # a run given more steps: they end it anew
                     run.batch_in_epoch += 1
                     run.samples += batch * dist.world_size
                     if run.batch_in_epoch == steps_per_epoch:
@@ -428,15 +485,17 @@ def _run(
                     now = time.perf_counter()
                     window["time"] += now - t0
                     window["samples"] += batch * dist.world_size
-                    window["count"] += 1
-                    sums = window["sums"]
-                    sums["loss"] = sums.get("loss", 0.0) + loss.detach()
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + v
+                    window["steps"] += 1
+                    if not bad:  # the log averages the steps taken
+                        window["count"] += 1
+                        sums = window["sums"]
+                        sums["loss"] = sums.get("loss", 0.0) + loss.detach()
+                        for k, v in parts.items():
+                            sums[k] = sums.get(k, 0.0) + v
                     row = None
                     if run.step % config.log.every == 0 or run.step == total_steps:
                         row = _log_row(run, window, scheduler, total_steps, dist, device)
-                        window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0}
+                        window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0, "steps": 0}
                     reporter.step(run.step, row)
 
                     done = run.step >= total_steps
@@ -460,16 +519,23 @@ def _run(
                         tic = time.perf_counter()
                         checkpoint()
                         saved_at = time.monotonic()
+                        saved_step = run.step
                     if done or stop:
                         break
                     t0 = time.perf_counter()
                 if stop_requested["signum"] is not None:
                     break
             finished = run.step >= total_steps
-            if finished:
+            if finished and run.finished and run.step == start_step:
+                reporter.message(
+                    f"already finished ({run.step} steps); export with: anyrestore train "
+                    f"export {out} -o model.safetensors"
+                )
+            elif finished:
                 validate_now()
                 run.wall_time += time.perf_counter() - tic
                 tic = time.perf_counter()
+                run.finished = True
                 checkpoint()
                 reporter.message(
                     f"finished {run.step} steps; export with: anyrestore train export {out} "
@@ -624,7 +690,7 @@ def _log_row(
         **{k: round(v, 6) for k, v in zip(names, values, strict=True)},
         "lr": scheduler.get_last_lr()[0],
         "samples_per_s": round(rate, 2),
-        "eta_s": round((total_steps - run.step) * window["samples"] / window["count"] / rate, 1),
+        "eta_s": round((total_steps - run.step) * window["samples"] / window["steps"] / rate, 1),
     }
     return row
 

@@ -92,7 +92,8 @@ class Reporter:
         if row is not None:
             assert self.log is not None
             self.log.write(row)
-            stats = f"loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['samples_per_s']:.1f} img/s"
+            loss = f"{row['loss']:.4f}" if "loss" in row else "skipped"  # every step NaN
+            stats = f"loss {loss}  lr {row['lr']:.2e}  {row['samples_per_s']:.1f} img/s"
             if self._plain:
                 eta = row.get("eta_s")
                 eta_text = f"  eta {_hms(eta)}" if eta is not None else ""

@@ -155,6 +155,16 @@ def test_synthetic_mix_weights_and_on_the_fly_degradation(tmp_path: Path) -> Non
         assert torch.allclose(item["lq"] * 255, (item["lq"] * 255).round(), atol=1e-4)
 
 
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_a_kind_weight_must_be_a_finite_number_not_below_zero(
+    tmp_path: Path, weight: float
+) -> None:
+    # An infinite weight passed, and made every draw's probabilities NaN.
+    make_photos(tmp_path, 2)
+    with pytest.raises(ValueError, match="weight of 'haze' must be a finite number >= 0"):
+        build_dataset("synthetic", tmp_path, kinds={"low_light": 1, "haze": weight})
+
+
 def test_degrade_in_loop_returns_clean_crops_for_degrade_batch(tmp_path: Path) -> None:
     make_photos(tmp_path, 6)
     ds = build_dataset(

@@ -311,9 +311,20 @@ def test_recipe_defaults_follow_the_architecture() -> None:
         resolve(config, "anyir")
     config.loss.ms_ssim = 0.5  # MS-SSIM alone is a valid objective
     assert resolve(config, "anyir").ms_ssim == 0.5
-    config.loss.ms_ssim = -0.5
-    with pytest.raises(ConfigError, match=">= 0"):
-        resolve(config, "anyir")
+    for bad in (-0.5, float("nan"), float("inf")):  # NaN slipped past a "< 0" check
+        config.loss.ms_ssim = bad
+        with pytest.raises(ConfigError, match="finite numbers >= 0"):
+            resolve(config, "anyir")
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-1.0"])
+def test_distillation_weights_must_be_finite_and_not_negative(weight: str) -> None:
+    config = load_config(
+        None,
+        ["model=anyir_t", "distill.teacher=teacher.safetensors", f"distill.output_weight={weight}"],
+    )
+    with pytest.raises(ConfigError, match="distill weights must be finite numbers >= 0"):
+        validate(config)
 
 
 def test_losses() -> None:

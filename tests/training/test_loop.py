@@ -275,6 +275,82 @@ class _Payload:
         return (os.system, ("echo unpickled > " + os.devnull,))
 
 
+def _nan_losses(monkeypatch: pytest.MonkeyPatch, steps: set[int] | range) -> None:
+    """Make the training loss NaN at the given steps (1-based; one loss call a step here)."""
+    from anyrestore.training.losses import RestorationLoss
+
+    real = RestorationLoss.__call__
+    calls = [0]
+
+    def call(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        loss, parts = real(self, *args, **kwargs)
+        return (loss * float("nan"), parts) if calls[0] in steps else (loss, parts)
+
+    monkeypatch.setattr(RestorationLoss, "__call__", call)
+
+
+def _finite(state: dict) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if torch.is_tensor(t))
+
+
+def test_a_step_with_a_nan_loss_is_skipped_not_learned(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One NaN loss used to make every weight NaN and overwrite the only checkpoint.
+    _nan_losses(monkeypatch, {3})
+    result = train(_tiny(photos, tmp_path / "run", "log.ckpt_every=1", "log.val_every=0"))
+    assert result.finished and result.step == 8
+    state = load_state(result.checkpoint)
+    assert _finite(state["model"]) and _finite(state["ema"]["model"])
+    losses = {r["step"]: r.get("loss") for r in _rows(result.out) if "lr" in r}
+    assert losses[3] is None  # the skipped step is left out of the log's average
+    assert all(v is not None and v == v for step, v in losses.items() if step != 3)
+    assert result.val_psnr is not None and result.val_psnr == result.val_psnr
+
+
+def test_a_run_whose_loss_stays_nan_stops_and_keeps_its_weights(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyrestore.errors import TrainingDiverged
+    from anyrestore.training.loop import MAX_NONFINITE_STEPS
+
+    settings = ("train.steps=20", "log.ckpt_every=1", "log.val_every=0")
+    before = train(_tiny(photos, tmp_path / "before", *settings), stop_at=2)
+    _nan_losses(monkeypatch, range(3, 100))
+    out = tmp_path / "run"
+    expected = r"in a row \(to step 12\).*holds step 11 with the weights of step 2\. Lower"
+    with pytest.raises(TrainingDiverged, match=expected) as caught:
+        train(_tiny(photos, out, *settings))
+    assert "\n" not in str(caught.value) and MAX_NONFINITE_STEPS == 10
+    state = load_state(out / "last.pt")
+    assert state["progress"]["step"] == 11  # the 12th step raised before it was saved
+    assert _finite(state["model"])
+    # Nothing the skipped steps saw reached the weights (norms' statistics included), the
+    # EMA or the optimizer.
+    _assert_same_state(
+        {**load_state(before.checkpoint), "scheduler": None, "progress": state["progress"]},
+        {**state, "scheduler": None},
+    )
+
+
+def test_resuming_a_finished_run_changes_nothing(photos: Path, tmp_path: Path) -> None:
+    # A chain re-run after an interruption resumes its finished stages: the metrics log got
+    # a second validation row and last.pt a new date, which changed a re-export.
+    out = tmp_path / "run"
+    done = train(_tiny(photos, out, "train.steps=4"))
+    rows, saved = _rows(out), (out / "last.pt").read_bytes()
+    again = train(_tiny(photos, out, "train.steps=4"), resume=done.checkpoint)
+    assert again.finished and again.step == 4 and again.val_psnr == done.val_psnr
+    assert _rows(out) == rows and (out / "last.pt").read_bytes() == saved
+    # Given more steps, it trains them and ends with a validation of its own.
+    longer = train(_tiny(photos, out, "train.steps=6"), resume=done.checkpoint)
+    assert longer.finished and longer.step == 6
+    assert [r["step"] for r in _rows(out) if "val_psnr" in r] == [3, 4, 6]
+    again = train(_tiny(photos, out, "train.steps=6"), resume=longer.checkpoint)
+    assert _rows(out)[-1]["step"] == 6 and len(_rows(out)) == len(rows) + 3
+
+
 def test_resume_never_unpickles_objects_and_says_so_in_one_line(tmp_path: Path) -> None:
     hostile = tmp_path / "last.pt"
     torch.save({"format": "x", "payload": _Payload()}, hostile)
