@@ -399,11 +399,12 @@ def _planar_sixteen_bit(im: Image.Image, fmt: str) -> bool:
     return tags.get(284) == 2 and max(bits) == 16
 
 
-def _read_planes(im: Image.Image, opener: Callable[[], Image.Image]) -> np.ndarray:
-    """(h, w, c) uint16 from a planar TIFF: each band's tiles decoded as one 16-bit image."""
+def _read_planes(im: Image.Image, opener: Callable[[], Image.Image]) -> tuple[np.ndarray, bool]:
+    """(h, w, c) uint16 from a planar TIFF: each band's tiles decoded as one 16-bit image;
+    and whether loading already applied the EXIF orientation (Pillow does for TIFFs)."""
     big = getattr(getattr(im, "tag_v2", None), "_endian", "<") == ">"
     rawmode = "I;16B" if big else "I;16"
-    bands = []
+    bands, turned = [], False
     for band in im.mode:
         tiles = [t for t in im.tile if _rawmode(t) == band]
         if not tiles:
@@ -411,15 +412,19 @@ def _read_planes(im: Image.Image, opener: Callable[[], Image.Image]) -> np.ndarr
         with opener() as plane:
             plane._mode = "I;16"  # noqa: SLF001 - Pillow has no public way to set it
             plane.tile = [_with_rawmode(t, rawmode) for t in tiles]
+            before = plane.getexif().get(_ORIENTATION, 1)
             plane.load()
+            turned = before != plane.getexif().get(_ORIENTATION, 1)
             bands.append(np.asarray(plane, dtype=np.uint16))
-    return np.stack(bands, axis=-1)
+    return np.stack(bands, axis=-1), turned
 
 
 def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> ImageData:
     if _planar_sixteen_bit(im, fmt):
         orientation, exif = _orientation_and_exif(im, fmt)
-        pixels = _apply_orientation(_read_planes(im, opener), orientation)
+        pixels, turned = _read_planes(im, opener)
+        if not turned:
+            pixels = _apply_orientation(pixels, orientation)
         alpha = np.ascontiguousarray(pixels[..., 3]) if im.mode == "RGBA" else None
         rgb = pixels[..., :3].astype(np.float32) * np.float32(1.0 / 65535)
         icc = im.info.get("icc_profile") or None

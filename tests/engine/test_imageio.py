@@ -194,6 +194,22 @@ def test_16bit_tiff_round_trip_is_exact(channels: int) -> None:
     assert np.array_equal(read_image(data).rgb, img.rgb)  # and our own reader agrees
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_planar_16bit_tiff_is_turned_by_its_orientation_once(orientation: int) -> None:
+    # Pillow turns each plane as it loads it; turning the result again left a photo shot
+    # upside down as it was, and one shot sideways on its other side.
+    tifffile = pytest.importorskip("tifffile")
+    pixels = RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    tag = [(274, 3, 1, orientation, True)]
+    want = {3: pixels[::-1, ::-1], 6: np.rot90(pixels, -1), 8: np.rot90(pixels, 1)}[orientation]
+    for planes, source in (("contig", pixels), ("separate", np.moveaxis(pixels, -1, 0))):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, source, photometric="rgb", planarconfig=planes, extratags=tag)
+        img = read_image(buf.getvalue())
+        assert img.bit_depth == 16
+        assert np.array_equal(np.round(img.rgb * 65535).astype(np.uint16), want), planes
+
+
 def test_16bit_gray_png_written_by_pillow_stays_16bit(tmp_path: Path) -> None:
     gray = RNG.integers(0, 65536, (H, W), dtype=np.uint16)
     src = tmp_path / "gray16.png"
