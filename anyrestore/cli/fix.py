@@ -152,8 +152,10 @@ def _output_format(out_path: Path, fmt: str | None) -> str:
     chosen = parse_format(fmt)
     try:
         named = parse_format(out_path.suffix) if out_path.suffix else chosen
-    except UsageError:  # an extension that names no format (out.data): --format decides
-        return chosen
+    except UsageError:  # one we do not write: refused if it names an image format (out.gif)
+        from PIL import Image
+
+        named = Image.registered_extensions().get(out_path.suffix.lower(), chosen)
     if named != chosen:
         raise UsageError(
             f"{out_path} names {named} but --format says {chosen}; make them agree or drop one"

@@ -392,9 +392,19 @@ def test_output_extension_and_format_must_agree(tmp_path: Path, tiny_checkpoint:
     refused = fix(src, "-o", tmp_path / "y.png", "-f", "jpg", "--weights", tiny_checkpoint)
     assert refused.exit_code == 2 and "--format says JPEG" in one_line_error(refused)
     assert not (tmp_path / "y.png").exists()
+    # An image format anyrestore does not write is no less misleading (PNG data in y.gif).
+    for name, named in (("y.gif", "GIF"), ("y.ppm", "PPM")):
+        refused = fix(src, "-o", tmp_path / name, "-f", "png", "--weights", tiny_checkpoint)
+        assert refused.exit_code == 2, refused.output
+        assert f"names {named} but --format says PNG" in one_line_error(refused)
+        assert not (tmp_path / name).exists()
     agreed = fix(src, "-o", tmp_path / "y.jpeg", "-f", "jpg", "--weights", tiny_checkpoint)
     assert agreed.exit_code == 0, agreed.output
     assert Image.open(tmp_path / "y.jpeg").format == "JPEG"
+    # An extension that names no image format leaves the choice to --format.
+    free = fix(src, "-o", tmp_path / "y.data", "-f", "png", "--weights", tiny_checkpoint)
+    assert free.exit_code == 0, free.output
+    assert Image.open(tmp_path / "y.data").format == "PNG"
 
 
 def test_json_records_look_alike_for_one_file_and_several(
