@@ -455,7 +455,14 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         if not has_alpha:
             pixels, has_alpha = _key_colour_alpha(pixels, im.info.get("transparency"))
     elif im.mode.startswith("I;16") or im.mode == "I":
-        pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)[..., None]
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            # 32-bit integers (scientific TIFFs): no 16-bit scale to read them on
+            raise InputError(
+                f"32-bit integer image with values from {values.min()} to {values.max()}; "
+                "only 0-65535 can be read: convert it to 16 bit"
+            )
+        pixels = values.astype(np.uint16)[..., None]
         pixels, has_alpha = _key_colour_alpha(pixels, im.info.get("transparency"))
         gray, bit_depth = True, 16
     elif im.mode == "F":

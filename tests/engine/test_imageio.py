@@ -220,6 +220,23 @@ def test_16bit_gray_png_written_by_pillow_stays_16bit(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(Image.open(out)), gray)
 
 
+def test_a_32bit_integer_tiff_is_read_in_range_or_refused() -> None:
+    # Values above 65535 were clipped: a scientific TIFF came back white, without a word.
+    tifffile = pytest.importorskip("tifffile")
+    for top, readable in ((65535, True), (70000, False)):
+        values = np.linspace(0, top, H * W).astype(np.uint32).reshape(H, W)
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, values, photometric="minisblack")
+        if readable:
+            img = read_image(buf.getvalue())
+            assert np.array_equal(np.round(img.rgb[..., 0] * 65535), values)
+        else:
+            with pytest.raises(
+                InputError, match="32-bit integer image with values from 0 to 70000"
+            ):
+                read_image(buf.getvalue())
+
+
 # -- colour modes --------------------------------------------------------------------------
 
 
