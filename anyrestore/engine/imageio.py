@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
 import os
 import struct
 import sys
@@ -23,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,7 @@ class ImageData:
     icc_profile: bytes | None = None
     exif: bytes | None = None  # with the orientation tag removed (already applied)
     format: str | None = None  # source format, one of FORMATS
+    dpi: tuple[float, float] | None = None  # print resolution (x, y), in the pixels' orientation
 
     @property
     def height(self) -> int:
@@ -428,7 +431,8 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         alpha = np.ascontiguousarray(pixels[..., 3]) if im.mode == "RGBA" else None
         rgb = pixels[..., :3].astype(np.float32) * np.float32(1.0 / 65535)
         icc = im.info.get("icc_profile") or None
-        return ImageData(rgb, alpha, 16, False, icc, exif, fmt)
+        dpi = _dpi(im, 1 if turned else orientation)
+        return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi)
     layout = _sixteen_bit_layout(im)
     if layout == "la":
         # 16-bit gray+alpha: the RGBA unpacker has the same width and yields all four bytes.
@@ -483,7 +487,18 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     rgb *= np.float32(1.0 / (65535 if bit_depth == 16 else 255))
     if gray:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
-    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt)
+    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, _dpi(im, orientation))
+
+
+def _dpi(im: Image.Image, orientation: int) -> tuple[float, float] | None:
+    """The file's print resolution, if it names one (a scan's 600 dpi), turned with the pixels."""
+    try:
+        x, y = (float(v) for v in im.info["dpi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (0 < x < math.inf and 0 < y < math.inf):
+        return None
+    return (y, x) if orientation in (5, 6, 7, 8) else (x, y)
 
 
 def _key_colour_alpha(pixels: np.ndarray, key: Any) -> tuple[np.ndarray, bool]:
@@ -632,8 +647,8 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     icc = image.icc_profile if _icc_fits(image.icc_profile, pixels.shape[-1]) else None
     if depth == 16:
         if fmt == "PNG":
-            return _encode_png16(pixels, icc, image.exif)
-        return _encode_tiff16(pixels, icc)
+            return _encode_png16(pixels, icc, image.exif, image.dpi)
+        return _encode_tiff16(pixels, icc, image.dpi)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
     pil = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
     params: dict[str, Any] = {}
@@ -645,6 +660,8 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         exif = None
     if exif and fmt in ("PNG", "JPEG", "WEBP"):
         params["exif"] = exif
+    if image.dpi and fmt != "WEBP":  # WebP has no field for it
+        params["dpi"] = image.dpi
     if fmt == "JPEG":
         # Full-resolution colour (4:4:4) at high quality; below 90 the usual 4:2:0, as a
         # lower quality asks for a smaller file
@@ -666,7 +683,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+def _encode_png16(
+    pixels: np.ndarray,
+    icc: bytes | None,
+    exif: bytes | None,
+    dpi: tuple[float, float] | None = None,
+) -> bytes:
     """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with the Sub filter on every row."""
     h, w, c = pixels.shape
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
@@ -684,12 +706,17 @@ def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> 
         out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:
         out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    if dpi:  # pixels per metre, unit 1 (the metre)
+        x, y = (max(1, round(v / 0.0254)) for v in dpi)
+        out.append(_png_chunk(b"pHYs", struct.pack(">IIB", x, y, 1)))
     out.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
 
 
-def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
+def _encode_tiff16(
+    pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None = None
+) -> bytes:
     """A little-endian 16-bit TIFF, Adobe Deflate with horizontal differencing (predictor 2)."""
     h, w, c = pixels.shape
     rows_per_strip = max(1, (1 << 18) // (w * c * 2))
@@ -704,6 +731,9 @@ def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
     def tag(code: int, kind: int, values: list[int] | bytes) -> None:
         if isinstance(values, bytes):
             tags.append((code, kind, values, len(values)))
+        elif kind == 5:  # RATIONAL: (numerator, denominator) pairs
+            count = len(values) // 2
+            tags.append((code, kind, struct.pack(f"<{len(values)}I", *values), count))
         else:
             fmt = {3: "H", 4: "I"}[kind]
             tags.append((code, kind, struct.pack(f"<{len(values)}{fmt}", *values), len(values)))
@@ -726,6 +756,11 @@ def _encode_tiff16(pixels: np.ndarray, icc: bytes | None) -> bytes:
     tag(317, 3, [2])  # horizontal differencing
     if c in (2, 4):
         tag(338, 3, [2])  # unassociated alpha
+    if dpi:
+        for code, value in zip((282, 283), dpi, strict=True):  # XResolution, YResolution
+            ratio = Fraction(value).limit_denominator(1000)
+            tag(code, 5, [max(1, ratio.numerator), ratio.denominator])
+        tag(296, 3, [2])  # ResolutionUnit: inch
     if icc:
         tag(34675, 7, icc)
     tags.sort()

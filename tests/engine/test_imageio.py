@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -116,6 +117,28 @@ def test_exif_orientation_is_applied_like_pillow_and_dropped_from_output(orienta
     out = Image.open(io.BytesIO(encode_image(identity_restore(img), "JPEG")))
     assert out.size == (expected.shape[1], expected.shape[0])
     assert 0x0112 not in out.getexif() and out.getexif()[0x010F] == "TestCam"
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP"])
+def test_print_resolution_is_carried_to_the_output(fmt: str, depth: int) -> None:
+    # A 600 dpi scan came back with none: printed, it changed size.
+    if depth == 16 and fmt not in ("PNG", "TIFF"):
+        pytest.skip("8-bit format")
+    img = read_image(pil_bytes(Image.new("RGB", (W, H)), fmt, dpi=(600, 300)))
+    img = dataclasses.replace(img, bit_depth=depth)  # our own 16-bit encoders too
+    assert img.dpi is not None and np.allclose(img.dpi, (600, 300), atol=0.01)
+    for out_fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+        out = Image.open(io.BytesIO(encode_image(identity_restore(img), out_fmt)))
+        assert np.allclose(out.info["dpi"], (600, 300), atol=0.01), (out_fmt, out.info)
+
+
+def test_print_resolution_turns_with_the_photo() -> None:
+    im = Image.new("RGB", (W, H))
+    exif = im.getexif()
+    exif[0x0112] = 6  # shot sideways: x and y swap places
+    img = read_image(pil_bytes(im, "JPEG", dpi=(600, 300), exif=exif))
+    assert img.dpi == (300.0, 600.0) and (img.width, img.height) == (H, W)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
