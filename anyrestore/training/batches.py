@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from anyrestore.errors import STOP_SIGNALS, ConfigError, DataError
+from anyrestore.errors import STOP_SIGNALS, AnyRestoreError, ConfigError, DataError
 from anyrestore.training.config import Config
 
 
@@ -148,13 +148,31 @@ def start_batches(loader: DataLoader) -> Iterator[Any]:
     signal (torch installs its own SIGTERM handler there). Held back, the signal waits: the
     trainer gets it once the workers exist, and the workers drop it when they start ignoring it.
     """
-    if not loader.num_workers or not _can_hold_signals():
+    if not loader.num_workers:
         return iter(loader)
+    if not _can_hold_signals():
+        return _worker_errors_in_one_line(iter(loader))
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        return iter(loader)
+        return _worker_errors_in_one_line(iter(loader))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _worker_errors_in_one_line(batches: Iterator[Any]) -> Iterator[Any]:
+    """The batches; an error of ours that a worker raised keeps its own one-line message.
+
+    torch raises it again in the trainer as "Caught DataError in DataLoader worker process 0"
+    followed by the worker's whole traceback, whose last line holds the message.
+    """
+    try:
+        yield from batches
+    except AnyRestoreError as exc:
+        text = str(exc).strip()
+        if "\nOriginal Traceback" not in text:
+            raise
+        last = text.splitlines()[-1]
+        raise type(exc)(last.partition(": ")[2] or last) from None
 
 
 def make_loader(
@@ -183,6 +201,18 @@ def make_loader(
         # Own generator: creating the loader must not advance the global RNG (exact resume).
         generator=torch.Generator().manual_seed(item_seed(config.seed, 17)),
     )
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop the loader's workers now, however the run ends.
+
+    They ignore SIGTERM (stop signals are the trainer's), so workers left running when an
+    error ends the run, while its traceback still holds the loader, made the process wait for
+    them for ever at exit. torch has no public call for this; without it, nothing is done.
+    """
+    shutdown = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def to_device(

@@ -46,6 +46,7 @@ from anyrestore.training.batches import (
     ResumableSampler,
     SeededItems,
     build_data,
+    close_loader,
     degrade_on_device,
     item_seed,
     make_loader,
@@ -545,6 +546,7 @@ def _run(
                 reporter.message(f"stopped at step {run.step}; resume with --resume {last_ckpt}")
         finally:
             reporter.close()
+            close_loader(loader)
     signum = stop_requested["signum"]
     if signum is not None and not finished:
         raise Interrupted(signum)  # the CLI exits 130 (SIGINT) or 143 (SIGTERM)

@@ -144,6 +144,26 @@ def test_corrupt_image_is_skipped_with_a_warning(
     assert "skipping unreadable image" in caplog.text and "photo_03.png" in caplog.text
 
 
+def test_a_data_error_in_a_loader_worker_keeps_its_one_line_message(tmp_path: Path) -> None:
+    # torch re-raised it as "Caught DataError in DataLoader worker process 0" plus the
+    # worker's traceback, which the command line printed as one 1,000-character line.
+    from anyrestore.errors import DataError
+
+    photos = make_photos(tmp_path / "photos", count=4)
+    for path in photos.iterdir():
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    config = _tiny(photos, tmp_path / "run", "data.workers=1", "data.val_fraction=0")
+    with pytest.raises(DataError) as caught:
+        train(config)
+    message = str(caught.value)
+    assert message.startswith("no readable image among") and "\n" not in message
+    assert "Traceback" not in message and "worker" not in message
+    # The worker (it ignores SIGTERM) is gone: left alive, the process waited for it at exit.
+    import multiprocessing
+
+    assert not multiprocessing.active_children()
+
+
 def test_two_process_gloo_run_writes_one_checkpoint(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
