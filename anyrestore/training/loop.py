@@ -194,6 +194,8 @@ def _run(
             f"{out} already holds another run (last.pt); resuming {resume} there would write "
             f"over it: give another --out, or continue that run with --resume {out}"
         )
+    if dist.is_main:
+        _check_writable(out)
     if config.train.threads:
         set_threads(config.train.threads)  # warns when more than the cores
     if device.type == "cpu":
@@ -554,6 +556,18 @@ def _run(
 
 
 # ----------------------------------------------------------------------------- pieces
+
+
+def _check_writable(out: Path) -> None:
+    """Make the run folder and try a file in it, before minutes go into the model and data."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
 
 
 def freeze_batch_norms(model: torch.nn.Module) -> int:

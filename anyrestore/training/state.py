@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from anyrestore.errors import ConfigError, first_line
+from anyrestore.errors import ConfigError, UsageError, first_line
 from anyrestore.files import atomic_path
 
 FORMAT = "anyrestore-train"
@@ -63,8 +64,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a resume checkpoint atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+    except (OSError, RuntimeError) as exc:  # torch.save says a full disk as a RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free >> 20} MB free on its disk"
+        except OSError:
+            free = ""
+        raise UsageError(
+            f"cannot write the checkpoint {path}: {reason}{free}. The previous one, if any, "
+            "is as it was"
+        ) from None
     return path
 
 

@@ -164,6 +164,41 @@ def test_a_data_error_in_a_loader_worker_keeps_its_one_line_message(tmp_path: Pa
     assert not multiprocessing.active_children()
 
 
+def test_a_run_folder_that_cannot_be_written_is_refused_first(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was a bare NotADirectoryError (exit 1, "internal error") once model and data were built.
+    import anyrestore.training.loop as loop
+    from anyrestore.errors import UsageError
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(loop, "build_data", lambda *a: pytest.fail("data built first"))
+    with pytest.raises(UsageError, match="cannot write the run folder .*file/run"):
+        train(_tiny(photos, tmp_path / "file" / "run"))
+
+
+def test_a_checkpoint_that_cannot_be_written_says_so_and_keeps_the_last(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk reached the user as torch's "[enforce fail at inline_container.cc] ...",
+    # an internal error to report.
+    import anyrestore.training.state as state_module
+    from anyrestore.errors import UsageError
+
+    out = tmp_path / "run"
+    first = train(_tiny(photos, out, "train.steps=2", "log.val_every=0"))
+    saved = first.checkpoint.read_bytes()
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 123")
+
+    monkeypatch.setattr(state_module.torch, "save", full)
+    with pytest.raises(UsageError, match="cannot write the checkpoint .*MB free on its disk"):
+        train(_tiny(photos, out, "train.steps=4", "log.val_every=0"), resume=first.checkpoint)
+    assert first.checkpoint.read_bytes() == saved
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary
+
+
 def test_two_process_gloo_run_writes_one_checkpoint(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
