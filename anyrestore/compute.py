@@ -136,6 +136,23 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device("cuda", int(index))
 
 
+_OOM: tuple[type[BaseException], ...] = (
+    getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+)
+
+
+#: How a failed allocation reads in a plain RuntimeError: PyTorch's CPU allocator, then
+#: OpenVINO's CPU plugin ("Failed to allocate N bytes of memory") and a C++ std::bad_alloc.
+_OOM_WORDS = ("DefaultCPUAllocator", "Failed to allocate", "bad_alloc", "bad allocation")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation, on a GPU or in the CPU's memory."""
+    if isinstance(exc, _OOM):
+        return True
+    return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OOM_WORDS)
+
+
 def empty_cache(device: torch.device) -> None:
     """Give cached blocks back after an out-of-memory error so a retry can use them."""
     if device.type == "cuda":

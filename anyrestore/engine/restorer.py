@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from anyrestore.choices import check_strength
-from anyrestore.compute import ComputePath, choose_path, empty_cache, prepare_model
+from anyrestore.compute import (
+    ComputePath,
+    choose_path,
+    empty_cache,
+    is_out_of_memory,
+    prepare_model,
+)
 from anyrestore.engine.imageio import ImageData
 from anyrestore.engine.reference import METHODS, Method, make_reference, reference_scale
 from anyrestore.engine.tiling import TileGrid, run_tiled
@@ -44,22 +50,6 @@ DEFAULT_STATS_METHOD: Method = "stride"
 #: The smallest tile: what the out-of-memory retries stop at, and the least ``tile`` taken.
 #: Smaller tiles give the model too little context (and thousands of passes for a photo).
 MIN_TILE = 32
-
-_OOM: tuple[type[BaseException], ...] = (
-    getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-)
-
-
-#: How a failed allocation reads in a plain RuntimeError: PyTorch's CPU allocator, then
-#: OpenVINO's CPU plugin ("Failed to allocate N bytes of memory") and a C++ std::bad_alloc.
-_OOM_WORDS = ("DefaultCPUAllocator", "Failed to allocate", "bad_alloc", "bad allocation")
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, _OOM):
-        return True
-    return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OOM_WORDS)
-
 
 _model_locks: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = (
     weakref.WeakKeyDictionary()
@@ -332,7 +322,7 @@ class Restorer:
                     )
                 break
             except Exception as exc:
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
                 empty_cache(self.device)
                 if tile_batch > 1 and not whole:  # a whole-image pass batches no tiles
@@ -378,7 +368,7 @@ class Restorer:
             try:
                 out = openvino(x)
             except Exception as exc:  # e.g. a CPU plugin that fails only when compiling
-                if _is_oom(exc):
+                if is_out_of_memory(exc):
                     raise
                 self._drop_openvino(exc)
                 return self.model(x), self._eager.precision

@@ -26,6 +26,7 @@ from torch import Tensor
 from anyrestore.compute import (
     autocast,
     choose_path,
+    is_out_of_memory,
     reuse_freed_memory,
     set_threads,
     training_pointwise,
@@ -111,6 +112,14 @@ def train(
         if device.type == "cuda" and dist.enabled:
             device = torch.device("cuda", dist.local_rank)
         return _run(config, device, dist, resume, stop_at, console)
+    except RuntimeError as exc:  # torch's OutOfMemoryError is one too
+        if not is_out_of_memory(exc):
+            raise
+        raise DeviceError(
+            f"out of memory on {device} training {config.model} ({config.train.batch_size} "
+            f"crops of {config.data.crop} px a step); lower train.batch_size or data.crop, or "
+            "raise train.accumulate, then resume"
+        ) from None
     finally:
         distributed.teardown(dist)
 
@@ -633,6 +642,10 @@ def _pick_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError("CUDA was requested but no GPU is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"training runs on cpu or cuda, not {name!r}")
     return device

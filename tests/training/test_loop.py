@@ -199,6 +199,44 @@ def test_a_checkpoint_that_cannot_be_written_says_so_and_keeps_the_last(
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate"),
+    ],
+)
+def test_out_of_memory_while_training_is_a_device_error_with_advice(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: RuntimeError
+) -> None:
+    # It was "internal error, please report it" (exit 1); the README gives 5 for it.
+    from anyrestore.errors import DeviceError, ExitCode
+    from anyrestore.training.losses import RestorationLoss
+
+    def exhausted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise error
+
+    monkeypatch.setattr(RestorationLoss, "__call__", exhausted)
+    with pytest.raises(
+        DeviceError, match="out of memory on cpu training anyir_t .2 crops"
+    ) as caught:
+        train(_tiny(photos, tmp_path / "run"))
+    assert caught.value.exit_code == ExitCode.DEVICE and "train.accumulate" in str(caught.value)
+
+
+def test_a_gpu_index_beyond_those_present_is_a_device_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from anyrestore.errors import DeviceError
+    from anyrestore.training.loop import _pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _pick_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match="cuda:3.*only 1 CUDA device"):
+        _pick_device("cuda:3")
+
+
 def test_two_process_gloo_run_writes_one_checkpoint(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
