@@ -6,9 +6,11 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import math
+import os
 import platform
 import signal
 import time
@@ -106,6 +108,7 @@ def train(
     leaving the schedule of the full run unchanged.
     """
     validate(config)
+    config = _absolute_paths(config)
     device = _pick_device(config.device)
     dist = distributed.setup(device.type)
     try:
@@ -122,6 +125,28 @@ def train(
         ) from None
     finally:
         distributed.teardown(dist)
+
+
+def _absolute_paths(config: Config) -> Config:
+    """``config`` with ``data.root`` and a file named by ``train.init_from`` or
+    ``distill.teacher`` made absolute (a weights name stays a name).
+
+    The run's config.toml is what a resume without ``--config`` and an export read: relative
+    paths there meant another dataset, or none, from another folder, and an export that lost
+    the starting checkpoint's lineage.
+    """
+
+    def absolute(value: str, file_only: bool) -> str:
+        path = Path(value).expanduser()
+        if not value or path.is_absolute() or (file_only and not path.is_file()):
+            return value
+        return os.path.abspath(path)
+
+    config = copy.deepcopy(config)
+    config.data.root = absolute(config.data.root, file_only=False)
+    config.train.init_from = absolute(config.train.init_from, file_only=True)
+    config.distill.teacher = absolute(config.distill.teacher, file_only=True)
+    return config
 
 
 def _same_run(out: Path, resume: str | Path) -> bool:

@@ -237,6 +237,49 @@ def test_a_gpu_index_beyond_those_present_is_a_device_error(
         _pick_device("cuda:3")
 
 
+def test_a_run_with_relative_paths_resumes_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its config.toml kept data.root as typed (corpus/train): resumed from elsewhere without
+    # --config, the run found no data there (or another folder's of the same name).
+    from anyrestore.training.config import tomllib
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    make_photos(start / "corpus", count=6)
+    elsewhere.mkdir()
+    monkeypatch.chdir(start)
+    part = train(_tiny(Path("corpus"), tmp_path / "run", "log.val_every=0"), stop_at=2)
+    saved = tomllib.loads(load_state(part.checkpoint)["config_toml"])
+    assert saved["data"]["root"] == str(start / "corpus")
+    monkeypatch.chdir(elsewhere)
+    config = load_config(None, [], base=saved)
+    resumed = train(config, resume=part.checkpoint)
+    assert resumed.finished and resumed.step == 8
+
+
+def test_files_named_in_a_recipe_become_absolute_and_weights_names_stay_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyrestore.training.loop import _absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    Path("start.safetensors").write_bytes(b"")
+    config = load_config(
+        None,
+        [
+            "model=anyir_t",
+            "data.root=corpus/train",
+            "train.init_from=start.safetensors",
+            "distill.teacher=anyir_t-synthetic-v6",
+        ],
+    )
+    fixed = _absolute_paths(config)
+    assert fixed.data.root == str(tmp_path / "corpus" / "train")
+    assert fixed.train.init_from == str(tmp_path / "start.safetensors")
+    assert fixed.distill.teacher == "anyir_t-synthetic-v6"
+    assert config.data.root == "corpus/train"  # the caller's config is left as it was
+
+
 def test_two_process_gloo_run_writes_one_checkpoint(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
