@@ -379,7 +379,9 @@ _LOW_BYTE_TWIN = {";16B": ";16L", ";16L": ";16B", ";16N": ";16B" if _NATIVE == "
 
 
 def _sixteen_bit_layout(im: Image.Image) -> str | None:
-    """'rgb' or 'la' when Pillow would reduce a 16-bit file to 8 bits, else None."""
+    """How to read a 16-bit file Pillow would reduce to 8 bits: 'rgb' (RGB, RGBA, or RGB
+    with an extra sample, RGBX), 'premultiplied' (RGBA with associated alpha) or 'la';
+    None for any other file."""
     if im.mode not in ("RGB", "RGBA") or not im.tile:
         return None
     modes = {_rawmode(t) for t in im.tile}
@@ -388,8 +390,13 @@ def _sixteen_bit_layout(im: Image.Image) -> str | None:
     raw = modes.pop()
     if raw == "LA;16B":
         return "la"
-    if raw in (f"{im.mode}{s}" for s in _LOW_BYTE_TWIN):
+    head, depth = raw[:-4], raw[-4:]
+    if depth not in _LOW_BYTE_TWIN:
+        return None
+    if head == im.mode or (head, im.mode) == ("RGBX", "RGB"):
         return "rgb"
+    if (head, im.mode) == ("RGBa", "RGBA"):
+        return "premultiplied"
     return None
 
 
@@ -437,6 +444,9 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     if layout == "la":
         # 16-bit gray+alpha: the RGBA unpacker has the same width and yields all four bytes.
         im.tile = [_with_rawmode(t, "RGBA") for t in im.tile]
+    elif layout == "premultiplied":
+        # Read as straight alpha (byte by byte, as the twin below), divided out in 16 bits.
+        im.tile = [_with_rawmode(t, "RGBA" + _rawmode(t)[-4:]) for t in im.tile]
     im.load()
     orientation, exif = _orientation_and_exif(im, fmt)
     icc = im.info.get("icc_profile") or None
@@ -445,16 +455,18 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         b = np.asarray(im).astype(np.uint16)
         pixels = np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=-1)
         has_alpha, gray, bit_depth = True, True, 16
-    elif layout == "rgb":
+    elif layout in ("rgb", "premultiplied"):
         high = np.asarray(im).astype(np.uint16)
         with opener() as twin:
-            twin.tile = [
-                _with_rawmode(t, _rawmode(t)[:-4] + _LOW_BYTE_TWIN[_rawmode(t)[-4:]])
-                for t in twin.tile
+            head = "RGBA" if layout == "premultiplied" else _rawmode(twin.tile[0])[:-4]
+            twin.tile = [  # the high pass's unpacker (straight RGBA for premultiplied)
+                _with_rawmode(t, head + _LOW_BYTE_TWIN[_rawmode(t)[-4:]]) for t in twin.tile
             ]
             twin.load()
             low = np.asarray(twin)
         pixels = (high << 8) | low
+        if layout == "premultiplied":
+            pixels = _unpremultiply(pixels)
         has_alpha, gray, bit_depth = im.mode == "RGBA", False, 16
         if not has_alpha:
             pixels, has_alpha = _key_colour_alpha(pixels, im.info.get("transparency"))
@@ -499,6 +511,14 @@ def _dpi(im: Image.Image, orientation: int) -> tuple[float, float] | None:
     if not (0 < x < math.inf and 0 < y < math.inf):
         return None
     return (y, x) if orientation in (5, 6, 7, 8) else (x, y)
+
+
+def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
+    """(h, w, 4) 16-bit RGBA with colour multiplied by alpha, as straight (unassociated) alpha."""
+    alpha = pixels[..., 3:].astype(np.float64)
+    color = pixels[..., :3] * (65535.0 / np.maximum(alpha, 1.0))
+    color = np.where(alpha > 0, np.clip(np.round(color), 0, 65535), 0)
+    return np.concatenate([color.astype(np.uint16), pixels[..., 3:]], axis=-1)
 
 
 def _key_colour_alpha(pixels: np.ndarray, key: Any) -> tuple[np.ndarray, bool]:

@@ -217,6 +217,28 @@ def test_16bit_tiff_round_trip_is_exact(channels: int) -> None:
     assert np.array_equal(read_image(data).rgb, img.rgb)  # and our own reader agrees
 
 
+@pytest.mark.parametrize("extra", [0, 1])  # 0: an unspecified 4th sample; 1: associated alpha
+def test_16bit_tiffs_with_other_extra_samples_stay_16bit(extra: int) -> None:
+    # Both were read at 8 bits, without a word.
+    tifffile = pytest.importorskip("tifffile")
+    pixels = RNG.integers(0, 65536, (H, W, 4), dtype=np.uint16)
+    pixels[..., 3] = np.maximum(pixels[..., 3], 256)
+    source = pixels.copy()
+    alpha = pixels[..., 3:].astype(np.float64)
+    if extra == 1:  # stored premultiplied: colour times alpha
+        source[..., :3] = np.round(pixels[..., :3] * alpha / 65535).astype(np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, source, photometric="rgb", extrasamples=[extra], compression="zlib")
+    img = read_image(buf.getvalue())
+    assert img.bit_depth == 16
+    got = np.round(img.rgb * 65535)
+    if extra == 0:
+        assert img.alpha is None and np.array_equal(got, pixels[..., :3])
+    else:  # straight again, as exactly as the stored premultiplied values allow
+        assert img.alpha is not None and np.array_equal(img.alpha, pixels[..., 3])
+        assert (np.abs(got - pixels[..., :3]) <= 0.5 * 65535 / alpha + 1).all()
+
+
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_a_planar_16bit_tiff_is_turned_by_its_orientation_once(orientation: int) -> None:
     # Pillow turns each plane as it loads it; turning the result again left a photo shot
