@@ -440,6 +440,9 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         icc = im.info.get("icc_profile") or None
         dpi = _dpi(im, 1 if turned else orientation)
         return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi)
+    deep_ppm = _deep_ppm(im, fmt)
+    if deep_ppm is not None:
+        return ImageData(deep_ppm.astype(np.float32) / np.float32(65535), None, 16, format=fmt)
     layout = _sixteen_bit_layout(im)
     if layout == "la":
         # 16-bit gray+alpha: the RGBA unpacker has the same width and yields all four bytes.
@@ -500,6 +503,24 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     if gray:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
     return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, _dpi(im, orientation))
+
+
+def _deep_ppm(im: Image.Image, fmt: str) -> np.ndarray | None:
+    """(h, w, 3) uint16 of a binary colour PPM with more than 8 bits a sample (``dcraw -6``,
+    netpbm), which Pillow scales to 8; None for any other file (or one cut short)."""
+    if fmt != "PPM" or im.mode != "RGB" or len(im.tile) != 1 or im.tile[0][0] != "ppm":
+        return None
+    args = im.tile[0][3]
+    maxval = int(args[1]) if isinstance(args, tuple) and len(args) > 1 else 255
+    if not 255 < maxval <= 65535:
+        return None
+    w, h = im.size
+    im.fp.seek(im.tile[0][2])
+    data = im.fp.read(w * h * 6)
+    if len(data) < w * h * 6:
+        return None  # Pillow's reader says how it is truncated
+    values = np.frombuffer(data, dtype=">u2").reshape(h, w, 3).astype(np.float64)
+    return np.round(np.minimum(values, maxval) * (65535 / maxval)).astype(np.uint16)
 
 
 def _dpi(im: Image.Image, orientation: int) -> tuple[float, float] | None:

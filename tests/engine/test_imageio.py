@@ -217,6 +217,17 @@ def test_16bit_tiff_round_trip_is_exact(channels: int) -> None:
     assert np.array_equal(read_image(data).rgb, img.rgb)  # and our own reader agrees
 
 
+@pytest.mark.parametrize("maxval", [65535, 1023])
+def test_a_16bit_ppm_stays_16bit(maxval: int) -> None:
+    # dcraw -6 writes 16-bit PPM; Pillow scales it to 8 bits (its 16-bit PGM stayed 16-bit).
+    pixels = RNG.integers(0, maxval + 1, (H, W, 3), dtype=np.uint16)
+    data = f"P6\n{W} {H}\n{maxval}\n".encode() + pixels.astype(">u2").tobytes()
+    img = read_image(data)
+    assert img.bit_depth == 16 and img.format == "PPM"
+    assert np.allclose(img.rgb * maxval, pixels, atol=0.5 * maxval / 65535 + 1e-3)
+    assert read_image(encode_image(img, "PNG")).bit_depth == 16  # and so is its output
+
+
 @pytest.mark.parametrize("extra", [0, 1])  # 0: an unspecified 4th sample; 1: associated alpha
 def test_16bit_tiffs_with_other_extra_samples_stay_16bit(extra: int) -> None:
     # Both were read at 8 bits, without a word.
