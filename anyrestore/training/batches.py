@@ -82,6 +82,13 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
+#: The [data] settings build_data passes itself, which [data.options] may not name again.
+_DATA_KEYS = frozenset(
+    {"kinds", "seed", "val_fraction", "split_seed", "crop", "flips", "expansion"}
+    | {"degrade_in_loop", "dark_scenes", "misty_scenes", "pale_scenes", "color_jitter", "split"}
+)
+
+
 def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     """The train and validation datasets, and whether degradations run on the device."""
     from anyrestore.data import build_dataset
@@ -95,6 +102,11 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     if on_device == "auto":
         on_device = device.type == "cuda" and d.layout == "synthetic"
     kinds: Any = d.kinds or None
+    shadowed = sorted(set(d.options) & _DATA_KEYS)
+    if shadowed:  # spread last, they would replace the checked settings without a word
+        raise ConfigError(
+            f"data.options.{shadowed[0]} would override data.{shadowed[0]}: set that instead"
+        )
     common: dict[str, Any] = {
         "kinds": kinds,
         "seed": config.seed,

@@ -303,7 +303,15 @@ def _run(
                 f"{resume} was trained as {state.get('model_name')} with other settings; "
                 f"it does not fit {config.model} with these model_overrides"
             ) from None
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # other parameters train now: distill.teacher_forcing changed
+            raise ConfigError(
+                f"{resume}: its optimizer state does not fit the parameters this run trains "
+                "(distill.teacher_forcing or distill.blocks changed?); start a new run from "
+                f"its weights instead: anyrestore train export {resume} -o W.safetensors, "
+                "then --set train.init_from=W.safetensors"
+            ) from None
         scheduler.load_state_dict(state["scheduler"])
         _load_scaler(scaler, state["scaler"])
         if ema is not None and state.get("ema") is not None:

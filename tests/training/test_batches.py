@@ -77,3 +77,21 @@ def test_workers_start_where_signals_cannot_be_held_back(monkeypatch: pytest.Mon
     config = load_config(overrides=["data.workers=2"])
     seen = sorted(int(i) for batch in start_batches(_loader(config)) for i in batch)
     assert seen == list(range(16))
+
+
+@pytest.mark.parametrize("key", ["crop", "kinds", "val_fraction"])
+def test_data_options_may_not_override_the_checked_data_settings(photos, key: str) -> None:
+    # [data.options] is spread last: data.options.crop = 4 replaced data.crop, unchecked.
+    from trainkit import SMOKE
+
+    from anyrestore.errors import ConfigError
+    from anyrestore.training.batches import build_data
+
+    value = {"crop": "4", "kinds": '["haze"]', "val_fraction": "0.9"}[key]
+    config = load_config(SMOKE, [f"data.root={photos}", f"data.options.{key}={value}"])
+    with pytest.raises(ConfigError, match=f"data.options.{key} would override data.{key}"):
+        build_data(config, torch.device("cpu"))
+    build_data(
+        load_config(SMOKE, [f"data.root={photos}", "data.options.quantize=false"]),
+        torch.device("cpu"),
+    )

@@ -280,6 +280,22 @@ def test_files_named_in_a_recipe_become_absolute_and_weights_names_stay_names(
     assert config.data.root == "corpus/train"  # the caller's config is left as it was
 
 
+def test_a_checkpoint_whose_optimizer_trained_other_parameters_is_refused(
+    photos: Path, tmp_path: Path
+) -> None:
+    # Flipping distill.teacher_forcing on resume changes what trains: torch's ValueError
+    # ("loaded state dict contains a parameter group ...") was an internal error, exit 1.
+    from anyrestore.training.state import save_state
+
+    part = train(_tiny(photos, tmp_path / "run", "log.val_every=0"), stop_at=2)
+    state = load_state(part.checkpoint)
+    group = state["optimizer"]["param_groups"][0]
+    group["params"] = group["params"][:-1]  # one parameter fewer trained then
+    save_state({k: v for k, v in state.items() if k not in ("format", "version")}, part.checkpoint)
+    with pytest.raises(ConfigError, match="optimizer state does not fit the parameters"):
+        train(_tiny(photos, tmp_path / "run", "log.val_every=0"), resume=part.checkpoint)
+
+
 def test_two_process_gloo_run_writes_one_checkpoint(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
