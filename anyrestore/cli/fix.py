@@ -156,6 +156,7 @@ def _output_format(out_path: Path, fmt: str | None) -> str:
         from PIL import Image
 
         named = Image.registered_extensions().get(out_path.suffix.lower(), chosen)
+        named = "BMP" if named == "DIB" else named  # .dib: a BMP by another name
     if named != chosen:
         raise UsageError(
             f"{out_path} names {named} but --format says {chosen}; make them agree or drop one"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import math
 import os
 import struct
 import sys
@@ -438,7 +437,7 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         alpha = np.ascontiguousarray(pixels[..., 3]) if im.mode == "RGBA" else None
         rgb = pixels[..., :3].astype(np.float32) * np.float32(1.0 / 65535)
         icc = im.info.get("icc_profile") or None
-        dpi = _dpi(im, 1 if turned else orientation)
+        dpi = _dpi(im, orientation)  # read before Pillow turned the planes
         return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi)
     deep_ppm = _deep_ppm(im, fmt)
     if deep_ppm is not None:
@@ -450,9 +449,11 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     elif layout == "premultiplied":
         # Read as straight alpha (byte by byte, as the twin below), divided out in 16 bits.
         im.tile = [_with_rawmode(t, "RGBA" + _rawmode(t)[-4:]) for t in im.tile]
+    turned_by_pillow = _pillow_turns(im, fmt)
     im.load()
     orientation, exif = _orientation_and_exif(im, fmt)
     icc = im.info.get("icc_profile") or None
+    dpi = _dpi(im, orientation if orientation != 1 else turned_by_pillow)
     bit_depth = 8
     if layout == "la":
         b = np.asarray(im).astype(np.uint16)
@@ -476,10 +477,10 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     elif im.mode.startswith("I;16") or im.mode == "I":
         values = np.asarray(im)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            # 32-bit integers (scientific TIFFs): no 16-bit scale to read them on
+            # signed or 32-bit integers (scientific TIFFs): no 16-bit scale to read them on
             raise InputError(
-                f"32-bit integer image with values from {values.min()} to {values.max()}; "
-                "only 0-65535 can be read: convert it to 16 bit"
+                f"integer image with values from {values.min()} to {values.max()}; only "
+                "0-65535 can be read: convert it to unsigned 16 bit"
             )
         pixels = values.astype(np.uint16)[..., None]
         pixels, has_alpha = _key_colour_alpha(pixels, im.info.get("transparency"))
@@ -502,7 +503,7 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     rgb *= np.float32(1.0 / (65535 if bit_depth == 16 else 255))
     if gray:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
-    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, _dpi(im, orientation))
+    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, dpi)
 
 
 def _deep_ppm(im: Image.Image, fmt: str) -> np.ndarray | None:
@@ -523,13 +524,28 @@ def _deep_ppm(im: Image.Image, fmt: str) -> np.ndarray | None:
     return np.round(np.minimum(values, maxval) * (65535 / maxval)).astype(np.uint16)
 
 
+def _pillow_turns(im: Image.Image, fmt: str) -> int:
+    """The orientation Pillow applies itself as it loads a TIFF (and removes from its tags)."""
+    if fmt != "TIFF":
+        return 1
+    try:
+        return int(im.getexif().get(_ORIENTATION, 1) or 1)
+    except Exception:  # unreadable metadata must not cost the image
+        return 1
+
+
+#: Print resolutions outside this range are taken as damaged metadata (JPEG holds 1-65535).
+_DPI_RANGE = (1.0, 65535.0)
+
+
 def _dpi(im: Image.Image, orientation: int) -> tuple[float, float] | None:
     """The file's print resolution, if it names one (a scan's 600 dpi), turned with the pixels."""
     try:
         x, y = (float(v) for v in im.info["dpi"])
     except (KeyError, TypeError, ValueError):
         return None
-    if not (0 < x < math.inf and 0 < y < math.inf):
+    low, high = _DPI_RANGE
+    if not (low <= x <= high and low <= y <= high):
         return None
     return (y, x) if orientation in (5, 6, 7, 8) else (x, y)
 

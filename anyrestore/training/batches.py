@@ -82,11 +82,16 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
-#: The [data] settings build_data passes itself, which [data.options] may not name again.
-_DATA_KEYS = frozenset(
-    {"kinds", "seed", "val_fraction", "split_seed", "crop", "flips", "expansion"}
-    | {"degrade_in_loop", "dark_scenes", "misty_scenes", "pale_scenes", "color_jitter", "split"}
-)
+#: The dataset arguments build_data passes itself, which [data.options] may not name again,
+#: and the setting to use instead (None: the run decides it).
+_DATA_KEYS: dict[str, str | None] = {
+    **{k: f"data.{k}" for k in ("kinds", "val_fraction", "split_seed", "crop", "flips")},
+    **{k: f"data.{k}" for k in ("expansion", "dark_scenes", "misty_scenes", "pale_scenes")},
+    "color_jitter": "data.color_jitter",
+    "seed": "seed",
+    "degrade_in_loop": "data.degrade_on_device",
+    "split": None,
+}
 
 
 def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
@@ -102,11 +107,11 @@ def build_data(config: Config, device: torch.device) -> tuple[Any, Any, bool]:
     if on_device == "auto":
         on_device = device.type == "cuda" and d.layout == "synthetic"
     kinds: Any = d.kinds or None
-    shadowed = sorted(set(d.options) & _DATA_KEYS)
+    shadowed = sorted(set(d.options) & set(_DATA_KEYS))
     if shadowed:  # spread last, they would replace the checked settings without a word
-        raise ConfigError(
-            f"data.options.{shadowed[0]} would override data.{shadowed[0]}: set that instead"
-        )
+        key = shadowed[0]
+        instead = f": set {_DATA_KEYS[key]} instead" if _DATA_KEYS[key] else ""
+        raise ConfigError(f"data.options.{key} would override what the run sets{instead}")
     common: dict[str, Any] = {
         "kinds": kinds,
         "seed": config.seed,

@@ -183,6 +183,8 @@ def _finite_step(loss: Tensor, grad_norm: Tensor | None, model: torch.nn.Module)
 #: Settings whose saved state a resume restores over the config (the optimizer, scheduler and
 #: EMA), so a new value would be recorded in config.toml but never used.
 _KEPT_ON_RESUME = {"optim": None, "schedule": None, "train": ("ema_decay",)}
+#: Of those, settings the loop reads afresh each step (the gradient clip is no saved state).
+_FREE_ON_RESUME = {"optim.grad_clip"}
 
 
 def _check_resumable(config: Config, state: dict, resume: str | Path | None) -> None:
@@ -197,6 +199,7 @@ def _check_resumable(config: Config, state: dict, resume: str | Path | None) -> 
         for section, only in _KEPT_ON_RESUME.items()
         for key in sorted(only or set(before.get(section, {})) | set(now.get(section, {})))
         if before.get(section, {}).get(key) != now.get(section, {}).get(key)
+        and f"{section}.{key}" not in _FREE_ON_RESUME
     ]
     if changed:
         raise ConfigError(
@@ -494,16 +497,22 @@ def _run(
                             "infinite; the step is skipped"
                         )
                         if nonfinite >= MAX_NONFINITE_STEPS:
-                            raise TrainingDiverged(
-                                f"training diverged: the loss or its gradients were NaN or "
-                                f"infinite for {nonfinite} steps in a row (to step "
-                                f"{run.step + 1}); {last_ckpt} holds step {saved_step}"
+                            held = (
+                                f"{last_ckpt} holds step {saved_step}"
                                 + (
                                     f" with the weights of step {good_step}"
                                     if saved_step > good_step
                                     else ""
                                 )
-                                + ". Lower optim.lr or set optim.grad_clip, then resume"
+                                if last_ckpt.exists()
+                                else "no checkpoint was written"
+                            )
+                            raise TrainingDiverged(
+                                f"training diverged: the loss or its gradients were NaN or "
+                                f"infinite for {nonfinite} steps in a row (to step "
+                                f"{run.step + 1}); {held}. Resume with --set "
+                                "optim.grad_clip=1, or lower optim.lr in a new run from its "
+                                "weights (train.init_from)"
                             )
                         optimizer.zero_grad(set_to_none=True)
                         with torch.no_grad():

@@ -61,13 +61,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+#: How torch.save's file writer words a failed write (a full disk) in a RuntimeError.
+_WRITER_WORDS = ("inline_container", "PytorchStreamWriter", "file write failed")
+
+
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a resume checkpoint atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
             torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-    except (OSError, RuntimeError) as exc:  # torch.save says a full disk as a RuntimeError
+    except (OSError, RuntimeError) as exc:
+        # torch.save says a full disk as a RuntimeError of its file writer; others are not ours
+        if isinstance(exc, RuntimeError) and not any(w in str(exc) for w in _WRITER_WORDS):
+            raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
         try:
             free = f"; {shutil.disk_usage(path.parent).free >> 20} MB free on its disk"

@@ -401,6 +401,8 @@ def test_output_extension_and_format_must_agree(tmp_path: Path, tiny_checkpoint:
     agreed = fix(src, "-o", tmp_path / "y.jpeg", "-f", "jpg", "--weights", tiny_checkpoint)
     assert agreed.exit_code == 0, agreed.output
     assert Image.open(tmp_path / "y.jpeg").format == "JPEG"
+    dib = fix(src, "-o", tmp_path / "y.dib", "-f", "bmp", "--weights", tiny_checkpoint)
+    assert dib.exit_code == 0, dib.output  # a BMP by another name
     # An extension that names no image format leaves the choice to --format.
     free = fix(src, "-o", tmp_path / "y.data", "-f", "png", "--weights", tiny_checkpoint)
     assert free.exit_code == 0, free.output

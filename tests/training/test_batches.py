@@ -89,7 +89,7 @@ def test_data_options_may_not_override_the_checked_data_settings(photos, key: st
 
     value = {"crop": "4", "kinds": '["haze"]', "val_fraction": "0.9"}[key]
     config = load_config(SMOKE, [f"data.root={photos}", f"data.options.{key}={value}"])
-    with pytest.raises(ConfigError, match=f"data.options.{key} would override data.{key}"):
+    with pytest.raises(ConfigError, match=f"data.options.{key} would .* set data.{key} instead"):
         build_data(config, torch.device("cpu"))
     build_data(
         load_config(SMOKE, [f"data.root={photos}", "data.options.quantize=false"]),

@@ -183,7 +183,7 @@ def test_a_checkpoint_that_cannot_be_written_says_so_and_keeps_the_last(
     # A full disk reached the user as torch's "[enforce fail at inline_container.cc] ...",
     # an internal error to report.
     import anyrestore.training.state as state_module
-    from anyrestore.errors import UsageError
+    from anyrestore.errors import DeviceError, UsageError
 
     out = tmp_path / "run"
     first = train(_tiny(photos, out, "train.steps=2", "log.val_every=0"))
@@ -197,6 +197,13 @@ def test_a_checkpoint_that_cannot_be_written_says_so_and_keeps_the_last(
         train(_tiny(photos, out, "train.steps=4", "log.val_every=0"), resume=first.checkpoint)
     assert first.checkpoint.read_bytes() == saved
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary
+
+    def exhausted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't")
+
+    monkeypatch.setattr(state_module.torch, "save", exhausted)  # memory, not the disk
+    with pytest.raises(DeviceError, match="out of memory"):
+        train(_tiny(photos, out, "train.steps=4", "log.val_every=0"), resume=first.checkpoint)
 
 
 @pytest.mark.parametrize(
@@ -471,7 +478,7 @@ def test_a_run_whose_loss_stays_nan_stops_and_keeps_its_weights(
     before = train(_tiny(photos, tmp_path / "before", *settings), stop_at=2)
     _nan_losses(monkeypatch, range(3, 100))
     out = tmp_path / "run"
-    expected = r"in a row \(to step 12\).*holds step 11 with the weights of step 2\. Lower"
+    expected = r"in a row \(to step 12\).*holds step 11 with the weights of step 2\. Resume"
     with pytest.raises(TrainingDiverged, match=expected) as caught:
         train(_tiny(photos, out, *settings))
     assert "\n" not in str(caught.value) and MAX_NONFINITE_STEPS == 10
@@ -484,6 +491,10 @@ def test_a_run_whose_loss_stays_nan_stops_and_keeps_its_weights(
         {**load_state(before.checkpoint), "scheduler": None, "progress": state["progress"]},
         {**state, "scheduler": None},
     )
+    # The advice can be followed: the gradient clip may change on resume.
+    monkeypatch.undo()
+    resumed = train(_tiny(photos, out, *settings, "optim.grad_clip=1"), resume=out / "last.pt")
+    assert resumed.finished and _finite(load_state(resumed.checkpoint)["model"])
 
 
 def test_resuming_a_finished_run_changes_nothing(photos: Path, tmp_path: Path) -> None:
