@@ -110,7 +110,8 @@ TileOpt = Annotated[
         "--tile",
         metavar="PX",
         help="Tile size in pixels, at least 32; 0 disables tiling. Images up to 1024 px (the "
-        "models' statistics pass) run whole. Default: auto (see docs/inference.md).",
+        "models' statistics pass, at most 4 tiles a side) run whole. Default: auto (see "
+        "docs/inference.md).",
     ),
 ]
 TileOverlapOpt = Annotated[
