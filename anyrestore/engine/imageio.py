@@ -688,8 +688,9 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     if channels[0].ndim == 2:
         channels[0] = channels[0][..., None]
     alpha = image.alpha
-    if alpha is not None and fmt == "JPEG":
-        log.warning("JPEG has no alpha channel; the output drops it")
+    if alpha is not None and fmt in ("JPEG", "BMP"):
+        # BMP could carry it, but only in a header that readers (Pillow too) take as padding
+        log.warning("%s keeps no alpha channel; the output drops it", fmt)
         alpha = None
     if alpha is not None:
         channels.append(_rescale_alpha(alpha, maxval)[..., None])

@@ -197,12 +197,16 @@ class _Darken(Identity):
         return x * 0.5
 
 
-def test_jpeg_output_drops_alpha_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP"])
+def test_output_without_alpha_drops_it_with_a_warning(
+    caplog: pytest.LogCaptureFixture, fmt: str
+) -> None:
+    # BMP wrote it where every reader takes it for padding, without a word.
     rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
     img = read_image(pil_bytes(Image.fromarray(rgba, "RGBA"), "PNG"))
     with caplog.at_level(logging.WARNING, logger="anyrestore"):
-        out = Image.open(io.BytesIO(encode_image(img, "JPEG")))
-    assert out.mode == "RGB" and "alpha" in caplog.text
+        out = Image.open(io.BytesIO(encode_image(img, fmt)))
+    assert out.mode == "RGB" and f"{fmt} keeps no alpha channel" in caplog.text
 
 
 # -- 16 bit --------------------------------------------------------------------------------
