@@ -180,6 +180,22 @@ def _finite_step(loss: Tensor, grad_norm: Tensor | None, model: torch.nn.Module)
     return bool(torch.isfinite(loss.float()).all() and torch.isfinite(grad_norm))
 
 
+def _diverged(step: int, nonfinite: int, last_ckpt: Path, saved_step: int) -> TrainingDiverged:
+    """The error that stops a run whose last ``nonfinite`` steps, to ``step``, were skipped."""
+    applied = step - nonfinite  # the last step whose update reached the weights
+    if not last_ckpt.exists():
+        held = "no checkpoint was written"
+    elif saved_step > applied:
+        held = f"{last_ckpt} holds step {saved_step} with the weights of step {applied}"
+    else:
+        held = f"{last_ckpt} holds step {saved_step}"
+    return TrainingDiverged(
+        f"training diverged: the loss or its gradients were NaN or infinite for {nonfinite} "
+        f"steps in a row (to step {step}); {held}. Resume with --set optim.grad_clip=1, or "
+        "lower optim.lr in a new run from its weights (train.init_from)"
+    )
+
+
 #: Settings whose saved state a resume restores over the config (the optimizer, scheduler and
 #: EMA), so a new value would be recorded in config.toml but never used.
 _KEPT_ON_RESUME = {"optim": None, "schedule": None, "train": ("ema_decay",)}
@@ -441,7 +457,6 @@ def _run(
     start_step = run.step
     nonfinite = 0  # steps in a row skipped for a NaN or infinite loss or gradient
     saved_step = run.step  # the step last.pt holds
-    good_step = run.step  # the last step whose update was applied
     buffers = list(model.buffers())
     tic = time.perf_counter()
     saved_at = time.monotonic()  # for log.ckpt_minutes
@@ -497,30 +512,13 @@ def _run(
                             "infinite; the step is skipped"
                         )
                         if nonfinite >= MAX_NONFINITE_STEPS:
-                            held = (
-                                f"{last_ckpt} holds step {saved_step}"
-                                + (
-                                    f" with the weights of step {good_step}"
-                                    if saved_step > good_step
-                                    else ""
-                                )
-                                if last_ckpt.exists()
-                                else "no checkpoint was written"
-                            )
-                            raise TrainingDiverged(
-                                f"training diverged: the loss or its gradients were NaN or "
-                                f"infinite for {nonfinite} steps in a row (to step "
-                                f"{run.step + 1}); {held}. Resume with --set "
-                                "optim.grad_clip=1, or lower optim.lr in a new run from its "
-                                "weights (train.init_from)"
-                            )
+                            raise _diverged(run.step + 1, nonfinite, last_ckpt, saved_step)
                         optimizer.zero_grad(set_to_none=True)
                         with torch.no_grad():
                             for buffer, value in zip(buffers, kept, strict=True):
                                 buffer.copy_(value)
                     else:
                         nonfinite = 0
-                        good_step = run.step + 1
                         scaler.step(optimizer)
                         scaler.update()
                         if ema is not None:
