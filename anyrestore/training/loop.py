@@ -180,6 +180,13 @@ def _finite_step(loss: Tensor, grad_norm: Tensor | None, model: torch.nn.Module)
     return bool(torch.isfinite(loss.float()).all() and torch.isfinite(grad_norm))
 
 
+def _restore(buffers: list[Tensor], kept: list[Tensor]) -> None:
+    """Put back the buffers (norms' running statistics) a skipped step's forward pass moved."""
+    with torch.no_grad():
+        for buffer, value in zip(buffers, kept, strict=True):
+            buffer.copy_(value)
+
+
 def _diverged(step: int, nonfinite: int, last_ckpt: Path, saved_step: int) -> TrainingDiverged:
     """The error that stops a run whose last ``nonfinite`` steps, to ``step``, were skipped."""
     applied = step - nonfinite  # the last step whose update reached the weights
@@ -482,7 +489,7 @@ def _run(
                     # train.accumulate, one forward and backward per part of the batch.
                     optimizer.zero_grad(set_to_none=True)
                     # A skipped step leaves no trace, the norms' running statistics included.
-                    kept = [] if scaler.is_enabled() else [b.clone() for b in buffers]
+                    kept = [b.clone() for b in buffers]
                     loss, parts = 0.0, {}
                     for i, (lq_part, gt_part, kinds_part) in enumerate(
                         _split_batch(lq, gt, kinds, parts_per_step)
@@ -501,8 +508,13 @@ def _run(
                         grad_norm = torch.nn.utils.clip_grad_norm_(
                             model.parameters(), config.optim.grad_clip
                         )
-                    # fp16's loss scaler skips such steps itself (and lowers its scale).
-                    bad = not scaler.is_enabled() and not _finite_step(loss, grad_norm, model)
+                    if scaler.is_enabled():
+                        # fp16: the loss scaler skips a step whose gradients overflow and
+                        # lowers its scale (that is how it finds one); only a loss that is
+                        # itself NaN or infinite counts toward divergence.
+                        bad = not bool(torch.isfinite(loss).all())
+                    else:
+                        bad = not _finite_step(loss, grad_norm, model)
                     if dist.enabled:  # a NaN loss on one rank: every rank skips the step
                         bad = distributed.all_sum(dist, [float(bad)], device)[0] > 0
                     if bad:
@@ -514,14 +526,17 @@ def _run(
                         if nonfinite >= MAX_NONFINITE_STEPS:
                             raise _diverged(run.step + 1, nonfinite, last_ckpt, saved_step)
                         optimizer.zero_grad(set_to_none=True)
-                        with torch.no_grad():
-                            for buffer, value in zip(buffers, kept, strict=True):
-                                buffer.copy_(value)
+                        if scaler.is_enabled():  # forget the unscale_ done for clipping
+                            scaler.update(scaler.get_scale())
+                        _restore(buffers, kept)
                     else:
                         nonfinite = 0
+                        scale = scaler.get_scale()  # 1.0 unless fp16
                         scaler.step(optimizer)
                         scaler.update()
-                        if ema is not None:
+                        if scaler.get_scale() < scale:  # fp16 overflow: the step was skipped
+                            _restore(buffers, kept)
+                        elif ema is not None:
                             ema.update(model)
                     scheduler.step()  # the schedule follows the step count either way
 

@@ -497,6 +497,59 @@ def test_a_run_whose_loss_stays_nan_stops_and_keeps_its_weights(
     assert resumed.finished and _finite(load_state(resumed.checkpoint)["model"])
 
 
+def _fp16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the fp16 path, loss scaler included, on the CPU (which the loop refuses for speed)."""
+    import anyrestore.training.loop as loop
+
+    monkeypatch.setattr(loop, "_pick_precision", lambda *args: ("fp16", False, "a test"))
+
+
+def _huge_losses(monkeypatch: pytest.MonkeyPatch, steps: range) -> None:
+    """Make the loss finite but so large that its fp16 gradients overflow at the given steps."""
+    from anyrestore.training.losses import RestorationLoss
+
+    real = RestorationLoss.__call__
+    calls = [0]
+
+    def call(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        loss, parts = real(self, *args, **kwargs)
+        return (loss * 1e30, parts) if calls[0] in steps else (loss, parts)
+
+    monkeypatch.setattr(RestorationLoss, "__call__", call)
+
+
+def test_fp16_steps_the_loss_scaler_skips_leave_no_trace(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scaler skips a step whose gradients overflow, but its forward pass had already moved
+    # the BatchNorm statistics (to inf where the activations overflowed) and the EMA went on.
+    _fp16_on_cpu(monkeypatch)
+    settings = ("train.steps=6", "log.ckpt_every=1", "log.val_every=0")
+    before = train(_tiny(photos, tmp_path / "before", *settings), stop_at=2)
+    _huge_losses(monkeypatch, range(3, 100))
+    result = train(_tiny(photos, tmp_path / "run", *settings))
+    assert result.finished and result.step == 6  # overflows are the scaler's, not divergence
+    state = load_state(result.checkpoint)
+    _assert_same_state(
+        {**load_state(before.checkpoint), "scheduler": None, "progress": state["progress"]},
+        {**state, "scheduler": None},
+    )
+
+
+def test_an_fp16_run_whose_loss_stays_nan_stops(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loss scaler only lowers its scale for ever when the loss itself is NaN.
+    from anyrestore.errors import TrainingDiverged
+
+    _fp16_on_cpu(monkeypatch)
+    _nan_losses(monkeypatch, range(3, 100))
+    settings = ("train.steps=20", "log.val_every=0", "optim.grad_clip=1")
+    with pytest.raises(TrainingDiverged, match=r"in a row \(to step 12\)"):
+        train(_tiny(photos, tmp_path / "run", *settings))
+
+
 def test_resuming_a_finished_run_changes_nothing(photos: Path, tmp_path: Path) -> None:
     # A chain re-run after an interruption resumes its finished stages: the metrics log got
     # a second validation row and last.pt a new date, which changed a re-export.
