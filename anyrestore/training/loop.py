@@ -6,6 +6,7 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import json
@@ -623,15 +624,28 @@ def _run(
 
 
 def _check_writable(out: Path) -> None:
-    """Make the run folder and try a file in it, before minutes go into the model and data."""
+    """Try a file in the run folder, before minutes go into the model and data.
+
+    Folders made for the try are removed again: the run makes them when it has something to
+    put in them, so a run that fails to start (no data, a bad setting) leaves none behind.
+    """
     import tempfile
 
+    made = []  # deepest first
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
         raise UsageError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def freeze_batch_norms(model: torch.nn.Module) -> int:

@@ -69,10 +69,10 @@ def test_missing_config_and_data_root(tmp_path: Path) -> None:
         result.stderr.strip()
         == f"anyrestore: error: {checkpoint}: not a TOML recipe (not UTF-8 text)"
     )
-    result = _run(
-        "-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(tmp_path)
-    )
+    out = tmp_path / "runs" / "first"
+    result = _run("-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(out))
     assert result.exit_code == 6 and "data.root does not exist" in result.stderr
+    assert not (tmp_path / "runs").exists()  # no empty run folders left behind
 
 
 def test_export_and_resume_say_which_checkpoint_is_missing(tmp_path: Path) -> None:
