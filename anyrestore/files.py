@@ -32,6 +32,24 @@ IMAGE_EXTENSIONS: dict[str, str] = {
 }
 
 
+#: Photo formats anyrestore cannot read, by extension, with the name a user knows them by:
+#: ``batch`` counts the files it passes over and ``fix`` says to convert them, where both
+#: would otherwise speak of "no images" or "not an image".
+UNREADABLE_PHOTOS: dict[str, str] = {
+    ".heic": "HEIC",
+    ".heif": "HEIF",
+    ".avif": "AVIF",
+    ".jxl": "JPEG XL",
+    **dict.fromkeys(
+        (
+            ".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .rwl .pef .srw .x3f "
+            ".3fr .iiq .erf .kdc .mos .mrw"
+        ).split(),
+        "camera RAW",
+    ),
+}
+
+
 def is_image_file(path: Path) -> bool:
     """An image by its extension, and not hidden."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
@@ -44,6 +62,7 @@ def list_images(
     pattern: str | None = None,
     exclude: Path | None = None,
     unreadable: list[OSError] | None = None,
+    passed_over: list[Path] | None = None,
 ) -> list[Path]:
     """Regular image files under ``root``, sorted by their path relative to it.
 
@@ -52,9 +71,10 @@ def list_images(
     ``unreadable`` (when given) for the caller to report, not silently passed over. With
     ``pattern`` (a relative glob, matched as ``Path.rglob`` would) every matching file
     counts, whatever its extension. A link to nothing is listed: reading it fails and is
-    reported, not silently passed over. Linked folders are followed (datasets are often
-    assembled from links), each real folder once; a pattern containing ``**`` is left to
-    ``rglob``, which does not follow them.
+    reported, not silently passed over. Photos in a format anyrestore cannot read
+    (``UNREADABLE_PHOTOS``) go to ``passed_over`` (when given), for the caller to name.
+    Linked folders are followed (datasets are often assembled from links), each real folder
+    once; a pattern containing ``**`` is left to ``rglob``, which does not follow them.
     """
     if pattern is not None:
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
@@ -83,6 +103,8 @@ def list_images(
         if exclude is not None and path.resolve().is_relative_to(exclude):
             continue
         if pattern is None and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if passed_over is not None and path.suffix.lower() in UNREADABLE_PHOTOS:
+                passed_over.append(path)
             continue
         found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())

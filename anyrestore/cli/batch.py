@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -201,12 +202,20 @@ def batch_command(
 
     exclude = out_root if out_root.is_relative_to(root) else None
     unreadable: list[OSError] = []
+    passed_over: list[Path] = []
     try:
         files = list_images(
-            root, recursive=recursive, pattern=glob, exclude=exclude, unreadable=unreadable
+            root,
+            recursive=recursive,
+            pattern=glob,
+            exclude=exclude,
+            unreadable=unreadable,
+            passed_over=passed_over,
         )
     except OSError as exc:
         raise UsageError(f"cannot read {input_dir}: {exc.strerror or exc}") from None
+    if passed_over and rank == 0 and not quiet:
+        say(f"anyrestore: warning: {_passed_over(passed_over)}")
     jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
     where = f" (rank {rank} of {world})" if world > 1 else ""
     # Folders that could not be listed fail like files (reported by the first rank alone):
@@ -350,6 +359,19 @@ def batch_command(
 
 def _s(count: int) -> str:
     return "" if count == 1 else "s"
+
+
+def _passed_over(paths: list[Path]) -> str:
+    """Name the photos a folder holds in formats anyrestore cannot read (HEIC, camera RAW)."""
+    from anyrestore.files import UNREADABLE_PHOTOS
+
+    kinds = Counter(UNREADABLE_PHOTOS[p.suffix.lower()] for p in paths)
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    files = "file" if len(paths) == 1 else "files"
+    return (
+        f"passed over {len(paths)} {files} in formats anyrestore cannot read ({counts}); "
+        "convert them to TIFF, PNG or JPEG to restore them"
+    )
 
 
 def _failures(failed: int, files: int, folders: int, where: str) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from anyrestore.errors import InputError, UsageError, first_line
-from anyrestore.files import IMAGE_EXTENSIONS, atomic_write
+from anyrestore.files import IMAGE_EXTENSIONS, UNREADABLE_PHOTOS, atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -198,6 +198,7 @@ def read_image(
         with _pillow_settings(lift_limit=True):
             return Image.open(fp)
 
+    raw = UNREADABLE_PHOTOS.get(Path(label).suffix.lower()) == "camera RAW"
     try:
         im = opener()
     except FileNotFoundError:
@@ -205,7 +206,10 @@ def read_image(
     except IsADirectoryError:
         raise InputError(f"{label}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        kind = _signature(source, is_bytes)
+        head = _head(source, is_bytes)
+        if photo := _unreadable_photo(head) or ("camera RAW" if raw else None):
+            raise _convert_first(label, photo) from None
+        kind = _signature(head)
         if kind:  # the right magic bytes, a header Pillow cannot parse
             raise InputError(f"{label}: corrupt {kind} (its header is damaged)") from None
         raise InputError(
@@ -220,6 +224,8 @@ def read_image(
     except Exception as exc:  # Pillow's format probes raise many types on hostile headers
         raise InputError(f"{label}: cannot read image ({first_line(exc)})") from None
     with im:
+        if raw:  # most are TIFFs to Pillow, which would read their small preview
+            raise _convert_first(label, "camera RAW")
         fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
         if fmt not in FORMATS + READ_ONLY_FORMATS:
             raise InputError(
@@ -283,19 +289,50 @@ _SIGNATURES = (
 )
 
 
-def _signature(source: Any, is_bytes: bool) -> str | None:
-    """The format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
+#: The brands (bytes 8-12) of the ISO media files that hold photos Pillow cannot read.
+_MEDIA_BRANDS = {
+    **dict.fromkeys((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"), "HEIC"),
+    **dict.fromkeys((b"mif1", b"msf1"), "HEIF"),
+    **dict.fromkeys((b"avif", b"avis"), "AVIF"),
+    b"crx ": "camera RAW",  # Canon CR3
+}
+
+
+def _head(source: Any, is_bytes: bool) -> bytes:
+    """A file's first 12 bytes (fewer for a shorter or unreadable one)."""
+    if is_bytes:
+        return bytes(source[:12])
     try:
-        if is_bytes:
-            head = bytes(source[:12])
-        else:
-            with open(source, "rb") as f:
-                head = f.read(12)
+        with open(source, "rb") as f:
+            return f.read(12)
     except OSError:
-        return None
+        return b""
+
+
+def _signature(head: bytes) -> str | None:
+    """The format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _unreadable_photo(head: bytes) -> str | None:
+    """The name of a photo format Pillow cannot read that a file's first bytes announce."""
+    if head[4:8] == b"ftyp":
+        return _MEDIA_BRANDS.get(head[8:12])
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "JPEG XL"
+    return None
+
+
+def _convert_first(label: str, kind: str) -> InputError:
+    """The error for a photo in a format anyrestore cannot read: what to turn it into."""
+    if kind == "camera RAW":
+        return InputError(
+            f"{label}: a camera RAW file; develop it to a 16-bit TIFF (or PNG, JPEG) with a raw "
+            "converter first, then restore that"
+        )
+    return InputError(f"{label}: {kind} is not supported; convert it to TIFF, PNG or JPEG first")
 
 
 def _truncated(exc: BaseException) -> bool:

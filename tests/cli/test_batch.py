@@ -347,3 +347,27 @@ def test_an_output_that_is_an_input_is_refused_and_named_plainly(
     assert result.exit_code == 1, result.output
     assert "is an input; batch never writes over its inputs" in result.stderr
     assert (src / "x.png").read_bytes() == before and (out / "x.png").is_file()
+
+
+def test_photos_it_cannot_read_are_counted_not_silently_passed_over(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # A phone's folder of HEIC photos gave "no images to restore" and nothing else; a camera
+    # shooting RAW+JPEG puts a RAW file beside each JPEG, so they warn but do not fail the run.
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "a.jpg")
+    for name in ("IMG_1.HEIC", "IMG_2.heic", "DSC_3.NEF", "notes.txt"):
+        (src / name).write_bytes(b"\x00" * 64)
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    assert [Path(r["input"]).name for r in records(result.stdout)] == ["a.jpg"]
+    assert (
+        "passed over 3 files in formats anyrestore cannot read (2 HEIC, 1 camera RAW); "
+        "convert them to TIFF, PNG or JPEG" in result.stderr
+    )
+    only_heic = tmp_path / "phone"
+    (only_heic / "IMG_1.HEIC").parent.mkdir()
+    (only_heic / "IMG_1.HEIC").write_bytes(b"\x00" * 64)
+    result = batch(only_heic, "-o", out, "--weights", tiny_checkpoint)
+    assert "passed over 1 file " in result.stderr and "no images to restore" in result.stderr
+    assert "passed over" not in batch(only_heic, "-o", out, "-q").stderr

@@ -451,6 +451,36 @@ def test_corrupt_missing_and_unsupported_inputs(tmp_path: Path) -> None:
         read_image(tmp_path / "missing.png")
 
 
+@pytest.mark.parametrize(
+    "head,kind",
+    [
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),  # an iPhone photo
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "AVIF"),
+        (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+        (b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01", "camera RAW"),  # Canon CR3
+    ],
+)
+def test_photos_in_formats_it_cannot_read_say_what_to_convert_to(head: bytes, kind: str) -> None:
+    # "not an image file" for a phone's own photo reads as a broken file.
+    with pytest.raises(
+        InputError, match=f"^IMG_1.x: (a )?{kind}.*(convert|develop) it to"
+    ) as caught:
+        read_image(head + bytes(64), name="IMG_1.x")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_camera_raw_file_is_refused_not_read_as_its_preview(tmp_path: Path) -> None:
+    # DNG, NEF, ARW and most other RAW files are TIFFs whose first image is a small preview:
+    # Pillow reads that, and the tool restored a thumbnail as if it were the photo.
+    preview = tmp_path / "DSC_0001.NEF"
+    Image.new("RGB", (160, 120)).save(preview, format="TIFF")
+    with pytest.raises(InputError, match="DSC_0001.NEF: a camera RAW file; develop it"):
+        read_image(preview)
+    with pytest.raises(InputError, match="a camera RAW file"):
+        read_image(preview.read_bytes(), name="photo.dng")
+    assert read_image(preview.read_bytes(), name="photo.tif").rgb.shape == (120, 160, 3)
+
+
 def test_output_formats_are_named_by_extension_or_name() -> None:
     assert format_for_path("a/b.JPEG") == "JPEG" and format_for_path("x.tif") == "TIFF"
     assert parse_format("webp") == "WEBP" and parse_format(".png") == "PNG"
