@@ -4,8 +4,9 @@ EXIF orientation is applied on read, the ICC profile, EXIF and alpha channel are
 the output, grayscale stays grayscale and 16-bit PNG/TIFF stay 16-bit. Pillow decodes 16-bit
 RGB(A) to 8 bits (it has no 16-bit RGB mode), so the file is decoded twice, once with Pillow's
 high-byte unpacker and once with its low-byte twin (same bit width, so the PNG/TIFF
-unfiltering is identical), and the bytes are recombined; 16-bit output is encoded here
-(PNG chunks / a baseline TIFF) with numpy and zlib. Planar 16-bit TIFFs are read one
+unfiltering is identical), and the bytes are recombined; 16-bit PNG and every TIFF are
+encoded here (PNG chunks / a baseline TIFF) with numpy and zlib (Pillow's TIFF writer goes
+through libtiff, which cannot write a photo's EXIF and GPS IFDs). Planar 16-bit TIFFs are read one
 plane at a time. A file whose pixel data ends early is an error unless the caller allows it
 (Pillow would fill the rest with black). Writes are atomic (anyrestore.files).
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, TiffImagePlugin, UnidentifiedImageError
 
 from anyrestore.errors import InputError, UsageError, first_line
 from anyrestore.files import IMAGE_EXTENSIONS, UNREADABLE_PHOTOS, atomic_write
@@ -638,12 +639,39 @@ def _to_mode(im: Image.Image, target: str, icc: bytes | None) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
+#: The IFD0 tags of a TIFF that describe the photo rather than lay out its pixels (image
+#: description, make, model, software, date, artist, copyright), and the pointers to the EXIF
+#: and GPS sub-IFDs (camera settings, capture date, location): what a TIFF input carries to
+#: the output and what a TIFF output takes from an input's EXIF.
+_DESCRIPTIVE_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298)
+_SUB_IFDS = (0x8769, 0x8825)
+_IFD_NAMES = {0x8769: "EXIF", 0x8825: "GPS"}
+_INTEROP_IFD = 0xA005  # inside the EXIF IFD: an offset into the old file, not carried
+
+
+def _descriptive_exif(exif: Image.Exif) -> Image.Exif | None:
+    """The descriptive tags and the EXIF and GPS IFDs of ``exif``, without layout tags."""
+    out = Image.Exif()
+    for tag in _DESCRIPTIVE_TAGS:
+        if isinstance(exif.get(tag), str):
+            out[tag] = exif[tag]
+    for tag in _SUB_IFDS:
+        if ifd := {k: v for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}:
+            out[tag] = ifd
+    return out if len(out) else None
+
+
 def _orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
-    """The EXIF orientation, and EXIF bytes to carry (TIFF tags are structural, not carried)."""
+    """The EXIF orientation, and EXIF bytes to carry (a TIFF's descriptive tags only)."""
     try:
         exif = im.getexif()
         orientation = int(exif.get(_ORIENTATION, 1) or 1)
-        if fmt == "TIFF" or not im.info.get("exif"):
+        if fmt == "TIFF":
+            carried = _descriptive_exif(exif)
+            return (orientation if 1 <= orientation <= 8 else 1), (
+                carried.tobytes() if carried is not None else None
+            )
+        if not im.info.get("exif"):
             return (orientation if 1 <= orientation <= 8 else 1), None
         if _ORIENTATION in exif:
             del exif[_ORIENTATION]
@@ -740,10 +768,10 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     ):
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
     icc = image.icc_profile if _icc_fits(image.icc_profile, pixels.shape[-1]) else None
+    if fmt == "TIFF":  # our own encoder: Pillow's (libtiff) cannot write the EXIF IFDs
+        return _encode_tiff(pixels, icc, image.dpi, _tiff_exif(image.exif))
     if depth == 16:
-        if fmt == "PNG":
-            return _encode_png16(pixels, icc, image.exif, image.dpi)
-        return _encode_tiff16(pixels, icc, image.dpi)
+        return _encode_png16(pixels, icc, image.exif, image.dpi)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
     pil = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
     params: dict[str, Any] = {}
@@ -764,8 +792,6 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         params.update(quality=q, subsampling=0 if q >= 90 else 2)
     elif fmt == "WEBP":
         params.update(quality=WEBP_QUALITY if quality is None else quality, method=4)
-    elif fmt == "TIFF":
-        params.update(compression="tiff_adobe_deflate")
     buf = io.BytesIO()
     try:
         pil.save(buf, format=fmt, **params)
@@ -809,14 +835,53 @@ def _encode_png16(
     return b"".join(out)
 
 
-def _encode_tiff16(
-    pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None = None
+def _tiff_exif(exif: bytes | None) -> Image.Exif | None:
+    """What of an image's EXIF a TIFF output takes: its own layout and resolution tags win."""
+    if not exif:
+        return None
+    try:
+        loaded = Image.Exif()
+        loaded.load(exif)
+        return _descriptive_exif(loaded)
+    except Exception:  # unreadable metadata must not cost the image
+        log.warning("the EXIF data could not be read; the TIFF output drops it")
+        return None
+
+
+def _sub_ifd(code: int, values: dict[int, Any], at: int) -> bytes | None:
+    """An EXIF or GPS IFD as it stands at offset ``at`` of a little-endian TIFF, or None (with
+    a warning) where Pillow cannot write one of its values."""
+    try:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II", group=code)
+        for key, value in values.items():
+            ifd[key] = value
+        return ifd.tobytes(at)
+    except (
+        Exception
+    ):  # a value of a type TIFF has no name for: the metadata must not cost the image
+        log.warning(
+            "the %s tags could not be written; the TIFF output drops them", _IFD_NAMES[code]
+        )
+        return None
+
+
+def _encode_tiff(
+    pixels: np.ndarray,
+    icc: bytes | None,
+    dpi: tuple[float, float] | None = None,
+    exif: Image.Exif | None = None,
 ) -> bytes:
-    """A little-endian 16-bit TIFF, Adobe Deflate with horizontal differencing (predictor 2)."""
+    """A little-endian 8- or 16-bit TIFF (by ``pixels``' dtype), Adobe Deflate with
+    horizontal differencing (predictor 2).
+
+    ``exif``'s descriptive tags go in IFD0; its EXIF and GPS IFDs follow the image's
+    own tags' values, serialized by Pillow at their place in the file.
+    """
     h, w, c = pixels.shape
-    rows_per_strip = max(1, (1 << 18) // (w * c * 2))
-    diff = pixels.astype("<u2")
-    diff[:, 1:] = pixels[:, 1:] - pixels[:, :-1]  # uint16 arithmetic wraps, as predictor 2 does
+    size = pixels.dtype.itemsize  # 1 or 2 bytes a sample
+    rows_per_strip = max(1, (1 << 18) // (w * c * size))
+    diff = pixels.astype(f"<u{size}")
+    diff[:, 1:] = pixels[:, 1:] - pixels[:, :-1]  # unsigned arithmetic wraps, as predictor 2 does
     strips = [
         zlib.compress(diff[y : y + rows_per_strip].tobytes(), 6)
         for y in range(0, h, rows_per_strip)
@@ -840,7 +905,7 @@ def _encode_tiff16(
         offsets_at += len(s)
     tag(256, 4, [w])
     tag(257, 4, [h])
-    tag(258, 3, [16] * c)
+    tag(258, 3, [8 * size] * c)
     tag(259, 3, [8])  # Adobe Deflate
     tag(262, 3, [2 if c >= 3 else 1])  # RGB or BlackIsZero
     tag(273, 4, strip_offsets)
@@ -858,9 +923,26 @@ def _encode_tiff16(
         tag(296, 3, [2])  # ResolutionUnit: inch
     if icc:
         tag(34675, 7, icc)
+    subs = {}
+    if exif is not None:
+        for code in _DESCRIPTIVE_TAGS:
+            if code in exif:
+                tag(code, 2, exif[code].encode("utf-8", "replace") + b"\0")  # ASCII
+        subs = {code: exif[code] for code in _SUB_IFDS if code in exif}
+        subs = {code: ifd for code, ifd in subs.items() if _sub_ifd(code, ifd, 0) is not None}
+        for code in subs:
+            tag(code, 4, [0])  # the sub-IFD's offset, known once the values are placed
     tags.sort()
     ifd_at = offsets_at + (offsets_at & 1)
     extra_at = ifd_at + 2 + 12 * len(tags) + 4
+    sub_at = extra_at + sum(len(v) + (len(v) & 1) for _, _, v, _ in tags if len(v) > 4)
+    blobs = []
+    for code, values in subs.items():
+        blob = _sub_ifd(code, values, sub_at) or b""
+        blob += b"\0" * (len(blob) & 1)
+        tags = [(c, k, struct.pack("<I", sub_at) if c == code else v, n) for c, k, v, n in tags]
+        blobs.append(blob)
+        sub_at += len(blob)
     ifd, extra = [struct.pack("<H", len(tags))], bytearray()
     for code, kind, value, count in tags:
         if len(value) <= 4:
@@ -870,7 +952,7 @@ def _encode_tiff16(
             extra += value + b"\0" * (len(value) & 1)
     ifd.append(struct.pack("<I", 0))
     head = b"II*\x00" + struct.pack("<I", ifd_at)
-    return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), *ifd, bytes(extra)])
+    return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), *ifd, bytes(extra), *blobs])
 
 
 def write_image(

@@ -119,6 +119,49 @@ def test_exif_orientation_is_applied_like_pillow_and_dropped_from_output(orienta
     assert 0x0112 not in out.getexif() and out.getexif()[0x010F] == "TestCam"
 
 
+def _camera_exif() -> bytes:
+    """A camera's EXIF: make and copyright, exposure, ISO and date, a GPS position."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x8298], exif[0x0112] = "TestCam", "(c) A. Photographer", 6
+    exif[0x8769] = {0x829A: IFDRational(1, 200), 0x8827: 400, 0x9003: "2024:05:01 10:00:00"}
+    exif[0x8825] = {1: "N", 2: (IFDRational(52), IFDRational(31), IFDRational(0))}
+    return exif.tobytes()
+
+
+def _says_what_the_camera_did(data: bytes) -> bool:
+    exif = Image.open(io.BytesIO(data)).getexif()
+    settings, gps = exif.get_ifd(0x8769), exif.get_ifd(0x8825)
+    return (
+        exif.get(0x010F) == "TestCam"
+        and exif.get(0x8298) == "(c) A. Photographer"
+        and 0x0112 not in exif  # the orientation is applied, not carried
+        and float(settings.get(0x829A, 0)) == 1 / 200
+        and settings.get(0x8827) == 400
+        and settings.get(0x9003) == "2024:05:01 10:00:00"
+        and gps.get(1) == "N"
+        and tuple(map(float, gps.get(2, ()))) == (52.0, 31.0, 0.0)
+    )
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_tiff_carries_the_camera_exif_in_and_out(depth: int) -> None:
+    # A TIFF's EXIF was never read (its tags are mostly layout) and TIFF output wrote none, so
+    # a Lightroom TIFF or a JPEG restored to TIFF lost its camera settings, date and place.
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = dataclasses.replace(
+        read_image(pil_bytes(im, "JPEG", exif=_camera_exif())), bit_depth=depth
+    )
+    tiff = encode_image(identity_restore(img), "TIFF")
+    assert _says_what_the_camera_did(tiff)
+    back = read_image(tiff)
+    assert back.bit_depth == depth and back.rgb.shape == (W, H, 3)  # turned once, on the way in
+    assert np.array_equal(as_uint(back.rgb), as_uint(img.rgb))
+    for fmt in ("JPEG", "PNG", "TIFF"):
+        assert _says_what_the_camera_did(encode_image(back, fmt)), fmt
+
+
 @pytest.mark.parametrize(
     ("fmt", "depth"), [("PNG", 8), ("JPEG", 8), ("TIFF", 8), ("BMP", 8), ("PNG", 16), ("TIFF", 16)]
 )
