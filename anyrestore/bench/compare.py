@@ -9,6 +9,7 @@ kind), so the differences are paired: their standard error is what a gap is meas
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -81,24 +82,39 @@ def pick_model(records: Sequence[dict[str, Any]], label: str | None, where: str)
 def _per_image(
     records: Iterable[dict[str, Any]], model: str, where: str
 ) -> dict[tuple[str, str], float]:
-    scores = {
-        (r["kind"], r["image"]): float(r["psnr"])
-        for r in records
-        if r["model"] == model and "image" in r and r["kind"] != AVERAGE
-    }
+    scores = {}
+    for r in records:
+        if r["model"] != model or "image" not in r or r["kind"] == AVERAGE:
+            continue
+        if r["psnr"] is None:  # JSON has no infinity or NaN: the report writes them as null
+            raise DataError(
+                f"{where}: {model!r} has no finite PSNR for {r['image']} ({r['kind']}): an "
+                "exact match or a broken output, which no mean difference can include"
+            )
+        scores[(r["kind"], r["image"])] = float(r["psnr"])
     if not scores:
         raise DataError(f"{where}: no per-image scores for {model!r}; run bench with --per-image")
     return scores
 
 
+def _input_scores(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Each degraded input's PSNR: every per-image record holds it (``input_psnr``); a run
+    written before that has it only where it scored the identity baseline."""
+    scores = {
+        (r["kind"], r["image"]): float(r["input_psnr"])
+        for r in records
+        if "image" in r and r["kind"] != AVERAGE and r.get("input_psnr") is not None
+    }
+    if not scores:
+        with contextlib.suppress(DataError):
+            scores = _per_image(records, "identity", "")
+    return scores
+
+
 def _check_same_inputs(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:
-    """Where both runs scored the input itself (identity), its scores must agree per image."""
-    try:
-        a = _per_image(old, "identity", "old")
-        b = _per_image(new, "identity", "new")
-    except DataError:
-        return  # a run without the identity baseline: nothing to check against
-    for key in a.keys() & b.keys():
+    """The inputs' own scores must agree per image: the two runs degraded them alike."""
+    a, b = _input_scores(old), _input_scores(new)
+    for key in sorted(a.keys() & b.keys()):  # the first photo that differs, by name
         if abs(a[key] - b[key]) > 1e-6:
             kind, image = key
             raise DataError(

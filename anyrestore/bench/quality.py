@@ -44,15 +44,26 @@ class _Scores:
     names: list[str] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
+    inputs: list[float] = field(default_factory=list)  # the degraded input's PSNR
 
 
 def score(restored: Tensor, clean: Tensor, *, y_channel: bool = False) -> tuple[float, float]:
     """PSNR and SSIM of one image, on full RGB or on BT.601 luma."""
+    restored, clean = _scored(restored, clean, y_channel)
+    return psnr(restored, clean).item(), ssim(restored, clean).item()
+
+
+def _psnr(restored: Tensor, clean: Tensor, *, y_channel: bool = False) -> float:
+    """The PSNR of :func:`score` alone."""
+    return psnr(*_scored(restored, clean, y_channel)).item()
+
+
+def _scored(restored: Tensor, clean: Tensor, y_channel: bool) -> tuple[Tensor, Tensor]:
     restored = restored.clamp(0, 1).double()
     clean = clean.double()
     if y_channel:
         restored, clean = rgb_to_y(restored), rgb_to_y(clean)
-    return psnr(restored, clean).item(), ssim(restored, clean).item()
+    return restored, clean
 
 
 def run_quality(
@@ -95,6 +106,9 @@ def run_quality(
         if save_dir is not None:
             _save(save_dir, suite, pair, "degraded", pair.degraded)
             _save(save_dir, suite, pair, "clean", pair.clean)
+        # The input's own score goes in every per-image record: it tells whether two runs
+        # compared later (anyrestore.bench.compare) degraded each photo the same way.
+        inputs = _psnr(pair.degraded, pair.clean, y_channel=y_channel)
         for cand in candidates:
             with torch.inference_mode():
                 restored = cand.apply(pair.degraded, data_kind[pair.kind])
@@ -104,6 +118,7 @@ def run_quality(
                 )
             p, s = score(restored, pair.clean, y_channel=y_channel)
             entry = scores.setdefault((cand.label, pair.kind), _Scores())
+            entry.inputs.append(inputs)
             entry.names.append(pair.name)
             entry.psnr.append(p)
             entry.ssim.append(s)
@@ -141,8 +156,10 @@ def _records(
             rows.append(head | mean)
             if per_image:
                 images.extend(
-                    head | {"image": n, "images": 1, "psnr": p, "ssim": s}
-                    for n, p, s in zip(entry.names, entry.psnr, entry.ssim, strict=True)
+                    head | {"image": n, "images": 1, "psnr": p, "ssim": s, "input_psnr": i}
+                    for n, p, s, i in zip(
+                        entry.names, entry.psnr, entry.ssim, entry.inputs, strict=True
+                    )
                 )
         rows.append(
             common

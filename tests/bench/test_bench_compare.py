@@ -84,6 +84,40 @@ def test_runs_on_different_inputs_are_refused():
         paired_deltas(old, new, old_model="old", new_model="new")
 
 
+def test_runs_without_the_identity_baseline_are_checked_by_their_inputs_scores():
+    # Without --baseline identity nothing was checked: runs at another --max-side or on other
+    # degradations were paired silently. Every per-image record now holds its input's PSNR.
+    def without_identity(model, scores, inputs):
+        records = [r for r in run_records(model, scores, inputs) if r["model"] != "identity"]
+        for r in records:
+            if "image" in r:
+                r["input_psnr"] = inputs[r["kind"]][int(r["image"][1:])]
+        return records
+
+    old = without_identity(
+        "old", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": [25.0, 24.0, 26.0]}
+    )
+    new = without_identity("new", {"noise_15": [36.0, 35.0, 37.0]}, {"noise_15": [30.0, 29, 31]})
+    with pytest.raises(DataError, match="degraded p0"):
+        paired_deltas(old, new, old_model="old", new_model="new")
+    same = without_identity("new", {"noise_15": [31.5, 30.0, 32.0]}, {"noise_15": [25.0, 24, 26]})
+    (delta,) = paired_deltas(old, same, old_model="old", new_model="new")
+    assert delta.delta == pytest.approx(0.5 / 3)
+    # A run from before input_psnr, with the identity baseline, checks against a newer one.
+    older = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": [25.0, 24.5, 26.0]})
+    with pytest.raises(DataError, match="degraded p1"):
+        paired_deltas(older, same, old_model="old", new_model="new")
+
+
+def test_a_score_json_could_not_hold_is_refused_in_one_line():
+    # JSON has no infinity: an exact match is written as null, and compare raised TypeError.
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, INPUTS)
+    new = run_records("new", {"noise_15": [31.0, 30.0, 32.0]}, INPUTS)
+    next(r for r in new if r["model"] == "new" and r.get("image") == "p2")["psnr"] = None
+    with pytest.raises(DataError, match=r"'new' has no finite PSNR for p2 \(noise_15\)"):
+        paired_deltas(old, new, old_model="old", new_model="new")
+
+
 def test_missing_pairs_and_missing_per_image_are_refused():
     old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [1.0, 2.0, 3.0]}, INPUTS)
     new = run_records("new", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": INPUTS["noise_15"]})
