@@ -100,7 +100,8 @@ def list_images(
         dangling = path.is_symlink() and not path.exists()
         if any(part.startswith(".") for part in rel.parts) or not (path.is_file() or dangling):
             continue
-        if exclude is not None and path.resolve().is_relative_to(exclude):
+        # realpath, not resolve(): Python 3.11's resolve raises RuntimeError on a loop of links
+        if exclude is not None and Path(os.path.realpath(path)).is_relative_to(exclude):
             continue
         if pattern is None and path.suffix.lower() not in IMAGE_EXTENSIONS:
             if passed_over is not None and path.suffix.lower() in UNREADABLE_PHOTOS:

@@ -182,8 +182,9 @@ def batch_command(
             )
         if output_dir.exists() and not output_dir.is_dir():
             raise UsageError(f"{output_dir} exists and is not a folder")
-        root, out_root = input_dir.resolve(), output_dir.resolve()
-    except OSError as exc:  # a name too long for the system, a loop of links
+        # realpath: Python 3.11's Path.resolve raises RuntimeError on a loop of links
+        root, out_root = Path(os.path.realpath(input_dir)), Path(os.path.realpath(output_dir))
+    except OSError as exc:  # a name too long for the system
         raise UsageError(f"{exc.filename or input_dir}: {exc.strerror or exc}") from None
     if root == out_root:
         raise UsageError("OUTDIR must differ from DIR: batch never writes over its inputs")

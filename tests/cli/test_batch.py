@@ -371,3 +371,19 @@ def test_photos_it_cannot_read_are_counted_not_silently_passed_over(
     result = batch(only_heic, "-o", out, "--weights", tiny_checkpoint)
     assert "passed over 1 file " in result.stderr and "no images to restore" in result.stderr
     assert "passed over" not in batch(only_heic, "-o", out, "-q").stderr
+
+
+def test_a_loop_of_links_fails_alone(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    # With OUTDIR inside DIR every file's real path was asked for, and a link to itself made
+    # the whole run "internal error, please report it" with nothing restored.
+    src = tmp_path / "in"
+    photo(src / "a.png")
+    (src / "loop.jpg").symlink_to("loop.jpg")
+    result = batch(src, "-o", src / "out", "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
+    assert status == {"a.png": "ok", "loop.jpg": "failed"}
+    assert (src / "out" / "a.png").is_file() and "internal error" not in result.stderr
+    (tmp_path / "ring").symlink_to("ring")  # OUTDIR itself a loop: a usage error
+    result = batch(src, "-o", tmp_path / "ring", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2 and "internal error" not in result.stderr, result.stderr
