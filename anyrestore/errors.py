@@ -59,6 +59,12 @@ class UsageError(AnyRestoreError):
     exit_code = ExitCode.USAGE
 
 
+class OutputFull(UsageError):
+    """The output's file system takes no more: full, over quota or read-only (exit 2). It
+    would refuse every later file of a run as well, after restoring each one, so it stops
+    the run."""
+
+
 class InputError(AnyRestoreError):
     """An input image or data file is unreadable, unsupported or too large (exit 3)."""
 

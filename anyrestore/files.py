@@ -7,6 +7,7 @@ code all list folders and replace files the same way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import itertools
 import os
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from anyrestore.errors import UsageError
+from anyrestore.errors import OutputFull, UsageError
 
 #: Every image extension anyrestore reads, with the Pillow format it names.
 IMAGE_EXTENSIONS: dict[str, str] = {
@@ -224,6 +225,39 @@ def is_stream(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+#: Errors of a file system that will refuse every later write too.
+_FULL = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_error(path: Path, exc: OSError) -> UsageError:
+    """The one-line error for an output that could not be written; :class:`OutputFull` where
+    the file system takes nothing more, which stops a run of several files."""
+    message = f"cannot write {path}: {exc.strerror or exc}"
+    return OutputFull(message) if exc.errno in _FULL else UsageError(message)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _check_name_length(dest: Path) -> None:
+    """Refuse a name longer than its file system allows, before the work: only the final
+    rename would find out (the temporary's name is cut to fit)."""
+    folder = next((p for p in dest.parents if os.path.isdir(p)), Path("."))
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), an odd file system
+        limit = 255
+    size = len(os.fsencode(dest.name))
+    if limit and size > limit:
+        raise UsageError(
+            f"cannot write {dest}: its name is {size} bytes, over the {limit} its folder allows"
+        )
+
+
 def _temp_prefix(dest: Path) -> str:
     """``.<name>.`` for a temporary beside ``dest``, the name cut to 200 bytes (whole
     characters): with mkstemp's 8 characters and ``.tmp`` it stays within the 255 bytes a
@@ -250,19 +284,25 @@ class AtomicFile:
             if not os.access(self.path, os.W_OK):
                 raise UsageError(f"cannot write {self.path}: permission denied")
             return
-        dest = _destination(self.path)
-        if dest.is_dir():  # the rename would fail only at the end, after all the work
-            raise UsageError(f"cannot write {self.path}: a folder of that name is in the way")
-        self.made = list(itertools.takewhile(lambda p: not os.path.lexists(p), dest.parents))
+        try:  # each of these fails otherwise only at the end, after all the work
+            _check_name_length(self.path)  # first: a name too long cannot even be looked at
+            dest = _destination(self.path)
+            if dest.is_dir():
+                raise UsageError(f"cannot write {self.path}: a folder of that name is in the way")
+            self.made = list(itertools.takewhile(lambda p: not os.path.lexists(p), dest.parents))
+        except OSError as exc:  # a folder on the way that cannot be entered, a loop of links
+            raise _write_error(self.path, exc) from None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a folder must be: name it
-            blocker = next((p for p in dest.parents if p.is_file()), None)
-            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+            blocker = next((p for p in dest.parents if _is_file(p)), None)
             self.discard()
-            raise UsageError(f"cannot write {self.path}: {why}") from None
+            if blocker:
+                message = f"cannot write {self.path}: {blocker} is a file, not a folder"
+                raise UsageError(message) from None
+            raise _write_error(self.path, exc) from None
         os.close(fd)
         self.tmp = Path(tmp)
         self.dest = dest
@@ -307,7 +347,7 @@ class AtomicFile:
         except BaseException as exc:
             self.discard()
             if isinstance(exc, OSError):
-                raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+                raise _write_error(self.path, exc) from None
             raise
 
     def __enter__(self) -> AtomicFile:

@@ -292,7 +292,9 @@ def batch_command(
             t0 = time.perf_counter()
             target = None
             try:
-                if skip_existing and job.target.exists():
+                # lexists: never raises (a name too long fails below, alone), and an output
+                # that is a link to nothing is an output, as in fix
+                if skip_existing and os.path.lexists(job.target):
                     record["status"] = "skipped"
                 else:
                     try:

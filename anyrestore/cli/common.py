@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from anyrestore.cli.errors import StdoutError, as_flags, say, stdout
-from anyrestore.errors import DeviceError, NonFiniteOutput, UsageError, WeightsError
+from anyrestore.errors import DeviceError, NonFiniteOutput, OutputFull, UsageError, WeightsError
 
 if TYPE_CHECKING:
     from anyrestore.engine import Restorer
@@ -159,9 +159,17 @@ def stdin_bytes() -> bytes:
 
 
 #: What stops a run of several files (fix IN..., batch) instead of failing one file: the
-#: device or the weights would fail every file alike, the user asked to stop, and a stdout
-#: that is gone or full could report no later file (a departed reader ends the run quietly).
-STOPS_THE_RUN = (DeviceError, WeightsError, KeyboardInterrupt, BrokenPipeError, StdoutError)
+#: device or the weights would fail every file alike, so would a full or read-only output
+#: file system (after restoring each), the user asked to stop, and a stdout that is gone or
+#: full could report no later file (a departed reader ends the run quietly).
+STOPS_THE_RUN = (
+    DeviceError,
+    WeightsError,
+    OutputFull,
+    KeyboardInterrupt,
+    BrokenPipeError,
+    StdoutError,
+)
 
 
 def failure_line(name: str, exc: BaseException) -> str:

@@ -387,3 +387,49 @@ def test_a_loop_of_links_fails_alone(tmp_path: Path, tiny_checkpoint: Path) -> N
     (tmp_path / "ring").symlink_to("ring")  # OUTDIR itself a loop: a usage error
     result = batch(src, "-o", tmp_path / "ring", "--weights", tiny_checkpoint)
     assert result.exit_code == 2 and "internal error" not in result.stderr, result.stderr
+
+
+def test_a_full_disk_stops_the_run_at_the_first_file(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The empty temporary is made even on a full disk, so the failure came only when the
+    # restored image was written: every file was restored (minutes each) and then refused.
+    import errno
+
+    import anyrestore.engine
+    import anyrestore.files
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(3):
+        photo(src / f"{i}.png", seed=i)
+    restored = []
+    real = anyrestore.engine.Restorer.restore_image
+    monkeypatch.setattr(
+        anyrestore.engine.Restorer,
+        "restore_image",
+        lambda self, *a, **k: restored.append(1) or real(self, *a, **k),
+    )
+
+    def full(self, chunks):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(anyrestore.files.AtomicFile, "_write", full)
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint)
+    assert result.exit_code == 2, result.output
+    assert len(restored) == 1 and "No space left on device" in result.stderr
+    assert not [p for p in out.rglob("*") if p.is_file()]  # no temporaries left either
+
+
+def test_an_output_name_too_long_fails_that_file_before_its_work(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # It was an OSError out of --skip-existing's check (the whole run, exit 1) or, without
+    # it, a failure only at the final rename, after the restore.
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "a.png")
+    photo(src / ("b" * 240 + ".png"))
+    for extra in ([], ["--skip-existing"]):
+        result = batch(src, "-o", out, "--suffix", "_" * 20, "--weights", tiny_checkpoint, *extra)
+        assert result.exit_code == 1, result.output
+        assert "its name is 264 bytes, over the 255" in result.stderr
+        assert (out / "a____________________.png").is_file()

@@ -651,3 +651,15 @@ def test_an_image_too_wide_for_jpeg_is_refused_before_restoring(
     assert result.exit_code == 2, result.output
     assert "JPEG holds at most 65500 px a side" in one_line_error(result)
     assert "model " not in result.stderr and not (tmp_path / "long.jpg").exists()
+
+
+def test_an_output_name_too_long_is_refused_before_the_work(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # The temporary's name is cut to fit, so only the final rename found out, after the
+    # restore (or, on Python 3.11, an OSError: exit 1, "File name too long" with no file).
+    source = photo(tmp_path / ("b" * 250 + ".png"))
+    result = fix(source, "--weights", tiny_checkpoint)
+    assert result.exit_code == 2, result.output
+    assert "its name is 263 bytes, over the 255 its folder allows" in one_line_error(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
