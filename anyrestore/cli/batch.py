@@ -28,6 +28,7 @@ from rich.progress import (
 
 from anyrestore.cli.common import (
     STOPS_THE_RUN,
+    blames_the_file,
     compute_record,
     err_console,
     failure_line,
@@ -68,6 +69,12 @@ class Job:
 
 def _shard() -> tuple[int, int]:
     """This process's (rank, world size) from torchrun's environment; (0, 1) without it."""
+    if "RANK" not in os.environ and os.environ.get("WORLD_SIZE", "1").strip() != "1":
+        # rank 0 would restore its share and the rest of the folder never, with exit 0
+        raise UsageError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but RANK is not: set both (torchrun "
+            "does) or neither"
+        )
     try:
         rank = int(os.environ.get("RANK", "0"))
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -325,7 +332,15 @@ def batch_command(
                             tiles=info.tiles if info else 1,
                             tile=info.tile if info else 0,
                         )
-                    except STOPS_THE_RUN:
+                    except STOPS_THE_RUN as exc:
+                        if json_output and blames_the_file(exc):  # it gets its record too
+                            record = {
+                                "input": record["input"],
+                                "status": "failed",
+                                "error": failure_line(rel, exc),
+                            }
+                            with contextlib.suppress(Exception):
+                                emit(json.dumps(record))
                         raise  # the whole run stops; the finally below cleans up
                     except Exception as exc:  # one bad file must not stop the folder
                         message = failure_line(rel, exc)

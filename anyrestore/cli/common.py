@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from anyrestore.cli.errors import StdoutError, as_flags, say, stdout
-from anyrestore.errors import DeviceError, NonFiniteOutput, OutputFull, UsageError, WeightsError
+from anyrestore.errors import (
+    DeviceError,
+    InputError,
+    NonFiniteOutput,
+    OutputFull,
+    UsageError,
+    WeightsError,
+)
 
 if TYPE_CHECKING:
     from anyrestore.engine import Restorer
@@ -141,8 +148,14 @@ def tile_progress(console: Console) -> tuple[Progress, Callable[[int, int], None
     return progress, on_tile
 
 
-def stdin_bytes() -> bytes:
-    """All of stdin, refusing a closed stdin, a terminal and a folder with one clear line."""
+def stdin_bytes(max_pixels: int | None = None) -> bytes:
+    """All of stdin, refusing a closed stdin, a terminal and a folder with one clear line.
+
+    At most what an image within the pixel limit can take (8 bytes a pixel, 16-bit RGBA
+    uncompressed, plus room for metadata): ``fix - < /dev/zero`` or a video piped in by
+    mistake would otherwise fill memory before the limit is checked."""
+    from anyrestore.engine.imageio import max_pixels_from_env
+
     if sys.stdin is None:
         raise UsageError("stdin is closed; pipe an image into `anyrestore fix -` or pass a path")
     if sys.stdin.isatty():
@@ -150,12 +163,26 @@ def stdin_bytes() -> bytes:
             "refusing to read image bytes from a terminal; pipe a file in (fix - < photo.jpg) "
             "or pass its path"
         )
+    limit = 8 * (max_pixels or max_pixels_from_env()) + (16 << 20)
     try:
-        return sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(limit + 1)
     except IsADirectoryError:
         raise UsageError("stdin is a folder, not an image") from None
     except OSError as exc:
         raise UsageError(f"cannot read stdin: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InputError(
+            f"<stdin>: more than {limit >> 20} MB, larger than any image within the pixel "
+            "limit (raise it with --max-pixels)"
+        )
+    return data
+
+
+def blames_the_file(exc: BaseException) -> bool:
+    """Whether a run-stopping error came from restoring or writing one file (out of memory,
+    non-finite output, a full disk), so that file gets its ``failed`` record like any other;
+    a signal or a stdout that is gone stop the run without one."""
+    return isinstance(exc, (DeviceError, WeightsError, OutputFull))
 
 
 #: What stops a run of several files (fix IN..., batch) instead of failing one file: the

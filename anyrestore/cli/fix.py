@@ -17,6 +17,7 @@ import typer
 
 from anyrestore.cli.common import (
     STOPS_THE_RUN,
+    blames_the_file,
     compute_record,
     err_console,
     failure_line,
@@ -66,6 +67,13 @@ def _stdout_target(fmt: str | None, json_output: bool) -> str:
             "refusing to write image bytes to a terminal; pass -o FILE or redirect stdout"
         )
     return parse_format(fmt) if fmt else "PNG"
+
+
+def _failed_record(source: str, exc: BaseException) -> None:
+    """The ``failed`` record of the file a run ends on, where stdout still takes it."""
+    record = {"input": source, "status": "failed", "error": failure_line(source, exc)}
+    with contextlib.suppress(Exception):  # the error line that follows is what must get out
+        emit(json.dumps(record))
 
 
 def _names_stdout(output: str) -> bool:
@@ -285,7 +293,7 @@ def _restore_file(
         return "skipped"
 
     start = time.perf_counter()
-    data = stdin_bytes() if from_stdin else None
+    data = stdin_bytes(run.max_pixels) if from_stdin else None
     if from_stdin and not data:
         raise UsageError("no image data on stdin")
     image = read_image(
@@ -393,7 +401,9 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
     for source in sources:
         try:
             skipped += _restore_file(run, source, output, taken, written) == "skipped"
-        except STOPS_THE_RUN:
+        except STOPS_THE_RUN as exc:
+            if run.json_output and blames_the_file(exc):
+                _failed_record(source, exc)
             raise
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
@@ -488,19 +498,14 @@ def fix_command(
     if run.several:
         _restore_several(run, sources, output)
         return
+    if output != "-":
+        stdout()  # the output's line goes there: a closed stdout stops the run before the work
     try:
         _restore_file(run, sources[0], output, set(), set())
-    except STOPS_THE_RUN:
-        raise
     except Exception as exc:
         # The same record a failing file gets among several; a bad option or weights stop
         # the run before any file there, and get only the error line here too.
         if run.json_output and not run.load_failed:
-            record = {
-                "input": sources[0],
-                "status": "failed",
-                "error": failure_line(sources[0], exc),
-            }
-            with contextlib.suppress(Exception):  # the error line below is what must get out
-                emit(json.dumps(record))
+            if not isinstance(exc, STOPS_THE_RUN) or blames_the_file(exc):
+                _failed_record(sources[0], exc)
         raise

@@ -433,3 +433,35 @@ def test_an_output_name_too_long_fails_that_file_before_its_work(
         assert result.exit_code == 1, result.output
         assert "its name is 264 bytes, over the 255" in result.stderr
         assert (out / "a____________________.png").is_file()
+
+
+def test_world_size_without_rank_is_refused(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rank 0 restored its quarter of the folder and the rest never, with exit 0.
+    photo(tmp_path / "in" / "a.png")
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    result = batch(tmp_path / "in", "-o", tmp_path / "out", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2 and "WORLD_SIZE=4 is set but RANK is not" in result.stderr
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing to split
+    assert batch(tmp_path / "in", "-o", tmp_path / "out", "-w", tiny_checkpoint).exit_code == 0
+
+
+def test_the_file_that_stops_a_batch_gets_its_failed_record(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyrestore.engine
+    from anyrestore.errors import DeviceError
+
+    def oom(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise DeviceError("out of memory at the smallest tile")
+
+    monkeypatch.setattr(anyrestore.engine.Restorer, "restore_image", oom)
+    photo(tmp_path / "in" / "a.png")
+    photo(tmp_path / "in" / "b.png")
+    result = batch(tmp_path / "in", "-o", tmp_path / "out", "-w", tiny_checkpoint, "--json")
+    assert result.exit_code == 5
+    assert [(Path(r["input"]).name, r["status"]) for r in records(result.stdout)] == [
+        ("a.png", "failed")
+    ]

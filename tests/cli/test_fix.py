@@ -663,3 +663,68 @@ def test_an_output_name_too_long_is_refused_before_the_work(
     assert result.exit_code == 2, result.output
     assert "its name is 263 bytes, over the 255 its folder allows" in one_line_error(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+def _restores(monkeypatch: pytest.MonkeyPatch, fail_with: Exception | None = None) -> list[int]:
+    """Count the restores (and make each raise ``fail_with``, when given)."""
+    import anyrestore.engine
+
+    calls: list[int] = []
+    real = anyrestore.engine.Restorer.restore_image
+
+    def restore(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if fail_with is not None:
+            raise fail_with
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(anyrestore.engine.Restorer, "restore_image", restore)
+    return calls
+
+
+def test_the_file_that_stops_the_run_gets_its_failed_record(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NaN output (or out of memory, or a full disk) stops the run; the file it happened on
+    # got no record at all, even alone, where the docs promise every IN its record.
+    from anyrestore.errors import NonFiniteOutput
+
+    calls = _restores(monkeypatch, NonFiniteOutput("the model returned NaN pixels"))
+    a, b = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
+    alone = fix(a, "--weights", tiny_checkpoint, "--json")
+    assert alone.exit_code == 4
+    (record,) = [json.loads(line) for line in alone.stdout.splitlines()]
+    assert record["status"] == "failed" and "NaN pixels" in record["error"]
+    several = fix(a, b, "-o", f"{tmp_path}/out/", "--weights", tiny_checkpoint, "--json")
+    assert several.exit_code == 4 and len(calls) == 2  # b is never tried
+    records = [json.loads(line) for line in several.stdout.splitlines()]
+    assert [(r["input"], r["status"]) for r in records] == [(str(a), "failed")]
+
+
+def test_a_closed_stdout_stops_one_file_before_its_work(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The output's path is printed on stdout: with it closed, the restore ran for nothing.
+    import anyrestore.cli.fix as fix_module
+    from anyrestore.cli.errors import StdoutError
+
+    def closed():  # type: ignore[no-untyped-def]
+        raise StdoutError("stdout is closed; nothing can be printed")
+
+    monkeypatch.setattr(fix_module, "stdout", closed)
+    calls = _restores(monkeypatch)
+    result = fix(photo(tmp_path / "a.png"), "--weights", tiny_checkpoint)
+    assert result.exit_code == 2 and "stdout is closed" in result.stderr
+    assert not calls and not (tmp_path / "a_restored.png").exists()
+
+
+def test_endless_stdin_is_refused_at_what_an_image_could_take(tiny_checkpoint: Path) -> None:
+    # `fix - < /dev/zero` read until memory ran out before the pixel limit was checked.
+    endless = bytes(17 << 20)
+    result = runner.invoke(
+        app, ["fix", "-", "-o", "-", "--max-pixels", "1", "-w", str(tiny_checkpoint)], input=endless
+    )
+    assert result.exit_code == 3, result.output
+    assert "<stdin>: more than 16 MB, larger than any image within the pixel limit" in (
+        result.stderr
+    )
