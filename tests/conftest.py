@@ -28,6 +28,21 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _logger_as_it_was() -> Iterator[None]:
+    """The ``anyrestore`` logger's level and handlers back as they were: a command run with
+    ``--quiet`` leaves it at ERROR, and a later test's expected warning never reached caplog."""
+    import logging
+
+    logger = logging.getLogger("anyrestore")
+    level, handlers = logger.level, list(logger.handlers)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The bf16 probe's and OpenVINO's caches go to a temporary folder; subprocesses use one
