@@ -243,6 +243,36 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _is_terminal(path: Path) -> bool:
+    """Whether ``path`` is a terminal (opened without becoming the controlling one; a FIFO is
+    never opened: that would wait for a reader)."""
+    try:
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_not_read_only(dest: Path) -> None:
+    """Refuse to replace a file made read-only: a rename ignores its mode, where ``open``,
+    ``cp`` or a shell's ``>`` would have been refused (root, which may write anything, is
+    still held to a file no one may write)."""
+    try:
+        mode = os.stat(dest).st_mode
+    except OSError:  # not there (or a file where a folder must be: said when it is made)
+        return
+    if stat.S_ISREG(mode) and (not mode & 0o222 or not os.access(dest, os.W_OK)):
+        raise UsageError(
+            f"cannot write {dest}: it is read-only (make it writable, or remove it, to have it "
+            "replaced)"
+        )
+
+
 def _check_name_length(dest: Path) -> None:
     """Refuse a name longer than its file system allows, before the work: only the final
     rename would find out (the temporary's name is cut to fit)."""
@@ -283,12 +313,17 @@ class AtomicFile:
         if is_stream(self.path):
             if not os.access(self.path, os.W_OK):
                 raise UsageError(f"cannot write {self.path}: permission denied")
+            if _is_terminal(self.path):  # -o /dev/tty, or /dev/stderr on a terminal
+                raise UsageError(
+                    f"refusing to write {self.path}: it is a terminal (name a file, or redirect)"
+                )
             return
         try:  # each of these fails otherwise only at the end, after all the work
             _check_name_length(self.path)  # first: a name too long cannot even be looked at
             dest = _destination(self.path)
             if dest.is_dir():
                 raise UsageError(f"cannot write {self.path}: a folder of that name is in the way")
+            _check_not_read_only(dest)
             self.made = list(itertools.takewhile(lambda p: not os.path.lexists(p), dest.parents))
         except OSError as exc:  # a folder on the way that cannot be entered, a loop of links
             raise _write_error(self.path, exc) from None

@@ -240,3 +240,38 @@ def test_list_images_names_the_folders_it_cannot_read(
 
     with pytest.raises(DataError, match="cannot read .*: Permission denied"):
         list_training_images(tmp_path)
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path: Path) -> None:
+    # A rename ignores the target's mode: a file made read-only to protect it was replaced
+    # (and the new one kept 0444), where cp or a shell's > would have been refused.
+    kept = tmp_path / "final.png"
+    kept.write_bytes(b"the only copy")
+    kept.chmod(0o444)
+    with pytest.raises(UsageError, match="final.png: it is read-only"):
+        atomic_write(kept, b"new")
+    assert kept.read_bytes() == b"the only copy" and sorted(tmp_path.iterdir()) == [kept]
+    link = tmp_path / "link.png"  # through a link, the target's mode is what counts
+    link.symlink_to(kept)
+    with pytest.raises(UsageError, match="read-only"):
+        atomic_write(link, b"new")
+    kept.chmod(0o644)
+    atomic_write(link, b"new")
+    assert kept.read_bytes() == b"new"
+
+
+def test_a_terminal_is_not_written_into(tmp_path: Path) -> None:
+    # `fix x.jpg -o /dev/tty` put PNG bytes on the screen. The terminal is a pseudo-terminal
+    # of our own (a node copied elsewhere cannot be opened, and devpts takes no new files, so
+    # a regression could only write into this one).
+    master, slave = os.openpty()
+    try:
+        own = Path(os.ttyname(slave))
+        with pytest.raises(UsageError, match=f"{own}: it is a terminal"):
+            atomic_write(own, b"\x89PNG image bytes")
+        os.set_blocking(master, False)
+        with pytest.raises(BlockingIOError):  # nothing reached the terminal
+            os.read(master, 100)
+    finally:
+        os.close(master)
+        os.close(slave)
