@@ -169,7 +169,10 @@ def group_of(source: str, path: str) -> str:
     while True:
         new = re.sub(r"(?i)_?(left|right|original|modified|in_scene)$", "", stem)
         new = re.sub(r"(\d+|[LRAB])$", "", new)
-        if new == stem or not new:
+        if new == stem:
+            break
+        if not new:  # left.jpg and right.jpg: the two views of the folder's one scene
+            stem = "(pair)"
             break
         stem = new
     return f"{source}:{'/'.join(parts[:-1])}/{stem.lower()}"

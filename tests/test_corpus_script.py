@@ -140,6 +140,10 @@ def test_stereo_pairs_and_variants_share_a_group_distinct_photos_do_not():
     assert bc.group_of("opencv-doc", cv + "apple.jpg") != bc.group_of(
         "opencv-doc", cv + "orange.jpg"
     )
+    # Names that are nothing but the view: stripping left nothing, so each kept its own group
+    # and a build could put the two views of one scene on both sides of the split.
+    assert bc.group_of("opencv-doc", cv + "left.jpg") == bc.group_of("opencv-doc", cv + "right.jpg")
+    assert bc.group_of("opencv-doc", cv + "left.jpg") != bc.group_of("opencv-doc", "x/left.jpg")
 
 
 @pytest.mark.parametrize("n", [3, 7, 20, 60, 200])
