@@ -20,19 +20,25 @@ class ExitCode(IntEnum):
     WEIGHTS = 4  # weights unknown, unavailable, damaged, or producing non-finite output
     DEVICE = 5  # device absent or out of memory
     DATA = 6  # dataset root missing or malformed
+    HUNG_UP = 129  # SIGHUP (the terminal or ssh session went away)
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 
 
 #: The signals that stop a command cleanly, and the one-line message of each.
 SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+    # A dropped ssh session or closed terminal: stop as for SIGTERM (temporaries removed, a
+    # training checkpoint written). Under nohup it is ignored, and stays so.
+    SIGNAL_WORDS[signal.SIGHUP] = "hung up"
 STOP_SIGNALS = frozenset(SIGNAL_WORDS)
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; unwinds like Ctrl-C so temporary files are removed.
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived; unwinds like Ctrl-C so temporary
+    files are removed.
 
-    The CLI exits with ``exit_code`` (128 + the signal: 130 or 143).
+    The CLI exits with ``exit_code`` (128 + the signal: 130, 143 or 129).
     """
 
     def __init__(self, signum: int) -> None:

@@ -1,8 +1,9 @@
 """Where errors, signals and usage mistakes become one stderr line and an exit code.
 
 Every command runs inside ``CliGroup.invoke``: a domain error prints ``anyrestore: error:
-...`` and exits with its code (anyrestore.errors.ExitCode); SIGINT and SIGTERM interrupt the
-work like Ctrl-C (temporary files are removed on the way out) and exit 130 or 143; a second
+...`` and exits with its code (anyrestore.errors.ExitCode); SIGINT, SIGTERM and SIGHUP (unless
+ignored, as under nohup) interrupt the work like Ctrl-C (temporary files are removed on the
+way out) and exit 130, 143 or 129; a second
 signal during that cleanup exits at once. Usage errors keep Typer's help box and end with the
 same one-line error. ``ANYRESTORE_DEBUG=1`` lets unexpected exceptions and warnings through.
 """
@@ -151,7 +152,7 @@ def _ignore_signals() -> None:
 
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted while the body runs (main thread only)."""
+    """The stop signals (anyrestore.errors.STOP_SIGNALS) raise Interrupted while the body runs (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

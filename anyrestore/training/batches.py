@@ -148,7 +148,7 @@ def _can_hold_signals() -> bool:
 
 
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
-    """Loader workers ignore SIGINT and SIGTERM: the main process finishes its step, writes its
+    """Loader workers ignore the stop signals: the main process finishes its step, writes its
     checkpoint and shuts them down. Ctrl-C, ``timeout``, torchrun and job schedulers signal the
     whole process group, and a worker killed first made the trainer fail instead of stopping.
     A stop signal held back while the worker started (see ``start_batches``) is dropped here."""
@@ -159,7 +159,7 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
 
 
 def start_batches(loader: DataLoader) -> Iterator[Any]:
-    """The loader's iterator, its workers forked with SIGINT and SIGTERM held back.
+    """The loader's iterator, its workers forked with the stop signals held back.
 
     Between the fork and ``_leave_stop_signals_to_the_trainer`` a worker still dies of a stop
     signal (torch installs its own SIGTERM handler there). Held back, the signal waits: the

@@ -616,7 +616,7 @@ def _run(
             close_loader(loader)
     signum = stop_requested["signum"]
     if signum is not None and not finished:
-        raise Interrupted(signum)  # the CLI exits 130 (SIGINT) or 143 (SIGTERM)
+        raise Interrupted(signum)  # the CLI exits 128 + signum (130, 143 or 129)
     return TrainResult(out, last_ckpt, run.step, total_steps, run.val_psnr, finished, dist.is_main)
 
 

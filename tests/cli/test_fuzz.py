@@ -821,8 +821,13 @@ def test_fifo_input_does_not_hang(tmp_path: Path, tiny_checkpoint: Path):
 
 @pytest.mark.parametrize(
     "signals,code",
-    [([signal.SIGTERM], 143), ([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130)],
-    ids=["term", "int", "int-twice"],
+    [
+        ([signal.SIGTERM], 143),
+        ([signal.SIGINT], 130),
+        ([signal.SIGINT, signal.SIGINT], 130),
+        ([signal.SIGHUP], 129),  # the ssh session dropped: it left its temporary behind
+    ],
+    ids=["term", "int", "int-twice", "hup"],
 )
 def test_signals_exit_cleanly_and_remove_temporaries(
     tmp_path: Path, tiny_checkpoint: Path, signals: list[int], code: int
@@ -844,6 +849,25 @@ def test_signals_exit_cleanly_and_remove_temporaries(
     done = {k for k in after if k.startswith("out/") and not k.split("/")[-1].startswith(".")}
     check(outcome, {code}, before, {k: v for k, v in after.items() if k not in done})
     assert not [k for k in after if k.endswith(".tmp")], "a temporary file was left behind"
+
+
+def test_under_nohup_a_hang_up_does_not_stop_the_run(tmp_path: Path, tiny_checkpoint: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"{i:03d}.png").write_bytes(encoded("PNG"))
+    args = ["batch", "in", "-o", "out", "--json", "-q", "--weights", str(tiny_checkpoint)]
+    nohup = ["sh", "-c", "trap '' HUP; exec \"$@\"", "sh", sys.executable, "-m", "anyrestore"]
+    proc = subprocess.Popen(
+        [*nohup, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert running and finish(proc).code == 143
 
 
 def test_corrupt_exif_warns_nothing(tmp_path: Path, tiny_checkpoint: Path):
