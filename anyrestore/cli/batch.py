@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +40,7 @@ from anyrestore.cli.common import (
     warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import emit, fail, say, stdout
+from anyrestore.cli.errors import StdoutError, emit, fail, say, stdout
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -282,7 +283,7 @@ def batch_command(
         transient=False,
     )
     label = weights_label(weights, model)
-    with progress:
+    with progress, _summary_if_stopped(counts, len(jobs), started, where, quiet):
         task = progress.add_task("restoring", total=len(jobs))
         for job in jobs:
             rel = job.source.relative_to(root).as_posix()
@@ -303,6 +304,7 @@ def batch_command(
                 # that is a link to nothing is an output, as in fix
                 if skip_existing and os.path.lexists(job.target):
                     record["status"] = "skipped"
+                    counts["skipped"] += 1
                 else:
                     try:
                         if os.path.realpath(job.target) in inputs:
@@ -323,6 +325,10 @@ def batch_command(
                         with naming_weights(label):
                             restored = restorer.restore_image(image, strength)
                         target.write(encode_image(restored, out_format, quality=quality))
+                        # In place before it is announced: a reader acting on the record
+                        # finds the file (a place that changed meanwhile fails it here).
+                        target.commit()
+                        counts["ok"] += 1  # counted as it lands: a stop's summary says so
                         info = restorer.last_run
                         record.update(
                             status="ok",
@@ -343,26 +349,17 @@ def batch_command(
                                 emit(json.dumps(record))
                         raise  # the whole run stops; the finally below cleans up
                     except Exception as exc:  # one bad file must not stop the folder
+                        counts["failed"] += 1
                         message = failure_line(rel, exc)
                         del record["output"]  # nothing was written there
                         record.update(status="failed", error=message)
                         say(f"failed {message}")
                 record["seconds"] = round(time.perf_counter() - t0, 3)
-                if json_output:  # announced before it is put in place, as `fix` does
+                if json_output:
                     emit(json.dumps(record))
-                if target is not None and record["status"] == "ok":
-                    try:
-                        target.commit()
-                    except Exception as exc:  # the place changed while the image was restored
-                        message = failure_line(rel, exc)
-                        record = {"input": record["input"], "status": "failed", "error": message}
-                        say(f"failed {message}")
-                        if json_output:
-                            emit(json.dumps(record))
             finally:  # stopped, a failed file or a closed stdout: nothing half-made stays
                 if target is not None:
                     target.discard()  # nothing once committed
-            counts[str(record["status"])] += 1
             progress.advance(task)
     elapsed = time.perf_counter() - started
     if not quiet or counts["failed"] or unread:
@@ -373,6 +370,26 @@ def batch_command(
         )
     if counts["failed"] or unread:
         fail(_failures(counts["failed"], len(jobs), len(unread), where), ExitCode.FAILED)
+
+
+@contextlib.contextmanager
+def _summary_if_stopped(
+    counts: dict[str, int], jobs: int, started: float, where: str, quiet: bool
+) -> Iterator[None]:
+    """A run stopped midway (a signal, a full disk, out of memory) still says what it did
+    before the error line: which outputs are done, and how many files it never reached."""
+    try:
+        yield
+    except STOPS_THE_RUN as exc:
+        # Not for a reader that went away (a quiet end) or a stdout that takes nothing.
+        if not quiet and not isinstance(exc, (BrokenPipeError, StdoutError)):
+            left = jobs - sum(counts.values())
+            say(
+                f"stopped: {counts['ok']} restored, {counts['skipped']} skipped, "
+                f"{counts['failed']} failed, {left} not restored{where} in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
+        raise
 
 
 def _s(count: int) -> str:

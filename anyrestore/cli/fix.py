@@ -30,7 +30,7 @@ from anyrestore.cli.common import (
     warn_lossless,
     weights_label,
 )
-from anyrestore.cli.errors import emit, fail, say, stdout
+from anyrestore.cli.errors import StdoutError, emit, fail, say, stdout
 from anyrestore.cli.options import (
     AllowTruncatedOpt,
     DeviceOpt,
@@ -67,6 +67,11 @@ def _stdout_target(fmt: str | None, json_output: bool) -> str:
             "refusing to write image bytes to a terminal; pass -o FILE or redirect stdout"
         )
     return parse_format(fmt) if fmt else "PNG"
+
+
+def _about_stdout(exc: BaseException) -> bool:
+    """A reader that went away (a quiet end) or a stdout that cannot take the results."""
+    return isinstance(exc, (BrokenPipeError, StdoutError))
 
 
 def _failed_record(source: str, exc: BaseException) -> None:
@@ -338,6 +343,10 @@ def _restore_file(
             emit(data=encoded)
         else:
             target.write(encoded)
+            # In place before it is announced: a reader acting on the line finds the file.
+            target.commit()
+            taken.add(os.path.realpath(target.path))
+            written.add(os.path.realpath(target.path))
         seconds = read_seconds + time.perf_counter() - start
         info = restorer.last_run
         tiles = info.tiles if info else 1
@@ -362,11 +371,6 @@ def _restore_file(
             emit(json.dumps(record))
         elif out_path is not None:
             emit(str(out_path))
-        # Only once stdout took the result: a full or closed stdout leaves no output behind.
-        if target is not None:
-            target.commit()
-            taken.add(os.path.realpath(target.path))
-            written.add(os.path.realpath(target.path))
     except BaseException:
         if target is not None:
             target.discard()
@@ -404,6 +408,13 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
         except STOPS_THE_RUN as exc:
             if run.json_output and blames_the_file(exc):
                 _failed_record(source, exc)
+            if not run.quiet and not _about_stdout(exc):  # what is done, before the why
+                say(  # written: counted as each output lands
+                    f"stopped: {len(written)} restored, "
+                    f"{f'{skipped} skipped, ' if run.skip_existing else ''}{failed} failed, "
+                    f"{len(sources) - len(written) - failed - skipped} not restored in "
+                    f"{time.perf_counter() - started:.1f} s"
+                )
             raise
         except Exception as exc:  # one bad file must not stop the others
             failed += 1

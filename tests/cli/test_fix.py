@@ -697,6 +697,7 @@ def test_the_file_that_stops_the_run_gets_its_failed_record(
     assert record["status"] == "failed" and "NaN pixels" in record["error"]
     several = fix(a, b, "-o", f"{tmp_path}/out/", "--weights", tiny_checkpoint, "--json")
     assert several.exit_code == 4 and len(calls) == 2  # b is never tried
+    assert "stopped: 0 restored, 0 failed, 2 not restored" in several.stderr
     records = [json.loads(line) for line in several.stdout.splitlines()]
     assert [(r["input"], r["status"]) for r in records] == [(str(a), "failed")]
 

@@ -741,10 +741,11 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> Outcome:
 
 @pytest.mark.parametrize("inputs", [1, 3], ids=["one", "several"])
 @pytest.mark.parametrize("stdout", ["full", "closed"])
-def test_full_or_closed_stdout_leaves_no_output(
+def test_a_full_or_closed_stdout_stops_the_run(
     tmp_path: Path, tiny_checkpoint: Path, stdout: str, inputs: int
 ):
-    """Each output's line goes to stdout; with several inputs the run stops once (exit 2)."""
+    """Each output's line goes to stdout, once the file is in place: a closed stdout stops the
+    run before any work, a full one at the first line (exit 2), the file it names written."""
     names = [f"in{i}.png" for i in range(inputs)]
     for name in names:
         (tmp_path / name).write_bytes(encoded("PNG"))
@@ -759,14 +760,18 @@ def test_full_or_closed_stdout_leaves_no_output(
         closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "anyrestore", *args]
         proc = subprocess.Popen(closed, cwd=tmp_path, stderr=subprocess.PIPE)
         outcome = finish(proc)
-    check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path))
+    first = {"o.png"} if inputs == 1 else {"out/in0.png"}
+    written = first if stdout == "full" else set()
+    after = snapshot(tmp_path)
+    check(outcome, {ExitCode.USAGE}, before, {k: v for k, v in after.items() if k not in written})
+    assert set(after) - set(before) == written
 
 
 @pytest.mark.parametrize("stdout", ["full", "closed"])
-def test_batch_json_with_a_full_or_closed_stdout_writes_nothing(
+def test_batch_json_with_a_full_or_closed_stdout_stops(
     tmp_path: Path, tiny_checkpoint: Path, stdout: str
 ):
-    """batch --json announces each file before putting it in place, as fix does."""
+    """batch --json puts each file in place before its record, as fix does."""
     (tmp_path / "in").mkdir()
     for i in range(2):
         (tmp_path / "in" / f"{i}.png").write_bytes(encoded("PNG"))
@@ -778,8 +783,10 @@ def test_batch_json_with_a_full_or_closed_stdout_writes_nothing(
     else:
         closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "anyrestore", *args]
         outcome = finish(subprocess.Popen(closed, cwd=tmp_path, stderr=subprocess.PIPE))
-    check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path))
-    assert not (tmp_path / "out").exists()
+    written = {"out/0.png"} if stdout == "full" else set()
+    after = snapshot(tmp_path)
+    check(outcome, {ExitCode.USAGE}, before, {k: v for k, v in after.items() if k not in written})
+    assert set(after) - set(before) == written
 
 
 def test_reader_going_away_ends_several_inputs_quietly(tmp_path: Path, tiny_checkpoint: Path):
@@ -849,6 +856,26 @@ def test_signals_exit_cleanly_and_remove_temporaries(
     done = {k for k in after if k.startswith("out/") and not k.split("/")[-1].startswith(".")}
     check(outcome, {code}, before, {k: v for k, v in after.items() if k not in done})
     assert not [k for k in after if k.endswith(".tmp")], "a temporary file was left behind"
+
+
+def test_an_interrupted_batch_says_what_it_restored(tmp_path: Path, tiny_checkpoint: Path):
+    # Ctrl-C printed only "interrupted": which outputs were done took a look in OUTDIR.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"{i:03d}.png").write_bytes(encoded("PNG"))
+    args = ["batch", "in", "-o", "out", "--json", "--weights", str(tiny_checkpoint)]
+    proc = cli(args, tmp_path, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    outcome = finish(proc)
+    written = list((tmp_path / "out").iterdir())  # no temporary left either
+    assert outcome.code == 130
+    assert f"stopped: {len(written)} restored, 0 skipped, 0 failed, {400 - len(written)} not" in (
+        outcome.stderr
+    )
+    assert outcome.stderr.rstrip().endswith("anyrestore: error: interrupted")
 
 
 def test_under_nohup_a_hang_up_does_not_stop_the_run(tmp_path: Path, tiny_checkpoint: Path):
