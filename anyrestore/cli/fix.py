@@ -281,6 +281,8 @@ def _restore_file(
             return False
         if os.path.realpath(out_path) in written:
             return False  # this run's own output, not an earlier result: the clash fails below
+        if from_stdin:  # read what is piped in: unread, its writer dies of SIGPIPE (141)
+            stdin_bytes(run.max_pixels)
         if run.json_output:
             emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
         elif not run.quiet:

@@ -858,6 +858,17 @@ def test_signals_exit_cleanly_and_remove_temporaries(
     assert not [k for k in after if k.endswith(".tmp")], "a temporary file was left behind"
 
 
+def test_a_skipped_stdin_is_read_so_its_writer_ends_well(tmp_path: Path, tiny_checkpoint: Path):
+    # Skipped unread, a piped input larger than the pipe's buffer killed its writer with
+    # SIGPIPE, and `set -o pipefail` scripts saw the pipeline fail (141).
+    (tmp_path / "big.bin").write_bytes(os.urandom(1 << 20))
+    (tmp_path / "out.png").write_bytes(encoded("PNG"))
+    anyrestore = f"{sys.executable} -m anyrestore"
+    line = f"set -o pipefail; cat big.bin | {anyrestore} fix - -o out.png --skip-existing -q"
+    proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_an_interrupted_batch_says_what_it_restored(tmp_path: Path, tiny_checkpoint: Path):
     # Ctrl-C printed only "interrupted": which outputs were done took a look in OUTDIR.
     folder = tmp_path / "in"
