@@ -653,12 +653,46 @@ def _descriptive_exif(exif: Image.Exif) -> Image.Exif | None:
     """The descriptive tags and the EXIF and GPS IFDs of ``exif``, without layout tags."""
     out = Image.Exif()
     for tag in _DESCRIPTIVE_TAGS:
-        if isinstance(exif.get(tag), str):
-            out[tag] = exif[tag]
+        if isinstance(exif.get(tag), (str, bytes)):
+            out[tag] = _latin1(exif[tag])
     for tag in _SUB_IFDS:
-        if ifd := {k: v for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}:
+        ifd = {k: _latin1(v) for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}
+        if ifd:
             out[tag] = ifd
     return out if len(out) else None
+
+
+def _upright_exif(raw: bytes) -> bytes | None:
+    """``raw`` EXIF with its orientation set to 1 (upright) in place and every other byte as it
+    was, or None if it is not a TIFF structure. Serialized again by Pillow, text that is not
+    ASCII (a copyright's ©, a name's ü) came out as '?' and maker notes moved from the offsets
+    they point from."""
+    head = 6 if raw.startswith(b"Exif\0\0") else 0
+    tiff = raw[head:]
+    if tiff[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    out = bytearray(tiff)
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        if at + 12 > len(tiff):
+            return None
+        tag, kind, n = struct.unpack(order + "HHI", tiff[at : at + 8])
+        if tag == _ORIENTATION and kind == 3 and n == 1:  # one SHORT, held in the entry
+            out[at + 8 : at + 10] = struct.pack(order + "H", 1)
+    return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
+
+
+def _latin1(value: Any) -> Any:
+    """Text that is not ASCII as the bytes Pillow decoded it from (latin-1), so that it is
+    written back as it was: Pillow encodes ``str`` values as ASCII, with '?' for the rest."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("latin-1", "replace")
+    return value
 
 
 def _orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
@@ -671,11 +705,15 @@ def _orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]
             return (orientation if 1 <= orientation <= 8 else 1), (
                 carried.tobytes() if carried is not None else None
             )
-        if not im.info.get("exif"):
+        raw = im.info.get("exif")
+        if not raw:
             return (orientation if 1 <= orientation <= 8 else 1), None
-        if _ORIENTATION in exif:
-            del exif[_ORIENTATION]
-        return (orientation if 1 <= orientation <= 8 else 1), exif.tobytes()
+        upright = _upright_exif(raw) if isinstance(raw, bytes) else None
+        if upright is None:  # not a plain TIFF structure: Pillow writes what it understood
+            if _ORIENTATION in exif:
+                del exif[_ORIENTATION]
+            upright = exif.tobytes()
+        return (orientation if 1 <= orientation <= 8 else 1), upright
     except Exception:  # unreadable metadata must not cost the image
         return 1, None
 
@@ -927,7 +965,9 @@ def _encode_tiff(
     if exif is not None:
         for code in _DESCRIPTIVE_TAGS:
             if code in exif:
-                tag(code, 2, exif[code].encode("utf-8", "replace") + b"\0")  # ASCII
+                text = exif[code]
+                text = text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+                tag(code, 2, text.rstrip(b"\0") + b"\0")  # ASCII, NUL-ended
         subs = {code: exif[code] for code in _SUB_IFDS if code in exif}
         subs = {code: ifd for code, ifd in subs.items() if _sub_ifd(code, ifd, 0) is not None}
         for code in subs:

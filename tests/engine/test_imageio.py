@@ -116,7 +116,7 @@ def test_exif_orientation_is_applied_like_pillow_and_dropped_from_output(orienta
     assert np.array_equal(as_uint(img.rgb), expected)
     out = Image.open(io.BytesIO(encode_image(identity_restore(img), "JPEG")))
     assert out.size == (expected.shape[1], expected.shape[0])
-    assert 0x0112 not in out.getexif() and out.getexif()[0x010F] == "TestCam"
+    assert out.getexif().get(0x0112, 1) == 1 and out.getexif()[0x010F] == "TestCam"
 
 
 def _camera_exif() -> bytes:
@@ -136,13 +136,31 @@ def _says_what_the_camera_did(data: bytes) -> bool:
     return (
         exif.get(0x010F) == "TestCam"
         and exif.get(0x8298) == "(c) A. Photographer"
-        and 0x0112 not in exif  # the orientation is applied, not carried
+        and exif.get(0x0112, 1) == 1  # the orientation is applied, not carried
         and float(settings.get(0x829A, 0)) == 1 / 200
         and settings.get(0x8827) == 400
         and settings.get(0x9003) == "2024:05:01 10:00:00"
         and gps.get(1) == "N"
         and tuple(map(float, gps.get(2, ()))) == (52.0, 31.0, 0.0)
     )
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_exif_text_that_is_not_ascii_survives(fmt: str) -> None:
+    # Serialized again by Pillow, "© 2024 Jane Müller" came out as "?? 2024 Jane M??ller".
+    exif = Image.Exif()
+    exif[0x8298], exif[0x0112] = "© 2024 Jane Müller".encode(), 6
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    raw = Image.open(io.BytesIO(pil_bytes(im, "JPEG", exif=exif.tobytes()))).info["exif"]
+    img = read_image(pil_bytes(im, "JPEG", exif=raw))
+    out = Image.open(io.BytesIO(encode_image(img, fmt)))
+    copyright = out.getexif()[0x8298]
+    assert copyright.encode("latin-1").decode("utf-8") == "© 2024 Jane Müller"
+    if fmt != "TIFF":  # the EXIF itself, byte for byte, but for its orientation (now 1)
+        order = "<" if raw[6:8] == b"II" else ">"
+        at = raw.index(struct.pack(order + "HHIH", 0x0112, 3, 1, 6))
+        upright = raw[: at + 8] + struct.pack(order + "H", 1) + raw[at + 10 :]
+        assert out.info["exif"].removeprefix(b"Exif\0\0") == upright.removeprefix(b"Exif\0\0")
 
 
 @pytest.mark.parametrize("depth", [8, 16])
