@@ -249,7 +249,8 @@ def _is_terminal(path: Path) -> bool:
     try:
         if not stat.S_ISCHR(os.stat(path).st_mode):
             return False
-        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        flags = getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0)  # POSIX only
+        fd = os.open(path, os.O_WRONLY | flags)
     except OSError:
         return False
     try:
@@ -266,16 +267,29 @@ def _check_not_read_only(dest: Path) -> None:
         mode = os.stat(dest).st_mode
     except OSError:  # not there (or a file where a folder must be: said when it is made)
         return
-    if stat.S_ISREG(mode) and (not mode & 0o222 or not os.access(dest, os.W_OK)):
+    if not stat.S_ISREG(mode):
+        return
+    if _read_only_mount(dest.parent):  # no chmod mends that, and every later file fails too
+        raise OutputFull(f"cannot write {dest}: read-only file system")
+    if not mode & 0o222 or not os.access(dest, os.W_OK):
         raise UsageError(
             f"cannot write {dest}: it is read-only (make it writable, or remove it, to have it "
             "replaced)"
         )
 
 
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+
+
 def _check_name_length(dest: Path) -> None:
     """Refuse a name longer than its file system allows, before the work: only the final
     rename would find out (the temporary's name is cut to fit)."""
+    if os.name == "nt":  # NTFS counts UTF-16 units, not bytes; the rename says it there
+        return
     folder = next((p for p in dest.parents if os.path.isdir(p)), Path("."))
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")

@@ -172,7 +172,7 @@ def group_of(source: str, path: str) -> str:
         if new == stem:
             break
         if not new:  # left.jpg and right.jpg: the two views of the folder's one scene
-            stem = "(pair)"
+            stem = "(pair)" if re.fullmatch(r"(?i)left|right|[LR]", stem) else stem
             break
         stem = new
     return f"{source}:{'/'.join(parts[:-1])}/{stem.lower()}"

@@ -144,6 +144,7 @@ def test_stereo_pairs_and_variants_share_a_group_distinct_photos_do_not():
     # and a build could put the two views of one scene on both sides of the split.
     assert bc.group_of("opencv-doc", cv + "left.jpg") == bc.group_of("opencv-doc", cv + "right.jpg")
     assert bc.group_of("opencv-doc", cv + "left.jpg") != bc.group_of("opencv-doc", "x/left.jpg")
+    assert bc.group_of("opencv-doc", cv + "1.jpg") != bc.group_of("opencv-doc", cv + "2.jpg")
 
 
 @pytest.mark.parametrize("n", [3, 7, 20, 60, 200])

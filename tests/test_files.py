@@ -275,3 +275,25 @@ def test_a_terminal_is_not_written_into(tmp_path: Path) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_an_output_on_a_read_only_mount_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was told to "make it writable, or remove it", neither possible there, and each
+    # later file of a batch failed the same way.
+    from anyrestore.errors import OutputFull
+
+    kept = tmp_path / "old.png"
+    kept.write_bytes(b"earlier output")
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path: object) -> None:
+            self._real = real(path)  # type: ignore[arg-type]
+            self.f_flag = self._real.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", ReadOnly)
+    with pytest.raises(OutputFull, match="old.png: read-only file system"):
+        atomic_write(kept, b"new")
+    assert kept.read_bytes() == b"earlier output"

@@ -339,6 +339,7 @@ def batch_command(
                             tile=info.tile if info else 0,
                         )
                     except STOPS_THE_RUN as exc:
+                        counts["failed"] += blames_the_file(exc)  # its record says failed too
                         if json_output and blames_the_file(exc):  # it gets its record too
                             record = {
                                 "input": record["input"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -172,10 +173,17 @@ def stdin_bytes(max_pixels: int | None = None) -> bytes:
         raise UsageError(f"cannot read stdin: {exc.strerror or exc}") from None
     if len(data) > limit:
         raise InputError(
-            f"<stdin>: more than {limit >> 20} MB, larger than any image within the pixel "
-            "limit (raise it with --max-pixels)"
+            f"<stdin>: more than {limit >> 20} MB, over what one image within the pixel limit "
+            "takes (8 bytes a pixel); give the file by its path, or raise --max-pixels"
         )
     return data
+
+
+def drain_stdin() -> None:
+    """Read stdin to its end and drop it: a writer whose pipe is left unread dies of SIGPIPE."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        while sys.stdin.buffer.read(1 << 20):
+            pass
 
 
 def blames_the_file(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ from anyrestore.cli.common import (
     STOPS_THE_RUN,
     blames_the_file,
     compute_record,
+    drain_stdin,
     err_console,
     failure_line,
     load_model,
@@ -282,7 +283,7 @@ def _restore_file(
         if os.path.realpath(out_path) in written:
             return False  # this run's own output, not an earlier result: the clash fails below
         if from_stdin:  # read what is piped in: unread, its writer dies of SIGPIPE (141)
-            stdin_bytes(run.max_pixels)
+            drain_stdin()
         if run.json_output:
             emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
         elif not run.quiet:
@@ -408,6 +409,7 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
         try:
             skipped += _restore_file(run, source, output, taken, written) == "skipped"
         except STOPS_THE_RUN as exc:
+            failed += blames_the_file(exc)  # its record says failed too
             if run.json_output and blames_the_file(exc):
                 _failed_record(source, exc)
             if not run.quiet and not _about_stdout(exc):  # what is done, before the why

@@ -697,7 +697,7 @@ def test_the_file_that_stops_the_run_gets_its_failed_record(
     assert record["status"] == "failed" and "NaN pixels" in record["error"]
     several = fix(a, b, "-o", f"{tmp_path}/out/", "--weights", tiny_checkpoint, "--json")
     assert several.exit_code == 4 and len(calls) == 2  # b is never tried
-    assert "stopped: 0 restored, 0 failed, 2 not restored" in several.stderr
+    assert "stopped: 0 restored, 1 failed, 1 not restored" in several.stderr
     records = [json.loads(line) for line in several.stdout.splitlines()]
     assert [(r["input"], r["status"]) for r in records] == [(str(a), "failed")]
 
@@ -726,6 +726,5 @@ def test_endless_stdin_is_refused_at_what_an_image_could_take(tiny_checkpoint: P
         app, ["fix", "-", "-o", "-", "--max-pixels", "1", "-w", str(tiny_checkpoint)], input=endless
     )
     assert result.exit_code == 3, result.output
-    assert "<stdin>: more than 16 MB, larger than any image within the pixel limit" in (
-        result.stderr
-    )
+    assert "<stdin>: more than 16 MB, over what one image within the pixel limit" in (result.stderr)
+    assert "give the file by its path" in result.stderr

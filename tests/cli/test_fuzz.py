@@ -9,6 +9,7 @@ are printed at the end of the run (``-s`` or the terminal summary).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -845,7 +846,9 @@ def test_signals_exit_cleanly_and_remove_temporaries(
         (folder / f"{i:03d}.png").write_bytes(encoded("PNG"))
     before = snapshot(tmp_path)
     args = ["batch", "in", "-o", "out", "--json", "-q", "--weights", str(tiny_checkpoint)]
-    proc = cli(args, tmp_path, stdout=subprocess.PIPE)
+    # SIGHUP as a terminal sends it, whatever the tests run under (nohup would ignore it)
+    default_hup = functools.partial(signal.signal, signal.SIGHUP, signal.SIG_DFL)
+    proc = cli(args, tmp_path, stdout=subprocess.PIPE, preexec_fn=default_hup)
     assert proc.stdout is not None
     proc.stdout.readline()  # the first file is done: we are inside the loop
     for sig in signals:
