@@ -6,7 +6,9 @@ every layer (engine, weights, data, bench) can raise these errors without import
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 from enum import IntEnum
 
 
@@ -32,6 +34,29 @@ if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_I
     # training checkpoint written). Under nohup it is ignored, and stays so.
     SIGNAL_WORDS[signal.SIGHUP] = "hung up"
 STOP_SIGNALS = frozenset(SIGNAL_WORDS)
+
+
+def forget_hung_up_terminal(signum: int) -> None:
+    """After SIGHUP, point stdout and stderr at the null device where they were a terminal:
+    every write to a terminal that hung up fails (EIO), and the command must still clean up,
+    save its checkpoint and exit with its code. Files and pipes are left as they are."""
+    if signum != getattr(signal, "SIGHUP", None):
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        null_device = os.fstat(null).st_rdev
+    except OSError:
+        return
+    try:
+        for fd in (1, 2):
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev != null_device:
+                    os.dup2(null, fd)
+            except OSError:
+                pass
+    finally:
+        os.close(null)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -24,7 +24,14 @@ import typer
 from typer.core import TyperGroup
 
 from anyrestore.cli import is_program
-from anyrestore.errors import SIGNAL_WORDS, AnyRestoreError, ExitCode, Interrupted, UsageError
+from anyrestore.errors import (
+    SIGNAL_WORDS,
+    AnyRestoreError,
+    ExitCode,
+    Interrupted,
+    UsageError,
+    forget_hung_up_terminal,
+)
 
 DEBUG_ENV = "ANYRESTORE_DEBUG"
 
@@ -139,6 +146,7 @@ _received: list[int] = []  # the signal that started the way out, if any
 
 def _first_signal(signum: int, frame: object) -> None:
     _received.append(signum)
+    forget_hung_up_terminal(signum)
     for sig in SIGNAL_WORDS:
         signal.signal(sig, exit_now)  # a second signal during cleanup ends the process
     raise Interrupted(signum)

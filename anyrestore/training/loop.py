@@ -42,6 +42,7 @@ from anyrestore.errors import (
     Interrupted,
     TrainingDiverged,
     UsageError,
+    forget_hung_up_terminal,
 )
 from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.models.registry import create_model
@@ -806,6 +807,7 @@ def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
         if flag["signum"] is not None:  # a second Ctrl-C: stop now
             raise Interrupted(signum)
         flag["signum"] = signum
+        forget_hung_up_terminal(signum)  # its messages would fail; the checkpoint must not
 
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
