@@ -225,7 +225,7 @@ def read_image(
     except Exception as exc:  # Pillow's format probes raise many types on hostile headers
         raise InputError(f"{label}: cannot read image ({first_line(exc)})") from None
     with im:
-        if raw:  # most are TIFFs to Pillow, which would read their small preview
+        if raw or _is_raw_tiff(im):  # most are TIFFs to Pillow, which reads their small preview
             raise _convert_first(label, "camera RAW")
         fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
         if fmt not in FORMATS + READ_ONLY_FORMATS:
@@ -324,6 +324,17 @@ def _unreadable_photo(head: bytes) -> str | None:
     if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
         return "JPEG XL"
     return None
+
+
+def _is_raw_tiff(im: Image.Image) -> bool:
+    """A camera RAW file whatever its name (piped in, a DNG renamed .tif): a TIFF whose first
+    image carries a DNG version, or is marked a reduced-resolution copy of another (the
+    preview RAW formats put first)."""
+    if im.format != "TIFF":
+        return False
+    tags = getattr(im, "tag_v2", {})
+    subfile = tags.get(254, 0)  # NewSubfileType, bit 0: a reduced-resolution image
+    return 50706 in tags or (isinstance(subfile, int) and bool(subfile & 1))
 
 
 def _convert_first(label: str, kind: str) -> InputError:

@@ -540,6 +540,13 @@ def test_a_camera_raw_file_is_refused_not_read_as_its_preview(tmp_path: Path) ->
     with pytest.raises(InputError, match="a camera RAW file"):
         read_image(preview.read_bytes(), name="photo.dng")
     assert read_image(preview.read_bytes(), name="photo.tif").rgb.shape == (120, 160, 3)
+    # Piped in or renamed, it is told by its tags: a DNG version, or a first image marked
+    # as a reduced-resolution copy (the preview RAW formats put first).
+    for tags in ({50706: b"\x01\x04\x00\x00"}, {254: 1}):
+        marked = tmp_path / "marked.tif"
+        Image.new("RGB", (160, 120)).save(marked, format="TIFF", tiffinfo=tags)
+        with pytest.raises(InputError, match="<stdin>: a camera RAW file"):
+            read_image(marked.read_bytes(), name="<stdin>")
 
 
 def test_output_formats_are_named_by_extension_or_name() -> None:
