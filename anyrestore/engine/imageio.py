@@ -17,6 +17,7 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import struct
 import sys
 import threading
@@ -29,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, TiffImagePlugin, UnidentifiedImageError
+from PIL import (
+    Image,
+    ImageCms,
+    ImageFile,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+)
 
 from anyrestore.errors import InputError, UsageError, first_line
 from anyrestore.files import IMAGE_EXTENSIONS, UNREADABLE_PHOTOS, atomic_write
@@ -66,6 +74,8 @@ LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
 #: The longest side each format's encoder can write (libjpeg-turbo's and libwebp's limits).
 MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 _JPEG_MAX_EXIF = 65533  # the payload of one APP1 segment
+_JPEG_MAX_XMP = 65533 - 29  # the same, less the segment's XMP namespace
+_PNG_XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword PNG readers look for
 
 _ORIENTATION = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
@@ -87,6 +97,7 @@ class ImageData:
     exif: bytes | None = None  # with the orientation tag removed (already applied)
     format: str | None = None  # source format, one of FORMATS
     dpi: tuple[float, float] | None = None  # print resolution (x, y), in the pixels' orientation
+    xmp: bytes | None = None  # the XMP packet (ratings, keywords, captions), orientation removed
 
     @property
     def height(self) -> int:
@@ -487,7 +498,7 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         rgb = pixels[..., :3].astype(np.float32) * np.float32(1.0 / 65535)
         icc = im.info.get("icc_profile") or None
         dpi = _dpi(im, orientation)  # read before Pillow turned the planes
-        return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi)
+        return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi, _xmp(im, orientation))
     deep_ppm = _deep_ppm(im, fmt)
     if deep_ppm is not None:
         return ImageData(deep_ppm.astype(np.float32) / np.float32(65535), None, 16, format=fmt)
@@ -552,7 +563,8 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     rgb *= np.float32(1.0 / (65535 if bit_depth == 16 else 255))
     if gray:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
-    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, dpi)
+    xmp = _xmp(im, orientation if orientation != 1 else int(turned_by_pillow))
+    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, dpi, xmp)
 
 
 def _deep_ppm(im: Image.Image, fmt: str) -> np.ndarray | None:
@@ -706,6 +718,25 @@ def _latin1(value: Any) -> Any:
     return value
 
 
+_XMP_ORIENTATION = (
+    re.compile(rb"\s+tiff:Orientation\s*=\s*(\"[^\"]*\"|'[^']*')"),
+    re.compile(rb"<tiff:Orientation>[^<]*</tiff:Orientation>"),
+)
+
+
+def _xmp(im: Image.Image, orientation: int) -> bytes | None:
+    """The photo's XMP packet (Lightroom's ratings, keywords, captions), carried as it is but
+    for its orientation where one was applied to the pixels: the output is upright, and a
+    viewer that reads XMP would turn it again."""
+    xmp = im.info.get("xmp")
+    if not isinstance(xmp, bytes) or not xmp:
+        return None
+    if orientation > 1:
+        for pattern in _XMP_ORIENTATION:
+            xmp = pattern.sub(b"", xmp)
+    return xmp
+
+
 def _orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
     """The EXIF orientation, and EXIF bytes to carry (a TIFF's descriptive tags only)."""
     try:
@@ -818,9 +849,9 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
     icc = image.icc_profile if _icc_fits(image.icc_profile, pixels.shape[-1]) else None
     if fmt == "TIFF":  # our own encoder: Pillow's (libtiff) cannot write the EXIF IFDs
-        return _encode_tiff(pixels, icc, image.dpi, _tiff_exif(image.exif))
+        return _encode_tiff(pixels, icc, image.dpi, _tiff_exif(image.exif), image.xmp)
     if depth == 16:
-        return _encode_png16(pixels, icc, image.exif, image.dpi)
+        return _encode_png16(pixels, icc, image.exif, image.dpi, image.xmp)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
     pil = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
     params: dict[str, Any] = {}
@@ -832,6 +863,15 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         exif = None
     if exif and fmt in ("PNG", "JPEG", "WEBP"):
         params["exif"] = exif
+    xmp = image.xmp
+    if xmp and fmt == "JPEG" and len(xmp) > _JPEG_MAX_XMP:
+        log.warning("the XMP data (%d bytes) is too long for JPEG; the output drops it", len(xmp))
+        xmp = None
+    if xmp and fmt in ("JPEG", "WEBP"):
+        params["xmp"] = xmp
+    elif xmp and fmt == "PNG":  # Pillow writes PNG's XMP only as an iTXt chunk given to it
+        params["pnginfo"] = PngImagePlugin.PngInfo()
+        params["pnginfo"].add_itxt(_PNG_XMP_KEY, xmp.decode("utf-8", "replace"))
     if image.dpi and fmt != "WEBP":  # WebP has no field for it
         params["dpi"] = image.dpi
     if fmt == "JPEG":
@@ -858,6 +898,7 @@ def _encode_png16(
     icc: bytes | None,
     exif: bytes | None,
     dpi: tuple[float, float] | None = None,
+    xmp: bytes | None = None,
 ) -> bytes:
     """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with the Sub filter on every row."""
     h, w, c = pixels.shape
@@ -879,6 +920,8 @@ def _encode_png16(
     if dpi:  # pixels per metre, unit 1 (the metre)
         x, y = (max(1, round(v / 0.0254)) for v in dpi)
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", x, y, 1)))
+    if xmp:  # iTXt: keyword, no compression, no language or translated keyword
+        out.append(_png_chunk(b"iTXt", _PNG_XMP_KEY.encode() + b"\0\0\0\0\0" + xmp))
     out.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
@@ -919,6 +962,7 @@ def _encode_tiff(
     icc: bytes | None,
     dpi: tuple[float, float] | None = None,
     exif: Image.Exif | None = None,
+    xmp: bytes | None = None,
 ) -> bytes:
     """A little-endian 8- or 16-bit TIFF (by ``pixels``' dtype), Adobe Deflate with
     horizontal differencing (predictor 2).
@@ -972,6 +1016,8 @@ def _encode_tiff(
         tag(296, 3, [2])  # ResolutionUnit: inch
     if icc:
         tag(34675, 7, icc)
+    if xmp:
+        tag(700, 1, xmp)  # XMP, as BYTE
     subs = {}
     if exif is not None:
         for code in _DESCRIPTIVE_TAGS:

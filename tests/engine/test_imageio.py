@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from anyrestore.engine import Restorer, encode_image, read_image, write_image
 from anyrestore.engine import imageio as imageio_module
@@ -143,6 +143,54 @@ def _says_what_the_camera_did(data: bytes) -> bool:
         and gps.get(1) == "N"
         and tuple(map(float, gps.get(2, ()))) == (52.0, 31.0, 0.0)
     )
+
+
+XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-'
+    b'syntax-ns#"><rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:tiff="http:/'
+    b'/ns.adobe.com/tiff/1.0/" xmp:Rating="5" tiff:Orientation="6"><dc:subject>Br\xc3\xbccke'
+    b"</dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
+)
+
+
+def _with_xmp(fmt: str) -> bytes:
+    """A photo shot sideways whose XMP (a Lightroom export's) rates it and names its subject."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    extra: dict[str, object] = {"xmp": XMP}
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        extra = {"pnginfo": info}
+    elif fmt == "TIFF":
+        extra = {"tiffinfo": {700: XMP}}
+    return pil_bytes(im, fmt, exif=exif.tobytes(), **extra)
+
+
+@pytest.mark.parametrize("source", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_xmp_ratings_and_keywords_are_carried_upright(source: str) -> None:
+    # XMP was dropped: a photographer's ratings, keywords and captions were lost.
+    img = read_image(_with_xmp(source))
+    assert img.rgb.shape == (W, H, 3)  # turned upright on the way in
+    for fmt, depth in [
+        ("JPEG", 8),
+        ("PNG", 8),
+        ("WEBP", 8),
+        ("TIFF", 8),
+        ("PNG", 16),
+        ("TIFF", 16),
+    ]:
+        out = Image.open(io.BytesIO(encode_image(dataclasses.replace(img, bit_depth=depth), fmt)))
+        xmp = out.info.get("xmp", b"")
+        assert b'xmp:Rating="5"' in xmp and "Brücke".encode() in xmp, (fmt, depth)
+        assert b"Orientation" not in xmp, (fmt, depth)  # a viewer reading it would turn it again
+
+
+def test_xmp_too_long_for_jpeg_is_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    img = dataclasses.replace(read_image(_with_xmp("PNG")), xmp=b"<x>" + b" " * 70_000 + b"</x>")
+    out = Image.open(io.BytesIO(encode_image(img, "JPEG")))
+    assert "xmp" not in out.info and "XMP" in caplog.text
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
