@@ -179,11 +179,18 @@ def stdin_bytes(max_pixels: int | None = None) -> bytes:
     return data
 
 
-def drain_stdin() -> None:
-    """Read stdin to its end and drop it: a writer whose pipe is left unread dies of SIGPIPE."""
+def drain_stdin(max_pixels: int | None = None) -> None:
+    """Read what is piped in and drop it: a writer whose pipe is left unread dies of SIGPIPE.
+    Not a terminal (that would wait for Ctrl-D), and no more than ``stdin_bytes`` would read
+    (an endless stdin would spin for ever)."""
+    from anyrestore.engine.imageio import max_pixels_from_env
+
+    if sys.stdin is None or sys.stdin.isatty():
+        return
+    left = 8 * (max_pixels or max_pixels_from_env()) + (16 << 20)
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        while sys.stdin.buffer.read(1 << 20):
-            pass
+        while left > 0 and (chunk := sys.stdin.buffer.read(min(left, 1 << 20))):
+            left -= len(chunk)
 
 
 def blames_the_file(exc: BaseException) -> bool:

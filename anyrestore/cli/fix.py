@@ -283,7 +283,7 @@ def _restore_file(
         if os.path.realpath(out_path) in written:
             return False  # this run's own output, not an earlier result: the clash fails below
         if from_stdin:  # read what is piped in: unread, its writer dies of SIGPIPE (141)
-            drain_stdin()
+            drain_stdin(run.max_pixels)
         if run.json_output:
             emit(json.dumps({"input": source, "output": str(out_path), "status": "skipped"}))
         elif not run.quiet:

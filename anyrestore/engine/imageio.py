@@ -36,6 +36,7 @@ from PIL import (
     ImageFile,
     PngImagePlugin,
     TiffImagePlugin,
+    TiffTags,
     UnidentifiedImageError,
 )
 
@@ -94,7 +95,7 @@ class ImageData:
     bit_depth: int = 8
     grayscale: bool = False
     icc_profile: bytes | None = None
-    exif: bytes | None = None  # with the orientation tag removed (already applied)
+    exif: bytes | None = None  # orientation set to 1 (already applied), no thumbnail
     format: str | None = None  # source format, one of FORMATS
     dpi: tuple[float, float] | None = None  # print resolution (x, y), in the pixels' orientation
     xmp: bytes | None = None  # the XMP packet (ratings, keywords, captions), orientation removed
@@ -679,15 +680,19 @@ def _descriptive_exif(exif: Image.Exif) -> Image.Exif | None:
         if isinstance(exif.get(tag), (str, bytes)):
             out[tag] = _latin1(exif[tag])
     for tag in _SUB_IFDS:
-        ifd = {k: _latin1(v) for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}
+        ifd = {k: v for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}
         if ifd:
             out[tag] = ifd
     return out if len(out) else None
 
 
+#: The integer types an orientation may be stored as: SHORT, LONG, SSHORT, SLONG.
+_ONE_INTEGER = {3: "H", 4: "I", 8: "h", 9: "i"}
+
+
 def _upright_exif(raw: bytes) -> bytes | None:
-    """``raw`` EXIF with its orientation set to 1 (upright) in place and every other byte as it
-    was, or None if it is not a TIFF structure. Serialized again by Pillow, text that is not
+    """``raw`` EXIF with its orientation set to 1 (upright) in place, no thumbnail (IFD1), and
+    every other byte as it was; None if it is not a TIFF structure this can do that in. Serialized again by Pillow, text that is not
     ASCII (a copyright's ©, a name's ü) came out as '?' and maker notes moved from the offsets
     they point from."""
     head = 6 if raw.startswith(b"Exif\0\0") else 0
@@ -705,8 +710,16 @@ def _upright_exif(raw: bytes) -> bytes | None:
         if at + 12 > len(tiff):
             return None
         tag, kind, n = struct.unpack(order + "HHI", tiff[at : at + 8])
-        if tag == _ORIENTATION and kind == 3 and n == 1:  # one SHORT, held in the entry
-            out[at + 8 : at + 10] = struct.pack(order + "H", 1)
+        if tag != _ORIENTATION:
+            continue
+        if n != 1 or kind not in _ONE_INTEGER:  # not a value this can set in place
+            return None
+        out[at + 8 : at + 12] = struct.pack(order + _ONE_INTEGER[kind], 1).ljust(4, b"\0")
+    end = ifd + 2 + 12 * count
+    if end + 4 > len(tiff):
+        return None
+    # No next IFD: IFD1 holds a thumbnail of the photo as it was (damaged, and sideways).
+    out[end : end + 4] = bytes(4)
     return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
 
 
@@ -718,8 +731,8 @@ def _latin1(value: Any) -> Any:
     return value
 
 
-_XMP_ORIENTATION = (
-    re.compile(rb"\s+tiff:Orientation\s*=\s*(\"[^\"]*\"|'[^']*')"),
+_XMP_ORIENTATION = (  # one space before it (\s+ would try every start in a run of them)
+    re.compile(rb"\stiff:Orientation\s*=\s*(\"[^\"]*\"|'[^']*')"),
     re.compile(rb"<tiff:Orientation>[^<]*</tiff:Orientation>"),
 )
 
@@ -728,7 +741,9 @@ def _xmp(im: Image.Image, orientation: int) -> bytes | None:
     """The photo's XMP packet (Lightroom's ratings, keywords, captions), carried as it is but
     for its orientation where one was applied to the pixels: the output is upright, and a
     viewer that reads XMP would turn it again."""
-    xmp = im.info.get("xmp")
+    xmp = im.info.get("xmp") or im.info.get(_PNG_XMP_KEY)  # the latter: a PNG's tEXt/zTXt
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
     if not isinstance(xmp, bytes) or not xmp:
         return None
     if orientation > 1:
@@ -745,7 +760,7 @@ def _orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]
         if fmt == "TIFF":
             carried = _descriptive_exif(exif)
             return (orientation if 1 <= orientation <= 8 else 1), (
-                carried.tobytes() if carried is not None else None
+                _exif_bytes(carried) if carried is not None else None
             )
         raw = im.info.get("exif")
         if not raw:
@@ -946,6 +961,9 @@ def _sub_ifd(code: int, values: dict[int, Any], at: int) -> bytes | None:
     try:
         ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II", group=code)
         for key, value in values.items():
+            if isinstance(value, str):  # text as the bytes it was read from, typed as text
+                ifd.tagtype[key] = TiffTags.ASCII
+                value = value.encode("latin-1", "replace")
             ifd[key] = value
         return ifd.tobytes(at)
     except (
@@ -1018,19 +1036,34 @@ def _encode_tiff(
         tag(34675, 7, icc)
     if xmp:
         tag(700, 1, xmp)  # XMP, as BYTE
+    ifd_at = offsets_at + (offsets_at & 1)
+    head = b"II*\x00" + struct.pack("<I", ifd_at)
+    return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), _ifd(tags, exif, ifd_at)])
+
+
+def _exif_bytes(exif: Image.Exif) -> bytes:
+    """EXIF for a PNG, JPEG or WebP output, laid out as the TIFF encoder lays out its own tags
+    (Pillow's ``Exif.tobytes`` writes text that is not ASCII as '?')."""
+    return b"Exif\0\0" + b"II*\x00" + struct.pack("<I", 8) + _ifd([], exif, 8)
+
+
+def _ifd(tags: list[tuple[int, int, bytes, int]], exif: Image.Exif | None, ifd_at: int) -> bytes:
+    """A little-endian IFD at offset ``ifd_at``: ``tags`` (code, type, value bytes, count),
+    ``exif``'s descriptive tags and its EXIF and GPS IFDs, then the values too long for an
+    entry and the sub-IFDs, each where its offset says."""
+    tags = list(tags)
     subs = {}
     if exif is not None:
         for code in _DESCRIPTIVE_TAGS:
             if code in exif:
                 text = exif[code]
                 text = text if isinstance(text, bytes) else text.encode("latin-1", "replace")
-                tag(code, 2, text.rstrip(b"\0") + b"\0")  # ASCII, NUL-ended
+                tags.append((code, 2, text.rstrip(b"\0") + b"\0", len(text.rstrip(b"\0")) + 1))
         subs = {code: exif[code] for code in _SUB_IFDS if code in exif}
         subs = {code: ifd for code, ifd in subs.items() if _sub_ifd(code, ifd, 0) is not None}
-        for code in subs:
-            tag(code, 4, [0])  # the sub-IFD's offset, known once the values are placed
+        for code in subs:  # the sub-IFD's offset, known once the values are placed
+            tags.append((code, 4, bytes(4), 1))
     tags.sort()
-    ifd_at = offsets_at + (offsets_at & 1)
     extra_at = ifd_at + 2 + 12 * len(tags) + 4
     sub_at = extra_at + sum(len(v) + (len(v) & 1) for _, _, v, _ in tags if len(v) > 4)
     blobs = []
@@ -1048,8 +1081,7 @@ def _encode_tiff(
             ifd.append(struct.pack("<HHII", code, kind, count, extra_at + len(extra)))
             extra += value + b"\0" * (len(value) & 1)
     ifd.append(struct.pack("<I", 0))
-    head = b"II*\x00" + struct.pack("<I", ifd_at)
-    return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), *ifd, bytes(extra), *blobs])
+    return b"".join([*ifd, bytes(extra), *blobs])
 
 
 def write_image(

@@ -728,3 +728,40 @@ def test_endless_stdin_is_refused_at_what_an_image_could_take(tiny_checkpoint: P
     assert result.exit_code == 3, result.output
     assert "<stdin>: more than 16 MB, over what one image within the pixel limit" in (result.stderr)
     assert "give the file by its path" in result.stderr
+
+
+def test_a_skipped_stdin_is_drained_but_never_waited_on_nor_read_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `fix - --skip-existing` on a terminal waited for Ctrl-D; on /dev/zero it spun for ever.
+    from anyrestore.cli.common import drain_stdin
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+        @property
+        def buffer(self) -> object:
+            raise AssertionError("a terminal was read")
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    drain_stdin(1)
+
+    class Endless:
+        taken = 0
+
+        def isatty(self) -> bool:
+            return False
+
+        @property
+        def buffer(self) -> Endless:
+            return self
+
+        def read(self, size: int) -> bytes:
+            self.taken += size
+            return bytes(size)
+
+    endless = Endless()
+    monkeypatch.setattr(sys, "stdin", endless)
+    drain_stdin(1)
+    assert endless.taken == 8 + (16 << 20)  # what stdin_bytes would read, no more

@@ -193,6 +193,62 @@ def test_xmp_too_long_for_jpeg_is_dropped_with_a_warning(caplog: pytest.LogCaptu
     assert "xmp" not in out.info and "XMP" in caplog.text
 
 
+def _hand_made_exif(kind: int, thumbnail: bool = False) -> bytes:
+    """EXIF whose orientation (6) is stored as ``kind`` (3 SHORT, 4 LONG, ...), little-endian,
+    with an IFD1 (a thumbnail's tags) after IFD0 when asked."""
+    value = struct.pack({3: "<H", 4: "<I", 8: "<h", 9: "<i"}[kind], 6).ljust(4, b"\0")
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHI", 0x0112, kind, 1) + value
+    ifd1 = struct.pack("<H", 1) + struct.pack("<HHI", 0x0112, 3, 1) + struct.pack("<HH", 6, 0)
+    next_ifd = 8 + len(ifd0) + 4 if thumbnail else 0
+    body = ifd0 + struct.pack("<I", next_ifd) + (ifd1 + struct.pack("<I", 0) if thumbnail else b"")
+    return b"Exif\0\0II*\0" + struct.pack("<I", 8) + body
+
+
+@pytest.mark.parametrize("kind", [3, 4, 8, 9])
+def test_an_orientation_of_any_integer_type_is_applied_once(kind: int) -> None:
+    # Stored as LONG, it was applied to the pixels and still written out: turned twice.
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, "PNG", exif=_hand_made_exif(kind)))
+    assert img.rgb.shape == (W, H, 3)
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        assert Image.open(io.BytesIO(encode_image(img, fmt))).getexif().get(0x0112, 1) == 1
+
+
+def test_the_exif_thumbnail_of_the_damaged_photo_is_not_carried() -> None:
+    # IFD1 holds a thumbnail of the photo as it came in (damaged, sideways), which file
+    # browsers show in place of the restored one.
+    from PIL import ExifTags
+
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    data = pil_bytes(im, "PNG", exif=_hand_made_exif(3, thumbnail=True))
+    assert Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.IFD1)  # it has one
+    out = Image.open(io.BytesIO(encode_image(read_image(data), "JPEG")))
+    assert out.getexif().get_ifd(ExifTags.IFD.IFD1) == {}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_camera_settings_text_that_is_not_ascii_stays_text(fmt: str) -> None:
+    # Held as bytes, a lens or owner name became BYTE data, not text, in TIFF outputs and in
+    # the EXIF carried from a TIFF input.
+    texts = {0xA430: "J\u00fcrgen".encode(), 0xA434: "EF 70\u2013200mm".encode()}  # owner, lens
+    sub_at = 8 + 2 + 12 + 4  # IFD0: one entry, the EXIF IFD's offset
+    values_at = sub_at + 2 + 12 * len(texts) + 4
+    entries, values = b"", b""
+    for tag, text in texts.items():  # ASCII (type 2), NUL-ended, stored after the IFD
+        entries += struct.pack("<HHII", tag, 2, len(text) + 1, values_at + len(values))
+        values += text + b"\0"
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHII", 0x8769, 4, 1, sub_at) + bytes(4)
+    sub = struct.pack("<H", len(texts)) + entries + bytes(4)
+    raw = b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd0 + sub + values
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, "JPEG", exif=raw))
+    img = read_image(encode_image(img, "TIFF"))  # through a TIFF, in and out
+    settings = Image.open(io.BytesIO(encode_image(img, fmt))).getexif().get_ifd(0x8769)
+    for tag in (0xA434, 0xA430):
+        assert isinstance(settings[tag], str), settings
+    assert {tag: settings[tag].encode("latin-1") for tag in texts} == texts
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
 def test_exif_text_that_is_not_ascii_survives(fmt: str) -> None:
     # Serialized again by Pillow, "© 2024 Jane Müller" came out as "?? 2024 Jane M??ller".
