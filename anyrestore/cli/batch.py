@@ -32,6 +32,7 @@ from anyrestore.cli.common import (
     blames_the_file,
     compute_record,
     err_console,
+    failed_record,
     failure_line,
     load_model,
     make_restorer,
@@ -341,13 +342,7 @@ def batch_command(
                     except STOPS_THE_RUN as exc:
                         counts["failed"] += blames_the_file(exc)  # its record says failed too
                         if json_output and blames_the_file(exc):  # it gets its record too
-                            record = {
-                                "input": record["input"],
-                                "status": "failed",
-                                "error": failure_line(rel, exc),
-                            }
-                            with contextlib.suppress(Exception):
-                                emit(json.dumps(record))
+                            failed_record(record["input"], exc, rel)
                         raise  # the whole run stops; the finally below cleans up
                     except Exception as exc:  # one bad file must not stop the folder
                         counts["failed"] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import sys
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from anyrestore.cli.errors import StdoutError, as_flags, say, stdout
+from anyrestore.cli.errors import StdoutError, as_flags, emit, say, stdout
 from anyrestore.errors import (
     DeviceError,
     InputError,
@@ -155,7 +156,6 @@ def stdin_bytes(max_pixels: int | None = None) -> bytes:
     At most what an image within the pixel limit can take (8 bytes a pixel, 16-bit RGBA
     uncompressed, plus room for metadata): ``fix - < /dev/zero`` or a video piped in by
     mistake would otherwise fill memory before the limit is checked."""
-    from anyrestore.engine.imageio import max_pixels_from_env
 
     if sys.stdin is None:
         raise UsageError("stdin is closed; pipe an image into `anyrestore fix -` or pass a path")
@@ -164,7 +164,7 @@ def stdin_bytes(max_pixels: int | None = None) -> bytes:
             "refusing to read image bytes from a terminal; pipe a file in (fix - < photo.jpg) "
             "or pass its path"
         )
-    limit = 8 * (max_pixels or max_pixels_from_env()) + (16 << 20)
+    limit = _stdin_limit(max_pixels)
     try:
         data = sys.stdin.buffer.read(limit + 1)
     except IsADirectoryError:
@@ -179,18 +179,34 @@ def stdin_bytes(max_pixels: int | None = None) -> bytes:
     return data
 
 
+def _stdin_limit(max_pixels: int | None) -> int:
+    """The most stdin bytes one image within the pixel limit takes: 8 a pixel (16-bit RGBA
+    uncompressed) plus room for metadata."""
+    from anyrestore.engine.imageio import max_pixels_from_env
+
+    return 8 * (max_pixels or max_pixels_from_env()) + (16 << 20)
+
+
 def drain_stdin(max_pixels: int | None = None) -> None:
     """Read what is piped in and drop it: a writer whose pipe is left unread dies of SIGPIPE.
     Not a terminal (that would wait for Ctrl-D), and no more than ``stdin_bytes`` would read
     (an endless stdin would spin for ever)."""
-    from anyrestore.engine.imageio import max_pixels_from_env
 
     if sys.stdin is None or sys.stdin.isatty():
         return
-    left = 8 * (max_pixels or max_pixels_from_env()) + (16 << 20)
+    left = _stdin_limit(max_pixels)
     with contextlib.suppress(OSError, ValueError, AttributeError):
         while left > 0 and (chunk := sys.stdin.buffer.read(min(left, 1 << 20))):
             left -= len(chunk)
+
+
+def failed_record(source: str, exc: BaseException, name: str | None = None) -> None:
+    """The ``failed`` record of the file a run ends on, where stdout still takes it; its error
+    led by ``name`` (batch: the path within DIR), else by ``source``."""
+    error = failure_line(name or source, exc)
+    record = {"input": source, "status": "failed", "error": error}
+    with contextlib.suppress(Exception):  # the error line that follows is what must get out
+        emit(json.dumps(record))
 
 
 def blames_the_file(exc: BaseException) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from anyrestore.cli.common import (
     compute_record,
     drain_stdin,
     err_console,
+    failed_record,
     failure_line,
     load_model,
     make_restorer,
@@ -73,13 +73,6 @@ def _stdout_target(fmt: str | None, json_output: bool) -> str:
 def _about_stdout(exc: BaseException) -> bool:
     """A reader that went away (a quiet end) or a stdout that cannot take the results."""
     return isinstance(exc, (BrokenPipeError, StdoutError))
-
-
-def _failed_record(source: str, exc: BaseException) -> None:
-    """The ``failed`` record of the file a run ends on, where stdout still takes it."""
-    record = {"input": source, "status": "failed", "error": failure_line(source, exc)}
-    with contextlib.suppress(Exception):  # the error line that follows is what must get out
-        emit(json.dumps(record))
 
 
 def _names_stdout(output: str) -> bool:
@@ -411,7 +404,7 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
         except STOPS_THE_RUN as exc:
             failed += blames_the_file(exc)  # its record says failed too
             if run.json_output and blames_the_file(exc):
-                _failed_record(source, exc)
+                failed_record(source, exc)
             if not run.quiet and not _about_stdout(exc):  # what is done, before the why
                 say(  # written: counted as each output lands
                     f"stopped: {len(written)} restored, "
@@ -522,5 +515,5 @@ def fix_command(
         # the run before any file there, and get only the error line here too.
         if run.json_output and not run.load_failed:
             if not isinstance(exc, STOPS_THE_RUN) or blames_the_file(exc):
-                _failed_record(sources[0], exc)
+                failed_record(sources[0], exc)
         raise
