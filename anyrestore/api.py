@@ -153,7 +153,7 @@ def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.nda
 
 
 def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
-    from anyrestore.engine.imageio import _LUMA
+    from anyrestore.engine.imageio.pixels import LUMA
     from anyrestore.errors import InputError
 
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
@@ -169,7 +169,7 @@ def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
     rgb = np.broadcast_to(pixels[..., :1], (*pixels.shape[:2], 3)) if gray else pixels[..., :3]
     out = _restore_rgb(restorer, rgb.astype(np.float32) / scale, strength)
     if gray:  # the model restores colour; gray files get its luma, as encode_image writes
-        out = np.clip(out @ _LUMA, 0.0, 1.0)[..., None]
+        out = np.clip(out @ LUMA, 0.0, 1.0)[..., None]
     if scale != 1.0:
         out = np.round(out * scale)
     restored = out.astype(image.dtype)
@@ -186,7 +186,7 @@ _SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")
 def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Image.Image:
     from PIL import Image as PILImage
 
-    from anyrestore.engine.imageio import _eight_bit_target, _icc_fits, _to_mode
+    from anyrestore.engine.imageio.pixels import eight_bit_target, icc_fits, to_mode
     from anyrestore.errors import InputError
 
     info = dict(image.info)
@@ -205,11 +205,11 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
     else:
         mode = image.mode if image.mode in ("RGB", "RGBA", "L", "LA") else None
         if mode is None:  # palette, bilevel, CMYK, premultiplied and the rest
-            mode, profile = _eight_bit_target(image, icc)
+            mode, profile = eight_bit_target(image, icc)
             # A CMYK or Lab profile describes the pixels before conversion, not after.
-            icc = profile if _icc_fits(profile, len(mode)) else None
+            icc = profile if icc_fits(profile, len(mode)) else None
             try:
-                image = _to_mode(image, mode, profile)
+                image = to_mode(image, mode, profile)
             except (ValueError, OSError) as exc:
                 raise InputError(
                     f"cannot convert a PIL image of mode {image.mode}: {exc}"
@@ -232,9 +232,9 @@ def _to_pil(data: ImageData) -> Image.Image:
     """A decoded and restored image as an 8-bit PIL image (16-bit files come back 8-bit)."""
     from PIL import Image as PILImage
 
-    from anyrestore.engine.imageio import _LUMA, _quantize
+    from anyrestore.engine.imageio.pixels import LUMA, quantize
 
-    pixels = _quantize(data.rgb @ _LUMA if data.grayscale else data.rgb, 255)  # as written
+    pixels = quantize(data.rgb @ LUMA if data.grayscale else data.rgb, 255)  # as written
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if data.alpha is not None:

@@ -16,8 +16,13 @@ import torch
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from anyrestore.engine import Restorer, encode_image, read_image, write_image
-from anyrestore.engine import imageio as imageio_module
-from anyrestore.engine.imageio import atomic_write, format_for_path, parse_format
+from anyrestore.engine.imageio import (
+    ImageData,
+    atomic_write,
+    format_for_path,
+    parse_format,
+    reading,
+)
 from anyrestore.errors import InputError, UsageError
 from anyrestore.models.base import RestorationModel
 
@@ -35,7 +40,7 @@ class Identity(RestorationModel):
         return x
 
 
-def identity_restore(img: imageio_module.ImageData) -> imageio_module.ImageData:
+def identity_restore(img: ImageData) -> ImageData:
     return Restorer(Identity(), "cpu", tile=0).restore_image(img)
 
 
@@ -582,13 +587,13 @@ def test_pillow_keeps_its_own_settings_while_an_image_decodes(
     data = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), fmt)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 12_345_678)  # the app's own choice
     seen = []
-    real = imageio_module._orientation_and_exif
+    real = reading.orientation_and_exif
 
     def spy(im, fmt):  # type: ignore[no-untyped-def]
         seen.append(Image.MAX_IMAGE_PIXELS)  # called while the pixels are decoded
         return real(im, fmt)
 
-    monkeypatch.setattr(imageio_module, "_orientation_and_exif", spy)
+    monkeypatch.setattr(reading, "orientation_and_exif", spy)
     assert read_image(data).width == W
     assert seen == [None if fmt == "TIFF" else 12_345_678]  # TIFF checks it while loading
     assert Image.MAX_IMAGE_PIXELS == 12_345_678

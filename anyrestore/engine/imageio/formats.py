@@ -1,0 +1,103 @@
+"""The formats anyrestore reads and writes, their limits, and the decoded photo (ImageData)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anyrestore.errors import UsageError
+from anyrestore.files import IMAGE_EXTENSIONS
+
+FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")  # read and written
+READ_ONLY_FORMATS = ("PPM",)
+#: The extensions of the formats anyrestore writes (a subset of files.IMAGE_EXTENSIONS).
+EXTENSIONS = {ext: fmt for ext, fmt in IMAGE_EXTENSIONS.items() if fmt in FORMATS}
+FORMAT_EXTENSION = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "ANYRESTORE_MAX_PIXELS"
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+#: The formats a quality setting changes; the others are lossless.
+LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
+#: The longest side each format's encoder can write (libjpeg-turbo's and libwebp's limits).
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A decoded photo: float RGB for the model plus everything to write it back faithfully.
+
+    Grayscale images hold three equal channels in ``rgb`` and are written back as one.
+    """
+
+    rgb: np.ndarray  # (h, w, 3) float32 in [0, 1]
+    alpha: np.ndarray | None = None  # (h, w) uint8 or uint16, passed through untouched
+    bit_depth: int = 8
+    grayscale: bool = False
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # orientation set to 1 (already applied), no thumbnail
+    format: str | None = None  # source format, one of FORMATS
+    dpi: tuple[float, float] | None = None  # print resolution (x, y), in the pixels' orientation
+    xmp: bytes | None = None  # the XMP packet (ratings, keywords, captions), orientation removed
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    def with_rgb(self, rgb: np.ndarray) -> ImageData:
+        if rgb.shape != self.rgb.shape:
+            raise ValueError(f"restored RGB has shape {rgb.shape}, expected {self.rgb.shape}")
+        return dataclasses.replace(self, rgb=rgb)
+
+
+def parse_format(name: str) -> str:
+    """Normalise a format name or extension (``jpg``, ``.TIFF``, ``webp``) to one of FORMATS."""
+    key = name.strip().lower()
+    key = key if key.startswith(".") else "." + key
+    if key in EXTENSIONS:
+        return EXTENSIONS[key]
+    raise UsageError(f"unsupported output format {name!r}; use png, jpg, webp, tif or bmp")
+
+
+def format_for_path(path: str | os.PathLike[str]) -> str:
+    """The output format implied by a file name's extension."""
+    suffix = Path(path).suffix
+    if not suffix:
+        raise UsageError(
+            f"{path}: no file extension to choose the format from; add one or name the format"
+        )
+    return parse_format(suffix)
+
+
+def max_pixels_from_env() -> int:
+    """The decompression-bomb limit: ANYRESTORE_MAX_PIXELS if set, else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)  # as the command line's --max-pixels, which reads it too
+    except ValueError:
+        raise UsageError(f"{MAX_PIXELS_ENV}={raw!r} is not a whole number of pixels") from None
+    if value <= 0:
+        raise UsageError(f"{MAX_PIXELS_ENV} must be positive, got {raw}")
+    return value
+
+
+def check_encodable(width: int, height: int, fmt: str) -> None:
+    """UsageError when ``fmt`` cannot hold a ``width`` x ``height`` image, so that a caller
+    can refuse before spending minutes restoring it."""
+    fmt = parse_format(fmt)
+    limit = MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise UsageError(
+            f"{fmt} holds at most {limit} px a side and the image is {width}x{height}; "
+            "write PNG or TIFF instead"
+        )

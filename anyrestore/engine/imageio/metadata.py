@@ -1,0 +1,236 @@
+"""What a photo carries besides its pixels: EXIF, XMP, print resolution and orientation.
+
+EXIF is kept byte for byte with its orientation set upright in place; a TIFF's descriptive
+tags and EXIF/GPS IFDs are read from its IFD0, and written by ``tiff_ifd``, which the TIFF
+encoder and the EXIF of the other formats share.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from typing import Any
+
+from PIL import Image, TiffImagePlugin, TiffTags
+
+log = logging.getLogger("anyrestore")
+
+PNG_XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword PNG readers look for
+ORIENTATION = 0x0112
+
+
+def pillow_turns(im: Image.Image, fmt: str) -> int:
+    """The orientation Pillow applies itself as it loads a TIFF (and removes from its tags)."""
+    if fmt != "TIFF":
+        return 1
+    try:
+        return int(im.getexif().get(ORIENTATION, 1) or 1)
+    except Exception:  # unreadable metadata must not cost the image
+        return 1
+
+
+#: Print resolutions outside this range are taken as damaged metadata (JPEG holds 1-65535).
+_DPI_RANGE = (1.0, 65535.0)
+
+
+def read_dpi(im: Image.Image, orientation: int) -> tuple[float, float] | None:
+    """The file's print resolution, if it names one (a scan's 600 dpi), turned with the pixels."""
+    try:
+        x, y = (float(v) for v in im.info["dpi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    low, high = _DPI_RANGE
+    if not (low <= x <= high and low <= y <= high):
+        return None
+    return (y, x) if orientation in (5, 6, 7, 8) else (x, y)
+
+
+#: The IFD0 tags of a TIFF that describe the photo rather than lay out its pixels (image
+#: description, make, model, software, date, artist, copyright), and the pointers to the EXIF
+#: and GPS sub-IFDs (camera settings, capture date, location): what a TIFF input carries to
+#: the output and what a TIFF output takes from an input's EXIF.
+_DESCRIPTIVE_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298)
+_SUB_IFDS = (0x8769, 0x8825)
+_IFD_NAMES = {0x8769: "EXIF", 0x8825: "GPS"}
+_INTEROP_IFD = 0xA005  # inside the EXIF IFD: an offset into the old file, not carried
+
+
+def _descriptive_exif(exif: Image.Exif) -> Image.Exif | None:
+    """The descriptive tags and the EXIF and GPS IFDs of ``exif``, without layout tags."""
+    out = Image.Exif()
+    for tag in _DESCRIPTIVE_TAGS:
+        if isinstance(exif.get(tag), (str, bytes)):
+            out[tag] = _latin1(exif[tag])
+    for tag in _SUB_IFDS:
+        ifd = {k: v for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}
+        if ifd:
+            out[tag] = ifd
+    return out if len(out) else None
+
+
+#: The integer types an orientation may be stored as: SHORT, LONG, SSHORT, SLONG.
+_ONE_INTEGER = {3: "H", 4: "I", 8: "h", 9: "i"}
+
+
+def _upright_exif(raw: bytes) -> bytes | None:
+    """``raw`` EXIF with its orientation set to 1 (upright) in place, no thumbnail (IFD1), and
+    every other byte as it was; None if it is not a TIFF structure this can do that in.
+    Serialized again by Pillow, text that is not ASCII (a copyright's ©, a name's ü) came out
+    as '?' and maker notes moved from the offsets they point from."""
+    head = 6 if raw.startswith(b"Exif\0\0") else 0
+    tiff = raw[head:]
+    if tiff[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    out = bytearray(tiff)
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        if at + 12 > len(tiff):
+            return None
+        tag, kind, n = struct.unpack(order + "HHI", tiff[at : at + 8])
+        if tag != ORIENTATION:
+            continue
+        if n != 1 or kind not in _ONE_INTEGER:  # not a value this can set in place
+            return None
+        out[at + 8 : at + 12] = struct.pack(order + _ONE_INTEGER[kind], 1).ljust(4, b"\0")
+    end = ifd + 2 + 12 * count
+    if end + 4 > len(tiff):
+        return None
+    # No next IFD: IFD1 holds a thumbnail of the photo as it was (damaged, and sideways).
+    out[end : end + 4] = bytes(4)
+    return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
+
+
+def _latin1(value: Any) -> Any:
+    """Text that is not ASCII as the bytes Pillow decoded it from (latin-1), so that it is
+    written back as it was: Pillow encodes ``str`` values as ASCII, with '?' for the rest."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("latin-1", "replace")
+    return value
+
+
+_XMP_ORIENTATION = (  # one space before it (\s+ would try every start in a run of them)
+    re.compile(rb"\stiff:Orientation\s*=\s*(\"[^\"]*\"|'[^']*')"),
+    re.compile(rb"<tiff:Orientation>[^<]*</tiff:Orientation>"),
+)
+
+
+def read_xmp(im: Image.Image, orientation: int) -> bytes | None:
+    """The photo's XMP packet (Lightroom's ratings, keywords, captions), carried as it is but
+    for its orientation where one was applied to the pixels: the output is upright, and a
+    viewer that reads XMP would turn it again."""
+    xmp = im.info.get("xmp") or im.info.get(PNG_XMP_KEY)  # the latter: a PNG's tEXt/zTXt
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if not isinstance(xmp, bytes) or not xmp:
+        return None
+    if orientation > 1:
+        for pattern in _XMP_ORIENTATION:
+            xmp = pattern.sub(b"", xmp)
+    return xmp
+
+
+def orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
+    """The EXIF orientation, and EXIF bytes to carry (a TIFF's descriptive tags only)."""
+    try:
+        exif = im.getexif()
+        orientation = int(exif.get(ORIENTATION, 1) or 1)
+        if fmt == "TIFF":
+            carried = _descriptive_exif(exif)
+            return (orientation if 1 <= orientation <= 8 else 1), (
+                _exif_bytes(carried) if carried is not None else None
+            )
+        raw = im.info.get("exif")
+        if not raw:
+            return (orientation if 1 <= orientation <= 8 else 1), None
+        upright = _upright_exif(raw) if isinstance(raw, bytes) else None
+        if upright is None:  # not a plain TIFF structure: Pillow writes what it understood
+            if ORIENTATION in exif:
+                del exif[ORIENTATION]
+            upright = exif.tobytes()
+        return (orientation if 1 <= orientation <= 8 else 1), upright
+    except Exception:  # unreadable metadata must not cost the image
+        return 1, None
+
+
+def tiff_exif(exif: bytes | None) -> Image.Exif | None:
+    """What of an image's EXIF a TIFF output takes: its own layout and resolution tags win."""
+    if not exif:
+        return None
+    try:
+        loaded = Image.Exif()
+        loaded.load(exif)
+        return _descriptive_exif(loaded)
+    except Exception:  # unreadable metadata must not cost the image
+        log.warning("the EXIF data could not be read; the TIFF output drops it")
+        return None
+
+
+def _sub_ifd(code: int, values: dict[int, Any], at: int) -> bytes | None:
+    """An EXIF or GPS IFD as it stands at offset ``at`` of a little-endian TIFF, or None (with
+    a warning) where Pillow cannot write one of its values."""
+    try:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II", group=code)
+        for key, value in values.items():
+            if isinstance(value, str):  # text as the bytes it was read from, typed as text
+                ifd.tagtype[key] = TiffTags.ASCII
+                value = value.encode("latin-1", "replace")
+            ifd[key] = value
+        return ifd.tobytes(at)
+    except (
+        Exception
+    ):  # a value of a type TIFF has no name for: the metadata must not cost the image
+        log.warning(
+            "the %s tags could not be written; the TIFF output drops them", _IFD_NAMES[code]
+        )
+        return None
+
+
+def _exif_bytes(exif: Image.Exif) -> bytes:
+    """EXIF for a PNG, JPEG or WebP output, laid out as the TIFF encoder lays out its own tags
+    (Pillow's ``Exif.tobytes`` writes text that is not ASCII as '?')."""
+    return b"Exif\0\0" + b"II*\x00" + struct.pack("<I", 8) + tiff_ifd([], exif, 8)
+
+
+def tiff_ifd(
+    tags: list[tuple[int, int, bytes, int]], exif: Image.Exif | None, ifd_at: int
+) -> bytes:
+    """A little-endian IFD at offset ``ifd_at``: ``tags`` (code, type, value bytes, count),
+    ``exif``'s descriptive tags and its EXIF and GPS IFDs, then the values too long for an
+    entry and the sub-IFDs, each where its offset says."""
+    tags = list(tags)
+    subs = {}
+    if exif is not None:
+        for code in _DESCRIPTIVE_TAGS:
+            if code in exif:
+                text = exif[code]
+                text = text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+                tags.append((code, 2, text.rstrip(b"\0") + b"\0", len(text.rstrip(b"\0")) + 1))
+        subs = {code: exif[code] for code in _SUB_IFDS if code in exif}
+        subs = {code: ifd for code, ifd in subs.items() if _sub_ifd(code, ifd, 0) is not None}
+        for code in subs:  # the sub-IFD's offset, known once the values are placed
+            tags.append((code, 4, bytes(4), 1))
+    tags.sort()
+    extra_at = ifd_at + 2 + 12 * len(tags) + 4
+    sub_at = extra_at + sum(len(v) + (len(v) & 1) for _, _, v, _ in tags if len(v) > 4)
+    blobs = []
+    for code, values in subs.items():
+        blob = _sub_ifd(code, values, sub_at) or b""
+        blob += b"\0" * (len(blob) & 1)
+        tags = [(c, k, struct.pack("<I", sub_at) if c == code else v, n) for c, k, v, n in tags]
+        blobs.append(blob)
+        sub_at += len(blob)
+    ifd, extra = [struct.pack("<H", len(tags))], bytearray()
+    for code, kind, value, count in tags:
+        if len(value) <= 4:
+            ifd.append(struct.pack("<HHI", code, kind, count) + value.ljust(4, b"\0"))
+        else:
+            ifd.append(struct.pack("<HHII", code, kind, count, extra_at + len(extra)))
+            extra += value + b"\0" * (len(value) & 1)
+    ifd.append(struct.pack("<I", 0))
+    return b"".join([*ifd, bytes(extra), *blobs])
