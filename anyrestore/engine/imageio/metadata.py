@@ -106,11 +106,16 @@ def _upright_exif(raw: bytes) -> bytes | None:
     return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
 
 
+def _text_bytes(text: str | bytes) -> bytes:
+    """EXIF text as the bytes Pillow decoded it from (latin-1), to be written back as it was:
+    Pillow encodes ``str`` values as ASCII, with '?' for the rest."""
+    return text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+
+
 def _latin1(value: Any) -> Any:
-    """Text that is not ASCII as the bytes Pillow decoded it from (latin-1), so that it is
-    written back as it was: Pillow encodes ``str`` values as ASCII, with '?' for the rest."""
+    """``value`` with text that is not ASCII as its bytes (``_text_bytes``), for Pillow."""
     if isinstance(value, str) and not value.isascii():
-        return value.encode("latin-1", "replace")
+        return _text_bytes(value)
     return value
 
 
@@ -179,7 +184,7 @@ def _sub_ifd(code: int, values: dict[int, Any], at: int) -> bytes | None:
         for key, value in values.items():
             if isinstance(value, str):  # text as the bytes it was read from, typed as text
                 ifd.tagtype[key] = TiffTags.ASCII
-                value = value.encode("latin-1", "replace")
+                value = _text_bytes(value)
             ifd[key] = value
         return ifd.tobytes(at)
     except (
@@ -208,9 +213,8 @@ def tiff_ifd(
     if exif is not None:
         for code in _DESCRIPTIVE_TAGS:
             if code in exif:
-                text = exif[code]
-                text = text if isinstance(text, bytes) else text.encode("latin-1", "replace")
-                tags.append((code, 2, text.rstrip(b"\0") + b"\0", len(text.rstrip(b"\0")) + 1))
+                text = _text_bytes(exif[code]).rstrip(b"\0") + b"\0"
+                tags.append((code, 2, text, len(text)))
         subs = {code: exif[code] for code in _SUB_IFDS if code in exif}
         subs = {code: ifd for code, ifd in subs.items() if _sub_ifd(code, ifd, 0) is not None}
         for code in subs:  # the sub-IFD's offset, known once the values are placed
