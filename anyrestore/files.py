@@ -310,6 +310,19 @@ def _temp_prefix(dest: Path) -> str:
     return f".{name}."
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that are not there yet, innermost first: what
+    making it creates, and what ``remove_empty`` takes away again if nothing lands in them."""
+    return list(itertools.takewhile(lambda p: not os.path.lexists(p), (folder, *folder.parents)))
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (innermost first) that is still empty; leave the rest."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 class AtomicFile:
     """A file replaced in one step: a hidden temporary beside the target, renamed on commit.
 
@@ -338,7 +351,7 @@ class AtomicFile:
             if dest.is_dir():
                 raise UsageError(f"cannot write {self.path}: a folder of that name is in the way")
             _check_not_read_only(dest)
-            self.made = list(itertools.takewhile(lambda p: not os.path.lexists(p), dest.parents))
+            self.made = missing_folders(dest.parent)
         except OSError as exc:  # a folder on the way that cannot be entered, a loop of links
             raise _write_error(self.path, exc) from None
         try:
@@ -385,9 +398,7 @@ class AtomicFile:
         temporary has been renamed and the folders hold the file)."""
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
-        for folder in self.made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only while empty
+        remove_empty(self.made)
         self.made = []
 
     def _guard(self, step: Callable[[], None]) -> None:

@@ -178,7 +178,7 @@ def batch_command(
         parse_format,
         read_image,
     )
-    from anyrestore.files import AtomicFile, list_images
+    from anyrestore.files import AtomicFile, list_images, missing_folders, remove_empty
 
     setup_logging(quiet)
     err = err_console()
@@ -246,7 +246,7 @@ def batch_command(
         warn_lossless(sorted(written - LOSSY_FORMATS - {""}))
     # An output that is a link to an input would be written through: such a file fails alone
     inputs = {os.path.realpath(f) for f in files}
-    made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # innermost first
+    made = missing_folders(out_root)
     try:  # an unwritable OUTDIR fails before any work (a name no file or folder there has)
         AtomicFile(out_root / f".anyrestore-probe-{secrets.token_hex(8)}").discard()
     except UsageError as exc:
@@ -260,9 +260,7 @@ def batch_command(
             net, device, precision, tile, tile_overlap, threads=threads, runtime=runtime
         )
     except BaseException:  # a bad option or weights: leave no empty OUTDIR behind
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if still empty
+        remove_empty(made)
         raise
     if not quiet:
         say(

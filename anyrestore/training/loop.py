@@ -6,7 +6,6 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import fnmatch
 import json
@@ -44,6 +43,7 @@ from anyrestore.errors import (
     UsageError,
     forget_hung_up_terminal,
 )
+from anyrestore.files import missing_folders, remove_empty
 from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
@@ -632,11 +632,7 @@ def _check_writable(out: Path) -> None:
     """
     import tempfile
 
-    made = []  # deepest first
-    folder = out
-    while not folder.exists() and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
+    made = missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -644,9 +640,7 @@ def _check_writable(out: Path) -> None:
     except OSError as exc:
         raise UsageError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
     finally:
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)
 
 
 def freeze_batch_norms(model: torch.nn.Module) -> int:
