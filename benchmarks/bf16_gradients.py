@@ -23,8 +23,8 @@ import torch
 from anyrestore.bench.synthetic import find_photos, load_photo
 from anyrestore.data.degradations import degrade
 from anyrestore.training.config import Config, resolve
-from anyrestore.training.loop import freeze_batch_norms
 from anyrestore.training.losses import RestorationLoss
+from anyrestore.training.setup import freeze_batch_norms
 from anyrestore.weights import load_weights
 
 KINDS = ("haze", "low_light", "rain", "snow", "noise_25")

@@ -6,12 +6,7 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
-import copy
-import fnmatch
-import json
 import math
-import os
-import platform
 import signal
 import time
 from collections.abc import Iterator
@@ -27,7 +22,6 @@ from torch import Tensor
 
 from anyrestore.compute import (
     autocast,
-    choose_path,
     is_out_of_memory,
     reuse_freed_memory,
     set_threads,
@@ -40,12 +34,9 @@ from anyrestore.errors import (
     DeviceError,
     Interrupted,
     TrainingDiverged,
-    UsageError,
     forget_hung_up_terminal,
 )
-from anyrestore.files import missing_folders, remove_empty
 from anyrestore.models.layers.pointwise import pointwise_kernel
-from anyrestore.models.registry import create_model
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
     ResumableSampler,
@@ -58,16 +49,28 @@ from anyrestore.training.batches import (
     start_batches,
     to_device,
 )
-from anyrestore.training.config import Config, resolve, tomllib, validate
+from anyrestore.training.config import Config, resolve, validate
 from anyrestore.training.distill import Distiller, describe_terms, teacher_targets
 from anyrestore.training.ema import EMA
 from anyrestore.training.evaluate import evaluate
 from anyrestore.training.losses import RestorationLoss
 from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
+from anyrestore.training.setup import (
+    absolute_paths,
+    build_model,
+    check_resumable,
+    check_writable,
+    device_name,
+    find_unused,
+    freeze_batch_norms,
+    load_initial_weights,
+    load_scaler,
+    pick_device,
+    pick_precision,
+    same_run,
+)
 from anyrestore.training.state import load_state, rng_state, save_state, set_rng_state
-from anyrestore.weights.checkpoint import load_checkpoint
-from anyrestore.weights.resolve import resolve_weights
 
 
 @dataclass
@@ -110,8 +113,8 @@ def train(
     leaving the schedule of the full run unchanged.
     """
     validate(config)
-    config = _absolute_paths(config)
-    device = _pick_device(config.device)
+    config = absolute_paths(config)
+    device = pick_device(config.device)
     dist = distributed.setup(device.type)
     try:
         if device.type == "cuda" and dist.enabled:
@@ -127,45 +130,6 @@ def train(
         ) from None
     finally:
         distributed.teardown(dist)
-
-
-def _absolute_paths(config: Config) -> Config:
-    """``config`` with ``data.root`` and a file named by ``train.init_from`` or
-    ``distill.teacher`` made absolute (a weights name stays a name).
-
-    The run's config.toml is what a resume without ``--config`` and an export read: relative
-    paths there meant another dataset, or none, from another folder, and an export that lost
-    the starting checkpoint's lineage.
-    """
-
-    def absolute(value: str, file_only: bool) -> str:
-        path = Path(value).expanduser()
-        if not value or path.is_absolute() or (file_only and not path.is_file()):
-            return value
-        return os.path.abspath(path)
-
-    config = copy.deepcopy(config)
-    config.data.root = absolute(config.data.root, file_only=False)
-    config.train.init_from = absolute(config.train.init_from, file_only=True)
-    config.distill.teacher = absolute(config.distill.teacher, file_only=True)
-    return config
-
-
-def _same_run(out: Path, resume: str | Path) -> bool:
-    """Whether ``out`` is the folder of the run ``resume`` names (the folder or a file in it)."""
-    try:
-        source = Path(resume).resolve()  # a link to a run's last.pt is that run
-        folder = source if source.is_dir() else source.parent
-        return folder == out.resolve()
-    except OSError:
-        return False
-
-
-def _load_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
-    """The loss scaler's saved state, if it had one: a bf16 or fp32 run saves an empty one,
-    which an fp16 scaler (a run resumed on a GPU without bf16) refuses; it starts afresh."""
-    if saved:
-        scaler.load_state_dict(saved)
 
 
 #: Steps in a row whose loss or gradients are NaN or infinite before a run stops. Such a step
@@ -205,36 +169,6 @@ def _diverged(step: int, nonfinite: int, last_ckpt: Path, saved_step: int) -> Tr
     )
 
 
-#: Settings whose saved state a resume restores over the config (the optimizer, scheduler and
-#: EMA), so a new value would be recorded in config.toml but never used.
-_KEPT_ON_RESUME = {"optim": None, "schedule": None, "train": ("ema_decay",)}
-#: Of those, settings the loop reads afresh each step (the gradient clip is no saved state).
-_FREE_ON_RESUME = {"optim.grad_clip"}
-
-
-def _check_resumable(config: Config, state: dict, resume: str | Path | None) -> None:
-    """Refuse new optimizer, schedule or EMA settings on resume: the optimizer's, scheduler's
-    and EMA's saved state would override them while config.toml recorded them as used."""
-    if "config_toml" not in state:
-        return
-    before = tomllib.loads(state["config_toml"])
-    now = tomllib.loads(config.to_toml())  # both as TOML reads them: lists, not tuples
-    changed = [
-        f"{section}.{key}"
-        for section, only in _KEPT_ON_RESUME.items()
-        for key in sorted(only or set(before.get(section, {})) | set(now.get(section, {})))
-        if before.get(section, {}).get(key) != now.get(section, {}).get(key)
-        and f"{section}.{key}" not in _FREE_ON_RESUME
-    ]
-    if changed:
-        raise ConfigError(
-            f"{', '.join(changed)} cannot change when resuming (the run's optimizer, "
-            f"schedule and EMA state carry on); start a new run from its weights instead: "
-            f"anyrestore train export {resume} -o W.safetensors, then --set "
-            f"train.init_from=W.safetensors"
-        )
-
-
 def _run(
     config: Config,
     device: torch.device,
@@ -251,31 +185,31 @@ def _run(
             f"{out} already holds a run (last.pt); continue it with --resume {out}, or give "
             "another --out"
         )
-    if resume is not None and (out / "last.pt").exists() and not _same_run(out, resume):
+    if resume is not None and (out / "last.pt").exists() and not same_run(out, resume):
         raise ConfigError(
             f"{out} already holds another run (last.pt); resuming {resume} there would write "
             f"over it: give another --out, or continue that run with --resume {out}"
         )
     if dist.is_main:
-        _check_writable(out)
+        check_writable(out)
     if config.train.threads:
         set_threads(config.train.threads)  # warns when more than the cores
     if device.type == "cpu":
         reuse_freed_memory()
     state = load_state(resume) if resume is not None else None
     if state is not None:
-        _check_resumable(config, state, resume)
+        check_resumable(config, state, resume)
 
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
     torch.manual_seed(config.seed)
-    model = _build_model(config)
+    model = build_model(config)
     carried: list[str] = []
     if config.train.init_from and state is None:
-        carried = _init_from(
+        carried = load_initial_weights(
             model, config.train.init_from, config.train.init_reset, config.train.init_partial
         )
     recipe = resolve(config, model.arch)
-    precision, channels_last, why = _pick_precision(config, device, model)
+    precision, channels_last, why = pick_precision(config, device, model)
     kernel, kernel_why = training_pointwise(device, precision)
     why = f"{why}; {kernel_why}" if kernel_why else why
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -341,7 +275,7 @@ def _run(
                 "then --set train.init_from=W.safetensors"
             ) from None
         scheduler.load_state_dict(state["scheduler"])
-        _load_scaler(scaler, state["scaler"])
+        load_scaler(scaler, state["scaler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         run = Progress(**state["progress"])
@@ -355,7 +289,7 @@ def _run(
     else:
         torch.manual_seed(item_seed(config.seed, dist.rank))
 
-    net = distributed.wrap(distiller or model, dist, device, _find_unused(config, model))
+    net = distributed.wrap(distiller or model, dist, device, find_unused(config, model))
     if config.train.compile:
         # The step's forward (and so its backward) only: validation, the EMA and the
         # checkpoints keep using ``model`` itself, under its own parameter names.
@@ -404,7 +338,7 @@ def _run(
         "total_steps": total_steps,
         "precision": precision,
         "world_size": dist.world_size,
-        "device": _device_name(device),
+        "device": device_name(device),
     }
     kinds_seen = set(run.kinds)
     # The signal that asked the run to stop after its step, None until one arrives
@@ -622,129 +556,6 @@ def _run(
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def _check_writable(out: Path) -> None:
-    """Try a file in the run folder, before minutes go into the model and data.
-
-    Folders made for the try are removed again: the run makes them when it has something to
-    put in them, so a run that fails to start (no data, a bad setting) leaves none behind.
-    """
-    import tempfile
-
-    made = missing_folders(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
-    finally:
-        remove_empty(made)
-
-
-def freeze_batch_norms(model: torch.nn.Module) -> int:
-    """Put ``model``'s BatchNorm layers in eval mode (``train.freeze_batchnorm``); how many.
-
-    In eval mode a norm uses, and leaves alone, its running statistics; its scale and shift
-    still learn. ``Module.train()`` undoes this, so the loop calls it again after validation.
-    """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.eval()
-    return len(norms)
-
-
-def _build_model(config: Config) -> torch.nn.Module:
-    try:
-        return create_model(config.model, **config.model_overrides)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model_overrides for {config.model}: {exc}") from None
-
-
-def _init_from(
-    model: torch.nn.Module,
-    ref: str,
-    reset: list[str] | tuple[str, ...] = (),
-    partial: bool = False,
-) -> list[str]:
-    """Copy weights from a checkpoint (a file or a weights name) of the same architecture and
-    config.
-
-    Parameters matching a ``reset`` pattern keep the model's fresh initialisation. With
-    ``partial`` the checkpoint may hold another config of the architecture: tensors whose name
-    and shape match are copied and the rest stay fresh. Returns the names copied.
-    """
-    source = load_checkpoint(resolve_weights(ref), expect_arch=model.arch)
-    same = json.dumps(source.config_dict(), sort_keys=True) == json.dumps(
-        model.config_dict(), sort_keys=True
-    )
-    if not same and not partial:
-        raise ConfigError(
-            f"train.init_from {ref} has another {model.arch} config than the model "
-            "(train.init_partial = true copies the tensors that still fit)"
-        )
-    state, fresh = source.state_dict(), model.state_dict()
-    for pattern in reset:
-        matched = [key for key in fresh if fnmatch.fnmatchcase(key, pattern)]
-        if not matched:
-            raise ConfigError(f"train.init_reset pattern {pattern!r} matches no parameter")
-        for key in matched:
-            state.pop(key, None)
-    carried = [k for k in fresh if k in state and state[k].shape == fresh[k].shape]
-    fresh.update((key, state[key]) for key in carried)
-    model.load_state_dict(fresh)
-    return carried
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("CUDA was requested but no GPU is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise DeviceError(
-            f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"training runs on cpu or cuda, not {name!r}")
-    return device
-
-
-def _pick_precision(
-    config: Config, device: torch.device, model: torch.nn.Module
-) -> tuple[str, bool, str]:
-    """Precision, channels-last and why: ``anyrestore.compute``'s policy, as for inference.
-
-    On CUDA ``auto`` is bf16 where supported, else fp16 (with loss scaling).
-    """
-    precision = config.train.precision
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision = fp16 needs a GPU; use bf16 or fp32 on CPU")
-    try:
-        path = choose_path(device, precision, model=model if device.type == "cpu" else None)
-    except UsageError as exc:
-        raise ConfigError(f"train.precision: {exc}") from None
-    channels_last = config.train.channels_last
-    if channels_last == "auto":
-        channels_last = path.channels_last
-    return path.precision, bool(channels_last), path.reason
-
-
-def _find_unused(config: Config, model: torch.nn.Module) -> bool:
-    # ClusIR routes each sample to its top-k experts, so some experts get no gradient in a step.
-    value = config.train.find_unused_parameters
-    return model.arch == "clusir" if value == "auto" else bool(value)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def _split_batch(
