@@ -63,8 +63,6 @@ def load_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
 #: Settings whose saved state a resume restores over the config (the optimizer, scheduler and
 #: EMA), so a new value would be recorded in config.toml but never used.
 _KEPT_ON_RESUME = {"optim": None, "schedule": None, "train": ("ema_decay",)}
-
-
 #: Of those, settings the loop reads afresh each step (the gradient clip is no saved state).
 _FREE_ON_RESUME = {"optim.grad_clip"}
 
