@@ -198,6 +198,100 @@ def test_xmp_too_long_for_jpeg_is_dropped_with_a_warning(caplog: pytest.LogCaptu
     assert "xmp" not in out.info and "XMP" in caplog.text
 
 
+def _iptc_record(dataset: int, value: str) -> bytes:
+    data = value.encode("utf-8")
+    return b"\x1c\x02" + bytes([dataset]) + struct.pack(">H", len(data)) + data
+
+
+#: What a picture desk's IPTC holds: caption, byline, copyright, two keywords.
+IPTC = b"".join(
+    _iptc_record(dataset, value)
+    for dataset, value in [
+        (120, "Die Brücke at dawn"),
+        (80, "Jane Müller"),
+        (116, "© 2024 Jane Müller"),
+        (25, "bridge"),
+        (25, "fog"),
+    ]
+)
+
+
+def _photoshop_irb(code: int, data: bytes) -> bytes:
+    return b"8BIM" + struct.pack(">HHI", code, 0, len(data)) + data + b"\0" * (len(data) & 1)
+
+
+def _jpeg_with_iptc() -> bytes:
+    """A JPEG whose APP13 holds the IPTC and a thumbnail resource (of the damaged photo)."""
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    irb = _photoshop_irb(0x040C, b"old thumbnail") + _photoshop_irb(0x0404, IPTC)
+    segment = b"Photoshop 3.0\0" + irb
+    jpeg = pil_bytes(im, "JPEG")
+    return jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+
+
+def _tiff_with_long_iptc() -> bytes:
+    """A TIFF whose IPTC tag is typed LONG, as Photoshop writes it."""
+    padded = IPTC + b"\0" * (-len(IPTC) % 4)
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    data = pil_bytes(im, "TIFF", tiffinfo={33723: padded})  # Pillow types it UNDEFINED
+    entry = struct.pack("<HHI", 33723, 7, len(padded))
+    assert data.count(entry) == 1
+    return data.replace(entry, struct.pack("<HHI", 33723, 4, len(padded) // 4))
+
+
+@pytest.mark.parametrize("source", ["JPEG", "TIFF"])
+def test_iptc_captions_and_keywords_are_carried_to_jpeg_and_tiff(source: str) -> None:
+    # IPTC (the caption, byline and copyright a picture desk reads) was dropped from every output.
+    from PIL import IptcImagePlugin
+
+    img = read_image(_jpeg_with_iptc() if source == "JPEG" else _tiff_with_long_iptc())
+    assert img.iptc is not None and img.iptc.rstrip(b"\0") == IPTC
+    for fmt, depth in [("JPEG", 8), ("TIFF", 8), ("TIFF", 16)]:
+        data = encode_image(dataclasses.replace(img, bit_depth=depth), fmt)
+        out = Image.open(io.BytesIO(data))
+        fields = IptcImagePlugin.getiptcinfo(out) or {}
+        assert fields[(2, 120)] == "Die Brücke at dawn".encode(), (source, fmt, depth)
+        assert fields[(2, 116)] == "© 2024 Jane Müller".encode(), (source, fmt, depth)
+        assert fields[(2, 25)] == [b"bridge", b"fog"], (source, fmt, depth)
+        assert read_image(data).iptc == img.iptc, (source, fmt, depth)  # byte for byte
+        assert b"old thumbnail" not in data
+        out.load()  # and the file is still a whole image
+
+
+def test_iptc_too_long_for_jpeg_is_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    img = dataclasses.replace(
+        read_image(_jpeg_with_iptc()), iptc=_iptc_record(120, "x" * 40_000) * 2
+    )
+    out = Image.open(io.BytesIO(encode_image(img, "JPEG")))
+    out.load()
+    assert "photoshop" not in out.info and "IPTC" in caplog.text
+
+
+def test_png_text_and_jpeg_comments_are_carried() -> None:
+    # A PNG's title, author and description (and a JPEG's comment) were dropped from outputs.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "Fog over the river")
+    info.add_itxt("Author", "Jürgen 山田")
+    info.add_text("Description", "Scanned from a 1962 print", zip=True)
+    info.add_text("Comment", "restored for the family album")
+    info.add_text("Raw profile type exif", "\nexif\n  4\n4d4d002a\n")  # ImageMagick's copy
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, "PNG", pnginfo=info))
+    expected = {
+        "Title": "Fog over the river",
+        "Author": "Jürgen 山田",
+        "Description": "Scanned from a 1962 print",
+        "Comment": "restored for the family album",
+    }
+    for depth in (8, 16):
+        out = Image.open(io.BytesIO(encode_image(dataclasses.replace(img, bit_depth=depth), "PNG")))
+        assert out.text == expected, depth  # type: ignore[attr-defined]
+    jpeg = Image.open(io.BytesIO(encode_image(img, "JPEG")))
+    assert jpeg.info["comment"] == b"restored for the family album"
+    back = Image.open(io.BytesIO(encode_image(read_image(encode_image(img, "JPEG")), "PNG")))
+    assert back.text == {"Comment": "restored for the family album"}  # type: ignore[attr-defined]
+
+
 def _hand_made_exif(kind: int, thumbnail: bool = False) -> bytes:
     """EXIF whose orientation (6) is stored as ``kind`` (3 SHORT, 4 LONG, ...), little-endian,
     with an IFD1 (a thumbnail's tags) after IFD0 when asked."""

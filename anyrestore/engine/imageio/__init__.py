@@ -1,10 +1,11 @@
 """Reading and writing photos without losing what the model does not touch.
 
-EXIF orientation is applied on read; the ICC profile, EXIF, XMP, print resolution and alpha
-channel are carried to the output; grayscale stays grayscale and 16-bit PNG/TIFF stay 16-bit.
-Writes are atomic (anyrestore.files). ``reading`` decodes, ``writing`` encodes, ``metadata``
-carries EXIF and XMP, ``pixels`` holds the conversions the two share, ``formats`` the formats
-and their limits.
+EXIF orientation is applied on read; the ICC profile, EXIF, XMP, IPTC, text, print resolution
+and alpha channel are carried to the output where its format holds them; grayscale stays
+grayscale and 16-bit PNG/TIFF stay 16-bit. Writes are atomic (anyrestore.files). ``reading``
+decodes, ``writing`` encodes, ``metadata`` carries what is not pixels, ``pixels`` holds the
+pixel conversions reading, writing and the Python API use, ``formats`` the formats and their
+limits.
 """
 
 from anyrestore.engine.imageio.formats import (

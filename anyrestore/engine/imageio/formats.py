@@ -43,6 +43,8 @@ class ImageData:
     format: str | None = None  # source format, one of FORMATS
     dpi: tuple[float, float] | None = None  # print resolution (x, y), in the pixels' orientation
     xmp: bytes | None = None  # the XMP packet (ratings, keywords, captions), orientation removed
+    iptc: bytes | None = None  # IPTC-NAA records (caption, byline, keywords) of a JPEG or TIFF
+    text: tuple[tuple[str, str], ...] = ()  # PNG text chunks, a JPEG comment: (keyword, text)
 
     @property
     def height(self) -> int:

@@ -1,4 +1,5 @@
-"""What a photo carries besides its pixels: EXIF, XMP, print resolution and orientation.
+"""What a photo carries besides its pixels: EXIF, XMP, IPTC, text, print resolution and
+orientation.
 
 EXIF is kept byte for byte with its orientation set upright in place; a TIFF's descriptive
 tags and EXIF/GPS IFDs are read from its IFD0, and written by ``tiff_ifd``, which the TIFF
@@ -238,3 +239,71 @@ def tiff_ifd(
             extra += value + b"\0" * (len(value) & 1)
     ifd.append(struct.pack("<I", 0))
     return b"".join([*ifd, bytes(extra), *blobs])
+
+
+#: IPTC-NAA records (IIM: caption, byline, copyright, keywords) in a TIFF, and their
+#: Photoshop image resource in a JPEG's APP13 segment.
+IPTC_TAG = 33723
+_IPTC_RESOURCE = 0x0404
+_APP13_HEAD = b"Photoshop 3.0\0"
+#: The longest IPTC block one APP13 segment holds (its header and the resource's, 26 bytes).
+JPEG_MAX_IPTC = 65533 - 26
+
+
+def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
+    """The photo's IPTC-NAA records, as they are (no other Photoshop resource: those hold a
+    thumbnail of the damaged photo, among others)."""
+    try:
+        if fmt == "JPEG":
+            data = im.info.get("photoshop", {}).get(_IPTC_RESOURCE)
+        elif fmt == "TIFF":
+            # The tag's bytes as stored: Photoshop types it LONG, which Pillow's decoded value
+            # cuts to its first number (the tag is declared to hold one)
+            data = getattr(getattr(im, "tag_v2", None), "_tagdata", {}).get(IPTC_TAG)
+        else:
+            return None
+    except Exception:  # unreadable metadata must not cost the image
+        return None
+    return bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+
+
+def jpeg_app13(iptc: bytes) -> bytes:
+    """A JPEG APP13 segment holding ``iptc`` as Photoshop's IPTC resource (8BIM 0x0404)."""
+    body = iptc + b"\0" * (len(iptc) & 1)
+    payload = (
+        _APP13_HEAD
+        + b"8BIM"
+        + struct.pack(">HHI", _IPTC_RESOURCE, 0, len(iptc))  # no name (a 0 and a pad byte)
+        + body
+    )
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+#: PNG text that repeats what is carried elsewhere, and could undo it: ImageMagick's copies of
+#: the EXIF (with its orientation), XMP, IPTC and ICC profiles.
+_PNG_PROFILE_TEXT = "Raw profile type "
+#: The keyword of a PNG text chunk that a JPEG's comment (COM segment) becomes, and back.
+COMMENT_KEY = "Comment"
+
+
+def read_text(im: Image.Image, fmt: str) -> tuple[tuple[str, str], ...]:
+    """A PNG's text chunks (title, author, description, copyright...) and a JPEG's comment,
+    as (keyword, text) pairs; XMP is carried on its own."""
+    try:
+        if fmt == "JPEG":
+            comment = im.info.get("comment")
+            if isinstance(comment, bytes):
+                try:
+                    comment = comment.decode("utf-8")
+                except UnicodeDecodeError:
+                    comment = comment.decode("latin-1")
+            return ((COMMENT_KEY, comment.rstrip("\0")),) if comment else ()
+        if fmt == "PNG":
+            return tuple(
+                (str(key), str(value))
+                for key, value in getattr(im, "text", {}).items()
+                if key != PNG_XMP_KEY and not str(key).startswith(_PNG_PROFILE_TEXT)
+            )
+    except Exception:  # unreadable metadata must not cost the image
+        pass
+    return ()

@@ -37,6 +37,8 @@ from anyrestore.engine.imageio.metadata import (
     orientation_and_exif,
     pillow_turns,
     read_dpi,
+    read_iptc,
+    read_text,
     read_xmp,
 )
 from anyrestore.engine.imageio.pixels import (
@@ -400,7 +402,8 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
         rgb = pixels[..., :3].astype(np.float32) * np.float32(1.0 / 65535)
         icc = im.info.get("icc_profile") or None
         dpi = read_dpi(im, orientation)  # read before Pillow turned the planes
-        return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi, read_xmp(im, orientation))
+        xmp = read_xmp(im, orientation)
+        return ImageData(rgb, alpha, 16, False, icc, exif, fmt, dpi, xmp, read_iptc(im, fmt))
     deep_ppm = _deep_ppm(im, fmt)
     if deep_ppm is not None:
         return ImageData(deep_ppm.astype(np.float32) / np.float32(65535), None, 16, format=fmt)
@@ -466,7 +469,8 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
     if gray:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
     xmp = read_xmp(im, orientation if orientation != 1 else int(turned_by_pillow))
-    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, dpi, xmp)
+    iptc, text = read_iptc(im, fmt), read_text(im, fmt)
+    return ImageData(rgb, alpha, bit_depth, gray, icc, exif, fmt, dpi, xmp, iptc, text)
 
 
 def _deep_ppm(im: Image.Image, fmt: str) -> np.ndarray | None:

@@ -2,7 +2,8 @@
 
 16-bit PNG and every TIFF are encoded here with numpy and zlib (Pillow has no 16-bit RGB mode,
 and its TIFF writer goes through libtiff, which cannot write a photo's EXIF and GPS IFDs); the
-rest through Pillow, with the ICC profile, EXIF, XMP and print resolution carried.
+rest through Pillow; the ICC profile, EXIF, XMP, IPTC, text and print resolution are carried
+where the format holds them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from anyrestore.engine.imageio.formats import (
     format_for_path,
     parse_format,
 )
-from anyrestore.engine.imageio.metadata import PNG_XMP_KEY, tiff_exif, tiff_ifd
+from anyrestore.engine.imageio.metadata import (
+    COMMENT_KEY,
+    IPTC_TAG,
+    JPEG_MAX_IPTC,
+    PNG_XMP_KEY,
+    jpeg_app13,
+    tiff_exif,
+    tiff_ifd,
+)
 from anyrestore.engine.imageio.pixels import LUMA, icc_fits, quantize, rescale_alpha
 from anyrestore.errors import UsageError, first_line
 from anyrestore.files import atomic_write
@@ -36,6 +45,7 @@ log = logging.getLogger("anyrestore")
 
 _JPEG_MAX_EXIF = 65533  # the payload of one APP1 segment
 _JPEG_MAX_XMP = 65533 - 29  # the same, less the segment's XMP namespace
+_JPEG_MAX_COMMENT = 65533  # one COM segment
 
 
 def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> bytes:
@@ -71,9 +81,10 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
     icc = image.icc_profile if icc_fits(image.icc_profile, pixels.shape[-1]) else None
     if fmt == "TIFF":  # our own encoder: Pillow's (libtiff) cannot write the EXIF IFDs
-        return _encode_tiff(pixels, icc, image.dpi, tiff_exif(image.exif), image.xmp)
+        exif_tags = tiff_exif(image.exif)
+        return _encode_tiff(pixels, icc, image.dpi, exif_tags, image.xmp, image.iptc)
     if depth == 16:
-        return _encode_png16(pixels, icc, image.exif, image.dpi, image.xmp)
+        return _encode_png16(pixels, icc, image.exif, image.dpi, image.xmp, image.text)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
     pil = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
     params: dict[str, Any] = {}
@@ -91,9 +102,14 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         xmp = None
     if xmp and fmt in ("JPEG", "WEBP"):
         params["xmp"] = xmp
-    elif xmp and fmt == "PNG":  # Pillow writes PNG's XMP only as an iTXt chunk given to it
+    if fmt == "PNG" and (xmp or image.text):
         params["pnginfo"] = PngImagePlugin.PngInfo()
-        params["pnginfo"].add_itxt(PNG_XMP_KEY, xmp.decode("utf-8", "replace"))
+        if xmp:  # Pillow writes PNG's XMP only as an iTXt chunk given to it
+            params["pnginfo"].add_itxt(PNG_XMP_KEY, xmp.decode("utf-8", "replace"))
+        for key, value in image.text:  # tEXt, or iTXt for text latin-1 cannot hold
+            params["pnginfo"].add_text(key, value.replace("\0", ""))
+    if fmt == "JPEG":
+        params.update(_jpeg_comment(image))
     if image.dpi and fmt != "WEBP":  # WebP has no field for it
         params["dpi"] = image.dpi
     if fmt == "JPEG":
@@ -108,7 +124,42 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         pil.save(buf, format=fmt, **params)
     except (OSError, ValueError) as exc:  # an encoder's own limit this module does not know
         raise UsageError(f"cannot encode the image as {fmt}: {first_line(exc)}") from None
-    return buf.getvalue()
+    return _with_iptc(buf.getvalue(), image.iptc) if fmt == "JPEG" else buf.getvalue()
+
+
+def _jpeg_comment(image: ImageData) -> dict[str, bytes]:
+    """Pillow's JPEG option that carries ``image``'s comment (a PNG's Comment text), if any."""
+    comment = next((v for k, v in image.text if k == COMMENT_KEY), "").encode("utf-8")
+    if len(comment) > _JPEG_MAX_COMMENT:
+        log.warning(
+            "the comment (%d bytes) is too long for JPEG; the output drops it", len(comment)
+        )
+        return {}
+    return {"comment": comment} if comment else {}
+
+
+def _with_iptc(jpeg: bytes, iptc: bytes | None) -> bytes:
+    """``jpeg`` with ``iptc`` in an APP13 segment after its other APPn segments."""
+    if not iptc:
+        return jpeg
+    if len(iptc) > JPEG_MAX_IPTC:
+        log.warning("the IPTC data (%d bytes) is too long for JPEG; the output drops it", len(iptc))
+        return jpeg
+    at = 2  # after the start of image
+    while jpeg[at : at + 1] == b"\xff" and 0xE0 <= jpeg[at + 1] <= 0xEF:
+        (length,) = struct.unpack(">H", jpeg[at + 2 : at + 4])
+        at += 2 + length
+    return jpeg[:at] + jpeg_app13(iptc) + jpeg[at:]
+
+
+def _png_text(key: str, value: str) -> bytes:
+    """A PNG text chunk: tEXt where latin-1 holds the text, else iTXt (UTF-8)."""
+    value = value.replace("\0", "")
+    try:
+        return _png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:  # iTXt: keyword, no compression, no language or translation
+        data = key.encode("latin-1", "replace") + b"\0\0\0\0\0" + value.encode("utf-8")
+        return _png_chunk(b"iTXt", data)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -121,6 +172,7 @@ def _encode_png16(
     exif: bytes | None,
     dpi: tuple[float, float] | None = None,
     xmp: bytes | None = None,
+    text: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
     """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with the Sub filter on every row."""
     h, w, c = pixels.shape
@@ -144,6 +196,7 @@ def _encode_png16(
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", x, y, 1)))
     if xmp:  # iTXt: keyword, no compression, no language or translated keyword
         out.append(_png_chunk(b"iTXt", PNG_XMP_KEY.encode() + b"\0\0\0\0\0" + xmp))
+    out.extend(_png_text(key, value) for key, value in text)
     out.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
@@ -155,6 +208,7 @@ def _encode_tiff(
     dpi: tuple[float, float] | None = None,
     exif: Image.Exif | None = None,
     xmp: bytes | None = None,
+    iptc: bytes | None = None,
 ) -> bytes:
     """A little-endian 8- or 16-bit TIFF (by ``pixels``' dtype), Adobe Deflate with
     horizontal differencing (predictor 2).
@@ -210,6 +264,8 @@ def _encode_tiff(
         tag(34675, 7, icc)
     if xmp:
         tag(700, 1, xmp)  # XMP, as BYTE
+    if iptc:
+        tag(IPTC_TAG, 7, iptc)  # IPTC-NAA, as UNDEFINED
     ifd_at = offsets_at + (offsets_at & 1)
     head = b"II*\x00" + struct.pack("<I", ifd_at)
     return b"".join([head, *strips, b"\0" * (ifd_at - offsets_at), tiff_ifd(tags, exif, ifd_at)])
