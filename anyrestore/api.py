@@ -87,6 +87,8 @@ def restore(
     (h, w, 4), uint8, uint16 or float in [0, 1]; the alpha channel of RGBA input passes through
     untouched. ``max_pixels`` (default: ANYRESTORE_MAX_PIXELS, else 100 MP) and
     ``allow_truncated`` apply to paths and bytes, which are checked before they are decoded.
+    A PIL image comes back with the ICC profile, EXIF, XMP, comment and dpi in its ``info``
+    (Pillow's writers take some from there, the rest when passed to ``save``).
     """
     from PIL import Image as PILImage
 
@@ -222,7 +224,8 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
             out = PILImage.fromarray(_restore_array(restorer, pixels, strength), mode)
     if icc:
         out.info["icc_profile"] = icc
-    for key in ("exif", "dpi"):  # same pixels, same orientation: the metadata still holds
+    # Same pixels, same orientation: the metadata still holds
+    for key in ("exif", "dpi", "xmp", "comment"):
         if key in info:
             out.info[key] = info[key]
     return out
@@ -232,6 +235,7 @@ def _to_pil(data: ImageData) -> Image.Image:
     """A decoded and restored image as an 8-bit PIL image (16-bit files come back 8-bit)."""
     from PIL import Image as PILImage
 
+    from anyrestore.engine.imageio.metadata import COMMENT_KEY
     from anyrestore.engine.imageio.pixels import LUMA, quantize
 
     pixels = quantize(data.rgb @ LUMA if data.grayscale else data.rgb, 255)  # as written
@@ -248,4 +252,11 @@ def _to_pil(data: ImageData) -> Image.Image:
         out.info["icc_profile"] = data.icc_profile
     if data.exif:  # read_image applied the orientation and removed its tag
         out.info["exif"] = data.exif
+    if data.xmp:  # as is, but for an orientation read_image applied
+        out.info["xmp"] = data.xmp
+    if data.dpi:
+        out.info["dpi"] = data.dpi
+    comment = next((text for key, text in data.text if key == COMMENT_KEY), None)
+    if comment:  # what Pillow's JPEG writer takes from info
+        out.info["comment"] = comment.encode("utf-8")
     return out

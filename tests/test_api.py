@@ -192,6 +192,25 @@ def test_a_pil_image_keeps_its_exif_and_a_path_is_turned_upright(
     assert upright.getexif().get(0x0112, 1) == 1 and upright.getexif()[0x010F] == "Camera maker"
 
 
+def test_a_restored_photo_keeps_its_xmp_comment_and_print_resolution(
+    tiny_checkpoint: Path, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    # Only the ICC profile and EXIF reached the returned image: saved as it came back, the
+    # photo lost its rating, keywords and comment.
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmp:Rating="4"/></x:xmpmeta>'
+    path = tmp_path / "rated.jpg"
+    Image.fromarray(rgb).save(path, xmp=xmp, comment=b"first light", dpi=(300, 300))
+    with Image.open(path) as opened:
+        from_pil = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+    from_path = anyrestore.restore(path, tiny_checkpoint, device="cpu")
+    for out in (from_pil, from_path):
+        saved = io.BytesIO()
+        out.save(saved, format="JPEG", xmp=out.info["xmp"], dpi=out.info["dpi"])
+        back = Image.open(saved)
+        assert b'xmp:Rating="4"' in back.info["xmp"] and back.info["comment"] == b"first light"
+        assert back.info["dpi"] == pytest.approx((300, 300))
+
+
 def test_sixteen_bit_and_float_pil_images_keep_their_mode(
     tiny_checkpoint: Path, rgb: np.ndarray
 ) -> None:
