@@ -225,7 +225,7 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
     if icc:
         out.info["icc_profile"] = icc
     # Same pixels, same orientation: the metadata still holds
-    for key in ("exif", "dpi", "xmp", "comment"):
+    for key in ("exif", "dpi", "xmp", "comment", "Comment"):  # JPEG's comment, PNG's
         if key in info:
             out.info[key] = info[key]
     return out
@@ -235,7 +235,7 @@ def _to_pil(data: ImageData) -> Image.Image:
     """A decoded and restored image as an 8-bit PIL image (16-bit files come back 8-bit)."""
     from PIL import Image as PILImage
 
-    from anyrestore.engine.imageio.metadata import COMMENT_KEY
+    from anyrestore.engine.imageio.metadata import COMMENT_KEY, JPEG_MAX_COMMENT, utf8
     from anyrestore.engine.imageio.pixels import LUMA, quantize
 
     pixels = quantize(data.rgb @ LUMA if data.grayscale else data.rgb, 255)  # as written
@@ -256,7 +256,7 @@ def _to_pil(data: ImageData) -> Image.Image:
         out.info["xmp"] = data.xmp
     if data.dpi:
         out.info["dpi"] = data.dpi
-    comment = next((text for key, text in data.text if key == COMMENT_KEY), None)
-    if comment:  # what Pillow's JPEG writer takes from info
-        out.info["comment"] = comment.encode("utf-8")
+    comment = utf8(next((text for key, text in data.text if key == COMMENT_KEY), ""))
+    if 0 < len(comment) <= JPEG_MAX_COMMENT:  # Pillow's JPEG writer takes it from info
+        out.info["comment"] = comment
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -197,18 +198,27 @@ def test_a_restored_photo_keeps_its_xmp_comment_and_print_resolution(
 ) -> None:
     # Only the ICC profile and EXIF reached the returned image: saved as it came back, the
     # photo lost its rating, keywords and comment.
+    from anyrestore.engine import ImageData, write_image
+
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmp:Rating="4"/></x:xmpmeta>'
-    path = tmp_path / "rated.jpg"
-    Image.fromarray(rgb).save(path, xmp=xmp, comment=b"first light", dpi=(300, 300))
-    with Image.open(path) as opened:
-        from_pil = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
-    from_path = anyrestore.restore(path, tiny_checkpoint, device="cpu")
-    for out in (from_pil, from_path):
+    photo = ImageData(rgb.astype(np.float32) / 255, xmp=xmp, dpi=(300.0, 300.0))
+    jpeg = write_image(
+        dataclasses.replace(photo, text=(("Comment", "first light"),)), tmp_path / "a.jpg"
+    )
+    png = write_image(dataclasses.replace(photo, text=(("Comment", "sunset"),)), tmp_path / "a.png")
+    for path, comment in ((jpeg, "first light"), (png, "sunset")):
+        with Image.open(path) as opened:
+            from_pil = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+        from_path = anyrestore.restore(path, tiny_checkpoint, device="cpu")
+        for out in (from_pil, from_path):
+            assert out.info["xmp"] == xmp, (path, out)
+            assert out.info["dpi"] == pytest.approx((300, 300), abs=0.01), (path, out)
+        # As Pillow keeps it: a JPEG's comment as bytes, a PNG's as its Comment text.
+        key = "Comment" if path == png else "comment"
+        assert from_pil.info[key] == (comment if path == png else comment.encode())
         saved = io.BytesIO()
-        out.save(saved, format="JPEG", xmp=out.info["xmp"], dpi=out.info["dpi"])
-        back = Image.open(saved)
-        assert b'xmp:Rating="4"' in back.info["xmp"] and back.info["comment"] == b"first light"
-        assert back.info["dpi"] == pytest.approx((300, 300))
+        from_path.save(saved, format="JPEG")  # Pillow takes the comment from info itself
+        assert Image.open(saved).info["comment"] == comment.encode()
 
 
 def test_sixteen_bit_and_float_pil_images_keep_their_mode(

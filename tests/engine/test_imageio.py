@@ -267,6 +267,65 @@ def test_iptc_too_long_for_jpeg_is_dropped_with_a_warning(caplog: pytest.LogCapt
     assert "photoshop" not in out.info and "IPTC" in caplog.text
 
 
+@pytest.mark.parametrize(("size", "kept"), [(65_505, True), (65_506, True), (65_507, False)])
+def test_iptc_as_long_as_one_jpeg_segment_holds_is_kept_and_longer_dropped(
+    size: int, kept: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An odd length one byte under the limit is padded to it: the segment's length overflowed.
+    first = 32_748
+    iptc = _iptc_record(120, "a" * first) + _iptc_record(116, "b" * (size - first - 10))
+    assert len(iptc) == size
+    img = dataclasses.replace(read_image(_jpeg_with_iptc()), iptc=iptc)
+    data = encode_image(img, "JPEG")
+    assert (read_image(data).iptc == iptc) is kept
+    assert ("IPTC" in caplog.text) is not kept
+
+
+def test_iptc_cut_short_is_carried_to_its_last_whole_record() -> None:
+    # A block that went on in a second APP13 segment: Pillow reads the first part alone.
+    cut = IPTC[: len(IPTC) - 3]
+    irb = b"8BIM" + struct.pack(">HHI", 0x0404, 0, len(IPTC)) + cut
+    segment = b"Photoshop 3.0\0" + irb
+    jpeg = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), "JPEG")
+    jpeg = jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+    whole = IPTC[: IPTC.rindex(b"\x1c\x02\x19")]  # all but the last keyword
+    assert read_image(jpeg).iptc == whole
+
+
+def test_every_kind_of_jpeg_metadata_lands_in_one_readable_file() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    img = ImageData(
+        RNG.random((H, W, 3), dtype=np.float32),
+        icc_profile=srgb_icc(),
+        exif=b"Exif\0\0" + exif.tobytes(),
+        xmp=XMP,
+        iptc=IPTC,
+        text=(("Comment", "first light"),),
+        dpi=(300.0, 300.0),
+    )
+    from PIL import IptcImagePlugin
+
+    data = encode_image(img, "JPEG")
+    out = Image.open(io.BytesIO(data))
+    out.load()
+    assert out.getexif()[0x010F] == "Camera maker" and out.info["icc_profile"] == srgb_icc()
+    assert out.info["xmp"] == XMP and out.info["comment"] == b"first light"
+    assert IptcImagePlugin.getiptcinfo(out)[(2, 80)] == "Jane Müller".encode()
+    assert out.info["dpi"] == pytest.approx((300, 300))
+    assert data.index(b"\xff\xdb") > data.index(b"Photoshop 3.0")  # before the tables
+
+
+def test_a_jpeg_comment_that_is_not_utf8_is_kept_as_it_was() -> None:
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, "JPEG", comment=b"\xa9 2024 J\xfcrgen"))  # latin-1
+    assert Image.open(io.BytesIO(encode_image(img, "JPEG"))).info["comment"] == (
+        b"\xa9 2024 J\xfcrgen"
+    )
+    png = Image.open(io.BytesIO(encode_image(img, "PNG")))
+    assert png.text == {"Comment": "© 2024 Jürgen"}  # type: ignore[attr-defined]
+
+
 def test_png_text_and_jpeg_comments_are_carried() -> None:
     # A PNG's title, author and description (and a JPEG's comment) were dropped from outputs.
     info = PngImagePlugin.PngInfo()
@@ -275,6 +334,8 @@ def test_png_text_and_jpeg_comments_are_carried() -> None:
     info.add_text("Description", "Scanned from a 1962 print", zip=True)
     info.add_text("Comment", "restored for the family album")
     info.add_text("Raw profile type exif", "\nexif\n  4\n4d4d002a\n")  # ImageMagick's copy
+    info.add_text("Raw profile type iptc", "\niptc\n  5\n1c02780000\n")
+    info.add_text("exif", "4d4d002a")  # what Pillow reads as the EXIF, orientation and all
     im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
     img = read_image(pil_bytes(im, "PNG", pnginfo=info))
     expected = {
@@ -282,6 +343,7 @@ def test_png_text_and_jpeg_comments_are_carried() -> None:
         "Author": "Jürgen 山田",
         "Description": "Scanned from a 1962 print",
         "Comment": "restored for the family album",
+        "Raw profile type iptc": "\niptc\n  5\n1c02780000\n",
     }
     for depth in (8, 16):
         out = Image.open(io.BytesIO(encode_image(dataclasses.replace(img, bit_depth=depth), "PNG")))

@@ -246,8 +246,9 @@ def tiff_ifd(
 IPTC_TAG = 33723
 _IPTC_RESOURCE = 0x0404
 _APP13_HEAD = b"Photoshop 3.0\0"
-#: The longest IPTC block one APP13 segment holds (its header and the resource's, 26 bytes).
-JPEG_MAX_IPTC = 65533 - 26
+#: The longest IPTC block one APP13 segment holds: 65,533 bytes less its header and the
+#: resource's (26), less the byte that pads an odd length.
+JPEG_MAX_IPTC = 65533 - 26 - 1
 
 
 def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
@@ -262,9 +263,28 @@ def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
             data = getattr(getattr(im, "tag_v2", None), "_tagdata", {}).get(IPTC_TAG)
         else:
             return None
+        if not isinstance(data, (bytes, bytearray)):
+            return None
+        return _whole_records(bytes(data)) or None
     except Exception:  # unreadable metadata must not cost the image
         return None
-    return bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+
+
+def _whole_records(data: bytes) -> bytes:
+    """``data`` to the end of its last whole IPTC record: without one cut short (a block that
+    went on in a JPEG's next APP13 segment, which Pillow reads on its own) or the padding
+    after the records (a LONG-typed TIFF tag holds a multiple of four bytes)."""
+    at = 0
+    while at + 5 <= len(data) and data[at] == 0x1C:
+        (size,) = struct.unpack(">H", data[at + 3 : at + 5])
+        head = 5
+        if size & 0x8000:  # an extended dataset: its length in the next (size & 0x7FFF) bytes
+            head += size & 0x7FFF
+            size = int.from_bytes(data[at + 5 : at + head], "big")
+        if at + head + size > len(data):
+            break
+        at += head + size
+    return data[:at]
 
 
 def jpeg_app13(iptc: bytes) -> bytes:
@@ -279,31 +299,67 @@ def jpeg_app13(iptc: bytes) -> bytes:
     return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
 
 
-#: PNG text that repeats what is carried elsewhere, and could undo it: ImageMagick's copies of
-#: the EXIF (with its orientation), XMP, IPTC and ICC profiles.
-_PNG_PROFILE_TEXT = "Raw profile type "
+_XMP_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\0"
+#: The longest XMP packet one APP1 segment holds (65,533 bytes less its namespace).
+JPEG_MAX_XMP = 65533 - len(_XMP_NAMESPACE)
+
+
+def jpeg_xmp(xmp: bytes) -> bytes:
+    """A JPEG APP1 segment holding the XMP packet ``xmp``."""
+    return (
+        b"\xff\xe1" + struct.pack(">H", 2 + len(_XMP_NAMESPACE) + len(xmp)) + _XMP_NAMESPACE + xmp
+    )
+
+
+#: PNG text that repeats what is carried on its own and could undo it (lower case): copies of
+#: the EXIF with its orientation (ImageMagick's raw profiles, and a chunk named "exif", which
+#: Pillow reads as the EXIF), of the XMP and ICC profile, and Photoshop resources (a
+#: thumbnail of the damaged photo).
+_PNG_COPIES = frozenset(
+    ["exif", PNG_XMP_KEY.lower()]
+    + [f"raw profile type {kind}" for kind in ("exif", "app1", "xmp", "icc", "icm", "8bim")]
+)
 #: The keyword of a PNG text chunk that a JPEG's comment (COM segment) becomes, and back.
 COMMENT_KEY = "Comment"
+#: The longest comment one COM segment holds.
+JPEG_MAX_COMMENT = 65533
 
 
 def read_text(im: Image.Image, fmt: str) -> tuple[tuple[str, str], ...]:
     """A PNG's text chunks (title, author, description, copyright...) and a JPEG's comment,
-    as (keyword, text) pairs; XMP is carried on its own."""
+    as (keyword, text) pairs; XMP is carried on its own. A comment's bytes that are not
+    UTF-8 are kept as surrogate escapes (``utf8``), so that a JPEG output holds them as they
+    were."""
     try:
         if fmt == "JPEG":
             comment = im.info.get("comment")
             if isinstance(comment, bytes):
-                try:
-                    comment = comment.decode("utf-8")
-                except UnicodeDecodeError:
-                    comment = comment.decode("latin-1")
-            return ((COMMENT_KEY, comment.rstrip("\0")),) if comment else ()
+                comment = comment.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            return ((COMMENT_KEY, comment),) if isinstance(comment, str) and comment else ()
         if fmt == "PNG":
             return tuple(
                 (str(key), str(value))
                 for key, value in getattr(im, "text", {}).items()
-                if key != PNG_XMP_KEY and not str(key).startswith(_PNG_PROFILE_TEXT)
+                if str(key).lower() not in _PNG_COPIES
             )
     except Exception:  # unreadable metadata must not cost the image
         pass
     return ()
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8, with the bytes a JPEG comment held that were not UTF-8 as they were."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate of another kind (from a caller's string)
+        return text.encode("utf-8", "replace")
+
+
+def plain_text(text: str) -> str:
+    """``text`` for a format that holds only text: a comment whose bytes are not UTF-8 read as
+    latin-1, what such a comment usually is."""
+    raw = utf8(text)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

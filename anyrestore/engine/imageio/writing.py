@@ -31,11 +31,16 @@ from anyrestore.engine.imageio.formats import (
 from anyrestore.engine.imageio.metadata import (
     COMMENT_KEY,
     IPTC_TAG,
+    JPEG_MAX_COMMENT,
     JPEG_MAX_IPTC,
+    JPEG_MAX_XMP,
     PNG_XMP_KEY,
     jpeg_app13,
+    jpeg_xmp,
+    plain_text,
     tiff_exif,
     tiff_ifd,
+    utf8,
 )
 from anyrestore.engine.imageio.pixels import LUMA, icc_fits, quantize, rescale_alpha
 from anyrestore.errors import UsageError, first_line
@@ -44,8 +49,6 @@ from anyrestore.files import atomic_write
 log = logging.getLogger("anyrestore")
 
 _JPEG_MAX_EXIF = 65533  # the payload of one APP1 segment
-_JPEG_MAX_XMP = 65533 - 29  # the same, less the segment's XMP namespace
-_JPEG_MAX_COMMENT = 65533  # one COM segment
 
 
 def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> bytes:
@@ -97,17 +100,14 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     if exif and fmt in ("PNG", "JPEG", "WEBP"):
         params["exif"] = exif
     xmp = image.xmp
-    if xmp and fmt == "JPEG" and len(xmp) > _JPEG_MAX_XMP:
-        log.warning("the XMP data (%d bytes) is too long for JPEG; the output drops it", len(xmp))
-        xmp = None
-    if xmp and fmt in ("JPEG", "WEBP"):
+    if xmp and fmt == "WEBP":
         params["xmp"] = xmp
     if fmt == "PNG" and (xmp or image.text):
         params["pnginfo"] = PngImagePlugin.PngInfo()
         if xmp:  # Pillow writes PNG's XMP only as an iTXt chunk given to it
             params["pnginfo"].add_itxt(PNG_XMP_KEY, xmp.decode("utf-8", "replace"))
         for key, value in image.text:  # tEXt, or iTXt for text latin-1 cannot hold
-            params["pnginfo"].add_text(key, value.replace("\0", ""))
+            params["pnginfo"].add_text(key, plain_text(value).replace("\0", ""))
     if fmt == "JPEG":
         params.update(_jpeg_comment(image))
     if image.dpi and fmt != "WEBP":  # WebP has no field for it
@@ -124,13 +124,27 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         pil.save(buf, format=fmt, **params)
     except (OSError, ValueError) as exc:  # an encoder's own limit this module does not know
         raise UsageError(f"cannot encode the image as {fmt}: {first_line(exc)}") from None
-    return _with_iptc(buf.getvalue(), image.iptc) if fmt == "JPEG" else buf.getvalue()
+    if fmt != "JPEG":
+        return buf.getvalue()
+    # XMP and IPTC segments of our own: Pillow writes XMP to JPEG only from version 11
+    segments = []
+    if xmp and len(xmp) > JPEG_MAX_XMP:
+        log.warning("the XMP data (%d bytes) is too long for JPEG; the output drops it", len(xmp))
+    elif xmp:
+        segments.append(jpeg_xmp(xmp))
+    if image.iptc and len(image.iptc) > JPEG_MAX_IPTC:
+        log.warning(
+            "the IPTC data (%d bytes) is too long for JPEG; the output drops it", len(image.iptc)
+        )
+    elif image.iptc:
+        segments.append(jpeg_app13(image.iptc))
+    return _after_app_segments(buf.getvalue(), b"".join(segments))
 
 
 def _jpeg_comment(image: ImageData) -> dict[str, bytes]:
     """Pillow's JPEG option that carries ``image``'s comment (a PNG's Comment text), if any."""
-    comment = next((v for k, v in image.text if k == COMMENT_KEY), "").encode("utf-8")
-    if len(comment) > _JPEG_MAX_COMMENT:
+    comment = utf8(next((v for k, v in image.text if k == COMMENT_KEY), ""))
+    if len(comment) > JPEG_MAX_COMMENT:
         log.warning(
             "the comment (%d bytes) is too long for JPEG; the output drops it", len(comment)
         )
@@ -138,23 +152,20 @@ def _jpeg_comment(image: ImageData) -> dict[str, bytes]:
     return {"comment": comment} if comment else {}
 
 
-def _with_iptc(jpeg: bytes, iptc: bytes | None) -> bytes:
-    """``jpeg`` with ``iptc`` in an APP13 segment after its other APPn segments."""
-    if not iptc:
-        return jpeg
-    if len(iptc) > JPEG_MAX_IPTC:
-        log.warning("the IPTC data (%d bytes) is too long for JPEG; the output drops it", len(iptc))
+def _after_app_segments(jpeg: bytes, segments: bytes) -> bytes:
+    """``jpeg`` with ``segments`` after its APPn segments (JFIF, EXIF, ICC profile)."""
+    if not segments:
         return jpeg
     at = 2  # after the start of image
     while jpeg[at : at + 1] == b"\xff" and 0xE0 <= jpeg[at + 1] <= 0xEF:
         (length,) = struct.unpack(">H", jpeg[at + 2 : at + 4])
         at += 2 + length
-    return jpeg[:at] + jpeg_app13(iptc) + jpeg[at:]
+    return jpeg[:at] + segments + jpeg[at:]
 
 
 def _png_text(key: str, value: str) -> bytes:
     """A PNG text chunk: tEXt where latin-1 holds the text, else iTXt (UTF-8)."""
-    value = value.replace("\0", "")
+    value = plain_text(value).replace("\0", "")
     try:
         return _png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
     except UnicodeEncodeError:  # iTXt: keyword, no compression, no language or translation
