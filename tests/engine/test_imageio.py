@@ -23,6 +23,7 @@ from anyrestore.engine.imageio import (
     parse_format,
     reading,
 )
+from anyrestore.engine.imageio.metadata import jpeg_xmp
 from anyrestore.errors import InputError, UsageError
 from anyrestore.models.base import RestorationModel
 
@@ -170,6 +171,9 @@ def _with_xmp(fmt: str) -> bytes:
         extra = {"pnginfo": info}
     elif fmt == "TIFF":
         extra = {"tiffinfo": {700: XMP}}
+    elif fmt == "JPEG":  # Pillow writes XMP to JPEG only from version 11
+        data = pil_bytes(im, fmt, exif=exif.tobytes())
+        return data[:2] + jpeg_xmp(XMP) + data[2:]
     return pil_bytes(im, fmt, exif=exif.tobytes(), **extra)
 
 
