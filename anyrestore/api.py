@@ -188,6 +188,7 @@ _SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")
 def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Image.Image:
     from PIL import Image as PILImage
 
+    from anyrestore.engine.imageio.metadata import JPEG_MAX_COMMENT, utf8
     from anyrestore.engine.imageio.pixels import eight_bit_target, icc_fits, to_mode
     from anyrestore.errors import InputError
 
@@ -225,9 +226,13 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
     if icc:
         out.info["icc_profile"] = icc
     # Same pixels, same orientation: the metadata still holds
-    for key in ("exif", "dpi", "xmp", "comment", "Comment"):  # JPEG's comment, PNG's
+    for key in ("exif", "dpi", "xmp", "Comment"):  # Comment: a PNG's
         if key in info:
             out.info[key] = info[key]
+    comment = info.get("comment", info.get("Comment"))  # what Pillow's JPEG writer takes
+    comment = utf8(comment) if isinstance(comment, str) else comment
+    if isinstance(comment, bytes) and 0 < len(comment) <= JPEG_MAX_COMMENT:
+        out.info["comment"] = comment
     return out
 
 

@@ -213,12 +213,21 @@ def test_a_restored_photo_keeps_its_xmp_comment_and_print_resolution(
         for out in (from_pil, from_path):
             assert out.info["xmp"] == xmp, (path, out)
             assert out.info["dpi"] == pytest.approx((300, 300), abs=0.01), (path, out)
-        # As Pillow keeps it: a JPEG's comment as bytes, a PNG's as its Comment text.
-        key = "Comment" if path == png else "comment"
-        assert from_pil.info[key] == (comment if path == png else comment.encode())
+        for out in (from_pil, from_path):  # as bytes, which Pillow's JPEG writer takes
+            assert out.info["comment"] == comment.encode(), (path, out)
         saved = io.BytesIO()
         from_path.save(saved, format="JPEG")  # Pillow takes the comment from info itself
         assert Image.open(saved).info["comment"] == comment.encode()
+
+
+def test_a_comment_that_is_not_utf8_comes_back_as_it_was(
+    tiny_checkpoint: Path, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    path = tmp_path / "old.jpg"
+    Image.fromarray(rgb).save(path, comment=b"\xa9 1962 J\xfcrgen")  # latin-1
+    assert anyrestore.restore(path, tiny_checkpoint, device="cpu").info["comment"] == (
+        b"\xa9 1962 J\xfcrgen"
+    )
 
 
 def test_sixteen_bit_and_float_pil_images_keep_their_mode(

@@ -249,7 +249,7 @@ def test_iptc_captions_and_keywords_are_carried_to_jpeg_and_tiff(source: str) ->
     from PIL import IptcImagePlugin
 
     img = read_image(_jpeg_with_iptc() if source == "JPEG" else _tiff_with_long_iptc())
-    assert img.iptc is not None and img.iptc.rstrip(b"\0") == IPTC
+    assert img.iptc == IPTC  # without the padding of a LONG-typed tag
     for fmt, depth in [("JPEG", 8), ("TIFF", 8), ("TIFF", 16)]:
         data = encode_image(dataclasses.replace(img, bit_depth=depth), fmt)
         out = Image.open(io.BytesIO(data))
@@ -285,6 +285,23 @@ def test_iptc_as_long_as_one_jpeg_segment_holds_is_kept_and_longer_dropped(
     assert ("IPTC" in caplog.text) is not kept
 
 
+def test_iptc_stored_byte_swapped_is_read_back_in_order() -> None:
+    # Some writers swap each four bytes of a LONG-typed tag: the block then starts 00 00 02 1c.
+    padded = IPTC + b"\0" * (-len(IPTC) % 4)
+    swapped = b"".join(padded[i : i + 4][::-1] for i in range(0, len(padded), 4))
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    assert read_image(pil_bytes(im, "TIFF", tiffinfo={33723: swapped})).iptc == IPTC
+
+
+def test_xmp_of_a_jpeg_is_found_among_its_segments_where_pillow_does_not_say() -> None:
+    # Pillow before 11 keeps a JPEG's XMP only in its list of APP segments.
+    from anyrestore.engine.imageio.metadata import read_xmp
+
+    im = Image.open(io.BytesIO(_with_xmp("JPEG")))
+    im.info.pop("xmp", None)
+    assert read_xmp(im, 1) == XMP
+
+
 def test_iptc_cut_short_is_carried_to_its_last_whole_record() -> None:
     # A block that went on in a second APP13 segment: Pillow reads the first part alone.
     cut = IPTC[: len(IPTC) - 3]
@@ -302,7 +319,7 @@ def test_every_kind_of_jpeg_metadata_lands_in_one_readable_file() -> None:
     img = ImageData(
         RNG.random((H, W, 3), dtype=np.float32),
         icc_profile=srgb_icc(),
-        exif=b"Exif\0\0" + exif.tobytes(),
+        exif=exif.tobytes(),
         xmp=XMP,
         iptc=IPTC,
         text=(("Comment", "first light"),),
@@ -318,6 +335,8 @@ def test_every_kind_of_jpeg_metadata_lands_in_one_readable_file() -> None:
     assert IptcImagePlugin.getiptcinfo(out)[(2, 80)] == "Jane Müller".encode()
     assert out.info["dpi"] == pytest.approx((300, 300))
     assert data.index(b"\xff\xdb") > data.index(b"Photoshop 3.0")  # before the tables
+    assert data.count(b"http://ns.adobe.com/xap/1.0/\0") == 1
+    assert data.index(b"Exif\0\0") < data.index(b"http://ns.adobe.com/xap/1.0/\0")
 
 
 def test_a_jpeg_comment_that_is_not_utf8_is_kept_as_it_was() -> None:
@@ -328,6 +347,13 @@ def test_a_jpeg_comment_that_is_not_utf8_is_kept_as_it_was() -> None:
     )
     png = Image.open(io.BytesIO(encode_image(img, "PNG")))
     assert png.text == {"Comment": "© 2024 Jürgen"}  # type: ignore[attr-defined]
+
+
+def test_a_comment_mixing_utf8_and_windows_bytes_reads_as_both_in_a_png() -> None:
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, "JPEG", comment="Café ".encode() + b"\x93dawn\x94"))
+    png = Image.open(io.BytesIO(encode_image(img, "PNG")))
+    assert png.text == {"Comment": "Café \u201cdawn\u201d"}  # type: ignore[attr-defined]
 
 
 def test_png_text_and_jpeg_comments_are_carried() -> None:

@@ -44,7 +44,9 @@ class ImageData:
     dpi: tuple[float, float] | None = None  # print resolution (x, y), in the pixels' orientation
     xmp: bytes | None = None  # the XMP packet (ratings, keywords, captions), orientation removed
     iptc: bytes | None = None  # IPTC-NAA records (caption, byline, keywords) of a JPEG or TIFF
-    text: tuple[tuple[str, str], ...] = ()  # PNG text chunks, a JPEG comment: (keyword, text)
+    # PNG text chunks, a JPEG comment: (keyword, text); a comment's bytes that were not UTF-8
+    # are surrogate escapes (written back as they were; metadata.plain_text reads them)
+    text: tuple[tuple[str, str], ...] = ()
 
     @property
     def height(self) -> int:

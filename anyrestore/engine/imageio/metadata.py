@@ -120,6 +120,7 @@ def _latin1(value: Any) -> Any:
     return value
 
 
+_XMP_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\0"
 _XMP_ORIENTATION = (  # one space before it (\s+ would try every start in a run of them)
     re.compile(rb"\stiff:Orientation\s*=\s*(\"[^\"]*\"|'[^']*')"),
     re.compile(rb"<tiff:Orientation>[^<]*</tiff:Orientation>"),
@@ -131,6 +132,9 @@ def read_xmp(im: Image.Image, orientation: int) -> bytes | None:
     for its orientation where one was applied to the pixels: the output is upright, and a
     viewer that reads XMP would turn it again."""
     xmp = im.info.get("xmp") or im.info.get(PNG_XMP_KEY)  # the latter: a PNG's tEXt/zTXt
+    if not xmp:  # Pillow before 11 keeps a JPEG's XMP only among its APP segments
+        app1 = (s for m, s in getattr(im, "applist", []) if m == "APP1")
+        xmp = next((s[len(_XMP_NAMESPACE) :] for s in app1 if s.startswith(_XMP_NAMESPACE)), None)
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
     if not isinstance(xmp, bytes) or not xmp:
@@ -265,7 +269,14 @@ def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
             return None
         if not isinstance(data, (bytes, bytearray)):
             return None
-        return _whole_records(bytes(data)) or None
+        data = bytes(data)
+        if data[:1] != b"\x1c" and data[3:4] == b"\x1c" and not len(data) % 4:
+            # stored as LONGs byte-swapped (a known writer's fault): put each four back
+            data = b"".join(data[i : i + 4][::-1] for i in range(0, len(data), 4))
+        records = _whole_records(data)
+        if data and not records:
+            log.warning("the IPTC data could not be read; the output drops it")
+        return records or None
     except Exception:  # unreadable metadata must not cost the image
         return None
 
@@ -299,7 +310,6 @@ def jpeg_app13(iptc: bytes) -> bytes:
     return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
 
 
-_XMP_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\0"
 #: The longest XMP packet one APP1 segment holds (65,533 bytes less its namespace).
 JPEG_MAX_XMP = 65533 - len(_XMP_NAMESPACE)
 
@@ -347,19 +357,29 @@ def read_text(im: Image.Image, fmt: str) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+def _escaped(char: str) -> bool:
+    return 0xDC80 <= ord(char) <= 0xDCFF  # a byte that was not UTF-8 (surrogateescape)
+
+
 def utf8(text: str) -> bytes:
     """``text`` as UTF-8, with the bytes a JPEG comment held that were not UTF-8 as they were."""
     try:
         return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate of another kind (from a caller's string)
-        return text.encode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate of another kind too (from a caller's string)
+        return b"".join(
+            bytes([ord(c) - 0xDC00]) if _escaped(c) else c.encode("utf-8", "replace") for c in text
+        )
 
 
 def plain_text(text: str) -> str:
-    """``text`` for a format that holds only text: a comment whose bytes are not UTF-8 read as
-    latin-1, what such a comment usually is."""
-    raw = utf8(text)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    """``text`` for a format that holds only text: each byte of a comment that was not UTF-8
+    read as Windows-1252 (else latin-1), what such bytes usually are."""
+
+    def char(c: str) -> str:
+        byte = bytes([ord(c) - 0xDC00])
+        try:
+            return byte.decode("cp1252")
+        except UnicodeDecodeError:  # the five bytes Windows-1252 leaves undefined
+            return byte.decode("latin-1")
+
+    return "".join(char(c) if _escaped(c) else c for c in text)
