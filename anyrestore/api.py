@@ -240,7 +240,7 @@ def _to_pil(data: ImageData) -> Image.Image:
     """A decoded and restored image as an 8-bit PIL image (16-bit files come back 8-bit)."""
     from PIL import Image as PILImage
 
-    from anyrestore.engine.imageio.metadata import COMMENT_KEY, JPEG_MAX_COMMENT, utf8
+    from anyrestore.engine.imageio.metadata import JPEG_MAX_COMMENT, jpeg_comment
     from anyrestore.engine.imageio.pixels import LUMA, quantize
 
     pixels = quantize(data.rgb @ LUMA if data.grayscale else data.rgb, 255)  # as written
@@ -261,7 +261,7 @@ def _to_pil(data: ImageData) -> Image.Image:
         out.info["xmp"] = data.xmp
     if data.dpi:
         out.info["dpi"] = data.dpi
-    comment = utf8(next((text for key, text in data.text if key == COMMENT_KEY), ""))
+    comment = jpeg_comment(data.text)
     if 0 < len(comment) <= JPEG_MAX_COMMENT:  # Pillow's JPEG writer takes it from info
         out.info["comment"] = comment
     return out

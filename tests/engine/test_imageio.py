@@ -23,7 +23,6 @@ from anyrestore.engine.imageio import (
     parse_format,
     reading,
 )
-from anyrestore.engine.imageio.metadata import jpeg_xmp
 from anyrestore.errors import InputError, UsageError
 from anyrestore.models.base import RestorationModel
 
@@ -171,9 +170,6 @@ def _with_xmp(fmt: str) -> bytes:
         extra = {"pnginfo": info}
     elif fmt == "TIFF":  # Pillow 11.1 writes tiffinfo alone when given exif too
         return pil_bytes(im, fmt, tiffinfo={700: XMP, 0x0112: 6})
-    elif fmt == "JPEG":  # Pillow writes XMP to JPEG only from version 11
-        data = pil_bytes(im, fmt, exif=exif.tobytes())
-        return data[:2] + jpeg_xmp(XMP) + data[2:]
     return pil_bytes(im, fmt, exif=exif.tobytes(), **extra)
 
 
@@ -291,15 +287,6 @@ def test_iptc_stored_byte_swapped_is_read_back_in_order() -> None:
     swapped = b"".join(padded[i : i + 4][::-1] for i in range(0, len(padded), 4))
     im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
     assert read_image(pil_bytes(im, "TIFF", tiffinfo={33723: swapped})).iptc == IPTC
-
-
-def test_xmp_of_a_jpeg_is_found_among_its_segments_where_pillow_does_not_say() -> None:
-    # Pillow before 11 keeps a JPEG's XMP only in its list of APP segments.
-    from anyrestore.engine.imageio.metadata import read_xmp
-
-    im = Image.open(io.BytesIO(_with_xmp("JPEG")))
-    im.info.pop("xmp", None)
-    assert read_xmp(im, 1) == XMP
 
 
 def test_iptc_cut_short_is_carried_to_its_last_whole_record() -> None:

@@ -120,7 +120,6 @@ def _latin1(value: Any) -> Any:
     return value
 
 
-_XMP_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\0"
 _XMP_ORIENTATION = (  # one space before it (\s+ would try every start in a run of them)
     re.compile(rb"\stiff:Orientation\s*=\s*(\"[^\"]*\"|'[^']*')"),
     re.compile(rb"<tiff:Orientation>[^<]*</tiff:Orientation>"),
@@ -132,9 +131,6 @@ def read_xmp(im: Image.Image, orientation: int) -> bytes | None:
     for its orientation where one was applied to the pixels: the output is upright, and a
     viewer that reads XMP would turn it again."""
     xmp = im.info.get("xmp") or im.info.get(PNG_XMP_KEY)  # the latter: a PNG's tEXt/zTXt
-    if not xmp:  # Pillow before 11 keeps a JPEG's XMP only among its APP segments
-        app1 = (s for m, s in getattr(im, "applist", []) if m == "APP1")
-        xmp = next((s[len(_XMP_NAMESPACE) :] for s in app1 if s.startswith(_XMP_NAMESPACE)), None)
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
     if not isinstance(xmp, bytes) or not xmp:
@@ -250,9 +246,11 @@ def tiff_ifd(
 IPTC_TAG = 33723
 _IPTC_RESOURCE = 0x0404
 _APP13_HEAD = b"Photoshop 3.0\0"
-#: The longest IPTC block one APP13 segment holds: 65,533 bytes less its header and the
-#: resource's (26), less the byte that pads an odd length.
-JPEG_MAX_IPTC = 65533 - 26 - 1
+#: The payload one JPEG segment holds (its length field counts itself too).
+JPEG_SEGMENT = 65533
+#: The longest IPTC block one APP13 segment holds: less its header and the resource's (26),
+#: less the byte that pads an odd length.
+JPEG_MAX_IPTC = JPEG_SEGMENT - 26 - 1
 
 
 def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
@@ -310,15 +308,8 @@ def jpeg_app13(iptc: bytes) -> bytes:
     return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
 
 
-#: The longest XMP packet one APP1 segment holds (65,533 bytes less its namespace).
-JPEG_MAX_XMP = 65533 - len(_XMP_NAMESPACE)
-
-
-def jpeg_xmp(xmp: bytes) -> bytes:
-    """A JPEG APP1 segment holding the XMP packet ``xmp``."""
-    return (
-        b"\xff\xe1" + struct.pack(">H", 2 + len(_XMP_NAMESPACE) + len(xmp)) + _XMP_NAMESPACE + xmp
-    )
+#: The longest XMP packet one APP1 segment holds (less its namespace, 29 bytes).
+JPEG_MAX_XMP = JPEG_SEGMENT - len(b"http://ns.adobe.com/xap/1.0/\0")
 
 
 #: PNG text that repeats what is carried on its own and could undo it (lower case): copies of
@@ -332,7 +323,7 @@ _PNG_COPIES = frozenset(
 #: The keyword of a PNG text chunk that a JPEG's comment (COM segment) becomes, and back.
 COMMENT_KEY = "Comment"
 #: The longest comment one COM segment holds.
-JPEG_MAX_COMMENT = 65533
+JPEG_MAX_COMMENT = JPEG_SEGMENT
 
 
 def read_text(im: Image.Image, fmt: str) -> tuple[tuple[str, str], ...]:
@@ -369,6 +360,11 @@ def utf8(text: str) -> bytes:
         return b"".join(
             bytes([ord(c) - 0xDC00]) if _escaped(c) else c.encode("utf-8", "replace") for c in text
         )
+
+
+def jpeg_comment(text: tuple[tuple[str, str], ...]) -> bytes:
+    """The Comment of ``text`` (an ImageData's) as a JPEG comment's bytes; b"" if none."""
+    return utf8(next((value for key, value in text if key == COMMENT_KEY), ""))
 
 
 def plain_text(text: str) -> str:

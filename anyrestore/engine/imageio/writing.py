@@ -29,26 +29,23 @@ from anyrestore.engine.imageio.formats import (
     parse_format,
 )
 from anyrestore.engine.imageio.metadata import (
-    COMMENT_KEY,
     IPTC_TAG,
     JPEG_MAX_COMMENT,
     JPEG_MAX_IPTC,
     JPEG_MAX_XMP,
+    JPEG_SEGMENT,
     PNG_XMP_KEY,
     jpeg_app13,
-    jpeg_xmp,
+    jpeg_comment,
     plain_text,
     tiff_exif,
     tiff_ifd,
-    utf8,
 )
 from anyrestore.engine.imageio.pixels import LUMA, icc_fits, quantize, rescale_alpha
 from anyrestore.errors import UsageError, first_line
 from anyrestore.files import atomic_write
 
 log = logging.getLogger("anyrestore")
-
-_JPEG_MAX_EXIF = 65533  # the payload of one APP1 segment
 
 
 def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> bytes:
@@ -94,13 +91,16 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     if icc and fmt != "BMP":
         params["icc_profile"] = icc
     exif = image.exif
-    if exif and fmt == "JPEG" and len(exif) > _JPEG_MAX_EXIF:
+    if exif and fmt == "JPEG" and len(exif) > JPEG_SEGMENT:
         log.warning("the EXIF data (%d bytes) is too long for JPEG; the output drops it", len(exif))
         exif = None
     if exif and fmt in ("PNG", "JPEG", "WEBP"):
         params["exif"] = exif
     xmp = image.xmp
-    if xmp and fmt == "WEBP":
+    if xmp and fmt == "JPEG" and len(xmp) > JPEG_MAX_XMP:
+        log.warning("the XMP data (%d bytes) is too long for JPEG; the output drops it", len(xmp))
+        xmp = None
+    if xmp and fmt in ("JPEG", "WEBP"):
         params["xmp"] = xmp
     if fmt == "PNG" and (xmp or image.text):
         params["pnginfo"] = PngImagePlugin.PngInfo()
@@ -109,7 +109,7 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         for key, value in image.text:  # tEXt, or iTXt for text latin-1 cannot hold
             params["pnginfo"].add_text(key, plain_text(value).replace("\0", ""))
     if fmt == "JPEG":
-        params.update(_jpeg_comment(image))
+        params.update(_jpeg_comment_and_iptc(image))
     if image.dpi and fmt != "WEBP":  # WebP has no field for it
         params["dpi"] = image.dpi
     if fmt == "JPEG":
@@ -124,43 +124,26 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         pil.save(buf, format=fmt, **params)
     except (OSError, ValueError) as exc:  # an encoder's own limit this module does not know
         raise UsageError(f"cannot encode the image as {fmt}: {first_line(exc)}") from None
-    if fmt != "JPEG":
-        return buf.getvalue()
-    # XMP and IPTC segments of our own: Pillow writes XMP to JPEG only from version 11
-    segments = []
-    if xmp and len(xmp) > JPEG_MAX_XMP:
-        log.warning("the XMP data (%d bytes) is too long for JPEG; the output drops it", len(xmp))
-    elif xmp:
-        segments.append(jpeg_xmp(xmp))
-    if image.iptc and len(image.iptc) > JPEG_MAX_IPTC:
-        log.warning(
-            "the IPTC data (%d bytes) is too long for JPEG; the output drops it", len(image.iptc)
-        )
-    elif image.iptc:
-        segments.append(jpeg_app13(image.iptc))
-    return _after_app_segments(buf.getvalue(), b"".join(segments))
+    return buf.getvalue()
 
 
-def _jpeg_comment(image: ImageData) -> dict[str, bytes]:
-    """Pillow's JPEG option that carries ``image``'s comment (a PNG's Comment text), if any."""
-    comment = utf8(next((v for k, v in image.text if k == COMMENT_KEY), ""))
+def _jpeg_comment_and_iptc(image: ImageData) -> dict[str, bytes]:
+    """Pillow's JPEG options that carry ``image``'s comment (a PNG's Comment text) and IPTC
+    (an APP13 segment among the ones Pillow writes after the EXIF), where they fit."""
+    params = {}
+    comment = jpeg_comment(image.text)
     if len(comment) > JPEG_MAX_COMMENT:
         log.warning(
             "the comment (%d bytes) is too long for JPEG; the output drops it", len(comment)
         )
-        return {}
-    return {"comment": comment} if comment else {}
-
-
-def _after_app_segments(jpeg: bytes, segments: bytes) -> bytes:
-    """``jpeg`` with ``segments`` after its APPn segments (JFIF, EXIF, ICC profile)."""
-    if not segments:
-        return jpeg
-    at = 2  # after the start of image
-    while jpeg[at : at + 1] == b"\xff" and 0xE0 <= jpeg[at + 1] <= 0xEF:
-        (length,) = struct.unpack(">H", jpeg[at + 2 : at + 4])
-        at += 2 + length
-    return jpeg[:at] + segments + jpeg[at:]
+    elif comment:
+        params["comment"] = comment
+    iptc = image.iptc
+    if iptc and len(iptc) > JPEG_MAX_IPTC:
+        log.warning("the IPTC data (%d bytes) is too long for JPEG; the output drops it", len(iptc))
+    elif iptc:
+        params["extra"] = jpeg_app13(iptc)
+    return params
 
 
 def _png_text(key: str, value: str) -> bytes:
