@@ -220,13 +220,17 @@ def _photoshop_irb(code: int, data: bytes) -> bytes:
     return b"8BIM" + struct.pack(">HHI", code, 0, len(data)) + data + b"\0" * (len(data) & 1)
 
 
-def _jpeg_with_iptc() -> bytes:
-    """A JPEG whose APP13 holds the IPTC and a thumbnail resource (of the damaged photo)."""
+def _jpeg_with_app13(irb: bytes) -> bytes:
+    """A JPEG whose APP13 segment holds the Photoshop resources ``irb``."""
     im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
-    irb = _photoshop_irb(0x040C, b"old thumbnail") + _photoshop_irb(0x0404, IPTC)
     segment = b"Photoshop 3.0\0" + irb
     jpeg = pil_bytes(im, "JPEG")
     return jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+
+
+def _jpeg_with_iptc() -> bytes:
+    """A JPEG whose APP13 holds the IPTC and a thumbnail resource (of the damaged photo)."""
+    return _jpeg_with_app13(_photoshop_irb(0x040C, b"old thumbnail") + _photoshop_irb(0x0404, IPTC))
 
 
 def _tiff_with_long_iptc() -> bytes:
@@ -292,10 +296,7 @@ def test_iptc_stored_byte_swapped_is_read_back_in_order() -> None:
 def test_iptc_cut_short_is_carried_to_its_last_whole_record() -> None:
     # A block that went on in a second APP13 segment: Pillow reads the first part alone.
     cut = IPTC[: len(IPTC) - 3]
-    irb = b"8BIM" + struct.pack(">HHI", 0x0404, 0, len(IPTC)) + cut
-    segment = b"Photoshop 3.0\0" + irb
-    jpeg = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), "JPEG")
-    jpeg = jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+    jpeg = _jpeg_with_app13(b"8BIM" + struct.pack(">HHI", 0x0404, 0, len(IPTC)) + cut)
     whole = IPTC[: IPTC.rindex(b"\x1c\x02\x19")]  # all but the last keyword
     assert read_image(jpeg).iptc == whole
 
