@@ -593,11 +593,17 @@ def test_16bit_tiff_round_trip_is_exact(channels: int) -> None:
     assert np.array_equal(read_image(data).rgb, img.rgb)  # and our own reader agrees
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["P6", "P3"])
 @pytest.mark.parametrize("maxval", [65535, 1023])
-def test_a_16bit_ppm_stays_16bit(maxval: int) -> None:
-    # dcraw -6 writes 16-bit PPM; Pillow scales it to 8 bits (its 16-bit PGM stayed 16-bit).
+def test_a_16bit_ppm_stays_16bit(maxval: int, plain: bool) -> None:
+    # dcraw -6 writes 16-bit PPM; Pillow scales it to 8 bits (its 16-bit PGM stayed 16-bit),
+    # the binary (P6) and the plain text form (P3) alike.
     pixels = RNG.integers(0, maxval + 1, (H, W, 3), dtype=np.uint16)
-    data = f"P6\n{W} {H}\n{maxval}\n".encode() + pixels.astype(">u2").tobytes()
+    if plain:
+        rows = "\n".join(" ".join(map(str, row)) for row in pixels.reshape(H, -1))
+        data = f"P3\n# a comment\n{W} {H}\n{maxval}\n{rows}\n".encode()
+    else:
+        data = f"P6\n{W} {H}\n{maxval}\n".encode() + pixels.astype(">u2").tobytes()
     img = read_image(data)
     assert img.bit_depth == 16 and img.format == "PPM"
     assert np.allclose(img.rgb * maxval, pixels, atol=0.5 * maxval / 65535 + 1e-3)

@@ -474,18 +474,30 @@ def _decode(im: Image.Image, fmt: str, opener: Callable[[], Image.Image]) -> Ima
 
 
 def _deep_ppm(im: Image.Image, fmt: str) -> np.ndarray | None:
-    """(h, w, 3) uint16 of a binary colour PPM with more than 8 bits a sample (``dcraw -6``,
-    netpbm), which Pillow scales to 8; None for any other file (or one cut short)."""
-    if fmt != "PPM" or im.mode != "RGB" or len(im.tile) != 1 or im.tile[0][0] != "ppm":
+    """(h, w, 3) uint16 of a colour PPM with more than 8 bits a sample, binary (``dcraw -6``,
+    netpbm) or plain text (P3), both of which Pillow scales to 8; None for any other file (or
+    one cut short or not numbers, which Pillow's reader then reports)."""
+    if fmt != "PPM" or im.mode != "RGB" or len(im.tile) != 1:
         return None
-    args = im.tile[0][3]
+    codec, args = im.tile[0][0], im.tile[0][3]
+    if codec not in ("ppm", "ppm_plain"):
+        return None
     maxval = int(args[1]) if isinstance(args, tuple) and len(args) > 1 else 255
     if not 255 < maxval <= 65535:
         return None
     w, h = im.size
+    count = w * h * 3
     im.fp.seek(im.tile[0][2])
-    data = im.fp.read(w * h * 6)
-    if len(data) < w * h * 6:
-        return None  # Pillow's reader says how it is truncated
-    values = np.frombuffer(data, dtype=">u2").reshape(h, w, 3).astype(np.float64)
+    if codec == "ppm":
+        data = im.fp.read(count * 2)
+        if len(data) < count * 2:
+            return None
+        values = np.frombuffer(data, dtype=">u2").astype(np.float64)
+    else:
+        # Whitespace-separated decimal numbers; a plain file has no comments past its header.
+        words = im.fp.read().split()[:count]
+        if len(words) < count or not all(word.isdigit() for word in words):
+            return None
+        values = np.array([int(word) for word in words], dtype=np.float64)
+    values = values.reshape(h, w, 3)
     return np.round(np.minimum(values, maxval) * (65535 / maxval)).astype(np.uint16)
