@@ -25,6 +25,7 @@ IMAGE_EXTENSIONS: dict[str, str] = {
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
     ".webp": "WEBP",
+    ".avif": "AVIF",
     ".tif": "TIFF",
     ".tiff": "TIFF",
     ".bmp": "BMP",
@@ -39,7 +40,6 @@ IMAGE_EXTENSIONS: dict[str, str] = {
 UNREADABLE_PHOTOS: dict[str, str] = {
     ".heic": "HEIC",
     ".heif": "HEIF",
-    ".avif": "AVIF",
     ".jxl": "JPEG XL",
     **dict.fromkeys(
         (

@@ -91,7 +91,8 @@ QualityOpt = Annotated[
         min=1,
         max=100,
         metavar="1-100",
-        help="JPEG and WebP quality, 1-100 (default 95). PNG, TIFF and BMP are lossless.",
+        help="JPEG, WebP and AVIF quality, 1-100 (default 95; AVIF 90). PNG, TIFF and BMP are "
+        "lossless.",
     ),
 ]
 StrengthOpt = Annotated[
@@ -125,7 +126,7 @@ TileOverlapOpt = Annotated[
 FormatOpt = Annotated[
     str | None,
     typer.Option(
-        "--format", "-f", metavar="FORMAT", help="Output format: png, jpg, webp, tif or bmp."
+        "--format", "-f", metavar="FORMAT", help="Output format: png, jpg, webp, avif, tif or bmp."
     ),
 ]
 MaxPixelsOpt = Annotated[

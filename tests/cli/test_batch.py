@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import anyrestore.weights
 from anyrestore.cli.app import app
+from anyrestore.engine.imageio import avif_supported
 
 H, W = 40, 56
 runner = CliRunner()
@@ -184,6 +185,19 @@ def test_formats_read_but_not_written_come_out_as_png(
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "o" / "a.jpg").format == "JPEG"
     assert Image.open(tmp_path / "o" / "b.png").format == "PNG"
+
+
+@pytest.mark.skipif(not avif_supported(), reason="this Pillow has no AVIF")
+def test_a_phone_folder_of_avif_photos_is_restored_as_avif(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # AVIF files were passed over as a format anyrestore cannot read.
+    src = tmp_path / "in"
+    Image.open(photo(src / "a.jpg")).save(src / "IMG_2.avif")
+    result = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "2 restored" in result.stderr and "passed over" not in result.stderr
+    assert Image.open(tmp_path / "o" / "IMG_2.avif").format == "AVIF"
 
 
 def test_usage_errors_are_exit_2(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -19,7 +19,9 @@ from anyrestore.engine import Restorer, encode_image, read_image, write_image
 from anyrestore.engine.imageio import (
     ImageData,
     atomic_write,
+    avif_supported,
     format_for_path,
+    formats,
     parse_format,
     reading,
 )
@@ -28,6 +30,8 @@ from anyrestore.models.base import RestorationModel
 
 H, W = 40, 56
 RNG = np.random.default_rng(0)
+NO_AVIF = pytest.mark.skipif(not avif_supported(), reason="this Pillow has no AVIF")
+AVIF = pytest.param("AVIF", marks=NO_AVIF)
 
 
 class Identity(RestorationModel):
@@ -173,7 +177,7 @@ def _with_xmp(fmt: str) -> bytes:
     return pil_bytes(im, fmt, exif=exif.tobytes(), **extra)
 
 
-@pytest.mark.parametrize("source", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("source", ["JPEG", "PNG", "WEBP", AVIF, "TIFF"])
 def test_xmp_ratings_and_keywords_are_carried_upright(source: str) -> None:
     # XMP was dropped: a photographer's ratings, keywords and captions were lost.
     img = read_image(_with_xmp(source))
@@ -185,6 +189,7 @@ def test_xmp_ratings_and_keywords_are_carried_upright(source: str) -> None:
         ("TIFF", 8),
         ("PNG", 16),
         ("TIFF", 16),
+        *([("AVIF", 8)] if avif_supported() else []),
     ]:
         out = Image.open(io.BytesIO(encode_image(dataclasses.replace(img, bit_depth=depth), fmt)))
         xmp = out.info.get("xmp", b"")
@@ -389,7 +394,7 @@ def test_an_orientation_of_any_integer_type_is_applied_once(kind: int) -> None:
     im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
     img = read_image(pil_bytes(im, "PNG", exif=_hand_made_exif(kind)))
     assert img.rgb.shape == (W, H, 3)
-    for fmt in ("JPEG", "PNG", "WEBP"):
+    for fmt in ("JPEG", "PNG", "WEBP", *(("AVIF",) if avif_supported() else ())):
         assert Image.open(io.BytesIO(encode_image(img, fmt))).getexif().get(0x0112, 1) == 1
 
 
@@ -428,7 +433,7 @@ def test_camera_settings_text_that_is_not_ascii_stays_text(fmt: str) -> None:
     assert {tag: settings[tag].encode("latin-1") for tag in texts} == texts
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", AVIF, "TIFF"])
 def test_exif_text_that_is_not_ascii_survives(fmt: str) -> None:
     # Serialized again by Pillow, "© 2024 Jane Müller" came out as "?? 2024 Jane M??ller".
     exif = Image.Exif()
@@ -439,7 +444,9 @@ def test_exif_text_that_is_not_ascii_survives(fmt: str) -> None:
     out = Image.open(io.BytesIO(encode_image(img, fmt)))
     copyright = out.getexif()[0x8298]
     assert copyright.encode("latin-1").decode("utf-8") == "© 2024 Jane Müller"
-    if fmt != "TIFF":  # the EXIF itself, byte for byte, but for its orientation (now 1)
+    if fmt == "AVIF":  # upright: no orientation, which Pillow would make rotation boxes of
+        assert 0x0112 not in out.getexif()
+    elif fmt != "TIFF":  # the EXIF itself, byte for byte, but for its orientation (now 1)
         order = "<" if raw[6:8] == b"II" else ">"
         at = raw.index(struct.pack(order + "HHIH", 0x0112, 3, 1, 6))
         upright = raw[: at + 8] + struct.pack(order + "H", 1) + raw[at + 10 :]
@@ -513,7 +520,7 @@ def test_an_absurd_print_resolution_is_dropped_not_written(dpi: float) -> None:
         assert Image.open(io.BytesIO(encode_image(img, fmt))).size == (W, H)
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", AVIF, "TIFF"])
 def test_icc_profile_is_carried_to_the_output(fmt: str) -> None:
     icc = srgb_icc()
     im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
@@ -720,7 +727,7 @@ def test_bmp_and_webp_outputs() -> None:
     assert webp.mode == "RGB" and webp.size == (W, H)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", AVIF])
 def test_quality_trades_size_for_fidelity(fmt: str) -> None:
     # a smooth photo-like gradient with texture, where quality shows in both size and error
     yy, xx = np.mgrid[0:96, 0:128]
@@ -806,7 +813,6 @@ def test_corrupt_missing_and_unsupported_inputs(tmp_path: Path) -> None:
     "head,kind",
     [
         (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),  # an iPhone photo
-        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "AVIF"),
         (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
         (b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01", "camera RAW"),  # Canon CR3
     ],
@@ -818,6 +824,49 @@ def test_photos_in_formats_it_cannot_read_say_what_to_convert_to(head: bytes, ki
     ) as caught:
         read_image(head + bytes(64), name="IMG_1.x")
     assert "\n" not in str(caught.value)
+
+
+AVIF_HEAD = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1" + bytes(64)
+
+
+def test_avif_without_pillow_support_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow reads and writes AVIF from 11.3 (the oldest Pillow anyrestore takes has none).
+    monkeypatch.setattr(reading, "avif_supported", lambda: False)
+    monkeypatch.setattr(formats, "avif_supported", lambda: False)
+    with pytest.raises(InputError, match=r"^IMG_1.avif: .*Pillow 11.3 .*convert it to") as caught:
+        read_image(AVIF_HEAD, name="IMG_1.avif")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(UsageError, match="cannot write AVIF: .*Pillow 11.3"):
+        format_for_path("out.avif")
+
+
+@NO_AVIF
+def test_a_damaged_avif_is_called_so() -> None:
+    with pytest.raises(InputError, match="^IMG_1.avif: corrupt AVIF"):
+        read_image(AVIF_HEAD, name="IMG_1.avif")
+
+
+@NO_AVIF
+def test_avif_in_and_out() -> None:
+    # A photo with EXIF, XMP and a graded alpha: upright, the same pixels within AVIF's loss
+    # at the default quality, alpha kept, metadata carried; gray stays gray.
+    yy, xx = np.mgrid[0:H, 0:W]
+    rgb = np.stack([xx * 4, yy * 5, (xx + yy) * 2], axis=-1).astype(np.uint8)
+    rgba = np.concatenate([rgb, (xx * 4)[..., None].astype(np.uint8)], axis=-1)
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Canon"
+    data = pil_bytes(Image.fromarray(rgba, "RGBA"), "AVIF", quality=100, exif=exif.tobytes())
+    img = read_image(data)
+    assert img.format == "AVIF" and img.rgb.shape == (W, H, 3)  # turned upright
+    assert img.alpha is not None and img.alpha.shape == (W, H)
+    out = Image.open(io.BytesIO(encode_image(identity_restore(img), "AVIF")))
+    assert out.format == "AVIF" and out.mode == "RGBA" and out.size == (H, W)
+    assert out.getexif().get(0x0112, 1) == 1 and out.getexif()[0x010F] == "Canon"
+    back = np.asarray(out, np.float32)
+    upright = np.rot90(rgba, -1).astype(np.float32)
+    assert np.abs(back - upright).mean() < 2  # alpha too
+    gray = read_image(pil_bytes(Image.fromarray(rgb[..., 0], "L"), "PNG"))
+    assert read_image(encode_image(gray, "AVIF")).grayscale
 
 
 def test_a_camera_raw_file_is_refused_not_read_as_its_preview(tmp_path: Path) -> None:
@@ -842,6 +891,8 @@ def test_a_camera_raw_file_is_refused_not_read_as_its_preview(tmp_path: Path) ->
 def test_output_formats_are_named_by_extension_or_name() -> None:
     assert format_for_path("a/b.JPEG") == "JPEG" and format_for_path("x.tif") == "TIFF"
     assert parse_format("webp") == "WEBP" and parse_format(".png") == "PNG"
+    if avif_supported():
+        assert format_for_path("IMG_1.AVIF") == "AVIF"
     with pytest.raises(UsageError, match="unsupported output format"):
         format_for_path("out.gif")
     with pytest.raises(UsageError, match="no file extension"):
@@ -877,7 +928,10 @@ def test_atomic_write_creates_folders_and_respects_umask(tmp_path: Path) -> None
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-@pytest.mark.parametrize(("fmt", "side"), [("JPEG", 65501), ("WEBP", 16384)])
+@pytest.mark.parametrize(
+    ("fmt", "side"),
+    [("JPEG", 65501), ("WEBP", 16384), pytest.param("AVIF", 32769, marks=NO_AVIF)],
+)
 def test_an_image_the_format_cannot_hold_is_a_usage_error(fmt: str, side: int) -> None:
     img = read_image(pil_bytes(Image.new("RGB", (side, 1)), "PNG"))
     with pytest.raises(UsageError, match=f"{fmt} holds at most {side - 1} px a side"):

@@ -2,13 +2,14 @@
 
 EXIF orientation is applied on read; the ICC profile, EXIF, XMP, IPTC, text, print resolution
 and alpha channel are carried to the output where its format holds them; grayscale stays
-grayscale and 16-bit PNG/TIFF stay 16-bit. Writes are atomic (anyrestore.files). ``reading``
+grayscale and 16-bit PNG/TIFF stay 16-bit. AVIF is read and written where Pillow has it. Writes are atomic (anyrestore.files). ``reading``
 decodes, ``writing`` encodes, ``metadata`` carries what is not pixels, ``pixels`` holds the
 pixel conversions reading, writing and the Python API use, ``formats`` the formats and their
 limits.
 """
 
 from anyrestore.engine.imageio.formats import (
+    AVIF_QUALITY,
     DEFAULT_MAX_PIXELS,
     EXTENSIONS,
     FORMAT_EXTENSION,
@@ -20,6 +21,7 @@ from anyrestore.engine.imageio.formats import (
     READ_ONLY_FORMATS,
     WEBP_QUALITY,
     ImageData,
+    avif_supported,
     check_encodable,
     format_for_path,
     max_pixels_from_env,
@@ -30,6 +32,7 @@ from anyrestore.engine.imageio.writing import encode_image, write_image
 from anyrestore.files import atomic_write
 
 __all__ = [
+    "AVIF_QUALITY",
     "DEFAULT_MAX_PIXELS",
     "EXTENSIONS",
     "FORMATS",
@@ -42,6 +45,7 @@ __all__ = [
     "WEBP_QUALITY",
     "ImageData",
     "atomic_write",
+    "avif_supported",
     "check_encodable",
     "encode_image",
     "format_for_path",

@@ -107,6 +107,33 @@ def _upright_exif(raw: bytes) -> bytes | None:
     return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
 
 
+def exif_without_orientation(raw: bytes) -> bytes:
+    """``raw`` EXIF with the orientation entry taken out of its first IFD, every other byte
+    where it was (the freed entry left as padding); ``raw`` itself if it is not a structure
+    this can do that in. For AVIF: Pillow turns an orientation tag into AVIF's own rotation
+    boxes and serializes the rest again (text that is not ASCII becoming '?'), and writes an
+    EXIF without one as it is."""
+    head = 6 if raw.startswith(b"Exif\0\0") else 0
+    tiff = raw[head:]
+    if tiff[:4] not in (b"II*\0", b"MM\0*"):
+        return raw
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return raw
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    end = ifd + 2 + 12 * count + 4  # the entries and the next IFD's offset
+    if end > len(tiff):
+        return raw
+    entries = [tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i] for i in range(count)]
+    kept = [e for e in entries if struct.unpack(order + "H", e[:2])[0] != ORIENTATION]
+    if len(kept) == count:
+        return raw
+    body = struct.pack(order + "H", len(kept)) + b"".join(kept) + tiff[end - 4 : end]
+    body += bytes(12 * (count - len(kept)))
+    return raw[:head] + tiff[:ifd] + body + tiff[end:]
+
+
 def _text_bytes(text: str | bytes) -> bytes:
     """EXIF text as the bytes Pillow decoded it from (latin-1), to be written back as it was:
     Pillow encodes ``str`` values as ASCII, with '?' for the rest."""

@@ -26,10 +26,12 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from anyrestore.engine.imageio.formats import (
+    AVIF_MISSING,
     FORMATS,
     MAX_PIXELS_ENV,
     READ_ONLY_FORMATS,
     ImageData,
+    avif_supported,
     max_pixels_from_env,
 )
 from anyrestore.engine.imageio.metadata import (
@@ -129,7 +131,7 @@ def read_image(
         if kind:  # the right magic bytes, a header Pillow cannot parse
             raise InputError(f"{label}: corrupt {kind} (its header is damaged)") from None
         raise InputError(
-            f"{label}: not an image file (supported: PNG, JPEG, WebP, TIFF, BMP)"
+            f"{label}: not an image file (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP)"
         ) from None
     except PermissionError as exc:
         raise InputError(f"{label}: cannot open ({exc.strerror})") from None
@@ -145,7 +147,7 @@ def read_image(
         fmt = "JPEG" if im.format == "MPO" else im.format  # camera JPEGs often open as MPO
         if fmt not in FORMATS + READ_ONLY_FORMATS:
             raise InputError(
-                f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, TIFF, BMP)"
+                f"{label}: unsupported image format {im.format} (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP)"
             )
         frames = 1 if im.format == "MPO" else getattr(im, "n_frames", 1)  # MPO: + a preview
         if frames > 1 and getattr(im, "is_animated", False) and fmt != "TIFF":
@@ -229,13 +231,16 @@ def _signature(head: bytes) -> str | None:
     """The format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
+    if head[4:8] == b"ftyp" and _MEDIA_BRANDS.get(head[8:12]) == "AVIF" and avif_supported():
+        return "AVIF"
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _unreadable_photo(head: bytes) -> str | None:
     """The name of a photo format Pillow cannot read that a file's first bytes announce."""
     if head[4:8] == b"ftyp":
-        return _MEDIA_BRANDS.get(head[8:12])
+        kind = _MEDIA_BRANDS.get(head[8:12])
+        return None if kind == "AVIF" and avif_supported() else kind
     if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
         return "JPEG XL"
     return None
@@ -259,6 +264,8 @@ def _convert_first(label: str, kind: str) -> InputError:
             f"{label}: a camera RAW file; develop it to a 16-bit TIFF (or PNG, JPEG) with a raw "
             "converter first, then restore that"
         )
+    if kind == "AVIF":
+        return InputError(f"{label}: {AVIF_MISSING}; convert it to TIFF, PNG or JPEG first")
     return InputError(f"{label}: {kind} is not supported; convert it to TIFF, PNG or JPEG first")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from anyrestore.engine.imageio.formats import (
+    AVIF_QUALITY,
     JPEG_QUALITY,
     WEBP_QUALITY,
     ImageData,
@@ -35,6 +36,7 @@ from anyrestore.engine.imageio.metadata import (
     JPEG_MAX_XMP,
     JPEG_SEGMENT,
     PNG_XMP_KEY,
+    exif_without_orientation,
     jpeg_app13,
     jpeg_comment,
     plain_text,
@@ -51,7 +53,7 @@ log = logging.getLogger("anyrestore")
 def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> bytes:
     """Encode to bytes; 16-bit survives in PNG and TIFF, JPEG drops alpha (with a warning).
 
-    ``quality`` (1-100) sets JPEG's and WebP's; the lossless formats have none to set. An
+    ``quality`` (1-100) sets JPEG's, WebP's and AVIF's; the lossless formats have none. An
     image the format cannot hold (``check_encodable``) is a UsageError.
     """
     fmt = parse_format(fmt)
@@ -73,9 +75,11 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         channels.append(rescale_alpha(alpha, maxval)[..., None])
     pixels = np.concatenate(channels, axis=-1) if len(channels) > 1 else channels[0]
     gray = pixels.shape[-1] in (1, 2)
-    # WebP has no gray modes; Pillow cannot write gray+alpha BMP or read 16-bit gray+alpha TIFF.
+    # WebP has no gray modes, AVIF's gray+alpha reads back as RGBA; Pillow cannot write
+    # gray+alpha BMP or read 16-bit gray+alpha TIFF.
     if gray and (
         fmt == "WEBP"
+        or (pixels.shape[-1] == 2 and fmt == "AVIF")
         or (pixels.shape[-1] == 2 and (fmt == "BMP" or (fmt == "TIFF" and depth == 16)))
     ):
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
@@ -94,13 +98,15 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     if exif and fmt == "JPEG" and len(exif) > JPEG_SEGMENT:
         log.warning("the EXIF data (%d bytes) is too long for JPEG; the output drops it", len(exif))
         exif = None
-    if exif and fmt in ("PNG", "JPEG", "WEBP"):
+    if exif and fmt == "AVIF":
+        exif = exif_without_orientation(exif)  # upright already: no rotation box needed
+    if exif and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
         params["exif"] = exif
     xmp = image.xmp
     if xmp and fmt == "JPEG" and len(xmp) > JPEG_MAX_XMP:
         log.warning("the XMP data (%d bytes) is too long for JPEG; the output drops it", len(xmp))
         xmp = None
-    if xmp and fmt in ("JPEG", "WEBP"):
+    if xmp and fmt in ("JPEG", "WEBP", "AVIF"):
         params["xmp"] = xmp
     if fmt == "PNG" and (xmp or image.text):
         params["pnginfo"] = PngImagePlugin.PngInfo()
@@ -110,7 +116,7 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
             params["pnginfo"].add_text(key, plain_text(value).replace("\0", ""))
     if fmt == "JPEG":
         params.update(_jpeg_comment_and_iptc(image))
-    if image.dpi and fmt != "WEBP":  # WebP has no field for it
+    if image.dpi and fmt not in ("WEBP", "AVIF"):  # they have no field for it
         params["dpi"] = image.dpi
     if fmt == "JPEG":
         # Full-resolution colour (4:4:4) at high quality; below 90 the usual 4:2:0, as a
@@ -119,6 +125,11 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         params.update(quality=q, subsampling=0 if q >= 90 else 2)
     elif fmt == "WEBP":
         params.update(quality=WEBP_QUALITY if quality is None else quality, method=4)
+    elif fmt == "AVIF":
+        # As JPEG: full-resolution colour from 90 up (the default), 4:2:0 below
+        q = AVIF_QUALITY if quality is None else quality
+        subsampling = "4:0:0" if mode == "L" else "4:4:4" if q >= 90 else "4:2:0"
+        params.update(quality=q, subsampling=subsampling)
     buf = io.BytesIO()
     try:
         pil.save(buf, format=fmt, **params)
