@@ -178,18 +178,7 @@ def _run(
     console: Console | None,
 ) -> TrainResult:
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out {out} is a file, not a run folder")
-    if resume is None and (out / "last.pt").exists():
-        raise ConfigError(
-            f"{out} already holds a run (last.pt); continue it with --resume {out}, or give "
-            "another --out"
-        )
-    if resume is not None and (out / "last.pt").exists() and not same_run(out, resume):
-        raise ConfigError(
-            f"{out} already holds another run (last.pt); resuming {resume} there would write "
-            f"over it: give another --out, or continue that run with --resume {out}"
-        )
+    _check_out(out, resume)
     if dist.is_main:
         check_writable(out)
     if config.train.threads:
@@ -225,19 +214,7 @@ def _run(
 
     # Data: global batch split over ranks; full batches only.
     train_set, val_set, on_device = build_data(config, device)
-    if config.train.batch_size % dist.world_size:
-        raise ConfigError(
-            f"train.batch_size {config.train.batch_size} is not divisible by the "
-            f"{dist.world_size} processes"
-        )
-    batch = config.train.batch_size // dist.world_size
-    parts_per_step = config.train.accumulate
-    if batch % parts_per_step:
-        raise ConfigError(
-            f"train.batch_size {config.train.batch_size} over {dist.world_size} process"
-            f"{'es' if dist.enabled else ''} gives {batch} crops each, which "
-            f"train.accumulate {parts_per_step} does not divide"
-        )
+    batch = _rank_batch(config, dist)
     if len(train_set) == 0:
         raise DataError(f"no training images under {config.data.root}")
     repeat = math.ceil(config.train.batch_size / len(train_set))
@@ -255,30 +232,9 @@ def _run(
     criterion = RestorationLoss(
         **recipe.terms(), aux=recipe.aux, fourier_norm=config.loss.fourier_norm
     )
-    run = Progress()
-
     if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError:
-            raise ConfigError(
-                f"{resume} was trained as {state.get('model_name')} with other settings; "
-                f"it does not fit {config.model} with these model_overrides"
-            ) from None
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError:  # other parameters train now: distill.teacher_forcing changed
-            raise ConfigError(
-                f"{resume}: its optimizer state does not fit the parameters this run trains "
-                "(distill.teacher_forcing or distill.blocks changed?); start a new run from "
-                f"its weights instead: anyrestore train export {resume} -o W.safetensors, "
-                "then --set train.init_from=W.safetensors"
-            ) from None
-        scheduler.load_state_dict(state["scheduler"])
-        load_scaler(scaler, state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        run = Progress(**state["progress"])
+        assert resume is not None
+        run = _load_resume(state, resume, config.model, model, optimizer, scheduler, scaler, ema)
         if run.batch_in_epoch >= steps_per_epoch:
             # A larger batch or fewer images since: the saved place is past this epoch's end
             # (and an epoch that starts there would yield nothing, for ever). The next begins.
@@ -287,6 +243,7 @@ def _run(
         rngs = state["rng"]
         set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0])
     else:
+        run = Progress()
         torch.manual_seed(item_seed(config.seed, dist.rank))
 
     net = distributed.wrap(distiller or model, dist, device, find_unused(config, model))
@@ -378,32 +335,28 @@ def _run(
             )
         return value
 
-    def step_loss(lq: Tensor, gt: Tensor, kinds: list[str]) -> tuple[Tensor, dict]:
-        """The training loss of one batch (or part of one) and its terms for the log."""
-        with autocast(device, precision), pointwise_kernel(kernel):
-            if distiller is None:
-                pred, aux = net(lq, return_aux=True)
-                loss, parts, target_weight = None, {}, 1.0
-            else:
-                pred, aux, loss, parts, wanted = net(lq, kinds)
-                target_weight = config.distill.target_weight
-                gt = teacher_targets(gt, wanted, kinds, config.distill.teacher_kinds)
-        if target_weight:  # the recipe's loss against the clean photo
-            target, target_parts = criterion(pred, gt, aux.get("losses") if aux else None)
-            target = target_weight * target
-            loss = target if loss is None else loss + target
-            parts = {**parts, **target_parts}
-        return loss, parts
-
+    stepper = _Stepper(
+        config=config,
+        device=device,
+        dist=dist,
+        precision=precision,
+        kernel=kernel,
+        model=model,
+        net=net,
+        distiller=distiller,
+        criterion=criterion,
+        optimizer=optimizer,
+        scaler=scaler,
+        ema=ema,
+    )
     quantize = bool(config.data.options.get("quantize", True))
     finished = False
     start_step = run.step
     nonfinite = 0  # steps in a row skipped for a NaN or infinite loss or gradient
     saved_step = run.step  # the step last.pt holds
-    buffers = list(model.buffers())
     tic = time.perf_counter()
     saved_at = time.monotonic()  # for log.ckpt_minutes
-    window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0, "steps": 0}
+    window = _Window()
     loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
         try:
@@ -420,39 +373,7 @@ def _run(
                         )
                         lq = lq.contiguous(memory_format=memory_format)
                     kinds_seen.update(kinds)
-
-                    # One optimizer step: forward under autocast, losses in fp32; with
-                    # train.accumulate, one forward and backward per part of the batch.
-                    optimizer.zero_grad(set_to_none=True)
-                    # A skipped step leaves no trace, the norms' running statistics included.
-                    kept = [b.clone() for b in buffers]
-                    loss, parts = 0.0, {}
-                    for i, (lq_part, gt_part, kinds_part) in enumerate(
-                        _split_batch(lq, gt, kinds, parts_per_step)
-                    ):
-                        # DDP averages gradients over ranks on the last part's backward only.
-                        last = i == parts_per_step - 1
-                        with _maybe_no_sync(net, not last):
-                            part_loss, part_terms = step_loss(lq_part, gt_part, kinds_part)
-                            scaler.scale(part_loss / parts_per_step).backward()
-                        loss = loss + part_loss.detach() / parts_per_step
-                        for k, v in part_terms.items():
-                            parts[k] = parts.get(k, 0.0) + v / parts_per_step
-                    grad_norm = None
-                    if config.optim.grad_clip > 0:
-                        scaler.unscale_(optimizer)
-                        grad_norm = torch.nn.utils.clip_grad_norm_(
-                            model.parameters(), config.optim.grad_clip
-                        )
-                    if scaler.is_enabled():
-                        # fp16: the loss scaler skips a step whose gradients overflow and
-                        # lowers its scale (that is how it finds one); only a loss that is
-                        # itself NaN or infinite counts toward divergence.
-                        bad = not bool(torch.isfinite(loss).all())
-                    else:
-                        bad = not _finite_step(loss, grad_norm, model)
-                    if dist.enabled:  # a NaN loss on one rank: every rank skips the step
-                        bad = distributed.all_sum(dist, [float(bad)], device)[0] > 0
+                    loss, parts, bad = stepper.step(lq, gt, kinds)
                     if bad:
                         nonfinite += 1
                         reporter.message(
@@ -461,19 +382,8 @@ def _run(
                         )
                         if nonfinite >= MAX_NONFINITE_STEPS:
                             raise _diverged(run.step + 1, nonfinite, last_ckpt, saved_step)
-                        optimizer.zero_grad(set_to_none=True)
-                        if scaler.is_enabled():  # forget the unscale_ done for clipping
-                            scaler.update(scaler.get_scale())
-                        _restore(buffers, kept)
                     else:
                         nonfinite = 0
-                        scale = scaler.get_scale()  # 1.0 unless fp16
-                        scaler.step(optimizer)
-                        scaler.update()
-                        if scaler.get_scale() < scale:  # fp16 overflow: the step was skipped
-                            _restore(buffers, kept)
-                        elif ema is not None:
-                            ema.update(model)
                     scheduler.step()  # the schedule follows the step count either way
 
                     run.step += 1
@@ -485,20 +395,11 @@ def _run(
                         run.batch_in_epoch = 0
 
                     # Bookkeeping (averaged over the log window and, when logged, over ranks).
-                    now = time.perf_counter()
-                    window["time"] += now - t0
-                    window["samples"] += batch * dist.world_size
-                    window["steps"] += 1
-                    if not bad:  # the log averages the steps taken
-                        window["count"] += 1
-                        sums = window["sums"]
-                        sums["loss"] = sums.get("loss", 0.0) + loss.detach()
-                        for k, v in parts.items():
-                            sums[k] = sums.get(k, 0.0) + v
+                    window.add(time.perf_counter() - t0, batch * dist.world_size, loss, parts, bad)
                     row = None
                     if run.step % config.log.every == 0 or run.step == total_steps:
-                        row = _log_row(run, window, scheduler, total_steps, dist, device)
-                        window = {"samples": 0, "time": 0.0, "sums": {}, "count": 0, "steps": 0}
+                        row = window.row(run, scheduler, total_steps, dist, device)
+                        window = _Window()
                     reporter.step(run.step, row)
 
                     done = run.step >= total_steps
@@ -558,6 +459,169 @@ def _run(
 # ----------------------------------------------------------------------------- pieces
 
 
+def _check_out(out: Path, resume: str | Path | None) -> None:
+    """Refuse a run folder that is a file, or that holds a run this one would write over."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out {out} is a file, not a run folder")
+    if resume is None and (out / "last.pt").exists():
+        raise ConfigError(
+            f"{out} already holds a run (last.pt); continue it with --resume {out}, or give "
+            "another --out"
+        )
+    if resume is not None and (out / "last.pt").exists() and not same_run(out, resume):
+        raise ConfigError(
+            f"{out} already holds another run (last.pt); resuming {resume} there would write "
+            f"over it: give another --out, or continue that run with --resume {out}"
+        )
+
+
+def _rank_batch(config: Config, dist: distributed.Dist) -> int:
+    """Crops per process and step: the global batch split over the ranks, whole, and whole
+    parts of it for ``train.accumulate``."""
+    if config.train.batch_size % dist.world_size:
+        raise ConfigError(
+            f"train.batch_size {config.train.batch_size} is not divisible by the "
+            f"{dist.world_size} processes"
+        )
+    batch = config.train.batch_size // dist.world_size
+    if batch % config.train.accumulate:
+        raise ConfigError(
+            f"train.batch_size {config.train.batch_size} over {dist.world_size} process"
+            f"{'es' if dist.enabled else ''} gives {batch} crops each, which "
+            f"train.accumulate {config.train.accumulate} does not divide"
+        )
+    return batch
+
+
+def _load_resume(
+    state: dict[str, Any],
+    resume: str | Path,
+    model_name: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    ema: EMA | None,
+) -> Progress:
+    """Put a resume checkpoint's weights, optimizer, schedule, scaler and EMA back in place;
+    where the run was."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise ConfigError(
+            f"{resume} was trained as {state.get('model_name')} with other settings; "
+            f"it does not fit {model_name} with these model_overrides"
+        ) from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError:  # other parameters train now: distill.teacher_forcing changed
+        raise ConfigError(
+            f"{resume}: its optimizer state does not fit the parameters this run trains "
+            "(distill.teacher_forcing or distill.blocks changed?); start a new run from "
+            f"its weights instead: anyrestore train export {resume} -o W.safetensors, "
+            "then --set train.init_from=W.safetensors"
+        ) from None
+    scheduler.load_state_dict(state["scheduler"])
+    load_scaler(scaler, state["scaler"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    return Progress(**state["progress"])
+
+
+@dataclass
+class _Stepper:
+    """One optimizer step: forward under autocast and the losses in fp32 (with
+    ``train.accumulate``, one forward and backward per part of the batch), clipping, the
+    check for NaN or infinite values, then the update and the EMA, or no trace at all."""
+
+    config: Config
+    device: torch.device
+    dist: distributed.Dist
+    precision: str
+    kernel: str
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model as it trains: wrapped by DDP, a distiller, compiled
+    distiller: Distiller | None
+    criterion: RestorationLoss
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+
+    def __post_init__(self) -> None:
+        self.buffers = list(self.model.buffers())
+
+    def step(self, lq: Tensor, gt: Tensor, kinds: list[str]) -> tuple[Tensor, dict, bool]:
+        """The step's loss and its terms for the log, and whether it was skipped (bad)."""
+        optimizer, scaler, parts_per_step = (
+            self.optimizer,
+            self.scaler,
+            self.config.train.accumulate,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        # A skipped step leaves no trace, the norms' running statistics included.
+        kept = [b.clone() for b in self.buffers]
+        loss: Any = 0.0
+        parts: dict[str, Any] = {}
+        for i, (lq_part, gt_part, kinds_part) in enumerate(
+            _split_batch(lq, gt, kinds, parts_per_step)
+        ):
+            # DDP averages gradients over ranks on the last part's backward only.
+            last = i == parts_per_step - 1
+            with _maybe_no_sync(self.net, not last):
+                part_loss, part_terms = self.loss(lq_part, gt_part, kinds_part)
+                scaler.scale(part_loss / parts_per_step).backward()
+            loss = loss + part_loss.detach() / parts_per_step
+            for k, v in part_terms.items():
+                parts[k] = parts.get(k, 0.0) + v / parts_per_step
+        grad_norm = None
+        if self.config.optim.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.config.optim.grad_clip
+            )
+        if scaler.is_enabled():
+            # fp16: the loss scaler skips a step whose gradients overflow and lowers its
+            # scale (that is how it finds one); only a loss that is itself NaN or infinite
+            # counts toward divergence.
+            bad = not bool(torch.isfinite(loss).all())
+        else:
+            bad = not _finite_step(loss, grad_norm, self.model)
+        if self.dist.enabled:  # a NaN loss on one rank: every rank skips the step
+            bad = distributed.all_sum(self.dist, [float(bad)], self.device)[0] > 0
+        if bad:
+            optimizer.zero_grad(set_to_none=True)
+            if scaler.is_enabled():  # forget the unscale_ done for clipping
+                scaler.update(scaler.get_scale())
+            _restore(self.buffers, kept)
+        else:
+            scale = scaler.get_scale()  # 1.0 unless fp16
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.get_scale() < scale:  # fp16 overflow: the step was skipped
+                _restore(self.buffers, kept)
+            elif self.ema is not None:
+                self.ema.update(self.model)
+        return loss, parts, bad
+
+    def loss(self, lq: Tensor, gt: Tensor, kinds: list[str]) -> tuple[Tensor, dict]:
+        """The training loss of one batch (or part of one) and its terms for the log."""
+        config = self.config
+        with autocast(self.device, self.precision), pointwise_kernel(self.kernel):
+            if self.distiller is None:
+                pred, aux = self.net(lq, return_aux=True)
+                loss, parts, target_weight = None, {}, 1.0
+            else:
+                pred, aux, loss, parts, wanted = self.net(lq, kinds)
+                target_weight = config.distill.target_weight
+                gt = teacher_targets(gt, wanted, kinds, config.distill.teacher_kinds)
+        if target_weight:  # the recipe's loss against the clean photo
+            target, target_parts = self.criterion(pred, gt, aux.get("losses") if aux else None)
+            target = target_weight * target
+            loss = target if loss is None else loss + target
+            parts = {**parts, **target_parts}
+        return loss, parts
+
+
 def _split_batch(
     lq: Tensor, gt: Tensor, kinds: list[str], parts: int
 ) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
@@ -575,28 +639,49 @@ def _maybe_no_sync(net: torch.nn.Module, skip: bool) -> Any:
     return nullcontext()
 
 
-def _log_row(
-    run: Progress,
-    window: dict[str, Any],
-    scheduler: Any,
-    total_steps: int,
-    dist: distributed.Dist,
-    device: torch.device,
-) -> dict[str, Any]:
-    names = sorted(window["sums"])
-    values = [float(window["sums"][k]) / window["count"] for k in names]
-    values = [v / dist.world_size for v in distributed.all_sum(dist, values, device)]
-    rate = window["samples"] / max(window["time"], 1e-9)
-    row = {
-        "step": run.step,
-        "epoch": run.epoch,
-        "samples": run.samples,
-        **{k: round(v, 6) for k, v in zip(names, values, strict=True)},
-        "lr": scheduler.get_last_lr()[0],
-        "samples_per_s": round(rate, 2),
-        "eta_s": round((total_steps - run.step) * window["samples"] / window["steps"] / rate, 1),
-    }
-    return row
+@dataclass
+class _Window:
+    """The steps since the last log row: time, crops, and the sums of the taken steps' loss
+    terms (a skipped step counts for the rate, not the averages)."""
+
+    samples: int = 0
+    time: float = 0.0
+    steps: int = 0
+    count: int = 0
+    sums: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, seconds: float, samples: int, loss: Tensor, parts: dict, bad: bool) -> None:
+        self.time += seconds
+        self.samples += samples
+        self.steps += 1
+        if not bad:  # the log averages the steps taken
+            self.count += 1
+            self.sums["loss"] = self.sums.get("loss", 0.0) + loss.detach()
+            for k, v in parts.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def row(
+        self,
+        run: Progress,
+        scheduler: Any,
+        total_steps: int,
+        dist: distributed.Dist,
+        device: torch.device,
+    ) -> dict[str, Any]:
+        """The log row: the terms averaged over the window's steps and the ranks."""
+        names = sorted(self.sums)
+        values = [float(self.sums[k]) / self.count for k in names]
+        values = [v / dist.world_size for v in distributed.all_sum(dist, values, device)]
+        rate = self.samples / max(self.time, 1e-9)
+        return {
+            "step": run.step,
+            "epoch": run.epoch,
+            "samples": run.samples,
+            **{k: round(v, 6) for k, v in zip(names, values, strict=True)},
+            "lr": scheduler.get_last_lr()[0],
+            "samples_per_s": round(rate, 2),
+            "eta_s": round((total_steps - run.step) * self.samples / self.steps / rate, 1),
+        }
 
 
 @contextmanager
