@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import functools
+import importlib
 import itertools
 import os
 import stat
@@ -51,6 +53,23 @@ UNREADABLE_PHOTOS: dict[str, str] = {
 }
 
 
+@functools.cache
+def pillow_reads_avif() -> bool:
+    """Whether the installed Pillow reads and writes AVIF: its AVIF module loads (the plugin
+    came in 11.2, its wheels carry libavif from 11.3). Imported by name, so that this module
+    does not import Pillow itself."""
+    try:
+        importlib.import_module("PIL._avif")
+    except ImportError:
+        return False
+    return True
+
+
+def unreadable_photos() -> dict[str, str]:
+    """``UNREADABLE_PHOTOS``, and AVIF where this Pillow cannot read it."""
+    return UNREADABLE_PHOTOS if pillow_reads_avif() else {**UNREADABLE_PHOTOS, ".avif": "AVIF"}
+
+
 def is_image_file(path: Path) -> bool:
     """An image by its extension, and not hidden."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
@@ -73,7 +92,7 @@ def list_images(
     ``pattern`` (a relative glob, matched as ``Path.rglob`` would) every matching file
     counts, whatever its extension. A link to nothing is listed: reading it fails and is
     reported, not silently passed over. Photos in a format anyrestore cannot read
-    (``UNREADABLE_PHOTOS``) go to ``passed_over`` (when given), for the caller to name.
+    (``unreadable_photos``) go to ``passed_over`` (when given), for the caller to name.
     Linked folders are followed (datasets are often assembled from links), each real folder
     once; a pattern containing ``**`` is left to ``rglob``, which does not follow them.
     """
@@ -96,6 +115,7 @@ def list_images(
     else:
         candidates = _walk(root, errors) if recursive else root.iterdir()
     found = []
+    cannot_read = unreadable_photos()
     for path in candidates:
         rel = path.relative_to(root)
         dangling = path.is_symlink() and not path.exists()
@@ -104,8 +124,9 @@ def list_images(
         # realpath, not resolve(): Python 3.11's resolve raises RuntimeError on a loop of links
         if exclude is not None and Path(os.path.realpath(path)).is_relative_to(exclude):
             continue
-        if pattern is None and path.suffix.lower() not in IMAGE_EXTENSIONS:
-            if passed_over is not None and path.suffix.lower() in UNREADABLE_PHOTOS:
+        suffix = path.suffix.lower()
+        if pattern is None and (suffix not in IMAGE_EXTENSIONS or suffix in cannot_read):
+            if passed_over is not None and suffix in cannot_read:
                 passed_over.append(path)
             continue
         found.append(path)

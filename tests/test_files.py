@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from anyrestore import files
 from anyrestore.errors import UsageError
 from anyrestore.files import AtomicFile, atomic_path, atomic_write, list_images
 
@@ -297,3 +298,20 @@ def test_an_output_on_a_read_only_mount_stops_the_run(
     with pytest.raises(OutputFull, match="old.png: read-only file system"):
         atomic_write(kept, b"new")
     assert kept.read_bytes() == b"earlier output"
+
+
+@pytest.mark.parametrize("avif", [True, False], ids=["Pillow with AVIF", "without"])
+def test_avif_photos_are_listed_where_pillow_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, avif: bool
+) -> None:
+    # Without AVIF in Pillow, a phone's folder with AVIF photos failed the batch file by
+    # file, where it should pass them over with the formats it cannot read.
+    monkeypatch.setattr(files, "pillow_reads_avif", lambda: avif)
+    for name in ("IMG_1.avif", "IMG_2.jpg", "IMG_3.heic"):
+        (tmp_path / name).write_bytes(b"")
+    passed_over: list[Path] = []
+    found = files.list_images(tmp_path, passed_over=passed_over)
+    assert [p.name for p in found] == (["IMG_1.avif", "IMG_2.jpg"] if avif else ["IMG_2.jpg"])
+    assert sorted(p.name for p in passed_over) == (
+        ["IMG_3.heic"] if avif else ["IMG_1.avif", "IMG_3.heic"]
+    )

@@ -392,9 +392,10 @@ def _s(count: int) -> str:
 
 def _passed_over(paths: list[Path]) -> str:
     """Name the photos a folder holds in formats anyrestore cannot read (HEIC, camera RAW)."""
-    from anyrestore.files import UNREADABLE_PHOTOS
+    from anyrestore.files import unreadable_photos
 
-    kinds = Counter(UNREADABLE_PHOTOS[p.suffix.lower()] for p in paths)
+    names = unreadable_photos()
+    kinds = Counter(names[p.suffix.lower()] for p in paths)
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
     files = "file" if len(paths) == 1 else "files"
     return (

@@ -765,3 +765,19 @@ def test_a_skipped_stdin_is_drained_but_never_waited_on_nor_read_for_ever(
     monkeypatch.setattr(sys, "stdin", endless)
     drain_stdin(1)
     assert endless.taken == 8 + (16 << 20)  # what stdin_bytes would read, no more
+
+
+def test_an_avif_without_pillow_support_is_an_input_error(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without AVIF in Pillow, the default output IMG_1_restored.avif was refused first, as if
+    # the user had asked for AVIF: the input is what cannot be read, and what to convert it to.
+    from anyrestore.engine.imageio import formats, reading
+
+    monkeypatch.setattr(reading, "avif_supported", lambda: False)
+    monkeypatch.delitem(formats.EXTENSIONS, ".avif", raising=False)  # as made without AVIF
+    src = tmp_path / "IMG_1.avif"
+    src.write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1" + bytes(64))
+    result = fix(src, "--weights", tiny_checkpoint)
+    assert result.exit_code == 3
+    assert "Pillow 11.3" in one_line_error(result) and "convert it to" in result.stderr

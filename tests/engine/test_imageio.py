@@ -20,11 +20,13 @@ from anyrestore.engine.imageio import (
     ImageData,
     atomic_write,
     avif_supported,
+    check_encodable,
     format_for_path,
     formats,
     parse_format,
     reading,
 )
+from anyrestore.engine.imageio.metadata import exif_without_orientation
 from anyrestore.errors import InputError, UsageError
 from anyrestore.models.base import RestorationModel
 
@@ -832,7 +834,7 @@ AVIF_HEAD = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1" + bytes(64)
 def test_avif_without_pillow_support_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pillow reads and writes AVIF from 11.3 (the oldest Pillow anyrestore takes has none).
     monkeypatch.setattr(reading, "avif_supported", lambda: False)
-    monkeypatch.setattr(formats, "avif_supported", lambda: False)
+    monkeypatch.delitem(formats.EXTENSIONS, ".avif", raising=False)  # as made without AVIF
     with pytest.raises(InputError, match=r"^IMG_1.avif: .*Pillow 11.3 .*convert it to") as caught:
         read_image(AVIF_HEAD, name="IMG_1.avif")
     assert "\n" not in str(caught.value)
@@ -841,9 +843,32 @@ def test_avif_without_pillow_support_says_what_to_do(monkeypatch: pytest.MonkeyP
 
 
 @NO_AVIF
-def test_a_damaged_avif_is_called_so() -> None:
+@pytest.mark.parametrize("major", [b"avif", b"mif1"])  # AVIF may name the HEIF brand first
+def test_a_damaged_avif_is_called_so(major: bytes) -> None:
+    head = AVIF_HEAD.replace(b"ftypavif", b"ftyp" + major)
     with pytest.raises(InputError, match="^IMG_1.avif: corrupt AVIF"):
-        read_image(AVIF_HEAD, name="IMG_1.avif")
+        read_image(head, name="IMG_1.avif")
+
+
+@NO_AVIF
+def test_a_rotated_avif_keeps_its_exif_text() -> None:
+    # Pillow writes the turn as AVIF's rotation boxes and an EXIF without orientation, and
+    # reads such a file back through its own serialization: "© Müller" became "?? M??ller".
+    exif = Image.Exif()
+    exif[0x8298], exif[0x0112] = "© Müller".encode(), 6
+    im = Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    img = read_image(pil_bytes(im, "AVIF", exif=exif))
+    assert img.rgb.shape == (W, H, 3)  # turned upright, once
+    out = Image.open(io.BytesIO(encode_image(img, "JPEG"))).getexif()
+    assert out[0x8298].encode("latin-1").decode("utf-8") == "© Müller"
+    assert out.get(0x0112, 1) == 1
+
+
+def test_exif_without_orientation_never_raises() -> None:
+    for cut in (b"II*\0", b"Exif\0\0MM\0*\0\0", b"Exif\0\0", b"not exif at all"):
+        assert exif_without_orientation(cut) is None
+    short = b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", 3)  # three entries promised
+    assert exif_without_orientation(short) == short
 
 
 @NO_AVIF
@@ -864,7 +889,8 @@ def test_avif_in_and_out() -> None:
     assert out.getexif().get(0x0112, 1) == 1 and out.getexif()[0x010F] == "Canon"
     back = np.asarray(out, np.float32)
     upright = np.rot90(rgba, -1).astype(np.float32)
-    assert np.abs(back - upright).mean() < 2  # alpha too
+    assert np.abs(back[..., :3] - upright[..., :3]).mean() < 2
+    assert np.array_equal(back[..., 3], img.alpha)  # alpha passes through untouched
     gray = read_image(pil_bytes(Image.fromarray(rgb[..., 0], "L"), "PNG"))
     assert read_image(encode_image(gray, "AVIF")).grayscale
 
@@ -937,6 +963,14 @@ def test_an_image_the_format_cannot_hold_is_a_usage_error(fmt: str, side: int) -
     with pytest.raises(UsageError, match=f"{fmt} holds at most {side - 1} px a side"):
         encode_image(img, fmt)
     assert Image.open(io.BytesIO(encode_image(img, "PNG"))).size == (side, 1)
+
+
+@NO_AVIF
+def test_an_avif_too_large_to_open_again_is_refused() -> None:
+    # libavif decodes at most 16384 x 16384 pixels: a larger AVIF could be written, not read.
+    with pytest.raises(UsageError, match="too large to open again"):
+        check_encodable(16385, 16384, "AVIF")
+    check_encodable(16384, 16384, "AVIF")
 
 
 def test_exif_too_long_for_jpeg_is_dropped_with_a_warning(

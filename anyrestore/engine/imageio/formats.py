@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import features
 
 from anyrestore.errors import UsageError
 from anyrestore.files import IMAGE_EXTENSIONS
+from anyrestore.files import pillow_reads_avif as avif_supported
 
 #: Read and written; AVIF where Pillow has it (``avif_supported``).
 FORMATS = ("PNG", "JPEG", "WEBP", "AVIF", "TIFF", "BMP")
 READ_ONLY_FORMATS = ("PPM",)
-#: The extensions of the formats anyrestore writes (a subset of files.IMAGE_EXTENSIONS).
-EXTENSIONS = {ext: fmt for ext, fmt in IMAGE_EXTENSIONS.items() if fmt in FORMATS}
+#: The extensions of the formats anyrestore writes (a subset of files.IMAGE_EXTENSIONS);
+#: ``.avif`` only where Pillow has it, so that an AVIF input's output is not named ``.avif``
+#: before the input is found unreadable.
+EXTENSIONS = {
+    ext: fmt
+    for ext, fmt in IMAGE_EXTENSIONS.items()
+    if fmt in FORMATS and (fmt != "AVIF" or avif_supported())
+}
 FORMAT_EXTENSION = {
     "PNG": ".png",
     "JPEG": ".jpg",
@@ -31,26 +36,18 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "ANYRESTORE_MAX_PIXELS"
 JPEG_QUALITY = 95
 WEBP_QUALITY = 95
-#: AVIF's scale is not JPEG's: at 90 (full-resolution colour) a photo comes back about 45 dB
-#: from what was encoded, where JPEG at 95 is near 40 dB, in a smaller file than either.
+#: AVIF's scale is not JPEG's: at 90, with full-resolution colour, a photo comes back about
+#: as close to what was encoded as from JPEG at 95, in about half the file.
 AVIF_QUALITY = 90
 #: The formats a quality setting changes; the others are lossless.
 LOSSY_FORMATS = frozenset({"JPEG", "WEBP", "AVIF"})
 #: The longest side each format's encoder can write (libjpeg-turbo's and libwebp's limits;
 #: for AVIF, the longest libavif reads back by default).
 MAX_SIDE = {"JPEG": 65500, "WEBP": 16383, "AVIF": 32768}
+#: The most pixels libavif decodes by default (16384 x 16384): a larger AVIF would not open.
+AVIF_MAX_PIXELS = 16384 * 16384
 #: What a Pillow without AVIF says to a user who asked for it.
 AVIF_MISSING = "this Pillow cannot read or write AVIF (Pillow 11.3 or newer can)"
-
-
-@functools.cache
-def avif_supported() -> bool:
-    """Whether the installed Pillow reads and writes AVIF (its plugin came in 11.2, its wheels
-    carry libavif from 11.3; a build without libavif has neither)."""
-    try:
-        return bool(features.check_module("avif"))
-    except ValueError:  # a Pillow that does not know the name
-        return False
 
 
 @dataclass(frozen=True)
@@ -93,9 +90,9 @@ def parse_format(name: str) -> str:
     key = name.strip().lower()
     key = key if key.startswith(".") else "." + key
     if key in EXTENSIONS:
-        if EXTENSIONS[key] == "AVIF" and not avif_supported():
-            raise UsageError(f"cannot write AVIF: {AVIF_MISSING}")
         return EXTENSIONS[key]
+    if key == ".avif":  # not in EXTENSIONS: this Pillow has no AVIF
+        raise UsageError(f"cannot write AVIF: {AVIF_MISSING}")
     raise UsageError(f"unsupported output format {name!r}; use png, jpg, webp, avif, tif or bmp")
 
 
@@ -132,4 +129,9 @@ def check_encodable(width: int, height: int, fmt: str) -> None:
         raise UsageError(
             f"{fmt} holds at most {limit} px a side and the image is {width}x{height}; "
             "write PNG or TIFF instead"
+        )
+    if fmt == "AVIF" and width * height > AVIF_MAX_PIXELS:
+        raise UsageError(
+            f"an AVIF of {width}x{height} would be too large to open again (at most "
+            f"{AVIF_MAX_PIXELS:,} pixels); write PNG or TIFF instead"
         )

@@ -107,16 +107,16 @@ def _upright_exif(raw: bytes) -> bytes | None:
     return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
 
 
-def exif_without_orientation(raw: bytes) -> bytes:
+def exif_without_orientation(raw: bytes) -> bytes | None:
     """``raw`` EXIF with the orientation entry taken out of its first IFD, every other byte
-    where it was (the freed entry left as padding); ``raw`` itself if it is not a structure
-    this can do that in. For AVIF: Pillow turns an orientation tag into AVIF's own rotation
-    boxes and serializes the rest again (text that is not ASCII becoming '?'), and writes an
-    EXIF without one as it is."""
+    where it was (the freed entry left as padding); ``raw`` itself where the IFD cannot be
+    read, None if it is not EXIF at all. For AVIF: Pillow turns an orientation tag into
+    AVIF's own rotation boxes and serializes the rest again (text that is not ASCII becoming
+    '?'), and writes an EXIF without one as it is; libavif refuses one with no TIFF header."""
     head = 6 if raw.startswith(b"Exif\0\0") else 0
     tiff = raw[head:]
-    if tiff[:4] not in (b"II*\0", b"MM\0*"):
-        return raw
+    if tiff[:4] not in (b"II*\0", b"MM\0*") or len(tiff) < 8:
+        return None
     order = "<" if tiff[:2] == b"II" else ">"
     (ifd,) = struct.unpack(order + "I", tiff[4:8])
     if ifd + 2 > len(tiff):
@@ -168,6 +168,18 @@ def read_xmp(im: Image.Image, orientation: int) -> bytes | None:
     return xmp
 
 
+def _avif_exif(im: Image.Image) -> bytes | None:
+    """An AVIF's EXIF as stored. Where its rotation boxes and its EXIF orientation differ (or
+    the EXIF has none), Pillow's info holds its own serialization instead, with the boxes'
+    orientation (which ``getexif`` still gives) but text that is not ASCII as '?' and maker
+    notes moved; the decoder Pillow keeps (not public) still has the stored bytes."""
+    try:
+        stored = im._decoder.get_info()[4]  # type: ignore[attr-defined]  # noqa: SLF001
+    except Exception:  # another Pillow: what it gives is what there is
+        return im.info.get("exif")
+    return stored if isinstance(stored, bytes) and stored else None
+
+
 def orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
     """The EXIF orientation, and EXIF bytes to carry (a TIFF's descriptive tags only)."""
     try:
@@ -178,7 +190,7 @@ def orientation_and_exif(im: Image.Image, fmt: str) -> tuple[int, bytes | None]:
             return (orientation if 1 <= orientation <= 8 else 1), (
                 _exif_bytes(carried) if carried is not None else None
             )
-        raw = im.info.get("exif")
+        raw = _avif_exif(im) if fmt == "AVIF" else im.info.get("exif")
         if not raw:
             return (orientation if 1 <= orientation <= 8 else 1), None
         upright = _upright_exif(raw) if isinstance(raw, bytes) else None

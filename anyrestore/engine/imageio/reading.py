@@ -217,21 +217,37 @@ _MEDIA_BRANDS = {
 
 
 def _head(source: Any, is_bytes: bool) -> bytes:
-    """A file's first 12 bytes (fewer for a shorter or unreadable one)."""
+    """A file's first 64 bytes (fewer for a shorter or unreadable one): enough for the
+    signatures and an ISO media file's brands."""
     if is_bytes:
-        return bytes(source[:12])
+        return bytes(source[:64])
     try:
         with open(source, "rb") as f:
-            return f.read(12)
+            return f.read(64)
     except OSError:
         return b""
+
+
+def _media_kind(head: bytes) -> str | None:
+    """What an ISO media file's ``ftyp`` box says it holds (``_MEDIA_BRANDS``), or None. An
+    AVIF may name the generic HEIF brand first and AVIF among its compatible brands."""
+    if head[4:8] != b"ftyp":
+        return None
+    kind = _MEDIA_BRANDS.get(head[8:12])
+    if kind == "HEIF":
+        size = int.from_bytes(head[:4], "big")
+        compatible = head[16 : min(size, len(head))]
+        brands = {compatible[i : i + 4] for i in range(0, len(compatible) - 3, 4)}
+        if brands & {b"avif", b"avis"}:
+            kind = "AVIF"
+    return kind
 
 
 def _signature(head: bytes) -> str | None:
     """The format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    if head[4:8] == b"ftyp" and _MEDIA_BRANDS.get(head[8:12]) == "AVIF" and avif_supported():
+    if _media_kind(head) == "AVIF" and avif_supported():
         return "AVIF"
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
@@ -239,7 +255,7 @@ def _signature(head: bytes) -> str | None:
 def _unreadable_photo(head: bytes) -> str | None:
     """The name of a photo format Pillow cannot read that a file's first bytes announce."""
     if head[4:8] == b"ftyp":
-        kind = _MEDIA_BRANDS.get(head[8:12])
+        kind = _media_kind(head)
         return None if kind == "AVIF" and avif_supported() else kind
     if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
         return "JPEG XL"

@@ -100,6 +100,8 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         exif = None
     if exif and fmt == "AVIF":
         exif = exif_without_orientation(exif)  # upright already: no rotation box needed
+        if exif is None:
+            log.warning("the EXIF data is not a TIFF structure AVIF can hold; the output drops it")
     if exif and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
         params["exif"] = exif
     xmp = image.xmp
@@ -130,9 +132,20 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         q = AVIF_QUALITY if quality is None else quality
         subsampling = "4:0:0" if mode == "L" else "4:4:4" if q >= 90 else "4:2:0"
         params.update(quality=q, subsampling=subsampling)
+        if mode == "RGBA":  # alpha passes through untouched, as in the other formats
+            params["advanced"] = {"alpha:lossless": "1"}
     buf = io.BytesIO()
     try:
-        pil.save(buf, format=fmt, **params)
+        try:
+            pil.save(buf, format=fmt, **params)
+        except ValueError:
+            if "advanced" not in params:
+                raise
+            # An AV1 encoder other than libaom takes no such option: alpha as lossy as colour
+            log.warning("this AVIF encoder cannot keep alpha exact; the output compresses it")
+            del params["advanced"]
+            buf = io.BytesIO()
+            pil.save(buf, format=fmt, **params)
     except (OSError, ValueError) as exc:  # an encoder's own limit this module does not know
         raise UsageError(f"cannot encode the image as {fmt}: {first_line(exc)}") from None
     return buf.getvalue()
