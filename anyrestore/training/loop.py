@@ -551,7 +551,8 @@ class _Stepper:
         self.buffers = list(self.model.buffers())
 
     def step(self, lq: Tensor, gt: Tensor, kinds: list[str]) -> tuple[Tensor, dict, bool]:
-        """The step's loss and its terms for the log, and whether it was skipped (bad)."""
+        """The step's loss and its terms for the log, and whether it was skipped for a NaN
+        or infinite loss or gradient (bad; an fp16 overflow the scaler skips is not bad)."""
         optimizer, scaler, parts_per_step = (
             self.optimizer,
             self.scaler,
@@ -642,7 +643,7 @@ def _maybe_no_sync(net: torch.nn.Module, skip: bool) -> Any:
 @dataclass
 class _Window:
     """The steps since the last log row: time, crops, and the sums of the taken steps' loss
-    terms (a skipped step counts for the rate, not the averages)."""
+    terms (a step skipped for a NaN or infinite value counts for the rate, not the averages)."""
 
     samples: int = 0
     time: float = 0.0
@@ -668,7 +669,7 @@ class _Window:
         dist: distributed.Dist,
         device: torch.device,
     ) -> dict[str, Any]:
-        """The log row: the terms averaged over the window's steps and the ranks."""
+        """The log row: the terms averaged over the window's taken steps and the ranks."""
         names = sorted(self.sums)
         values = [float(self.sums[k]) / self.count for k in names]
         values = [v / dist.world_size for v in distributed.all_sum(dist, values, device)]
