@@ -297,7 +297,7 @@ def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
     thumbnail of the damaged photo, among others)."""
     try:
         if fmt == "JPEG":
-            data = im.info.get("photoshop", {}).get(_IPTC_RESOURCE)
+            data = _photoshop_resource(im, _IPTC_RESOURCE)
         elif fmt == "TIFF":
             # The tag's bytes as stored: Photoshop types it LONG, which Pillow's decoded value
             # cuts to its first number (the tag is declared to hold one)
@@ -318,10 +318,38 @@ def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
         return None
 
 
+_PHOTOSHOP = b"Photoshop 3.0\0"
+
+
+def _photoshop_resource(im: Image.Image, code: int) -> bytes | None:
+    """A JPEG's Photoshop resource ``code``, from its APP13 segments read as one stream: a
+    writer whose resources (a thumbnail and the IPTC, say) outgrow one segment goes on in the
+    next, which Pillow parses on its own, so a resource that spans two came out cut short.
+    What the last segment holds of a resource cut off at the file's end, as it is."""
+    stream = b"".join(
+        body[len(_PHOTOSHOP) :]
+        for marker, body in getattr(im, "applist", [])
+        if marker == "APP13" and body.startswith(_PHOTOSHOP)
+    )
+    at = 0
+    while at + 7 <= len(stream) and stream[at : at + 4] == b"8BIM":
+        (found,) = struct.unpack(">H", stream[at + 4 : at + 6])
+        name = stream[at + 6]  # a Pascal string, its length byte included, padded to even
+        at += 6 + 1 + name + (name + 1) % 2
+        if at + 4 > len(stream):
+            break
+        (size,) = struct.unpack(">I", stream[at : at + 4])
+        at += 4
+        if found == code:
+            return stream[at : at + size]
+        at += size + size % 2
+    return None
+
+
 def _whole_records(data: bytes) -> bytes:
-    """``data`` to the end of its last whole IPTC record: without one cut short (a block that
-    went on in a JPEG's next APP13 segment, which Pillow reads on its own) or the padding
-    after the records (a LONG-typed TIFF tag holds a multiple of four bytes)."""
+    """``data`` to the end of its last whole IPTC record: without one cut short (a file that
+    ends inside it) or the padding after the records (a LONG-typed TIFF tag holds a multiple
+    of four bytes)."""
     at = 0
     while at + 5 <= len(data) and data[at] == 0x1C:
         (size,) = struct.unpack(">H", data[at + 3 : at + 5])

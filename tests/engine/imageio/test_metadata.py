@@ -214,11 +214,29 @@ def test_iptc_stored_byte_swapped_is_read_back_in_order() -> None:
 
 
 def test_iptc_cut_short_is_carried_to_its_last_whole_record() -> None:
-    # A block that went on in a second APP13 segment: Pillow reads the first part alone.
+    # A file that ends inside the block: what is whole of it is kept.
     cut = IPTC[: len(IPTC) - 3]
     jpeg = _jpeg_with_app13(b"8BIM" + struct.pack(">HHI", 0x0404, 0, len(IPTC)) + cut)
     whole = IPTC[: IPTC.rindex(b"\x1c\x02\x19")]  # all but the last keyword
     assert read_image(jpeg).iptc == whole
+
+
+def test_iptc_that_goes_on_in_a_second_app13_segment_is_read_whole() -> None:
+    # Resources outgrowing one segment (a large thumbnail, then the IPTC) go on in the next;
+    # Pillow parses each segment alone, and the IPTC that spanned two was cut short.
+    irb = _photoshop_irb(0x040C, bytes(65_000)) + _photoshop_irb(0x0404, IPTC)
+    at = 65_000  # inside the IPTC resource
+    jpeg = _jpeg_with_app13(irb[:at])
+    second = b"Photoshop 3.0\0" + irb[at:]
+    end_of_first = jpeg.index(b"\xff\xd8") + 2 + 2 + 2 + len(b"Photoshop 3.0\0") + at
+    jpeg = (
+        jpeg[:end_of_first]
+        + b"\xff\xed"
+        + struct.pack(">H", len(second) + 2)
+        + second
+        + jpeg[end_of_first:]
+    )
+    assert read_image(jpeg).iptc == IPTC
 
 
 def test_every_kind_of_jpeg_metadata_lands_in_one_readable_file() -> None:
