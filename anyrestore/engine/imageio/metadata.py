@@ -74,17 +74,26 @@ def _descriptive_exif(exif: Image.Exif) -> Image.Exif | None:
 _ONE_INTEGER = {3: "H", 4: "I", 8: "h", 9: "i"}
 
 
+def _tiff_header(raw: bytes) -> tuple[bytes, str, int] | None:
+    """EXIF's TIFF structure (after an ``Exif\\0\\0`` prefix, if any), its byte order for
+    ``struct`` and the offset of its first IFD; None if it is not one."""
+    tiff = raw[6:] if raw.startswith(b"Exif\0\0") else raw
+    if tiff[:4] not in (b"II*\0", b"MM\0*") or len(tiff) < 8:
+        return None
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    return tiff, order, ifd
+
+
 def _upright_exif(raw: bytes) -> bytes | None:
     """``raw`` EXIF with its orientation set to 1 (upright) in place, no thumbnail (IFD1), and
     every other byte as it was; None if it is not a TIFF structure this can do that in.
     Serialized again by Pillow, text that is not ASCII (a copyright's ©, a name's ü) came out
     as '?' and maker notes moved from the offsets they point from."""
-    head = 6 if raw.startswith(b"Exif\0\0") else 0
-    tiff = raw[head:]
-    if tiff[:4] not in (b"II*\0", b"MM\0*"):
+    header = _tiff_header(raw)
+    if header is None:
         return None
-    order = "<" if tiff[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    tiff, order, ifd = header
     if ifd + 2 > len(tiff):
         return None
     (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
@@ -113,12 +122,10 @@ def exif_without_orientation(raw: bytes) -> bytes | None:
     read, None if it is not EXIF at all. For AVIF: Pillow turns an orientation tag into
     AVIF's own rotation boxes and serializes the rest again (text that is not ASCII becoming
     '?'), and writes an EXIF without one as it is; libavif refuses one with no TIFF header."""
-    head = 6 if raw.startswith(b"Exif\0\0") else 0
-    tiff = raw[head:]
-    if tiff[:4] not in (b"II*\0", b"MM\0*") or len(tiff) < 8:
+    header = _tiff_header(raw)
+    if header is None:
         return None
-    order = "<" if tiff[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    tiff, order, ifd = header
     if ifd + 2 > len(tiff):
         return raw
     (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
@@ -131,7 +138,7 @@ def exif_without_orientation(raw: bytes) -> bytes | None:
         return raw
     body = struct.pack(order + "H", len(kept)) + b"".join(kept) + tiff[end - 4 : end]
     body += bytes(12 * (count - len(kept)))
-    return raw[:head] + tiff[:ifd] + body + tiff[end:]
+    return raw[: len(raw) - len(tiff)] + tiff[:ifd] + body + tiff[end:]
 
 
 def _text_bytes(text: str | bytes) -> bytes:
