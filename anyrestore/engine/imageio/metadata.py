@@ -325,32 +325,32 @@ def read_iptc(im: Image.Image, fmt: str) -> bytes | None:
         return None
 
 
-_PHOTOSHOP = b"Photoshop 3.0\0"
-
-
 def _photoshop_resource(im: Image.Image, code: int) -> bytes | None:
-    """A JPEG's Photoshop resource ``code``, from its APP13 segments read as one stream: a
-    writer whose resources (a thumbnail and the IPTC, say) outgrow one segment goes on in the
-    next, which Pillow parses on its own, so a resource that spans two came out cut short.
-    What the last segment holds of a resource cut off at the file's end, as it is."""
+    """A JPEG's Photoshop resource ``code`` (the last, if there are several), from its APP13
+    segments read as one stream: a writer whose resources (a thumbnail and the IPTC, say)
+    outgrow one segment goes on in the next, which Pillow parses on its own, so a resource
+    that spans two came out cut short. Where the stream does not parse that way (a segment
+    that ends in padding or a bad size), what Pillow read segment by segment."""
     stream = b"".join(
-        body[len(_PHOTOSHOP) :]
+        body[len(_APP13_HEAD) :]
         for marker, body in getattr(im, "applist", [])
-        if marker == "APP13" and body.startswith(_PHOTOSHOP)
+        if marker == "APP13" and body.startswith(_APP13_HEAD)
     )
-    at = 0
+    at, found = 0, None
     while at + 7 <= len(stream) and stream[at : at + 4] == b"8BIM":
-        (found,) = struct.unpack(">H", stream[at + 4 : at + 6])
+        (kind,) = struct.unpack(">H", stream[at + 4 : at + 6])
         name = stream[at + 6]  # a Pascal string, its length byte included, padded to even
         at += 6 + 1 + name + (name + 1) % 2
         if at + 4 > len(stream):
             break
         (size,) = struct.unpack(">I", stream[at : at + 4])
         at += 4
-        if found == code:
-            return stream[at : at + size]
+        if kind == code:
+            found = stream[at : at + size]  # cut short only where the file ends inside it
         at += size + size % 2
-    return None
+    if found is None:
+        found = im.info.get("photoshop", {}).get(code)
+    return found
 
 
 def _whole_records(data: bytes) -> bytes:

@@ -221,22 +221,34 @@ def test_iptc_cut_short_is_carried_to_its_last_whole_record() -> None:
     assert read_image(jpeg).iptc == whole
 
 
+def _jpeg_with_app13_segments(*irbs: bytes) -> bytes:
+    """A JPEG whose APP13 segments, one after the other, hold ``irbs``."""
+    jpeg = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), "JPEG")
+    segments = b""
+    for irb in irbs:
+        body = b"Photoshop 3.0\0" + irb
+        segments += b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
+    return jpeg[:2] + segments + jpeg[2:]
+
+
 def test_iptc_that_goes_on_in_a_second_app13_segment_is_read_whole() -> None:
     # Resources outgrowing one segment (a large thumbnail, then the IPTC) go on in the next;
     # Pillow parses each segment alone, and the IPTC that spanned two was cut short.
-    irb = _photoshop_irb(0x040C, bytes(65_000)) + _photoshop_irb(0x0404, IPTC)
-    at = 65_000  # inside the IPTC resource
-    jpeg = _jpeg_with_app13(irb[:at])
-    second = b"Photoshop 3.0\0" + irb[at:]
-    end_of_first = jpeg.index(b"\xff\xd8") + 2 + 2 + 2 + len(b"Photoshop 3.0\0") + at
-    jpeg = (
-        jpeg[:end_of_first]
-        + b"\xff\xed"
-        + struct.pack(">H", len(second) + 2)
-        + second
-        + jpeg[end_of_first:]
-    )
+    thumbnail = _photoshop_irb(0x040C, bytes(65_000))
+    irb = thumbnail + _photoshop_irb(0x0404, IPTC)
+    for at in (len(thumbnail) - 12, len(thumbnail) + 12 + 20):  # in the thumbnail, the IPTC
+        assert read_image(_jpeg_with_app13_segments(irb[:at], irb[at:])).iptc == IPTC
+
+
+def test_iptc_in_a_segment_of_its_own_is_read_as_pillow_reads_it() -> None:
+    # A first segment ending in padding (or a size past its end) spoils the joined stream:
+    # the IPTC of the next segment is then what Pillow read there. Of two, the last counts.
+    newer = _iptc_record(120, "A newer caption")
+    padded = _photoshop_irb(0x040C, b"old thumbnail") + bytes(4)
+    jpeg = _jpeg_with_app13_segments(padded, _photoshop_irb(0x0404, IPTC))
     assert read_image(jpeg).iptc == IPTC
+    twice = _photoshop_irb(0x0404, IPTC) + _photoshop_irb(0x0404, newer)
+    assert read_image(_jpeg_with_app13(twice)).iptc == newer
 
 
 def test_every_kind_of_jpeg_metadata_lands_in_one_readable_file() -> None:
