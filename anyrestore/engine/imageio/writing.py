@@ -138,8 +138,8 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
     try:
         try:
             pil.save(buf, format=fmt, **params)
-        except ValueError:
-            if "advanced" not in params:
+        except ValueError as exc:
+            if "advanced" not in params or "codec-specific" not in str(exc):
                 raise
             # An AV1 encoder other than libaom takes no such option: alpha as lossy as colour
             log.warning("this AVIF encoder cannot keep alpha exact; the output compresses it")

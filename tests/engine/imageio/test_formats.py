@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -144,3 +145,23 @@ def test_avif_in_and_out() -> None:
     assert np.array_equal(back[..., 3], img.alpha)  # alpha passes through untouched
     gray = read_image(pil_bytes(Image.fromarray(rgb[..., 0], "L"), "PNG"))
     assert read_image(encode_image(gray, "AVIF")).grayscale
+
+
+@NO_AVIF
+def test_an_avif_encoder_without_exact_alpha_still_writes_the_photo(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Exact alpha is libaom's option; an AV1 encoder without it must not cost the output.
+    rgba = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    img = read_image(pil_bytes(Image.fromarray(rgba, "RGBA"), "PNG"))
+    save = Image.Image.save
+
+    def without_the_option(self: Image.Image, fp: object, format: str, **params: object) -> None:
+        if "advanced" in params:
+            raise ValueError("Failed to encode image: Invalid codec-specific option")
+        save(self, fp, format=format, **params)
+
+    monkeypatch.setattr(Image.Image, "save", without_the_option)
+    with caplog.at_level(logging.WARNING, logger="anyrestore"):
+        out = Image.open(io.BytesIO(encode_image(img, "AVIF")))
+    assert out.mode == "RGBA" and "cannot keep alpha exact" in caplog.text
