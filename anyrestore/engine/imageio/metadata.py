@@ -74,15 +74,21 @@ def _descriptive_exif(exif: Image.Exif) -> Image.Exif | None:
 _ONE_INTEGER = {3: "H", 4: "I", 8: "h", 9: "i"}
 
 
-def _tiff_header(raw: bytes) -> tuple[bytes, str, int] | None:
+def _tiff_header(raw: bytes) -> tuple[bytes, str, int, int | None] | None:
     """EXIF's TIFF structure (after an ``Exif\\0\\0`` prefix, if any), its byte order for
-    ``struct`` and the offset of its first IFD; None if it is not one."""
+    ``struct``, the offset of its first IFD and that IFD's entry count, None where the IFD and
+    its next-IFD offset do not fit in the data; None if it is not a TIFF structure at all."""
     tiff = raw[6:] if raw.startswith(b"Exif\0\0") else raw
     if tiff[:4] not in (b"II*\0", b"MM\0*") or len(tiff) < 8:
         return None
     order = "<" if tiff[:2] == b"II" else ">"
     (ifd,) = struct.unpack(order + "I", tiff[4:8])
-    return tiff, order, ifd
+    count = None
+    if ifd + 2 <= len(tiff):
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+        if ifd + 2 + 12 * count + 4 > len(tiff):
+            count = None
+    return tiff, order, ifd, count
 
 
 def _upright_exif(raw: bytes) -> bytes | None:
@@ -91,17 +97,12 @@ def _upright_exif(raw: bytes) -> bytes | None:
     Serialized again by Pillow, text that is not ASCII (a copyright's ©, a name's ü) came out
     as '?' and maker notes moved from the offsets they point from."""
     header = _tiff_header(raw)
-    if header is None:
+    if header is None or header[3] is None:
         return None
-    tiff, order, ifd = header
-    if ifd + 2 > len(tiff):
-        return None
-    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    tiff, order, ifd, count = header
     out = bytearray(tiff)
     for i in range(count):
         at = ifd + 2 + 12 * i
-        if at + 12 > len(tiff):
-            return None
         tag, kind, n = struct.unpack(order + "HHI", tiff[at : at + 8])
         if tag != ORIENTATION:
             continue
@@ -109,8 +110,6 @@ def _upright_exif(raw: bytes) -> bytes | None:
             return None
         out[at + 8 : at + 12] = struct.pack(order + _ONE_INTEGER[kind], 1).ljust(4, b"\0")
     end = ifd + 2 + 12 * count
-    if end + 4 > len(tiff):
-        return None
     # No next IFD: IFD1 holds a thumbnail of the photo as it was (damaged, and sideways).
     out[end : end + 4] = bytes(4)
     return b"Exif\0\0" + bytes(out)  # with the header JPEG's writer expects (WebP's may lack it)
@@ -125,13 +124,10 @@ def exif_without_orientation(raw: bytes) -> bytes | None:
     header = _tiff_header(raw)
     if header is None:
         return None
-    tiff, order, ifd = header
-    if ifd + 2 > len(tiff):
+    tiff, order, ifd, count = header
+    if count is None:
         return raw
-    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
     end = ifd + 2 + 12 * count + 4  # the entries and the next IFD's offset
-    if end > len(tiff):
-        return raw
     entries = [tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i] for i in range(count)]
     kept = [e for e in entries if struct.unpack(order + "H", e[:2])[0] != ORIENTATION]
     if len(kept) == count:
