@@ -53,16 +53,38 @@ UNREADABLE_PHOTOS: dict[str, str] = {
 }
 
 
+#: libavif's names for the AV1 codecs it may be built with, by what each can do.
+_AV1_DECODERS = ("dav1d", "libgav1", "aom", "avm")
+_AV1_ENCODERS = ("aom", "rav1e", "svt", "avm")
+
+
 @functools.cache
-def pillow_reads_avif() -> bool:
-    """Whether the installed Pillow reads and writes AVIF: its AVIF module loads (the plugin
-    came in 11.2, its wheels carry libavif from 11.3). Imported by name, so that this module
-    does not import Pillow itself."""
+def _avif_codecs() -> tuple[bool, bool]:
+    """Whether the installed Pillow's libavif has an AV1 decoder, and an encoder. Its AVIF
+    module came in 11.2 (its wheels carry libavif from 11.3); a libavif built to decode only
+    (some distributions ship one) reads AVIF and cannot write it. Imported by name, so that
+    this module does not import Pillow itself."""
     try:
-        importlib.import_module("PIL._avif")
+        avif = importlib.import_module("PIL._avif")
     except ImportError:
-        return False
-    return True
+        return False, False
+    try:
+        return (
+            any(avif.decoder_codec_available(name) for name in _AV1_DECODERS),
+            any(avif.encoder_codec_available(name) for name in _AV1_ENCODERS),
+        )
+    except AttributeError:  # a module without the codec queries: take it at its word
+        return True, True
+
+
+def pillow_reads_avif() -> bool:
+    """Whether the installed Pillow reads AVIF (it has an AV1 decoder)."""
+    return _avif_codecs()[0]
+
+
+def pillow_writes_avif() -> bool:
+    """Whether the installed Pillow writes AVIF (it has an AV1 encoder)."""
+    return _avif_codecs()[1]
 
 
 def unreadable_photos() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -298,6 +299,40 @@ def test_an_output_on_a_read_only_mount_stops_the_run(
     with pytest.raises(OutputFull, match="old.png: read-only file system"):
         atomic_write(kept, b"new")
     assert kept.read_bytes() == b"earlier output"
+
+
+class _Libavif:
+    """PIL._avif as built against a libavif with the AV1 codecs named."""
+
+    def __init__(self, decoders: tuple[str, ...], encoders: tuple[str, ...]) -> None:
+        self.decoder_codec_available = decoders.__contains__
+        self.encoder_codec_available = encoders.__contains__
+
+
+@pytest.mark.parametrize(
+    ("decoders", "encoders", "reads", "writes"),
+    [
+        (("dav1d",), ("aom",), True, True),  # Pillow's wheels
+        (("dav1d",), (), True, False),  # a libavif built to decode only
+        ((), (), False, False),
+    ],
+    ids=["wheel", "decode only", "no codec"],
+)
+def test_avif_reading_and_writing_follow_libavif_codecs(
+    monkeypatch: pytest.MonkeyPatch,
+    decoders: tuple[str, ...],
+    encoders: tuple[str, ...],
+    reads: bool,
+    writes: bool,
+) -> None:
+    # A Pillow whose libavif only decodes passed the old check (its module loads) and failed
+    # the write after the restore.
+    monkeypatch.setitem(sys.modules, "PIL._avif", _Libavif(decoders, encoders))
+    files._avif_codecs.cache_clear()
+    try:
+        assert (files.pillow_reads_avif(), files.pillow_writes_avif()) == (reads, writes)
+    finally:
+        files._avif_codecs.cache_clear()
 
 
 @pytest.mark.parametrize("avif", [True, False], ids=["Pillow with AVIF", "without"])

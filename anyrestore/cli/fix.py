@@ -97,15 +97,15 @@ def _named_output(
 ) -> Path:
     """``<stem><suffix>.<ext>`` in ``folder``: ext from --format, else the input's own when
     anyrestore writes that format, else the format the input was read as (PNG for one it
-    only reads, such as PPM)."""
-    from anyrestore.engine.imageio import EXTENSIONS, FORMAT_EXTENSION, parse_format
+    only reads, such as PPM, or AVIF where Pillow cannot write it)."""
+    from anyrestore.engine.imageio import EXTENSIONS, FORMAT_EXTENSION, can_write, parse_format
 
     if fmt:
         ext = FORMAT_EXTENSION[parse_format(fmt)]
     elif src.suffix.lower() in EXTENSIONS:
         ext = src.suffix
     else:
-        ext = FORMAT_EXTENSION.get(source_format or "PNG", ".png")
+        ext = FORMAT_EXTENSION[source_format] if can_write(source_format) else ".png"
     return folder / f"{src.stem}{suffix}{ext}"
 
 

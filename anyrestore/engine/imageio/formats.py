@@ -12,17 +12,18 @@ import numpy as np
 from anyrestore.errors import UsageError
 from anyrestore.files import IMAGE_EXTENSIONS
 from anyrestore.files import pillow_reads_avif as avif_supported
+from anyrestore.files import pillow_writes_avif as avif_writable
 
-#: Read and written; AVIF where Pillow has it (``avif_supported``).
+#: Read and written; AVIF where Pillow has it (``avif_supported``, ``avif_writable``).
 FORMATS = ("PNG", "JPEG", "WEBP", "AVIF", "TIFF", "BMP")
 READ_ONLY_FORMATS = ("PPM",)
 #: The extensions of the formats anyrestore writes (a subset of files.IMAGE_EXTENSIONS);
-#: ``.avif`` only where Pillow has it, so that an AVIF input's output is not named ``.avif``
-#: before the input is found unreadable.
+#: ``.avif`` only where Pillow writes it, so that an AVIF input's output is not named
+#: ``.avif`` before the input is found unreadable, or when it could not be written.
 EXTENSIONS = {
     ext: fmt
     for ext, fmt in IMAGE_EXTENSIONS.items()
-    if fmt in FORMATS and (fmt != "AVIF" or avif_supported())
+    if fmt in FORMATS and (fmt != "AVIF" or avif_writable())
 }
 FORMAT_EXTENSION = {
     "PNG": ".png",
@@ -48,6 +49,8 @@ MAX_SIDE = {"JPEG": 65500, "WEBP": 16383, "AVIF": 32768}
 AVIF_MAX_PIXELS = 16384 * 16384
 #: What a Pillow without AVIF says to a user who asked for it.
 AVIF_MISSING = "this Pillow cannot read or write AVIF (Pillow 11.3 or newer can)"
+#: What a Pillow whose libavif only decodes says to a user who asked for AVIF.
+AVIF_READ_ONLY = "this Pillow's libavif has no AV1 encoder (it reads AVIF, cannot write it)"
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,15 @@ def parse_format(name: str) -> str:
     key = key if key.startswith(".") else "." + key
     if key in EXTENSIONS:
         return EXTENSIONS[key]
-    if key == ".avif":  # not in EXTENSIONS: this Pillow has no AVIF
-        raise UsageError(f"cannot write AVIF: {AVIF_MISSING}")
+    if key == ".avif":  # not in EXTENSIONS: this Pillow does not write AVIF
+        reason = AVIF_READ_ONLY if avif_supported() else AVIF_MISSING
+        raise UsageError(f"cannot write AVIF: {reason}; write another format")
     raise UsageError(f"unsupported output format {name!r}; use png, jpg, webp, avif, tif or bmp")
+
+
+def can_write(fmt: str | None) -> bool:
+    """Whether anyrestore writes ``fmt`` (one of FORMATS) with the Pillow installed here."""
+    return fmt in EXTENSIONS.values()
 
 
 def format_for_path(path: str | os.PathLike[str]) -> str:

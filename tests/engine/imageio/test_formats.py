@@ -92,13 +92,26 @@ AVIF_HEAD = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1" + bytes(64)
 
 def test_avif_without_pillow_support_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pillow reads and writes AVIF from 11.3 (the oldest Pillow anyrestore takes has none).
-    monkeypatch.setattr(reading, "avif_supported", lambda: False)
+    for module in (reading, formats):
+        monkeypatch.setattr(module, "avif_supported", lambda: False)
     monkeypatch.delitem(formats.EXTENSIONS, ".avif", raising=False)  # as made without AVIF
     with pytest.raises(InputError, match=r"^IMG_1.avif: .*Pillow 11.3 .*convert it to") as caught:
         read_image(AVIF_HEAD, name="IMG_1.avif")
     assert "\n" not in str(caught.value)
     with pytest.raises(UsageError, match="cannot write AVIF: .*Pillow 11.3"):
         format_for_path("out.avif")
+
+
+@NO_AVIF
+def test_avif_where_pillow_only_decodes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A libavif built to decode only: AVIF is read, and asking to write it says why not.
+    monkeypatch.setattr(formats, "avif_writable", lambda: False)
+    monkeypatch.delitem(formats.EXTENSIONS, ".avif")  # as made where Pillow cannot write AVIF
+    rgb = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    assert read_image(pil_bytes(Image.fromarray(rgb), "AVIF"), name="IMG_1.avif").format == "AVIF"
+    with pytest.raises(UsageError, match="^cannot write AVIF: .*no AV1 encoder"):
+        format_for_path("out.avif")
+    assert not formats.can_write("AVIF") and formats.can_write("PNG")
 
 
 @NO_AVIF
