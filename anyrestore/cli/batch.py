@@ -13,9 +13,9 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -62,11 +62,37 @@ from anyrestore.cli.options import (
 )
 from anyrestore.errors import ExitCode, UsageError
 
+if TYPE_CHECKING:
+    from anyrestore.engine import Restorer
+
+
+_STATUSES = ("ok", "skipped", "failed")
+
 
 @dataclass(frozen=True)
 class Job:
     source: Path
     target: Path
+
+
+def _folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
+    """DIR and OUTDIR with links resolved, checked before anything else is done."""
+    try:
+        if not input_dir.is_dir():
+            raise UsageError(
+                f"input folder not found: {input_dir}"
+                if not input_dir.exists()
+                else f"{input_dir} is not a folder"
+            )
+        if output_dir.exists() and not output_dir.is_dir():
+            raise UsageError(f"{output_dir} exists and is not a folder")
+        # realpath: Python 3.11's Path.resolve raises RuntimeError on a loop of links
+        root, out_root = Path(os.path.realpath(input_dir)), Path(os.path.realpath(output_dir))
+    except OSError as exc:  # a name too long for the system
+        raise UsageError(f"{exc.filename or input_dir}: {exc.strerror or exc}") from None
+    if root == out_root:
+        raise UsageError("OUTDIR must differ from DIR: batch never writes over its inputs")
+    return root, out_root
 
 
 def _shard() -> tuple[int, int]:
@@ -169,34 +195,11 @@ def batch_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore every image in a folder; failures are reported, the rest still run (exit 1 if any failed)."""
-    from anyrestore.engine.imageio import (
-        EXTENSIONS,
-        LOSSY_FORMATS,
-        check_encodable,
-        encode_image,
-        format_for_path,
-        parse_format,
-        read_image,
-    )
+    from anyrestore.engine.imageio import EXTENSIONS, LOSSY_FORMATS, parse_format
     from anyrestore.files import AtomicFile, list_images, missing_folders, remove_empty
 
     setup_logging(quiet)
-    err = err_console()
-    try:
-        if not input_dir.is_dir():
-            raise UsageError(
-                f"input folder not found: {input_dir}"
-                if not input_dir.exists()
-                else f"{input_dir} is not a folder"
-            )
-        if output_dir.exists() and not output_dir.is_dir():
-            raise UsageError(f"{output_dir} exists and is not a folder")
-        # realpath: Python 3.11's Path.resolve raises RuntimeError on a loop of links
-        root, out_root = Path(os.path.realpath(input_dir)), Path(os.path.realpath(output_dir))
-    except OSError as exc:  # a name too long for the system
-        raise UsageError(f"{exc.filename or input_dir}: {exc.strerror or exc}") from None
-    if root == out_root:
-        raise UsageError("OUTDIR must differ from DIR: batch never writes over its inputs")
+    root, out_root = _folders(input_dir, output_dir)
     if max_pixels is not None and max_pixels <= 0:
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
     fmt = deprecated_alias("--ext", "--format", ext, fmt)  # type: ignore[assignment]
@@ -268,21 +271,23 @@ def batch_command(
             f" on {restorer.describe()}"
         )
 
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
-    started = time.perf_counter()
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet or not err.is_terminal,
-        transient=False,
+    batch = _Batch(
+        restorer=restorer,
+        inputs=inputs,
+        label=weights_label(weights, model),
+        strength=strength,
+        quality=quality,
+        max_pixels=max_pixels,
+        allow_truncated=allow_truncated,
+        skip_existing=skip_existing,
+        json_output=json_output,
     )
-    label = weights_label(weights, model)
-    with progress, _summary_if_stopped(counts, len(jobs), started, where, quiet):
+    counts = batch.counts
+    started = time.perf_counter()
+    with (
+        _progress(quiet) as progress,
+        _summary_if_stopped(counts, len(jobs), started, where, quiet),
+    ):
         task = progress.add_task("restoring", total=len(jobs))
         for job in jobs:
             rel = job.source.relative_to(root).as_posix()
@@ -297,63 +302,10 @@ def batch_command(
                 "compute": restorer.path.as_dict(),
             }
             t0 = time.perf_counter()
-            target = None
-            try:
-                # lexists: never raises (a name too long fails below, alone), and an output
-                # that is a link to nothing is an output, as in fix
-                if skip_existing and os.path.lexists(job.target):
-                    record["status"] = "skipped"
-                    counts["skipped"] += 1
-                else:
-                    try:
-                        if os.path.realpath(job.target) in inputs:
-                            how = "links to" if os.path.islink(job.target) else "is"
-                            raise UsageError(
-                                f"{rel}: its output {job.target} {how} an input; "
-                                "batch never writes over its inputs"
-                            )
-                        image = read_image(
-                            job.source,
-                            max_pixels=max_pixels,
-                            name=rel,
-                            allow_truncated=allow_truncated,
-                        )
-                        out_format = format_for_path(job.target)
-                        check_encodable(image.width, image.height, out_format)
-                        target = AtomicFile(job.target)  # an unwritable place fails before the work
-                        with naming_weights(label):
-                            restored = restorer.restore_image(image, strength)
-                        target.write(encode_image(restored, out_format, quality=quality))
-                        # In place before it is announced: a reader acting on the record
-                        # finds the file (a place that changed meanwhile fails it here).
-                        target.commit()
-                        counts["ok"] += 1  # counted as it lands: a stop's summary says so
-                        info = restorer.last_run
-                        record.update(
-                            status="ok",
-                            compute=compute_record(restorer),
-                            width=image.width,
-                            height=image.height,
-                            tiles=info.tiles if info else 1,
-                            tile=info.tile if info else 0,
-                        )
-                    except STOPS_THE_RUN as exc:
-                        counts["failed"] += blames_the_file(exc)  # its record says failed too
-                        if json_output and blames_the_file(exc):  # it gets its record too
-                            failed_record(record["input"], exc, rel)
-                        raise  # the whole run stops; the finally below cleans up
-                    except Exception as exc:  # one bad file must not stop the folder
-                        counts["failed"] += 1
-                        message = failure_line(rel, exc)
-                        del record["output"]  # nothing was written there
-                        record.update(status="failed", error=message)
-                        say(f"failed {message}")
-                record["seconds"] = round(time.perf_counter() - t0, 3)
-                if json_output:
-                    emit(json.dumps(record))
-            finally:  # stopped, a failed file or a closed stdout: nothing half-made stays
-                if target is not None:
-                    target.discard()  # nothing once committed
+            batch.restore(job, rel, record)
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            if json_output:
+                emit(json.dumps(record))
             progress.advance(task)
     elapsed = time.perf_counter() - started
     if not quiet or counts["failed"] or unread:
@@ -364,6 +316,104 @@ def batch_command(
         )
     if counts["failed"] or unread:
         fail(_failures(counts["failed"], len(jobs), len(unread), where), ExitCode.FAILED)
+
+
+def _progress(quiet: bool) -> Progress:
+    """The bar on stderr (none when quiet or not a terminal)."""
+    err = err_console()
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=False,
+    )
+
+
+@dataclass
+class _Batch:
+    """What every file of a run is restored with, and the run's counts so far."""
+
+    restorer: Restorer
+    inputs: set[str]  # the inputs' real paths: no output may be written through one
+    label: str
+    strength: float
+    quality: int | None
+    max_pixels: int | None
+    allow_truncated: bool
+    skip_existing: bool
+    json_output: bool
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_STATUSES, 0))
+
+    def restore(self, job: Job, rel: str, record: dict[str, object]) -> None:
+        """Restore one file and complete its ``record``; a failure of the file alone is
+        reported and counted, one that stops the run (STOPS_THE_RUN) is raised."""
+        from anyrestore.engine.imageio import (
+            check_encodable,
+            encode_image,
+            format_for_path,
+            read_image,
+        )
+        from anyrestore.files import AtomicFile
+
+        counts = self.counts
+        target = None
+        try:
+            # lexists: never raises (a name too long fails below, alone), and an output
+            # that is a link to nothing is an output, as in fix
+            if self.skip_existing and os.path.lexists(job.target):
+                record["status"] = "skipped"
+                counts["skipped"] += 1
+                return
+            if os.path.realpath(job.target) in self.inputs:
+                how = "links to" if os.path.islink(job.target) else "is"
+                raise UsageError(
+                    f"{rel}: its output {job.target} {how} an input; "
+                    "batch never writes over its inputs"
+                )
+            image = read_image(
+                job.source,
+                max_pixels=self.max_pixels,
+                name=rel,
+                allow_truncated=self.allow_truncated,
+            )
+            out_format = format_for_path(job.target)
+            check_encodable(image.width, image.height, out_format)
+            target = AtomicFile(job.target)  # an unwritable place fails before the work
+            with naming_weights(self.label):
+                restored = self.restorer.restore_image(image, self.strength)
+            target.write(encode_image(restored, out_format, quality=self.quality))
+            # In place before it is announced: a reader acting on the record finds the file
+            # (a place that changed meanwhile fails it here).
+            target.commit()
+            counts["ok"] += 1  # counted as it lands: a stop's summary says so
+            info = self.restorer.last_run
+            record.update(
+                status="ok",
+                compute=compute_record(self.restorer),
+                width=image.width,
+                height=image.height,
+                tiles=info.tiles if info else 1,
+                tile=info.tile if info else 0,
+            )
+        except STOPS_THE_RUN as exc:
+            counts["failed"] += blames_the_file(exc)  # its record says failed too
+            if self.json_output and blames_the_file(exc):  # it gets its record too
+                failed_record(str(record["input"]), exc, rel)
+            raise  # the whole run stops; the finally below cleans up
+        except Exception as exc:  # one bad file must not stop the folder
+            counts["failed"] += 1
+            message = failure_line(rel, exc)
+            del record["output"]  # nothing was written there
+            record.update(status="failed", error=message)
+            say(f"failed {message}")
+        finally:  # stopped or a failed file: nothing half-made stays
+            if target is not None:
+                target.discard()  # nothing once committed
 
 
 @contextlib.contextmanager
