@@ -53,9 +53,10 @@ UNREADABLE_PHOTOS: dict[str, str] = {
 }
 
 
-#: libavif's names for the AV1 codecs it may be built with, by what each can do.
-_AV1_DECODERS = ("dav1d", "libgav1", "aom", "avm")
-_AV1_ENCODERS = ("aom", "rav1e", "svt", "avm")
+#: libavif's names for the AV1 codecs it may be built with, by what each can do (not its
+#: experimental AV2 one, "avm", which its automatic choice, Pillow's, never takes).
+_AV1_DECODERS = ("dav1d", "libgav1", "aom")
+_AV1_ENCODERS = ("aom", "rav1e", "svt")
 
 
 @functools.cache
@@ -68,13 +69,10 @@ def _avif_codecs() -> tuple[bool, bool]:
         avif = importlib.import_module("PIL._avif")
     except ImportError:
         return False, False
-    try:
-        return (
-            any(avif.decoder_codec_available(name) for name in _AV1_DECODERS),
-            any(avif.encoder_codec_available(name) for name in _AV1_ENCODERS),
-        )
-    except AttributeError:  # a module without the codec queries: take it at its word
-        return True, True
+    return (
+        any(avif.decoder_codec_available(name) for name in _AV1_DECODERS),
+        any(avif.encoder_codec_available(name) for name in _AV1_ENCODERS),
+    )
 
 
 def pillow_reads_avif() -> bool:

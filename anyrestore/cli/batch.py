@@ -121,6 +121,19 @@ def _own_extension(rel: Path) -> str:
     return rel.suffix if rel.suffix.lower() in EXTENSIONS else ".png"
 
 
+def _why_png(rel: Path) -> str:
+    """Why an input's output is PNG although its extension names an image format, or ''."""
+    from anyrestore.files import IMAGE_EXTENSIONS
+
+    fmt = IMAGE_EXTENSIONS.get(rel.suffix.lower())
+    if fmt is None or _own_extension(rel) == rel.suffix:
+        return ""
+    cannot = (
+        "this Pillow cannot write AVIF" if fmt == "AVIF" else f"anyrestore does not write {fmt}"
+    )
+    return f" ({rel.name} becomes PNG: {cannot})"
+
+
 def plan_jobs(
     root: Path, out_dir: Path, files: list[Path], recursive: bool, suffix: str, ext: str | None
 ) -> list[Job]:
@@ -139,8 +152,9 @@ def plan_jobs(
             # Only a --format that made two extensions alike can be undone by an option.
             own = {_own_extension(p) for p in (seen[target], rel)}
             fix = " or keep each input's format (no --format)" if ext and len(own) == 2 else ""
+            why = "" if ext else "".join(_why_png(p) for p in (seen[target], rel))
             raise UsageError(
-                f"{seen[target]} and {rel} would both be written to {target}; rename one{fix}"
+                f"{seen[target]} and {rel} would both be written to {target}{why}; rename one{fix}"
             )
         seen[target] = rel
         jobs.append(Job(path, target))

@@ -200,6 +200,25 @@ def test_a_phone_folder_of_avif_photos_is_restored_as_avif(
     assert Image.open(tmp_path / "o" / "IMG_2.avif").format == "AVIF"
 
 
+@pytest.mark.skipif(not avif_supported(), reason="this Pillow has no AVIF")
+def test_avif_photos_become_png_where_pillow_cannot_write_avif(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A libavif built to decode only: the outputs were named .avif and failed after the work.
+    from anyrestore.engine.imageio import formats
+
+    monkeypatch.delitem(formats.EXTENSIONS, ".avif")  # as made where Pillow cannot write AVIF
+    src = tmp_path / "in"
+    Image.open(photo(src / "a.jpg")).save(src / "IMG_2.avif")
+    result = batch(src, "-o", tmp_path / "o", "--weights", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o" / "IMG_2.png").format == "PNG"
+    Image.open(src / "a.jpg").save(src / "IMG_2.png")  # beside it, as exports are
+    clash = batch(src, "-o", tmp_path / "p", "--weights", tiny_checkpoint)
+    assert clash.exit_code == 2
+    assert "(IMG_2.avif becomes PNG: this Pillow cannot write AVIF)" in clash.stderr
+
+
 def test_usage_errors_are_exit_2(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = tmp_path / "in"
     photo(src / "a.jpg")

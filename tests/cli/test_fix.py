@@ -792,7 +792,6 @@ def test_an_avif_where_pillow_only_decodes_it_is_restored_to_png(
     # after the restore; asked for AVIF, it is refused before any work.
     from anyrestore.engine.imageio import formats
 
-    monkeypatch.setattr(formats, "avif_writable", lambda: False)
     monkeypatch.delitem(formats.EXTENSIONS, ".avif")  # as made where Pillow cannot write AVIF
     src = tmp_path / "IMG_1.avif"
     Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(src, quality=90)

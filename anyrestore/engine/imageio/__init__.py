@@ -2,10 +2,11 @@
 
 EXIF orientation is applied on read; the ICC profile, EXIF, XMP, IPTC, text, print resolution
 and alpha channel are carried to the output where its format holds them; grayscale stays
-grayscale and 16-bit PNG/TIFF stay 16-bit; AVIF is read and written where Pillow has it.
-Writes are atomic (anyrestore.files). ``reading`` decodes, ``writing`` encodes, ``metadata``
-carries what is not pixels, ``pixels`` holds the pixel conversions reading, writing and the
-Python API use, ``formats`` the formats and their limits.
+grayscale and 16-bit PNG/TIFF stay 16-bit; AVIF is read and written where Pillow has it (written
+only where its libavif has an AV1 encoder). Writes are atomic (anyrestore.files). ``reading``
+decodes, ``writing`` encodes, ``metadata`` carries what is not pixels, ``pixels`` holds the
+pixel conversions reading, writing and the Python API use, ``formats`` the formats and their
+limits.
 """
 
 from anyrestore.engine.imageio.formats import (

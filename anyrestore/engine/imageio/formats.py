@@ -48,7 +48,9 @@ MAX_SIDE = {"JPEG": 65500, "WEBP": 16383, "AVIF": 32768}
 #: The most pixels libavif decodes by default (16384 x 16384): a larger AVIF would not open.
 AVIF_MAX_PIXELS = 16384 * 16384
 #: What a Pillow without AVIF says to a user who asked for it.
-AVIF_MISSING = "this Pillow cannot read or write AVIF (Pillow 11.3 or newer can)"
+AVIF_MISSING = (
+    "this Pillow cannot read or write AVIF (Pillow 11.3 or newer, as pip installs it, can)"
+)
 #: What a Pillow whose libavif only decodes says to a user who asked for AVIF.
 AVIF_READ_ONLY = "this Pillow's libavif has no AV1 encoder (it reads AVIF, cannot write it)"
 
