@@ -122,16 +122,14 @@ def _own_extension(rel: Path) -> str:
 
 
 def _why_png(rel: Path) -> str:
-    """Why an input's output is PNG although its extension names an image format, or ''."""
+    """Why an input's output is PNG although it has an extension of its own, or ''."""
     from anyrestore.files import IMAGE_EXTENSIONS
 
-    fmt = IMAGE_EXTENSIONS.get(rel.suffix.lower())
-    if fmt is None or _own_extension(rel) == rel.suffix:
+    if not rel.suffix or _own_extension(rel) == rel.suffix:
         return ""
-    cannot = (
-        "this Pillow cannot write AVIF" if fmt == "AVIF" else f"anyrestore does not write {fmt}"
-    )
-    return f" ({rel.name} becomes PNG: {cannot})"
+    if IMAGE_EXTENSIONS.get(rel.suffix.lower()) == "AVIF":
+        return f" ({rel.name} becomes PNG: this Pillow cannot write AVIF)"
+    return f" ({rel.name} becomes PNG: anyrestore does not write {rel.suffix[1:].upper()})"
 
 
 def plan_jobs(

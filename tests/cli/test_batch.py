@@ -187,6 +187,14 @@ def test_formats_read_but_not_written_come_out_as_png(
     assert Image.open(tmp_path / "o" / "b.png").format == "PNG"
 
 
+def test_a_clash_from_a_format_written_as_png_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    Image.open(photo(src / "a.png")).save(src / "a.ppm")
+    result = batch(src, "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "(a.ppm becomes PNG: anyrestore does not write PPM); rename one" in result.stderr
+
+
 @pytest.mark.skipif(not avif_supported(), reason="this Pillow has no AVIF")
 def test_a_phone_folder_of_avif_photos_is_restored_as_avif(
     tmp_path: Path, tiny_checkpoint: Path
