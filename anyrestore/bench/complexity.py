@@ -62,9 +62,10 @@ PAPER_FIGURES: dict[str, dict[str, float]] = {
 
 
 def describe_models(size: int = 224, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per registered variant (or per name given): params, MACs, weights for it."""
+    """One row per registered variant (or per name given): params, MACs, weights for it (those
+    this installation has or can fetch)."""
     from anyrestore.models import get_spec, list_models
-    from anyrestore.weights import entries_for_model
+    from anyrestore.weights import entries_for_model, left_out_of_wheel
 
     rows = []
     for name in names or list_models():
@@ -81,7 +82,7 @@ def describe_models(size: int = 224, names: list[str] | None = None) -> list[dic
                 "flops": macs[0],
                 "flops_224": macs[1],
                 "flops_convention": "MACs (multiply-accumulates), as the papers report FLOPs",
-                "weights": [e.name for e in entries_for_model(name)],
+                "weights": [e.name for e in entries_for_model(name) if not left_out_of_wheel(e)],
                 "paper": PAPER_FIGURES.get(name),
             }
         )

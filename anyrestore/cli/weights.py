@@ -34,7 +34,7 @@ def _size(n: int) -> str:
 def _row(entry: WeightsEntry, default: WeightsEntry | None) -> dict[str, Any]:
     """An entry as `list --json` and `info --json` print it: the manifest's fields and
     whether its file is here."""
-    from anyrestore.weights import cached_file
+    from anyrestore.weights import cached_file, left_out_of_wheel
 
     cached = cached_file(entry)
     return {
@@ -43,7 +43,17 @@ def _row(entry: WeightsEntry, default: WeightsEntry | None) -> dict[str, Any]:
         "embedded_present": entry.embedded_path is not None and entry.embedded_path.is_file(),
         "cached": cached is not None,
         "cached_path": str(cached) if cached else None,
+        # an older version this wheel-installed package lacks (a source checkout has it)
+        "source_checkout_only": left_out_of_wheel(entry),
     }
+
+
+def _availability(row: dict[str, Any]) -> list[str]:
+    """Where an entry's file is: embedded, cached, or (else) only in a source checkout."""
+    where = [
+        w for w, ok in (("embedded", row["embedded_present"]), ("cached", row["cached"])) if ok
+    ]
+    return where or (["in a source checkout"] if row["source_checkout_only"] else [])
 
 
 @weights_app.command("list")
@@ -81,9 +91,7 @@ def list_command(
     for col in columns:
         table.add_column(col, justify="right" if col == "size" else "left")
     for r, summary in zip(rows, summaries, strict=True):
-        where = [
-            w for w, ok in (("embedded", r["embedded_present"]), ("cached", r["cached"])) if ok
-        ]
+        where = _availability(r)
         available = ", ".join(where) or ("on the Hub" if r["repo_id"] else "missing")
         name = r["name"] + ("\n(default)" if r["default"] else "")
         cells = [r["model"], _size(r["size"]), r["license"], available]
@@ -125,9 +133,7 @@ def info_command(
     if json_output:
         emit(json.dumps(finite(row), indent=2))
         return
-    where = [
-        w for w, ok in (("embedded", row["embedded_present"]), ("cached", row["cached"])) if ok
-    ]
+    where = _availability(row)
     if row["repo_id"]:
         where.append(f"Hub {row['repo_id']}/{row['filename']}@{row['revision'][:12]}")
     lines = [

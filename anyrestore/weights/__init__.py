@@ -19,8 +19,10 @@ from anyrestore.weights.manifest import (
     default_entry,
     entries_for_model,
     find_entry,
+    left_out_of_wheel,
     list_entries,
     manifest_path,
+    wheel_weights,
 )
 from anyrestore.weights.resolve import (
     FileCheck,
@@ -47,6 +49,7 @@ __all__ = [
     "entries_for_model",
     "entry_for",
     "find_entry",
+    "left_out_of_wheel",
     "list_entries",
     "load_checkpoint",
     "load_weights",
@@ -59,4 +62,5 @@ __all__ = [
     "sha256_file",
     "verify_entries",
     "weights_key",
+    "wheel_weights",
 ]

@@ -31,10 +31,12 @@ __all__ = [
     "embedded_root",
     "entries_for_model",
     "find_entry",
+    "left_out_of_wheel",
     "list_entries",
     "manifest_is_packaged",
     "manifest_path",
     "parse_manifest",
+    "wheel_weights",
 ]
 
 #: Environment variable naming a manifest to use instead of the packaged one.
@@ -43,6 +45,8 @@ SCHEMA_VERSION = 1
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # .../anyrestore
 _PACKAGED_MANIFEST = Path(__file__).parent / "weights_manifest.toml"
+#: The packaged manifest's ``embedded`` folder, relative to the package directory.
+_EMBEDDED_FOLDER = Path("weights", "embedded")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -376,3 +380,31 @@ def default_entry(manifest: str | os.PathLike[str] | None = None) -> WeightsEntr
     if marked:
         return marked[0]
     return next((e for e in entries if e.embedded), None)
+
+
+def wheel_weights() -> set[str]:
+    """The packaged entries whose files a wheel of anyrestore carries: each model's preferred
+    one (its default, else its first entry), embedded.
+
+    The older versions stay in the source tree (git) and come with a source checkout only, so
+    that the wheel stays far below PyPI's 100 MB a file. pyproject.toml's package-data names
+    the same files; tests/test_packaging.py checks that they agree.
+    """
+    entries = list_entries(_PACKAGED_MANIFEST) if _PACKAGED_MANIFEST.is_file() else []
+    first: dict[str, WeightsEntry] = {}
+    for entry in sorted(entries, key=lambda e: not e.default):  # as entries_for_model
+        first.setdefault(entry.model, entry)
+    return {e.name for e in first.values() if e.embedded}
+
+
+def left_out_of_wheel(entry: WeightsEntry) -> bool:
+    """Whether ``entry`` is one of the package's older versions that this installation lacks
+    because it came from a wheel (``wheel_weights``): not damage, and no Hub copy to fetch."""
+    path = entry.embedded_path
+    return (
+        path is not None
+        and not entry.on_hub
+        and path.parent == _PACKAGE_DIR / _EMBEDDED_FOLDER
+        and not path.is_file()
+        and entry.name not in wheel_weights()
+    )

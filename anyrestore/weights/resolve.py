@@ -23,9 +23,11 @@ from anyrestore.weights.manifest import (
     default_entry,
     entries_for_model,
     find_entry,
+    left_out_of_wheel,
     list_entries,
     manifest_is_packaged,
     manifest_path,
+    wheel_weights,
 )
 
 __all__ = [
@@ -232,6 +234,12 @@ def _remove_cached(pointer: Path) -> None:
 def _resolve_entry(entry: WeightsEntry, *, offline: bool | None) -> Path:
     if entry.embedded_path is not None and entry.embedded_path.is_file():
         return _check_entry_file(entry, entry.embedded_path, cached=False)
+    if left_out_of_wheel(entry):
+        raise WeightsError(
+            f"{entry.name!r} comes with a source checkout of anyrestore only: its wheel "
+            f"carries each model's current weights ({', '.join(sorted(wheel_weights()))}); "
+            "clone the repository and `pip install -e .` it for the older versions"
+        )
     if not entry.on_hub:
         raise WeightsError(
             f"embedded weights {entry.name!r} are missing ({entry.embedded_path}); "
@@ -383,14 +391,14 @@ class FileCheck:
 def verify_entries(names: list[str] | None = None) -> list[FileCheck]:
     """Re-hash every embedded and cached file of the manifest (or of ``names``); delete bad cached
     ones. An embedded file that is missing where the Hub has no copy fails as well: nothing
-    could load those weights."""
+    could load those weights (but for the older versions a wheel leaves out: not damage)."""
     entries = list_entries() if not names else [entry_for(n, paths_too=False) for n in names]
     checks = []
     for entry in entries:
         stored = []
         if entry.embedded_path is not None and entry.embedded_path.is_file():
             stored.append(("embedded", entry.embedded_path))
-        elif entry.embedded_path is not None and not entry.on_hub:
+        elif entry.embedded_path is not None and not entry.on_hub and not left_out_of_wheel(entry):
             detail = (
                 f"embedded weights {entry.name!r} are missing ({entry.embedded_path}); "
                 f"{_embedded_advice()}"
