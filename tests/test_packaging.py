@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from anyrestore.weights import default_entry, list_entries, wheel_weights
+from anyrestore.weights.manifest import MANIFEST_ENV
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +36,11 @@ def _setuptools_builds() -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return int(version.split(".")[0]) >= 77  # pyproject.toml's build requirement
+
+
+@pytest.fixture(autouse=True)
+def _packaged_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MANIFEST_ENV, raising=False)
 
 
 def test_the_wheel_lists_each_models_current_weights() -> None:
@@ -61,13 +67,21 @@ def test_a_built_wheel_holds_the_current_weights_under_pypis_limit(tmp_path: Pat
         src / "anyrestore",
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
     )
+    # What an install before the wheel was slimmed leaves in a checkout: setuptools takes
+    # every package file its SOURCES.txt names unless told to take package-data alone.
+    stale = src / "anyrestore.egg-info"
+    stale.mkdir()
+    embedded = sorted((ROOT / "anyrestore/weights/embedded").glob("*.safetensors"))
+    lines = [f"anyrestore/weights/embedded/{p.name}" for p in embedded]
+    (stale / "SOURCES.txt").write_text("\n".join(["pyproject.toml", *lines]) + "\n")
     out = tmp_path / "wheel"
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
         + ["--no-index", "-w", str(out), str(src)],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert built.returncode == 0, built.stderr
     (wheel,) = out.glob("anyrestore-*.whl")
     assert wheel.stat().st_size < PYPI_FILE_LIMIT
     with zipfile.ZipFile(wheel) as z:

@@ -174,9 +174,14 @@ def verify_command(
     ] = None,
 ) -> None:
     """Re-hash every embedded and cached checkpoint; bad cached copies are deleted. Exit 4 on a mismatch or a missing embedded file."""
-    from anyrestore.weights import verify_entries
+    from anyrestore.weights import left_out_of_wheel, verify_entries
+    from anyrestore.weights.resolve import entry_for
 
     checks = verify_entries(names or None)
+    for name in names or []:
+        entry = entry_for(name, paths_too=False)
+        if left_out_of_wheel(entry):
+            say(f"{entry.name}: comes with a source checkout only; nothing here to verify")
     if not checks:
         say("nothing to verify: no embedded or cached weights")
         return

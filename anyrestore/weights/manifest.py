@@ -382,29 +382,39 @@ def default_entry(manifest: str | os.PathLike[str] | None = None) -> WeightsEntr
     return next((e for e in entries if e.embedded), None)
 
 
+def _packaged_entries() -> list[WeightsEntry]:
+    return list_entries(_PACKAGED_MANIFEST) if _PACKAGED_MANIFEST.is_file() else []
+
+
 def wheel_weights() -> set[str]:
     """The packaged entries whose files a wheel of anyrestore carries: each model's preferred
-    one (its default, else its first entry), embedded.
+    one (its default, else its first entry) and the default, where embedded.
 
     The older versions stay in the source tree (git) and come with a source checkout only, so
     that the wheel stays far below PyPI's 100 MB a file. pyproject.toml's package-data names
     the same files; tests/test_packaging.py checks that they agree.
     """
-    entries = list_entries(_PACKAGED_MANIFEST) if _PACKAGED_MANIFEST.is_file() else []
+    entries = _packaged_entries()
     first: dict[str, WeightsEntry] = {}
     for entry in sorted(entries, key=lambda e: not e.default):  # as entries_for_model
         first.setdefault(entry.model, entry)
-    return {e.name for e in first.values() if e.embedded}
+    default = default_entry(_PACKAGED_MANIFEST) if entries else None
+    chosen = [*first.values(), *([default] if default is not None else [])]
+    return {e.name for e in chosen if e.embedded}
 
 
 def left_out_of_wheel(entry: WeightsEntry) -> bool:
     """Whether ``entry`` is one of the package's older versions that this installation lacks
-    because it came from a wheel (``wheel_weights``): not damage, and no Hub copy to fetch."""
+    because it came from a wheel (``wheel_weights``): not damage, and no Hub copy to fetch.
+    Only the packaged manifest's own entries qualify (same name, file and sha256)."""
     path = entry.embedded_path
+    if path is None or entry.on_hub or path.is_file():
+        return False
+    packaged = next((e for e in _packaged_entries() if e.name == entry.name), None)
     return (
-        path is not None
-        and not entry.on_hub
+        packaged is not None
+        and packaged.sha256 == entry.sha256
+        and packaged.embedded_path == path
         and path.parent == _PACKAGE_DIR / _EMBEDDED_FOLDER
-        and not path.is_file()
         and entry.name not in wheel_weights()
     )

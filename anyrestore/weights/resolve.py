@@ -238,7 +238,8 @@ def _resolve_entry(entry: WeightsEntry, *, offline: bool | None) -> Path:
         raise WeightsError(
             f"{entry.name!r} comes with a source checkout of anyrestore only: its wheel "
             f"carries each model's current weights ({', '.join(sorted(wheel_weights()))}); "
-            "clone the repository and `pip install -e .` it for the older versions"
+            "clone the repository and `pip install -e .` it for the older versions, or give "
+            "such a file's path"
         )
     if not entry.on_hub:
         raise WeightsError(

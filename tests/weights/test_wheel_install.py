@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from weightkit import hub_entry
 
 from anyrestore.cli.app import app
 from anyrestore.errors import WeightsError
-from anyrestore.weights import list_entries, load_weights, verify_entries, wheel_weights
+from anyrestore.weights import (
+    find_entry,
+    left_out_of_wheel,
+    list_entries,
+    load_weights,
+    verify_entries,
+    wheel_weights,
+)
 from anyrestore.weights import manifest as manifest_module
 
 runner = CliRunner()
@@ -50,6 +59,8 @@ def test_the_current_weights_load_and_verify(wheel_install: Path) -> None:
     assert checks and all(c.ok for c in checks)
     assert {c.name for c in checks} == wheel_weights()
     assert runner.invoke(app, ["weights", "verify"]).exit_code == 0
+    asked = runner.invoke(app, ["weights", "verify", OLDER])  # said "nothing to verify"
+    assert asked.exit_code == 0 and f"{OLDER}: comes with a source checkout only" in asked.stderr
 
 
 def test_the_list_says_where_the_older_versions_are(
@@ -73,3 +84,26 @@ def test_a_wheel_without_its_current_weights_is_damaged(wheel_install: Path) -> 
     with pytest.raises(WeightsError, match="installation is damaged, reinstall"):
         load_weights(None)
     assert runner.invoke(app, ["weights", "verify"]).exit_code == 4
+
+
+def test_only_the_packaged_entry_itself_is_taken_for_one_left_out(wheel_install: Path) -> None:
+    # Another manifest's entry of the same name and place is a missing file, not the wheel's
+    # choice: its owner is told to restore it.
+    older = find_entry(OLDER)
+    assert older is not None and left_out_of_wheel(older)
+    assert not left_out_of_wheel(dataclasses.replace(older, sha256="0" * 64))
+
+
+def test_the_default_is_in_the_wheel_when_its_model_prefers_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_bytes: bytes
+) -> None:
+    # Without `default = true`, a Hub-only entry first for anyir_t is its preferred one,
+    # while the default is the first embedded entry: the wheel must carry that one.
+    packaged = manifest_module._PACKAGED_MANIFEST
+    text = packaged.read_text(encoding="utf-8").replace("default = true\n", "")
+    head, sep, rest = text.partition("\n[[weights]]\n")  # the first entry
+    path = tmp_path / "weights_manifest.toml"
+    path.write_text(head + "\n" + hub_entry(tiny_bytes, name="anyir_t-hub") + sep + rest)
+    monkeypatch.setattr(manifest_module, "_PACKAGED_MANIFEST", path)
+    monkeypatch.delenv(manifest_module.MANIFEST_ENV, raising=False)
+    assert "anyir_t-synthetic-v6" in wheel_weights()
