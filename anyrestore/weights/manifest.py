@@ -375,7 +375,10 @@ def entries_for_model(
 
 def default_entry(manifest: str | os.PathLike[str] | None = None) -> WeightsEntry | None:
     """The checkpoint used when no weights are named: ``default = true``, else the first embedded one."""
-    entries = list_entries(manifest)
+    return _default_of(list_entries(manifest))
+
+
+def _default_of(entries: list[WeightsEntry]) -> WeightsEntry | None:
     marked = [e for e in entries if e.default]
     if marked:
         return marked[0]
@@ -394,11 +397,14 @@ def wheel_weights() -> set[str]:
     that the wheel stays far below PyPI's 100 MB a file. pyproject.toml's package-data names
     the same files; tests/test_packaging.py checks that they agree.
     """
-    entries = _packaged_entries()
+    return _wheel_names(_packaged_entries())
+
+
+def _wheel_names(entries: list[WeightsEntry]) -> set[str]:
     first: dict[str, WeightsEntry] = {}
     for entry in sorted(entries, key=lambda e: not e.default):  # as entries_for_model
         first.setdefault(entry.model, entry)
-    default = default_entry(_PACKAGED_MANIFEST) if entries else None
+    default = _default_of(entries)
     chosen = [*first.values(), *([default] if default is not None else [])]
     return {e.name for e in chosen if e.embedded}
 
@@ -410,11 +416,12 @@ def left_out_of_wheel(entry: WeightsEntry) -> bool:
     path = entry.embedded_path
     if path is None or entry.on_hub or path.is_file():
         return False
-    packaged = next((e for e in _packaged_entries() if e.name == entry.name), None)
+    entries = _packaged_entries()  # read once for both questions
+    packaged = next((e for e in entries if e.name == entry.name), None)
     return (
         packaged is not None
         and packaged.sha256 == entry.sha256
         and packaged.embedded_path == path
         and path.parent == _PACKAGE_DIR / _EMBEDDED_FOLDER
-        and entry.name not in wheel_weights()
+        and entry.name not in _wheel_names(entries)
     )
