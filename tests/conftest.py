@@ -77,6 +77,17 @@ def _quiet_machine(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture
+def avif_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Pillow whose libavif decodes and cannot encode: AVIF is read, never written (as the
+    formats module makes EXTENSIONS there). Skips where this Pillow has no AVIF at all."""
+    from anyrestore.engine.imageio import avif_supported, formats
+
+    if not avif_supported():
+        pytest.skip("this Pillow has no AVIF")
+    monkeypatch.delitem(formats.EXTENSIONS, ".avif")
+
+
+@pytest.fixture
 def unreadable_folders(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Paths added to the returned set list as a folder without read permission does, even
     for root (who can read every folder, so ``chmod`` cannot make one in CI)."""
