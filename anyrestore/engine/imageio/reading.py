@@ -117,6 +117,10 @@ def read_image(
             return Image.open(fp)
 
     raw = UNREADABLE_PHOTOS.get(Path(label).suffix.lower()) == "camera RAW"
+    if not avif_supported() and _unreadable_photo(_head(source, is_bytes)) == "AVIF":
+        # Pillow's AVIF module may load with a libavif that has no AV1 decoder: it then
+        # opens the file and fails in libavif's words, not ours.
+        raise _convert_first(label, "AVIF")
     try:
         im = opener()
     except FileNotFoundError:

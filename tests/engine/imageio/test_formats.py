@@ -102,6 +102,20 @@ def test_avif_without_pillow_support_says_what_to_do(monkeypatch: pytest.MonkeyP
         format_for_path("out.avif")
 
 
+@NO_AVIF
+def test_an_avif_pillow_opens_without_a_decoder_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pillow's AVIF module loads (it opens the file) with a libavif that has no AV1 decoder:
+    # the photo failed in libavif's words, as "corrupt", not with what to convert it to.
+    monkeypatch.setattr(reading, "avif_supported", lambda: False)
+    photo = pil_bytes(Image.fromarray(RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)), "AVIF")
+    with pytest.raises(InputError, match=r"^IMG_1.avif: .*Pillow 11.3 .*convert it to"):
+        read_image(photo, name="IMG_1.avif")
+    with pytest.raises(InputError, match=r"^<stdin>: .*convert it to"):  # whatever its name
+        read_image(photo)
+
+
 def test_avif_where_pillow_only_decodes_it(avif_read_only: None) -> None:
     # A libavif built to decode only: AVIF is read, and asking to write it says why not.
     rgb = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
