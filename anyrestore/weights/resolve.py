@@ -156,8 +156,10 @@ def entry_for(ref: str, *, paths_too: bool = True) -> WeightsEntry:
             f"no trained weights ship for the model variant {ref!r}; give the path of a "
             f".safetensors checkpoint of it instead (e.g. from `anyrestore train`)"
         )
-    names = [e.name for e in list_entries()]
-    models = sorted({e.model for e in list_entries()})
+    # Not the older versions an installed wheel lacks: loading one only says where it is.
+    entries = [e for e in list_entries() if not left_out_of_wheel(e)]
+    names = [e.name for e in entries]
+    models = sorted({e.model for e in entries})
     known = (
         ", ".join(names + [m for m in models if m not in names]) or "none (the manifest is empty)"
     )

@@ -107,3 +107,12 @@ def test_the_default_is_in_the_wheel_when_its_model_prefers_another(
     monkeypatch.setattr(manifest_module, "_PACKAGED_MANIFEST", path)
     monkeypatch.delenv(manifest_module.MANIFEST_ENV, raising=False)
     assert "anyir_t-synthetic-v6" in wheel_weights()
+
+
+def test_an_unknown_name_lists_what_this_installation_can_load(wheel_install: Path) -> None:
+    # It offered the older versions as known weights; asked for, each only said where it is.
+    with pytest.raises(WeightsError, match="unknown weights 'anyir_t-v6'") as caught:
+        load_weights("anyir_t-v6")
+    known = str(caught.value).split("known weights: ")[1]
+    assert "anyir_t-synthetic-v6" in known and "clusir_t-synthetic-v5" in known
+    assert OLDER not in known
