@@ -182,32 +182,45 @@ def _check_entry_file(entry: WeightsEntry, path: Path, *, cached: bool) -> Path:
             f"cached weights {entry.name!r} ({path}) link to {path.resolve()}, outside the Hub "
             f"cache {hub.cache_dir()}; refusing to use or delete it"
         )
-    size = path.stat().st_size
-    # A cached file is hashed even at the wrong size, to tell a damaged copy from the server's
-    # own bytes (below).
-    actual = sha256_file(path) if size == entry.size or cached else None
+    try:
+        size = path.stat().st_size
+        # A cached file is hashed even at the wrong size, to tell a damaged copy from the
+        # server's own bytes (below).
+        actual = sha256_file(path) if size == entry.size or cached else None
+    except OSError as exc:
+        kind = "cached" if cached else "embedded"
+        raise WeightsError(
+            f"cannot read the {kind} weights {entry.name!r} ({path}): {exc.strerror or exc}"
+        ) from None
     if size == entry.size and actual == entry.sha256:
         return path
     same_size = size == entry.size
     found = f"sha256 {actual[:12]}..." if same_size and actual else f"size {size}"
     expected = f"sha256 {entry.sha256[:12]}..." if same_size else f"size {entry.size}"
     if cached:
-        # The Hub cache names a large file's blob by its sha256: a blob true to its name holds
-        # the server's bytes, received whole, so fetching them again cannot help.
-        served = actual is not None and path.resolve().name == actual
-        _remove_cached(path)
+        # The Hub cache names a large file's blob by its sha256 (blobs/<etag>, itself a link
+        # into the cache-wide store of Xet files, blobs/xx/<xet hash>, where that is used): a
+        # blob true to its name holds the server's bytes, received whole, so fetching them
+        # again cannot help.
+        served = actual is not None and actual in {p.name for p in _cache_links(path)}
+        not_deleted = _remove_cached(path)
         if served:
             where = f"{entry.repo_id}/{entry.filename}@{(entry.revision or 'main')[:12]}"
             raise WeightsError(
                 f"checksum mismatch for weights {entry.name!r}: expected {expected}, got "
-                f"{found} from {hub.endpoint() or 'https://huggingface.co'} ({where}); deleted "
-                "the download. The manifest entry or the server is wrong: running again will "
-                "not help"
+                f"{found} from {hub.endpoint() or 'https://huggingface.co'} ({where}); "
+                + ("deleted the download" if not_deleted is None else f"could not delete {path}")
+                + ". The manifest entry or the server is wrong: running again will not help"
             )
         again = "run again online" if hub.is_offline() else "run again"
         raise WeightsError(
             f"checksum mismatch for weights {entry.name!r}: expected {expected}, got {found}; "
-            f"deleted the bad cached file, {again} to re-download"
+            + (
+                f"deleted the bad cached file, {again} to re-download"
+                if not_deleted is None
+                else f"could not delete the bad cached file ({not_deleted}): delete {path} and "
+                f"what it links to, then {again}"
+            )
         )
     raise WeightsError(
         f"checksum mismatch for embedded weights {entry.name!r} ({path}): expected {expected}, "
@@ -223,14 +236,31 @@ def _embedded_advice() -> str:
     return f"restore the file, or fix its entry in {manifest_path()}"
 
 
-def _remove_cached(pointer: Path) -> None:
-    # The Hub cache keeps the bytes in blobs/<etag> and links snapshots/<commit>/<file> to it.
-    blob = pointer.resolve()
-    if not _inside_cache(blob):  # checked before; never delete a file outside the cache
-        return
-    pointer.unlink(missing_ok=True)
-    if blob != pointer:
-        blob.unlink(missing_ok=True)
+def _cache_links(pointer: Path) -> list[Path]:
+    """``pointer`` and each link it goes through to the bytes, the bytes' file last: the Hub
+    cache links snapshots/<commit>/<file> to blobs/<etag>, which holds the bytes or links on
+    to the shared store of Xet files (huggingface_hub 1.x and later)."""
+    chain = [pointer]
+    while chain[-1].is_symlink() and len(chain) < 40:  # 40: the system's own limit on hops
+        target = Path(os.readlink(chain[-1]))
+        chain.append(target if target.is_absolute() else chain[-1].parent / target)
+    return chain
+
+
+def _remove_cached(pointer: Path) -> str | None:
+    """Delete a bad cached file: its snapshot link, its blob, and the bytes the blob links to
+    (damaged for every repository that shares them). None, or why it could not be deleted
+    (a read-only cache)."""
+    chain = _cache_links(pointer)
+    cache = hub.cache_dir().resolve()
+    if not all((p.parent.resolve() / p.name).is_relative_to(cache) for p in chain):
+        return None  # never delete a file outside the cache (refused before, untouched)
+    try:
+        for path in chain:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _resolve_entry(entry: WeightsEntry, *, offline: bool | None) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from weightkit import COMMIT, REPO, cache_files, hub_entry
 from anyrestore.errors import WeightsError
 from anyrestore.models import RestorationModel
 from anyrestore.weights import cached_file, find_entry, load_weights, resolve_weights
+from anyrestore.weights import resolve as resolve_module
 
 
 def _tampered(data: bytes) -> bytes:
@@ -190,3 +193,74 @@ def test_two_entries_disagreeing_about_one_hub_file_are_refused(manifest, tiny_b
     manifest(hub_entry(tiny_bytes), hub_entry(tiny_bytes, name="other", sha256="0" * 64))
     with pytest.raises(WeightsError, match="'tiny-hub' and 'other' name the same Hub file"):
         load_weights("tiny-hub")
+
+
+def _shared_store_copy(hf_home: Path, data: bytes, etag: str) -> list[Path]:
+    """A cached file as huggingface_hub 1.x and later keep a Xet file: snapshots/<commit>/
+    <file> -> blobs/<etag> -> the cache-wide store's blobs/xx/<xet hash> (the bytes).
+    Returns the three, the snapshot link first."""
+    cache = hf_home / "hub"
+    repo = cache / f"models--{REPO.replace('/', '--')}"
+    xet_hash = hashlib.sha256(b"xet:" + data).hexdigest()
+    store = cache / "blobs" / xet_hash[:2] / xet_hash
+    blob = repo / "blobs" / etag
+    pointer = repo / "snapshots" / COMMIT / "tiny.safetensors"
+    for path in (store, blob, pointer):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    store.write_bytes(data)
+    blob.symlink_to(Path("../../blobs") / xet_hash[:2] / xet_hash)
+    pointer.symlink_to(Path("../../blobs") / etag)
+    assert pointer.read_bytes() == data
+    return [pointer, blob, store]
+
+
+def test_server_bytes_in_the_shared_store_are_not_fetched_again(manifest, tiny_bytes, hf_home):
+    # Through the shared store the bytes' file is named by its Xet hash: bytes the server sent
+    # whole under their own sha256 were called a damaged copy, to be downloaded again, forever.
+    bad = _tampered(tiny_bytes)
+    chain = _shared_store_copy(hf_home, bad, hashlib.sha256(bad).hexdigest())
+    manifest(hub_entry(tiny_bytes))
+    with pytest.raises(WeightsError, match="deleted the download. .*running again will not help"):
+        resolve_weights("tiny-hub", offline=True)
+    assert not any(os.path.lexists(p) for p in chain)  # the bad bytes are gone for every repo
+
+
+def test_a_bad_copy_in_a_read_only_cache_says_what_to_delete(
+    manifest, tiny_bytes, hf_home, monkeypatch
+):
+    # A shared, read-only cache: the failed delete escaped as a raw PermissionError (exit 1).
+    chain = _shared_store_copy(
+        hf_home, _tampered(tiny_bytes), hashlib.sha256(tiny_bytes).hexdigest()
+    )
+    manifest(hub_entry(tiny_bytes))
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(
+        WeightsError,
+        match=r"could not delete the bad cached file \(Permission denied\): delete "
+        rf"{re.escape(str(chain[0]))} and what it links to, then run again",
+    ):
+        resolve_weights("tiny-hub", offline=True)
+    monkeypatch.undo()
+    assert all(p.exists() for p in chain)
+
+
+def test_a_cached_copy_that_cannot_be_read_is_a_weights_error(
+    fake_hub, manifest, tiny_bytes, hf_home, monkeypatch
+):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(hub_entry(tiny_bytes))
+    path = resolve_weights("tiny-hub")
+
+    def unreadable(path: object) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(resolve_module, "sha256_file", unreadable)
+    with pytest.raises(
+        WeightsError,
+        match=f"cannot read the cached weights 'tiny-hub' .*{path.name}.*Permission denied",
+    ):
+        resolve_weights("tiny-hub")
