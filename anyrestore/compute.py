@@ -141,9 +141,18 @@ _OOM: tuple[type[BaseException], ...] = (
 )
 
 
-#: How a failed allocation reads in a plain RuntimeError: PyTorch's CPU allocator, then
-#: OpenVINO's CPU plugin ("Failed to allocate N bytes of memory") and a C++ std::bad_alloc.
-_OOM_WORDS = ("DefaultCPUAllocator", "Failed to allocate", "bad_alloc", "bad allocation")
+#: How a failed allocation reads in a plain RuntimeError: PyTorch's CPU allocator, OpenVINO's
+#: CPU plugin ("Failed to allocate N bytes of memory"), a C++ std::bad_alloc, Apple's GPU
+#: ("MPS backend out of memory"), and a CUDA library's own workspace ("CUBLAS_STATUS_ALLOC_FAILED",
+#: "CUDA error: out of memory").
+_OOM_WORDS = (
+    "DefaultCPUAllocator",
+    "Failed to allocate",
+    "bad_alloc",
+    "bad allocation",
+    "out of memory",
+    "ALLOC_FAILED",
+)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

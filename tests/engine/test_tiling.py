@@ -173,8 +173,12 @@ class OOMAbove(LocalConv):
             "Failed to allocate 14495514624 bytes of memory"
         ),
         RuntimeError("std::bad_alloc"),
+        RuntimeError(  # Apple's GPU: not an OutOfMemoryError
+            "MPS backend out of memory (MPS allocated: 17.2 GiB, other allocations: 1.1 GiB, "
+            "max allowed: 18.1 GiB). Tried to allocate 256.00 MiB on private pool."
+        ),
     ],
-    ids=["cuda", "torch-cpu", "openvino", "bad_alloc"],
+    ids=["cuda", "torch-cpu", "openvino", "bad_alloc", "mps"],
 )
 def test_out_of_memory_halves_the_tile_and_retries(error: Exception) -> None:
     model = OOMAbove(limit=40 * 40, error=error)
