@@ -119,7 +119,9 @@ class Restorer:
     """Restores images with one model on one device; ``path`` says how (device, precision, layout).
 
     ``tile=None`` tiles automatically above ``AUTO_TILE[device]`` pixels per side, ``tile=0``
-    never tiles, ``tile=N`` (at least ``MIN_TILE``) tiles anything larger than N.
+    never tiles, ``tile=N`` (at least ``MIN_TILE``; rounded down to the model's multiple)
+    tiles anything larger. A model with image-wide statistics restores an image no larger
+    than the reference they are recorded on in one pass, tiled or not (``_one_pass``).
     ``overlap=None`` takes the model's ``tile_overlap_hint``. The model is moved to the device
     and layout and put in eval mode; ``precision="auto"`` may time it briefly once per
     machine (``anyrestore.compute``).
@@ -278,9 +280,10 @@ class Restorer:
                 "overflow at this precision (try fp32)"
             )
         if strength != 1.0:
-            # In place: a 12 MP photo's extra float copy is 144 MB. Both ends are in [0, 1],
-            # so the mix is too (strength 0 returned the input above, without the model).
-            out.lerp_(batch, 1.0 - strength)
+            # In place: a 12 MP photo's extra float copy is 144 MB. The input may stray a
+            # little outside [0, 1] (check_pixels allows it), the mix may not (strength 0
+            # returned the input above, without the model).
+            out.lerp_(batch, 1.0 - strength).clamp_(0.0, 1.0)
         return out[0] if single else out
 
     def restore_image(self, image: ImageData, strength: float = 1.0) -> ImageData:
@@ -314,12 +317,12 @@ class Restorer:
                         1, 0, 0, False, self._runs.runtime, self._runs.recomputed
                     )
                 else:
-                    out = torch.cat(
-                        [
-                            self._restore_tiled(img[None], tile, stats_side, tile_batch, cap)
-                            for img in batch
-                        ]
-                    )
+                    parts = [
+                        self._restore_tiled(img[None], tile, stats_side, tile_batch, cap)
+                        for img in batch
+                    ]
+                    # One image (every photo): no second full-size copy from cat
+                    out = parts[0] if len(parts) == 1 else torch.cat(parts)
                 break
             except Exception as exc:
                 if not is_out_of_memory(exc):

@@ -46,6 +46,17 @@ def test_strength_mixes_the_restoration_with_the_input() -> None:
     assert psnr(half, x) > psnr(full, x)  # less of the model's change
 
 
+def test_a_partial_strength_stays_in_range_for_inputs_just_outside_it() -> None:
+    # Inputs a little outside [0, 1] are accepted (float rounding of converted photos): the
+    # mix with them left the range, which the restoration itself never does.
+    restorer = Restorer(tiny_anyir(), "cpu", "fp32")
+    x = noisy_photo(0, 24, 40)
+    x[:, :4] = 1.005
+    x[:, -4:] = -0.005
+    out = restorer.restore_tensor(x, strength=0.3)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
 def test_strength_zero_returns_a_copy_of_the_photo_without_running_the_model() -> None:
     model = tiny_anyir()
     calls: list[int] = []
