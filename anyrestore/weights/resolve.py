@@ -95,6 +95,14 @@ def _training_run(path: Path) -> Path | None:
 
 
 def _check_local(path: Path) -> Path:
+    """``path`` as a weights file to load, or the WeightsError that says why not."""
+    try:
+        return _checked_local(path)
+    except OSError as exc:  # a name too long for the system, a folder that cannot be read
+        raise WeightsError(f"weights file {path}: {exc.strerror or exc}") from None
+
+
+def _checked_local(path: Path) -> Path:
     run = _training_run(path) if path.suffix.lower() == ".pt" or path.is_dir() else None
     if run is not None:
         raise WeightsError(
@@ -107,11 +115,7 @@ def _check_local(path: Path) -> Path:
             f"{path.suffix} files; convert it once with `anyrestore weights convert {path} "
             "--model VARIANT -o NEW.safetensors`"
         )
-    try:
-        is_file = path.is_file()
-    except OSError as exc:  # a name too long for the system
-        raise WeightsError(f"weights file {path}: {exc.strerror or exc}") from None
-    if not is_file:
+    if not path.is_file():
         there = path.is_dir()
         raise WeightsError(
             f"{path} is a folder, not a weights file"
@@ -123,19 +127,25 @@ def _check_local(path: Path) -> Path:
 
 
 def _check_listed(path: Path) -> None:
-    """A local file named like a manifest checkpoint must have that checkpoint's bytes."""
-    for entry in list_entries():
-        names = {entry.filename, entry.embedded_path.name if entry.embedded_path else None}
-        if path.name not in names:
-            continue
-        size = path.stat().st_size
-        if size == entry.size and sha256_file(path) == entry.sha256:
-            return
-        raise WeightsError(
-            f"{path} is named like the manifest's weights {entry.name!r} but its bytes differ "
-            f"(sha256 {entry.sha256[:12]}..., {entry.size} bytes expected); the file is damaged, "
-            "or rename it if it is a checkpoint of your own"
-        )
+    """A local file named like a manifest checkpoint must have that checkpoint's bytes (of
+    one of them, where entries of several Hub repositories share a file name)."""
+    named = [
+        entry
+        for entry in list_entries()
+        if path.name in {entry.filename, entry.embedded_path.name if entry.embedded_path else None}
+    ]
+    if not named:
+        return
+    size = path.stat().st_size
+    digest = sha256_file(path) if any(e.size == size for e in named) else None
+    if any(e.size == size and e.sha256 == digest for e in named):
+        return
+    entry = named[0]
+    raise WeightsError(
+        f"{path} is named like the manifest's weights {entry.name!r} but its bytes differ "
+        f"(sha256 {entry.sha256[:12]}..., {entry.size} bytes expected); the file is damaged, "
+        "or rename it if it is a checkpoint of your own"
+    )
 
 
 def entry_for(ref: str, *, paths_too: bool = True) -> WeightsEntry:

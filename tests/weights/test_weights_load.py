@@ -77,6 +77,9 @@ def test_missing_and_unreadable_local_files(tmp_path):
     junk.write_bytes(b"not a safetensors file at all")
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
         load_weights(junk)
+    for suffix in (".safetensors", ".pt"):  # a raw OSError before (exit 1, "internal error")
+        with pytest.raises(WeightsError, match="File name too long"):
+            load_weights(tmp_path / ("w" * 300 + suffix))
 
 
 def test_wrong_keys_are_named(tmp_path):
@@ -313,3 +316,21 @@ def test_shipped_names_resolve_under_a_private_manifest(manifest, tiny_bytes):
     assert [e.name for e in list_entries()] == ["tiny-embedded"]  # the listing is the private one
     default = default_entry()
     assert default is not None and default.name == "tiny-embedded"
+
+
+def test_a_local_file_named_like_a_manifest_checkpoint_must_be_one_of_them(
+    manifest, tiny_bytes, tmp_path
+):
+    # Two repositories may both call their file tiny.safetensors: a true copy of the second
+    # was refused as a damaged copy of the first.
+    other = bytes(len(tiny_bytes))
+    manifest(
+        hub_entry(other, name="first", repo_id="org-a/tiny"),
+        hub_entry(tiny_bytes, name="second", repo_id="org-b/tiny"),
+    )
+    copy = tmp_path / "tiny.safetensors"
+    copy.write_bytes(tiny_bytes)
+    assert resolve_weights(str(copy)) == copy
+    copy.write_bytes(tiny_bytes[:-1] + bytes([tiny_bytes[-1] ^ 1]))
+    with pytest.raises(WeightsError, match="named like the manifest's weights 'first'.*damaged"):
+        resolve_weights(str(copy))
