@@ -108,8 +108,9 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
         raise WeightsError(
             f"weights {entry.name!r}: {where} not found on the Hub ({_first_line(exc)})"
         ) from None
-    except (hf_errors.HfHubHTTPError, ValueError, OSError) as exc:
-        # HTTP errors during the transfer, size mismatches, a full disk, an unwritable cache.
+    except (hf_errors.HfHubHTTPError, ValueError, OSError, RuntimeError) as exc:
+        # HTTP errors during the transfer, size mismatches, a full disk, an unwritable cache,
+        # and hf_xet's transfer errors (plain RuntimeErrors: "Data processing error: ...").
         raise WeightsError(
             f"could not download weights {entry.name!r} ({where}): {_first_line(exc)}"
         ) from None

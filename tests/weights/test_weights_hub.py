@@ -264,3 +264,16 @@ def test_a_cached_copy_that_cannot_be_read_is_a_weights_error(
         match=f"cannot read the cached weights 'tiny-hub' .*{path.name}.*Permission denied",
     ):
         resolve_weights("tiny-hub")
+
+
+def test_a_failed_xet_transfer_is_a_download_error(manifest, tiny_bytes, hf_home, monkeypatch):
+    # hf_xet reports a broken transfer as a plain RuntimeError: it was called an internal error.
+    import huggingface_hub
+
+    def xet_fails(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("Data processing error: CAS service error : Reqwest Error: timed out")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", xet_fails)
+    manifest(hub_entry(tiny_bytes))
+    with pytest.raises(WeightsError, match="could not download weights 'tiny-hub' .*CAS service"):
+        resolve_weights("tiny-hub")
