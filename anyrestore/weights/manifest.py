@@ -179,12 +179,18 @@ def parse_manifest(
         raise WeightsError(
             f"{source}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
         )
+    unknown = sorted(set(data) - {"schema_version", "weights"})
+    if unknown:  # a misspelt [[weights]] would leave the manifest silently empty
+        raise WeightsError(
+            f"{source}: unknown top-level keys {', '.join(unknown)} (entries are [[weights]])"
+        )
     raw = data.get("weights", [])
     if not isinstance(raw, list):
         raise WeightsError(f"{source}: 'weights' must be an array of tables ([[weights]])")
     entries = [_parse_entry(item, i, source, embedded_root) for i, item in enumerate(raw)]
     seen: dict[str, str] = {}
     files: dict[tuple[str | None, str | None, str | None], WeightsEntry] = {}
+    stored: dict[Path, WeightsEntry] = {}
     for e in entries:
         # Names are also file names (--embed, the Hub cache): on macOS and Windows two that
         # differ only in case would be one file.
@@ -194,6 +200,13 @@ def parse_manifest(
             twice = "appears twice" if other == e.name else f"differs from {other!r} only in case"
             raise WeightsError(f"{source}: weights name {e.name!r} {twice}")
         seen[key] = e.name
+        if e.embedded_path is not None:
+            same = stored.setdefault(e.embedded_path, e)
+            if (same.sha256, same.size) != (e.sha256, e.size):
+                raise WeightsError(
+                    f"{source}: entries {same.name!r} and {e.name!r} name the same embedded "
+                    f"file ({e.embedded}) with different sha256 or size; one is wrong"
+                )
         if not e.on_hub:
             continue
         same = files.setdefault((e.repo_id, e.filename, e.revision), e)
@@ -244,8 +257,12 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
     trained_for = item["trained_for"]
     if isinstance(trained_for, str):
         trained_for = [trained_for]
-    if not isinstance(trained_for, list) or not all(isinstance(t, str) and t for t in trained_for):
-        raise WeightsError(f"{where}: trained_for must be a list of strings")
+    if (
+        not isinstance(trained_for, list)
+        or not trained_for
+        or not all(isinstance(t, str) and t for t in trained_for)
+    ):
+        raise WeightsError(f"{where}: trained_for must be a non-empty list of strings")
     hub = {k: text(k, required=False) for k in _HUB_KEYS}
     if any(hub.values()) and not all(hub.values()):
         raise WeightsError(f"{where}: repo_id, filename and revision go together")

@@ -248,6 +248,19 @@ _BAD_MANIFESTS = {
         2 * entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT", embedded="e"),
         "appears twice",
     ),
+    "misspelt table": (  # read as an empty manifest: "no default weights are installed"
+        entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT", embedded="e").replace("[[weights]]", "[[weight]]"),
+        r"unknown top-level keys weight \(entries are \[\[weights\]\]\)",
+    ),
+    "nothing trained for": (
+        entry_toml(name="a", model="m", arch="x", trained_for=[], sha256=_SHA, size=1, license="MIT", embedded="e"),
+        "trained_for must be a non-empty list",
+    ),
+    "one embedded file, two hashes": (
+        entry_toml(name="a", model="m", arch="x", trained_for=["n"], sha256=_SHA, size=1, license="MIT", embedded="e")
+        + entry_toml(name="b", model="m", arch="x", trained_for=["n"], sha256="1" * 64, size=1, license="MIT", embedded="e"),
+        "'a' and 'b' name the same embedded file",
+    ),
 }  # fmt: skip
 
 
