@@ -282,6 +282,7 @@ def add_command(
         is_license_expression,
         is_pinned_revision,
         manifest_path,
+        parse_manifest,
     )
 
     if not is_entry_name(name):
@@ -328,7 +329,8 @@ def add_command(
     add_entry(text, check_only=True, prefer=prefer)  # a printed entry must fit the manifest too
     before = default_entry() if write and manifest_path().exists() else None
     if embed:
-        say(f"copied {file} to {embed_file(file, name)}")
+        sha256 = parse_manifest(text, source="new entry")[0].sha256
+        say(f"copied {file} to {embed_file(file, name, sha256=sha256)}")
     if write:
         path, demoted = add_entry(text, prefer=prefer)
         say(f"added {name!r} to {path}")

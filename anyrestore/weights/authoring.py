@@ -161,15 +161,24 @@ def manifest_entry_for(
     return text
 
 
-def embed_file(path: str | os.PathLike[str], name: str) -> Path:
+def embed_file(path: str | os.PathLike[str], name: str, *, sha256: str | None = None) -> Path:
     """Copy a checkpoint to ``weights/embedded/`` where the manifest in use resolves its
     ``embedded`` paths (the package's folder for the packaged manifest, else the manifest's
-    own folder); returns the copy's path."""
+    own folder); returns the copy's path.
+
+    ``sha256``: what the copy must hash to, the entry's (a checkpoint a running training
+    replaces between the entry and the copy would leave an entry no load accepts).
+    """
     target = embedded_root() / f"weights/embedded/{name}.safetensors"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
+            if sha256 is not None and sha256_file(tmp) != sha256:
+                raise UsageError(
+                    f"{path} changed while it was being added (no longer sha256 "
+                    f"{sha256[:12]}...); add it again once it is final"
+                )
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target

@@ -238,6 +238,38 @@ def test_add_writes_through_the_package_symlink(tmp_path, tiny_file):
     assert [e.name for e in list_entries(link)] == ["t"]
 
 
+def test_add_refuses_a_checkpoint_that_changes_while_it_is_embedded(
+    manifest, tiny_file, tiny_bytes, monkeypatch
+):
+    # A training run replacing its checkpoint between the entry's hash and the copy left an
+    # entry whose embedded file no load would accept ("the installation is damaged").
+    import shutil
+
+    path = manifest()
+    real_copy = shutil.copyfile
+
+    def replaced_meanwhile(src: object, dst: object) -> object:
+        tiny_file.write_bytes(tiny_bytes[:-1] + bytes([tiny_bytes[-1] ^ 1]))
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copyfile", replaced_meanwhile)
+    args = [
+        "add",
+        str(tiny_file),
+        "--name",
+        "tiny-emb",
+        "--license",
+        "MIT",
+        "--trained-for",
+        "noise",
+    ]
+    result = _run(*args, "--embed", "--write")
+    assert result.exit_code == 2
+    assert "changed while it was being added" in result.stderr
+    assert list_entries() == []
+    assert not (path.parent / "weights/embedded/tiny-emb.safetensors").exists()
+
+
 def test_verify_checks_embedded_copies(manifest, tiny_bytes, hf_home):
     path = manifest(hub_entry(tiny_bytes, embedded="weights/embedded/t.safetensors"))
     stored = path.parent / "weights" / "embedded" / "t.safetensors"
