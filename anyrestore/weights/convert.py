@@ -1,11 +1,12 @@
-"""Bare state dicts into anyrestore checkpoints: the one place that reads a pickle.
+"""Bare state dicts into anyrestore checkpoints: the one place that reads a pickle of weights.
 
 A model's weights saved elsewhere (``torch.save(model.state_dict())``, or
 ``safetensors.torch.save_file`` without anyrestore's metadata) hold the tensors but not which
 model they fit, so ``fix`` cannot load them. ``convert_state_dict`` is told the variant, checks
 every key and shape against it, and writes a safetensors checkpoint that carries its
-architecture. A pickle is opened only here, when a user names it to be converted, and with
-``torch.load(weights_only=True)``: tensors and plain containers, never code.
+architecture. A pickle of weights is opened only here, when a user names it to be converted,
+and with ``torch.load(weights_only=True)``: tensors and plain containers, never code (the
+training loop reads its own resume checkpoints the same way: ``training.state``).
 """
 
 from __future__ import annotations
