@@ -28,16 +28,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from anyrestore.bench.compare import RELEASE_TOLERANCE, paired_deltas, pick_model, verdict
-from anyrestore.errors import AnyRestoreError
+from anyrestore.errors import AnyRestoreError, InputError
 
 
 def _load(path: Path) -> list[dict]:
     try:
         records = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"compare_bench: cannot read {path}: {exc}") from None
-    if not isinstance(records, list):
-        raise SystemExit(f"compare_bench: {path} is not a bench --json list of records")
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and "model" in r and "kind" in r for r in records
+    ):
+        raise InputError(f"{path} is not a bench --json list of records")
     return records
 
 
@@ -60,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         help="compare only the kinds both runs scored (the release rule is then not judged)",
     )
     args = parser.parse_args(argv)
-    old, new = _load(args.old), _load(args.new)
     try:
+        old, new = _load(args.old), _load(args.new)
         old_model = pick_model(old, args.old_model, str(args.old))
         new_model = pick_model(new, args.new_model, str(args.new))
         deltas = paired_deltas(

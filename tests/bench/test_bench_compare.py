@@ -159,6 +159,18 @@ def test_script_prints_the_table_and_exits_on_the_rule(tmp_path, capsys):
     assert line.split()[1:4] == ["-1.00", "+0.00", "+0.00"] and "(worst: p0;" in line
 
 
+def test_script_calls_unreadable_input_bad_input_not_a_regression(tmp_path, capsys):
+    # Exit 1 means "the release rule is not met": a missing or foreign file exited 1 too, or
+    # with a traceback for records that were not bench records.
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, INPUTS)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "foreign.json").write_text(json.dumps([1, {"psnr": 2}]))
+    main = load_script("compare_bench").main
+    for new, said in (("absent.json", "cannot read"), ("foreign.json", "not a bench --json")):
+        assert main([str(tmp_path / "old.json"), str(tmp_path / new)]) == 2
+        assert said in capsys.readouterr().err
+
+
 def test_shared_kinds_compares_a_few_kinds_against_a_whole_table(tmp_path, capsys):
     old = run_records("old", {"noise_15": [31.0, 30.0, 32.0], "L+H": [17.0, 18.0, 16.0]}, INPUTS)
     few = run_records("new", {"L+H": [18.0, 19.0, 17.0]}, {"L+H": INPUTS["L+H"]})
