@@ -16,7 +16,7 @@ from torch import Tensor
 
 from anyrestore.bench.quality import Pair
 from anyrestore.data.imagefiles import load_image
-from anyrestore.errors import DataError, InputError
+from anyrestore.errors import DataError, InputError, first_line
 from anyrestore.files import list_images
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
@@ -49,8 +49,8 @@ def load_photo(path: Path, max_side: int | None = DEFAULT_MAX_SIDE) -> Tensor:
     longer side <= ``max_side``."""
     try:
         return load_image(path, max_side=max_side)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
+    except Exception as exc:  # Pillow raises many types (a decompression bomb: its own)
+        raise InputError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
 def seed_for(name: str, kind: str) -> int:

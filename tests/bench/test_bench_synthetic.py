@@ -19,8 +19,18 @@ from anyrestore.bench.synthetic import (
     synthetic_pairs,
 )
 from anyrestore.data.degradations import degrade
-from anyrestore.errors import DataError
+from anyrestore.errors import DataError, InputError
 from anyrestore.metrics import psnr, ssim
+
+
+def test_a_photo_over_pillows_limit_is_an_input_error(
+    photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pillow refuses more than about 179 MP with its own error type: a panorama in the folder
+    # ended the bench as an "internal error" (exit 1), not an unreadable input (exit 3).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 48 // 4)  # a.png: 48 x 40 px
+    with pytest.raises(InputError, match="cannot read image .*a.png: .*decompression bomb"):
+        load_photo(photos / "a.png")
 
 
 def test_find_photos_skips_degraded_and_non_images(photos: Path) -> None:
