@@ -144,7 +144,9 @@ def resolve_candidates(
     taken: set[str] = set()
     for name in baselines:
         out.append(identity_candidate() if name == IDENTITY else classical_candidate())
-    taken.update(BASELINES)  # a model named like a baseline gets a suffix
+    # A model named like a baseline, or like the reference images --save-images writes
+    # beside its outputs (<photo>_clean.png, <photo>_degraded.png), gets a suffix.
+    taken.update(BASELINES, ("clean", "degraded"))
 
     loaded: list[tuple[str, str, nn.Module]] = []
     for ref in models:

@@ -88,6 +88,25 @@ def test_photos_sharing_a_stem_keep_separate_per_image_records(tmp_path: Path) -
     assert len(list((tmp_path / "saved").rglob("*_degraded.png"))) == 3
 
 
+def test_a_model_named_clean_does_not_overwrite_the_saved_reference(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # --save-images writes <photo>_clean.png and <photo>_<model>.png side by side: weights in
+    # clean.safetensors wrote their restoration over the clean reference.
+    import shutil
+
+    from anyrestore.bench.candidates import resolve_candidates
+
+    for stem in ("clean", "degraded"):
+        shutil.copyfile(tiny_checkpoint, tmp_path / f"{stem}.safetensors")
+    candidates = resolve_candidates(
+        weights=[tmp_path / "clean.safetensors", tmp_path / "degraded.safetensors"],
+        device="cpu",
+        precision="fp32",
+    )
+    assert [c.label for c in candidates] == ["clean#2", "degraded#2"]
+
+
 def test_identity_baseline_scores_the_degraded_input(photos: Path) -> None:
     files = find_photos(photos)
     kinds = ("noise_25", "L+H")
