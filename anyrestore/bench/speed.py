@@ -1,9 +1,9 @@
 """Speed runs: latency, throughput and peak memory of a restore at several image sizes.
 
 Latency is the median wall time of ``repeats`` calls of the engine's ``restore_tensor`` on a
-CPU tensor after ``warmup`` calls (at least two under runtime auto on OpenVINO: the first of
-a size runs eager, the second compiles), so it includes the copies to and from the device (what a user waits
-for). Peak memory:
+CPU tensor after ``warmup`` calls (when there are any, at least two under runtime auto on
+OpenVINO: the first of a size runs eager, the second compiles), so it includes the copies to
+and from the device (what a user waits for). Peak memory:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` over the timed calls (reset just before), which
   includes the weights already on the GPU.
