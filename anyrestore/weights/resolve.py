@@ -264,7 +264,7 @@ def _remove_cached(pointer: Path) -> str | None:
     chain = _cache_links(pointer)
     cache = hub.cache_dir().resolve()
     if not all((p.parent.resolve() / p.name).is_relative_to(cache) for p in chain):
-        return None  # never delete a file outside the cache (refused before, untouched)
+        return "it links outside the Hub cache"  # never delete a file that is not ours
     try:
         for path in chain:
             path.unlink(missing_ok=True)
