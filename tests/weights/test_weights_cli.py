@@ -148,19 +148,24 @@ def test_add_refuses_a_checkpoint_that_would_not_load(manifest, tiny_file, tmp_p
     assert list_entries() == []
 
 
-def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes):
-    path = manifest()
-    package = path.parent  # a private manifest's embedded paths start from its own folder
-    args = [
+def _add_args(checkpoint: Path, trained_for: str) -> list[str]:
+    """`weights add` of ``checkpoint`` as the entry tiny-emb (MIT)."""
+    return [
         "add",
-        str(tiny_file),
+        str(checkpoint),
         "--name",
         "tiny-emb",
         "--license",
         "MIT",
         "--trained-for",
-        "noise, haze",
+        trained_for,
     ]
+
+
+def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes):
+    path = manifest()
+    package = path.parent  # a private manifest's embedded paths start from its own folder
+    args = _add_args(tiny_file, "noise, haze")
     result = _run(*args, "--embed", "--default")
     assert result.exit_code == 0, result.output
     assert (
@@ -253,16 +258,7 @@ def test_add_refuses_a_checkpoint_that_changes_while_it_is_embedded(
         return real_copy(src, dst)
 
     monkeypatch.setattr(shutil, "copyfile", replaced_meanwhile)
-    args = [
-        "add",
-        str(tiny_file),
-        "--name",
-        "tiny-emb",
-        "--license",
-        "MIT",
-        "--trained-for",
-        "noise",
-    ]
+    args = _add_args(tiny_file, "noise")
     result = _run(*args, "--embed", "--write")
     assert result.exit_code == 2
     assert "changed while it was being added" in result.stderr
