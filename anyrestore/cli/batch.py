@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -331,7 +332,12 @@ def batch_command(
 
 
 def _progress(quiet: bool) -> Progress:
-    """The bar on stderr (none when quiet or not a terminal)."""
+    """The bar on stderr (none when quiet or not a terminal).
+
+    Rich would route stdout through the bar's console (stderr) while the bar runs: fine when
+    both are the same screen, but ``--json > records.jsonl`` (or ``| jq``) from a terminal,
+    or with ``FORCE_COLOR`` set, would then get no records. Stdout is left alone unless it
+    is a terminal too."""
     err = err_console()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -343,7 +349,15 @@ def _progress(quiet: bool) -> Progress:
         console=err,
         disable=quiet or not err.is_terminal,
         transient=False,
+        redirect_stdout=_is_tty(sys.stdout),
     )
+
+
+def _is_tty(stream: object) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 @dataclass

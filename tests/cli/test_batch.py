@@ -503,3 +503,18 @@ def test_the_file_that_stops_a_batch_gets_its_failed_record(
     assert [(Path(r["input"]).name, r["status"]) for r in records(result.stdout)] == [
         ("a.png", "failed")
     ]
+
+
+def test_json_records_reach_stdout_while_the_bar_runs(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With stderr taken for a terminal (TTY_COMPATIBLE, as CI and Docker set it) the bar runs;
+    # records piped to a file or jq must still arrive on stdout, not on the bar's stderr.
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    src, out = tmp_path / "in", tmp_path / "out"
+    photo(src / "a.png")
+    photo(src / "b.png", seed=1)
+    result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(Path(r["input"]).name for r in records(result.stdout)) == ["a.png", "b.png"]
+    assert '"status"' not in result.stderr
