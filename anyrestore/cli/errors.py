@@ -430,6 +430,12 @@ def _import_torch_first(args: list[str]) -> None:
         signal.signal(sig, exit_now)
     try:
         import torch  # noqa: F401
+    except Exception as exc:  # a broken install: a missing CUDA library, an ABI mismatch
+        fail(
+            f"cannot import torch ({type(exc).__name__}: {exc}); reinstall it, e.g. "
+            "pip install --force-reinstall torch",
+            ExitCode.FAILED,
+        )
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

@@ -201,3 +201,31 @@ def test_dash_h_is_help_everywhere(path, command):
     short = runner.invoke(app, [*path, "-h"], terminal_width=100)
     assert short.exit_code == 0, short.output
     assert short.output == runner.invoke(app, [*path, "--help"], terminal_width=100).output
+
+
+def test_a_torch_that_fails_to_import_is_one_line_not_a_traceback(tmp_path):
+    """A torch wheel missing a shared library raises OSError on import: the user gets one
+    line naming it and what to do (exit 1), not Typer's traceback."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "raise OSError('libcudnn.so.9: cannot open shared object file')\n"
+    )
+    (tmp_path / "a.png").write_bytes(b"not read")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "anyrestore", "fix", str(tmp_path / "a.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("anyrestore: error: cannot import torch (OSError: libcudnn.so.9")
+    assert "reinstall" in last
