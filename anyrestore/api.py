@@ -193,6 +193,10 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
     from anyrestore.engine.imageio.pixels import eight_bit_target, icc_fits, to_mode
     from anyrestore.errors import InputError
 
+    try:  # a PNG may keep its text and XMP after the pixels: Pillow reads them on load
+        image.load()
+    except (OSError, ValueError, EOFError) as exc:  # truncated or corrupt, opened lazily
+        raise InputError(f"cannot read the PIL image's pixels: {exc}") from None
     info = dict(image.info)
     icc = info.get("icc_profile")
     if image.mode in _SIXTEEN_BIT_GRAY or image.mode == "I":
@@ -207,8 +211,9 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
     elif image.mode == "F":  # floats in [0, 1]; the engine refuses any other scale
         out = PILImage.fromarray(_restore_array(restorer, np.asarray(image), strength), "F")
     else:
-        mode = image.mode if image.mode in ("RGB", "RGBA", "L", "LA") else None
-        if mode is None:  # palette, bilevel, CMYK, premultiplied and the rest
+        plain = image.mode in ("RGB", "RGBA", "L", "LA") and "transparency" not in info
+        mode = image.mode if plain else None
+        if mode is None:  # palette, bilevel, CMYK, premultiplied, a colour key and the rest
             mode, profile = eight_bit_target(image, icc)
             # A CMYK or Lab profile describes the pixels before conversion, not after.
             icc = profile if icc_fits(profile, len(mode)) else None

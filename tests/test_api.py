@@ -325,3 +325,51 @@ def test_gray_comes_back_alike_from_every_kind_of_input(
     assert not np.array_equal(written, gray)  # the model changed it
     for out in (from_path, from_array, from_pil):
         assert out.shape == gray.shape and np.abs(out.astype(int) - written).max() <= 1
+
+
+def _png_with_text_after_the_pixels(rgb: np.ndarray, key: bytes, text: bytes) -> bytes:
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    body = b"tEXt" + key + b"\0" + text
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    end = png.rindex(b"IEND") - 4  # the IEND chunk's length field
+    return png[:end] + chunk + png[end:]
+
+
+def test_a_pil_image_keeps_text_stored_after_its_pixels(
+    tiny_checkpoint: Path, rgb: np.ndarray
+) -> None:
+    # PNG allows text chunks after the image data; Pillow reads them only when it loads the
+    # pixels, so an image passed straight from Image.open lost its comment.
+    data = _png_with_text_after_the_pixels(rgb, b"Comment", b"sunset")
+    with Image.open(io.BytesIO(data)) as opened:
+        out = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+    assert out.info["Comment"] == "sunset"
+
+
+def test_a_pil_colour_key_comes_back_as_alpha(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    # A PNG's tRNS colour key opens as mode RGB with info["transparency"]; as a path the file
+    # comes back RGBA with those pixels transparent, and so must the PIL image.
+    keyed = rgb.copy()
+    keyed[:3, :3] = (1, 2, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(keyed).save(buffer, format="PNG", transparency=(1, 2, 3))
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        assert opened.mode == "RGB" and "transparency" in opened.info
+        out = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+    from_bytes = Image.open(io.BytesIO(anyrestore.restore(buffer.getvalue(), tiny_checkpoint)))
+    assert out.mode == from_bytes.mode == "RGBA"
+    alpha = np.asarray(out)[..., 3]
+    assert (alpha[:3, :3] == 0).all() and (alpha[3:] == 255).all()
+
+
+def test_a_truncated_pil_image_is_an_input_error(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    with Image.open(io.BytesIO(buffer.getvalue()[:80])) as opened:  # lazily: header only
+        with pytest.raises(InputError, match="cannot read the PIL image's pixels"):
+            anyrestore.restore(opened, tiny_checkpoint, device="cpu")
