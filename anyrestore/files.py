@@ -13,8 +13,8 @@ import functools
 import importlib
 import itertools
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,18 +188,23 @@ def _find_unreadable(root: Path, errors: list[OSError], pattern: str | None) -> 
         ]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _make_temp(dest: Path) -> Path:
+    """A new hidden temporary beside ``dest``, made as ``open`` makes a file.
 
-
-def _mode_for(dest: Path) -> int:
-    """The replaced file's permissions, or a new file's (as ``open`` would make either)."""
-    try:
-        return os.stat(dest).st_mode & 0o7777
-    except OSError:
-        return 0o666 & ~_umask()
+    Unlike ``mkstemp`` (always 0600) the system gives it 0666 less the umask, or what the
+    folder's default ACL says, so a new output gets the permissions any program would give
+    it, without reading the process-wide umask (``os.umask`` can only be read by setting
+    it, which races with other threads creating files)."""
+    prefix = _temp_prefix(dest)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = dest.parent / f"{prefix}{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(dest.parent))
 
 
 def _keep_owner(tmp: Path, dest: Path) -> None:
@@ -226,7 +231,8 @@ def _keep_owner(tmp: Path, dest: Path) -> None:
 def _put_in_place(tmp: Path, dest: Path) -> None:
     """Rename ``tmp`` over ``dest`` with the owner and permissions ``dest`` had (if any)."""
     _keep_owner(tmp, dest)  # before chmod: chown clears set-id bits
-    os.chmod(tmp, _mode_for(dest))
+    with contextlib.suppress(FileNotFoundError):  # a new file keeps the mode it was made with
+        os.chmod(tmp, os.stat(dest).st_mode & 0o7777)
     os.replace(tmp, dest)
     _sync_folder(dest.parent)
 
@@ -332,23 +338,28 @@ def _check_name_length(dest: Path) -> None:
     if os.name == "nt":  # NTFS counts UTF-16 units, not bytes; the rename says it there
         return
     folder = next((p for p in dest.parents if os.path.isdir(p)), Path("."))
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), an odd file system
-        limit = 255
+    limit = _name_max(folder)
     size = len(os.fsencode(dest.name))
-    if limit and size > limit:
+    if size > limit:
         raise UsageError(
             f"cannot write {dest}: its name is {size} bytes, over the {limit} its folder allows"
         )
 
 
 def _temp_prefix(dest: Path) -> str:
-    """``.<name>.`` for a temporary beside ``dest``, the name cut to 200 bytes (whole
-    characters): with mkstemp's 8 characters and ``.tmp`` it stays within the 255 bytes a
-    file name may have, however long or non-ASCII the target's own name is."""
-    name = os.fsencode(dest.name)[:200].decode("utf-8", errors="ignore")
+    """``.<name>.`` for a temporary beside ``dest``, the name cut (whole characters) so that
+    with the 8 random characters and ``.tmp`` it stays within the longest name the folder
+    allows (255 bytes on most file systems, about 143 on eCryptfs), however long or
+    non-ASCII the target's own name is."""
+    name = os.fsencode(dest.name)[: _name_max(dest.parent) - 14].decode("utf-8", errors="ignore")
     return f".{name}."
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX") or 255
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), an odd file system
+        return 255
 
 
 def missing_folders(folder: Path) -> list[Path]:
@@ -397,7 +408,7 @@ class AtomicFile:
             raise _write_error(self.path, exc) from None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+            tmp = _make_temp(dest)
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a folder must be: name it
             blocker = next((p for p in dest.parents if _is_file(p)), None)
@@ -406,8 +417,7 @@ class AtomicFile:
                 message = f"cannot write {self.path}: {blocker} is a file, not a folder"
                 raise UsageError(message) from None
             raise _write_error(self.path, exc) from None
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = tmp
         self.dest = dest
 
     def write(self, *chunks: bytes | memoryview) -> None:
@@ -478,12 +488,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         return
     target = _destination(Path(path))
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = _make_temp(target)
     try:
-        yield Path(tmp)
-        _sync_file(Path(tmp))
-        _put_in_place(Path(tmp), target)
+        yield tmp
+        _sync_file(tmp)
+        _put_in_place(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

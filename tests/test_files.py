@@ -350,3 +350,45 @@ def test_avif_photos_are_listed_where_pillow_reads_them(
     assert sorted(p.name for p in passed_over) == (
         ["IMG_3.heic"] if avif else ["IMG_1.avif", "IMG_3.heic"]
     )
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_a_new_file_gets_what_open_would_give_it_without_touching_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading the umask means setting it: another thread creating a file meanwhile (an app
+    # calling restore from a pool) would get 0666. New files take the system's own mode.
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda *a: pytest.fail("os.umask called"))
+        with AtomicFile(tmp_path / "a.png") as f:
+            f.write(b"x")
+            f.commit()
+        with atomic_path(tmp_path / "b.safetensors") as tmp:
+            tmp.write_bytes(b"y")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_the_temporary_fits_a_file_system_with_short_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # eCryptfs allows about 143 bytes: a name that fits must not fail at the temporary.
+    real = os.pathconf
+    monkeypatch.setattr(os, "pathconf", lambda p, n: 143 if n == "PC_NAME_MAX" else real(p, n))
+    name = "é" * 65 + ".png"  # 134 bytes
+    created = []
+    real_open = os.open
+
+    def spy(path, *args, **kwargs):
+        created.append(len(os.fsencode(Path(path).name)))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    with atomic_path(tmp_path / name) as tmp:
+        tmp.write_bytes(b"z")
+    assert (tmp_path / name).read_bytes() == b"z"
+    assert created and max(created) <= 143
