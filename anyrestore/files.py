@@ -117,7 +117,8 @@ def list_images(
     once; a pattern containing ``**`` is left to ``rglob``, which does not follow them.
     """
     if pattern is not None:
-        if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        parts = Path(pattern).parts  # "." and "./" have none: nothing to match
+        if not parts or Path(pattern).is_absolute() or ".." in parts:
             raise UsageError(f"glob pattern must be a non-empty relative pattern, got {pattern!r}")
     with os.scandir(root):  # an unreadable root fails here, whichever way it is listed
         pass
@@ -138,8 +139,14 @@ def list_images(
     cannot_read = unreadable_photos()
     for path in candidates:
         rel = path.relative_to(root)
-        dangling = path.is_symlink() and not path.exists()
-        if any(part.startswith(".") for part in rel.parts) or not (path.is_file() or dangling):
+        try:
+            dangling = path.is_symlink() and not path.exists()
+            is_file = path.is_file()
+        except OSError as exc:  # a folder that can be listed but not entered (r without x)
+            if not any(str(path.parent) == e.filename for e in errors):
+                errors.append(OSError(exc.errno, exc.strerror, str(path.parent)))
+            continue
+        if any(part.startswith(".") for part in rel.parts) or not (is_file or dangling):
             continue
         # realpath, not resolve(): Python 3.11's resolve raises RuntimeError on a loop of links
         if exclude is not None and Path(os.path.realpath(path)).is_relative_to(exclude):

@@ -392,3 +392,38 @@ def test_the_temporary_fits_a_file_system_with_short_names(
         tmp.write_bytes(b"z")
     assert (tmp_path / name).read_bytes() == b"z"
     assert created and max(created) <= 143
+
+
+def test_a_folder_that_can_be_listed_but_not_entered_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chmod -R 644 leaves folders readable (their names list) but not searchable: every
+    # look at a file inside fails. That folder is reported once; the others are still found.
+    for rel in ("ok/a.png", "noentry/b.png", "noentry/c.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    blocked = str(tmp_path / "noentry")
+
+    def guard(real):
+        def look(path, *args, **kwargs):
+            if os.path.dirname(os.fspath(path)) == blocked:
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path, *args, **kwargs)
+
+        return look
+
+    monkeypatch.setattr(os, "stat", guard(os.stat))
+    monkeypatch.setattr(os, "lstat", guard(os.lstat))
+    for how in ({}, {"pattern": "*.png"}):
+        unreadable: list[OSError] = []
+        found = list_images(tmp_path, unreadable=unreadable, **how)
+        assert found == [tmp_path / "ok" / "a.png"], how
+        assert [e.filename for e in unreadable] == [blocked], how
+
+
+@pytest.mark.parametrize("pattern", [".", "./", "./.", ""])
+def test_a_glob_that_names_no_file_is_a_usage_error(tmp_path: Path, pattern: str) -> None:
+    with pytest.raises(UsageError, match="glob pattern must be"):
+        list_images(tmp_path, pattern=pattern)
+    with pytest.raises(UsageError, match="glob pattern must be"):
+        list_images(tmp_path, pattern=pattern, recursive=False)
