@@ -19,9 +19,12 @@ arguments, ``DeviceError`` for a missing device. Passing the wrong kind of objec
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
@@ -115,36 +118,75 @@ def restore(
 
 def _restorer(model: str | os.PathLike[str] | LoadedWeights | None, device: str) -> Restorer:
     from anyrestore.engine import Restorer, resolve_device
+    from anyrestore.errors import UsageError
     from anyrestore.weights import LoadedWeights, load_weights, weights_key
 
     if isinstance(model, LoadedWeights):
-        return Restorer(model.model, device)
+        # One restorer per loaded model and device: a restorer chooses its compute path
+        # (timing the model on a CPU with native bf16) and moves the model, which must not
+        # happen again under another thread's restoration.
+        key = ("loaded", str(id(model.model)), str(resolve_device(device)))
+        with _cache_lock:
+            for (kind, _, placed), cached in _cache.items():
+                if kind == "loaded" and cached.model is model.model and placed != key[2]:
+                    raise UsageError(
+                        f"this model is already used on {placed}; restorers on two devices "
+                        "need a model each (call load_weights again)"
+                    )
+        return _cached(key, lambda: Restorer(model.model, device))
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            "model must be a weights name, a .safetensors path or what load_weights "
+            f"returned, not {type(model).__name__}"
+        )
     # Keyed on what the names resolve to, so "anyir_t", the default and its entry name share
-    # one loaded model, and "auto" shares it with the device it picks.
-    key = (weights_key(model), str(resolve_device(device)))
+    # one loaded model, and "auto" shares it with the device it picks; a file also by its
+    # identity and time, so weights exported again over the same path are loaded anew.
+    ref = weights_key(model)
+    if ref.startswith("file:"):
+        with contextlib.suppress(OSError):  # a missing file: load_weights says so
+            st = os.stat(ref[len("file:") :])
+            ref += f":{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    key = ("ref", ref, str(resolve_device(device)))
+    return _cached(key, lambda: Restorer(load_weights(model).model, device))
+
+
+def _cached(key: tuple[str, str, str], make: Callable[[], Restorer]) -> Restorer:
+    """The cached restorer for ``key``, made once however many threads ask at the same
+    time (each would otherwise load its own copy and restore beside the others)."""
     with _cache_lock:
-        restorer = _cache.get(key)
-        if restorer is not None:
-            _cache.move_to_end(key)
-            return restorer
-    restorer = Restorer(load_weights(model).model, device)
-    with _cache_lock:
-        _cache[key] = restorer
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        loading = _loading.setdefault(key, threading.Lock())
+    with loading:
+        with _cache_lock:
+            restorer = _cache.get(key)
+            if restorer is not None:
+                _cache.move_to_end(key)
+                return restorer
+        restorer = make()
+        with _cache_lock:
+            _cache[key] = restorer
+            _loading.pop(key, None)
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
     return restorer
 
 
 _CACHE_SIZE = 4  # models kept loaded by ``restore``; each anyir_t is about 25 MB in fp32
-_cache: OrderedDict[tuple[str, str], Restorer] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str], Restorer] = OrderedDict()
+_loading: dict[tuple[str, str, str], threading.Lock] = {}
 _cache_lock = threading.Lock()
 
 
 def clear_cache() -> None:
-    """Let go of the models ``restore`` keeps loaded (their memory, on a GPU too, is freed
-    once no other reference holds them); the next call loads its weights again."""
+    """Let go of the models ``restore`` keeps loaded; the next call loads its weights again.
+
+    Their memory is freed once no other reference holds them; on a GPU, what torch's
+    allocator kept reserved for reuse is handed back too, for other processes to use."""
     with _cache_lock:
         _cache.clear()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.ndarray:

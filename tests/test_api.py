@@ -373,3 +373,81 @@ def test_a_truncated_pil_image_is_an_input_error(tiny_checkpoint: Path, rgb: np.
     with Image.open(io.BytesIO(buffer.getvalue()[:80])) as opened:  # lazily: header only
         with pytest.raises(InputError, match="cannot read the PIL image's pixels"):
             anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+
+
+def _tiny_weights(path: Path, seed: int) -> Path:
+    from tinymodels import TINY_ANYIR
+
+    from anyrestore.models import create_model
+    from anyrestore.weights import save_checkpoint
+
+    torch.manual_seed(seed)
+    return save_checkpoint(create_model("anyir_t", **TINY_ANYIR), path)
+
+
+def test_weights_exported_again_over_the_same_file_are_loaded_anew(
+    tmp_path: Path, rgb: np.ndarray
+) -> None:
+    # A researcher re-exporting a checkpoint to the same path and restoring again in one
+    # session (a notebook) got the old model's output until clear_cache.
+    path = _tiny_weights(tmp_path / "model.safetensors", seed=1)
+    first = anyrestore.restore(rgb, path, device="cpu")
+    assert np.array_equal(first, _expected(path, rgb))
+    _tiny_weights(path, seed=2)
+    second = anyrestore.restore(rgb, path, device="cpu")
+    assert np.array_equal(second, _expected(path, rgb))
+    assert not np.array_equal(first, second)
+
+
+def test_threads_asking_for_the_same_weights_at_once_load_them_once(
+    tiny_checkpoint: Path, rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import anyrestore.weights
+
+    calls = []
+    real = anyrestore.weights.load_weights
+
+    def slow_load(*args, **kwargs):
+        calls.append(args)
+        time.sleep(0.2)  # every thread has missed the cache by now, as a pool's first calls do
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(anyrestore.weights, "load_weights", slow_load)
+    outputs: list[np.ndarray] = []
+    threads = [
+        threading.Thread(
+            target=lambda: outputs.append(anyrestore.restore(rgb, tiny_checkpoint, device="cpu"))
+        )
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(outputs) == 4
+    assert all(np.array_equal(o, outputs[0]) for o in outputs)
+
+
+def test_loaded_weights_get_one_restorer_for_every_call(
+    tiny_checkpoint: Path, rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyrestore.engine
+
+    made = []
+    real = anyrestore.engine.Restorer
+    monkeypatch.setattr(
+        anyrestore.engine, "Restorer", lambda *a, **k: made.append(a) or real(*a, **k)
+    )
+    loaded = load_weights(tiny_checkpoint)
+    for _ in range(3):
+        anyrestore.restore(rgb, loaded, device="cpu")
+    assert len(made) == 1
+
+
+def test_a_module_where_the_weights_go_is_a_type_error(tiny_checkpoint: Path) -> None:
+    loaded = load_weights(tiny_checkpoint)
+    with pytest.raises(TypeError, match="what load_weights returned, not AnyIR"):
+        anyrestore.restore(np.zeros((8, 8, 3), np.uint8), loaded.model, device="cpu")
