@@ -240,6 +240,18 @@ def match_pairs(
         raise layout_error(layout, root, "; ".join(problems) + "; a benchmark scores every image")
     for problem in problems:
         log.warning("%s; left out", problem)
+    if strict:  # an interrupted copy of the degraded images: the scores cover only the rest
+        used = {gt for _, gt, _ in pairs}
+        unused = sorted(p.relative_to(gt_dir).as_posix() for p in index.values() if p not in used)
+        if unused:
+            log.warning(
+                "%d clean images in %s have no degraded image in %s (%s); the scores leave "
+                "them out",
+                len(unused),
+                gt_where,
+                where,
+                _few(unused),
+            )
     return pairs
 
 
@@ -406,6 +418,22 @@ def _check_flat(layout: str, root: Path, folder: Path, files: Sequence[Path]) ->
             root,
             f"{folder.relative_to(root).as_posix()!r} should hold clean images only, at its "
             f"top level; it has images in subfolders ({_few([s + '/' for s in subfolders])})",
+        )
+    # 0001.png beside 0001.jpg (a format conversion left behind) would be scored twice, with
+    # the same noise, under one name.
+    stems: dict[str, str] = {}
+    twins = []
+    for f in files:
+        stem = f.relative_to(folder).with_suffix("").as_posix()
+        if stem in stems:
+            twins.append(f"{stems[stem]} and {f.name}")
+        stems[stem] = f.name
+    if twins:
+        raise layout_error(
+            layout,
+            root,
+            f"two images in {folder.relative_to(root).as_posix()!r} share a name "
+            f"({_few(twins)}); a benchmark scores each image once",
         )
 
 

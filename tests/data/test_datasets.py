@@ -651,6 +651,33 @@ def test_a_clean_only_test_folder_with_subfolders_is_refused(tmp_path: Path) -> 
         build_dataset("three", tmp_path, split="test", kinds=["noise_25"])
 
 
+def test_two_clean_images_of_one_name_in_a_clean_only_test_folder_are_refused(
+    tmp_path: Path,
+) -> None:
+    bsd68 = tmp_path / "test" / "denoise" / "bsd68"
+    write(bsd68 / "0001.png", 1)
+    write(bsd68 / "0001.jpg", 1)  # a conversion left behind: scored twice with one noise
+    write(bsd68 / "0002.png", 2)
+    with pytest.raises(DataError, match=r"share a name \(0001.jpg and 0001.png\)"):
+        build_dataset("three", tmp_path, split="test", kinds=["noise_25"])
+
+
+def test_a_test_set_missing_some_degraded_images_says_what_its_scores_leave_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An interrupted copy: 2 of 5 rainy images. The clean ones nothing pairs with would
+    # otherwise vanish from the average without a word.
+    for i in range(5):
+        write(tmp_path / "gt" / f"img{i}.png", i)
+    for i in range(2):
+        write(tmp_path / "lq" / f"img{i}.png", 10 + i)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        ds = build_dataset("paired", tmp_path, split="test")
+    assert len(ds) == 2
+    assert "3 clean images in 'gt' have no degraded image in 'lq'" in caplog.text
+    assert "img2.png" in caplog.text and "the scores leave them out" in caplog.text
+
+
 def test_video_frames_of_one_sequence_stay_on_one_side_of_the_split(tmp_path: Path) -> None:
     deblur = tmp_path / "Train" / "Deblur"
     for seq in range(6):
