@@ -6,6 +6,7 @@ this module is the one tensor reader that training data and the bench share.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,34 @@ from anyrestore.files import list_images as _list_images
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "list_images", "load_image"]
 
+log = logging.getLogger("anyrestore")
+
 
 def list_images(folder: Path, *, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (by extension), sorted by their path relative to it; a
-    folder that cannot be read is a DataError."""
+    folder that cannot be read is a DataError. Subfolders that cannot be read, and photos in
+    formats Pillow cannot open here (HEIC, camera RAW), are named in a warning: a dataset
+    would otherwise shrink without a word."""
+    unreadable: list[OSError] = []
+    passed_over: list[Path] = []
     try:
-        return _list_images(folder, recursive=recursive)
+        found = _list_images(
+            folder, recursive=recursive, unreadable=unreadable, passed_over=passed_over
+        )
     except OSError as exc:
         raise DataError(f"cannot read {folder}: {exc.strerror or exc}") from None
+    for exc in unreadable:
+        log.warning("cannot read %s (%s); its images are left out", exc.filename, exc.strerror)
+    if passed_over:
+        kinds = sorted({p.suffix.lower() for p in passed_over})
+        log.warning(
+            "%d files in %s are in formats anyrestore cannot read (%s); left out: convert "
+            "them to PNG or JPEG to use them",
+            len(passed_over),
+            folder,
+            ", ".join(kinds),
+        )
+    return found
 
 
 def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:
@@ -40,8 +61,14 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:
         if max_side and max(img.size) > max_side:
             scale = max_side / max(img.size)
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: resized as floats
-            grey = Image.fromarray(np.asarray(img, dtype=np.float32) / 65535.0, "F")
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # grey: resized as floats
+            values = np.asarray(img, dtype=np.float32)
+            if img.mode == "F":  # floats in [0, 1], as the engine reads them
+                if values.size and not (np.isfinite(values).all() and values.max() <= 1.0):
+                    raise ValueError("a float image's pixels must lie in [0, 1]")
+            else:
+                values = values / 65535.0
+            grey = Image.fromarray(values, "F")
             if size is not None:  # (converted to RGB first, Pillow would clip it at 255)
                 grey = grey.resize(size, Image.Resampling.LANCZOS)
             tensor = torch.from_numpy(np.asarray(grey, dtype=np.float32).copy())

@@ -715,6 +715,32 @@ def test_a_16_bit_grey_photo_keeps_its_values_when_downscaled(tmp_path: Path) ->
     assert torch.equal(small[0], small[2])
 
 
+def test_a_float_tiff_is_read_as_its_values_not_black(tmp_path: Path) -> None:
+    # Pillow's convert("RGB") turns mode F (32-bit float TIFF) into black: training would
+    # learn black targets, and a test would score black against black.
+    ramp = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    Image.fromarray(ramp, "F").save(tmp_path / "float.tif")
+    image = load_image(tmp_path / "float.tif")
+    assert image.shape == (3, 30, 40)
+    assert torch.allclose(image[1], torch.from_numpy(ramp), atol=1e-6)
+    Image.fromarray(ramp * 255, "F").save(tmp_path / "scaled.tif")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_image(tmp_path / "scaled.tif")
+
+
+def test_photos_a_dataset_cannot_read_are_named_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from anyrestore.data.imagefiles import list_images
+
+    write(tmp_path / "photos" / "a.png", 1)
+    (tmp_path / "photos" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        found = list_images(tmp_path / "photos")
+    assert found == [tmp_path / "photos" / "a.png"]
+    assert "1 files in" in caplog.text and ".heic" in caplog.text
+
+
 def test_a_scene_s_other_scales_and_views_stay_on_one_side_of_the_split(tmp_path: Path) -> None:
     for i in range(10):  # the corpus names a photo's scaled copies name__s100, __s050, ...
         for scale in ("s100", "s050", "s025"):
