@@ -90,6 +90,21 @@ def unreadable_photos() -> dict[str, str]:
     return UNREADABLE_PHOTOS if pillow_reads_avif() else {**UNREADABLE_PHOTOS, ".avif": "AVIF"}
 
 
+#: What ``file_key`` gives: (device, inode), or a real path.
+FileKey = tuple[int, int] | str
+
+
+def file_key(path: str | os.PathLike[str]) -> FileKey:
+    """One value per file, however it is named: (device, inode) where it exists, so that
+    ``photo.JPG`` and ``photo.jpg`` on a case-insensitive disk (macOS, an SD card), a hard
+    link and a link to it all compare equal; the real path of a name not there yet."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
+
+
 def is_image_file(path: Path) -> bool:
     """An image by its extension, and not hidden."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")

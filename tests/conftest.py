@@ -103,6 +103,24 @@ def unreadable_folders(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     return blocked
 
 
+@pytest.fixture
+def case_insensitive_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.stat`` and ``os.access`` find a missing name under another case in its folder,
+    as on macOS or an SD card (FAT, exFAT), where ``Trip`` and ``trip`` name one folder."""
+
+    def found(path: object) -> object:
+        wanted = Path(os.fspath(path))  # type: ignore[arg-type]
+        if not os.path.lexists(wanted) and wanted.parent.is_dir():
+            for name in os.listdir(wanted.parent):
+                if name.casefold() == wanted.name.casefold():
+                    return wanted.parent / name
+        return path
+
+    real_stat, real_access = os.stat, os.access
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: real_stat(found(path), *a, **k))
+    monkeypatch.setattr(os, "access", lambda path, *a, **k: real_access(found(path), *a, **k))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded anyir_t checkpoint with a tiny config (random weights), for CLI and engine tests."""

@@ -62,6 +62,7 @@ from anyrestore.cli.options import (
     deprecated_alias,
 )
 from anyrestore.errors import ExitCode, UsageError
+from anyrestore.files import FileKey, file_key
 
 if TYPE_CHECKING:
     from anyrestore.engine import Restorer
@@ -91,9 +92,22 @@ def _folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
         root, out_root = Path(os.path.realpath(input_dir)), Path(os.path.realpath(output_dir))
     except OSError as exc:  # a name too long for the system
         raise UsageError(f"{exc.filename or input_dir}: {exc.strerror or exc}") from None
+    out_root = _spelled_from(root, out_root)
     if root == out_root:
         raise UsageError("OUTDIR must differ from DIR: batch never writes over its inputs")
     return root, out_root
+
+
+def _spelled_from(root: Path, out_root: Path) -> Path:
+    """``out_root``, spelled from ``root`` where it is ``root`` or lies inside it under
+    another spelling (``-o ~/pictures/trip`` for ``~/Pictures/Trip`` on a case-insensitive
+    disk): the checks that OUTDIR is not DIR, and that it is not read back, compare paths."""
+    tail: list[str] = []
+    for folder in (out_root, *out_root.parents):
+        if file_key(folder) == file_key(root) and os.path.isdir(folder):
+            return root.joinpath(*reversed(tail))
+        tail.append(folder.name)
+    return out_root
 
 
 def _shard() -> tuple[int, int]:
@@ -261,7 +275,7 @@ def batch_command(
         written = {EXTENSIONS.get(j.target.suffix.lower(), "") for j in jobs}
         warn_lossless(sorted(written - LOSSY_FORMATS - {""}))
     # An output that is a link to an input would be written through: such a file fails alone
-    inputs = {os.path.realpath(f) for f in files}
+    inputs = {file_key(f) for f in files}
     made = missing_folders(out_root)
     try:  # an unwritable OUTDIR fails before any work (a name no file or folder there has)
         AtomicFile(out_root / f".anyrestore-probe-{secrets.token_hex(8)}").discard()
@@ -365,7 +379,7 @@ class _Batch:
     """What every file of a run is restored with, and the run's counts so far."""
 
     restorer: Restorer
-    inputs: set[str]  # the inputs' real paths: no output may be written through one
+    inputs: set[FileKey]  # the inputs, by identity: no output may be written through one
     label: str
     strength: float
     quality: int | None
@@ -395,7 +409,7 @@ class _Batch:
                 record["status"] = "skipped"
                 counts["skipped"] += 1
                 return
-            if os.path.realpath(job.target) in self.inputs:
+            if file_key(job.target) in self.inputs:
                 how = "links to" if os.path.islink(job.target) else "is"
                 raise UsageError(
                     f"{rel}: its output {job.target} {how} an input; "

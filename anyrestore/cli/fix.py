@@ -51,6 +51,7 @@ from anyrestore.cli.options import (
     WeightsOpt,
 )
 from anyrestore.errors import ExitCode, InputError, UsageError
+from anyrestore.files import FileKey, file_key
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -225,7 +226,11 @@ class _Run:
 
 
 def _restore_file(
-    run: _Run, source: str, output: str | None, taken: set[str], written: set[str]
+    run: _Run,
+    source: str,
+    output: str | None,
+    taken: set[FileKey],
+    written: set[FileKey],
 ) -> str:
     """Restore ``source`` to ``output`` (a file, a folder, ``-`` or None for the default);
     returns "ok", or "skipped" when --skip-existing finds the output there already.
@@ -273,7 +278,7 @@ def _restore_file(
         """--skip-existing and the output is there: reported, and nothing more to do."""
         if not (run.skip_existing and out_path is not None and os.path.lexists(out_path)):
             return False
-        if os.path.realpath(out_path) in written:
+        if file_key(out_path) in written:
             return False  # this run's own output, not an earlier result: the clash fails below
         if from_stdin:  # read what is piped in: unread, its writer dies of SIGPIPE (141)
             drain_stdin(run.max_pixels)
@@ -319,7 +324,7 @@ def _restore_file(
                 raise UsageError(
                     f"refusing to overwrite the input {source}; pass --overwrite or choose -o"
                 )
-        elif os.path.realpath(out_path) in taken:
+        elif file_key(out_path) in taken:
             raise UsageError(
                 f"{source}: its output {out_path} is another input or output of this run"
             )
@@ -341,8 +346,8 @@ def _restore_file(
             target.write(encoded)
             # In place before it is announced: a reader acting on the line finds the file.
             target.commit()
-            taken.add(os.path.realpath(target.path))
-            written.add(os.path.realpath(target.path))
+            taken.add(file_key(target.path))
+            written.add(file_key(target.path))
         seconds = read_seconds + time.perf_counter() - start
         info = restorer.last_run
         tiles = info.tiles if info else 1
@@ -392,8 +397,8 @@ def _restore_several(run: _Run, sources: list[str], output: str | None) -> None:
                 f"with several inputs, -o names a folder: {output} is not one "
                 "(end it with / to have it made)"
             )
-    taken = {os.path.realpath(s) for s in sources}
-    written: set[str] = set()
+    taken = {file_key(s) for s in sources}
+    written: set[FileKey] = set()
     stdout()  # a closed stdout (each output's line goes there) stops the run once, exit 2
     run.restorer()  # a bad option or weights stop the run here, not once per file
     failed = skipped = 0

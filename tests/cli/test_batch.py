@@ -518,3 +518,28 @@ def test_json_records_reach_stdout_while_the_bar_runs(
     assert result.exit_code == 0, result.output
     assert sorted(Path(r["input"]).name for r in records(result.stdout)) == ["a.png", "b.png"]
     assert '"status"' not in result.stderr
+
+
+@pytest.mark.usefixtures("case_insensitive_disk")
+def test_outdir_naming_dir_in_another_case_is_refused(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # On macOS, `batch ~/Pictures/Trip -o ~/pictures/trip` names the input folder itself:
+    # with no suffix, every original would be replaced by its restoration.
+    photo(tmp_path / "Trip" / "a.png")
+    before = (tmp_path / "Trip" / "a.png").read_bytes()
+    result = batch(tmp_path / "Trip", "-o", tmp_path / "trip", "--weights", tiny_checkpoint)
+    assert result.exit_code == 2
+    assert "OUTDIR must differ from DIR" in result.output
+    assert (tmp_path / "Trip" / "a.png").read_bytes() == before
+    # Inside it under another case: not read back as an input on the next run.
+    photo(tmp_path / "Trip" / "b.png", seed=1)
+    out = tmp_path / "Trip" / "restored"
+    out.mkdir()
+    result = batch(tmp_path / "Trip", "-o", tmp_path / "trip" / "restored", "-w", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    result = batch(
+        tmp_path / "Trip", "-o", tmp_path / "trip" / "restored", "-w", tiny_checkpoint, "--json"
+    )
+    assert sorted(Path(r["input"]).name for r in records(result.stdout)) == ["a.png", "b.png"]

@@ -798,3 +798,26 @@ def test_an_avif_where_pillow_only_decodes_it_is_restored_to_png(
     assert result.exit_code == 2
     assert "cannot write AVIF: this Pillow's libavif has no AV1 encoder" in one_line_error(result)
     assert not (tmp_path / "out.avif").exists()
+
+
+@pytest.mark.usefixtures("case_insensitive_disk")
+def test_two_outputs_one_file_on_a_case_insensitive_disk_fail_the_second(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # a.png and A.jpg, both written as PNG into one folder: on macOS out/A.png is out/a.png,
+    # and the second restoration would silently replace the first.
+    photo(tmp_path / "a.png")
+    photo(tmp_path / "A.jpg", seed=1)
+    (tmp_path / "out").mkdir()
+    result = fix(
+        tmp_path / "a.png",
+        tmp_path / "A.jpg",
+        "-o",
+        f"{tmp_path / 'out'}/",
+        "--format",
+        "png",
+        "--weights",
+        tiny_checkpoint,
+    )
+    assert result.exit_code == 1
+    assert "is another input or output of this run" in result.output
