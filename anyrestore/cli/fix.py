@@ -59,11 +59,19 @@ if TYPE_CHECKING:
     from anyrestore.engine import Restorer
 
 
+class _OptionClash(UsageError):
+    """Options that no input could satisfy (``--json`` with image bytes on stdout, ``-o y.png
+    --format jpg``): a run that cannot start, so ``--json`` prints no record for it."""
+
+
 def _stdout_target(fmt: str | None, json_output: bool) -> str:
     from anyrestore.engine.imageio import parse_format
 
     if json_output:
-        raise UsageError("--json cannot be combined with writing the image to stdout (-o -)")
+        raise _OptionClash(
+            "--json cannot be combined with writing the image to stdout (-o -, or stdin "
+            "without -o); pass -o FILE"
+        )
     if stdout().isatty():
         raise UsageError(
             "refusing to write image bytes to a terminal; pass -o FILE or redirect stdout"
@@ -166,7 +174,7 @@ def _output_format(out_path: Path, fmt: str | None) -> str:
         named = Image.registered_extensions().get(out_path.suffix.lower(), chosen)
         named = "BMP" if named == "DIB" else named  # .dib: a BMP by another name
     if named != chosen:
-        raise UsageError(
+        raise _OptionClash(
             f"{out_path} names {named} but --format says {chosen}; make them agree or drop one"
         )
     return chosen
@@ -518,7 +526,7 @@ def fix_command(
     except Exception as exc:
         # The same record a failing file gets among several; a bad option or weights stop
         # the run before any file there, and get only the error line here too.
-        if run.json_output and not run.load_failed:
+        if run.json_output and not run.load_failed and not isinstance(exc, _OptionClash):
             if not isinstance(exc, STOPS_THE_RUN) or blames_the_file(exc):
                 failed_record(sources[0], exc)
         raise

@@ -821,3 +821,18 @@ def test_two_outputs_one_file_on_a_case_insensitive_disk_fail_the_second(
     )
     assert result.exit_code == 1
     assert "is another input or output of this run" in result.output
+
+
+def test_json_prints_no_record_for_options_no_file_could_satisfy(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # A run that cannot start prints only its error line (docs/inference.md): a script
+    # reading records must not count the input as a file that failed.
+    src = photo(tmp_path / "a.png")
+    w = ("--weights", tiny_checkpoint)
+    clash = fix(src, "-o", tmp_path / "y.png", "--format", "jpg", "--json", *w)
+    assert clash.exit_code == 2 and clash.stdout == ""
+    assert "names PNG but --format says JPEG" in clash.stderr
+    piped = runner.invoke(app, ["fix", "-", "--json", *map(str, w)], input=src.read_bytes())
+    assert piped.exit_code == 2 and piped.stdout == ""
+    assert "stdin without -o" in piped.stderr
