@@ -282,10 +282,60 @@ def release_freed_memory() -> None:
 
 
 def _cores() -> int:
+    """The CPUs this process may keep busy: those it may run on, capped by its cgroup's CPU
+    quota (``docker run --cpus=2`` on a 64-core host: 2; threads beyond the quota wait at
+    every OpenMP barrier while the container is throttled)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cpu_quota()
+    return max(1, min(cpus, quota)) if quota else cpus
+
+
+def _cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """CPUs' worth of this process's cgroup CPU quota, rounded up (v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``, in its own cgroup or any above it); None without one."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        lines = []
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "":  # v2: quota and period in one file
+            folders, read = _cgroup_folders(root, path), _read_cpu_max
+        elif "cpu" in controllers.split(","):  # v1: two files in the cpu hierarchy
+            folders, read = _cgroup_folders(root / controllers, path), _read_cfs
+        else:
+            continue
+        limits += [q for q in map(read, folders) if q]
+    return min(limits) if limits else None
+
+
+def _cgroup_folders(base: Path, path: str) -> list[Path]:
+    """``base/path`` and the folders above it up to ``base`` (a quota on any of them holds)."""
+    folder = base / path.strip("/")
+    return [folder, *(p for p in folder.parents if p.is_relative_to(base))]
+
+
+def _read_cpu_max(folder: Path) -> int | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return -(-int(quota) // int(period)) if quota != "max" and int(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _read_cfs(folder: Path) -> int | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return -(-quota // period) if quota > 0 and period > 0 else None
 
 
 # -- the compute path -----------------------------------------------------------------

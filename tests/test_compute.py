@@ -379,3 +379,34 @@ print(pages, default, faults_to_fill(40))
     pages, default, reused = map(int, done.stdout.split())
     assert default > pages / 2  # by default the next map is faulted in page by page again
     assert reused < pages / 10
+
+
+def test_a_container_s_cpu_quota_caps_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker run --cpus=2 on a 64-core host: 64 threads would wait at every OpenMP barrier
+    # while the container is throttled. v2 keeps quota and period in cpu.max, v1 in two files,
+    # on the process's own cgroup or one above it.
+    import anyrestore.compute as compute
+
+    v2 = tmp_path / "v2"
+    (v2 / "app" / "job").mkdir(parents=True)
+    (v2 / "app" / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs on the parent
+    (v2 / "app" / "job" / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "v2.cgroup").write_text("0::/app/job\n")
+    assert compute._cpu_quota(v2, tmp_path / "v2.cgroup") == 2
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct" / "docker" / "x").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "docker" / "x" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu,cpuacct" / "docker" / "x" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "v1.cgroup").write_text("4:memory:/docker/x\n3:cpu,cpuacct:/docker/x\n")
+    assert compute._cpu_quota(v1, tmp_path / "v1.cgroup") == 3
+    (tmp_path / "none.cgroup").write_text("3:cpu,cpuacct:/\n0::/\n")
+    assert compute._cpu_quota(v1, tmp_path / "none.cgroup") is None  # no files: no quota
+    monkeypatch.setattr(compute, "_cpu_quota", lambda: 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert compute._cores() == 1 and set_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)
