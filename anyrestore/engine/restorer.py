@@ -341,9 +341,14 @@ class Restorer:
                 current = tile if tile and tile < max(h, w) else max(h, w)
                 smaller = (current // 2) // self.pad_multiple * self.pad_multiple
                 if smaller < max(MIN_TILE, self.pad_multiple):
+                    advice = (
+                        "close other programs or use a machine with more memory"
+                        if self.device.type == "cpu"
+                        else "try --device cpu or a smaller model"
+                    )
                     raise DeviceError(
-                        f"out of memory on {self.device} even with {current}px tiles; "
-                        "try --device cpu or a smaller model"
+                        f"out of memory on {self.device} even with {current}px tiles "
+                        f"({first_line(exc)}); {advice}"
                     ) from None
                 log.warning(
                     "out of memory on %s with %dpx tiles; retrying with %dpx",

@@ -220,9 +220,17 @@ def test_a_whole_image_pass_that_ran_out_of_memory_is_not_run_again(tile_batch: 
 
 
 def test_out_of_memory_at_the_smallest_tile_is_a_device_error() -> None:
-    restorer = Restorer(OOMAbove(limit=10), "cpu", tile=64, overlap=8)
-    with pytest.raises(DeviceError, match="out of memory"):
+    cpu_oom = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory"
+    )
+    restorer = Restorer(OOMAbove(limit=10, error=cpu_oom), "cpu", tile=64, overlap=8)
+    with pytest.raises(DeviceError, match="out of memory") as caught:
         restorer.restore_tensor(torch.rand(3, 70, 70))
+    # The allocator's own words stay (how much it wanted), and the advice fits the device:
+    # on the CPU, "try --device cpu" would send the user where they already are.
+    said = str(caught.value)
+    assert "DefaultCPUAllocator: not enough memory" in said
+    assert "--device cpu" not in said and "more memory" in said
 
 
 def test_other_runtime_errors_are_not_taken_for_out_of_memory() -> None:
