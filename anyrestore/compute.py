@@ -2,7 +2,7 @@
 
 One policy for inference and training. ``auto`` precision means:
 
-* CUDA: bf16 where the GPU supports it, else fp16.
+* CUDA: bf16 where the GPU supports it, else fp16 (fp32 without tensor cores).
 * Apple MPS: fp32.
 * CPU: bf16 only where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16, read from the
   CPU's flags at run time) *and* a short measurement of the model itself shows bf16 faster
@@ -98,6 +98,35 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
+def _cuda_build_runs_here() -> bool:
+    """Whether this torch build has kernels for the first GPU: recent wheels dropped older
+    GPUs (a GTX 1050, sm_61, under a cu128 build), which torch still reports available and
+    which then fail at the first kernel. ``auto`` passes over such a GPU, with a warning."""
+    try:
+        major, minor = torch.cuda.get_device_capability(0)
+        archs = torch.cuda.get_arch_list()
+    except Exception:  # a driver that cannot answer: let the first use say what is wrong
+        return True
+    if not archs:
+        return True
+    runs = any(
+        (a.startswith("sm_") and a[3:-1] == str(major) and int(a[-1]) <= minor)  # same major
+        or (a.startswith("compute_") and int(a[8:]) <= major * 10 + minor)  # PTX, compiled here
+        for a in archs
+        if a[3:].isdigit() or a[8:].isdigit()
+    )
+    if not runs:
+        log.warning(
+            "this torch build has no kernels for the GPU (%s, sm_%d%d; built for %s); "
+            "using the CPU",
+            torch.cuda.get_device_name(0),
+            major,
+            minor,
+            " ".join(archs),
+        )
+    return runs
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; a named device must exist (else DeviceError).
 
@@ -110,7 +139,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     name = name.strip().lower()
     local_rank = os.environ.get("LOCAL_RANK")
     if name == "auto":
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and _cuda_build_runs_here():
             name = "cuda"
         elif _mps_available():
             name = "mps"
@@ -468,6 +497,8 @@ def _choose(
     if dev.type == "cuda":
         if cuda_native_bf16(dev):
             return ComputePath(dev, "bf16", True, "GPU supports bf16")
+        if torch.cuda.get_device_properties(dev).major < 7:  # no tensor cores: no gain
+            return ComputePath(dev, "fp32", True, "GPU without tensor cores")
         return ComputePath(dev, "fp16", True, "GPU without native bf16")
     if dev.type != "cpu":
         return ComputePath(dev, "fp32", True, f"{dev.type} default")

@@ -410,3 +410,43 @@ def test_a_container_s_cpu_quota_caps_the_threads(
         assert compute._cores() == 1 and set_threads(None) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_auto_passes_over_a_gpu_this_torch_build_has_no_kernels_for(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A GTX 1050 (sm_61) under a wheel built from sm_75 on: torch reports CUDA available and
+    # fails at the first kernel ("no kernel image"), an internal error instead of the CPU.
+    from anyrestore.compute import resolve_device
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cuda, "get_device_name", lambda *a: "GeForce GTX 1050")
+    monkeypatch.setattr(cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_90", "compute_90"])
+    monkeypatch.setattr(cuda, "get_device_capability", lambda *a: (6, 1))
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        assert resolve_device("auto") == torch.device("cpu")
+    assert "no kernels for the GPU (GeForce GTX 1050, sm_61" in caplog.text
+    assert resolve_device("cuda") == torch.device("cuda", 0)  # asked for by name: tried
+    for capability in ((8, 6), (7, 5), (9, 0), (12, 0)):  # same major, or PTX it compiles
+        monkeypatch.setattr(cuda, "get_device_capability", lambda *a, c=capability: c)
+        assert resolve_device("auto") == torch.device("cuda", 0), capability
+
+
+def test_auto_precision_on_a_gpu_without_tensor_cores_is_fp32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # fp16 on a Pascal GPU gains nothing and an overflow costs a whole fp32 pass again.
+    import anyrestore.compute as compute
+
+    class Properties:
+        major = 6
+
+    monkeypatch.setattr(compute, "cuda_native_bf16", lambda dev: False)
+    monkeypatch.setattr(compute, "resolve_device", lambda name: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: Properties())
+    assert compute.choose_path("cuda:0", "auto").precision == "fp32"  # Pascal
+    Properties.major = 7
+    assert compute.choose_path("cuda:0", "auto").precision == "fp16"  # a T4, a V100
