@@ -357,6 +357,7 @@ def _run(
     tic = time.perf_counter()
     saved_at = time.monotonic()  # for log.ckpt_minutes
     window = _Window()
+    signalled = False  # whether any rank has had a stop signal
     loader = make_loader(items, sampler, batch, config, device)
     with _stop_on_signals(stop_requested):
         try:
@@ -427,7 +428,9 @@ def _run(
                     if done or stop:
                         break
                     t0 = time.perf_counter()
-                if stop_requested["signum"] is not None:
+                # Any rank's signal (shared above), not only this one's: a rank that got none
+                # would start the next epoch and wait in a collective the others never join.
+                if signalled or stop_requested["signum"] is not None:
                     break
             finished = run.step >= total_steps
             if finished and run.finished and run.step == start_step:

@@ -662,3 +662,27 @@ def test_validation_spreads_its_items_over_every_kind() -> None:
     everything = Split()
     evaluate(torch.nn.Identity(), everything, 0, torch.device("cpu"), Dist(), "fp32")
     assert everything.seen == list(range(30))
+
+
+def test_a_stop_signal_to_another_rank_stops_this_one_too(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A preempted node's ranks get SIGTERM, the others none: every rank saves at the shared
+    # step, and then must leave, not start the next epoch and wait in a collective for ever.
+    from anyrestore.training import distributed
+
+    calls = []
+    real = distributed.all_sum
+
+    def another_rank_signalled_at_step_3(dist, values, device):
+        totals = real(dist, values, device)
+        if len(values) != 2:  # not the step's [signalled, checkpoint due] collective
+            return totals
+        calls.append(1)
+        return [totals[0] + (len(calls) == 3), totals[1]]
+
+    monkeypatch.setattr(distributed, "all_sum", another_rank_signalled_at_step_3)
+    config = _tiny(photos, tmp_path / "run", "train.steps=40", "log.val_every=0", "log.every=100")
+    result = train(config)
+    assert result.step == 3 and not result.finished
+    assert load_state(result.checkpoint)["progress"]["step"] == 3
