@@ -88,6 +88,32 @@ def check_resumable(config: Config, state: dict, resume: str | Path | None) -> N
             f"anyrestore train export {resume} -o W.safetensors, then --set "
             f"train.init_from=W.safetensors"
         )
+    # The network the weights were built as, and where they started: a new value that keeps
+    # the tensors' shapes (ClusIR's top_experts, say) would load and silently change the run,
+    # and an export would claim it for all of it.
+    rebuilt = [key for key in _FIXED_ON_RESUME if _dotted(before, key) != _dotted(now, key)]
+    if rebuilt:
+        raise ConfigError(
+            f"{', '.join(rebuilt)} cannot change when resuming (the run's weights were built "
+            f"and started that way); start a new run from its weights instead: anyrestore "
+            f"train export {resume} -o W.safetensors, then --set train.init_from=W.safetensors"
+        )
+
+
+#: Settings that make the network and its start, fixed for a run's whole length.
+_FIXED_ON_RESUME = (
+    "model",
+    "model_overrides",
+    "train.init_from",
+    "train.init_reset",
+    "train.init_partial",
+)
+
+
+def _dotted(values: dict, key: str) -> object:
+    for part in key.split("."):
+        values = values.get(part, {}) if isinstance(values, dict) else {}
+    return values
 
 
 def check_writable(out: Path) -> None:

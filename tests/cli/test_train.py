@@ -156,6 +156,17 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
     assert ema.exit_code == 2, ema.output
     assert "train.ema_decay cannot change when resuming" in ema.stderr
 
+    # Settings that keep the tensors' shapes would load, then silently change the network
+    # (or claim another start) for the rest of the run.
+    for setting, named in (
+        ("model_overrides.refinement_blocks=0", "model_overrides"),
+        ("train.init_partial=true", "train.init_partial"),
+    ):
+        rebuilt = _run("--resume", str(run), "--set", setting, "--no-progress")
+        assert rebuilt.exit_code == 2, rebuilt.output
+        assert f"{named} cannot change when resuming" in rebuilt.stderr
+        assert (run / "last.pt").read_bytes() == before
+
     other = tmp_path / "other"  # another run's folder is not a place to resume this one
     assert _run("-c", str(SMOKE), "--out", str(other), "--stop-at", "1", *tiny).exit_code == 0
     theirs = (other / "last.pt").read_bytes()
