@@ -101,7 +101,8 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
         "config_sha256": config.digest(),
         "torch": torch.__version__,
     }
-    if progress.get("val_psnr") is not None:
+    # Validation scores the EMA where the run kept one: not the raw weights --no-ema writes.
+    if progress.get("val_psnr") is not None and (ema_used or state.get("ema") is None):
         facts["val_psnr"] = round(progress["val_psnr"], 3)
     if config.train.init_from:
         facts.update(_lineage(config.train.init_from, facts))

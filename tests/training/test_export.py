@@ -68,6 +68,7 @@ def test_export_defaults_to_fp16_and_can_skip_ema(smoke_run, tmp_path: Path) -> 
     state = load_state(result.checkpoint)
     model = load_checkpoint(path)
     assert facts["ema"] is False
+    assert "val_psnr" not in facts  # the run's validation scored its EMA, not these weights
     for key, value in model.state_dict().items():
         if value.is_floating_point():
             assert torch.equal(value, state["model"][key].half().float()), key
