@@ -36,6 +36,7 @@ from anyrestore.errors import (
     TrainingDiverged,
     forget_hung_up_terminal,
 )
+from anyrestore.files import atomic_write
 from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
@@ -261,7 +262,7 @@ def _run(
     )
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(config.to_toml())
+        atomic_write(out / "config.toml", config.to_toml().encode())  # never left half-written
         if carried:
             reporter.message(
                 f"init_from: {len(carried)} of {len(model.state_dict())} tensors carried over"

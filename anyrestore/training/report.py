@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from anyrestore.errors import UsageError
 from anyrestore.files import atomic_write
 
 
@@ -43,11 +44,17 @@ class MetricsLog:
         self._file = path.open("a")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk: the run stops as for its checkpoint (exit 2)
+            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # a row a full disk would not take: its error was raised at write
+            pass
 
 
 class Reporter:

@@ -686,3 +686,14 @@ def test_a_stop_signal_to_another_rank_stops_this_one_too(
     result = train(config)
     assert result.step == 3 and not result.finished
     assert load_state(result.checkpoint)["progress"]["step"] == 3
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_at_a_metrics_row_is_a_one_line_error() -> None:
+    from anyrestore.errors import UsageError
+    from anyrestore.training.report import MetricsLog
+
+    log = MetricsLog(Path("/dev/full"))  # every write: "No space left on device"
+    with pytest.raises(UsageError, match="cannot write /dev/full: No space left"):
+        log.write({"step": 1, "loss": 0.5})
+    log.close()  # in the loop's cleanup: must not replace the error above with its own
