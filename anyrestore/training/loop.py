@@ -6,6 +6,7 @@ one process or as one of N under ``torchrun`` (see ``distributed``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import time
@@ -218,6 +219,16 @@ def _run(
     batch = _rank_batch(config, dist)
     if len(train_set) == 0:
         raise DataError(f"no training images under {config.data.root}")
+    held_out = _split_digest(val_set)
+    if state is not None and state.get("val_split") not in (None, held_out):
+        split_warning = (
+            "the validation split differs from the one this run started with (another "
+            "data.root, split_seed or val_fraction, or photos added or removed): validation "
+            "scores no longer compare with the earlier ones, and photos held out before may "
+            "now be trained on"
+        )
+    else:
+        split_warning = None
     repeat = math.ceil(config.train.batch_size / len(train_set))
     items = SeededItems(train_set, config.seed, repeat=repeat)
     sampler = ResumableSampler(
@@ -260,6 +271,8 @@ def _run(
         progress=config.log.progress,
         console=console,
     )
+    if split_warning is not None:
+        reporter.message(f"warning: {split_warning}")
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.toml", config.to_toml().encode())  # never left half-written
@@ -297,6 +310,7 @@ def _run(
         "precision": precision,
         "world_size": dist.world_size,
         "device": device_name(device),
+        "val_split": held_out,
     }
     kinds_seen = set(run.kinds)
     # The signal that asked the run to stop after its step, None until one arrives
@@ -461,6 +475,12 @@ def _run(
 
 
 # ----------------------------------------------------------------------------- pieces
+
+
+def _split_digest(val_set: object) -> str:
+    """A short fingerprint of which photos the validation split holds (their names)."""
+    names = sorted(f"{s.kind}:{s.name}" for s in getattr(val_set, "samples", []))
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def _check_out(out: Path, resume: str | Path | None) -> None:

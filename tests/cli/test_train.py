@@ -234,3 +234,21 @@ def test_val_fraction_zero_trains_on_every_photo_without_validation(tmp_path: Pa
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and not any("val_psnr" in row for row in rows)
+
+
+def test_a_resume_whose_validation_split_changed_says_so(tmp_path: Path) -> None:
+    # Another data.root (a copy elsewhere), split_seed or val_fraction redraws the held-out
+    # photos: the scores stop comparing and photos held out so far may be trained on.
+    photos = _photos(tmp_path / "photos")
+    run = tmp_path / "run"
+    tiny = ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
+            "train.batch_size=2", "--no-progress", "--steps", "6"]  # fmt: skip
+    assert _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "2", *tiny).exit_code == 0
+    same = _run("--resume", str(run), "--stop-at", "3", "--no-progress")
+    assert same.exit_code == 0, same.output
+    assert "validation split differs" not in same.output
+    moved = _run("--resume", str(run), "--set", "data.split_seed=5", "--no-progress")
+    assert moved.exit_code == 0, moved.output
+    assert "warning: the validation split differs from the one this run started with" in (
+        moved.stderr
+    )
