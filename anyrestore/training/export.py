@@ -105,7 +105,8 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     if progress.get("val_psnr") is not None and (ema_used or state.get("ema") is None):
         facts["val_psnr"] = round(progress["val_psnr"], 3)
     if config.train.init_from:
-        facts.update(_lineage(config.train.init_from, facts))
+        start = state.get("init_lineage") or start_lineage(config.train.init_from)
+        facts.update(_with_totals(start, facts))
     if config.distill.teacher:
         facts["teacher"] = Path(config.distill.teacher).name
         facts["loss"] = _distill_loss(config, loss)
@@ -127,12 +128,14 @@ def _distill_loss(config: Config, target_loss: str) -> str:
     return " + ".join(terms)
 
 
-def _lineage(ref: str, facts: dict[str, Any]) -> dict[str, Any]:
-    """Name the checkpoint this run started from and add its training to the totals.
+def start_lineage(ref: str) -> dict[str, Any]:
+    """The checkpoint a run starts from: its name, sha256 and the training it had had.
 
-    The totals chain: a file that was itself trained in stages carries ``*_total`` facts, which
-    are used instead of its own stage's. If the file has moved since (or a weights name is no
-    longer at hand: nothing is downloaded here), only its name is known.
+    Recorded when the run starts (a file re-exported over the same path later is another
+    start); read again at export only for runs saved before that was kept. The totals chain:
+    a file that was itself trained in stages carries ``*_total`` facts, used instead of its
+    own stage's. If the file has moved (or a weights name is no longer at hand: nothing is
+    downloaded here), only its name is known.
     """
     lineage: dict[str, Any] = {"init_from": Path(ref).name}
     try:
@@ -144,9 +147,19 @@ def _lineage(ref: str, facts: dict[str, Any]) -> dict[str, Any]:
     for key in ("steps", "samples_seen", "wall_time_s"):
         earlier = before.get(f"{key}_total", before.get(key))
         if isinstance(earlier, (int, float)):
-            total = earlier + facts[key]
-            lineage[f"{key}_total"] = round(total, 1) if key == "wall_time_s" else total
+            lineage[f"before_{key}"] = earlier
     return lineage
+
+
+def _with_totals(start: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The start's name and hash, and the run's training added to what the start had had."""
+    out = {k: v for k, v in start.items() if not k.startswith("before_")}
+    for key in ("steps", "samples_seen", "wall_time_s"):
+        earlier = start.get(f"before_{key}")
+        if isinstance(earlier, (int, float)):
+            total = earlier + facts[key]
+            out[f"{key}_total"] = round(total, 1) if key == "wall_time_s" else total
+    return out
 
 
 def _toml(text: str) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from anyrestore.training.config import Config, resolve, validate
 from anyrestore.training.distill import Distiller, describe_terms, teacher_targets
 from anyrestore.training.ema import EMA
 from anyrestore.training.evaluate import evaluate
+from anyrestore.training.export import start_lineage
 from anyrestore.training.losses import RestorationLoss
 from anyrestore.training.optim import build_optimizer, build_scheduler
 from anyrestore.training.report import Reporter
@@ -311,6 +312,12 @@ def _run(
         "world_size": dist.world_size,
         "device": device_name(device),
         "val_split": held_out,
+        # Where the weights started, as that file was then (it may be re-exported later).
+        "init_lineage": (
+            state.get("init_lineage")
+            if state is not None
+            else (start_lineage(config.train.init_from) if config.train.init_from else None)
+        ),
     }
     kinds_seen = set(run.kinds)
     # The signal that asked the run to stop after its step, None until one arrives

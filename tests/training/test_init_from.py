@@ -114,10 +114,15 @@ def test_export_of_a_continued_run_names_its_start_and_sums_the_stages(
     assert facts["samples_seen_total"] == 60 + 2 * config.train.batch_size
     assert facts["wall_time_s_total"] >= 9.0
 
-    # Once the starting file is gone, the export still works and names it, without totals.
+    # Stage 1 re-exported over the same path since, or gone: the export names what this run
+    # started from, as it was recorded when the run started.
+    started_from = sha256_file(init)
+    save_checkpoint(create_model("anyir_t", **TINY), init, extra={"training": {"steps": 99}})
+    _, facts = export_checkpoint(result.checkpoint, tmp_path / "again.safetensors")
+    assert facts["init_from_sha256"] == started_from and facts["steps_total"] == 17
     init.unlink()
     _, facts = export_checkpoint(result.checkpoint, tmp_path / "again.safetensors")
-    assert facts["init_from"] == "stage1.safetensors" and "steps_total" not in facts
+    assert facts["init_from"] == "stage1.safetensors" and facts["steps_total"] == 17
 
 
 def test_init_reset_keeps_fresh_weights_for_the_named_layers(photos: Path, tmp_path: Path) -> None:
