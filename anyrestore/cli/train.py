@@ -66,7 +66,7 @@ def train_command(
         return
     if config is None and resume is None:
         raise UsageError("give --config FILE.toml (or --resume CHECKPOINT); see configs/")
-    from anyrestore.training.config import load_config, tomllib
+    from anyrestore.training.config import load_config, recorded_config
     from anyrestore.training.loop import train
     from anyrestore.training.state import load_state, resolve_resume
 
@@ -86,7 +86,7 @@ def train_command(
         # the recipe's `out`, which may be relative to wherever the run was started.
         overrides.append(f"out={_toml_literal(resolve_resume(resume).parent)}")
     if resume is not None and config is None:
-        base = tomllib.loads(load_state(resume)["config_toml"])
+        base = recorded_config(load_state(resume)["config_toml"])
     cfg = load_config(config, overrides, base=base)
     result = train(cfg, resume=resume, stop_at=stop_at)
     if result.is_main:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import types
 import typing
@@ -22,6 +23,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from anyrestore.errors import ConfigError
+
+log = logging.getLogger("anyrestore")
 
 LAYOUTS = ("paired", "synthetic", "three", "five", "cdd11")
 #: ``train.compile``: "" (eager) or a ``torch.compile`` mode.
@@ -262,6 +265,40 @@ def load_config(
         key, value = parse_override(item)
         _set_dotted(values, key, value)
     return _build(Config, values, "")
+
+
+def recorded_config(text: str) -> dict[str, Any]:
+    """A run's recorded recipe (``last.pt``'s ``config_toml``) as values ``load_config`` takes,
+    less the settings this version no longer has: a run saved by an older version (its
+    ``data.plain_scenes``, say) still resumes and exports. What is left out is named."""
+    values, dropped = known_values(text)
+    if dropped:
+        log.warning(
+            "the run's recipe has settings this version no longer knows (%s); left out",
+            ", ".join(dropped),
+        )
+    return values
+
+
+def known_values(text: str) -> tuple[dict[str, Any], list[str]]:
+    """A recorded recipe's values that this version knows, and the dotted names of the rest."""
+    return _known(tomllib.loads(text), Config, "")
+
+
+def _known(values: dict[str, Any], cls: type, prefix: str) -> tuple[dict[str, Any], list[str]]:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in values.items():
+        if key not in names:
+            dropped.append(prefix + key)
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            kept[key], more = _known(value, hints[key], f"{prefix}{key}.")
+            dropped += more
+        else:
+            kept[key] = value
+    return kept, dropped
 
 
 def read_toml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 from anyrestore.data.degradations import TRAINING_ONLY
 from anyrestore.errors import ConfigError, UsageError, WeightsError
 from anyrestore.models.registry import build_model
-from anyrestore.training.config import Config, load_config, resolve
+from anyrestore.training.config import Config, load_config, recorded_config, resolve
 from anyrestore.training.state import load_state, resolve_resume
 from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
 from anyrestore.weights.resolve import resolve_weights, sha256_file
@@ -72,7 +72,7 @@ def weight_dtype(name: str) -> torch.dtype:
 
 def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
     """The plain facts about how a checkpoint was trained (flat, TOML-friendly values)."""
-    config = load_config(None, base=_toml(state["config_toml"]))
+    config = load_config(None, base=recorded_config(state["config_toml"]))
     recipe = resolve(config, state["arch"])
     progress = state["progress"]
     loss = " + ".join(f"{w:g}*{name}" for name, w in recipe.terms().items() if w)
@@ -160,9 +160,3 @@ def _with_totals(start: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]
             total = earlier + facts[key]
             out[f"{key}_total"] = round(total, 1) if key == "wall_time_s" else total
     return out
-
-
-def _toml(text: str) -> dict[str, Any]:
-    from anyrestore.training.config import tomllib
-
-    return tomllib.loads(text)

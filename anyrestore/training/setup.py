@@ -16,7 +16,7 @@ from anyrestore.compute import choose_path
 from anyrestore.errors import ConfigError, DeviceError, UsageError
 from anyrestore.files import missing_folders, remove_empty
 from anyrestore.models.registry import create_model
-from anyrestore.training.config import Config, tomllib
+from anyrestore.training.config import Config, known_values, tomllib
 from anyrestore.weights.checkpoint import load_checkpoint
 from anyrestore.weights.resolve import resolve_weights
 
@@ -72,7 +72,7 @@ def check_resumable(config: Config, state: dict, resume: str | Path | None) -> N
     and EMA's saved state would override them while config.toml recorded them as used."""
     if "config_toml" not in state:
         return
-    before = tomllib.loads(state["config_toml"])
+    before = known_values(state["config_toml"])[0]  # less settings since removed
     now = tomllib.loads(config.to_toml())  # both as TOML reads them: lists, not tuples
     changed = [
         f"{section}.{key}"

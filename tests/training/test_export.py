@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from anyrestore.training import export_checkpoint
@@ -72,3 +73,28 @@ def test_export_defaults_to_fp16_and_can_skip_ema(smoke_run, tmp_path: Path) -> 
     for key, value in model.state_dict().items():
         if value.is_floating_point():
             assert torch.equal(value, state["model"][key].half().float()), key
+
+
+def test_a_run_recorded_by_an_older_version_still_exports_and_resumes(
+    smoke_run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # last.pt files of 2026-11-29/30 record data.plain_scenes, a setting since removed: the
+    # strict recipe check refused their export and resume ("unknown config key") for good.
+    from anyrestore.training import load_config, train
+    from anyrestore.training.config import recorded_config
+
+    config, result = smoke_run
+    state = load_state(result.checkpoint)
+    state["config_toml"] = state["config_toml"].replace("[data]\n", "[data]\nplain_scenes = []\n")
+    old = tmp_path / "old" / "last.pt"
+    old.parent.mkdir()
+    torch.save(state, old)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        path, facts = export_checkpoint(old, tmp_path / "old.safetensors")
+    assert path.is_file() and facts["steps"] == config.train.steps
+    assert "no longer knows (data.plain_scenes); left out" in caplog.text
+    base = recorded_config(state["config_toml"])
+    more = load_config(
+        None, [f"out={old.parent}", f"train.steps={config.train.steps + 1}"], base=base
+    )
+    assert train(more, resume=old).step == config.train.steps + 1
