@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import warnings
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +56,8 @@ Graph = Literal["live", "replay"]
 #: sides are free in the converted graph).
 _TRACE_SIDE = 64
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
+#: Compiled image sizes a runner keeps in memory (the tile size, the edge tiles, a reference).
+COMPILED_SIZES = 4
 
 
 @lru_cache(maxsize=1)
@@ -148,7 +151,10 @@ class OpenVinoModel:
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.core = _core()
         self._key: str | None = None
-        self._compiled: dict[tuple[Graph, int, int], Any] = {}
+        #: Compiled sizes, most recently used last; each holds its size's activation memory,
+        #: so only the last few stay (a folder of scans of many sizes would otherwise keep
+        #: every one); recompiling an evicted size reads OpenVINO's cache on disk.
+        self._compiled: OrderedDict[tuple[Graph, int, int], Any] = OrderedDict()
         #: Converted graphs that could not be kept on disk: kept here instead, so that each
         #: new size does not convert again.
         self._unsaved: dict[Graph, Any] = {}
@@ -198,6 +204,9 @@ class OpenVinoModel:
             if self._compiled_cache:
                 config["CACHE_DIR"] = self._compiled_cache
             self._compiled[key] = self.core.compile_model(graph, "CPU", config)
+            while len(self._compiled) > COMPILED_SIZES:
+                self._compiled.popitem(last=False)
+        self._compiled.move_to_end(key)
         return self._compiled[key]
 
     def _graph(self, kind: Graph) -> Any:

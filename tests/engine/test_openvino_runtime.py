@@ -328,3 +328,17 @@ def test_the_process_can_fork_workers_after_openvino_runners_are_gone() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "16"
+
+
+def test_only_the_last_few_sizes_stay_compiled(tiny: torch.nn.Module, tmp_path: Path) -> None:
+    # Each compiled size holds that size's activation memory: a long batch of scans of many
+    # sizes kept every one. The oldest go; a size met again is compiled again, the same.
+    from anyrestore.engine.openvino_runtime import COMPILED_SIZES, OpenVinoModel
+
+    runner = OpenVinoModel(tiny, "fp32", directory=tmp_path)
+    first = _image(40, 48)
+    before = runner(first[None])
+    for i in range(COMPILED_SIZES + 2):
+        runner(_image(40 + 8 * (i + 1), 48)[None])
+    assert len(runner._compiled) == COMPILED_SIZES
+    assert torch.equal(runner(first[None]), before)
