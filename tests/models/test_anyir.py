@@ -181,6 +181,22 @@ def test_attention_from_one_gram_matrix_is_eq7_as_written(heads: int, bias: bool
         torch.testing.assert_close(attn(x), fast, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("literal", [False, True])
+def test_attention_in_fp16_does_not_overflow_on_a_large_map(literal: bool) -> None:
+    # The Gram matrix sums over every pixel: in fp16 (autocast on a GPU without bf16) a
+    # 64x64 map of values around 40 passes 65,504 and the cosine became inf/inf (NaN), or
+    # finite/inf (a uniform attention, silently).
+    torch.manual_seed(0)
+    attn = TransposedAttention(8, 2, project=False)
+    attn.step_by_step = literal
+    x = 40 * torch.rand(1, 8, 64, 64) + 20
+    with torch.no_grad():
+        want = attn(x)
+        got = attn.half()(x.half()).float()
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+
 @pytest.mark.parametrize("gate_cls", [GatedDA, PreviewGatedDA])
 def test_gated_da_temperature_uses_image_channel_statistics(gate_cls: type) -> None:
     torch.manual_seed(0)

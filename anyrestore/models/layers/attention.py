@@ -62,6 +62,13 @@ class TransposedAttention(nn.Module):
             qk, v = tokens[..., : 2 * c], tokens[..., 2 * c :]
             q, k = qk.split(c, dim=-1)
 
+        if qk.dtype == torch.float16:
+            # The products sum over every pixel and fp16 stops at 65,504 (a 512 px tile
+            # overflows once q^2 averages 0.25): scaled by 1/sqrt(hw) they sum to a mean. The
+            # cosine does not change; fp32 and bf16 (fp32's range) are left as they are.
+            qk = qk * (h * w) ** -0.5
+            q, k = qk.split(c, dim=-1)
+
         def channel_attention() -> torch.Tensor:
             # Eq. (7): softmax(q_hat k_hat^T * temperature) per head, q_hat and k_hat
             # normalised over the pixels (F.normalize's eps as the norms' floor)
