@@ -67,6 +67,11 @@ def test_a_built_wheel_holds_the_current_weights_under_pypis_limit(tmp_path: Pat
         src / "anyrestore",
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
     )
+    # What `anyrestore fix anyrestore/assets/samples/chelsea.jpg` leaves in a checkout.
+    shutil.copy2(
+        src / "anyrestore/assets/samples/chelsea.jpg",
+        src / "anyrestore/assets/samples/chelsea_restored.jpg",
+    )
     # What an install before the wheel was slimmed leaves in a checkout: setuptools takes
     # every package file its SOURCES.txt names unless told to take package-data alone.
     stale = src / "anyrestore.egg-info"
@@ -91,3 +96,4 @@ def test_a_built_wheel_holds_the_current_weights_under_pypis_limit(tmp_path: Pat
     assert shipped == {f"anyrestore/{entries[name].embedded}" for name in wheel_weights()}
     assert "anyrestore/weights/weights_manifest.toml" in names
     assert "anyrestore/assets/samples/sample_degraded.jpg" in names  # the README's first command
+    assert "anyrestore/assets/samples/chelsea_restored.jpg" not in names

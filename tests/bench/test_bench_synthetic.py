@@ -37,6 +37,22 @@ def test_find_photos_skips_degraded_and_non_images(photos: Path) -> None:
     assert [p.name for p in find_photos(photos)] == ["a.png", "b.jpg"]
 
 
+def test_the_shipped_samples_are_the_four_photos_whatever_lies_beside_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `anyrestore fix anyrestore/assets/samples/chelsea.jpg` writes chelsea_restored.jpg next
+    # to it: the default bench must not score a restoration as a clean photo.
+    import shutil
+
+    import anyrestore.bench.synthetic as synthetic
+
+    samples = tmp_path / "samples"
+    shutil.copytree(synthetic.SAMPLES_DIR, samples)
+    shutil.copy2(samples / "chelsea.jpg", samples / "chelsea_restored.jpg")
+    monkeypatch.setattr(synthetic, "SAMPLES_DIR", samples)
+    assert [p.name for p in find_photos()] == list(synthetic.SAMPLE_PHOTOS)
+
+
 def test_missing_or_empty_folder_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         find_photos(tmp_path / "nowhere")
