@@ -10,7 +10,8 @@
 #   bash scripts/device_train.sh prepare /path/to/corpus.tar
 # Before each call, keep the travelling tree small: `slim RECIPE...` takes the embedded
 # checkpoints no recipe starts from (train.init_from) or distils from (distill.teacher) out
-# of the index and ignores them; `unslim` puts them back afterwards (commit nothing between).
+# of the index and ignores them; `unslim` puts them back afterwards (a pre-commit hook refuses
+# commits between; slim refuses an index with other staged changes).
 #   bash scripts/device_train.sh slim configs/release_anyir_t_v8.toml configs/release_clusir_t_v7.toml
 # Then on the device machine (device tool `run`, carry [".corpus", ".whl"], timeout_s 600):
 #   bash scripts/device_train.sh run configs/release_anyir_t_v2.toml 7 --set train.batch_size=32
@@ -52,6 +53,12 @@ ignore() {
 
 slim() {
     (($#)) || { echo "device_train: slim needs the recipes the call will run" >&2; exit 2; }
+    if ! git diff --cached --quiet -- . ":(exclude)$EMBEDDED"; then
+        echo "device_train: the index holds staged changes; commit or unstage them first" >&2
+        exit 2
+    fi
+    # From the full set each time: `slim A` then `slim B` must keep what B starts from.
+    unslim >/dev/null
     local keep path
     keep=$("${PYTHON:-python3}" - "$@" <<'PY'
 import os, sys
@@ -77,14 +84,30 @@ PY
         git rm -q --cached -- "$path"
         ignore "/$path"
     done < <(git ls-files -- "$EMBEDDED")
+    # A commit now would delete the slimmed weights from the repository: refused until unslim.
+    local hook
+    hook=$(git rev-parse --git-path hooks/pre-commit)
+    if [[ ! -e $hook ]]; then
+        mkdir -p "$(dirname "$hook")"
+        printf '%s\n' '#!/bin/sh' "$SLIM_HOOK_LINE" \
+            'echo "device_train: slimmed for a device call; run: bash scripts/device_train.sh unslim" >&2' \
+            'exit 1' >"$hook"
+        chmod +x "$hook"
+    fi
     echo "device_train: tracked files now $(git ls-files -z | xargs -0 cat | wc -c) bytes"
 }
 
+SLIM_HOOK_LINE="# device_train.sh slim: removed by unslim"
+
 unslim() {
-    local exclude
+    local exclude hook
     exclude=$(exclude_file)
     git reset -q HEAD -- "$EMBEDDED"
     [[ -f $exclude ]] && sed -i "\#^/$EMBEDDED/#d" "$exclude"
+    hook=$(git rev-parse --git-path hooks/pre-commit)
+    if [[ -f $hook ]] && grep -qxF "$SLIM_HOOK_LINE" "$hook"; then
+        rm -f "$hook"
+    fi
     git status --short -- "$EMBEDDED"
 }
 
@@ -115,9 +138,12 @@ run() {
             --target "$work/site" "$wheels"/*.whl
     fi
     export PYTHONPATH="$work/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-    tar -xf "$corpus" -C "$work"  # the archive holds corpus/train, corpus/val
     local data="$work/corpus" run_dir
     run_dir="$work/run-$(basename "$recipe" .toml)"
+    # A warm machine keeps the last call's files: its run would refuse the folder, and photos
+    # a rebuilt corpus moved to val would stay in train.
+    rm -rf "$run_dir" "$data"
+    tar -xf "$corpus" -C "$work"  # the archive holds corpus/train, corpus/val
     local seconds started=$SECONDS
     seconds=$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 }')
     local -a settings=("$@")

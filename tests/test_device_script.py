@@ -99,6 +99,13 @@ def test_a_finished_run_returns_weights_metrics_and_the_held_out_bench(tmp_path,
     assert {row["images"] for row in bench if row["kind"] != "average"} == {2}
     # The smoke recipe starts from nothing, so there is no shipped model to compare with.
     assert not (out / "bench-shipped.json").exists()
+    # Again on the same warm machine (after a call the time limit cut short, say): the last
+    # call's run folder and corpus are replaced, not refused or mixed in.
+    stale = tmp_path / "work" / "corpus" / "train" / "moved_to_val.png"
+    stale.write_bytes(b"from an older archive")
+    again = run_script(tmp_path, archive, "5", "--steps", "2", bench=False)
+    assert again.returncode == 0, again.stderr
+    assert not stale.exists()
 
 
 def test_a_recipe_starting_from_named_weights_is_benched_beside_them(tmp_path, archive) -> None:
@@ -249,9 +256,29 @@ def test_slim_leaves_only_the_recipes_starting_weights_to_travel_and_unslim_rest
     # Still on disk, and ignored rather than untracked, so they do not travel either.
     assert (embedded / "old.safetensors").is_file()
     assert "??" not in git("status", "--short", "--untracked-files=all")
+    # A commit now would delete the slimmed weights from the repository: refused.
+    commit = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "oops"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert commit.returncode != 0 and "unslim" in commit.stderr
+    # Slimmed for another call: it starts from every file, not what the last call kept.
+    assert script("slim", "named.toml").returncode == 0
+    assert git("ls-files", "anyrestore/weights").split() == [
+        "anyrestore/weights/embedded/named.safetensors"
+    ]
+    (repo / "recipe.toml").write_text('model = "anyir_t"\n')
+    git("add", "recipe.toml")
+    refused = script("slim", "recipe.toml")  # would go out with the next commit: refused
+    assert refused.returncode == 2 and "staged changes" in refused.stderr
+    git("reset", "-q", "HEAD", "--", "recipe.toml")
+    git("checkout", "--", "recipe.toml")
 
     done = script("unslim")
     assert done.returncode == 0, done.stderr
     assert len(git("ls-files", "anyrestore/weights").split()) == 5
     assert git("status", "--short", "--untracked-files=all") == ""
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
     assert script("slim").returncode == 2  # the recipes are required
