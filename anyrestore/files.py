@@ -219,10 +219,14 @@ def _make_temp(dest: Path) -> Path:
     it, which races with other threads creating files)."""
     prefix = _temp_prefix(dest)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:  # a file being replaced: no wider than it while the new bytes are written
+        mode = os.stat(dest).st_mode & 0o666
+    except OSError:
+        mode = 0o666
     for _ in range(100):
         tmp = dest.parent / f"{prefix}{secrets.token_hex(4)}.tmp"
         try:
-            os.close(os.open(tmp, flags, 0o666))
+            os.close(os.open(tmp, flags, mode))
         except FileExistsError:
             continue
         return tmp

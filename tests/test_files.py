@@ -427,3 +427,15 @@ def test_a_glob_that_names_no_file_is_a_usage_error(tmp_path: Path, pattern: str
         list_images(tmp_path, pattern=pattern)
     with pytest.raises(UsageError, match="glob pattern must be"):
         list_images(tmp_path, pattern=pattern, recursive=False)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_a_private_file_being_replaced_is_never_readable_by_others(tmp_path: Path) -> None:
+    private = tmp_path / "diary.png"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    with AtomicFile(private) as f:
+        assert f.tmp is not None and f.tmp.stat().st_mode & 0o077 == 0  # while it is written
+        f.write(b"new")
+        f.commit()
+    assert private.stat().st_mode & 0o777 == 0o600
