@@ -107,13 +107,14 @@ def _cuda_build_runs_here() -> bool:
         archs = torch.cuda.get_arch_list()
     except Exception:  # a driver that cannot answer: let the first use say what is wrong
         return True
-    if not archs:
+    # NVIDIA's sm_XY (binary) and compute_XY (PTX) names; ROCm's gfx names are not judged.
+    known = [a for a in archs if a[3:].isdigit() or a[8:].isdigit()]
+    if not known:
         return True
     runs = any(
         (a.startswith("sm_") and a[3:-1] == str(major) and int(a[-1]) <= minor)  # same major
         or (a.startswith("compute_") and int(a[8:]) <= major * 10 + minor)  # PTX, compiled here
-        for a in archs
-        if a[3:].isdigit() or a[8:].isdigit()
+        for a in known
     )
     if not runs:
         log.warning(

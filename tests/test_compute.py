@@ -433,6 +433,9 @@ def test_auto_passes_over_a_gpu_this_torch_build_has_no_kernels_for(
     for capability in ((8, 6), (7, 5), (9, 0), (12, 0)):  # same major, or PTX it compiles
         monkeypatch.setattr(cuda, "get_device_capability", lambda *a, c=capability: c)
         assert resolve_device("auto") == torch.device("cuda", 0), capability
+    monkeypatch.setattr(cuda, "get_arch_list", lambda: ["gfx90a", "gfx942"])  # ROCm: not judged
+    monkeypatch.setattr(cuda, "get_device_capability", lambda *a: (9, 0))
+    assert resolve_device("auto") == torch.device("cuda", 0)
 
 
 def test_auto_precision_on_a_gpu_without_tensor_cores_is_fp32(
