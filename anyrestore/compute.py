@@ -108,7 +108,12 @@ def _cuda_build_runs_here() -> bool:
     except Exception:  # a driver that cannot answer: let the first use say what is wrong
         return True
     # NVIDIA's sm_XY (binary) and compute_XY (PTX) names; ROCm's gfx names are not judged.
-    known = [a for a in archs if a[3:].isdigit() or a[8:].isdigit()]
+    known = [
+        a
+        for a in archs
+        if (a.startswith("sm_") and a[3:].isdigit())
+        or (a.startswith("compute_") and a[8:].isdigit())
+    ]
     if not known:
         return True
     runs = any(
