@@ -221,15 +221,7 @@ def _run(
     if len(train_set) == 0:
         raise DataError(f"no training images under {config.data.root}")
     held_out = _split_digest(val_set)
-    if state is not None and state.get("val_split") not in (None, held_out):
-        split_warning = (
-            "the validation split differs from the one this run started with (another "
-            "data.root, split_seed or val_fraction, or photos added or removed): validation "
-            "scores no longer compare with the earlier ones, and photos held out before may "
-            "now be trained on"
-        )
-    else:
-        split_warning = None
+    split_changed = state is not None and state.get("val_split") not in (None, held_out)
     repeat = math.ceil(config.train.batch_size / len(train_set))
     items = SeededItems(train_set, config.seed, repeat=repeat)
     sampler = ResumableSampler(
@@ -272,8 +264,13 @@ def _run(
         progress=config.log.progress,
         console=console,
     )
-    if split_warning is not None:
-        reporter.message(f"warning: {split_warning}")
+    if split_changed:
+        reporter.message(
+            "warning: the validation split differs from the one this run started with "
+            "(another data.root, split_seed or val_fraction, or photos added or removed): "
+            "validation scores no longer compare with the earlier ones, and photos held out "
+            "before may now be trained on"
+        )
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.toml", config.to_toml().encode())  # never left half-written

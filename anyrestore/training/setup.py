@@ -91,7 +91,12 @@ def check_resumable(config: Config, state: dict, resume: str | Path | None) -> N
     # The network the weights were built as, and where they started: a new value that keeps
     # the tensors' shapes (ClusIR's top_experts, say) would load and silently change the run,
     # and an export would claim it for all of it.
-    rebuilt = [key for key in _FIXED_ON_RESUME if _dotted(before, key) != _dotted(now, key)]
+    rebuilt = [
+        key
+        for key in _FIXED_ON_RESUME
+        if _dotted(before, key) is not _MISSING  # a setting newer than the run: not judged
+        and _dotted(before, key) != _dotted(now, key)
+    ]
     if rebuilt:
         raise ConfigError(
             f"{', '.join(rebuilt)} cannot change when resuming (the run's weights were built "
@@ -110,9 +115,14 @@ _FIXED_ON_RESUME = (
 )
 
 
-def _dotted(values: dict, key: str) -> object:
+_MISSING = object()
+
+
+def _dotted(values: object, key: str) -> object:
     for part in key.split("."):
-        values = values.get(part, {}) if isinstance(values, dict) else {}
+        if not isinstance(values, dict) or part not in values:
+            return _MISSING
+        values = values[part]
     return values
 
 

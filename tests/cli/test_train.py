@@ -252,3 +252,23 @@ def test_a_resume_whose_validation_split_changed_says_so(tmp_path: Path) -> None
     assert "warning: the validation split differs from the one this run started with" in (
         moved.stderr
     )
+
+
+def test_a_run_recorded_before_a_setting_existed_still_resumes(tmp_path: Path) -> None:
+    # A last.pt whose recipe predates train.init_partial has no value to compare: the new
+    # default is not a change the user asked for.
+    import torch
+
+    from anyrestore.training.state import load_state
+
+    photos = _photos(tmp_path / "photos")
+    run = tmp_path / "run"
+    tiny = ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
+            "train.batch_size=2", "--no-progress", "--steps", "3"]  # fmt: skip
+    assert _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "1", *tiny).exit_code == 0
+    state = load_state(run / "last.pt")
+    state["config_toml"] = state["config_toml"].replace("init_partial = false\n", "")
+    assert "init_partial" not in state["config_toml"]
+    torch.save(state, run / "last.pt")
+    resumed = _run("--resume", str(run), "--no-progress")
+    assert resumed.exit_code == 0, resumed.output
