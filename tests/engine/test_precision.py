@@ -12,10 +12,13 @@ from anyrestore.engine import Restorer, read_image
 from anyrestore.metrics import psnr
 from anyrestore.models import create_model
 from anyrestore.models.layers.globalstats import set_global_mode
+from anyrestore.weights import list_entries, wheel_weights
 from anyrestore.weights.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2] / "anyrestore"
-SHIPPED = sorted((ROOT / "weights" / "embedded").glob("*.safetensors"))
+# The weights a user gets (each model's current ones, as the wheel carries them); the older
+# versions a checkout keeps are the same architectures.
+SHIPPED = [ROOT / e.embedded for e in list_entries() if e.name in wheel_weights()]
 SAMPLE = ROOT / "assets" / "samples" / "sample_degraded.jpg"
 
 
