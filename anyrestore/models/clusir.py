@@ -11,7 +11,7 @@ docs/architectures.md ("ClusIR"). Variants differ only in ``dim`` (Tab. 7).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -61,6 +61,14 @@ class ClusIRConfig:
     #: Both off trains exactly the paper's top-k routing; neither ever runs in eval.
     cover_clusters: bool = True
     explore_idle: bool = True
+
+    #: How a checkpoint was trained, not what network it is: not part of a variant's identity.
+    TRAINING_FIELDS: ClassVar[tuple[str, ...]] = (
+        "orth_loss_weight",
+        "balance_loss_weight",
+        "cover_clusters",
+        "explore_idle",
+    )
 
     def __post_init__(self) -> None:
         if len(self.blocks) != LEVELS or len(self.heads) != LEVELS:

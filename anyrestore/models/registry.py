@@ -127,15 +127,19 @@ def find_variant(arch: str, config: Any) -> str | None:
     """The registered variant with these sizes, if any.
 
     Fields with a ``LEGACY_DEFAULTS`` entry are versions, not sizes: a checkpoint of an older
-    layout of a variant is still that variant.
+    layout of a variant is still that variant; so are ``TRAINING_FIELDS`` (loss weights,
+    training-only routing), which say how a checkpoint was trained.
     """
     _ensure_loaded()
-    versions = getattr(type(config), "LEGACY_DEFAULTS", {})
+    kept = (
+        *getattr(type(config), "LEGACY_DEFAULTS", {}),
+        *getattr(type(config), "TRAINING_FIELDS", ()),
+    )
     for name in sorted(_MODELS):
         spec = _MODELS[name]
         if spec.arch != arch or type(spec.config) is not type(config):
             continue
-        same_version = dataclasses.replace(spec.config, **{k: getattr(config, k) for k in versions})
+        same_version = dataclasses.replace(spec.config, **{k: getattr(config, k) for k in kept})
         if same_version == config:
             return name
     return None

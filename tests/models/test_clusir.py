@@ -384,3 +384,22 @@ def test_differently_routed_images_run_together_under_bf16_autocast() -> None:
             together[i : i + 1].float(), alone[i].float(), atol=0.05, rtol=0.05
         )
     assert not torch.allclose(together[0], together[1])
+
+
+def test_a_checkpoint_trained_with_other_loss_weights_is_still_its_variant() -> None:
+    # cover_clusters=false (the paper's routing) or other aux weights say how a checkpoint was
+    # trained: it is still clusir_t, so `--model clusir_t --weights FILE` accepts it.
+    import dataclasses
+
+    from anyrestore.models.registry import find_variant, get_spec
+
+    base = get_spec("clusir_t").config
+    trained = dataclasses.replace(
+        base,
+        cover_clusters=False,
+        explore_idle=False,
+        orth_loss_weight=0.0,
+        balance_loss_weight=0.0,
+    )
+    assert find_variant("clusir", trained) == "clusir_t"
+    assert find_variant("clusir", dataclasses.replace(base, top_experts=3)) is None  # a size
