@@ -99,7 +99,7 @@ def training_facts(state: dict[str, Any], *, ema_used: bool) -> dict[str, Any]:
         "date": state["date"],
         "ema": ema_used,
         "config_sha256": config.digest(),
-        "torch": torch.__version__,
+        "torch": state.get("torch", torch.__version__),  # what trained it (older runs: here)
     }
     # Validation scores the EMA where the run kept one: not the raw weights --no-ema writes.
     if progress.get("val_psnr") is not None and (ema_used or state.get("ema") is None):

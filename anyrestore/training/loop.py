@@ -308,6 +308,7 @@ def _run(
         "precision": precision,
         "world_size": dist.world_size,
         "device": device_name(device),
+        "torch": str(torch.__version__),  # of the session that wrote it (a plain str: loadable)
         "val_split": held_out,
         # Where the weights started, as that file was then (it may be re-exported later).
         "init_lineage": (

@@ -92,6 +92,9 @@ def test_a_run_recorded_by_an_older_version_still_exports_and_resumes(
     with caplog.at_level("WARNING", logger="anyrestore"):
         path, facts = export_checkpoint(old, tmp_path / "old.safetensors")
     assert path.is_file() and facts["steps"] == config.train.steps
+    state["torch"] = "2.99.0+trained-elsewhere"  # the export names the training's torch
+    torch.save(state, old)
+    assert export_checkpoint(old, tmp_path / "o2.safetensors")[1]["torch"] == state["torch"]
     assert "no longer knows (data.plain_scenes); left out" in caplog.text
     base = recorded_config(state["config_toml"])
     more = load_config(
