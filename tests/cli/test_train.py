@@ -28,6 +28,12 @@ def _photos(folder: Path, count: int = 6) -> Path:
     return folder
 
 
+def _tiny(photos: Path, steps: int) -> list[str]:
+    """The smoke recipe on ``photos`` at its smallest: 16 px crops, 2 a step, ``steps`` steps."""
+    return ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
+            "train.batch_size=2", "--no-progress", "--steps", str(steps)]  # fmt: skip
+
+
 def _run(*args: str):
     return CliRunner().invoke(app, ["train", *args])
 
@@ -134,8 +140,7 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
 
     photos = _photos(tmp_path / "photos")
     run = tmp_path / "run"
-    tiny = ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
-            "train.batch_size=2", "--no-progress", "--steps", "4"]  # fmt: skip
+    tiny = _tiny(photos, 4)
     assert _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "2", *tiny).exit_code == 0
     before = (run / "last.pt").read_bytes()
 
@@ -241,8 +246,7 @@ def test_a_resume_whose_validation_split_changed_says_so(tmp_path: Path) -> None
     # photos: the scores stop comparing and photos held out so far may be trained on.
     photos = _photos(tmp_path / "photos")
     run = tmp_path / "run"
-    tiny = ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
-            "train.batch_size=2", "--no-progress", "--steps", "6"]  # fmt: skip
+    tiny = _tiny(photos, 6)
     assert _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "2", *tiny).exit_code == 0
     same = _run("--resume", str(run), "--stop-at", "3", "--no-progress")
     assert same.exit_code == 0, same.output
@@ -263,8 +267,7 @@ def test_a_run_recorded_before_a_setting_existed_still_resumes(tmp_path: Path) -
 
     photos = _photos(tmp_path / "photos")
     run = tmp_path / "run"
-    tiny = ["--set", f"data.root={photos}", "--set", "data.crop=16", "--set",
-            "train.batch_size=2", "--no-progress", "--steps", "3"]  # fmt: skip
+    tiny = _tiny(photos, 3)
     assert _run("-c", str(SMOKE), "--out", str(run), "--stop-at", "1", *tiny).exit_code == 0
     state = load_state(run / "last.pt")
     state["config_toml"] = state["config_toml"].replace("init_partial = false\n", "")
