@@ -145,7 +145,7 @@ def test_a_recipe_starting_from_named_weights_is_benched_beside_them(tmp_path, a
 
 
 def test_the_time_limit_stops_training_and_still_returns_weights(tmp_path, archive) -> None:
-    done = run_script(tmp_path, archive, "0.3", "--steps", "100000", bench=False)  # 18 s
+    done = run_script(tmp_path, archive, "0.2", "--steps", "100000", bench=False)  # 12 s
     assert done.returncode == 0, done.stderr
     log = (tmp_path / "out" / "train.log").read_text()
     assert "stopped at step" in log
@@ -173,15 +173,15 @@ def test_fitted_steps_end_the_cosine_in_time_after_falling_back_to_settings_that
     done = run_script(
         tmp_path,
         archive,
-        "0.75",
+        "0.55",
         "--set",
         "train.steps=1000000",
         "--set",
         "train.precision=fp16",
         bench=False,
         STEPS="fit",
-        CAL_SECONDS="20",  # start-up takes seconds; the smoke model's steps take milliseconds
-        RESERVE="10",
+        CAL_SECONDS="12",  # start-up takes seconds; the smoke model's steps take milliseconds
+        RESERVE="8",
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("calibration with") == 2
