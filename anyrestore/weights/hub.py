@@ -1,9 +1,9 @@
 """Fetching manifest entries through the Hugging Face Hub client and its normal cache.
 
 huggingface_hub reads ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` once, at import.
-We read them again at each call and pass ``endpoint=``, ``cache_dir=`` and
-``local_files_only=`` explicitly, so a change of environment (a test, a long-lived process)
-is honoured.
+We read them again at each call, pass ``endpoint=`` and ``cache_dir=`` explicitly and
+answer offline requests from the cache ourselves, so a change of environment (a test, a
+long-lived process) is honoured.
 """
 
 from __future__ import annotations
@@ -71,10 +71,21 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
 
     The Hub client writes to a temporary file and renames it, so a failure leaves nothing
     half-written. The caller verifies the sha256 (the client checks only the size).
+    A cached copy is returned without calling the client at all: even with
+    ``local_files_only`` it builds request headers, and with telemetry on (its default) that
+    fetches a list from its import-time endpoint once a day, offline or not.
     """
     if not entry.on_hub:
         raise WeightsError(f"weights {entry.name!r} have no Hub coordinates to download from")
     offline = is_offline(offline)
+    found = cached_file(entry)  # the revision is a pinned commit: a cached copy is final
+    if found is not None:
+        return found
+    if offline:
+        raise WeightsError(
+            f"weights {entry.name!r} are not cached and offline mode is on (HF_HUB_OFFLINE); "
+            f"run `anyrestore weights download {entry.name}` while online, or use a local file"
+        )
     from huggingface_hub import hf_hub_download
     from huggingface_hub import utils as hf_errors  # the error classes, in 0.23 to 2.x alike
 
@@ -87,15 +98,9 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
                 revision=entry.revision,
                 cache_dir=cache_dir(),
                 endpoint=endpoint(),
-                local_files_only=offline,
                 library_name="anyrestore",
             )
     except hf_errors.LocalEntryNotFoundError as exc:
-        if offline:
-            raise WeightsError(
-                f"weights {entry.name!r} are not cached and offline mode is on (HF_HUB_OFFLINE); "
-                f"run `anyrestore weights download {entry.name}` while online, or use a local file"
-            ) from None
         raise WeightsError(
             f"could not download weights {entry.name!r} ({where}) from {endpoint() or 'https://huggingface.co'}: "
             f"{_cause(exc)}"

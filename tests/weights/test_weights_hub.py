@@ -55,6 +55,28 @@ def test_first_download_then_cache_hits_offline_and_with_server_down(
     assert fake_hub.requests == []  # a pinned commit already cached needs no network at all
 
 
+def test_a_cached_copy_and_offline_mode_never_call_the_hub_client(
+    fake_hub, manifest, tiny_bytes, hf_home, monkeypatch
+):
+    # Even answering from its cache, the client builds request headers, and with its default
+    # telemetry that fetches a list from huggingface.co: a cache hit must not call it at all.
+    import huggingface_hub
+
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    manifest(
+        hub_entry(tiny_bytes),
+        hub_entry(tiny_bytes, name="tiny-elsewhere", filename="b.safetensors"),
+    )
+    path = resolve_weights("tiny-hub")
+    calls: list[tuple] = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: calls.append(a))
+    assert resolve_weights("tiny-hub") == path
+    assert resolve_weights("tiny-hub", offline=True) == path
+    with pytest.raises(WeightsError, match="not cached and offline"):
+        resolve_weights("tiny-elsewhere", offline=True)
+    assert calls == []
+
+
 @pytest.mark.parametrize("etag", ["honest", "lying"])
 def test_tampered_download_is_rejected_deleted_and_redownloaded(
     fake_hub, manifest, tiny_bytes, hf_home, etag
