@@ -97,7 +97,17 @@ def _refusal_reason(exc: BaseException) -> str:
     return ""
 
 
+#: The ``format`` field of ``anyrestore train``'s resume checkpoints (``training.state``).
+TRAIN_CHECKPOINT_FORMAT = "anyrestore-train"
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT:
+        # Its "model" would convert, silently without the EMA copy and the training facts.
+        raise WeightsError(
+            f"{path} is a resume checkpoint of `anyrestore train`: export its weights with "
+            f"`anyrestore train export {path} -o OUT.safetensors`"
+        )
     for _ in range(3):  # e.g. {"state_dict": {"model": {...}}}
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break

@@ -73,6 +73,20 @@ def test_weights_of_another_variant_are_refused_naming_the_keys(tmp_path: Path, 
     assert not out.exists()
 
 
+def test_a_training_checkpoint_is_sent_to_train_export(tmp_path: Path, trained) -> None:
+    # Its raw weights would convert, but the EMA copy users want and the record of what the
+    # weights were trained on would be lost without a word.
+    from anyrestore.training.state import save_state
+
+    last = save_state(
+        {"model": trained.state_dict(), "ema": {"model": trained.state_dict()}, "optimizer": {}},
+        tmp_path / "last.pt",
+    )
+    with pytest.raises(WeightsError, match=r"resume checkpoint .*anyrestore train export"):
+        convert_state_dict(last, "anyir_t", tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
 
