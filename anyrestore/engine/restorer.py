@@ -411,13 +411,16 @@ class Restorer:
         out = out[..., :h, :w].float()
         if precision != "fp32" and not bool(torch.isfinite(out).all()):
             # fp16 can overflow inside a network trained in fp32; redo this pass in fp32.
-            if not self._warned_fallback:
-                log.warning("%s produced non-finite values; recomputing in fp32", precision)
-                self._warned_fallback = True
+            self._note_fp32_recompute(precision)
             with torch.autocast(self.device.type, enabled=False):
                 out = self.model(inp.float())[..., :h, :w].float()
-            self._runs.recomputed = True
         return out.clamp_(0.0, 1.0).cpu()
+
+    def _note_fp32_recompute(self, precision: str) -> None:
+        if not self._warned_fallback:
+            log.warning("%s produced non-finite values; recomputing in fp32", precision)
+            self._warned_fallback = True
+        self._runs.recomputed = True
 
     def _restore_tiled(
         self, x: torch.Tensor, tile: int, stats_side: int, tile_batch: int, cap: int = 0
@@ -438,7 +441,9 @@ class Restorer:
             frozen = frozen_global_stats(self.model, reference)
             scale = reference_scale((h, w), side, self.stats_method)
             forward = self._placed_forward(grid, scale)
-        with self._forward_context(), frozen:
+        with self._forward_context(), frozen as in_fp32:
+            if in_fp32:
+                self._note_fp32_recompute(self.path.precision)
             out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
         self.last_run = RunInfo(
             len(grid), tile, overlap, replay, self._runs.runtime, self._runs.recomputed

@@ -315,3 +315,43 @@ def test_a_pass_that_overflows_in_low_precision_is_redone_in_fp32_and_said_so(
     assert record["precision"] == "fp32" and "non-finite" in record["reason"]
     r.restore_tensor(x, strength=0.0)  # nothing runs: no precision, no runtime to report
     assert compute_record(r)["runtime"] is None and not r.last_run.recomputed_fp32
+
+
+class _StatOverflows(torch.nn.Module):
+    """An image-wide statistic that overflows under autocast (as an fp16 sum can)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stat = GlobalStat()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def mean() -> torch.Tensor:
+            v = x.mean(dim=(1, 2, 3), keepdim=True)
+            return v * float("inf") if torch.is_autocast_enabled("cpu") else v
+
+        return x * 0.5 + 0.0 * self.stat(mean, x.shape[0])
+
+
+class _TileOverflows(torch.nn.Module):
+    """A statistic made in low precision and used by a layer (ClusIR's prompts and keys);
+    every tile overflows under autocast, so each is redone in fp32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stat = GlobalStat()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stat(lambda: self.lin(x.mean(dim=(2, 3))), x.shape[0])
+        out = x * 0.5 + 0.0 * self.lin(s)[:, :, None, None].float()
+        return out + float("nan") if torch.is_autocast_enabled("cpu") else out
+
+
+@pytest.mark.parametrize("model", [_StatOverflows, _TileOverflows])
+def test_tiles_redone_in_fp32_replay_statistics_fit_for_fp32(model: type) -> None:
+    # Tiles replay statistics recorded on the whole image: an fp32 retry must neither meet
+    # bf16 values (a dtype error) nor replay values that overflowed (a "damaged weights" exit).
+    x = torch.rand(3, 64, 64)
+    r = Restorer(model(), "cpu", "bf16", tile=32, stats_side=32)
+    torch.testing.assert_close(r.restore_tensor(x), x * 0.5)
+    assert r.last_run is not None and r.last_run.tiles > 1 and r.last_run.recomputed_fp32

@@ -41,6 +41,39 @@ def _expand_batch(value: Any, batch: int) -> Any:
     return value
 
 
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _for_this_pass(value: Any) -> Any:
+    """Recorded values as a pass without autocast takes them: an fp32 pass (the retry of a
+    tile that overflowed in fp16) must not meet fp16/bf16 values recorded under autocast."""
+    first = next(_tensors(value), None)
+    if first is None or torch.is_autocast_enabled(first.device.type):
+        return value
+    return _map_tensors(value, lambda t: t.float() if t.dtype in _LOW else t)
+
+
 def _detach(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach()
@@ -68,7 +101,7 @@ class GlobalStat(nn.Module):
             return value
         if self._stored is None:
             raise RuntimeError("GlobalStat is in replay mode but nothing was recorded")
-        return _expand_batch(self._stored, batch)
+        return _expand_batch(_for_this_pass(self._stored), batch)
 
 
 class GlobalMap(GlobalStat):
@@ -99,7 +132,7 @@ class GlobalMap(GlobalStat):
         if self.windows is None:
             if self._stored.shape[-2:] != (h, w):
                 raise RuntimeError("GlobalMap replay on another size needs tile windows")
-            return _expand_batch(self._stored, like.shape[0])
+            return _expand_batch(_for_this_pass(self._stored), like.shape[0])
         if self.scale is None:
             return compute()
         if len(self.windows) != like.shape[0]:
@@ -110,7 +143,7 @@ class GlobalMap(GlobalStat):
             full[:, :, y // factor : y // factor + h, x // factor : x // factor + w]
             for y, x, _, _ in self.windows
         ]
-        return torch.cat(crops) if len(crops) > 1 else crops[0]
+        return _for_this_pass(torch.cat(crops) if len(crops) > 1 else crops[0])
 
     def _on_image_grid(self, height: int, width: int) -> torch.Tensor:
         stored = self._stored
@@ -165,13 +198,34 @@ def has_global_stats(model: nn.Module) -> bool:
     return any(isinstance(m, GlobalStat) for m in model.modules())
 
 
+def _recorded_finite(model: nn.Module) -> bool:
+    return all(
+        bool(torch.isfinite(t).all())
+        for m in model.modules()
+        if isinstance(m, GlobalStat)
+        for t in _tensors(m._stored)
+        if t.is_floating_point()
+    )
+
+
 @contextmanager
-def frozen_global_stats(model: nn.Module, reference: torch.Tensor) -> Iterator[None]:
-    """Record statistics from ``reference`` (batch 1), replay them inside the block."""
+def frozen_global_stats(model: nn.Module, reference: torch.Tensor) -> Iterator[bool]:
+    """Record statistics from ``reference`` (batch 1), replay them inside the block.
+
+    Yields whether the block runs in fp32: when the recording pass overflowed under
+    autocast (fp16), the statistics are recorded again in fp32 and the tiles run in fp32
+    too, rather than replay infinities into every tile.
+    """
     set_global_mode(model, "record")
     try:
         model(reference)
-        set_global_mode(model, "replay")
-        yield
+        if _recorded_finite(model):
+            set_global_mode(model, "replay")
+            yield False
+            return
+        with torch.autocast(reference.device.type, enabled=False):
+            model(reference.float())
+            set_global_mode(model, "replay")
+            yield True
     finally:
         set_global_mode(model, "live")
