@@ -44,7 +44,11 @@ def make_reference(x: torch.Tensor, max_side: int, method: Method = "stride") ->
         return x[..., top : top + ch, left : left + cw]
     if method == "stride":
         step = math.ceil(max(h, w) / max_side)
-        return x[..., ::step, ::step]
+        # The pixel nearest each step x step block's centre, where resampling a recorded map
+        # back to the image's grid puts it (from the block's corner it lands (step-1)/2 px
+        # off; half a pixel remains for an even step).
+        first = (step - 1) // 2
+        return x[..., first::step, first::step]
     scale = max_side / max(h, w)
     rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
     if method == "area":

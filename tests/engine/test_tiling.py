@@ -147,6 +147,40 @@ def test_stats_reference_is_bounded(method: str) -> None:
     assert make_reference(small, 128, method) is small  # small images: exact statistics
 
 
+@pytest.mark.parametrize("width, error", [(3000, 0.0), (4000, 0.5)])
+def test_a_map_recorded_on_the_strided_reference_lands_where_it_was_taken(
+    width: int, error: float
+) -> None:
+    # ClusIR replays image-wide feature maps cropped to each tile: a map recorded on every
+    # k-th pixel and resampled back must not be shifted (once it was, by (k-1)/2 pixels).
+    from anyrestore.engine.reference import reference_scale
+    from anyrestore.models.layers.globalstats import (
+        GlobalMap,
+        set_global_mode,
+        set_tile_windows,
+    )
+
+    class Passthrough(nn.Module):  # the map is the input itself
+        def __init__(self) -> None:
+            super().__init__()
+            self.map = GlobalMap()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.map(lambda: x, x)
+
+    ramp = torch.arange(width, dtype=torch.float32).expand(1, 1, 64, width).clone()
+    model = Passthrough()
+    set_global_mode(model, "record")
+    model(make_reference(ramp, 1024, "stride"))
+    set_global_mode(model, "replay")
+    scale = reference_scale((64, width), 1024, "stride")
+    assert scale == ((3.0, 3.0) if width == 3000 else (4.0, 4.0))
+    set_tile_windows(model, [(0, 1000, 64, 512)], (64, width), scale)
+    tile = ramp[..., 1000:1512]
+    offset = float((model(tile) - tile)[..., 8:-8].mean())  # bilinear is exact on a ramp
+    assert abs(abs(offset) - error) < 1e-3
+
+
 class OOMAbove(LocalConv):
     """Raises ``error`` (CUDA-style out-of-memory) for inputs larger than ``limit`` pixels."""
 
