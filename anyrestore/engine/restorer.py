@@ -43,7 +43,8 @@ log = logging.getLogger("anyrestore")
 AUTO_TILE = {"cpu": 512, "mps": 512, "cuda": 1024}
 #: Longest side of the reference that global statistics are recorded on before tiling, by
 #: default the tile size clamped to [MIN_STATS_SIDE, DEFAULT_STATS_SIDE]: the recording pass
-#: then needs no more memory than a tile (above the floor).
+#: then needs no more memory than a tile (above the floor), unless the model asks for a
+#: larger one (its ``reference_side``, as both shipped models do).
 DEFAULT_STATS_SIDE = 512
 MIN_STATS_SIDE = 256
 DEFAULT_STATS_METHOD: Method = "stride"

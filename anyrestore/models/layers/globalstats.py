@@ -143,7 +143,8 @@ class GlobalMap(GlobalStat):
             full[:, :, y // factor : y // factor + h, x // factor : x // factor + w]
             for y, x, _, _ in self.windows
         ]
-        return _for_this_pass(torch.cat(crops) if len(crops) > 1 else crops[0])
+        crop = torch.cat(crops) if len(crops) > 1 else crops[0]
+        return _for_this_pass(crop.to(like.device, non_blocking=True))
 
     def _on_image_grid(self, height: int, width: int) -> torch.Tensor:
         stored = self._stored
@@ -151,8 +152,10 @@ class GlobalMap(GlobalStat):
             return stored
         if self._resampled is None or self._resampled.shape[-2:] != (height, width):
             # Cell i of the image's grid sits at (i + 0.5) / scale - 0.5 on the reference's.
+            # Kept in host memory: at the image's size it would bound a GPU's memory by the
+            # image, not the tile; each tile takes its crop to the device.
             up = F.interpolate(
-                stored.float(),
+                stored.float().cpu(),
                 scale_factor=self.scale,
                 mode="bilinear",
                 align_corners=False,
