@@ -449,7 +449,7 @@ class Restorer:
         self.last_run = RunInfo(
             len(grid), tile, overlap, replay, self._runs.runtime, self._runs.recomputed
         )
-        return out
+        return out.clamp_(0.0, 1.0)  # blended overlaps can round a hair past the tiles' range
 
     def _replays(self) -> bool:
         """Whether tiles replay image-wide statistics recorded on a reference first."""

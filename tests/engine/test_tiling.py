@@ -147,6 +147,19 @@ def test_stats_reference_is_bounded(method: str) -> None:
     assert make_reference(small, 128, method) is small  # small images: exact statistics
 
 
+def test_tiled_output_stays_in_range_where_tiles_overlap() -> None:
+    # Each tile is clamped to [0, 1]; blending two 1.0s and dividing by the summed window
+    # rounded to 1.0000001, a value a whole-image pass never returns.
+    class White(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ones_like(x)
+
+    r = Restorer(White(), "cpu", "fp32", tile=64, overlap=16)
+    out = r.restore_tensor(torch.rand(3, 200, 170))
+    assert r.last_run is not None and r.last_run.tiles > 1
+    assert float(out.max()) <= 1.0 and torch.allclose(out, torch.ones_like(out), atol=1e-6)
+
+
 @pytest.mark.parametrize("width, error", [(3000, 0.0), (4000, 0.5)])
 def test_a_map_recorded_on_the_strided_reference_lands_where_it_was_taken(
     width: int, error: float
