@@ -170,19 +170,23 @@ class Restorer:
                 f"Restorer takes a model (create_model or load_weights(...).model), "
                 f"not {type(model).__name__}{hint}"
             )
-        model.eval()
-        self.path: ComputePath = choose_path(device, precision, model=model, runtime=runtime)
-        self.model = prepare_model(model, self.path)
-        #: What runs the passes OpenVINO does not (the statistics of a tiled image, a new
-        #: size's first whole image under "auto"): eager PyTorch's own choice of precision
-        #: and 1x1 kernel, which need not be OpenVINO's (eager bf16 can be slower than fp32).
-        self._eager: ComputePath = self.path
-        self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if self.path.runtime == "openvino":
-            self._openvino = self._openvino_model()
-            self._eager = choose_path(self.path.device, precision, model=model, runtime="torch")
-            if self._openvino is None:
-                self.path = self._eager
+        # Choosing the path may time the model and preparing it changes its layout: not
+        # while another thread's tiled restoration replays statistics on it.
+        self._lock = _lock_for(model)
+        with self._lock:
+            model.eval()
+            self.path: ComputePath = choose_path(device, precision, model=model, runtime=runtime)
+            self.model = prepare_model(model, self.path)
+            #: What runs the passes OpenVINO does not (the statistics of a tiled image, a new
+            #: size's first whole image under "auto"): eager PyTorch's own choice of precision
+            #: and 1x1 kernel, which need not be OpenVINO's (eager bf16 can be slower than fp32).
+            self._eager: ComputePath = self.path
+            self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
+            if self.path.runtime == "openvino":
+                self._openvino = self._openvino_model()
+                self._eager = choose_path(self.path.device, precision, model=model, runtime="torch")
+                if self._openvino is None:
+                    self.path = self._eager
         self.device = self.path.device
         self.precision = self.path.precision
         # With runtime "auto", a whole image of a size not seen before runs eager: compiling
@@ -200,7 +204,6 @@ class Restorer:
         self.on_tile = on_tile
         self._runs = threading.local()  # last_run, per thread
         self._warned_fallback = False
-        self._lock = _lock_for(self.model)
 
     def _openvino_model(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The model on OpenVINO; None where an OpenVINO that runtime "auto" picked (it

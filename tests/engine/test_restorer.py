@@ -261,6 +261,32 @@ def test_two_threads_sharing_a_model_get_their_own_images_statistics() -> None:
     torch.testing.assert_close(results["second"], alone[1], rtol=0, atol=0)
 
 
+def test_a_restorer_made_while_another_thread_restores_waits_for_its_tiles() -> None:
+    """Making a Restorer prepares the shared model (and may time it): not in the middle of
+    another thread's tiles, which replay statistics on that model."""
+    import threading
+
+    model = tiny_anyir(0)
+    in_tiles, go_on, made = threading.Event(), threading.Event(), threading.Event()
+
+    def on_tile(done: int, total: int) -> None:
+        if done == 1:
+            in_tiles.set()
+            go_on.wait(10.0)
+
+    busy = Restorer(model, "cpu", "fp32", tile=64, overlap=16, stats_side=32, on_tile=on_tile)
+    worker = threading.Thread(target=busy.restore_tensor, args=(noisy_photo(1, 96, 128),))
+    worker.start()
+    assert in_tiles.wait(60)
+    maker = threading.Thread(target=lambda: (Restorer(model, "cpu", "fp32"), made.set()))
+    maker.start()
+    waited = not made.wait(1.0)
+    go_on.set()
+    worker.join()
+    maker.join()
+    assert waited and made.is_set()
+
+
 def test_each_thread_sees_how_its_own_last_restoration_ran() -> None:
     """Workers sharing a restorer report their own photo's tiling, whatever ran since."""
     import threading
