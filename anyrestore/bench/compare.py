@@ -111,6 +111,24 @@ def _input_scores(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], fl
     return scores
 
 
+#: Record fields that say how a run scored, with the bench option that sets each.
+_SCORING = (("suite", "--suite"), ("channel", "--y-channel"))
+
+
+def _check_same_scoring(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:
+    """Both runs scored the same suite on the same channel (runs that predate a field are
+    not judged by it): luma PSNR runs 1-2 dB from RGB PSNR, more than the release rule's
+    tolerance."""
+    for key, option in _SCORING:
+        a = {str(r[key]) for r in old if r.get(key) is not None}
+        b = {str(r[key]) for r in new if r.get(key) is not None}
+        if a and b and a != b:
+            raise DataError(
+                f"the runs were scored differently ({key} {', '.join(sorted(a))} against "
+                f"{', '.join(sorted(b))}): compare runs made with the same {option}"
+            )
+
+
 def _check_same_inputs(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:
     """The inputs' own scores must agree per image: the two runs degraded them alike."""
     a, b = _input_scores(old), _input_scores(new)
@@ -138,6 +156,7 @@ def paired_deltas(
     only the kinds both runs scored are compared (a ``bench --kinds`` run against a whole
     table); within each of them the photos must still be the same.
     """
+    _check_same_scoring(old, new)
     _check_same_inputs(old, new)
     a = _per_image(old, old_model, "old")
     b = _per_image(new, new_model, "new")

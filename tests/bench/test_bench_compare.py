@@ -84,6 +84,22 @@ def test_runs_on_different_inputs_are_refused():
         paired_deltas(old, new, old_model="old", new_model="new")
 
 
+def test_runs_scored_on_another_channel_are_refused_naming_the_option():
+    # Luma PSNR differs from RGB PSNR by more than the release rule's tolerance; the inputs'
+    # scores alone would blame the degradations (or, in older runs, catch nothing).
+    old = run_records("old", {"noise_15": [31.0, 30.0, 32.0]}, {"noise_15": [25.0, 24.0, 26.0]})
+    new = run_records("new", {"noise_15": [32.0, 31.0, 33.0]}, {"noise_15": [25.0, 24.0, 26.0]})
+    for record in old:
+        record["channel"] = "rgb"
+    for record in new:
+        record["channel"] = "y"
+    with pytest.raises(DataError, match="channel rgb against y.*--y-channel"):
+        paired_deltas(old, new, old_model="old", new_model="new")
+    for record in new:
+        del record["channel"]  # a run that predates the field is not judged by it
+    assert paired_deltas(old, new, old_model="old", new_model="new")[0].delta == 1.0
+
+
 def test_runs_without_the_identity_baseline_are_checked_by_their_inputs_scores():
     # Without --baseline identity nothing was checked: runs at another --max-side or on other
     # degradations were paired silently. Every per-image record now holds its input's PSNR.
