@@ -53,8 +53,20 @@ def to_csv(records: Sequence[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=_columns(records), lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow({k: "" if _clean(v) is None else v for k, v in r.items()})
+        writer.writerow({k: _cell(v) for k, v in r.items()})
     return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for a missing or non-finite number, a list (the speed suite's
+    ``runtimes``) as its items joined by ``;``, a table as JSON."""
+    if _clean(value) is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
 
 
 def _models(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -60,6 +60,10 @@ def test_csv_parses_back() -> None:
     assert len(rows) == len(records)
     assert list(rows[0])[:5] == ["model", "suite", "kind", "psnr", "ssim"]
     assert float(rows[0]["ssim"]) == records[0]["ssim"]
+    # The speed suite's list of runtimes reads as values, not as a Python list.
+    speed = [{"model": "m", "suite": "speed", "runtimes": ["torch", "openvino"]}]
+    (row,) = csv.DictReader(io.StringIO(to_csv(speed)))
+    assert row["runtimes"].split(";") == ["torch", "openvino"]
 
 
 def test_quality_table_shows_models_average_and_gain() -> None:
