@@ -5,8 +5,9 @@ CPU tensor after ``warmup`` calls (when there are any, at least two under runtim
 OpenVINO: the first of a size runs eager, the second compiles), so it includes the copies to
 and from the device (what a user waits for). Peak memory:
 
-* CUDA: ``torch.cuda.max_memory_allocated`` over the timed calls (reset just before), which
-  includes the weights already on the GPU.
+* CUDA: ``torch.cuda.max_memory_allocated`` over the timed calls (reset just before) minus
+  what was allocated before them: the weights already on the GPU (every candidate's, as the
+  bench loads them all first) are not counted, as on the CPU.
 * CPU (Linux): the growth of the process's resident set over the timed calls: the kernel's
   peak-RSS mark (``VmHWM``) is reset by writing ``5`` to ``/proc/self/clear_refs``, and the
   peak minus the resident size before the calls is reported (weights already loaded are not
@@ -98,6 +99,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            # Growth, as on the CPU: every candidate's weights are on the GPU by now.
+            self._start_kb = torch.cuda.memory_allocated(self.device) // 1024
         elif _status_kb("VmRSS") is not None:
             release_freed_memory()  # growth from here, not from blocks the heap kept
             self._start_kb = _status_kb("VmRSS") or 0
@@ -115,7 +118,8 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            peak_kb = torch.cuda.max_memory_allocated(self.device) // 1024
+            self.peak_mb = max(0, peak_kb - self._start_kb) / 1024
         elif self._hwm_reset:
             self.peak_mb = max(0, (_status_kb("VmHWM") or 0) - self._start_kb) / 1024
         elif self._thread is not None:

@@ -55,6 +55,21 @@ def test_cpu_peak_memory_sees_a_temporary_allocation(
     assert small.peak_mb is not None and small.peak_mb < 100
 
 
+def test_gpu_peak_memory_leaves_out_what_was_on_the_gpu_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bench puts every candidate on the GPU before timing any: one model's figure must not
+    # carry the others' weights.
+    mb = 2**20
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 900 * mb)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1150 * mb)
+    with PeakMemory(torch.device("cuda")) as mem:
+        pass
+    assert mem.peak_mb == 250
+
+
 class _Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
