@@ -311,7 +311,7 @@ def test_bad_inputs_raise() -> None:
 def test_fft_and_direct_convolution_agree() -> None:
     x = photo(b=2, h=40, w=36)
     draw = Draw(torch.Generator().manual_seed(0), x.device, 2)
-    kernels = trajectory_kernels(draw, torch.tensor([6.0, 15.0]), torch.tensor([0.5, 1.0]), size=19)
+    kernels = trajectory_kernels(draw, torch.tensor([6.0, 15.0]), torch.tensor([0.5, 1.0]))
     assert torch.allclose(kernels.sum(dim=(1, 2)), torch.ones(2))
     assert bool((kernels >= 0).all())
     direct = filter2d(x, kernels, fft=False)
@@ -328,11 +328,26 @@ def test_fft_and_direct_convolution_agree() -> None:
 def test_trajectory_kernels_span_the_requested_extent() -> None:
     draw = Draw(torch.Generator().manual_seed(1), torch.device("cpu"), 3)
     extent = torch.tensor([5.0, 11.0, 21.0])
-    kernels = trajectory_kernels(draw, extent, torch.zeros(3), size=25)
+    kernels = trajectory_kernels(draw, extent, torch.zeros(3))
     for k, e in zip(kernels, extent.tolist(), strict=True):
         ys, xs = torch.nonzero(k > 1e-4, as_tuple=True)
         span = max(int(ys.max() - ys.min()), int(xs.max() - xs.min()))
         assert math.isclose(span, e, abs_tol=2)
+
+
+def test_camera_shake_blurs_the_photo_without_moving_it() -> None:
+    # A curved path that lingers at one end put the kernel's mass off its centre: the blurred
+    # photo sat pixels away from its clean target, a shift no restorer can know to undo.
+    draw = Draw(torch.Generator().manual_seed(0), torch.device("cpu"), 400)
+    kernels = trajectory_kernels(draw, torch.full((400,), 21.0), draw.uniform(0.0, 1.5))
+    size = kernels.shape[-1]
+    assert size % 2 == 1 and torch.allclose(kernels.sum(dim=(1, 2)), torch.ones(400))
+    grid = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    centre_x = (kernels.sum(dim=1) * grid).sum(dim=1)
+    centre_y = (kernels.sum(dim=2) * grid).sum(dim=1)
+    assert float(torch.hypot(centre_x, centre_y).max()) < 0.05
+    # Not one path is cut by the kernel's edge.
+    assert float(kernels[:, [0, -1], :].sum()) == 0 and float(kernels[:, :, [0, -1]].sum()) == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

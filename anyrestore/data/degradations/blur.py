@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
 from anyrestore.data.degradations._rng import Draw
@@ -21,6 +19,4 @@ def motion_blur(x: Tensor, draw: Draw, extent: tuple[float, float] = BLUR_EXTENT
     """Convolve each image with its own random trajectory kernel spanning ``extent`` pixels."""
     span = draw.uniform(*extent)
     curviness = draw.uniform(0.0, 1.5)
-    size = 2 * math.ceil(float(span.max()) / 2) + 3
-    kernels = trajectory_kernels(draw, span, curviness, size)
-    return filter2d(x, kernels, padding="reflect")
+    return filter2d(x, trajectory_kernels(draw, span, curviness), padding="reflect")

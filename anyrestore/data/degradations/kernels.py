@@ -45,12 +45,15 @@ def capsule_kernels(
     return torch.sigmoid((radius.view(-1, 1, 1) - dist) / softness.view(-1, 1, 1))
 
 
-def trajectory_kernels(draw: Draw, extent: Tensor, curviness: Tensor, size: int) -> Tensor:
-    """Motion-blur kernels from random camera trajectories; shape (b, size, size), each sums to 1.
+def trajectory_kernels(draw: Draw, extent: Tensor, curviness: Tensor) -> Tensor:
+    """Motion-blur kernels from random camera trajectories; shape (b, k, k), each sums to 1.
 
     A trajectory is a random walk with momentum (velocity = start direction + integrated random
     accelerations), rescaled so its longest side spans ``extent`` pixels, then splatted
-    bilinearly onto the kernel grid (the time the sensor spent at each offset).
+    bilinearly onto the kernel grid (the time the sensor spent at each offset). Each path is
+    centred on its mean position, the kernel's centre of mass: a path that turns back or
+    lingers at one end would otherwise move the image as well as blur it. ``k`` (odd) is the
+    smallest size that holds every path of the batch.
     """
     b, steps = extent.shape[0], 64
     theta = draw.uniform(0.0, 2 * math.pi)
@@ -60,7 +63,9 @@ def trajectory_kernels(draw: Draw, extent: Tensor, curviness: Tensor, size: int)
     path = torch.cumsum(velocity, dim=1)  # (b, steps, 2)
     lo, hi = path.amin(dim=1, keepdim=True), path.amax(dim=1, keepdim=True)
     span = (hi - lo).amax(dim=-1, keepdim=True).clamp(min=1e-6)
-    path = (path - (lo + hi) / 2) / span * extent.view(-1, 1, 1)
+    path = (path - path.mean(dim=1, keepdim=True)) / span * extent.view(-1, 1, 1)
+    # Bilinear splats reach one pixel past a position: one more on each side.
+    size = 2 * math.ceil(float(path.abs().amax())) + 3
     path = path + (size - 1) / 2  # kernel pixel coordinates
     base = torch.floor(path)
     frac = path - base
