@@ -2,8 +2,9 @@
 
 PSNR and SSIM follow scikit-image's ``peak_signal_noise_ratio`` and
 ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``
-(Wang et al. 2004), the protocol behind the AnyIR and ClusIR tables (full RGB images, each
-channel scored separately and averaged). MS-SSIM is Wang et al. 2003, used as a training loss.
+(Wang et al. 2004) on full RGB images, each channel scored separately and averaged, as the
+papers' tables are (the AnyIR authors' code uses scikit-image's default 7x7 uniform window
+instead, usually a few thousandths different: docs/bench.md). MS-SSIM is Wang et al. 2003, used as a training loss.
 Inputs are float tensors ``(b, c, h, w)`` or ``(c, h, w)``; results are one value per image.
 """
 
@@ -39,18 +40,31 @@ def _floating(x: Tensor) -> Tensor:
     return x if x.is_floating_point() else x.double()
 
 
+def _data_range(data_range: float | None, x: Tensor) -> float:
+    """``data_range``, or the one the images' type implies as in scikit-image: 1 for floats,
+    the type's range for integers (255 for 8-bit)."""
+    if data_range is not None:
+        return data_range
+    if x.is_floating_point():
+        return 1.0
+    info = torch.iinfo(x.dtype)
+    return float(info.max - min(info.min, 0))
+
+
 def mse(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared error per image, over all channels and pixels (PSNR's and the loss's core)."""
     pred, target = _as_batch(_floating(pred), _floating(target))
     return (pred - target).pow(2).flatten(1).mean(dim=1)
 
 
-def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+def psnr(pred: Tensor, target: Tensor, data_range: float | None = None) -> Tensor:
     """Peak signal-to-noise ratio in dB per image, over all channels and pixels.
 
-    Identical images give ``inf``, as in scikit-image.
+    ``data_range`` defaults to 1 for float images and 255 for 8-bit ones. Identical images
+    give ``inf``, as in scikit-image.
     """
-    return 10.0 * torch.log10(data_range**2 / mse(pred, target))
+    peak = _data_range(data_range, target)
+    return 10.0 * torch.log10(peak**2 / mse(pred, target))
 
 
 def _gaussian_kernel(
@@ -100,17 +114,19 @@ def _ssim_maps(
 def ssim(
     pred: Tensor,
     target: Tensor,
-    data_range: float = 1.0,
+    data_range: float | None = None,
     win_size: int = SSIM_WINDOW,
     sigma: float = 1.5,
     return_cs: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Structural similarity per image: Gaussian-weighted, per channel, then averaged.
 
-    With ``return_cs`` also returns the contrast-structure term (used by MS-SSIM).
+    ``data_range`` as for :func:`psnr`. With ``return_cs`` also returns the
+    contrast-structure term (used by MS-SSIM).
     """
+    peak = _data_range(data_range, target)
     pred, target = _as_batch(_floating(pred), _floating(target))
-    ssim_map, cs_map = _ssim_maps(pred, target, data_range, win_size, sigma)
+    ssim_map, cs_map = _ssim_maps(pred, target, peak, win_size, sigma)
     # Every channel has the same number of pixels, so the flat mean is the mean of channel means.
     s = ssim_map.flatten(1).mean(dim=1)
     if return_cs:
@@ -121,7 +137,7 @@ def ssim(
 def ms_ssim(
     pred: Tensor,
     target: Tensor,
-    data_range: float = 1.0,
+    data_range: float | None = None,
     weights: Sequence[float] = _MS_SSIM_WEIGHTS,
     win_size: int = SSIM_WINDOW,
     sigma: float = 1.5,
@@ -131,6 +147,7 @@ def ms_ssim(
     Images too small for all scales use fewer (the weights of the kept scales are
     renormalised); images smaller than the window use a smaller odd window.
     """
+    data_range = _data_range(data_range, target)
     pred, target = _as_batch(_floating(pred), _floating(target))
     h, w = pred.shape[-2:]
     side = min(h, w)

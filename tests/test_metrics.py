@@ -86,6 +86,11 @@ def test_data_range_255_matches_skimage() -> None:
     assert s == pytest.approx(ref, abs=1e-3)
     p = psnr(_to_tensor(b), _to_tensor(a), data_range=255.0).item()
     assert p == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255.0), abs=0.01)
+    # 8-bit images score on their own range, as scikit-image infers it (not 1: +48 dB).
+    a8, b8 = _to_tensor(a).to(torch.uint8), _to_tensor(np.round(b)).to(torch.uint8)
+    want = peak_signal_noise_ratio(a.astype(np.uint8), np.round(b).astype(np.uint8))
+    assert psnr(b8, a8).item() == pytest.approx(want, abs=0.01)
+    assert ssim(b8, a8).item() == pytest.approx(ssim(b8.double(), a8.double(), 255.0).item())
 
 
 def test_identical_images() -> None:
