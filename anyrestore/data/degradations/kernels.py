@@ -56,9 +56,13 @@ def trajectory_kernels(draw: Draw, extent: Tensor, curviness: Tensor) -> Tensor:
     smallest size that holds every path of the batch.
     """
     b, steps = extent.shape[0], 64
-    theta = draw.uniform(0.0, 2 * math.pi)
+    device = extent.device
+    # Drawn where the caller's generator lives, built on the CPU: CUDA's scatter_add_ (and
+    # float cumsum) may sum in any order, and a seed must give the same kernel every time.
+    theta = draw.uniform(0.0, 2 * math.pi).cpu()
     v0 = torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)  # (b, 2)
-    accel = draw.randn(b, steps, 2) * curviness.view(-1, 1, 1)
+    accel = draw.randn(b, steps, 2).cpu() * curviness.cpu().view(-1, 1, 1)
+    extent = extent.cpu()
     velocity = v0.unsqueeze(1) + torch.cumsum(accel, dim=1) / math.sqrt(steps)
     path = torch.cumsum(velocity, dim=1)  # (b, steps, 2)
     lo, hi = path.amin(dim=1, keepdim=True), path.amax(dim=1, keepdim=True)
@@ -69,7 +73,7 @@ def trajectory_kernels(draw: Draw, extent: Tensor, curviness: Tensor) -> Tensor:
     path = path + (size - 1) / 2  # kernel pixel coordinates
     base = torch.floor(path)
     frac = path - base
-    kernels = torch.zeros(b, size * size, device=extent.device)
+    kernels = torch.zeros(b, size * size)
     for dx in (0, 1):  # bilinear splat: 4 neighbours, vectorised over batch and steps
         for dy in (0, 1):
             wx = frac[..., 0] if dx else 1 - frac[..., 0]
@@ -78,7 +82,7 @@ def trajectory_kernels(draw: Draw, extent: Tensor, curviness: Tensor) -> Tensor:
             iy = (base[..., 1] + dy).clamp(0, size - 1).long()
             kernels.scatter_add_(1, iy * size + ix, wx * wy)
     kernels = kernels.view(b, size, size)
-    return kernels / kernels.sum(dim=(1, 2), keepdim=True)
+    return (kernels / kernels.sum(dim=(1, 2), keepdim=True)).to(device)
 
 
 def _pad(x: Tensor, p: int, mode: str) -> Tensor:
