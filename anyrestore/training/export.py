@@ -22,7 +22,7 @@ from anyrestore.errors import ConfigError, UsageError, WeightsError
 from anyrestore.models.registry import build_model
 from anyrestore.training.config import Config, load_config, recorded_config, resolve
 from anyrestore.training.state import load_state, resolve_resume
-from anyrestore.weights.checkpoint import read_metadata, save_checkpoint
+from anyrestore.weights.checkpoint import load_state_strict, read_metadata, save_checkpoint
 from anyrestore.weights.resolve import resolve_weights, sha256_file
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -45,7 +45,8 @@ def export_checkpoint(
         raise UsageError(f"{output} is the checkpoint being exported; write the weights elsewhere")
     model = build_model(state["arch"], state["model_config"])
     ema = state.get("ema") if use_ema else None
-    model.load_state_dict(ema["model"] if ema else state["model"])
+    # Every key and shape checked, named if they differ (a run of an older model layout)
+    load_state_strict(model, ema["model"] if ema else state["model"], source=str(checkpoint))
     facts = training_facts(state, ema_used=bool(ema))
     path = save_checkpoint(
         model,

@@ -101,3 +101,22 @@ def test_a_run_recorded_by_an_older_version_still_exports_and_resumes(
         None, [f"out={old.parent}", f"train.steps={config.train.steps + 1}"], base=base
     )
     assert train(more, resume=old).step == config.train.steps + 1
+
+
+def test_a_run_of_another_model_layout_names_the_keys_that_differ(
+    smoke_run, tmp_path: Path
+) -> None:
+    # A run trained before a model's layout changed: one line naming what differs, no
+    # traceback, no file.
+    from anyrestore.errors import WeightsError
+
+    _, result = smoke_run
+    state = load_state(result.checkpoint)
+    for weights in (state["model"], state["ema"]["model"]):
+        weights["renamed.weight"] = weights.pop(next(iter(weights)))
+    old = tmp_path / "old" / "last.pt"
+    old.parent.mkdir()
+    torch.save(state, old)
+    with pytest.raises(WeightsError, match=r"renamed\.weight"):
+        export_checkpoint(old, tmp_path / "old.safetensors")
+    assert not (tmp_path / "old.safetensors").exists()
