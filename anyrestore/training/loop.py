@@ -405,6 +405,7 @@ def _run(
                             raise _diverged(run.step + 1, nonfinite, last_ckpt, saved_step)
                     else:
                         nonfinite = 0
+                    lr = scheduler.get_last_lr()[0]  # the rate this step took, for its row
                     scheduler.step()  # the schedule follows the step count either way
 
                     run.step += 1
@@ -419,7 +420,7 @@ def _run(
                     window.add(time.perf_counter() - t0, batch * dist.world_size, loss, parts, bad)
                     row = None
                     if run.step % config.log.every == 0 or run.step == total_steps:
-                        row = window.row(run, scheduler, total_steps, dist, device)
+                        row = window.row(run, lr, total_steps, dist, device)
                         window = _Window()
                     reporter.step(run.step, row)
 
@@ -693,7 +694,7 @@ class _Window:
     def row(
         self,
         run: Progress,
-        scheduler: Any,
+        lr: float,
         total_steps: int,
         dist: distributed.Dist,
         device: torch.device,
@@ -708,7 +709,7 @@ class _Window:
             "epoch": run.epoch,
             "samples": run.samples,
             **{k: round(v, 6) for k, v in zip(names, values, strict=True)},
-            "lr": scheduler.get_last_lr()[0],
+            "lr": lr,  # the last step's
             "samples_per_s": round(rate, 2),
             "eta_s": round((total_steps - run.step) * self.samples / self.steps / rate, 1),
         }

@@ -51,6 +51,16 @@ def _tiny(photos: Path, out: Path, *extra: str):
     )
 
 
+def test_each_metrics_row_logs_the_rate_its_step_took(photos: Path, tmp_path: Path) -> None:
+    # Half the run warms up (two steps: half the rate, then all of it), then a cosine to 0:
+    # the last step takes half the rate; 0 is the rate of a step that never runs.
+    config = _tiny(photos, tmp_path / "run", "train.steps=4", "schedule.warmup=0.5")
+    train(config)
+    rates = [r["lr"] for r in _rows(tmp_path / "run") if "lr" in r]
+    base = config.optim.lr
+    assert rates == pytest.approx([base / 2, base, base, base / 2])
+
+
 def _assert_same_state(a: dict, b: dict) -> None:
     def tensors(obj, prefix=""):
         if isinstance(obj, torch.Tensor):
