@@ -440,6 +440,12 @@ def build_dataset(
     for name, value in synthetic_only.items():
         if value and layout != "synthetic":
             raise ValueError(f"{name} needs the synthetic layout (clean photos only)")
+    if isinstance(kinds, Mapping) and layout != "synthetic":
+        # Real pairs come in the counts the folders hold: weights would be dropped silently.
+        raise ValueError(
+            "weighted kinds (a table) needs the synthetic layout; on real pairs list the tasks "
+            "(data.expansion sets the shares of three and five)"
+        )
     if isinstance(kinds, str):
         kinds = [kinds]
     root = Path(root)

@@ -98,6 +98,7 @@ def test_paired_root_without_folders_names_the_layout(tmp_path: Path) -> None:
         {"dark_scenes": 0.5},
         {"misty_scenes": 0.5},
         {"pale_scenes": 0.5},
+        {"kinds": {"rain": 1.0, "haze": 0.0}},  # weights: on real pairs they were ignored
     ],
 )
 def test_scene_options_on_real_pairs_are_refused(tmp_path: Path, option: dict) -> None:
