@@ -106,8 +106,15 @@ def average_checkpoints(
 def _facts(
     paths: list[Path], trainings: list[dict[str, Any]], shares: list[float], heaviest: int
 ) -> dict[str, Any]:
-    """The heaviest input's training facts, the largest totals, and what was averaged."""
+    """The heaviest input's training facts, the largest totals, and what was averaged.
+
+    Not its validation PSNR (the average was never validated), and whether EMA weights went
+    in only where every input agrees.
+    """
     facts = dict(trainings[heaviest])
+    facts.pop("val_psnr", None)
+    if len({json.dumps(t.get("ema")) for t in trainings}) > 1:
+        facts.pop("ema", None)
     for key in _TOTALS:
         numbers = [v for v in (_total(t, key) for t in trainings) if v is not None]
         if numbers:

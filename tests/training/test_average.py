@@ -21,7 +21,13 @@ from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_c
 def _stage(tmp_path: Path, name: str, seed: int, steps_total: int, **config) -> Path:
     torch.manual_seed(seed)
     model = create_model("anyir_t", **{**TINY, **config})
-    training = {"steps": 100, "steps_total": steps_total, "lr": 1e-4 * seed}
+    training = {
+        "steps": 100,
+        "steps_total": steps_total,
+        "lr": 1e-4 * seed,
+        "val_psnr": 30.0 + seed,
+        "ema": seed == 1,
+    }
     return save_checkpoint(
         model,
         tmp_path / f"{name}.safetensors",
@@ -54,6 +60,8 @@ def test_the_average_is_the_weighted_mean_and_says_what_it_came_from(tmp_path: P
     assert len(training["averaged_from_sha256"][0]) == 64
     # The heaviest input's own facts; totals the largest, not summed (stages share a history).
     assert training["lr"] == pytest.approx(1e-4) and training["steps_total"] == 500
+    # Never validated, and only one input was EMA weights: neither fact is claimed for it.
+    assert "val_psnr" not in training and "ema" not in training
 
     # Equal shares: the facts of the input furthest along, in either order.
     for order in ([a, b], [b, a]):
