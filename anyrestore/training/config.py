@@ -596,7 +596,10 @@ def _validate_distill(k: DistillConfig, kinds: list[str]) -> None:
             raise ConfigError(
                 "distill.teacher_kinds changes the target: it needs target_weight > 0"
             )
-        unknown = [name for name in k.teacher_kinds if name not in kinds]
+        from anyrestore.data.degradations import kind_key
+
+        named = {kind_key(name) for name in kinds}  # any spelling: "L+H", "low_light+haze"
+        unknown = [name for name in k.teacher_kinds if kind_key(name) not in named]
         if unknown:
             raise ConfigError(
                 f"distill.teacher_kinds {unknown} are not kinds of [data.kinds] "

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from anyrestore.data.degradations import kind_key
 from anyrestore.errors import ConfigError
 from anyrestore.training.config import DistillConfig
 from anyrestore.weights.checkpoint import load_checkpoint
@@ -65,7 +66,8 @@ def teacher_targets(gt: Tensor, wanted: Tensor, kinds: list[str], chosen: list[s
     """``gt`` with the crops whose kind is in ``chosen`` replaced by the teacher's output."""
     if not chosen or not kinds:
         return gt
-    mask = torch.tensor([k in chosen for k in kinds], device=gt.device)
+    keys = {kind_key(k) for k in chosen}  # CDD-11 items say "L+H" for "low_light+haze"
+    mask = torch.tensor([kind_key(k) in keys for k in kinds], device=gt.device)
     if not bool(mask.any()):
         return gt
     return torch.where(mask[:, None, None, None], wanted.detach().to(gt.dtype).clamp(0, 1), gt)
@@ -140,7 +142,8 @@ class Distiller(nn.Module):
         cfg = self.cfg
         if kinds is None or self.blocks or cfg.matches_output():
             return self.teacher(lq)
-        chosen = [i for i, kind in enumerate(kinds) if kind in cfg.teacher_kinds]
+        keys = {kind_key(k) for k in cfg.teacher_kinds}
+        chosen = [i for i, kind in enumerate(kinds) if kind_key(kind) in keys]
         if len(chosen) == len(kinds):
             return self.teacher(lq)
         wanted = lq.detach().clone()

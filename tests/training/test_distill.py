@@ -142,6 +142,9 @@ def test_teacher_targets_replace_only_the_chosen_kinds() -> None:
     assert out[1, 0, 0, 0] == 1.0 and (out[1].flatten()[1:] == 0.5).all()
     assert (out[2] == 0.5).all()
     assert teacher_targets(gt, wanted, ["rain"] * 3, ["blur"]) is gt
+    # CDD-11 items are labelled "L+H": a recipe may spell the kind out.
+    out = teacher_targets(gt, wanted, ["L+H", "rain", "H"], ["low_light+haze", "haze"])
+    assert (out[0] == 0.5).all() and torch.equal(out[1], gt[1]) and (out[2] == 0.5).all()
 
 
 def test_the_teacher_restores_only_the_crops_that_learn_its_output(teacher: Path) -> None:
@@ -167,6 +170,8 @@ def test_the_teacher_restores_only_the_crops_that_learn_its_output(teacher: Path
     seen.clear()
     distiller(lq, ["rain", "blur", "noise_25"])
     assert seen == []
+    distiller(lq, ["rain", "H", "noise_25"])  # a CDD-11 label of the chosen kind
+    assert seen == [1]
 
 
 def _distance_to_teacher(student_path: Path, teacher_path: Path) -> float:

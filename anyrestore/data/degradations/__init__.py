@@ -24,6 +24,7 @@ from anyrestore.data.degradations.kinds import (
     SLIGHT_BLUR,
     TRAINING_ONLY,
     canonical_kind,
+    kind_key,
     list_kinds,
     parse_kind,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "list_kinds",
     "parse_kind",
     "canonical_kind",
+    "kind_key",
     "add_mist",
 ]
 

@@ -115,3 +115,13 @@ def parse_kind(kind: str | Iterable[str]) -> tuple[str, ...]:
 def canonical_kind(kind: str | Iterable[str]) -> str:
     """One spelling per composite, e.g. 'L+H' and 'low_light+haze' both give 'haze+low_light'."""
     return "+".join(parse_kind(kind))
+
+
+def kind_key(label: str) -> str:
+    """What two spellings of one kind have in common: ``canonical_kind`` for a degradation
+    ('L+H', 'low_light+haze'), the label itself for anything else (a dataset's task name
+    such as 'noise', or 'paired')."""
+    try:
+        return canonical_kind(label)
+    except ValueError:
+        return label
