@@ -17,7 +17,9 @@ from anyrestore.training.config import OptimConfig, Recipe, ScheduleConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW; weight decay only on matrices and kernels (not norms, biases, scales)."""
+    """Adam or AdamW; weight decay only on parameters of two or more dimensions: kernels and
+    matrices, and shaped scales such as GatedDA's (1, C, 1, 1) ``tau`` and attention's
+    (heads, 1, 1) temperature; not norms, biases or scalars."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
