@@ -321,8 +321,21 @@ def paired_samples(root: Path, kind: str, *, strict: bool = False) -> list[Sampl
         lq_dir, gt_dir = find_dir(root, lq_name), find_dir(root, gt_name)
         if lq_dir is not None and gt_dir is not None:
             pairs = match_pairs("paired", root, lq_dir, gt_dir, strict=strict)
-            return pair_samples(pairs, kind, _folder_name(root), gt_dir)
+            return pair_samples(pairs, kind, _folder_name(root), gt_dir, _scenes_of(pairs, gt_dir))
     raise layout_error("paired", root, "no degraded/clean folder pair")
+
+
+def _scenes_of(pairs: Sequence[tuple[Path, Path, str]], gt_dir: Path) -> Group:
+    """Copies of one clean photo at other scales (``__s050``) or listed as one scene in a
+    ``manifest.csv`` stay on one side of the split; any other pair keeps its own group, as
+    named before such copies were grouped (its path), so existing splits stay as they were."""
+    scenes = scene_groups([gt for _, gt, _ in pairs], gt_dir)
+
+    def group(rel: PurePath) -> str:
+        scene = scenes[gt_dir / rel]
+        return scene if scene != rel.with_suffix("").as_posix() else same_scene(rel)
+
+    return group
 
 
 def synthetic_samples(root: Path) -> list[Sample]:

@@ -109,6 +109,22 @@ def test_scene_options_on_real_pairs_are_refused(tmp_path: Path, option: dict) -
         build_dataset("paired", tmp_path, split="train", crop=8, **option)
 
 
+def test_paired_copies_of_one_photo_at_other_scales_stay_on_one_side(tmp_path: Path) -> None:
+    # A corpus degraded offline keeps the __s100/__s050 copies: one in val and one in train
+    # would score val on photos the run trained on.
+    for i in range(30):
+        for scale in ("s100", "s050"):
+            name = f"p{i}__{scale}.png"
+            write_pair(tmp_path / "lq" / name, tmp_path / "gt" / name, seed=i, size=(8, 8))
+    train = build_dataset("paired", tmp_path, split="train", crop=8, val_fraction=0.3)
+    val = build_dataset("paired", tmp_path, split="val", crop=8, val_fraction=0.3)
+
+    def photos(ds) -> set[str]:
+        return {ds.samples[i].name.split("__")[0] for i in range(len(ds.samples))}
+
+    assert photos(val) and not photos(train) & photos(val)
+
+
 # --- synthetic on-the-fly ---------------------------------------------------------------------
 
 
