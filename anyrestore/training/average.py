@@ -24,7 +24,12 @@ import torch
 
 from anyrestore.errors import UsageError, WeightsError
 from anyrestore.training.export import weight_dtype
-from anyrestore.weights.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from anyrestore.weights.checkpoint import (
+    check_output_name,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from anyrestore.weights.resolve import resolve_weights, sha256_file
 
 _TOTALS = ("steps", "samples_seen", "wall_time_s")
@@ -47,6 +52,7 @@ def average_checkpoints(
     if len(inputs) < 2:
         raise UsageError("average needs at least two checkpoints")
     torch_dtype = weight_dtype(dtype)
+    check_output_name(output, "the average")
     shares = list(shares) if shares is not None else [1.0] * len(inputs)
     if len(shares) != len(inputs):
         raise UsageError(f"{len(shares)} shares for {len(inputs)} checkpoints")
@@ -58,6 +64,8 @@ def average_checkpoints(
     paths = [resolve_weights(p) for p in inputs]
     if any(p.resolve() == Path(output).resolve() for p in paths):
         raise UsageError(f"{output} is one of the inputs; write the average to a new file")
+    if len({p.resolve() for p in paths}) < len(paths):  # a file twice, or a name and its file
+        raise UsageError("a checkpoint is given twice; weight one more with --shares instead")
 
     models = [load_checkpoint(p) for p in paths]
     metas = [read_metadata(p) for p in paths]

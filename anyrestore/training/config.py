@@ -316,6 +316,8 @@ def read_toml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     except UnicodeDecodeError:  # a checkpoint or an image given as the recipe
         raise ConfigError(f"{path}: not a TOML recipe (not UTF-8 text)") from None
+    except OSError as exc:  # unreadable: permissions, a failing disk
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     parent = values.pop("extends", None)
     if parent is None:
         return values
@@ -503,6 +505,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"unknown model {config.model!r} (known: {', '.join(list_models())})")
     d, t, o, s, lg = config.data, config.train, config.optim, config.schedule, config.log
     checks = [
+        (
+            config.out.strip() != "",
+            "out must name a run folder (an empty value: an unset variable?)",
+        ),
         (d.layout in LAYOUTS, f"data.layout must be one of {', '.join(LAYOUTS)}"),
         (d.crop >= 8, "data.crop must be >= 8"),
         (0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),

@@ -22,7 +22,12 @@ from anyrestore.errors import ConfigError, UsageError, WeightsError
 from anyrestore.models.registry import build_model
 from anyrestore.training.config import Config, load_config, recorded_config, resolve
 from anyrestore.training.state import load_state, resolve_resume
-from anyrestore.weights.checkpoint import load_state_strict, read_metadata, save_checkpoint
+from anyrestore.weights.checkpoint import (
+    check_output_name,
+    load_state_strict,
+    read_metadata,
+    save_checkpoint,
+)
 from anyrestore.weights.resolve import resolve_weights, sha256_file
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -40,6 +45,7 @@ def export_checkpoint(
     The EMA weights are written when the run kept an EMA (and ``use_ema``), else the raw ones.
     """
     torch_dtype = weight_dtype(dtype)
+    check_output_name(output, "the exported weights")
     state = load_state(checkpoint)
     if Path(output).exists() and os.path.samefile(output, resolve_resume(checkpoint)):
         raise UsageError(f"{output} is the checkpoint being exported; write the weights elsewhere")

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from anyrestore.errors import WeightsError, first_line
+from anyrestore.errors import UsageError, WeightsError, first_line
 from anyrestore.files import atomic_write
 from anyrestore.models.registry import build_model, get_spec
 
@@ -203,6 +203,13 @@ def _check_values(
                 f"{source}: tensor {key} holds a value of magnitude {peak:.3g}, far beyond any "
                 "trained weight; the file is damaged"
             )
+
+
+def check_output_name(output: str | os.PathLike[str], what: str) -> None:
+    """Refuse an output name other than ``*.safetensors``: a file named ``.pt`` would be
+    refused by ``fix`` as a pickle and misread by ``weights convert``."""
+    if Path(output).suffix.lower() != ".safetensors":
+        raise UsageError(f"{output}: {what} must be a .safetensors file")
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from anyrestore.errors import UsageError, WeightsError, first_line
-from anyrestore.weights.checkpoint import load_state_strict, save_checkpoint
+from anyrestore.weights.checkpoint import check_output_name, load_state_strict, save_checkpoint
 
 #: Suffixes of files torch.save and friends write: never loaded, only converted.
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"})
@@ -149,8 +149,7 @@ def convert_state_dict(
     from anyrestore.models import create_model
 
     source, output = Path(source), Path(output)
-    if output.suffix.lower() != ".safetensors":
-        raise UsageError(f"{output}: the converted checkpoint must be a .safetensors file")
+    check_output_name(output, "the converted checkpoint")
     if output.exists() and source.exists() and os.path.samefile(source, output):
         raise UsageError(f"refusing to write the converted checkpoint over its source {source}")
     state = read_state_dict(source)

@@ -75,6 +75,22 @@ def test_missing_config_and_data_root(tmp_path: Path) -> None:
         result.stderr.strip()
         == f"anyrestore: error: {checkpoint}: not a TOML recipe (not UTF-8 text)"
     )
+    unreadable = tmp_path / "locked.toml"
+    unreadable.write_text('model = "anyir_t"\n')
+    real_read = Path.read_text
+
+    def read_text(self: Path, *args, **kwargs) -> str:
+        if self == unreadable:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:  # chmod would not stop root
+        patch.setattr(Path, "read_text", read_text)
+        result = _run("-c", str(unreadable))
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.strip() == f"anyrestore: error: cannot read {unreadable}: Permission denied"
+    )
     out = tmp_path / "runs" / "first"
     result = _run("-c", str(SMOKE), "--set", f"data.root={tmp_path / 'missing'}", "--out", str(out))
     assert result.exit_code == 6 and "data.root does not exist" in result.stderr
@@ -196,7 +212,7 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
     onto_itself = CliRunner().invoke(
         app, ["train", "export", str(copy), "-o", str(copy / "last.pt")]
     )
-    assert onto_itself.exit_code == 2 and "is the checkpoint being exported" in onto_itself.stderr
+    assert onto_itself.exit_code == 2 and "must be a .safetensors file" in onto_itself.stderr
     for weights in (copy, copy / "last.pt"):  # a run is exported before it is benched
         bench = CliRunner().invoke(app, ["bench", "--suite", "speed", "--weights", str(weights)])
         assert bench.exit_code == 4, bench.output

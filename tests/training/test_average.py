@@ -159,3 +159,13 @@ def test_average_from_the_cli(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "anyrestore: error: --shares takes comma-separated numbers, got '0.8,x'"
     ]
+
+
+def test_an_output_that_is_not_safetensors_or_an_input_twice_is_refused(tmp_path: Path) -> None:
+    # model.pt would be refused by fix as a pickle; a file twice is --shares' job.
+    a, b = _stage(tmp_path, "a", 1, 300), _stage(tmp_path, "b", 2, 500)
+    with pytest.raises(UsageError, match=r"\.safetensors file"):
+        average_checkpoints([a, b], tmp_path / "avg.pt")
+    with pytest.raises(UsageError, match="given twice"):
+        average_checkpoints([a, tmp_path / "." / "a.safetensors"], tmp_path / "avg.safetensors")
+    assert not (tmp_path / "avg.pt").exists() and not (tmp_path / "avg.safetensors").exists()

@@ -266,6 +266,7 @@ def test_config_mistakes_are_named(override: str, message: str) -> None:
         ("data.dark_scenes=-0.1", "data.dark_scenes must be a probability"),
         ("log.ckpt_minutes=-5", "log.ckpt_minutes must be >= 0"),
         ("train.compile=fastest", "train.compile must be empty .eager. or one of default"),
+        ("out=", "out must name a run folder"),  # --set out=$RUN with RUN unset: not here
     ],
 )
 def test_invalid_values_are_refused(override: str, message: str) -> None:

@@ -120,3 +120,12 @@ def test_a_run_of_another_model_layout_names_the_keys_that_differ(
     with pytest.raises(WeightsError, match=r"renamed\.weight"):
         export_checkpoint(old, tmp_path / "old.safetensors")
     assert not (tmp_path / "old.safetensors").exists()
+
+
+def test_export_writes_only_safetensors_names(smoke_run, tmp_path: Path) -> None:
+    from anyrestore.errors import UsageError
+
+    _, result = smoke_run
+    with pytest.raises(UsageError, match=r"\.safetensors file"):
+        export_checkpoint(result.checkpoint, tmp_path / "model.pt")
+    assert not (tmp_path / "model.pt").exists()
