@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from anyrestore.cli.common import err_console, table_console
+from anyrestore.cli.common import err_console, print_table
 from anyrestore.cli.errors import emit, say
 from anyrestore.cli.options import ThreadsOpt, check_runtime, deprecated_alias
 from anyrestore.errors import UsageError
@@ -190,10 +190,10 @@ def bench_command(
     elif csv_output:
         emit(to_csv(records).rstrip("\n"))
     elif suite == "speed":
-        table_console().print(speed_table(records, "Speed (median of repeats after warm-up)"))
+        print_table(speed_table(records, "Speed (median of repeats after warm-up)"))
     else:
         channel = "Y channel" if y_channel else "full RGB"
         title = f"{_SUITE_TITLES.get(suite, suite)}: PSNR (dB) / SSIM on {channel}"
-        table_console().print(quality_table(records, title))
+        print_table(quality_table(records, title))
         if per_image:
-            table_console().print(per_image_table(records, f"Per image: PSNR (dB) on {channel}"))
+            print_table(per_image_table(records, f"Per image: PSNR (dB) on {channel}"))

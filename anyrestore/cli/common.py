@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from anyrestore.cli.errors import StdoutError, as_flags, emit, say, stdout
@@ -48,10 +50,27 @@ def err_console(quiet: bool = False) -> Console:
     return Console(stderr=True, quiet=quiet, soft_wrap=True, highlight=False, markup=False)
 
 
-def table_console() -> Console:
-    """Stdout for tables. File names are text: as Rich markup, ``a[raw].png`` would print
-    as ``a.png``."""
-    return Console(file=stdout(), markup=False)
+def print_table(table: RenderableType) -> None:
+    """A table on stdout, written through ``emit`` like every result line: a reader that left
+    (``| head``) ends the command quietly and a full disk is exit 2, where Rich's own writing
+    exits 1 without a word. In a file or pipe it takes the width it needs (``COLUMNS``, when
+    set, wins) rather than 80 columns, so no figure is cut. File names are text: as Rich
+    markup, ``a[raw].png`` would print as ``a.png``."""
+    out = stdout()
+    try:
+        terminal = out.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    real = Console(file=out, markup=False)  # how Rich sees stdout; nothing is written to it
+    rendered = io.StringIO()
+    Console(
+        file=rendered,
+        markup=False,
+        width=real.width if terminal or os.environ.get("COLUMNS") else 1000,
+        force_terminal=terminal,
+        color_system=real.color_system if terminal else None,
+    ).print(table)
+    emit(rendered.getvalue().rstrip("\n"))
 
 
 def weights_label(weights: str | None, model_name: str | None) -> str:

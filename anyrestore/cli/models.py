@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from anyrestore.cli.common import table_console
+from anyrestore.cli.common import print_table
 from anyrestore.cli.errors import emit
 
 
@@ -52,4 +52,4 @@ def models_command(
             ref,
             weights,
         )
-    table_console().print(table)
+    print_table(table)

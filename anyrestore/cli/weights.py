@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from anyrestore.cli.common import finite, table_console
+from anyrestore.cli.common import finite, print_table
 from anyrestore.cli.errors import emit, say
 from anyrestore.errors import UsageError, WeightsError
 
@@ -98,7 +98,7 @@ def list_command(
         if not shared:
             cells.insert(1, summary)
         table.add_row(name, *cells)
-    table_console().print(table)
+    print_table(table)
 
 
 def kinds_summary(kinds: list[str]) -> str:
@@ -193,7 +193,7 @@ def verify_command(
     for c in checks:
         status = "ok" if c.ok else "MISSING" if c.missing else "MISMATCH"
         table.add_row(c.name, c.source, status, str(c.path))
-    table_console().print(table)
+    print_table(table)
     bad = [c for c in checks if not c.ok]
     if bad:
         for c in bad:

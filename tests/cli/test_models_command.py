@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from typing import IO
 
 from typer.testing import CliRunner
 
@@ -63,3 +67,41 @@ def test_a_size_too_small_for_a_pass_is_a_usage_error() -> None:
     result = runner.invoke(app, ["models", "--size", "0", "--model", "anyir_t"])
     assert result.exit_code == 2
     assert "--size" in result.stderr and "internal error" not in result.output
+
+
+def _weights_list(stdout: int | IO[bytes]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    args = [sys.executable, "-m", "anyrestore", "weights", "list"]
+    return subprocess.run(args, stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=120)
+
+
+def test_a_table_to_a_reader_that_left_or_a_full_disk_is_handled_like_any_result() -> None:
+    # `anyrestore weights list | head -0`: quiet, exit 0, as every other result line.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        gone = _weights_list(write)
+    finally:
+        os.close(write)
+    assert gone.returncode == 0 and gone.stderr == b""
+    with open("/dev/full", "wb") as full:  # exit 2, one line, nothing else
+        failed = _weights_list(full)
+    assert failed.returncode == 2
+    assert failed.stderr.decode().splitlines() == [
+        "anyrestore: error: cannot write to stdout: No space left on device"
+    ]
+
+
+def test_a_wide_table_in_a_pipe_keeps_every_figure_whole(monkeypatch, capsys) -> None:
+    # Rich lays out a pipe at 80 columns: bench's table of two models and two baselines was
+    # cut ("0.77…") in `> results.txt`.
+    from rich.table import Table
+
+    from anyrestore.cli.common import print_table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    table = Table(*[f"model {i}" for i in range(12)])
+    table.add_row(*[f"{20 + i}.123 / 0.{i}45" for i in range(12)])
+    print_table(table)
+    out = capsys.readouterr().out
+    assert "…" not in out and "31.123 / 0.1145" in out
