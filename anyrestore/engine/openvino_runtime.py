@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import warnings
 from collections import OrderedDict
 from functools import lru_cache
@@ -160,12 +161,28 @@ class OpenVinoModel:
         self._unsaved: dict[Graph, Any] = {}
         #: Graphs converted (not loaded from disk) by this runner, for reporting and tests.
         self.conversions = 0
-        self._compiled_cache: str | None = str(self.directory / "compiled")
+        #: OpenVINO's compiled copies, a folder per converted model (compiled/<key>, set at
+        #: the first compile): some OpenVINO releases key a compiled copy by the graph's
+        #: shapes alone, and another weights file of the same variant would load it.
+        self._compiled_cache: str | None = None
+
+    def release(self) -> None:
+        """Forget the compiled sizes (and their activation memory), before an
+        out-of-memory retry compiles smaller ones."""
+        self._compiled.clear()
+
+    def _compile_cache(self) -> str | None:
+        """The folder for this model's compiled copies; None where it cannot be written
+        (OpenVINO would fail the compile, not skip the cache)."""
+        if self._key is None:
+            self._key = graph_key(self.model)
+        folder = self.directory / "compiled" / self._key
         try:
-            Path(self._compiled_cache).mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # no cache: every run converts and compiles again
             log.debug("no OpenVINO cache in %s: %s", self.directory, exc)
-            self._compiled_cache = None
+            return None
+        return str(folder) if os.access(folder, os.W_OK) else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -200,7 +217,12 @@ class OpenVinoModel:
                 "INFERENCE_PRECISION_HINT": _PRECISION_HINT[self.precision],
                 "INFERENCE_NUM_THREADS": self.threads,
                 "PERFORMANCE_HINT": "LATENCY",
+                # Pinned threads start at the first cores in every process: two runs beside
+                # each other (or containers under a CPU quota) would share the same cores.
+                "ENABLE_CPU_PINNING": False,
             }
+            if self._compiled_cache is None:
+                self._compiled_cache = self._compile_cache() or ""
             if self._compiled_cache:
                 config["CACHE_DIR"] = self._compiled_cache
             self._compiled[key] = self.core.compile_model(graph, "CPU", config)
@@ -234,6 +256,8 @@ class OpenVinoModel:
                 first_line(exc),
             )
             self._unsaved[kind] = graph
+            return graph.clone()
+        if _digest(xml) != _stored_digest(xml):  # another process replacing it right now
             return graph.clone()
         return self.core.read_model(str(xml))
 
@@ -291,7 +315,8 @@ class OpenVinoModel:
         import openvino as ov
 
         xml.parent.mkdir(parents=True, exist_ok=True)
-        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.xml")
+        # Unique to this writer: two threads, or containers sharing the folder (pid 1 each)
+        tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.{secrets.token_hex(4)}.xml")
         try:
             ov.save_model(graph, str(tmp), compress_to_fp16=False)
             tmp.with_suffix(".sha256").write_text(_digest(tmp) + "\n")

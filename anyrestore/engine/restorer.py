@@ -331,6 +331,8 @@ class Restorer:
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
+                if self._openvino is not None and hasattr(self._openvino, "release"):
+                    self._openvino.release()  # compiled sizes hold their activation memory
                 empty_cache(self.device)
                 if tile_batch > 1 and not whole:  # a whole-image pass batches no tiles
                     tile_batch = 1
