@@ -311,6 +311,8 @@ def add_command(
             "or tag can move under the entry's sha256)"
         )
     tasks = [t.strip() for t in trained_for.split(",") if t.strip()] if trained_for else None
+    if trained_for is not None and not tasks:
+        raise UsageError(f"--trained-for {trained_for!r} names no kind (e.g. noise,rain,haze)")
     kwargs = dict(
         name=name,
         license=license,

@@ -179,6 +179,9 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes):
     (entry,) = list_entries()
     assert entry.trained_for == ("noise", "haze") and entry.default
     assert load_weights().model.arch == "anyir"
+    # A list that names nothing is the user's mistake (exit 2), not the file's (exit 4).
+    empty = _run(*_add_args(tiny_file, ","), "--embed")
+    assert empty.exit_code == 2 and "--trained-for ',' names no kind" in empty.stderr
 
 
 def test_info_describes_one_entry(fake_hub, manifest, tiny_bytes):
