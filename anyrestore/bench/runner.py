@@ -67,10 +67,18 @@ def run_bench(
             f"got {config.max_side}"
         )
     if config.suite == "speed":
-        if config.per_image:
-            raise UsageError("--per-image is for the quality suites, not speed")
-        if config.kinds is not None:
-            raise UsageError("--kinds is for the quality suites, not speed")
+        quality_only = {
+            "--per-image": config.per_image,
+            "--kinds": config.kinds is not None,
+            "--images": config.images is not None,
+            "--data-root": config.data_root is not None,
+            "--save-images": config.save_images is not None,
+            "--y-channel": config.y_channel,
+            "--limit": config.limit is not None,
+        }
+        given = [option for option, set_ in quality_only.items() if set_]
+        if given:  # a speed run times made-up images: these would be ignored without a word
+            raise UsageError(f"{given[0]} is for the quality suites, not speed")
         return _speed(config, progress)
     return _quality(config, progress)
 

@@ -320,6 +320,10 @@ def test_kinds_unknown_or_on_speed_is_a_usage_error(tmp_path: Path) -> None:
     assert run("--images", str(photos), "--baseline", "identity", "--kinds", ",")[0] == 2
     code, _, err = run("--suite", "speed", "--model", "anyir_t", "--random-init", "--kinds", "H")
     assert code == 2 and "--kinds" in err
+    # A speed run times made-up images: quality options would be dropped without a word.
+    for option in (["--images", str(photos)], ["--save-images", str(tmp_path)], ["--y-channel"]):
+        code, out, err = run("--suite", "speed", "--model", "anyir_t", "--random-init", *option)
+        assert code == 2 and out == "" and f"{option[0]} is for the quality suites" in err
     code, out, err = run("--suite", "speed", "--model", "anyir_t", "--random-init",
                          "--precision", ",")  # fmt: skip
     assert code == 2 and out == "" and "names no precision" in err
