@@ -342,7 +342,8 @@ class CliGroup(TyperGroup):
             if (
                 type(exc).__name__ == "NoArgsIsHelpError"
             ):  # the help was printed: say what's missing
-                fail("a command is required; `anyrestore --help` lists them", exc.exit_code)
+                group = getattr(getattr(exc, "ctx", None), "command_path", "") or "anyrestore"
+                fail(f"a command is required; `{group} --help` lists them", exc.exit_code)
             _show_usage_error(exc)
             message = exc.format_message()
             if type(exc).__name__ == "NoSuchOption" and not getattr(exc, "possibilities", None):

@@ -229,3 +229,13 @@ def test_a_torch_that_fails_to_import_is_one_line_not_a_traceback(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("anyrestore: error: cannot import torch (OSError: libcudnn.so.9")
     assert "reinstall" in last
+
+
+@pytest.mark.parametrize("group", [[], ["weights"]])
+def test_a_group_without_a_command_points_at_its_own_help(group: list[str]) -> None:
+    done = runner.invoke(app, group)
+    named = " ".join(["anyrestore", *group])
+    assert done.exit_code == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"anyrestore: error: a command is required; `{named} --help` lists them"
+    )
