@@ -162,10 +162,13 @@ def entry_for(ref: str, *, paths_too: bool = True) -> WeightsEntry:
     from anyrestore.models import list_models
 
     if ref in list_models():
-        raise WeightsError(
-            f"no trained weights ship for the model variant {ref!r}; give the path of a "
-            f".safetensors checkpoint of it instead (e.g. from `anyrestore train`)"
+        instead = (
+            "; give the path of a .safetensors checkpoint of it instead (e.g. from "
+            "`anyrestore train`)"
+            if paths_too
+            else ""
         )
+        raise WeightsError(f"no trained weights ship for the model variant {ref!r}{instead}")
     # Not the older versions an installed wheel lacks: loading one only says where it is.
     entries = [e for e in list_entries() if not left_out_of_wheel(e)]
     names = [e.name for e in entries]

@@ -200,6 +200,9 @@ def test_info_describes_one_entry(fake_hub, manifest, tiny_bytes):
     missing = _run("info", "nope")
     assert missing.exit_code == 4 and "unknown weights 'nope'" in missing.stderr
     assert ".safetensors" not in missing.stderr  # info takes names, not files
+    variant = _run("info", "clusir_s")  # a variant no weights ship for
+    assert variant.exit_code == 4 and "no trained weights ship" in variant.stderr
+    assert ".safetensors" not in variant.stderr
 
 
 def test_a_printed_entry_must_not_clash_with_the_manifest(manifest, tiny_file, tiny_bytes):
