@@ -63,6 +63,19 @@ def train_command(
 ) -> None:
     """Train a model; with --resume, continue a run exactly where it stopped."""
     if ctx.invoked_subcommand is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--config", config), ("--set", set_), ("--steps", steps), ("--out", out),
+                ("--device", device), ("--resume", resume), ("--stop-at", stop_at or None),
+            )
+            if value
+        ]  # fmt: skip
+        if given:  # they train; `export` and `average` would drop them without a word
+            raise UsageError(
+                f"{given[0]} is an option of `anyrestore train` itself, not of "
+                f"`train {ctx.invoked_subcommand}`"
+            )
         return
     if config is None and resume is None:
         raise UsageError("give --config FILE.toml (or --resume CHECKPOINT); see configs/")

@@ -110,6 +110,10 @@ def test_export_and_resume_say_which_checkpoint_is_missing(tmp_path: Path) -> No
             f"no training checkpoint (last.pt) in {empty}",
         ),
         (["--resume", str(empty)], f"no training checkpoint (last.pt) in {empty}"),
+        (  # the group's options train: export would drop them without a word
+            ["--set", "optim.lr=1", "export", str(empty), "-o", str(tmp_path / "x.safetensors")],
+            "--set is an option of `anyrestore train` itself, not of `train export`",
+        ),
     ]
     for args, message in cases:
         result = _run(*args)
