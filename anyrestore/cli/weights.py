@@ -278,6 +278,7 @@ def add_command(
     """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
     from anyrestore.weights import add_entry, default_entry, embed_file, manifest_entry_for
     from anyrestore.weights.manifest import (
+        embedded_root,
         is_entry_name,
         is_license_expression,
         is_pinned_revision,
@@ -330,11 +331,20 @@ def add_command(
     )
     add_entry(text, check_only=True, prefer=prefer)  # a printed entry must fit the manifest too
     before = default_entry() if write and manifest_path().exists() else None
+    copied: Path | None = None
     if embed:
         sha256 = parse_manifest(text, source="new entry")[0].sha256
+        target = embedded_root() / f"weights/embedded/{name}.safetensors"
+        existed = target.exists()
         say(f"copied {file} to {embed_file(file, name, sha256=sha256)}")
+        copied = None if existed else target
     if write:
-        path, demoted = add_entry(text, prefer=prefer)
+        try:
+            path, demoted = add_entry(text, prefer=prefer)
+        except BaseException:
+            if copied is not None:  # no entry names it: the copy would only take space
+                copied.unlink(missing_ok=True)
+            raise
         say(f"added {name!r} to {path}")
         for old in demoted:
             say(f"{old!r} is no longer the default")

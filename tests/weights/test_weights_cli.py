@@ -179,6 +179,23 @@ def test_add_command_embeds_and_writes(manifest, tiny_file, tiny_bytes):
     (entry,) = list_entries()
     assert entry.trained_for == ("noise", "haze") and entry.default
     assert load_weights().model.arch == "anyir"
+    # A manifest that cannot be written leaves no copy that no entry names.
+    import anyrestore.weights as weights_api
+
+    real_add = weights_api.add_entry
+
+    def unwritable(text: str, *args, check_only: bool = False, **kwargs):
+        if check_only:
+            return real_add(text, *args, check_only=True, **kwargs)
+        raise UsageError("cannot write the manifest: Read-only file system")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights_api, "add_entry", unwritable)
+        other = _add_args(tiny_file, "rain")
+        other[other.index("tiny-emb")] = "tiny-two"
+        failed = _run(*other, "--embed", "--write")
+    assert failed.exit_code == 2 and "Read-only" in failed.stderr
+    assert not (package / "weights/embedded/tiny-two.safetensors").exists()
     # A list that names nothing is the user's mistake (exit 2), not the file's (exit 4).
     empty = _run(*_add_args(tiny_file, ","), "--embed")
     assert empty.exit_code == 2 and "--trained-for ',' names no kind" in empty.stderr
