@@ -289,7 +289,7 @@ def add_command(
     if not is_entry_name(name):
         raise UsageError(
             f"--name {name!r}: use only letters, digits, '.', '_' and '-', starting with a "
-            "letter or digit"
+            "letter or digit, and no file suffix (.safetensors, .pt, ...)"
         )
     if (revision or filename) and not repo_id:
         raise UsageError("--revision and --filename describe a Hub upload: add --repo-id")

@@ -143,9 +143,16 @@ def manifest_path() -> Path:
     return Path(override).expanduser() if override else _PACKAGED_MANIFEST
 
 
+#: Suffixes that make ``--weights`` read a name as a file (``weights.convert.PICKLE_SUFFIXES``
+#: and .safetensors): an entry named so could never be loaded by its name.
+FILE_SUFFIXES = frozenset(
+    {".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
+)
+
+
 def is_entry_name(name: str) -> bool:
     """Whether ``name`` can name an entry: it is used as ``--weights NAME`` and a file name."""
-    return bool(_NAME.fullmatch(name))
+    return bool(_NAME.fullmatch(name)) and Path(name).suffix.lower() not in FILE_SUFFIXES
 
 
 def _is_packaged(path: Path) -> bool:
@@ -248,6 +255,10 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
     assert name is not None
     if not _NAME.fullmatch(name):
         raise WeightsError(f"{where}: name may use only letters, digits, '.', '_' and '-'")
+    if not is_entry_name(name):
+        raise WeightsError(
+            f"{where}: name {name!r} ends like a file name; --weights would read a file"
+        )
     sha = (text("sha256") or "").lower()
     if not _SHA256.fullmatch(sha):
         raise WeightsError(f"{where}: sha256 must be 64 hex digits")

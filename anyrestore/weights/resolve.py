@@ -19,6 +19,7 @@ from anyrestore.weights import hub
 from anyrestore.weights.checkpoint import load_checkpoint, read_metadata
 from anyrestore.weights.convert import PICKLE_SUFFIXES
 from anyrestore.weights.manifest import (
+    FILE_SUFFIXES,
     WeightsEntry,
     default_entry,
     entries_for_model,
@@ -59,11 +60,7 @@ def _looks_like_path(ref: str) -> bool:
     """A path by its spelling (a separator, a checkpoint suffix), or a bare word that exists
     here and names no manifest entry or model: ``anyir_t`` stays the model even where the
     current folder holds something called that (``./anyir_t`` is the local one)."""
-    if (
-        os.sep in ref
-        or "/" in ref
-        or Path(ref).suffix.lower() in PICKLE_SUFFIXES | {".safetensors"}
-    ):
+    if os.sep in ref or "/" in ref or Path(ref).suffix.lower() in FILE_SUFFIXES:
         return True
     return os.path.exists(ref) and not _is_name(ref)
 

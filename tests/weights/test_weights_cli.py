@@ -480,6 +480,20 @@ def test_names_that_differ_only_in_case_are_one_name(manifest, tiny_bytes):
     assert "'TINY-v1' differs from 'tiny-v1' only in case" in result.stderr
 
 
+def test_a_name_that_ends_like_a_file_is_refused(manifest, tiny_bytes, tiny_file):
+    # --weights tiny.pt reads a file: an entry named so could never be loaded by its name.
+    from anyrestore.weights.convert import PICKLE_SUFFIXES
+    from anyrestore.weights.manifest import FILE_SUFFIXES
+
+    assert FILE_SUFFIXES == PICKLE_SUFFIXES | {".safetensors"}
+    manifest(hub_entry(tiny_bytes, name="tiny.pt"))
+    listed = _run("list")
+    assert listed.exit_code == 4 and "'tiny.pt' ends like a file name" in listed.stderr
+    manifest()
+    added = _run(*_add_args(tiny_file, "rain")[:3], "mine.safetensors", "--license", "MIT")
+    assert added.exit_code == 2 and "no file suffix" in added.stderr
+
+
 def test_json_listings_stay_json_when_a_fact_is_not_a_number(manifest, tiny_bytes):
     manifest(hub_entry(tiny_bytes) + "[weights.training]\nval_psnr = nan\nsteps = 10\n")
 
