@@ -36,7 +36,7 @@ import os
 import secrets
 import warnings
 from collections import OrderedDict
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,7 +151,6 @@ class OpenVinoModel:
         self.stats = [m for m in model.modules() if isinstance(m, GlobalStat)]
         self.pad_multiple = int(getattr(model, "pad_multiple", 1)) or 1
         self.core = _core()
-        self._key: str | None = None
         #: Compiled sizes, most recently used last; each holds its size's activation memory,
         #: so only the last few stay (a folder of scans of many sizes would otherwise keep
         #: every one); recompiling an evicted size reads OpenVINO's cache on disk.
@@ -161,21 +160,24 @@ class OpenVinoModel:
         self._unsaved: dict[Graph, Any] = {}
         #: Graphs converted (not loaded from disk) by this runner, for reporting and tests.
         self.conversions = 0
-        #: OpenVINO's compiled copies, a folder per converted model (compiled/<key>, set at
-        #: the first compile): some OpenVINO releases key a compiled copy by the graph's
-        #: shapes alone, and another weights file of the same variant would load it.
-        self._compiled_cache: str | None = None
 
     def release(self) -> None:
         """Forget the compiled sizes (and their activation memory), before an
         out-of-memory retry compiles smaller ones."""
         self._compiled.clear()
 
-    def _compile_cache(self) -> str | None:
-        """The folder for this model's compiled copies; None where it cannot be written
+    @cached_property
+    def _key(self) -> str:
+        """The weights' key, which names the converted graphs (hashing the weights takes a
+        moment: once, on first use)."""
+        return graph_key(self.model)
+
+    @cached_property
+    def _compiled_cache(self) -> str | None:
+        """The folder for OpenVINO's compiled copies of this model (compiled/<key>: some
+        OpenVINO releases key a compiled copy by the graph's shapes alone, and another
+        weights file of the same variant would load it); None where it cannot be written
         (OpenVINO would fail the compile, not skip the cache)."""
-        if self._key is None:
-            self._key = graph_key(self.model)
         folder = self.directory / "compiled" / self._key
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -221,8 +223,6 @@ class OpenVinoModel:
                 # each other (or containers under a CPU quota) would share the same cores.
                 "ENABLE_CPU_PINNING": False,
             }
-            if self._compiled_cache is None:
-                self._compiled_cache = self._compile_cache() or ""
             if self._compiled_cache:
                 config["CACHE_DIR"] = self._compiled_cache
             self._compiled[key] = self.core.compile_model(graph, "CPU", config)
@@ -235,8 +235,6 @@ class OpenVinoModel:
         """The converted graph, read from disk (a fresh copy, so it can be reshaped)."""
         if kind in self._unsaved:
             return self._unsaved[kind].clone()
-        if self._key is None:
-            self._key = graph_key(self.model)
         xml = self.directory / f"{self._key}-{kind}.xml"
         if xml.exists():
             if _digest(xml) != _stored_digest(xml):

@@ -11,6 +11,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from anyrestore.models.layers.globalstats import (
     set_tile_windows,
 )
 from anyrestore.models.layers.pointwise import pointwise_kernel
+
+if TYPE_CHECKING:  # imported where used: OpenVINO is an optional extra
+    from anyrestore.engine.openvino_runtime import OpenVinoModel
 
 log = logging.getLogger("anyrestore")
 
@@ -181,7 +185,7 @@ class Restorer:
             #: size's first whole image under "auto"): eager PyTorch's own choice of precision
             #: and 1x1 kernel, which need not be OpenVINO's (eager bf16 can be slower than fp32).
             self._eager: ComputePath = self.path
-            self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
+            self._openvino: OpenVinoModel | None = None
             if self.path.runtime == "openvino":
                 self._openvino = self._openvino_model()
                 self._eager = choose_path(self.path.device, precision, model=model, runtime="torch")
@@ -205,7 +209,7 @@ class Restorer:
         self._runs = threading.local()  # last_run, per thread
         self._warned_fallback = False
 
-    def _openvino_model(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    def _openvino_model(self) -> OpenVinoModel | None:
         """The model on OpenVINO; None where an OpenVINO that runtime "auto" picked (it
         imports) cannot start here, a broken install or a CPU plugin that fails."""
         from anyrestore.engine.openvino_runtime import OpenVinoModel
@@ -331,7 +335,7 @@ class Restorer:
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
-                if self._openvino is not None and hasattr(self._openvino, "release"):
+                if self._openvino is not None:
                     self._openvino.release()  # compiled sizes hold their activation memory
                 empty_cache(self.device)
                 if tile_batch > 1 and not whole:  # a whole-image pass batches no tiles

@@ -27,20 +27,6 @@ Window = tuple[int, int, int, int]
 Mode = Literal["live", "record", "replay"]
 
 
-def _expand_batch(value: Any, batch: int) -> Any:
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 0 or value.shape[0] == batch:
-            return value
-        return value.expand(batch, *value.shape[1:])
-    if isinstance(value, tuple):
-        return tuple(_expand_batch(v, batch) for v in value)
-    if isinstance(value, list):
-        return [_expand_batch(v, batch) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand_batch(v, batch) for k, v in value.items()}
-    return value
-
-
 def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         return fn(value)
@@ -74,14 +60,15 @@ def _for_this_pass(value: Any) -> Any:
     return _map_tensors(value, lambda t: t.float() if t.dtype in _LOW else t)
 
 
+def _expand_batch(value: Any, batch: int) -> Any:
+    def expand(t: torch.Tensor) -> torch.Tensor:
+        return t if t.dim() == 0 or t.shape[0] == batch else t.expand(batch, *t.shape[1:])
+
+    return _map_tensors(value, expand)
+
+
 def _detach(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_detach(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _detach(v) for k, v in value.items()}
-    return value
+    return _map_tensors(value, torch.Tensor.detach)
 
 
 class GlobalStat(nn.Module):
