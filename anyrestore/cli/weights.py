@@ -277,8 +277,8 @@ def add_command(
 ) -> None:
     """Make a manifest entry for a trained checkpoint (sha256, size, training facts from the file)."""
     from anyrestore.weights import add_entry, default_entry, embed_file, manifest_entry_for
+    from anyrestore.weights.authoring import embedded_target
     from anyrestore.weights.manifest import (
-        embedded_root,
         is_entry_name,
         is_license_expression,
         is_pinned_revision,
@@ -334,7 +334,7 @@ def add_command(
     copied: Path | None = None
     if embed:
         sha256 = parse_manifest(text, source="new entry")[0].sha256
-        target = embedded_root() / f"weights/embedded/{name}.safetensors"
+        target = embedded_target(name)
         existed = target.exists()
         say(f"copied {file} to {embed_file(file, name, sha256=sha256)}")
         copied = None if existed else target

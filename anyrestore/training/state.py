@@ -21,8 +21,9 @@ import torch
 
 from anyrestore.errors import ConfigError, UsageError, first_line
 from anyrestore.files import atomic_path
+from anyrestore.weights.convert import TRAIN_CHECKPOINT_FORMAT
 
-FORMAT = "anyrestore-train"
+FORMAT = TRAIN_CHECKPOINT_FORMAT  # what weights convert recognises and sends to export
 VERSION = 1
 
 

@@ -161,6 +161,11 @@ def manifest_entry_for(
     return text
 
 
+def embedded_target(name: str) -> Path:
+    """Where ``embed_file`` copies the checkpoint of entry ``name``."""
+    return embedded_root() / f"weights/embedded/{name}.safetensors"
+
+
 def embed_file(path: str | os.PathLike[str], name: str, *, sha256: str | None = None) -> Path:
     """Copy a checkpoint to ``weights/embedded/`` where the manifest in use resolves its
     ``embedded`` paths (the package's folder for the packaged manifest, else the manifest's
@@ -169,7 +174,7 @@ def embed_file(path: str | os.PathLike[str], name: str, *, sha256: str | None = 
     ``sha256``: what the copy must hash to, the entry's (a checkpoint a running training
     replaces between the entry and the copy would leave an entry no load accepts).
     """
-    target = embedded_root() / f"weights/embedded/{name}.safetensors"
+    target = embedded_target(name)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:

@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 
 from anyrestore.errors import UsageError, WeightsError, first_line
 from anyrestore.weights.checkpoint import check_output_name, load_state_strict, save_checkpoint
+from anyrestore.weights.manifest import FILE_SUFFIXES
 
 #: Suffixes of files torch.save and friends write: never loaded, only converted.
-PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"})
+PICKLE_SUFFIXES = FILE_SUFFIXES - {".safetensors"}
 #: Where training code commonly keeps the weights inside a saved dict, in the order tried
 #: (an EMA copy before the raw weights, as the better of the two).
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params", "net")

@@ -143,8 +143,9 @@ def manifest_path() -> Path:
     return Path(override).expanduser() if override else _PACKAGED_MANIFEST
 
 
-#: Suffixes that make ``--weights`` read a name as a file (``weights.convert.PICKLE_SUFFIXES``
-#: and .safetensors): an entry named so could never be loaded by its name.
+#: Suffixes that make ``--weights`` read a name as a file: .safetensors and the files
+#: torch.save and friends write (``weights.convert.PICKLE_SUFFIXES``); an entry named so
+#: could never be loaded by its name.
 FILE_SUFFIXES = frozenset(
     {".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 )
