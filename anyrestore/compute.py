@@ -519,7 +519,7 @@ def _choose(
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
 
 
-_NO_OPENVINO = "the OpenVINO runtime needs the openvino package: pip install 'anyrestore[openvino]'"
+_NO_OPENVINO = "the OpenVINO runtime needs the openvino package: pip install openvino"
 
 
 @lru_cache(maxsize=1)
@@ -533,7 +533,7 @@ def openvino_problem() -> str | None:
     except Exception as exc:
         return (
             f"the openvino package is installed but does not load ({first_line(exc)}); "
-            "reinstall it (pip install --force-reinstall 'anyrestore[openvino]') or use "
+            "reinstall it (pip install --force-reinstall openvino) or use "
             "--runtime torch"
         )
     return None

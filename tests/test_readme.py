@@ -43,3 +43,16 @@ def test_readme_model_table_matches_what_the_tool_counts(model_rows: list[dict])
         else:  # quoted in millions
             assert params == f"{model['params'] / 1e6:.2f}", model["name"]
         assert gmacs == f"{model['flops_224'] / 1e9:.2f}", model["name"]
+
+
+def test_readme_model_table_says_which_variants_have_weights() -> None:
+    """A user picking a variant from the table learns whether trained weights ship for it."""
+    from anyrestore.weights.manifest import list_entries
+
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|.*\| (yes|none)\b[^|]*\|$", text, flags=re.M)
+    shipped = {entry.model for entry in list_entries(ROOT / "weights_manifest.toml")}
+    assert {name for name, said in rows if said == "yes"} == shipped
+    assert {name for name, said in rows if said == "none"} == (
+        {"anyir_t", "anyir_s", "clusir_t", "clusir_s", "clusir_b"} - shipped
+    )

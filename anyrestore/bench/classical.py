@@ -55,7 +55,8 @@ def check_dependencies() -> None:
             missing.append(dist)
     if missing:
         raise UsageError(
-            f"the classical baseline needs {', '.join(missing)}: pip install 'anyrestore[bench]'"
+            f"the classical baseline needs {', '.join(missing)}: pip install {' '.join(missing)} "
+            "(the bench extra)"
         )
 
 

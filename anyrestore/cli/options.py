@@ -72,7 +72,7 @@ RuntimeOpt = Annotated[
         metavar="auto|torch|openvino",
         help="auto (OpenVINO in bf16 where it is installed, the CPU has native bf16 and the "
         "precision is auto or bf16; else torch), "
-        "torch or openvino (pip install 'anyrestore\\[openvino]'; anyir models).",
+        "torch or openvino (pip install openvino; anyir models).",
     ),
 ]
 ThreadsOpt = Annotated[
