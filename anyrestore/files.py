@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fnmatch
 import functools
+import glob
 import importlib
 import itertools
 import os
@@ -370,6 +371,25 @@ def _check_name_length(dest: Path) -> None:
         raise UsageError(
             f"cannot write {dest}: its name is {size} bytes, over the {limit} its folder allows"
         )
+
+
+def remove_stale_temps(dest: Path) -> list[Path]:
+    """Remove the temporaries a killed writer left beside ``dest``, those older than it.
+
+    A kill during a write leaves its hidden temporary (a training checkpoint's is about 100
+    MB a time); one newer than ``dest`` may be another writer's, still at work, and stays.
+    """
+    try:
+        written = dest.stat().st_mtime
+    except OSError:
+        return []
+    removed = []
+    for tmp in dest.parent.glob(f"{glob.escape(_temp_prefix(dest))}*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < written:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _temp_prefix(dest: Path) -> str:

@@ -439,3 +439,21 @@ def test_a_private_file_being_replaced_is_never_readable_by_others(tmp_path: Pat
         f.write(b"new")
         f.commit()
     assert private.stat().st_mode & 0o777 == 0o600
+
+
+def test_temporaries_a_killed_writer_left_are_removed_but_not_a_newer_one(tmp_path: Path) -> None:
+    import os
+
+    from anyrestore.files import remove_stale_temps
+
+    dest = tmp_path / "last.pt"
+    dest.write_bytes(b"checkpoint")
+    old = tmp_path / ".last.pt.0123abcd.tmp"
+    new = tmp_path / ".last.pt.89abcdef.tmp"  # another writer, still at work
+    other = tmp_path / ".other.pt.0123abcd.tmp"
+    for path, age in ((old, 100), (new, -100), (other, 100)):
+        path.write_bytes(b"partial")
+        written = dest.stat().st_mtime - age
+        os.utime(path, (written, written))
+    assert remove_stale_temps(dest) == [old]
+    assert not old.exists() and new.exists() and other.exists() and dest.exists()

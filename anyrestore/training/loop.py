@@ -37,8 +37,9 @@ from anyrestore.errors import (
     TrainingDiverged,
     forget_hung_up_terminal,
 )
-from anyrestore.files import atomic_write
+from anyrestore.files import atomic_write, remove_stale_temps
 from anyrestore.models.layers.pointwise import pointwise_kernel
+from anyrestore.models.registry import get_spec
 from anyrestore.training import distributed
 from anyrestore.training.batches import (
     ResumableSampler,
@@ -128,8 +129,8 @@ def train(
             raise
         raise DeviceError(
             f"out of memory on {device} training {config.model} ({config.train.batch_size} "
-            f"crops of {config.data.crop} px a step); lower train.batch_size or data.crop, or "
-            "raise train.accumulate, then resume"
+            f"crops of {config.data.crop} px a step); raise train.accumulate and resume (the "
+            "same run, a step in smaller parts), or lower train.batch_size or data.crop"
         ) from None
     finally:
         distributed.teardown(dist)
@@ -139,6 +140,9 @@ def train(
 #: is skipped (one bad batch should not end days of training); a run that keeps producing them
 #: has diverged and stops before it could save anything but the weights it had.
 MAX_NONFINITE_STEPS = 10
+#: An fp16 loss scale below this (it starts at 2**16 and halves on each overflow) means the
+#: gradients overflow whatever the scale: the scaler's skipped steps count as non-finite.
+MIN_LOSS_SCALE = 2.0**-16
 
 
 def _finite_step(loss: Tensor, grad_norm: Tensor | None, model: torch.nn.Module) -> bool:
@@ -190,7 +194,7 @@ def _run(
         reuse_freed_memory()
     state = load_state(resume) if resume is not None else None
     if state is not None:
-        check_resumable(config, state, resume)
+        check_resumable(config, state, resume, get_spec(config.model).arch)
 
     # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
     torch.manual_seed(config.seed)
@@ -271,8 +275,21 @@ def _run(
             "validation scores no longer compare with the earlier ones, and photos held out "
             "before may now be trained on"
         )
+    if state is not None and state.get("precision") not in (None, precision):
+        reporter.message(
+            f"warning: the run began in {state['precision']} and continues in {precision} "
+            f"(train.precision {config.train.precision} chose it on this machine); set "
+            f"train.precision={state['precision']} to keep the run's"
+        )
+    if state is not None and state.get("total_steps") not in (None, total_steps):
+        reporter.message(
+            f"the run now has {total_steps} steps (it had {state['total_steps']}: another "
+            "train.steps or epochs, batch size or number of photos); the learning-rate "
+            "schedule is stretched to fit"
+        )
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out / "last.pt")
         atomic_write(out / "config.toml", config.to_toml().encode())  # never left half-written
         if carried:
             reporter.message(
@@ -630,6 +647,10 @@ class _Stepper:
             scaler.update()
             if scaler.get_scale() < scale:  # fp16 overflow: the step was skipped
                 _restore(self.buffers, kept)
+                # Gradients that overflow at every scale (NaN from a finite loss) would drive
+                # the scale to zero and skip every step for ever: past a floor no healthy run
+                # reaches, they count toward divergence.
+                bad = scaler.get_scale() < MIN_LOSS_SCALE
             elif self.ema is not None:
                 self.ema.update(self.model)
         return loss, parts, bad

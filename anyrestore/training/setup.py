@@ -16,7 +16,7 @@ from anyrestore.compute import choose_path
 from anyrestore.errors import ConfigError, DeviceError, UsageError
 from anyrestore.files import missing_folders, remove_empty
 from anyrestore.models.registry import create_model
-from anyrestore.training.config import Config, known_values, tomllib
+from anyrestore.training.config import Config, known_values, load_config, resolve, tomllib
 from anyrestore.weights.checkpoint import load_checkpoint
 from anyrestore.weights.resolve import resolve_weights
 
@@ -31,8 +31,8 @@ def absolute_paths(config: Config) -> Config:
     """
 
     def absolute(value: str, file_only: bool) -> str:
-        path = Path(value).expanduser()
-        if not value or path.is_absolute() or (file_only and not path.is_file()):
+        path = Path(value).expanduser()  # "~/photos" too: nothing later expands it
+        if not value or (file_only and not path.is_file()):
             return value
         return os.path.abspath(path)
 
@@ -67,12 +67,15 @@ _KEPT_ON_RESUME = {"optim": None, "schedule": None, "train": ("ema_decay",)}
 _FREE_ON_RESUME = {"optim.grad_clip"}
 
 
-def check_resumable(config: Config, state: dict, resume: str | Path | None) -> None:
+def check_resumable(config: Config, state: dict, resume: str | Path | None, arch: str) -> None:
     """Refuse new optimizer, schedule or EMA settings on resume: the optimizer's, scheduler's
     and EMA's saved state would override them while config.toml recorded them as used."""
     if "config_toml" not in state:
         return
-    before = known_values(state["config_toml"])[0]  # less settings since removed
+    recorded = known_values(state["config_toml"])[0]  # less settings since removed
+    # A setting newer than the run counts as its default, which is what the run had.
+    then = load_config(base=recorded)
+    before = tomllib.loads(then.to_toml())
     now = tomllib.loads(config.to_toml())  # both as TOML reads them: lists, not tuples
     changed = [
         f"{section}.{key}"
@@ -81,6 +84,10 @@ def check_resumable(config: Config, state: dict, resume: str | Path | None) -> N
         if before.get(section, {}).get(key) != now.get(section, {}).get(key)
         and f"{section}.{key}" not in _FREE_ON_RESUME
     ]
+    # An "auto" schedule is the loss recipe's: a new recipe would reshape the learning rate.
+    old, new = resolve(then, arch), resolve(config, arch)
+    if (old.schedule, old.warmup) != (new.schedule, new.warmup) and not changed:
+        changed.append("loss.recipe (it sets the schedule left at auto)")
     if changed:
         raise ConfigError(
             f"{', '.join(changed)} cannot change when resuming (the run's optimizer, "
@@ -94,8 +101,8 @@ def check_resumable(config: Config, state: dict, resume: str | Path | None) -> N
     rebuilt = [
         key
         for key in _FIXED_ON_RESUME
-        if _dotted(before, key) is not _MISSING  # a setting newer than the run: not judged
-        and _dotted(before, key) != _dotted(now, key)
+        if _dotted(recorded, key) is not _MISSING  # a setting newer than the run: not judged
+        and _dotted(recorded, key) != _dotted(now, key)
     ]
     if rebuilt:
         raise ConfigError(

@@ -707,3 +707,42 @@ def test_a_full_disk_at_a_metrics_row_is_a_one_line_error() -> None:
     with pytest.raises(UsageError, match="cannot write /dev/full: No space left"):
         log.write({"step": 1, "loss": 0.5})
     log.close()  # in the loop's cleanup: must not replace the error above with its own
+
+
+def test_an_fp16_run_whose_gradients_overflow_at_every_scale_stops(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A finite loss with gradients that overflow whatever the scale: the scaler would halve
+    # its scale to zero and skip every step for ever, the loss rows looking normal.
+    from anyrestore.errors import TrainingDiverged
+
+    import anyrestore.training.loop as loop
+
+    _fp16_on_cpu(monkeypatch)
+    _huge_losses(monkeypatch, range(3, 1000))
+    # The floor at the first halving, not after thirty (the same path, a few steps long).
+    monkeypatch.setattr(loop, "MIN_LOSS_SCALE", torch.amp.GradScaler("cpu").get_scale())
+    settings = ("train.steps=40", "log.val_every=0", "log.ckpt_every=0")
+    with pytest.raises(TrainingDiverged, match=r"in a row \(to step 12\)"):
+        train(_tiny(photos, tmp_path / "run", *settings))
+
+
+def test_a_resume_says_when_its_precision_or_length_differs_from_the_run(
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "auto" decides afresh on each machine (a busy one may have measured otherwise), and a
+    # new batch size or photo count re-spreads the schedule: neither passes unsaid.
+    out = tmp_path / "run"
+    begun = train(_tiny(photos, out, "train.steps=4"), stop_at=2)
+    capsys.readouterr()
+    train(_tiny(photos, out, "train.steps=4"), resume=begun.checkpoint, stop_at=3)
+    quiet = capsys.readouterr().err
+    assert "the run began in" not in quiet and "the run now has" not in quiet
+    _fp16_on_cpu(monkeypatch)
+    train(_tiny(photos, out, "train.steps=5"), resume=out / "last.pt")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the run began in fp32 and continues in fp16" in said
+    assert "the run now has 5 steps (it had 4" in said

@@ -58,3 +58,54 @@ def test_a_run_saved_without_loss_scaling_resumes_with_it() -> None:
     scaled = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0)
     load_scaler(scaler, scaled.state_dict())
     assert scaler.get_scale() == 8.0
+
+
+def test_a_home_relative_data_root_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyrestore.training.setup import absolute_paths
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fixed = absolute_paths(load_config(None, ["model=anyir_t", "data.root=~/photos"]))
+    assert fixed.data.root == str(tmp_path / "photos")  # nothing later expands "~"
+
+
+def _state_of(*overrides: str) -> dict:
+    return {"config_toml": load_config(None, ["model=anyir_t", *overrides]).to_toml()}
+
+
+def test_a_new_loss_recipe_that_reshapes_an_auto_schedule_is_refused_on_resume() -> None:
+    from anyrestore.errors import ConfigError
+    from anyrestore.training.setup import check_resumable
+
+    state = _state_of()  # recipe auto: AnyIR's cosine with a 10% warm-up
+    same = load_config(None, ["model=anyir_t", "loss.recipe=anyir"])
+    check_resumable(same, state, "run", "anyir")  # the same schedule by name: fine
+    other = load_config(None, ["model=anyir_t", "loss.recipe=clusir"])
+    with pytest.raises(ConfigError, match=r"loss.recipe \(it sets the schedule"):
+        check_resumable(other, state, "run", "anyir")
+    pinned = ["schedule.kind=cosine", "schedule.warmup=0.1"]  # the schedule said outright
+    check_resumable(
+        load_config(None, ["model=anyir_t", "loss.recipe=clusir", *pinned]),
+        _state_of(*pinned),
+        "run",
+        "anyir",
+    )
+
+
+def test_a_setting_newer_than_the_run_does_not_block_its_resume() -> None:
+    # A run recorded before optim.eps existed had its default; the same default now is no
+    # change, another value is one.
+    from anyrestore.errors import ConfigError
+    from anyrestore.training.setup import check_resumable
+
+    state = _state_of()
+    state["config_toml"] = "\n".join(
+        line for line in state["config_toml"].splitlines() if not line.startswith("eps ")
+    )
+    assert "\neps = " not in state["config_toml"] and "\ngrad_clip = " in state["config_toml"]
+    check_resumable(load_config(None, ["model=anyir_t"]), state, "run", "anyir")
+    with pytest.raises(ConfigError, match="optim.eps cannot change"):
+        check_resumable(
+            load_config(None, ["model=anyir_t", "optim.eps=0.1"]), state, "run", "anyir"
+        )
