@@ -388,6 +388,9 @@ class _Batch:
     skip_existing: bool
     json_output: bool
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_STATUSES, 0))
+    #: The outputs written so far, by identity: two names of one file (IMG_1.jpg and
+    #: img_1.jpg on a case-insensitive disk, a link in OUTDIR) must not take two outputs.
+    written: set[FileKey] = field(default_factory=set)
 
     def restore(self, job: Job, rel: str, record: dict[str, object]) -> None:
         """Restore one file and complete its ``record``; a failure of the file alone is
@@ -403,6 +406,8 @@ class _Batch:
         counts = self.counts
         target = None
         try:
+            if file_key(job.target) in self.written:
+                raise UsageError(f"{rel}: its output {job.target} is another output of this run")
             # lexists: never raises (a name too long fails below, alone), and an output
             # that is a link to nothing is an output, as in fix
             if self.skip_existing and os.path.lexists(job.target):
@@ -430,6 +435,7 @@ class _Batch:
             # In place before it is announced: a reader acting on the record finds the file
             # (a place that changed meanwhile fails it here).
             target.commit()
+            self.written.add(file_key(target.path))
             counts["ok"] += 1  # counted as it lands: a stop's summary says so
             info = self.restorer.last_run
             record.update(

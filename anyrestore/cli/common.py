@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from anyrestore.errors import (
     UsageError,
     WeightsError,
 )
+from anyrestore.files import FileKey
 
 if TYPE_CHECKING:
     from anyrestore.engine import Restorer
@@ -167,6 +169,15 @@ def tile_progress(console: Console) -> tuple[Progress, Callable[[int, int], None
         progress.update(task, completed=done, total=total, visible=True)
 
     return progress, on_tile
+
+
+def stdin_file_key() -> FileKey | None:
+    """The file stdin reads from, by identity, where it is one (``< photo.jpg``, not a pipe)."""
+    try:
+        st = os.fstat(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or a stream without a descriptor
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def stdin_bytes(max_pixels: int | None = None) -> bytes:

@@ -27,6 +27,7 @@ from anyrestore.cli.common import (
     naming_weights,
     setup_logging,
     stdin_bytes,
+    stdin_file_key,
     tile_progress,
     warn_lossless,
     weights_label,
@@ -305,6 +306,13 @@ def _restore_file(
         out_format = _output_format(out_path, run.fmt)
     if skip():
         return "skipped"
+    if from_stdin and out_path is not None and not run.overwrite:
+        read_from = stdin_file_key()  # `fix - -o photo.jpg < photo.jpg`
+        if read_from is not None and read_from == file_key(out_path):
+            raise UsageError(
+                f"refusing to overwrite the input (stdin reads {out_path}); pass --overwrite "
+                "or choose -o"
+            )
 
     start = time.perf_counter()
     data = stdin_bytes(run.max_pixels) if from_stdin else None

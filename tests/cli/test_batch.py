@@ -304,17 +304,24 @@ def test_outputs_follow_links_but_never_into_an_input(
     src, out, kept = tmp_path / "in", tmp_path / "out", tmp_path / "kept"
     photo(src / "a.png", seed=1)
     before = photo(src / "b.png", seed=2).read_bytes()
+    photo(src / "c.png", seed=3)
     out.mkdir()
     kept.mkdir()
     (kept / "a.png").write_bytes(b"old")
     (out / "a.png").symlink_to(kept / "a.png")  # a link elsewhere: written through
     (out / "b.png").symlink_to(src / "b.png")  # a link to the input: refused
+    (out / "c.png").symlink_to(kept / "a.png")  # onto a's output: never a second time
     result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
     assert result.exit_code == 1, result.output
     status = {Path(r["input"]).name: r["status"] for r in records(result.stdout)}
-    assert status == {"a.png": "ok", "b.png": "failed"}
+    assert status == {"a.png": "ok", "b.png": "failed", "c.png": "failed"}
     assert "links to an input" in result.output
+    assert "is another output of this run" in result.output
     assert (out / "a.png").is_symlink() and Image.open(kept / "a.png").size == (W, H)
+    solo = tmp_path / "solo"
+    photo(solo / "a.png", seed=1)
+    assert batch(solo, "-o", tmp_path / "alone", "--weights", tiny_checkpoint).exit_code == 0
+    assert (kept / "a.png").read_bytes() == (tmp_path / "alone" / "a.png").read_bytes()
     assert (src / "b.png").read_bytes() == before
 
 

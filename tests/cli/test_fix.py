@@ -836,3 +836,34 @@ def test_json_prints_no_record_for_options_no_file_could_satisfy(
     piped = runner.invoke(app, ["fix", "-", "--json", *map(str, w)], input=src.read_bytes())
     assert piped.exit_code == 2 and piped.stdout == ""
     assert "stdin without -o" in piped.stderr
+
+
+def test_stdin_redirected_from_the_output_is_not_overwritten_unasked(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `fix - -o photo.jpg < photo.jpg` reads the photo through stdin, then would replace it.
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((H, W, 3), dtype=np.uint8)).save(photo)
+    before = photo.read_bytes()
+    cmd = [sys.executable, "-m", "anyrestore", "fix", "-", "-o", str(photo)]
+    with photo.open("rb") as stdin:
+        proc = subprocess.run(
+            [*cmd, "-w", str(tiny_checkpoint)], stdin=stdin, capture_output=True, timeout=300
+        )
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert b"refusing to overwrite the input (stdin reads" in proc.stderr
+    assert photo.read_bytes() == before
+    # Asked, it is replaced (stdin is a file here only as far as the check can tell).
+    import anyrestore.cli.fix as fix_module
+    from anyrestore.files import file_key
+
+    monkeypatch.setattr(fix_module, "stdin_file_key", lambda: file_key(photo))
+    refused = runner.invoke(
+        app, ["fix", "-", "-o", str(photo), "-w", str(tiny_checkpoint)], input=before
+    )
+    assert refused.exit_code == 2 and photo.read_bytes() == before
+    result = runner.invoke(
+        app, ["fix", "-", "-o", str(photo), "--overwrite", "-w", str(tiny_checkpoint)], input=before
+    )
+    assert result.exit_code == 0, result.output
+    assert photo.read_bytes() != before and Image.open(photo).size == (W, H)
