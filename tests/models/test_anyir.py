@@ -283,11 +283,19 @@ def test_bf16_autocast_with_channels_last_runs() -> None:
 
 
 @pytest.mark.parametrize("size", [(7, 9), (8, 8), (1, 5), (16, 3)])
-def test_frequency_fusion_as_written_is_the_sum_of_the_halves(size: tuple[int, int]) -> None:
-    # Alg. 2 steps 11-13 are linear: irfft2(rfft2(a) + rfft2(b)) = a + b, so the model
-    # computes the sum (pixel-local: nothing for tiling to freeze). Odd sizes check irfft2's s=.
+@pytest.mark.parametrize("interleave", [True, False])
+def test_frequency_fusion_as_written_is_what_the_model_computes(
+    size: tuple[int, int], interleave: bool
+) -> None:
+    # Alg. 2 steps 11-13 are linear: irfft2(rfft2(a) + rfft2(b)) = a + b, so the model's
+    # fusion computes the sum (pixel-local: nothing for tiling to freeze) and widens it as
+    # step 14 does. Odd sizes check irfft2's s=.
     a, b = torch.randn(2, 4, *size) * 5, torch.randn(2, 4, *size)
-    torch.testing.assert_close(frequency_fusion_fft(a, b), a + b, atol=1e-5, rtol=1e-5)
+    as_written = frequency_fusion_fft(a, b)
+    widened = (
+        as_written.repeat_interleave(2, dim=1) if interleave else as_written.repeat(1, 2, 1, 1)
+    )
+    torch.testing.assert_close(frequency_fusion(a, b, interleave), widened, atol=1e-5, rtol=1e-5)
 
 
 def test_frequency_fusion_widens_the_sum_in_the_layouts_channel_order() -> None:
