@@ -524,18 +524,32 @@ def test_an_fp16_run_whose_loss_stays_nan_stops(
         train(_tiny(photos, tmp_path / "run", *settings))
 
 
-def test_resuming_a_finished_run_changes_nothing(photos: Path, tmp_path: Path) -> None:
+def test_resuming_a_finished_run_changes_nothing(
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # A chain re-run after an interruption resumes its finished stages: the metrics log got
     # a second validation row and last.pt a new date, which changed a re-export.
     out = tmp_path / "run"
     done = train(_tiny(photos, out, "train.steps=4"))
     rows, saved = _rows(out), (out / "last.pt").read_bytes()
+    capsys.readouterr()
     again = train(_tiny(photos, out, "train.steps=4"), resume=done.checkpoint)
     assert again.finished and again.step == 4 and again.val_psnr == done.val_psnr
     assert _rows(out) == rows and (out / "last.pt").read_bytes() == saved
-    # Given more steps, it trains them and ends with a validation of its own.
+    quiet = capsys.readouterr().err
+    assert "the run began in" not in quiet and "the run now has" not in quiet
+    # Given more steps, it trains them and ends with a validation of its own. It says that
+    # the schedule was re-spread, and that "auto" chose another precision on this machine
+    # (a busy one may have measured otherwise): neither passes unsaid.
+    _fp16_on_cpu(monkeypatch)
     longer = train(_tiny(photos, out, "train.steps=6"), resume=done.checkpoint)
     assert longer.finished and longer.step == 6
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the run began in fp32 and continues in fp16" in said
+    assert "the run now has 6 steps (it had 4" in said
     assert [r["step"] for r in _rows(out) if "val_psnr" in r] == [3, 4, 6]
     again = train(_tiny(photos, out, "train.steps=6"), resume=longer.checkpoint)
     assert _rows(out)[-1]["step"] == 6 and len(_rows(out)) == len(rows) + 3
@@ -714,9 +728,8 @@ def test_an_fp16_run_whose_gradients_overflow_at_every_scale_stops(
 ) -> None:
     # A finite loss with gradients that overflow whatever the scale: the scaler would halve
     # its scale to zero and skip every step for ever, the loss rows looking normal.
-    from anyrestore.errors import TrainingDiverged
-
     import anyrestore.training.loop as loop
+    from anyrestore.errors import TrainingDiverged
 
     _fp16_on_cpu(monkeypatch)
     _huge_losses(monkeypatch, range(3, 1000))
@@ -725,24 +738,3 @@ def test_an_fp16_run_whose_gradients_overflow_at_every_scale_stops(
     settings = ("train.steps=40", "log.val_every=0", "log.ckpt_every=0")
     with pytest.raises(TrainingDiverged, match=r"in a row \(to step 12\)"):
         train(_tiny(photos, tmp_path / "run", *settings))
-
-
-def test_a_resume_says_when_its_precision_or_length_differs_from_the_run(
-    photos: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # "auto" decides afresh on each machine (a busy one may have measured otherwise), and a
-    # new batch size or photo count re-spreads the schedule: neither passes unsaid.
-    out = tmp_path / "run"
-    begun = train(_tiny(photos, out, "train.steps=4"), stop_at=2)
-    capsys.readouterr()
-    train(_tiny(photos, out, "train.steps=4"), resume=begun.checkpoint, stop_at=3)
-    quiet = capsys.readouterr().err
-    assert "the run began in" not in quiet and "the run now has" not in quiet
-    _fp16_on_cpu(monkeypatch)
-    train(_tiny(photos, out, "train.steps=5"), resume=out / "last.pt")
-    said = " ".join(capsys.readouterr().err.split())
-    assert "the run began in fp32 and continues in fp16" in said
-    assert "the run now has 5 steps (it had 4" in said
