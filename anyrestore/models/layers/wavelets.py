@@ -103,7 +103,11 @@ class DWT(nn.Module):
         taps = self.bank.shape[-1]
         y = x.reshape(b * c, 1, h, w)
         if taps > 2:
-            y = F.pad(y, (0, taps - 2, 0, taps - 2), mode="circular")
+            # Periodic extension by taps - 2, wrapping as often as it takes: the deepest maps
+            # can be smaller than a long wavelet (2x2 against sym4's 6).
+            extra = taps - 2
+            y = y.index_select(-2, torch.arange(h + extra, device=y.device) % h)
+            y = y.index_select(-1, torch.arange(w + extra, device=y.device) % w)
         y = F.conv2d(y, self.bank.to(y.dtype), stride=2)  # (b*c, 4, h/2, w/2)
         return y.reshape(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
 
@@ -127,10 +131,10 @@ class IDWT(nn.Module):
         y = F.conv_transpose2d(y, self.bank.to(y.dtype), stride=2)
         extra = self.bank.shape[-1] - 2
         if extra:
-            # Adjoint of the circular padding: fold what spilled past the border back to the start.
-            y = y.clone()
-            y[..., :extra, :] += y[..., 2 * h :, :]
-            y = y[..., : 2 * h, :]
-            y[..., :, :extra] += y[..., :, 2 * w :]
-            y = y[..., :, : 2 * w]
+            # Adjoint of the periodic extension: fold what spilled past the border back onto
+            # the map, as often as it wrapped.
+            rows = torch.arange(2 * h + extra, device=y.device) % (2 * h)
+            y = y.new_zeros(*y.shape[:-2], 2 * h, y.shape[-1]).index_add(-2, rows, y)
+            cols = torch.arange(2 * w + extra, device=y.device) % (2 * w)
+            y = y.new_zeros(*y.shape[:-1], 2 * w).index_add(-1, cols, y)
         return y.reshape(b, c, 2 * h, 2 * w)
