@@ -2,13 +2,14 @@
 
 A path or encoded bytes are decoded with ``read_image`` (EXIF orientation applied); bytes come
 back encoded in the same format (PPM as PNG, and AVIF as PNG where this Pillow cannot write it)
-with the colour profile, alpha, bit depth and EXIF kept, a path comes back as an 8-bit
-``PIL.Image`` (nothing is written). A numpy array comes back with the same shape and dtype. A
-``PIL.Image`` comes back as one of the same size and orientation with its colour profile and
-EXIF: in the same mode for L, LA, RGB, RGBA, I;16 (16-bit gray; I;16B and I;16L come back I;16),
-I (read as 16-bit) and F (floats in [0, 1]); bilevel (1) comes back L, palette, CMYK and other
-modes RGB, or RGBA where they carry transparency. Gray results are the luma (ITU-R 601) of the
-restored colours, as in the files ``anyrestore fix`` writes.
+with the colour profile, alpha (not in a BMP, whose alpha readers take as padding), bit depth
+and EXIF kept, a path comes back as an 8-bit ``PIL.Image`` (nothing is written). A numpy
+array comes back with the same shape and dtype. A ``PIL.Image`` comes back as one of the same
+size and orientation with its colour profile and EXIF: in the same mode for L, LA, RGB,
+RGBA, I;16 (16-bit gray; I;16B and I;16L come back I;16), I (read as 16-bit) and F (floats
+in [0, 1]); bilevel (1) comes back L, palette, CMYK and other modes RGB, or RGBA where they
+carry transparency. Gray results are the luma (ITU-R 601) of the restored colours, as in the
+files ``anyrestore fix`` writes.
 
 Every error a caller can act on is an ``anyrestore.AnyRestoreError``: ``InputError`` for
 pixels that cannot be restored (wrong shape or dtype, empty, NaN, outside [0, 1]),
