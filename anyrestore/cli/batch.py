@@ -438,9 +438,11 @@ class _Batch:
             self.written.add(file_key(target.path))
             counts["ok"] += 1  # counted as it lands: a stop's summary says so
             info = self.restorer.last_run
+            compute = compute_record(self.restorer)
             record.update(
                 status="ok",
-                compute=compute_record(self.restorer),
+                precision=compute["precision"],  # what gave this output (eager fp32 too)
+                compute=compute,
                 width=image.width,
                 height=image.height,
                 tiles=info.tiles if info else 1,

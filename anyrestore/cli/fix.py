@@ -369,6 +369,7 @@ def _restore_file(
         tiles = info.tiles if info else 1
         shown = "-" if out_path is None else str(out_path)
         if run.json_output:
+            compute = compute_record(restorer)
             record = {
                 "input": source,
                 "output": shown,
@@ -376,9 +377,9 @@ def _restore_file(
                 "model": model_name,
                 "weights": weights_name,
                 "device": str(restorer.device),
-                "precision": restorer.precision,
+                "precision": compute["precision"],  # what gave this output (eager fp32 too)
                 "strength": run.strength,
-                "compute": compute_record(restorer),
+                "compute": compute,
                 "tiles": tiles,
                 "tile": info.tile if info else 0,
                 "seconds": round(seconds, 3),

@@ -867,3 +867,30 @@ def test_stdin_redirected_from_the_output_is_not_overwritten_unasked(
     )
     assert result.exit_code == 0, result.output
     assert photo.read_bytes() != before and Image.open(photo).size == (W, H)
+
+
+@pytest.mark.parametrize("command", ["fix", "batch"])
+def test_the_json_record_names_the_precision_that_gave_the_output(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # A first image of a new size runs eager fp32 on an OpenVINO bf16 path, and a pass redone
+    # in fp32 after non-finite values: the record's precision is what ran, not the plan.
+    import importlib
+
+    from anyrestore.cli.common import compute_record
+
+    module = importlib.import_module(f"anyrestore.cli.{command}")
+    monkeypatch.setattr(
+        module, "compute_record", lambda r: {**compute_record(r), "precision": "what ran"}
+    )
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((H, W, 3), dtype=np.uint8)).save(src / "a.png")
+    target = src / "a.png" if command == "fix" else src
+    result = runner.invoke(
+        app,
+        [command, str(target), "-o", f"{tmp_path / 'out'}/", "--json", "-w", str(tiny_checkpoint)],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.splitlines()[-1])
+    assert record["precision"] == record["compute"]["precision"] == "what ran"
