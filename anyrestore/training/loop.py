@@ -745,10 +745,17 @@ def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
         yield
         return
 
+    first_at = [0.0]
+
     def handler(signum: int, frame: Any) -> None:
         if flag["signum"] is not None:  # a second Ctrl-C: stop now
+            if signum == flag["signum"] == signal.SIGTERM and time.monotonic() - first_at[0] < 1:
+                # The same stop sent twice: GNU timeout signals its child, then the child's
+                # process group, and the two need not arrive as one.
+                return
             raise Interrupted(signum)
         flag["signum"] = signum
+        first_at[0] = time.monotonic()
         forget_hung_up_terminal(signum)  # its messages would fail; the checkpoint must not
 
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}

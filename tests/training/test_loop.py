@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -738,3 +740,20 @@ def test_an_fp16_run_whose_gradients_overflow_at_every_scale_stops(
     settings = ("train.steps=40", "log.val_every=0", "log.ckpt_every=0")
     with pytest.raises(TrainingDiverged, match=r"in a row \(to step 12\)"):
         train(_tiny(photos, tmp_path / "run", *settings))
+
+
+def test_one_sigterm_sent_twice_still_checkpoints_but_a_second_stop_is_at_once() -> None:
+    # GNU timeout sends SIGTERM to its child and then to the child's process group: the two
+    # may reach the handler one by one, and must not count as "stop now, no checkpoint".
+    import anyrestore.training.loop as loop
+
+    flag: dict[str, int | None] = {"signum": None}
+    with loop._stop_on_signals(flag):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs between the two
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert flag["signum"] == signal.SIGTERM
+        with pytest.raises(loop.Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)  # another stop: at once
+            time.sleep(0.01)
