@@ -195,7 +195,7 @@ except AnyRestoreError as exc:  # trained from them, so unlikely; then no compar
             [[ $name == shipped ]] && weights=$shipped
             [[ -n $weights ]] || continue
             "$python" -m anyrestore bench --suite synthetic --images "$photos" \
-                --weights "$weights" --baseline identity --max-side "$side" --json \
+                --weights "$weights" --baseline identity --max-side "$side" --per-image --json \
                 >"$out/bench-$name.json"
         done
     fi

@@ -96,7 +96,9 @@ def test_a_finished_run_returns_weights_metrics_and_the_held_out_bench(tmp_path,
     # Scored on the archive's val photos, one scale of each, next to the degraded input
     sources = {row["source"] for row in bench}
     assert sources == {"baseline", str(out / "weights.safetensors")}
-    assert {row["images"] for row in bench if row["kind"] != "average"} == {2}
+    assert {row["images"] for row in bench if row["kind"] != "average" and "image" not in row} == {
+        2
+    }
     # The smoke recipe starts from nothing, so there is no shipped model to compare with.
     assert not (out / "bench-shipped.json").exists()
 
@@ -143,7 +145,18 @@ def test_a_recipe_starting_from_named_weights_is_benched_beside_them(tmp_path, a
     assert not stale.exists()
     bench = json.loads((tmp_path / "out" / "bench-shipped.json").read_text())
     assert {row["source"] for row in bench} == {"baseline", str(shipped)}
-    assert {row["images"] for row in bench if row["kind"] != "average"} == {2}
+    assert {row["images"] for row in bench if row["kind"] != "average" and "image" not in row} == {
+        2
+    }
+    # Scored photo by photo, so the release rule can pair them (compare_bench refuses otherwise).
+    compared = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare_bench.py"),
+         str(tmp_path / "out" / "bench-shipped.json"), str(tmp_path / "out" / "bench-new.json"),
+         "--per-image"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compared.returncode in (0, 1), compared.stderr  # 2: not comparable
+    assert "release rule" in compared.stdout
 
 
 def test_the_time_limit_stops_training_and_still_returns_weights(tmp_path, archive) -> None:
