@@ -53,6 +53,7 @@ def test_numpy_in_numpy_out(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
     out = anyrestore.restore(rgb, tiny_checkpoint, device="cpu")
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert np.array_equal(out, _expected(tiny_checkpoint, rgb))
+    assert not np.array_equal(out, rgb)  # restored, not handed back
     floats = anyrestore.restore(rgb.astype(np.float32) / 255, tiny_checkpoint, device="cpu")
     assert floats.dtype == np.float32 and 0.0 <= floats.min() and floats.max() <= 1.0
     assert np.abs(floats * 255 - out).max() <= 0.51

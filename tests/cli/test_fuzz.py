@@ -58,8 +58,9 @@ def _report_totals(request: pytest.FixtureRequest) -> Iterator[None]:
         with capture.global_and_fixture_disabled():
             reporter.write_line("\n" + line)
     out = os.environ.get("ANYRESTORE_FUZZ_TOTALS")
-    if out:
-        Path(out).write_text(json.dumps(dict(TOTALS)))
+    if out:  # under pytest-xdist each worker counts its own share: one file each (OUT.gw0, ...)
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        Path(f"{out}.{worker}" if worker else out).write_text(json.dumps(dict(TOTALS)))
 
 
 # -- the promises -------------------------------------------------------------------------

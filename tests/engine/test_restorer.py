@@ -233,7 +233,9 @@ def test_two_threads_sharing_a_model_get_their_own_images_statistics() -> None:
 
     def on_tile(done: int, total: int) -> None:
         # The first image's thread waits after its first tile until the second image's thread
-        # has recorded its statistics and run a tile (or gives up: then they never overlapped).
+        # has recorded its statistics and run a tile. The model lock lets one restoration run
+        # at a time, so today that wait runs out (2 s) and the second starts after the first;
+        # without the lock the two would interleave here, and cross-talk would show below.
         if threading.current_thread().name == "first":
             if done == 1:
                 first_in_tiles.set()

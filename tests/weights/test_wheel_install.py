@@ -100,7 +100,9 @@ def test_the_default_is_in_the_wheel_when_its_model_prefers_another(
     # Without `default = true`, a Hub-only entry first for anyir_t is its preferred one,
     # while the default is the first embedded entry: the wheel must carry that one.
     packaged = manifest_module._PACKAGED_MANIFEST
-    text = packaged.read_text(encoding="utf-8").replace("default = true\n", "")
+    text = packaged.read_text(encoding="utf-8")
+    assert "default = true\n" in text  # what is taken out below
+    text = text.replace("default = true\n", "")
     head, sep, rest = text.partition("\n[[weights]]\n")  # the first entry
     path = tmp_path / "weights_manifest.toml"
     path.write_text(head + "\n" + hub_entry(tiny_bytes, name="anyir_t-hub") + sep + rest)
