@@ -513,7 +513,9 @@ def _choose(
         return ComputePath(dev, "fp32", True, "no native bf16 on this CPU")
     if model is None:
         return ComputePath(dev, "fp32", True, f"{isa}, not measured")
-    speedup = _cached(_model_key(model), lambda: (probe or _time_bf16)(model, dev))
+    # "|best fp32": measured against fp32 with its faster 1x1 kernel (older entries: the GEMM)
+    key = f"{_model_key(model)}|best fp32"
+    speedup = _cached(key, lambda: (probe or _time_bf16)(model, dev))
     if speedup >= BF16_MARGIN:
         return ComputePath(dev, "bf16", True, f"{isa}, bf16 measured {speedup:.1f}x faster")
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")
@@ -766,9 +768,13 @@ def _usable(value: object) -> bool:
 def _time_bf16(model: nn.Module, device: torch.device) -> float:
     """fp32 time / bf16 time of one channels-last forward at PROBE_SIDE (best of three each).
 
-    The layout change happens outside inference mode: parameters converted inside it would
-    become inference tensors that a later training step cannot use.
+    fp32 runs with the 1x1 kernel its own path would take: bf16 has to beat the faster fp32,
+    not the GEMM. The layout change happens outside inference mode: parameters converted
+    inside it would become inference tensors that a later training step cannot use.
     """
+    from anyrestore.models.layers.pointwise import pointwise_kernel
+
+    kernels = {"fp32": _pointwise_choice("1x1", _time_pointwise)[0], "bf16": "gemm"}
     was_training = model.training
     model.eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, device=device)
@@ -779,7 +785,7 @@ def _time_bf16(model: nn.Module, device: torch.device) -> float:
             for round_ in range(4):  # the first round warms both paths up and is not counted
                 for precision in best:
                     start = time.perf_counter()
-                    with autocast(device, precision):
+                    with autocast(device, precision), pointwise_kernel(kernels[precision]):
                         model(x)
                     if round_:
                         best[precision] = min(best[precision], time.perf_counter() - start)

@@ -453,3 +453,23 @@ def test_auto_precision_on_a_gpu_without_tensor_cores_is_fp32(
     assert compute.choose_path("cuda:0", "auto").precision == "fp32"  # Pascal
     Properties.major = 7
     assert compute.choose_path("cuda:0", "auto").precision == "fp16"  # a T4, a V100
+
+
+def test_bf16_is_measured_against_fp32_with_its_own_faster_1x1_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Where oneDNN's 1x1 convolution makes fp32 faster, bf16 must beat that fp32, not the GEMM
+    # one: auto never picks the slower path.
+    from anyrestore.models.layers import pointwise
+
+    seen: list[tuple[bool, str]] = []
+
+    class Records(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((torch.is_autocast_enabled("cpu"), pointwise._kernel.get()))
+            return x
+
+    monkeypatch.setattr(compute, "_pointwise_choice", lambda what, measure: ("conv", "a test"))
+    assert compute._time_bf16(Records(), torch.device("cpu")) > 0
+    assert {kernel for bf16, kernel in seen if not bf16} == {"conv"}
+    assert any(bf16 for bf16, _ in seen)
