@@ -32,8 +32,8 @@ def absolute_paths(config: Config) -> Config:
 
     def absolute(value: str, file_only: bool) -> str:
         path = Path(value).expanduser()  # "~/photos" too: nothing later expands it
-        if not value or (file_only and not path.is_file()):
-            return value
+        if not value or Path(value).is_absolute() or (file_only and not path.is_file()):
+            return value  # an absolute path as written: what a resume compares with
         return os.path.abspath(path)
 
     config = copy.deepcopy(config)

@@ -68,6 +68,9 @@ def test_a_home_relative_data_root_is_expanded(
     monkeypatch.setenv("HOME", str(tmp_path))
     fixed = absolute_paths(load_config(None, ["model=anyir_t", "data.root=~/photos"]))
     assert fixed.data.root == str(tmp_path / "photos")  # nothing later expands "~"
+    # An absolute path stays as written: a resume compares it with the recorded one.
+    written = absolute_paths(load_config(None, ["model=anyir_t", "data.root=/a/b/../c/"]))
+    assert written.data.root == "/a/b/../c/"
 
 
 def _state_of(*overrides: str) -> dict:
