@@ -429,6 +429,9 @@ def prepare_model(model: nn.Module, path: ComputePath) -> nn.Module:
 
 
 Probe = Callable[[nn.Module, torch.device], float]
+#: Runs the model's fp32 1x1 layers with a kernel ("gemm" or "conv") inside it: the models'
+#: own ``pointwise_kernel``, which the engine and training hand over (compute imports no model).
+KernelScope = Callable[[str], AbstractContextManager[None]]
 
 
 def choose_path(
@@ -439,6 +442,7 @@ def choose_path(
     probe: Probe | None = None,
     runtime: str = "torch",
     pointwise_probe: Callable[[], float] | None = None,
+    kernel_scope: KernelScope | None = None,
 ) -> ComputePath:
     """Resolve ``device``, ``precision`` and ``runtime`` ("auto" allowed) for ``model`` here.
 
@@ -446,9 +450,12 @@ def choose_path(
     bf16 gets fp32 (the choice that is never badly slow) and 1x1 convolutions stay GEMMs.
     ``probe`` replaces the bf16 measurement (tests); it returns fp32 time / bf16 time;
     ``pointwise_probe`` replaces the 1x1 one (GEMM time / convolution time).
-    ``runtime="auto"`` takes OpenVINO where ``openvino_chosen`` says so.
+    ``runtime="auto"`` takes OpenVINO where ``openvino_chosen`` says so. With ``kernel_scope``
+    the bf16 measurement times fp32 with the 1x1 kernel fp32 would take here.
     """
-    path = _choose(device, precision, model, probe, runtime)
+    path = _choose(
+        device, precision, model, probe or partial(_time_bf16, kernels=kernel_scope), runtime
+    )
     if (
         model is None
         or path.device.type != "cpu"
@@ -765,16 +772,17 @@ def _usable(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def _time_bf16(model: nn.Module, device: torch.device) -> float:
+def _time_bf16(model: nn.Module, device: torch.device, kernels: KernelScope | None = None) -> float:
     """fp32 time / bf16 time of one channels-last forward at PROBE_SIDE (best of three each).
 
-    fp32 runs with the 1x1 kernel its own path would take: bf16 has to beat the faster fp32,
-    not the GEMM. The layout change happens outside inference mode: parameters converted
-    inside it would become inference tensors that a later training step cannot use.
+    With ``kernels`` (the models' ``pointwise_kernel``), fp32 runs with the 1x1 kernel its own
+    path would take: bf16 has to beat the faster fp32, not the GEMM. The layout change happens
+    outside inference mode: parameters converted inside it would become inference tensors
+    that a later training step cannot use.
     """
-    from anyrestore.models.layers.pointwise import pointwise_kernel
-
-    kernels = {"fp32": _pointwise_choice("1x1", _time_pointwise)[0], "bf16": "gemm"}
+    fp32_kernel = _pointwise_choice("1x1", _time_pointwise)[0] if kernels else "gemm"
+    kernel = {"fp32": fp32_kernel, "bf16": "gemm"}
+    scope = kernels or (lambda kind: nullcontext())
     was_training = model.training
     model.eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, device=device)
@@ -785,7 +793,7 @@ def _time_bf16(model: nn.Module, device: torch.device) -> float:
             for round_ in range(4):  # the first round warms both paths up and is not counted
                 for precision in best:
                     start = time.perf_counter()
-                    with autocast(device, precision), pointwise_kernel(kernels[precision]):
+                    with autocast(device, precision), scope(kernel[precision]):
                         model(x)
                     if round_:
                         best[precision] = min(best[precision], time.perf_counter() - start)

@@ -470,6 +470,6 @@ def test_bf16_is_measured_against_fp32_with_its_own_faster_1x1_kernel(
             return x
 
     monkeypatch.setattr(compute, "_pointwise_choice", lambda what, measure: ("conv", "a test"))
-    assert compute._time_bf16(Records(), torch.device("cpu")) > 0
+    assert compute._time_bf16(Records(), torch.device("cpu"), pointwise.pointwise_kernel) > 0
     assert {kernel for bf16, kernel in seen if not bf16} == {"conv"}
     assert any(bf16 for bf16, _ in seen)

@@ -179,7 +179,9 @@ class Restorer:
         self._lock = _lock_for(model)
         with self._lock:
             model.eval()
-            self.path: ComputePath = choose_path(device, precision, model=model, runtime=runtime)
+            self.path: ComputePath = choose_path(
+                device, precision, model=model, runtime=runtime, kernel_scope=pointwise_kernel
+            )
             self.model = prepare_model(model, self.path)
             #: What runs the passes OpenVINO does not (the statistics of a tiled image, a new
             #: size's first whole image under "auto"): eager PyTorch's own choice of precision
@@ -188,7 +190,9 @@ class Restorer:
             self._openvino: OpenVinoModel | None = None
             if self.path.runtime == "openvino":
                 self._openvino = self._openvino_model()
-                self._eager = choose_path(self.path.device, precision, model=model, runtime="torch")
+                self._eager = choose_path(
+                    self.path.device, precision, model=model, kernel_scope=pointwise_kernel
+                )
                 if self._openvino is None:
                     self.path = self._eager
         self.device = self.path.device

@@ -15,6 +15,7 @@ import torch
 from anyrestore.compute import choose_path
 from anyrestore.errors import ConfigError, DeviceError, UsageError
 from anyrestore.files import missing_folders, remove_empty
+from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.models.registry import create_model
 from anyrestore.training.config import Config, known_values, load_config, resolve, tomllib
 from anyrestore.weights.checkpoint import load_checkpoint
@@ -235,7 +236,12 @@ def pick_precision(
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision = fp16 needs a GPU; use bf16 or fp32 on CPU")
     try:
-        path = choose_path(device, precision, model=model if device.type == "cpu" else None)
+        path = choose_path(
+            device,
+            precision,
+            model=model if device.type == "cpu" else None,
+            kernel_scope=pointwise_kernel,
+        )
     except UsageError as exc:
         raise ConfigError(f"train.precision: {exc}") from None
     channels_last = config.train.channels_last

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -383,3 +385,24 @@ def test_tiles_redone_in_fp32_replay_statistics_fit_for_fp32(model: type) -> Non
     r = Restorer(model(), "cpu", "bf16", tile=32, stats_side=32)
     torch.testing.assert_close(r.restore_tensor(x), x * 0.5)
     assert r.last_run is not None and r.last_run.tiles > 1 and r.last_run.recomputed_fp32
+
+
+def test_bf16_is_measured_against_the_fp32_the_restorer_would_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # On a CPU with native bf16 the automatic choice times bf16 against fp32 with fp32's own
+    # 1x1 kernel: the engine hands the models' kernel switch to the measurement.
+    import anyrestore.compute as compute
+    from anyrestore.models.layers.pointwise import pointwise_kernel
+
+    handed: list[object] = []
+
+    def measure(model: torch.nn.Module, device: torch.device, kernels: object = None) -> float:
+        handed.append(kernels)
+        return 1.0  # bf16 no faster: fp32
+
+    monkeypatch.setattr(compute, "native_bf16", lambda: "amx_bf16")
+    monkeypatch.setattr(compute, "_time_bf16", measure)
+    monkeypatch.setenv("ANYRESTORE_CACHE", str(tmp_path))  # measured here, not remembered
+    assert Restorer(tiny_anyir(), "cpu", "auto").precision == "fp32"
+    assert handed == [pointwise_kernel]
