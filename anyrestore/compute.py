@@ -491,7 +491,7 @@ def _choose(
     device: str | torch.device,
     precision: str,
     model: nn.Module | None,
-    probe: Probe | None,
+    probe: Probe,
     runtime: str,
 ) -> ComputePath:
     dev = resolve_device(device)
@@ -522,7 +522,7 @@ def _choose(
         return ComputePath(dev, "fp32", True, f"{isa}, not measured")
     # "|best fp32": measured against fp32 with its faster 1x1 kernel (older entries: the GEMM)
     key = f"{_model_key(model)}|best fp32"
-    speedup = _cached(key, lambda: (probe or _time_bf16)(model, dev))
+    speedup = _cached(key, lambda: probe(model, dev))
     if speedup >= BF16_MARGIN:
         return ComputePath(dev, "bf16", True, f"{isa}, bf16 measured {speedup:.1f}x faster")
     return ComputePath(dev, "fp32", True, f"{isa}, but bf16 measured {speedup:.2f}x")

@@ -77,6 +77,24 @@ def _quiet_machine(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture
+def bf16_probe_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[object]:
+    """A CPU with native bf16 whose bf16 measurement finds no gain (so fp32 is chosen),
+    measured afresh: the list collects the 1x1-kernel switch each measurement was handed."""
+    import anyrestore.compute
+
+    handed: list[object] = []
+
+    def measure(model: torch.nn.Module, device: torch.device, kernels: object = None) -> float:
+        handed.append(kernels)
+        return 1.0
+
+    monkeypatch.setattr(anyrestore.compute, "native_bf16", lambda: "amx_bf16")
+    monkeypatch.setattr(anyrestore.compute, "_time_bf16", measure)
+    monkeypatch.setenv("ANYRESTORE_CACHE", str(tmp_path))  # not a remembered measurement
+    return handed
+
+
+@pytest.fixture
 def avif_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Pillow whose libavif decodes and cannot encode: AVIF is read, never written (as the
     formats module makes EXTENSIONS there). Skips where this Pillow has no AVIF at all."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -388,21 +386,11 @@ def test_tiles_redone_in_fp32_replay_statistics_fit_for_fp32(model: type) -> Non
 
 
 def test_bf16_is_measured_against_the_fp32_the_restorer_would_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    bf16_probe_kernels: list[object],
 ) -> None:
     # On a CPU with native bf16 the automatic choice times bf16 against fp32 with fp32's own
     # 1x1 kernel: the engine hands the models' kernel switch to the measurement.
-    import anyrestore.compute as compute
     from anyrestore.models.layers.pointwise import pointwise_kernel
 
-    handed: list[object] = []
-
-    def measure(model: torch.nn.Module, device: torch.device, kernels: object = None) -> float:
-        handed.append(kernels)
-        return 1.0  # bf16 no faster: fp32
-
-    monkeypatch.setattr(compute, "native_bf16", lambda: "amx_bf16")
-    monkeypatch.setattr(compute, "_time_bf16", measure)
-    monkeypatch.setenv("ANYRESTORE_CACHE", str(tmp_path))  # measured here, not remembered
     assert Restorer(tiny_anyir(), "cpu", "auto").precision == "fp32"
-    assert handed == [pointwise_kernel]
+    assert bf16_probe_kernels == [pointwise_kernel]

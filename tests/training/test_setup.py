@@ -115,23 +115,13 @@ def test_a_setting_newer_than_the_run_does_not_block_its_resume() -> None:
 
 
 def test_training_measures_bf16_against_the_fp32_it_would_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    bf16_probe_kernels: list[object],
 ) -> None:
-    import anyrestore.compute as compute
     from anyrestore.models import create_model
     from anyrestore.models.layers.pointwise import pointwise_kernel
     from anyrestore.training.setup import pick_precision
 
-    handed: list[object] = []
-
-    def measure(model: torch.nn.Module, device: torch.device, kernels: object = None) -> float:
-        handed.append(kernels)
-        return 1.0
-
-    monkeypatch.setattr(compute, "native_bf16", lambda: "amx_bf16")
-    monkeypatch.setattr(compute, "_time_bf16", measure)
-    monkeypatch.setenv("ANYRESTORE_CACHE", str(tmp_path))  # measured here, not remembered
     config = load_config(None, ["model=anyir_t", "train.precision=auto"])
     model = create_model("anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1)
     assert pick_precision(config, torch.device("cpu"), model)[0] == "fp32"
-    assert handed == [pointwise_kernel]
+    assert bf16_probe_kernels == [pointwise_kernel]
