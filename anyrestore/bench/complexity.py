@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from anyrestore.compute import model_code_digest, read_cache, write_cache
-from anyrestore.errors import UsageError
+from anyrestore.compute import is_out_of_memory, model_code_digest, read_cache, write_cache
+from anyrestore.errors import DeviceError, UsageError
 
 _CACHE_FILE = "complexity.json"
 
@@ -47,6 +47,13 @@ def count_macs(model: nn.Module, size: int | tuple[int, int] = 224) -> int:
         with torch.no_grad(), step_by_step(model), counter:
             model(x)
         return counter.get_total_flops() // 2
+    except RuntimeError as exc:  # the count runs every layer whole, without banding
+        if not is_out_of_memory(exc):
+            raise
+        raise DeviceError(
+            f"counting MACs at {w}x{h} needs more memory than this machine has (the count "
+            "runs one whole forward pass); use a smaller size: MACs grow with the pixels"
+        ) from None
     finally:
         model.train(was_training)
 

@@ -158,12 +158,16 @@ def download_command(
         list[str], typer.Argument(metavar="NAME", help="Manifest entry names (or model names).")
     ],
 ) -> None:
-    """Download checkpoints into the Hub cache and verify their sha256; prints each local path."""
-    from anyrestore.weights.resolve import resolve_entry
+    """Fetch checkpoints into the Hub cache (embedded ones are already installed) and verify
+    their sha256; prints each local path."""
+    from anyrestore.weights.resolve import entry_for, resolve_entry
 
     for name in names:
         path = resolve_entry(name)
-        say(f"{name}: sha256 verified")
+        if entry_for(name, paths_too=False).embedded_path == path:
+            say(f"{name}: embedded in the package, nothing to download; sha256 verified")
+        else:
+            say(f"{name}: sha256 verified")
         emit(str(path))
 
 
@@ -261,7 +265,11 @@ def add_command(
         str | None, typer.Option(metavar="COMMIT", help="Pinned 40-hex commit of the upload.")
     ] = None,
     embed: Annotated[
-        bool, typer.Option(help="Copy FILE into the package as an embedded checkpoint.")
+        bool,
+        typer.Option(
+            help="Copy FILE beside the manifest (the package's, or ANYRESTORE_MANIFEST's) as an "
+            "embedded checkpoint."
+        ),
     ] = False,
     default: Annotated[bool, typer.Option(help="Make it the default checkpoint.")] = False,
     write: Annotated[

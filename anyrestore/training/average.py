@@ -27,6 +27,7 @@ from anyrestore.training.export import weight_dtype
 from anyrestore.weights.checkpoint import (
     check_output_name,
     load_checkpoint,
+    metadata_list,
     read_metadata,
     save_checkpoint,
 )
@@ -101,7 +102,7 @@ def average_checkpoints(
     trainings = [_training(m) for m in metas]
     heaviest = max(range(len(paths)), key=lambda i: (shares[i], _total(trainings[i], "steps") or 0))
     facts = _facts(paths, trainings, shares, heaviest)
-    trained_for = sorted({k for m in metas for k in json.loads(m.get("trained_for", "[]"))})
+    trained_for = sorted({k for m in metas for k in metadata_list(m.get("trained_for"))})
     extra: dict[str, Any] = {"training": facts}
     if "model" in metas[0]:
         extra["model"] = metas[0]["model"]

@@ -16,14 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from anyrestore.errors import UsageError, WeightsError
+from anyrestore.errors import UsageError
 from anyrestore.files import atomic_path, atomic_write
-from anyrestore.weights.checkpoint import checkpoint_config, read_metadata
+from anyrestore.weights.checkpoint import checkpoint_config, metadata_list, read_metadata
 from anyrestore.weights.manifest import (
     WeightsEntry,
     embedded_root,
     manifest_path,
     parse_manifest,
+    read_manifest_text,
 )
 from anyrestore.weights.resolve import sha256_file
 
@@ -107,7 +108,7 @@ def manifest_entry_for(
         raise UsageError(f"{path} is a checkpoint of {named} (its metadata), not of {model}")
     model = model or named
     if not model:
-        raise WeightsError(f"{path}: its metadata names no model variant; name it explicitly")
+        raise UsageError(f"{path}: its metadata names no model variant; pass --model")
 
     try:
         arch = get_spec(model).arch
@@ -116,12 +117,10 @@ def manifest_entry_for(
     if arch != meta["arch"]:
         raise UsageError(f"{path} holds a network of {meta['arch']}; {model} is of {arch}")
     if trained_for is None:
-        said = _decode(meta.get("trained_for", "[]"))  # a list, one name, or something odd
-        said = said if isinstance(said, list) else [said] if said not in (None, "") else []
-        trained_for = [str(kind) for kind in said]
+        trained_for = metadata_list(meta.get("trained_for"))
     if not trained_for:
-        raise WeightsError(
-            f"{path}: its metadata says nothing about what it was trained for; say it explicitly"
+        raise UsageError(
+            f"{path}: its metadata says nothing about what it was trained for; pass --trained-for"
         )
     training = _decode(meta["training"]) if "training" in meta else {}
     if not isinstance(training, dict):
@@ -205,7 +204,7 @@ def add_entry(
     """
     # The packaged manifest is a symlink to the repository's top-level file: write the real file.
     path = (Path(manifest) if manifest is not None else manifest_path()).resolve()
-    old = path.read_text(encoding="utf-8") if path.exists() else "schema_version = 1\n"
+    old = read_manifest_text(path) if path.exists() else "schema_version = 1\n"
     added = parse_manifest(entry_text, source="new entry")[0]
     demoted: list[str] = []
     if added.default:

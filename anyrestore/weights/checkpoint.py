@@ -92,6 +92,18 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         ) from None
 
 
+def metadata_list(raw: str | None) -> list[str]:
+    """A metadata value meant as a list of names (``trained_for``): a JSON list, one JSON
+    value, or bare text from a tool that wrote the name as it is."""
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        value = raw
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [] if value in (None, "") else [str(value)]
+
+
 def checkpoint_config(
     path: str | os.PathLike[str], meta: dict[str, str] | None = None
 ) -> tuple[str, dict[str, Any]]:

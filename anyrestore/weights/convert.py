@@ -153,11 +153,11 @@ def convert_state_dict(
     check_output_name(output, "the converted checkpoint")
     if output.exists() and source.exists() and os.path.samefile(source, output):
         raise UsageError(f"refusing to write the converted checkpoint over its source {source}")
-    state = read_state_dict(source)
-    try:
+    try:  # before the file is read: a mistyped --model costs no load of a large file
         model = create_model(variant)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
+    state = read_state_dict(source)
     load_state_strict(model, state, source=str(source))
     return save_checkpoint(
         model, output, name=variant, dtype=dtype, extra={"converted_from": source.name}

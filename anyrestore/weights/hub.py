@@ -63,6 +63,10 @@ def cached_file(entry: WeightsEntry) -> Path | None:
         )
     except ValueError:  # coordinates the Hub library refuses (the manifest checks them too)
         return None
+    except OSError as exc:  # a cache folder this user cannot list
+        raise WeightsError(
+            f"cannot read the weights cache {cache_dir()} ({exc.strerror or exc})"
+        ) from None
     return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
 
 

@@ -364,19 +364,28 @@ def _check_variant(where: str, model: str, arch: str) -> None:
         )
 
 
-def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[WeightsEntry]:
-    """Every entry of the manifest in use (or of ``manifest``), in file order."""
-    path = Path(manifest) if manifest is not None else manifest_path()
+def read_manifest_text(path: Path) -> str:
+    """The text of the manifest at ``path``; one that cannot be read is a WeightsError (a
+    missing file is left to the caller: FileNotFoundError)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if manifest is None and MANIFEST_ENV not in os.environ:
-            return []  # a source tree without a manifest simply has no weights
-        raise WeightsError(f"weights manifest not found: {path}") from None
+        raise
     except UnicodeDecodeError:
         raise WeightsError(f"weights manifest {path} is not UTF-8 text (TOML)") from None
     except OSError as exc:
         raise WeightsError(f"cannot read weights manifest {path} ({exc.strerror or exc})") from None
+
+
+def list_entries(manifest: str | os.PathLike[str] | None = None) -> list[WeightsEntry]:
+    """Every entry of the manifest in use (or of ``manifest``), in file order."""
+    path = Path(manifest) if manifest is not None else manifest_path()
+    try:
+        text = read_manifest_text(path)
+    except FileNotFoundError:
+        if manifest is None and MANIFEST_ENV not in os.environ:
+            return []  # a source tree without a manifest simply has no weights
+        raise WeightsError(f"weights manifest not found: {path}") from None
     return parse_manifest(text, source=str(path), embedded_root=embedded_root(path))
 
 

@@ -8,7 +8,6 @@ entry. Manifest files are sha256-checked before anything reads them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from anyrestore.errors import UsageError, WeightsError
 from anyrestore.models.base import RestorationModel
 from anyrestore.weights import hub
-from anyrestore.weights.checkpoint import load_checkpoint, read_metadata
+from anyrestore.weights.checkpoint import load_checkpoint, metadata_list, read_metadata
 from anyrestore.weights.convert import PICKLE_SUFFIXES
 from anyrestore.weights.manifest import (
     FILE_SUFFIXES,
@@ -388,7 +387,7 @@ def load_weights(
     else:
         meta = read_metadata(path)
         declared = meta.get("name")
-        trained_for = _string_list(meta.get("trained_for"))
+        trained_for = tuple(metadata_list(meta.get("trained_for")))
     return LoadedWeights(model, path, entry, _variant_of(model), declared, trained_for)
 
 
@@ -408,14 +407,6 @@ def _variant_of(model: RestorationModel) -> str | None:
     from anyrestore.models.registry import find_variant
 
     return find_variant(model.arch, model.config)
-
-
-def _string_list(raw: str | None) -> tuple[str, ...]:
-    try:
-        value = json.loads(raw) if raw else []
-    except ValueError:
-        value = [raw]
-    return tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
 
 
 @dataclass(frozen=True)

@@ -43,3 +43,21 @@ def test_an_unreadable_cache_is_counted_again(cache) -> None:
     (row,) = complexity.describe_models(64, ["clusir_t"])
     assert row["flops"] > 0
     assert '"clusir_t|64|' in cache.read_text()
+
+
+def test_a_size_too_large_to_count_is_a_device_error(monkeypatch: pytest.MonkeyPatch, cache):
+    """The count runs one whole forward pass: out of memory says so and exits 5, not 1."""
+    from typer.testing import CliRunner
+
+    from anyrestore.cli.app import app
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate"
+        )
+
+    monkeypatch.setattr(complexity.torch, "rand", no_memory)
+    result = CliRunner().invoke(app, ["models", "--size", "4000", "--model", "clusir_t"])
+    assert result.exit_code == 5, result.output
+    assert "counting MACs at 4000x4000 needs more memory" in result.stderr
+    assert "Traceback" not in result.output

@@ -169,3 +169,18 @@ def test_an_output_that_is_not_safetensors_or_an_input_twice_is_refused(tmp_path
     with pytest.raises(UsageError, match="given twice"):
         average_checkpoints([a, tmp_path / "." / "a.safetensors"], tmp_path / "avg.safetensors")
     assert not (tmp_path / "avg.pt").exists() and not (tmp_path / "avg.safetensors").exists()
+
+
+@pytest.mark.parametrize("said", ["noise", '"noise"'], ids=["bare-text", "json-string"])
+def test_trained_for_written_as_one_name_is_one_kind(tmp_path: Path, said: str) -> None:
+    """Another tool's checkpoint may say ``trained_for`` as bare text or one JSON string."""
+    a = _stage(tmp_path, "a", 1, 300)
+    torch.manual_seed(2)
+    b = save_checkpoint(
+        create_model("anyir_t", **TINY),
+        tmp_path / "b.safetensors",
+        name="anyir_t",
+        extra={"model": "anyir_t", "trained_for": said},
+    )
+    out, _ = average_checkpoints([a, b], tmp_path / "avg.safetensors", dtype="fp32")
+    assert json.loads(read_metadata(out)["trained_for"]) == ["haze", "noise", "rain"]

@@ -126,3 +126,20 @@ def test_the_source_is_never_overwritten(tmp_path: Path, trained) -> None:
     result = runner.invoke(app, ["weights", "convert", str(src), "-m", "anyir_t", "-o", str(src)])
     assert result.exit_code == 2 and "over its source" in result.stderr
     assert src.read_bytes() == before
+
+
+def test_a_mistyped_model_is_refused_before_the_file_is_read(tmp_path: Path) -> None:
+    src = tmp_path / "big.pt"
+    src.write_bytes(b"not read at all")  # reading it would be a weights error (exit 4)
+    args = [
+        "weights",
+        "convert",
+        str(src),
+        "--model",
+        "anyir_tt",
+        "-o",
+        str(tmp_path / "o.safetensors"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "anyir_tt" in result.stderr and "torch file" not in result.stderr

@@ -531,3 +531,31 @@ def test_embedding_where_nothing_can_be_written_is_a_usage_error(tmp_path, tiny_
     result = _run("add", str(tiny_file), "--license", "MIT", "--name", "x", "--embed", "--write")
     assert result.exit_code == 2, result.output
     assert "cannot write" in result.stderr and "Traceback" not in result.output
+
+
+def test_add_with_a_manifest_that_is_not_text_is_a_weights_error(manifest, tiny_file):
+    path = manifest()
+    path.write_bytes(b"schema_version = 1\n# caf\xe9\n")  # Latin-1, not UTF-8
+    result = _run("add", str(tiny_file), "--license", "MIT", "--name", "x", "--embed")
+    assert result.exit_code == 4, result.output
+    assert "is not UTF-8 text" in result.stderr and "internal error" not in result.stderr
+
+
+def test_add_asks_for_trained_for_when_the_metadata_is_silent(manifest, tmp_path):
+    silent = tmp_path / "silent.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(create_model("anyir_t", **TINY), silent, name="anyir_t")
+    args = ["add", str(silent), "--license", "MIT", "--name", "x", "--embed"]
+    result = _run(*args)
+    assert result.exit_code == 2 and "pass --trained-for" in result.stderr, result.output
+    assert _run(*args, "--trained-for", "noise").exit_code == 0
+
+
+def test_download_of_an_embedded_entry_says_nothing_was_downloaded(manifest, tiny_file):
+    manifest()
+    added = _run("add", str(tiny_file), "--license", "MIT", "--name", "emb", "--embed", "--write")
+    assert added.exit_code == 0, added.output
+    result = _run("download", "emb")
+    assert result.exit_code == 0, result.output
+    assert "embedded in the package, nothing to download" in result.stderr
+    assert Path(result.stdout.strip()).is_file()

@@ -299,3 +299,20 @@ def test_a_failed_xet_transfer_is_a_download_error(manifest, tiny_bytes, hf_home
     manifest(hub_entry(tiny_bytes))
     with pytest.raises(WeightsError, match="could not download weights 'tiny-hub' .*CAS service"):
         resolve_weights("tiny-hub")
+
+
+def test_a_cache_folder_that_cannot_be_listed_is_a_weights_error(
+    manifest, tiny_bytes, hf_home, monkeypatch
+):
+    import huggingface_hub
+
+    manifest(hub_entry(tiny_bytes))
+    entry = find_entry("tiny-hub")
+    assert entry is not None
+
+    def unlistable(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(hf_home))
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", unlistable)
+    with pytest.raises(WeightsError, match="cannot read the weights cache .*Permission denied"):
+        cached_file(entry)
