@@ -48,7 +48,8 @@ def make_reference(x: torch.Tensor, max_side: int, method: Method = "stride") ->
         # back to the image's grid puts it (from the block's corner it lands (step-1)/2 px
         # off; half a pixel remains for an even step).
         first = (step - 1) // 2
-        return x[..., first::step, first::step]
+        # ... but never past a side shorter than that (a panorama one pixel high)
+        return x[..., min(first, h - 1) :: step, min(first, w - 1) :: step]
     scale = max_side / max(h, w)
     rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
     if method == "area":

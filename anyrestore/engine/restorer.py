@@ -207,7 +207,7 @@ class Restorer:
             overlap if overlap is not None else int(getattr(model, "tile_overlap_hint", 32))
         )
         self.tile_batch = tile_batch or (1 if self.device.type == "cpu" else 4)
-        self.stats_side = stats_side
+        self.stats_side = stats_side or None  # 0 is the default, as None
         self.stats_method = stats_method
         self.on_tile = on_tile
         self._runs = threading.local()  # last_run, per thread

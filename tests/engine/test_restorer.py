@@ -189,7 +189,7 @@ def test_reference_side_is_the_side_a_tiled_restoration_records_statistics_on() 
 
     model.forward = recording  # type: ignore[method-assign]
     # The model asks for 1024 px; the engine gives it at most 4 tiles a side.
-    for kwargs, expected in [({}, 4 * 96), ({"stats_side": 300}, 300)]:
+    for kwargs, expected in [({}, 4 * 96), ({"stats_side": 0}, 4 * 96), ({"stats_side": 300}, 300)]:
         restorer = Restorer(model, "cpu", "fp32", tile=96, overlap=8, stats_method="area", **kwargs)
         sides.clear()
         restorer.restore_tensor(noisy_photo(0, 400, 448))

@@ -150,6 +150,27 @@ def test_stats_reference_is_bounded(method: str) -> None:
     assert make_reference(small, 128, method) is small  # small images: exact statistics
 
 
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "live"])
+@pytest.mark.parametrize("size", [(1, 3000), (2, 5000), (4000, 1)])
+def test_a_reference_of_a_thin_image_keeps_a_row_and_a_column(
+    method: str, size: tuple[int, int]
+) -> None:
+    ref = make_reference(torch.rand(1, 3, *size), 1024, method)  # type: ignore[arg-type]
+    assert min(ref.shape[-2:]) >= 1 and max(ref.shape[-2:]) <= 1024
+
+
+def test_a_one_pixel_high_panorama_is_restored_in_tiles() -> None:
+    from tinymodels import TINY_ANYIR
+
+    from anyrestore.models import create_model
+
+    torch.manual_seed(0)
+    r = Restorer(create_model("anyir_t", **TINY_ANYIR).eval(), "cpu", "fp32", tile=64)
+    out = r.restore_tensor(torch.rand(3, 1, 800))
+    assert r.last_run is not None and r.last_run.tiles > 1
+    assert out.shape == (3, 1, 800) and torch.isfinite(out).all()
+
+
 def test_tiled_output_stays_in_range_where_tiles_overlap() -> None:
     # Each tile is clamped to [0, 1]; blending two 1.0s and dividing by the summed window
     # rounded to 1.0000001, a value a whole-image pass never returns.
