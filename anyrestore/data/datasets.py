@@ -253,6 +253,7 @@ class RestorationDataset(Dataset):
             pick = torch.multinomial(self.mix_weights, 1, generator=g)
             kind = self.mix_kinds[int(pick)]
         pair = torch.cat(common_size(lq, gt)) if lq is not None else gt
+        upside_down = False
         if self.mode != "test":
             pair = pad_to(pair, self.crop, self.crop)
             h, w = pair.shape[-2:]
@@ -266,7 +267,8 @@ class RestorationDataset(Dataset):
                 flip_h, flip_v = torch.rand(2, generator=g).tolist()
                 if flip_h < 0.5:
                     pair = pair.flip(-1)
-                if flip_v < 0.5:
+                upside_down = flip_v < 0.5
+                if upside_down and lq is not None:  # a real pair turns over with its weather
                     pair = pair.flip(-2)
         if lq is not None:
             lq, gt = pair[:3].contiguous(), pair[3:].contiguous()
@@ -274,6 +276,11 @@ class RestorationDataset(Dataset):
             gt = self._jitter(pair.contiguous(), g)
             gt = self._maybe_mist(self._maybe_darken(gt, kind, g), kind, g)
             gt = self._maybe_pale(gt, kind, g)
+            # Synthetic haze and mist are thickest at the top (the far end of a photo): a crop
+            # turned over before either would put the thick veil on its foreground. Mist turns
+            # over with its scene; a crop to be hazed stays upright, as every hazy photo is.
+            if upside_down and "haze" not in parse_kind(kind):
+                gt = gt.flip(-2)
             if self.degrade_in_loop:
                 lq = gt
             else:

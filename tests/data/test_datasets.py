@@ -213,6 +213,30 @@ def _clean_crop_means(ds, n: int) -> dict[str, list[float]]:
     return out
 
 
+def test_crops_to_be_hazed_are_never_upside_down(tmp_path: Path) -> None:
+    """Synthetic haze is thickest at the top, as the far end of a photo: a crop turned over
+    first would be hazed on its foreground. Other kinds still turn over half the time."""
+    rows = np.linspace(0, 255, 16, dtype=np.uint8)[:, None, None]  # dark top, bright bottom
+    for i in range(2):
+        Image.fromarray(np.broadcast_to(rows, (16, 16, 3)).copy()).save(tmp_path / f"r{i}.png")
+    kinds = {"haze": 1.0, "L+H+S": 1.0, "noise_15": 1.0, "H+R": 1.0}
+    common = {"split": "train", "crop": 16, "val_fraction": 0.0, "kinds": kinds}
+    for on_device in (False, True):
+        ds = build_dataset("synthetic", tmp_path, degrade_in_loop=on_device, **common)
+        torch.manual_seed(0)
+        upside_down: dict[str, list[bool]] = {}
+        for _ in range(160):
+            item = ds[0]
+            gt = item["gt"]
+            upside_down.setdefault(item["kind"], []).append(
+                bool(gt[:, 0].mean() > gt[:, -1].mean())
+            )
+        assert all(len(v) > 20 for v in upside_down.values())
+        for kind in ("haze", "L+H+S", "H+R"):
+            assert not any(upside_down[kind]), kind
+        assert 0.25 < sum(upside_down["noise_15"]) / len(upside_down["noise_15"]) < 0.75
+
+
 def test_dark_scenes_darken_targets_of_other_kinds_but_never_low_light(tmp_path: Path) -> None:
     # flat grey photos: an untouched clean crop has mean exactly 200/255
     for i in range(4):
