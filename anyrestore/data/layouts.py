@@ -339,7 +339,20 @@ def _scenes_of(pairs: Sequence[tuple[Path, Path, str]], gt_dir: Path) -> Group:
 
 
 def synthetic_samples(root: Path) -> list[Sample]:
-    files = list_images(root)
+    """Every photo under ``root`` but those named as degraded ones (the shipped samples'
+    ``sample_degraded.jpg``, what ``bench --save-images`` writes), which would be degraded
+    again and learnt as clean: the rule ``bench --images`` follows."""
+    listed = list_images(root)
+    files = [f for f in listed if "degraded" not in f.name.lower()]
+    if len(files) < len(listed):
+        skipped = sorted(f.relative_to(root).as_posix() for f in set(listed) - set(files))
+        log.warning(
+            "%d images under %s are named as degraded ones (%s); left out: the synthetic "
+            "layout degrades clean photos",
+            len(skipped),
+            root,
+            ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else ""),
+        )
     if not files:
         raise layout_error("synthetic", root, "no images")
     return clean_samples(files, root, [None], _folder_name(root))

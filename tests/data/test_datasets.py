@@ -366,6 +366,18 @@ def test_synthetic_test_split_is_every_image_per_kind_with_fixed_noise(tmp_path:
     assert all(torch.equal(a["lq"], b["lq"]) for a, b in zip(first, third, strict=True))
 
 
+def test_photos_named_as_degraded_ones_are_not_learnt_as_clean(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_photos(tmp_path, 3)
+    write(tmp_path / "sub" / "sample_Degraded.jpg", seed=9)
+    with caplog.at_level("WARNING", logger="anyrestore"):
+        ds = build_dataset("synthetic", tmp_path, split="train", crop=16, val_fraction=0.0)
+    assert len(ds.samples) == 3 and not any("egraded" in s.name for s in ds.samples)
+    assert "1 images under" in caplog.text and "sub/sample_Degraded.jpg" in caplog.text
+    assert len(list(iter_test_pairs("synthetic", tmp_path, kinds=["blur"]))) == 3
+
+
 def test_corrupt_training_image_is_skipped_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
