@@ -16,7 +16,8 @@ import itertools
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def pillow_writes_avif() -> bool:
 def unreadable_photos() -> dict[str, str]:
     """``UNREADABLE_PHOTOS``, and AVIF where this Pillow cannot read it."""
     return UNREADABLE_PHOTOS if pillow_reads_avif() else {**UNREADABLE_PHOTOS, ".avif": "AVIF"}
+
+
+def unreadable_summary(paths: Sequence[Path]) -> str:
+    """``paths`` that ``list_images`` passed over, counted by format: "3 files in formats
+    anyrestore cannot read (2 HEIC, 1 AVIF)"."""
+    names = unreadable_photos()
+    kinds = Counter(names.get(p.suffix.lower(), p.suffix) for p in paths)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    files = "file" if len(paths) == 1 else "files"
+    return f"{len(paths)} {files} in formats anyrestore cannot read ({counts})"
 
 
 #: What ``file_key`` gives: (device, inode), or a real path.

@@ -83,8 +83,10 @@ def run_quality(
     """
     data_kind = {t.kind: t.data_kind for t in tasks}  # what restorers told the kind are told
     scores: dict[tuple[str, str], _Scores] = {}
+    saver = None
     if save_dir is not None:  # an unwritable folder fails before any model runs
         AtomicFile(Path(save_dir) / "probe").discard()
+        saver = _Saver(Path(save_dir), suite)
     for pair in pairs:
         if pair.kind not in data_kind:
             raise DataError(
@@ -103,9 +105,9 @@ def run_quality(
             )
         if on_pair is not None:
             on_pair(pair)
-        if save_dir is not None:
-            _save(save_dir, suite, pair, "degraded", pair.degraded)
-            _save(save_dir, suite, pair, "clean", pair.clean)
+        if saver is not None:
+            saver.save(pair, "degraded", pair.degraded)
+            saver.save(pair, "clean", pair.clean)
         # The input's own score goes in every per-image record: it tells whether two runs
         # compared later (anyrestore.bench.compare) degraded each photo the same way.
         inputs = _psnr(pair.degraded, pair.clean, y_channel=y_channel)
@@ -122,8 +124,8 @@ def run_quality(
             entry.names.append(pair.name)
             entry.psnr.append(p)
             entry.ssim.append(s)
-            if save_dir is not None and cand.label != IDENTITY:  # identity: the degraded
-                _save(save_dir, suite, pair, cand.label, restored)
+            if saver is not None and cand.label != IDENTITY:  # identity: the degraded
+                saver.save(pair, cand.label, restored)
     if not scores:
         raise DataError(f"no test images found for suite {suite!r}")
     return _records(
@@ -186,7 +188,7 @@ def _mean(values: list[float]) -> float:
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+=#-]+", "_", text).strip("._") or "x"
+    return re.sub(r"[^\w.+=#-]+", "_", text).strip("._") or "x"
 
 
 def save_png(image: Tensor, path: Path) -> None:
@@ -199,6 +201,25 @@ def save_png(image: Tensor, path: Path) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _save(root: str | os.PathLike[str], suite: str, pair: Pair, what: str, image: Tensor) -> None:
-    folder = Path(root) / suite / _safe_name(pair.kind)
-    save_png(image.float(), folder / f"{_safe_name(pair.name)}_{_safe_name(what)}.png")
+class _Saver:
+    """``--save-images``: ``<root>/<suite>/<kind>/<image>_<what>.png``, one file name per
+    photo: two names that clean up alike ("a b", "a_b") get ``#2``, as model labels do."""
+
+    def __init__(self, root: Path, suite: str) -> None:
+        self.root, self.suite = root, suite
+        self.stems: dict[tuple[str, str], str] = {}  # (kind, photo) -> its file stem
+
+    def _stem(self, pair: Pair) -> str:
+        key = (pair.kind, pair.name)
+        if key not in self.stems:
+            taken = {s for (kind, _), s in self.stems.items() if kind == pair.kind}
+            base = stem = _safe_name(pair.name)
+            n = 2
+            while stem in taken:
+                stem, n = f"{base}#{n}", n + 1
+            self.stems[key] = stem
+        return self.stems[key]
+
+    def save(self, pair: Pair, what: str, image: Tensor) -> None:
+        folder = self.root / self.suite / _safe_name(pair.kind)
+        save_png(image.float(), folder / f"{self._stem(pair)}_{_safe_name(what)}.png")

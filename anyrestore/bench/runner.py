@@ -18,7 +18,12 @@ from anyrestore.bench.candidates import (
 from anyrestore.bench.quality import Pair, run_quality
 from anyrestore.bench.speed import DEFAULT_SIZES, parse_sizes, run_speed
 from anyrestore.bench.suites import ALL_SUITES, PAPER_SUITES, select_tasks
-from anyrestore.bench.synthetic import DEFAULT_MAX_SIDE, find_photos, synthetic_pairs
+from anyrestore.bench.synthetic import (
+    DEFAULT_MAX_SIDE,
+    check_photo_sizes,
+    find_photos,
+    synthetic_pairs,
+)
 from anyrestore.errors import UsageError
 from anyrestore.metrics import SSIM_WINDOW
 
@@ -116,6 +121,7 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
         photos = find_photos(config.images)  # fail on a bad folder before loading any model
         if config.limit is not None:
             photos = photos[: config.limit]
+        check_photo_sizes(photos, config.max_side)
         kinds = [t.kind for t in tasks]
         pairs = synthetic_pairs(kinds, photos, max_side=config.max_side)
         total = len(photos) * len(kinds)

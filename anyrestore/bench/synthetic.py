@@ -15,9 +15,10 @@ from pathlib import Path
 from torch import Tensor
 
 from anyrestore.bench.quality import Pair
-from anyrestore.data.imagefiles import load_image
+from anyrestore.data.imagefiles import image_size, load_image, scaled_size
 from anyrestore.errors import DataError, InputError, first_line
-from anyrestore.files import list_images
+from anyrestore.files import list_images, unreadable_summary
+from anyrestore.metrics import SSIM_WINDOW
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 #: The clean photos shipped there (sources and licences in SOURCES.md).
@@ -33,10 +34,18 @@ def find_photos(folder: str | os.PathLike[str] | None = None) -> list[Path]:
         raise DataError(
             f"photo folder not found: {where}; expected a folder of .png/.jpg (or other image) files"
         )
+    passed_over: list[Path] = []
     try:
-        listed = list_images(root, recursive=False)
+        listed = list_images(root, recursive=False, passed_over=passed_over)
     except OSError as exc:
         raise DataError(f"cannot read {where}: {exc.strerror or exc}") from None
+    if passed_over and folder is not None:  # a score of the rest looks like one of all
+        raise InputError(
+            f"{where} holds {unreadable_summary(passed_over)}: "
+            f"{', '.join(sorted(p.name for p in passed_over)[:3])}"
+            f"{', ...' if len(passed_over) > 3 else ''}; the bench scores every photo: convert "
+            "them to PNG or JPEG, or move them out"
+        )
     if folder is None:  # the four shipped photos: not what a fix next to them left there
         photos = [p for p in listed if p.name in SAMPLE_PHOTOS]
     else:
@@ -47,6 +56,20 @@ def find_photos(folder: str | os.PathLike[str] | None = None) -> list[Path]:
             "'degraded' are skipped)"
         )
     return photos
+
+
+def check_photo_sizes(photos: Sequence[Path], max_side: int | None) -> None:
+    """Every photo large enough to score at the size it will be scored at, from the headers:
+    a thumbnail found after an hour of scoring would end the run with no table."""
+    for path in photos:
+        h, w = image_size(path)
+        sw, sh = scaled_size(w, h, max_side)
+        if min(sw, sh) < SSIM_WINDOW:
+            scaled = f" at --max-side {max_side} ({w}x{h} as stored)" if (sw, sh) != (w, h) else ""
+            raise InputError(
+                f"{path}: {sw}x{sh}{scaled} is too small to score (SSIM needs {SSIM_WINDOW} px "
+                "a side)"
+            )
 
 
 def load_photo(path: Path, max_side: int | None = DEFAULT_MAX_SIDE) -> Tensor:

@@ -12,7 +12,6 @@ import os
 import secrets
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,15 +489,11 @@ def _s(count: int) -> str:
 
 def _passed_over(paths: list[Path]) -> str:
     """Name the photos a folder holds in formats anyrestore cannot read (HEIC, camera RAW)."""
-    from anyrestore.files import unreadable_photos
+    from anyrestore.files import unreadable_summary
 
-    names = unreadable_photos()
-    kinds = Counter(names[p.suffix.lower()] for p in paths)
-    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
-    files = "file" if len(paths) == 1 else "files"
     return (
-        f"passed over {len(paths)} {files} in formats anyrestore cannot read ({counts}); "
-        "convert them to TIFF, PNG or JPEG to restore them"
+        f"passed over {unreadable_summary(paths)}; convert them to TIFF, PNG or JPEG to "
+        "restore them"
     )
 
 

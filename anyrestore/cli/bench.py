@@ -20,7 +20,25 @@ _SUITE_TITLES = {
 }
 
 
+#: Options one suite reads and the others would ignore: refused there instead.
+SUITE_OF_OPTION = {
+    "max_side": ("--max-side", "synthetic"),
+    "sizes": ("--sizes", "speed"),
+    "repeats": ("--repeats", "speed"),
+    "warmup": ("--warmup", "speed"),
+}
+
+
+def _refuse_ignored_options(ctx: typer.Context, suite: str) -> None:
+    """An option of another suite, typed, would change nothing without a word."""
+    for param, (option, owner) in SUITE_OF_OPTION.items():
+        source = ctx.get_parameter_source(param)
+        if owner != suite and getattr(source, "name", "") == "COMMANDLINE":
+            raise UsageError(f"{option} is for --suite {owner}, not {suite}")
+
+
 def bench_command(
+    ctx: typer.Context,
     suite: Annotated[
         str,
         typer.Option(metavar="SUITE", help="cdd11, three, five (test sets), synthetic, or speed."),
@@ -150,6 +168,7 @@ def bench_command(
     from anyrestore.bench.runner import BenchConfig, run_bench
     from anyrestore.compute import reuse_freed_memory, set_threads
 
+    _refuse_ignored_options(ctx, suite)
     set_threads(threads)
     reuse_freed_memory()
     overlap = deprecated_alias("--overlap", "--tile-overlap", overlap, tile_overlap)  # type: ignore[assignment]

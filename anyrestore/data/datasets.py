@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from anyrestore.data.degradations import SINGLE_KINDS, add_mist, degrade, parse_kind
-from anyrestore.data.imagefiles import load_image
+from anyrestore.data.imagefiles import image_size, load_image
 from anyrestore.data.layouts import (
     EXPANSION_RATIOS,
     FIVE_KINDS,
@@ -89,19 +89,6 @@ def sizes_agree(a: Tensor | tuple[int, int], b: Tensor | tuple[int, int]) -> boo
     a_hw = a.shape[-2:] if isinstance(a, Tensor) else a
     b_hw = b.shape[-2:] if isinstance(b, Tensor) else b
     return all(abs(m - n) <= max(8, max(m, n) // 10) for m, n in zip(a_hw, b_hw, strict=True))
-
-
-def _test_image_size(path: Path) -> tuple[int, int]:
-    """(h, w) as ``load_image`` will give it (EXIF orientation applied), from the header."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
-    except Exception as err:  # Pillow raises many types for damaged files
-        raise InputError(f"cannot read test image {path}: {err}") from err
-    return (w, h) if turned else (h, w)
 
 
 def common_size(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -187,7 +174,7 @@ class RestorationDataset(Dataset):
         for sample in self.samples:
             if sample.lq is None:
                 continue
-            lq, gt = (_test_image_size(p) for p in (sample.lq, sample.gt))
+            lq, gt = (image_size(p) for p in (sample.lq, sample.gt))
             if not sizes_agree(lq, gt):
                 sizes = f"{lq[1]}x{lq[0]} against {gt[1]}x{gt[0]}"
                 raise DataError(

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from anyrestore.errors import DataError
+from anyrestore.errors import DataError, InputError, first_line
 from anyrestore.files import IMAGE_EXTENSIONS, is_image_file
 from anyrestore.files import list_images as _list_images
 
@@ -50,6 +50,26 @@ def list_images(folder: Path, *, recursive: bool = True) -> list[Path]:
     return found
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(h, w) as ``load_image`` gives it without ``max_side`` (EXIF orientation applied),
+    from the header alone; an unreadable file is an InputError."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception as err:  # Pillow raises many types for damaged files
+        raise InputError(f"cannot read image {path}: {first_line(err)}") from None
+    return (w, h) if turned else (h, w)
+
+
+def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) after ``load_image``'s downscale to ``max_side`` (None or 0: none)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:
     """(3, h, w) float32 in [0, 1]; raises OSError/ValueError for unreadable files.
 
@@ -57,10 +77,8 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> Tensor:
     """
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
-        size = None
-        if max_side and max(img.size) > max_side:
-            scale = max_side / max(img.size)
-            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        size = scaled_size(img.width, img.height, max_side)
+        size = None if size == img.size else size
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # grey: resized as floats
             values = np.asarray(img, dtype=np.float32)
             if img.mode == "F":  # floats in [0, 1], as the engine reads them

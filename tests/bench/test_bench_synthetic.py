@@ -37,6 +37,16 @@ def test_find_photos_skips_degraded_and_non_images(photos: Path) -> None:
     assert [p.name for p in find_photos(photos)] == ["a.png", "b.jpg"]
 
 
+def test_photos_in_formats_it_cannot_read_stop_the_bench(photos: Path) -> None:
+    """A score over the readable photos alone would read as one over the whole folder."""
+    (photos / "c.heic").write_bytes(b"not decoded")
+    (photos / "d.CR2").write_bytes(b"not decoded")
+    with pytest.raises(
+        InputError, match=r"2 files in formats .*\(1 HEIC, 1 camera RAW\): c.heic, d.CR2"
+    ):
+        find_photos(photos)
+
+
 def test_the_shipped_samples_are_the_four_photos_whatever_lies_beside_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,7 +96,8 @@ def test_every_kind_is_applied_with_a_fixed_seed(photos: Path) -> None:
 
 def test_photos_sharing_a_stem_keep_separate_per_image_records(tmp_path: Path) -> None:
     rng = torch.Generator().manual_seed(0)
-    for name in ("x.png", "x.jpg", "y.png"):
+    names = ("x.png", "x.jpg", "y.png", "猫.png", "犬.png", "a b.png", "a_b.png")
+    for name in names:
         array = (torch.rand(24, 32, 3, generator=rng) * 255).to(torch.uint8).numpy()
         Image.fromarray(array).save(tmp_path / name)
     files = find_photos(tmp_path)
@@ -100,8 +111,12 @@ def test_photos_sharing_a_stem_keep_separate_per_image_records(tmp_path: Path) -
         save_dir=tmp_path / "saved",
     )
     images = sorted(r["image"] for r in records if r.get("image"))
-    assert images == ["x.jpg", "x.png", "y"]  # a unique stem stays short
-    assert len(list((tmp_path / "saved").rglob("*_degraded.png"))) == 3
+    assert images == sorted(
+        ["x.jpg", "x.png", "y", "猫", "犬", "a b", "a_b"]
+    )  # unique stems stay short
+    # One file per photo, even where two names clean up alike ("a b", "a_b")
+    saved = sorted(p.name for p in (tmp_path / "saved").rglob("*_degraded.png"))
+    assert len(saved) == 7 and "猫_degraded.png" in saved
 
 
 def test_a_model_named_clean_does_not_overwrite_the_saved_reference(

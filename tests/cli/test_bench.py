@@ -214,13 +214,35 @@ def test_usage_errors(tmp_path: Path) -> None:
     code, _, err = run("--images", str(photos), "--baseline", "identity", "--kinds", "H",
                        "--save-images", str(photos / "a.png" / "sub"))  # fmt: skip
     assert code == 2 and "cannot write" in err
+    # Another suite's option is refused, not ignored (the test sets keep their own sizes)
+    for args, said in [
+        (
+            ("--suite", "five", "--data-root", str(tmp_path), "--max-side", "256"),
+            "synthetic, not five",
+        ),
+        (("--suite", "speed", "--model", "anyir_t", "--max-side", "256"), "synthetic, not speed"),
+        (("--baseline", "identity", "--repeats", "3"), "--repeats is for --suite speed"),
+        (("--baseline", "identity", "--sizes", "64"), "--sizes is for --suite speed"),
+        (("--baseline", "identity", "--warmup", "0"), "--warmup is for --suite speed"),
+    ]:
+        code, _, err = run(*args)
+        assert code == 2 and said in err, (args, err)
 
 
 def test_a_photo_too_small_to_score_is_an_input_error(tmp_path: Path) -> None:
+    _write(tmp_path / "a.png", _clean(1, 32, 48))
     _write(tmp_path / "tiny.png", _clean(1, 8, 8))
     code, out, err = run("--images", str(tmp_path), "--baseline", "identity", "--json")
     assert code == 3 and out == ""
-    assert "tiny: 8x8 is too small to score (SSIM needs 11 px a side)" in err
+    assert "tiny.png: 8x8 is too small to score (SSIM needs 11 px a side)" in err
+    # Found from the headers before any model loads (these weights do not exist: exit 4)
+    missing = str(tmp_path / "missing.safetensors")
+    code, _, err = run("--images", str(tmp_path), "--weights", missing)
+    assert code == 3 and "tiny.png: 8x8" in err
+    # A photo shrunk below the window by --max-side says so
+    (tmp_path / "tiny.png").unlink()
+    code, _, err = run("--images", str(tmp_path), "--baseline", "identity", "--max-side", "12")
+    assert code == 3 and "a.png: 12x8 at --max-side 12 (48x32 as stored) is too small" in err
 
 
 def _photos(folder: Path) -> Path:
