@@ -208,6 +208,7 @@ class Restorer:
         )
         self.tile_batch = tile_batch or (1 if self.device.type == "cpu" else 4)
         self.stats_side = stats_side or None  # 0 is the default, as None
+        self._fp32_tiles = False  # tiles of an image whose statistics needed fp32
         self.stats_method = stats_method
         self.on_tile = on_tile
         self._runs = threading.local()  # last_run, per thread
@@ -383,6 +384,8 @@ class Restorer:
         """The model's pass and the precision it ran at: on OpenVINO for tiles, asked-for
         OpenVINO, or a size seen before; eager otherwise."""
         openvino = self._openvino
+        if self._fp32_tiles:  # inside frozen_global_stats' fp32 block (autocast is off)
+            return self.model(x), "fp32"
         if openvino is None:
             return self.model(x), self._eager.precision
         size = tuple(x.shape)
@@ -410,8 +413,10 @@ class Restorer:
     @contextmanager
     def _forward_context(self) -> Iterator[None]:
         """Autocast at the eager path's precision and its 1x1 kernel, around a forward pass
-        (OpenVINO's graphs are converted without either)."""
-        with self._eager.autocast(), pointwise_kernel(self._eager.pointwise):
+        (OpenVINO's graphs are converted without either); no autocast while the tiles of an
+        image whose statistics overflowed run in fp32."""
+        cast = self._eager.autocast() if not self._fp32_tiles else nullcontext()
+        with cast, pointwise_kernel(self._eager.pointwise):
             yield
 
     def _forward(self, x: torch.Tensor, tile: bool = False) -> torch.Tensor:
@@ -456,9 +461,13 @@ class Restorer:
             scale = reference_scale((h, w), side, self.stats_method)
             forward = self._placed_forward(grid, scale)
         with self._forward_context(), frozen as in_fp32:
-            if in_fp32:
+            if in_fp32:  # statistics recorded again in fp32: so is every tile then
                 self._note_fp32_recompute(self.path.precision)
-            out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
+            self._fp32_tiles = in_fp32
+            try:
+                out = run_tiled(x, forward, tile, overlap, tile_batch, self.on_tile, m)
+            finally:
+                self._fp32_tiles = False
         self.last_run = RunInfo(
             len(grid), tile, overlap, replay, self._runs.runtime, self._runs.recomputed
         )

@@ -385,6 +385,26 @@ def test_tiles_redone_in_fp32_replay_statistics_fit_for_fp32(model: type) -> Non
     assert r.last_run is not None and r.last_run.tiles > 1 and r.last_run.recomputed_fp32
 
 
+def test_once_the_statistics_overflow_every_tile_of_the_image_runs_in_fp32() -> None:
+    # The docs' promise: a tile run at bf16 beside fp32 statistics would be computed twice
+    # wherever it overflows, and reported as fp32 where it did not.
+    class Watched(_StatOverflows):
+        def __init__(self) -> None:
+            super().__init__()
+            self.autocast: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.autocast.append(torch.is_autocast_enabled("cpu"))
+            return super().forward(x)
+
+    model = Watched()
+    r = Restorer(model, "cpu", "bf16", tile=32, stats_side=32)
+    r.restore_tensor(torch.rand(3, 64, 64))
+    assert r.last_run is not None and r.last_run.tiles == len(model.autocast) - 2
+    assert model.autocast[:2] == [True, False]  # the recording pass, then again in fp32
+    assert not any(model.autocast[2:])  # every tile
+
+
 def test_bf16_is_measured_against_the_fp32_the_restorer_would_run(
     bf16_probe_kernels: list[object],
 ) -> None:
