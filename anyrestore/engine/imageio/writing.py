@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 
 from anyrestore.engine.imageio.formats import (
     AVIF_QUALITY,
@@ -82,7 +82,9 @@ def encode_image(image: ImageData, fmt: str, *, quality: int | None = None) -> b
         or (pixels.shape[-1] == 2 and fmt == "AVIF")
         or (pixels.shape[-1] == 2 and (fmt == "BMP" or (fmt == "TIFF" and depth == 16)))
     ):
-        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
+        pixels = np.concatenate(
+            [_gray_as_rgb(pixels[..., 0], image.icc_profile), pixels[..., 1:]], -1
+        )
     icc = image.icc_profile if icc_fits(image.icc_profile, pixels.shape[-1]) else None
     if fmt == "TIFF":  # our own encoder: Pillow's (libtiff) cannot write the EXIF IFDs
         exif_tags = tiff_exif(image.exif)
@@ -218,6 +220,26 @@ def _encode_png16(
     out.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
+
+
+def _gray_as_rgb(gray: np.ndarray, icc: bytes | None) -> np.ndarray:
+    """(h, w) gray values as (h, w, 3) RGB for a format without gray modes: through the
+    image's Gray profile into sRGB where it has one (an RGB file cannot carry a Gray profile,
+    and its values read as sRGB would shift the tones), else copied to the three channels."""
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    if not icc_fits(icc, 1):
+        return rgb
+    if gray.dtype != np.uint8:  # littleCMS through Pillow converts 8-bit gray only
+        log.warning("the Gray colour profile cannot go into a 16-bit RGB file; the output drops it")
+        return rgb
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))  # type: ignore[arg-type]
+        srgb = ImageCms.createProfile("sRGB")
+        out = ImageCms.profileToProfile(Image.fromarray(gray, "L"), source, srgb, outputMode="RGB")
+    except Exception:  # a broken profile
+        log.warning("could not apply the Gray colour profile; the output drops it")
+        return rgb
+    return np.asarray(out)
 
 
 def _encode_tiff(

@@ -59,6 +59,34 @@ def srgb_icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
+def gray_icc(gamma: float) -> bytes:
+    """A minimal ICC v2 Gray display profile whose tone curve is ``x ** gamma``."""
+
+    def pad(b: bytes) -> bytes:
+        return b + b"\0" * (-len(b) % 4)
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    text = b"gray test profile\0"
+    tags = [
+        (b"desc", pad(b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(12 + 67))),
+        (b"wtpt", b"XYZ \0\0\0\0" + s15(0.9642) + s15(1.0) + s15(0.8249)),
+        (b"kTRC", pad(b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)))),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, body in tags:
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size) + bytes(4) + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ " + bytes(12)
+        + b"acsp" + bytes(24) + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    )  # fmt: skip
+    return header + bytes(128 - len(header)) + table + data
+
+
 def png16_reference(pixels: np.ndarray) -> bytes:
     """A 16-bit PNG of ``pixels`` (filter 0), written here, not by the encoders under test."""
     h, w, c = pixels.shape

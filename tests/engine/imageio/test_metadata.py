@@ -15,6 +15,7 @@ from imagekit import (
     H,
     W,
     as_uint,
+    gray_icc,
     identity_restore,
     pil_bytes,
     srgb_icc,
@@ -473,6 +474,22 @@ def test_icc_profile_is_carried_to_the_output(fmt: str) -> None:
     assert img.icc_profile == icc
     out = Image.open(io.BytesIO(encode_image(identity_restore(img), fmt)))
     assert out.info.get("icc_profile") == icc
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_a_gray_photo_with_its_own_profile_keeps_its_tones_in_any_format(fmt: str) -> None:
+    """WebP has no gray mode: the gray values go through their profile into sRGB (an RGB
+    file cannot carry a Gray profile); PNG keeps the gray values and the profile."""
+    linear = gray_icc(1.0)
+    im = Image.fromarray(np.full((H, W), 128, dtype=np.uint8), "L")
+    img = read_image(pil_bytes(im, "PNG", icc_profile=linear))
+    out = Image.open(io.BytesIO(encode_image(identity_restore(img), fmt, quality=100)))
+    if fmt == "PNG":
+        assert out.mode == "L" and out.info.get("icc_profile") == linear
+        assert abs(int(np.asarray(out).mean()) - 128) <= 1
+    else:  # linear 0.5 is sRGB 0.735
+        assert out.mode == "RGB" and "icc_profile" not in out.info
+        assert abs(float(np.asarray(out).mean()) - 188) <= 2
 
 
 def test_exif_without_orientation_never_raises() -> None:
