@@ -113,8 +113,13 @@ class Distiller(nn.Module):
             self._take_the_rest_from_teacher()
 
     def _keep(self, side: str, name: str) -> Any:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
-            self._seen[(side, name)] = (inputs[0] if inputs else None, output)
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if not isinstance(output, Tensor):  # ClusIR's experts.N: (features, routing)
+                raise ConfigError(
+                    f"distill.blocks: {name} returns a {type(output).__name__}, not one feature "
+                    "map; name blocks inside it, or around it"
+                )
+            self._seen[(side, name)] = (inputs, output)
 
         return hook
 
@@ -180,10 +185,11 @@ class Distiller(nn.Module):
                 parts["teacher_output"] = relative_l1(pred, wanted, lq)
         errors = []
         for name, block in zip(self.blocks, self._student_blocks, strict=True):
-            t_in, t_out = self._seen[("teacher", name)]
-            # forced: the block run on the teacher's input; else its output on the student's path
-            got = block(t_in) if cfg.teacher_forcing else self._seen[("student", name)][1]
-            errors.append(relative_l1(got, t_out, t_in))
+            t_ins, t_out = self._seen[("teacher", name)]
+            # forced: the block run on the teacher's inputs (ClusIR's DAFMM and semantic prompts
+            # take two); else its output on the student's path
+            got = block(*t_ins) if cfg.teacher_forcing else self._seen[("student", name)][1]
+            errors.append(relative_l1(got, t_out, t_ins[0]))
         if errors:
             parts["teacher_blocks"] = torch.stack(errors).mean()
         weights = {"teacher_output": cfg.output_weight, "teacher_blocks": cfg.block_weight}

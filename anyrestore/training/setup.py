@@ -251,9 +251,15 @@ def pick_precision(
 
 
 def find_unused(config: Config, model: torch.nn.Module) -> bool:
-    # ClusIR routes each sample to its top-k experts, so some experts get no gradient in a step.
+    """Whether DDP must look for parameters without a gradient (``auto``): ClusIR routes each
+    sample to its top-k experts, and a distillation that learns only matched blocks leaves
+    the layers after the last one untouched (teacher forcing freezes those instead)."""
     value = config.train.find_unused_parameters
-    return model.arch == "clusir" if value == "auto" else bool(value)
+    if value != "auto":
+        return bool(value)
+    k = config.distill
+    blocks_only = bool(k.teacher) and not (k.output_weight or k.target_weight or k.teacher_forcing)
+    return model.arch == "clusir" or blocks_only
 
 
 def device_name(device: torch.device) -> str:

@@ -73,6 +73,24 @@ def test_a_student_equal_to_its_teacher_has_nothing_to_learn(teacher: Path, forc
     assert set(parts) == ({"teacher_blocks"} if forcing else {"teacher_blocks", "teacher_output"})
 
 
+def test_clusir_blocks_with_two_inputs_are_forced_and_a_tuple_output_is_refused(
+    tmp_path: Path,
+) -> None:
+    from tinymodels import TINY_CLUSIR
+
+    torch.manual_seed(5)
+    path = save_checkpoint(create_model("clusir_t", **TINY_CLUSIR), tmp_path / "c.safetensors")
+    # DAFMM and the semantic prompts take (features, prompt): both are passed on
+    blocks = ["dafmm.*", "semantic_prompts.*"]
+    cfg = DistillConfig(teacher=str(path), blocks=blocks, teacher_forcing=True, output_weight=0.0)
+    _, _, loss, parts, _ = Distiller(load_checkpoint(path).train(), cfg).train()(_batch())
+    assert set(parts) == {"teacher_blocks"} and loss.item() < 1e-5
+    # experts.N returns (features, routing): no one map to compare
+    cfg = DistillConfig(teacher=str(path), blocks=["experts.0"])
+    with pytest.raises(ConfigError, match="experts.0 returns a tuple, not one feature map"):
+        Distiller(load_checkpoint(path).train(), cfg).train()(_batch())
+
+
 def test_the_teacher_can_be_named_like_shipped_weights(
     teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

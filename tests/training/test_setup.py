@@ -125,3 +125,22 @@ def test_training_measures_bf16_against_the_fp32_it_would_run(
     model = create_model("anyir_t", dim=8, blocks=(1, 1, 1, 1), refinement_blocks=1)
     assert pick_precision(config, torch.device("cpu"), model)[0] == "fp32"
     assert bf16_probe_kernels == [pointwise_kernel]
+
+
+def test_ddp_looks_for_unused_parameters_where_some_get_no_gradient() -> None:
+    from tinymodels import TINY_ANYIR, TINY_CLUSIR
+
+    from anyrestore.models import create_model
+    from anyrestore.training.setup import find_unused
+
+    anyir, clusir = create_model("anyir_t", **TINY_ANYIR), create_model("clusir_t", **TINY_CLUSIR)
+    plain = load_config(None, ["model=anyir_t"])
+    assert not find_unused(plain, anyir) and find_unused(plain, clusir)  # experts by routing
+    blocks = ['distill.teacher="t.safetensors"', 'distill.blocks=["latent.*"]']
+    only_blocks = load_config(None, ["model=anyir_t", *blocks, "distill.output_weight=0"])
+    assert find_unused(only_blocks, anyir)  # layers after the last block learn nothing
+    assert not find_unused(load_config(None, ["model=anyir_t", *blocks]), anyir)
+    forced = [*blocks, "distill.teacher_forcing=true", "distill.output_weight=0"]
+    assert not find_unused(
+        load_config(None, ["model=anyir_t", *forced, "distill.target_weight=0"]), anyir
+    )
