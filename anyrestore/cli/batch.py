@@ -221,7 +221,12 @@ def batch_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Restore every image in a folder; failures are reported, the rest still run (exit 1 if any failed)."""
-    from anyrestore.engine.imageio import EXTENSIONS, LOSSY_FORMATS, parse_format
+    from anyrestore.engine.imageio import (
+        EXTENSIONS,
+        FORMAT_EXTENSION,
+        LOSSY_FORMATS,
+        parse_format,
+    )
     from anyrestore.files import AtomicFile, list_images, missing_folders, remove_empty
 
     setup_logging(quiet)
@@ -230,9 +235,8 @@ def batch_command(
         raise UsageError(f"--max-pixels must be positive, got {max_pixels}")
     fmt = deprecated_alias("--ext", "--format", ext, fmt)  # type: ignore[assignment]
     out_ext = None
-    if fmt is not None:
-        parse_format(fmt)
-        out_ext = "." + fmt.strip().lstrip(".").lower()
+    if fmt is not None:  # the extension `fix` gives that format: -f jpeg writes .jpg
+        out_ext = FORMAT_EXTENSION[parse_format(fmt)]
     if "/" in suffix or os.sep in suffix:
         raise UsageError("--suffix cannot contain a path separator")
     rank, world = _shard()

@@ -371,6 +371,22 @@ def test_an_image_a_format_cannot_hold_fails_alone_before_restoring(
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.webp"]
 
 
+@pytest.mark.parametrize(("fmt", "ext"), [("jpeg", ".jpg"), ("TIFF", ".tif"), (".jpg", ".jpg")])
+def test_a_format_gets_the_extension_fix_gives_it(
+    tmp_path: Path, tiny_checkpoint: Path, fmt: str, ext: str
+) -> None:
+    """--skip-existing and scripts find what either command wrote."""
+    photo(tmp_path / "in" / "a.png")
+    assert (
+        batch(tmp_path / "in", "-o", tmp_path / "o", "-f", fmt, "-w", tiny_checkpoint).exit_code
+        == 0
+    )
+    assert [p.name for p in (tmp_path / "o").iterdir()] == [f"a{ext}"]
+    args = ["fix", tmp_path / "in" / "a.png", "-o", f"{tmp_path / 'f'}/", "-f", fmt, "-w"]
+    one = runner.invoke(app, [*map(str, args), str(tiny_checkpoint)])
+    assert one.exit_code == 0 and [p.name for p in (tmp_path / "f").iterdir()] == [f"a{ext}"]
+
+
 def test_a_clash_only_renaming_resolves_is_not_told_to_change_the_format(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
