@@ -159,9 +159,10 @@ def list_images(
             candidates = root.rglob(pattern)
             _find_unreadable(root, errors, None)
         else:  # rglob's matches (the pattern against the path's tail), through links too
-            candidates = (p for p in _walk(root, errors) if p.relative_to(root).match(pattern))
+            walked = _walk(root, errors, exclude)
+            candidates = (p for p in walked if p.relative_to(root).match(pattern))
     else:
-        candidates = _walk(root, errors) if recursive else root.iterdir()
+        candidates = _walk(root, errors, exclude) if recursive else root.iterdir()
     found = []
     cannot_read = unreadable_photos()
     for path in candidates:
@@ -187,11 +188,13 @@ def list_images(
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _walk(root: Path, errors: list[OSError]) -> Iterator[Path]:
+def _walk(root: Path, errors: list[OSError], exclude: Path | None = None) -> Iterator[Path]:
     """Every entry below ``root``, through linked folders too; a folder reached twice (a link
-    loop, or two links to one place) is read once. Folders that cannot be read go to
-    ``errors``."""
+    loop, or two links to one place) is read once, and the folder ``exclude`` names is not
+    entered however it is reached (a link, another case of its name on a case-insensitive
+    disk). Folders that cannot be read go to ``errors``."""
     seen: set[str] = set()
+    skip = file_key(exclude) if exclude is not None else None
     for folder, dirs, files in os.walk(root, followlinks=True, onerror=errors.append):
         real = os.path.realpath(folder)
         if real in seen:
@@ -199,6 +202,8 @@ def _walk(root: Path, errors: list[OSError]) -> Iterator[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if skip is not None:
+            dirs[:] = [d for d in dirs if file_key(os.path.join(folder, d)) != skip]
         base = Path(folder)
         yield from (base / name for name in files)  # a link to nothing is among the files
 

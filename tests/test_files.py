@@ -158,6 +158,20 @@ def test_list_images_follows_linked_folders_once(tmp_path: Path) -> None:
     assert found == ["a.png", "more/b.png"]
 
 
+@pytest.mark.parametrize("pattern", [None, "*.png"])
+def test_the_excluded_folder_is_left_out_under_another_spelling_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str | None
+) -> None:
+    """On a case-insensitive disk ``-o photos/RESTORED`` is ``photos/restored``: paths differ,
+    the folder is one (file_key made case-blind here, as such a disk's inodes are)."""
+    (tmp_path / "restored").mkdir()
+    for name in ("a.png", "restored/a.png"):
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(files, "file_key", lambda p: os.path.realpath(p).lower())
+    found = list_images(tmp_path, pattern=pattern, exclude=tmp_path / "RESTORED")
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.png"]
+
+
 @pytest.mark.parametrize("pattern", ["*.png", "more/*.png", "*"])
 def test_list_images_with_a_pattern_finds_what_rglob_finds_and_follows_links(
     tmp_path: Path, pattern: str

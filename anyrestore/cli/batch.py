@@ -243,7 +243,7 @@ def batch_command(
     if json_output:
         stdout()  # each file's record goes there: a closed stdout stops the run before any work
 
-    exclude = out_root if out_root.is_relative_to(root) else None
+    exclude = out_root  # also where a link in DIR leads to it: outputs are never read back
     unreadable: list[OSError] = []
     passed_over: list[Path] = []
     try:

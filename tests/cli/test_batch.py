@@ -161,6 +161,24 @@ def test_output_folder_inside_the_input_is_not_read_back(
         assert [Path(r["input"]).name for r in records(result.stdout)] == ["a.png"]
 
 
+@pytest.mark.parametrize("glob", [[], ["--glob", "*.png"]], ids=["photos", "glob"])
+def test_an_output_folder_reached_through_a_link_in_the_input_is_not_read_back(
+    tmp_path: Path, tiny_checkpoint: Path, glob: list[str]
+) -> None:
+    """``photos/restored`` a link to a folder on another disk: reruns must not restore the
+    earlier outputs again one level deeper."""
+    src, elsewhere = tmp_path / "in", tmp_path / "disk" / "restored"
+    photo(src / "a.png")
+    elsewhere.mkdir(parents=True)
+    (src / "restored").symlink_to(elsewhere, target_is_directory=True)
+    for _ in range(2):
+        args = [src, "-o", src / "restored", "-w", tiny_checkpoint, "-r", "--json", *glob]
+        result = batch(*args, "--skip-existing")
+        assert result.exit_code == 0, result.output
+        assert [Path(r["input"]).name for r in records(result.stdout)] == ["a.png"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["a.png"]
+
+
 def test_skip_existing_leaves_outputs_alone(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     photo(src / "a.png")
