@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -348,7 +349,10 @@ class CliGroup(TyperGroup):
             message = exc.format_message()
             if type(exc).__name__ == "NoSuchOption" and not getattr(exc, "possibilities", None):
                 # nothing like an option of ours: perhaps a file name (a near miss lists options)
-                message += " (put -- before a file name that starts with a dash)"
+                message += (
+                    " (a file whose name starts with a dash: write ./NAME, or put it after --"
+                    " with every option before)"
+                )
             fail(message, exc.exit_code)
         except typer.Abort:
             if not standalone_mode:
@@ -405,12 +409,10 @@ def _refuse_dash_files(args: list[str], value_options: set[str]) -> None:
             continue
         # lexists answers False for a name the system refuses (too long, a NUL byte)
         if len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and os.path.lexists(arg):
-            example = f" (anyrestore {args[0]} -- {arg})" if i else ""
-            fail(
-                f"{arg} would be read as options: put -- before a file name that starts "
-                f"with a dash{example}",
-                ExitCode.USAGE,
-            )
+            # ./NAME keeps the options where they are (after --, every argument is a file)
+            fixed = shlex.join(["anyrestore", *args[:i], f"./{arg}", *args[i + 1 :]])
+            example = f": {fixed}" if i else ""
+            fail(f"{arg} would be read as options; write it ./{arg}{example}", ExitCode.USAGE)
 
 
 def _import_torch_first(args: list[str]) -> None:

@@ -157,7 +157,8 @@ def test_a_file_name_with_a_dash_is_told_to_go_after_double_dash() -> None:
     assert result.exit_code == 2
     error = result.stderr.strip().splitlines()[-1]
     assert error == (
-        "anyrestore: error: No such option: -p (put -- before a file name that starts with a dash)"
+        "anyrestore: error: No such option: -p (a file whose name starts with a dash: write "
+        "./NAME, or put it after -- with every option before)"
     )
 
 

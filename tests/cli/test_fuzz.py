@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import signal
 import struct
 import subprocess
@@ -466,11 +467,16 @@ def test_a_dash_file_before_double_dash_is_refused_not_misread(
     (tmp_path / "-old.png").write_bytes(encoded("PNG"))
     monkeypatch.chdir(tmp_path)
     before = snapshot(tmp_path)
-    outcome = invoke(["fix", "a.png", "-old.png", "--weights", str(tiny_checkpoint)])
+    args = ["fix", "a.png", "-old.png", "-o", "out/", "--weights", str(tiny_checkpoint)]
+    outcome = invoke(args)
     check(outcome, {ExitCode.USAGE}, before, snapshot(tmp_path), usage=True)
-    assert "put -- before a file name" in outcome.stderr
-    assert "(anyrestore fix -- -old.png)" in outcome.stderr
     assert not (tmp_path / "ld.png").exists()
+    # The advice, followed as given, restores both photos where they were asked for
+    advice = outcome.stderr.strip().rsplit("; write it ./-old.png: ", 1)[-1]
+    assert shlex.split(advice)[0] == "anyrestore", outcome.stderr
+    followed = invoke(shlex.split(advice)[1:])
+    assert followed.code == ExitCode.OK, followed.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["-old.png", "a.png"]
     # As the value of an option that takes one, the same name is what the user meant.
     named = invoke(["fix", "a.png", "-o", "-old.png", "-q", "--weights", str(tiny_checkpoint)])
     assert named.code == ExitCode.OK, named.stderr
