@@ -243,7 +243,9 @@ def batch_command(
     if json_output:
         stdout()  # each file's record goes there: a closed stdout stops the run before any work
 
-    exclude = out_root  # also where a link in DIR leads to it: outputs are never read back
+    # OUTDIR, however the walk reaches it (a link in DIR too): outputs are never read back.
+    # Not when DIR lies inside OUTDIR: every input would be under it.
+    exclude = None if root.is_relative_to(out_root) else out_root
     unreadable: list[OSError] = []
     passed_over: list[Path] = []
     try:
@@ -259,6 +261,15 @@ def batch_command(
         raise UsageError(f"cannot read {input_dir}: {exc.strerror or exc}") from None
     if passed_over and rank == 0 and not quiet:
         say(f"anyrestore: warning: {_passed_over(passed_over)}")
+    if passed_over and rank == 0 and json_output:  # a record per file in the folder
+        from anyrestore.files import unreadable_photos
+
+        names = unreadable_photos()
+        for path in passed_over:
+            fmt = names.get(path.suffix.lower(), path.suffix)
+            reason = f"{fmt}: a format anyrestore cannot read"
+            record = {"input": str(input_dir / path.relative_to(root)), "status": "skipped"}
+            emit(json.dumps({**record, "reason": reason}))
     jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
     where = f" (rank {rank} of {world})" if world > 1 else ""
     # Folders that could not be listed fail like files (reported by the first rank alone):
@@ -415,6 +426,7 @@ class _Batch:
             # that is a link to nothing is an output, as in fix
             if self.skip_existing and os.path.lexists(job.target):
                 record["status"] = "skipped"
+                record["reason"] = "its output exists (--skip-existing)"
                 counts["skipped"] += 1
                 return
             if file_key(job.target) in self.inputs:

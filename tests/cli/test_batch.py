@@ -440,7 +440,14 @@ def test_photos_it_cannot_read_are_counted_not_silently_passed_over(
         (src / name).write_bytes(b"\x00" * 64)
     result = batch(src, "-o", out, "--weights", tiny_checkpoint, "--json")
     assert result.exit_code == 0, result.output
-    assert [Path(r["input"]).name for r in records(result.stdout)] == ["a.jpg"]
+    # --json consumers see every photo of the folder: those passed over as skipped, with why
+    got = {Path(r["input"]).name: (r["status"], r.get("reason")) for r in records(result.stdout)}
+    assert got == {
+        "a.jpg": ("ok", None),
+        "IMG_1.HEIC": ("skipped", "HEIC: a format anyrestore cannot read"),
+        "IMG_2.heic": ("skipped", "HEIC: a format anyrestore cannot read"),
+        "DSC_3.NEF": ("skipped", "camera RAW: a format anyrestore cannot read"),
+    }
     assert (
         "passed over 3 files in formats anyrestore cannot read (2 HEIC, 1 camera RAW); "
         "convert them to TIFF, PNG or JPEG" in result.stderr
