@@ -266,8 +266,8 @@ def batch_command(
 
         names = unreadable_photos()
         for path in passed_over:
-            fmt = names.get(path.suffix.lower(), path.suffix)
-            reason = f"{fmt}: a format anyrestore cannot read"
+            kind = names.get(path.suffix.lower(), path.suffix)
+            reason = f"{kind}: a format anyrestore cannot read"
             record = {"input": str(input_dir / path.relative_to(root)), "status": "skipped"}
             emit(json.dumps({**record, "reason": reason}))
     jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
