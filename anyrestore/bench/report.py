@@ -148,8 +148,8 @@ def speed_table(records: Sequence[dict[str, Any]], title: str) -> Table:
     threads = sorted({r["threads"] for r in records if r.get("threads")})
     table = Table(
         title=title,
-        caption="Peak MB: CUDA max_memory_allocated; CPU growth of resident memory (docs/bench.md)"
-        + (f"; {', '.join(map(str, threads))} CPU threads" if threads else ""),
+        caption="Peak MiB: growth of CUDA's allocated memory, or of the CPU's resident memory "
+        "(docs/bench.md)" + (f"; {', '.join(map(str, threads))} CPU threads" if threads else ""),
     )
     for col, justify in (
         ("Model", "left"),
@@ -157,7 +157,7 @@ def speed_table(records: Sequence[dict[str, Any]], title: str) -> Table:
         ("Path", "left"),
         ("Median s", "right"),
         ("MP/s", "right"),
-        ("Peak MB", "right"),
+        ("Peak MiB", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in records:

@@ -84,7 +84,7 @@ def parse_sizes(spec: str | Sequence[str]) -> list[SpeedSize]:
 
 
 class PeakMemory:
-    """Peak memory growth (MB) of the code run inside ``with``; see the module docstring."""
+    """Peak memory growth (MiB) of the code run inside ``with``; see the module docstring."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device

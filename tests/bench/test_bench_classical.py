@@ -79,7 +79,11 @@ def test_cbm3d_denoises_with_the_true_sigma() -> None:
     pytest.importorskip("bm3d")
     clean = scene(32, 32)
     noisy = clean + np.random.default_rng(4).normal(0, 25 / 255, clean.shape)
-    assert psnr(classical.restore(noisy, "noise_25"), clean) > psnr(noisy, clean) + 3
+    told = psnr(classical.restore(noisy, "noise_25"), clean)
+    assert told > psnr(noisy, clean) + 3
+    # on the 0-255 scale, as the degradation draws it: a wrong scale (or level) would show
+    assert told > psnr(classical.denoise_bm3d(noisy, 100), clean) + 1
+    assert told > psnr(classical.denoise_bm3d(noisy, 6), clean) + 1
 
 
 def test_composites_are_undone_last_damage_first(monkeypatch: pytest.MonkeyPatch) -> None:
