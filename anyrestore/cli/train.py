@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -97,7 +98,9 @@ def train_command(
     ):
         # The run goes on where its checkpoint is (a copied or moved run folder too), not in
         # the recipe's `out`, which may be relative to wherever the run was started.
-        overrides.append(f"out={_toml_literal(resolve_resume(resume).parent)}")
+        # realpath: through a link to a run's last.pt, the run it links to
+        checkpoint = Path(os.path.realpath(resolve_resume(resume)))
+        overrides.append(f"out={_toml_literal(checkpoint.parent)}")
     if resume is not None and config is None:
         base = recorded_config(load_state(resume)["config_toml"])
     cfg = load_config(config, overrides, base=base)

@@ -233,6 +233,12 @@ def _run(
     )
     steps_per_epoch = sampler.num_samples // batch  # >= 1: tiny folders are cycled
     total_steps = config.train.steps or math.ceil(config.train.epochs * steps_per_epoch)
+    reached = state["progress"]["step"] if state is not None else 0
+    if reached > total_steps:  # its schedule would be cut and the run called finished
+        raise ConfigError(
+            f"the run is at step {reached}, past the {total_steps} steps asked for now; give "
+            f"at least {reached} (or export it as it is: anyrestore train export)"
+        )
 
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, recipe, config.schedule, total_steps)

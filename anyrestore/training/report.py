@@ -7,6 +7,7 @@ plain line per log interval, so job logs stay readable.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class MetricsLog:
 
     def write(self, row: dict[str, Any]) -> None:
         try:
-            self._file.write(json.dumps(row) + "\n")
+            self._file.write(json.dumps(_finite(row)) + "\n")
             self._file.flush()
         except OSError as exc:  # a full disk: the run stops as for its checkpoint (exit 2)
             raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
@@ -132,3 +133,9 @@ class Reporter:
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities as null: JSON has no spelling for them (a validation PSNR of two
+    identical images is infinite; NaN outputs give NaN)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}

@@ -200,11 +200,20 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
     assert f"{other} already holds another run (last.pt)" in onto.stderr
     assert (other / "last.pt").read_bytes() == theirs
 
-    link = tmp_path / "current.pt"  # a link to the run's checkpoint is that run
+    link = tmp_path / "current.pt"  # a link to the run's checkpoint is that run, and its place
     link.symlink_to(run / "last.pt")
-    through = _run("--resume", str(link), "--out", str(run), "--stop-at", "3", "--no-progress")
+    through = _run("--resume", str(link), "--stop-at", "3", "--no-progress")
     assert through.exit_code == 0, through.output
+    assert through.stdout.strip() == str(run / "last.pt") and link.is_symlink()
+    assert not (tmp_path / "config.toml").exists() and not (tmp_path / "metrics.jsonl").exists()
     before = (run / "last.pt").read_bytes()
+    assert before != theirs
+
+    # A run cannot end before the step it is at (its schedule cut, itself called finished)
+    shorter = _run("--resume", str(run), "--steps", "2", "--no-progress")
+    assert shorter.exit_code == 2, shorter.output
+    assert "the run is at step 3, past the 2 steps asked for now" in shorter.stderr
+    assert (run / "last.pt").read_bytes() == before
 
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)

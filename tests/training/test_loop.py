@@ -725,6 +725,26 @@ def test_a_full_disk_at_a_metrics_row_is_a_one_line_error() -> None:
     log.close()  # in the loop's cleanup: must not replace the error above with its own
 
 
+def test_metrics_rows_stay_json_when_a_value_is_not_finite(tmp_path: Path) -> None:
+    """A validation PSNR of identical images is infinite; NaN outputs give NaN."""
+    from anyrestore.training.report import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.write({"step": 5, "val_psnr": float("inf"), "loss": float("nan"), "lr": 1e-4})
+    log.close()
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    line = (tmp_path / "metrics.jsonl").read_text().strip()
+    assert json.loads(line, parse_constant=refuse) == {
+        "step": 5,
+        "val_psnr": None,
+        "loss": None,
+        "lr": 1e-4,
+    }
+
+
 def test_an_fp16_run_whose_gradients_overflow_at_every_scale_stops(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
