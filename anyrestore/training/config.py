@@ -392,11 +392,15 @@ def _check(value: Any, hint: Any, key: str) -> Any:
     """Return ``value`` coerced to ``hint`` (int -> float only), or raise ConfigError."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        inner = None  # the error of an item inside the right kind of container, if any
         for option in typing.get_args(hint):
             try:
                 return _check(value, option, key)
-            except ConfigError:
-                continue
+            except ConfigError as exc:
+                if not str(exc).startswith(f"config key {key!r}:"):
+                    inner = exc  # e.g. 'data.expansion.rain': 1.5 is not an integer
+        if inner is not None:
+            raise inner
         raise ConfigError(f"config key {key!r}: {value!r} is not {_describe(hint)}")
     if hint is type(None):
         if value is None:

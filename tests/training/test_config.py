@@ -246,6 +246,9 @@ def test_extends_mistakes_are_named(tmp_path: Path, text: str, message: str) -> 
         ("train.batch_size=2.5", "'train.batch_size'"),
         ("optim=3", "optim must be a table"),
         ("no_equals_sign", "KEY=VALUE"),
+        # a key of two types: the item that is wrong, not "not true/false or a table"
+        ("data.expansion.rain=1.5", "'data.expansion.rain': 1.5 is not an integer"),
+        ('data.kinds={rain="2"}', "'data.kinds.rain': '2' is not a number"),
     ],
 )
 def test_config_mistakes_are_named(override: str, message: str) -> None:
