@@ -63,12 +63,14 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="Show the progress bar (log.progress).")] = True,
 ) -> None:
     """Train a model; with --resume, continue a run exactly where it stopped."""
+    typed_progress = getattr(ctx.get_parameter_source("progress"), "name", "") == "COMMANDLINE"
     if ctx.invoked_subcommand is not None:
         given = [
             flag
             for flag, value in (
                 ("--config", config), ("--set", set_), ("--steps", steps), ("--out", out),
                 ("--device", device), ("--resume", resume), ("--stop-at", stop_at or None),
+                ("--progress" if progress else "--no-progress", typed_progress),
             )
             if value
         ]  # fmt: skip
@@ -88,8 +90,8 @@ def train_command(
     for key, value in (("train.steps", steps), ("out", out), ("device", device)):
         if value is not None:
             overrides.append(f"{key}={_toml_literal(value)}")
-    if not progress:
-        overrides.append("log.progress=false")
+    if typed_progress or not progress:  # typed: also over what a resumed run recorded
+        overrides.append(f"log.progress={'true' if progress else 'false'}")
     base = None
     if (
         resume is not None

@@ -114,6 +114,10 @@ def test_export_and_resume_say_which_checkpoint_is_missing(tmp_path: Path) -> No
             ["--set", "optim.lr=1", "export", str(empty), "-o", str(tmp_path / "x.safetensors")],
             "--set is an option of `anyrestore train` itself, not of `train export`",
         ),
+        (
+            ["--no-progress", "export", str(empty), "-o", str(tmp_path / "x.safetensors")],
+            "--no-progress is an option of `anyrestore train` itself, not of `train export`",
+        ),
     ]
     for args, message in cases:
         result = _run(*args)
@@ -202,8 +206,10 @@ def test_a_run_folder_is_never_overwritten_or_resumed_elsewhere(tmp_path: Path) 
 
     link = tmp_path / "current.pt"  # a link to the run's checkpoint is that run, and its place
     link.symlink_to(run / "last.pt")
-    through = _run("--resume", str(link), "--stop-at", "3", "--no-progress")
+    assert "progress = false" in (run / "config.toml").read_text()  # started --no-progress
+    through = _run("--resume", str(link), "--stop-at", "3", "--progress")
     assert through.exit_code == 0, through.output
+    assert "progress = true" in (run / "config.toml").read_text()  # typed: it wins
     assert through.stdout.strip() == str(run / "last.pt") and link.is_symlink()
     assert not (tmp_path / "config.toml").exists() and not (tmp_path / "metrics.jsonl").exists()
     before = (run / "last.pt").read_bytes()
