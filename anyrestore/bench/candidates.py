@@ -61,11 +61,12 @@ def identity_candidate() -> Candidate:
     return Candidate(IDENTITY, "baseline", lambda x: x)
 
 
-def classical_candidate() -> Candidate:
-    """Classical restorers told the degradation: CBM3D, dark channel prior, median, ..."""
+def classical_candidate(kinds: Sequence[str] | None = None) -> Candidate:
+    """Classical restorers told the degradation: CBM3D, dark channel prior, median, ...
+    ``kinds``: those the run scores (what it needs installed), None for any."""
     from anyrestore.bench import classical
 
-    classical.check_dependencies()
+    classical.check_dependencies(kinds)
 
     def told(degraded: Tensor, kind: str) -> Tensor:
         image = degraded.permute(1, 2, 0).double().numpy()
@@ -129,13 +130,14 @@ def resolve_candidates(
     runtime: str = "torch",
     tile: int | None = 0,
     overlap: int | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> list[Candidate]:
     """Build every candidate of a run: baselines first, then ``models``, then ``weights`` files.
 
     ``baseline``: "identity", "classical", or both (a sequence or a comma-separated string).
     ``models`` are weights refs for ``load_weights`` (a model name, a manifest entry or a
     file), or registry names built untrained with ``random_init``. With nothing given, the
-    default weights are used.
+    default weights are used. ``kinds``: the degradations the run scores, if known.
     """
     baselines = parse_baselines(baseline)
     if random_init and not models:
@@ -143,7 +145,7 @@ def resolve_candidates(
     out: list[Candidate] = []
     taken: set[str] = set()
     for name in baselines:
-        out.append(identity_candidate() if name == IDENTITY else classical_candidate())
+        out.append(identity_candidate() if name == IDENTITY else classical_candidate(kinds))
     # A model named like a baseline, or like the reference images --save-images writes
     # beside its outputs (<photo>_clean.png, <photo>_degraded.png), gets a suffix.
     taken.update(BASELINES, ("clean", "degraded"))

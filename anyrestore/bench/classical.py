@@ -21,7 +21,7 @@ imported when a restorer runs, so the default install does not need them.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -45,10 +45,16 @@ UNSHARP_SIGMA = 2.0
 UNSHARP_AMOUNT = 0.5
 
 
-def check_dependencies() -> None:
-    """Raise a one-line UsageError naming what to install when the bench extra is missing."""
+def check_dependencies(kinds: Iterable[str] | None = None) -> None:
+    """Raise a one-line UsageError naming what to install when the bench extra is missing;
+    with ``kinds`` (those the run scores), bm3d only where one of them has noise."""
+    needed = dict(REQUIRED)
+    if kinds is not None and not any(
+        name.startswith("noise_") for kind in kinds for name in parse_kind(kind)
+    ):
+        needed.pop("bm3d")
     missing = []
-    for module, dist in REQUIRED.items():
+    for module, dist in needed.items():
         try:
             importlib.import_module(module)
         except ImportError:

@@ -89,7 +89,13 @@ def run_bench(
 
 
 def _candidates(
-    config: BenchConfig, precision: str, tile: int | None, runtime: str, *, baselines: bool = True
+    config: BenchConfig,
+    precision: str,
+    tile: int | None,
+    runtime: str,
+    *,
+    baselines: bool = True,
+    kinds: Sequence[str] | None = None,
 ) -> list[Candidate]:
     return resolve_candidates(
         config.models,
@@ -101,6 +107,7 @@ def _candidates(
         runtime=runtime,
         tile=tile,
         overlap=config.overlap,
+        kinds=kinds,
     )
 
 
@@ -126,7 +133,11 @@ def _quality(config: BenchConfig, progress: Callable[[str], None] | None) -> lis
         pairs = synthetic_pairs(kinds, photos, max_side=config.max_side)
         total = len(photos) * len(kinds)
     candidates = _candidates(
-        config, config.precision or "fp32", config.tile or 0, config.runtime or "torch"
+        config,
+        config.precision or "fp32",
+        config.tile or 0,
+        config.runtime or "torch",
+        kinds=[t.data_kind for t in tasks],
     )
     done = 0
 
