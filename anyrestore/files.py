@@ -92,11 +92,15 @@ def unreadable_photos() -> dict[str, str]:
     return UNREADABLE_PHOTOS if pillow_reads_avif() else {**UNREADABLE_PHOTOS, ".avif": "AVIF"}
 
 
+def unreadable_format(path: Path) -> str:
+    """The format of a photo ``list_images`` passed over, as people name it ("HEIC")."""
+    return unreadable_photos().get(path.suffix.lower(), path.suffix)
+
+
 def unreadable_summary(paths: Sequence[Path]) -> str:
     """``paths`` that ``list_images`` passed over, counted by format: "3 files in formats
     anyrestore cannot read (2 HEIC, 1 AVIF)"."""
-    names = unreadable_photos()
-    kinds = Counter(names.get(p.suffix.lower(), p.suffix) for p in paths)
+    kinds = Counter(unreadable_format(p) for p in paths)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
     files = "file" if len(paths) == 1 else "files"
     return f"{len(paths)} {files} in formats anyrestore cannot read ({counts})"

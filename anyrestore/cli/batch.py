@@ -262,12 +262,10 @@ def batch_command(
     if passed_over and rank == 0 and not quiet:
         say(f"anyrestore: warning: {_passed_over(passed_over)}")
     if passed_over and rank == 0 and json_output:  # a record per file in the folder
-        from anyrestore.files import unreadable_photos
+        from anyrestore.files import unreadable_format
 
-        names = unreadable_photos()
         for path in passed_over:
-            kind = names.get(path.suffix.lower(), path.suffix)
-            reason = f"{kind}: a format anyrestore cannot read"
+            reason = f"{unreadable_format(path)}: a format anyrestore cannot read"
             record = {"input": str(input_dir / path.relative_to(root)), "status": "skipped"}
             emit(json.dumps({**record, "reason": reason}))
     jobs = plan_jobs(root, out_root, files, recursive, suffix, out_ext)[rank::world]
