@@ -9,7 +9,7 @@ import typer
 
 from anyrestore.cli.common import err_console, print_table
 from anyrestore.cli.errors import emit, say
-from anyrestore.cli.options import ThreadsOpt, check_runtime, deprecated_alias
+from anyrestore.cli.options import ThreadsOpt, check_runtime, deprecated_alias, source_of
 from anyrestore.errors import UsageError
 
 _SUITE_TITLES = {
@@ -32,8 +32,7 @@ SUITE_OF_OPTION = {
 def _refuse_ignored_options(ctx: typer.Context, suite: str) -> None:
     """An option of another suite, typed, would change nothing without a word."""
     for param, (option, owner) in SUITE_OF_OPTION.items():
-        source = ctx.get_parameter_source(param)
-        if owner != suite and getattr(source, "name", "") == "COMMANDLINE":
+        if owner != suite and source_of(ctx, param) == "COMMANDLINE":
             raise UsageError(f"{option} is for --suite {owner}, not {suite}")
 
 

@@ -10,13 +10,19 @@ from anyrestore.choices import RUNTIMES, check_choice
 from anyrestore.choices import check_strength as _check_strength
 
 
+def source_of(ctx: typer.Context, name: str | None) -> str:
+    """Where option ``name`` got its value: "COMMANDLINE", "ENVIRONMENT", "DEFAULT", ... ("" if
+    unknown); typed options can then be told from defaults of the same value."""
+    source = ctx.get_parameter_source(name) if name else None
+    return getattr(source, "name", "")
+
+
 def check_runtime(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
     """Refuse an unknown runtime while parsing, naming ANYRESTORE_RUNTIME when the value came
     from there: an exported variable is easy to forget, and the option was never typed."""
     if value is None:
         return value
-    source = ctx.get_parameter_source(param.name) if param.name else None
-    given = f"{param.envvar}={value}" if getattr(source, "name", "") == "ENVIRONMENT" else value
+    given = f"{param.envvar}={value}" if source_of(ctx, param.name) == "ENVIRONMENT" else value
     check_choice(value, RUNTIMES, "runtime", given)
     return value
 

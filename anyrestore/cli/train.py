@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from anyrestore.cli.errors import emit
+from anyrestore.cli.options import source_of
 from anyrestore.errors import UsageError
 
 train_app = typer.Typer(
@@ -63,7 +64,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="Show the progress bar (log.progress).")] = True,
 ) -> None:
     """Train a model; with --resume, continue a run exactly where it stopped."""
-    typed_progress = getattr(ctx.get_parameter_source("progress"), "name", "") == "COMMANDLINE"
+    typed_progress = source_of(ctx, "progress") == "COMMANDLINE"
     if ctx.invoked_subcommand is not None:
         given = [
             flag
