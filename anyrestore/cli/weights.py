@@ -299,6 +299,13 @@ def add_command(
             f"--name {name!r}: use only letters, digits, '.', '_' and '-', starting with a "
             "letter or digit, and no file suffix (.safetensors, .pt, ...)"
         )
+    from anyrestore.models import list_models
+
+    if name in list_models():  # --model NAME would mean this entry, whichever model it holds
+        raise UsageError(
+            f"--name {name!r} is a model variant's name; name the checkpoint (e.g. "
+            f"{name}-mydata-v1)"
+        )
     if (revision or filename) and not repo_id:
         raise UsageError("--revision and --filename describe a Hub upload: add --repo-id")
     if repo_id and not revision:

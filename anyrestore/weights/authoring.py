@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from anyrestore.errors import UsageError
+from anyrestore.errors import UsageError, WeightsError
 from anyrestore.files import atomic_path, atomic_write
 from anyrestore.weights.checkpoint import checkpoint_config, metadata_list, read_metadata
 from anyrestore.weights.manifest import (
@@ -154,9 +154,10 @@ def manifest_entry_for(
         lines.append("[weights.training]")
         lines += [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in training.items()]
     text = "\n".join(lines) + "\n"
-    parse_manifest(
-        text, source=f"entry for {path}"
-    )  # refuse to emit an entry the loader would reject
+    try:  # refuse to emit an entry the loader would reject: the options made it so
+        parse_manifest(text, source=f"entry for {path}")
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
     return text
 
 
@@ -205,22 +206,22 @@ def add_entry(
     # The packaged manifest is a symlink to the repository's top-level file: write the real file.
     path = (Path(manifest) if manifest is not None else manifest_path()).resolve()
     old = read_manifest_text(path) if path.exists() else "schema_version = 1\n"
+    entries = parse_manifest(old, source=str(path))  # a broken manifest stays a WeightsError
     added = parse_manifest(entry_text, source="new entry")[0]
     demoted: list[str] = []
     if added.default:
-        demoted = [e.name for e in parse_manifest(old, source=str(path)) if e.default]
+        demoted = [e.name for e in entries if e.default]
         old = _without_defaults(old)
-    at = (
-        _first_entry_line(old, added.model, parse_manifest(old, source=str(path)))
-        if prefer
-        else None
-    )
+    at = _first_entry_line(old, added.model, entries) if prefer else None
     if at is None:
         new = old.rstrip("\n") + "\n\n" + entry_text
     else:
         lines = old.splitlines(keepends=True)
         new = "".join(lines[:at]) + entry_text.rstrip("\n") + "\n\n" + "".join(lines[at:])
-    parse_manifest(new, source=str(path))
+    try:  # the manifest parsed without the entry: the entry clashes (a name it has already)
+        parse_manifest(new, source=str(path))
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
     if not check_only:
         atomic_write(path, new.encode("utf-8"))
     return path, demoted

@@ -303,7 +303,7 @@ def _parse_entry(item: Any, index: int, source: str, embedded_root: Path | None)
             "CC-BY-4.0, LicenseRef-...)"
         )
     model, arch = text("model") or "", text("arch") or ""
-    _check_variant(where, model, arch)
+    _check_variant(where, name, model, arch)
     default = item.get("default", False)
     training = item.get("training", {})
     description = item.get("description", "")
@@ -352,11 +352,17 @@ def _is_repo_path(name: str) -> bool:
     )
 
 
-def _check_variant(where: str, model: str, arch: str) -> None:
+def _check_variant(where: str, name: str, model: str, arch: str) -> None:
     """A registered variant's architecture must be the entry's (a variant of another arch
-    could never load the file); an unregistered model name is left to load time."""
+    could never load the file); an unregistered model name is left to load time. An entry
+    named like another variant would take ``--model NAME`` over, running ``model`` instead."""
     from anyrestore.models import get_spec, list_models
 
+    if name != model and name in list_models():
+        raise WeightsError(
+            f"{where}: name {name!r} is a model variant's name, but the entry holds {model}; "
+            "--model would load it in place of the variant: rename the entry"
+        )
     if model in list_models() and get_spec(model).arch != arch:
         raise WeightsError(
             f"{where} says model {model!r} but arch {arch!r} ({model} is a "

@@ -25,7 +25,7 @@ from anyrestore.weights import (
     manifest_entry_for,
     save_checkpoint,
 )
-from anyrestore.weights.manifest import tomllib
+from anyrestore.weights.manifest import parse_manifest, tomllib
 from anyrestore.weights.resolve import entry_for
 
 runner = CliRunner()
@@ -125,9 +125,10 @@ def test_entry_from_file_round_trips_and_resolves(fake_hub, manifest, tiny_file,
 
 
 def test_entry_refuses_what_the_manifest_would_reject(tiny_file):
-    with pytest.raises(WeightsError, match="needs Hub coordinates"):
+    """The options made the entry: a bad one is a usage error (exit 2), not damaged weights."""
+    with pytest.raises(UsageError, match="needs Hub coordinates"):
         manifest_entry_for(tiny_file, name="x", license="MIT")
-    with pytest.raises(WeightsError, match="pinned 40-hex commit"):
+    with pytest.raises(UsageError, match="pinned 40-hex commit"):
         manifest_entry_for(tiny_file, name="x", license="MIT", repo_id=REPO, revision="main")
 
 
@@ -226,7 +227,7 @@ def test_a_printed_entry_must_not_clash_with_the_manifest(manifest, tiny_file, t
     manifest(hub_entry(tiny_bytes))  # named tiny-hub
     args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
     taken = _run(*args, "--name", "tiny-hub")
-    assert taken.exit_code == 4 and "'tiny-hub' appears twice" in taken.stderr
+    assert taken.exit_code == 2 and "'tiny-hub' appears twice" in taken.stderr
     assert taken.stdout == ""  # no block to paste that the manifest would refuse
     assert _run(*args, "--name", "tiny-new").exit_code == 0
 
@@ -247,7 +248,7 @@ def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, mon
     # A refused entry (a name taken) copies nothing beside the manifest and leaves it as it was.
     before = list_entries()
     result = _run(*args, "--name", "tiny-v2", "--embed", "--write")
-    assert result.exit_code == 4 and "appears twice" in result.stderr
+    assert result.exit_code == 2 and "appears twice" in result.stderr
     assert not (path.parent / "weights" / "embedded" / "tiny-v2.safetensors").exists()
     assert list_entries() == before
 
@@ -439,11 +440,35 @@ def test_add_embed_write_creates_a_private_manifest_that_works(tmp_path, tiny_fi
         (["--name", "../x", "--embed"], "--name '../x': use only letters"),
         (["--name", "x", "--embed", "--revision", COMMIT], "add --repo-id"),
         (["--name", "x", "--embed", "--repo-id", REPO], "add --revision"),
+        (["--name", "x", "--repo-id", "a/b/c", "--revision", COMMIT], "is not a Hub repository"),
+        (
+            [
+                "--name",
+                "x",
+                "--filename",
+                "../x.safetensors",
+                "--repo-id",
+                REPO,
+                "--revision",
+                COMMIT,
+            ],
+            "must be a path inside the repository",
+        ),
+        (["--name", "anyir_s", "--embed"], "--name 'anyir_s' is a model variant's name"),
     ],
 )
 def test_add_bad_options_are_usage_errors(manifest, tiny_file, extra, said):
     result = _run("add", str(tiny_file), "--license", "MIT", *extra)
     assert result.exit_code == 2 and said in result.stderr
+
+
+def test_an_entry_named_like_another_variant_is_refused(tiny_file):
+    """``--model anyir_s`` would otherwise load that entry and run the anyir_t inside it."""
+    text = manifest_entry_for(tiny_file, name="x", license="MIT", repo_id=REPO, revision=COMMIT)
+    with pytest.raises(WeightsError, match="'anyir_s' is a model variant's name"):
+        parse_manifest(text.replace('name = "x"', 'name = "anyir_s"'), source="hand-edited")
+    own = parse_manifest(text.replace('name = "x"', 'name = "anyir_t"'), source="hand-edited")
+    assert own[0].name == own[0].model == "anyir_t"  # its own variant's name is no clash
 
 
 def test_download_refuses_a_path(manifest, tiny_file):
