@@ -472,9 +472,10 @@ def _run(
                     if done or stop:
                         break
                     t0 = time.perf_counter()
-                # Any rank's signal (shared above), not only this one's: a rank that got none
-                # would start the next epoch and wait in a collective the others never join.
-                if signalled or stop_requested["signum"] is not None:
+                # The shared signal, which every rank has: a rank that got none would start the
+                # next epoch and wait in a collective the others never join. One that came after
+                # the epoch's last step was shared is shared, and saved, at the next step.
+                if signalled:
                     break
             finished = run.step >= total_steps
             if finished and run.finished and run.step == start_step:

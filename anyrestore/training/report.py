@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,23 @@ class MetricsLog:
             pass
 
 
+class _StderrConsole(Console):
+    """Rich's console, except that a closed stderr (``| tee log`` whose ``tee`` the terminal's
+    Ctrl-C killed first, a dropped ssh session) silences it: Rich would exit 1 there, before
+    the run saves its checkpoint. What a run shows must never stop it."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:  # later writes to the stream (say's lines, the interpreter's flush) go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.file.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
 class Reporter:
     """Progress bar (or plain lines) plus the metrics log; a no-op on ranks other than 0."""
 
@@ -72,7 +90,7 @@ class Reporter:
         console: Console | None = None,
     ) -> None:
         self.active = active
-        self.console = console or Console(stderr=True, markup=False)  # paths are text
+        self.console = console or _StderrConsole(stderr=True, markup=False)  # paths are text
         self.log = MetricsLog(out / "metrics.jsonl", truncate_after=start) if active else None
         self._bar: Progress | None = None
         self._task = None

@@ -714,6 +714,42 @@ def test_a_stop_signal_to_another_rank_stops_this_one_too(
     assert load_state(result.checkpoint)["progress"]["step"] == 3
 
 
+def test_a_stop_signal_at_the_end_of_an_epoch_still_checkpoints(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM after the epoch's last step has shared its flag: the run must go on to the step
+    # that shares it and save there, not leave with last.pt missing (or steps behind).
+    import anyrestore.training.loop as loop
+    from anyrestore.training import distributed
+
+    samplers: list = []
+
+    class Spied(loop.ResumableSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            samplers.append(self)
+
+    calls = []
+    real = distributed.all_sum
+
+    def signal_after_the_epochs_last_step(dist, values, device):
+        totals = real(dist, values, device)
+        if len(values) == 2:  # the step's [signalled, checkpoint due] collective
+            calls.append(1)
+            if len(calls) == samplers[0].num_samples // 2:  # batch 2
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.01)  # the handler runs
+        return totals
+
+    monkeypatch.setattr(loop, "ResumableSampler", Spied)
+    monkeypatch.setattr(distributed, "all_sum", signal_after_the_epochs_last_step)
+    settings = ("train.steps=200", "log.val_every=0", "log.every=100", "log.ckpt_every=0")
+    with pytest.raises(loop.Interrupted):
+        train(_tiny(photos, tmp_path / "run", *settings))
+    epoch = samplers[0].num_samples // 2
+    assert load_state(tmp_path / "run" / "last.pt")["progress"]["step"] == epoch + 1
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_full_disk_at_a_metrics_row_is_a_one_line_error() -> None:
     from anyrestore.errors import UsageError
