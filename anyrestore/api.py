@@ -92,7 +92,9 @@ def restore(
     untouched. ``max_pixels`` (default: ANYRESTORE_MAX_PIXELS, else 100 MP) and
     ``allow_truncated`` apply to paths and bytes, which are checked before they are decoded.
     A PIL image comes back with the ICC profile, EXIF, XMP, comment and dpi in its ``info``
-    (Pillow's writers take some from there, the rest when passed to ``save``).
+    (Pillow's writers take some from there, the rest when passed to ``save``); a colour key
+    (``info["transparency"]``) comes back as alpha, or for 16-bit gray, which Pillow has no
+    alpha mode for, as the same key over the same pixels.
     """
     from PIL import Image as PILImage
 
@@ -250,7 +252,16 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
                 "restore reads mode I as 16-bit, 0-65535"
             )
         gray = _restore_array(restorer, values.astype(np.uint16), strength)
+        key = info.get("transparency")  # a PNG's tRNS gray key: Pillow has no 16-bit LA
+        if isinstance(key, int) and 0 <= key <= 65535:
+            # The key keeps the same pixels transparent: they get the key back, and a visible
+            # pixel the restoration brought onto it moves one level off (1/65535, unseen).
+            hidden = values == key
+            gray[hidden] = key
+            gray[~hidden & (gray == key)] = key + 1 if key < 65535 else key - 1
         out = PILImage.fromarray(gray if image.mode != "I" else gray.astype(np.int32))
+        if isinstance(key, int) and 0 <= key <= 65535:
+            out.info["transparency"] = key
     elif image.mode == "F":  # floats in [0, 1]; the engine refuses any other scale
         out = PILImage.fromarray(_restore_array(restorer, np.asarray(image), strength), "F")
     else:

@@ -368,6 +368,26 @@ def test_a_pil_colour_key_comes_back_as_alpha(tiny_checkpoint: Path, rgb: np.nda
     assert (alpha[:3, :3] == 0).all() and (alpha[3:] == 255).all()
 
 
+def test_a_16_bit_gray_colour_key_keeps_the_same_pixels_transparent(
+    tiny_checkpoint: Path,
+) -> None:
+    # Pillow has no 16-bit gray+alpha mode: the key stays, over exactly the pixels it hid.
+    values = np.linspace(0, 65535, 24 * 32).reshape(24, 32).astype(np.uint16)
+    key = int(values[5, 5])
+    values[:4, :4] = key
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG", transparency=key)
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        assert opened.mode.startswith("I") and opened.info.get("transparency") == key
+        hidden = np.asarray(opened) == key
+        out = anyrestore.restore(opened, tiny_checkpoint, device="cpu")
+    assert out.info["transparency"] == key
+    assert np.array_equal(np.asarray(out) == key, hidden)
+    saved = io.BytesIO()
+    out.save(saved, format="PNG")
+    assert Image.open(io.BytesIO(saved.getvalue())).info["transparency"] == key
+
+
 def test_a_truncated_pil_image_is_an_input_error(tiny_checkpoint: Path, rgb: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")

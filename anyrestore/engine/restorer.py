@@ -264,7 +264,9 @@ class Restorer:
 
     # -- public API ---------------------------------------------------------------------
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: what comes back is the caller's to scale in place or feed
+    # to autograd, which an inference tensor refuses.
+    @torch.no_grad()
     def restore_tensor(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
         """Restore a float (3,h,w) or (b,3,h,w) CPU tensor in [0, 1]; same shape back, on the CPU.
 
@@ -284,7 +286,15 @@ class Restorer:
         single = x.dim() == 3
         batch = (x[None] if single else x).to("cpu", torch.float32)
         with self._lock:  # one restoration at a time per model: see _lock_for
-            out = self._restore_batch(batch)
+            # A model its owner has put back in training mode (a preview between training
+            # steps) would normalise with each tile's statistics, overwrite its BatchNorm
+            # running averages and route with noise: restore in eval, then leave it as it was.
+            training = self.model.training
+            self.model.eval()
+            try:
+                out = self._restore_batch(batch)
+            finally:
+                self.model.train(training)
         # A sum spreads any NaN without a mask the size of the image (the clamp in _forward
         # keeps NaN as NaN).
         if not math.isfinite(float(out.sum())):

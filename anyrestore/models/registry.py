@@ -146,7 +146,12 @@ def find_variant(arch: str, config: Any) -> str | None:
 
 
 def build_model(arch: str, config: Any) -> nn.Module:
-    """Build an architecture from a config object or a dict of its fields."""
+    """Build an architecture from a config object or a dict of its fields.
+
+    A dict is read as a checkpoint stores it (``config_from_dict``): a field it lacks takes
+    the value checkpoints written before that field existed were built with, so
+    ``build_model("anyir", {})`` is the preview layout; ``create_model`` gives today's.
+    """
     _ensure_loaded()
     if isinstance(config, dict):
         config = config_from_dict(arch, config)

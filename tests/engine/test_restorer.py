@@ -142,6 +142,29 @@ def test_restore_tensor_keeps_shape_range_and_stays_on_cpu() -> None:
         restorer.restore_tensor(torch.rand(4, 21, 30))
 
 
+def test_what_comes_back_is_an_ordinary_tensor_to_scale_or_differentiate() -> None:
+    restorer = Restorer(tiny_anyir(), "cpu", "fp32")
+    for strength in (1.0, 0.5, 0.0):
+        out = restorer.restore_tensor(torch.rand(3, 16, 16), strength)
+        out.mul_(255)  # an inference tensor refuses in-place updates outside inference mode
+        assert not out.is_inference()
+
+
+def test_a_model_put_back_in_training_mode_restores_as_in_eval_and_keeps_its_mode() -> None:
+    # A preview between training steps: BatchNorm must not normalise with the photo's own
+    # statistics nor overwrite its running averages; the owner's mode comes back.
+    model = tiny_anyir()
+    restorer = Restorer(model, "cpu", "fp32")
+    photo = noisy_photo(1, 24, 32)
+    in_eval = restorer.restore_tensor(photo)
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert buffers  # the tiny anyir has BatchNorms whose averages a training pass would move
+    model.train()
+    assert torch.equal(restorer.restore_tensor(photo), in_eval)
+    assert model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in buffers.items())
+
+
 def test_auto_tiling_above_the_threshold_and_tile_zero_disables_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
