@@ -98,15 +98,23 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def _cuda_build_runs_here() -> bool:
+def cuda_build_runs_here() -> bool:
     """Whether this torch build has kernels for the first GPU: recent wheels dropped older
     GPUs (a GTX 1050, sm_61, under a cu128 build), which torch still reports available and
     which then fail at the first kernel. ``auto`` passes over such a GPU, with a warning."""
+    missing = cuda_kernels_missing(0)
+    if missing:
+        log.warning("%s; using the CPU", missing)
+    return not missing
+
+
+def cuda_kernels_missing(index: int) -> str | None:
+    """What is missing where this torch build has no kernels for GPU ``index``; else None."""
     try:
-        major, minor = torch.cuda.get_device_capability(0)
+        major, minor = torch.cuda.get_device_capability(index)
         archs = torch.cuda.get_arch_list()
     except Exception:  # a driver that cannot answer: let the first use say what is wrong
-        return True
+        return None
     # NVIDIA's sm_XY (binary) and compute_XY (PTX) names; ROCm's gfx names are not judged.
     known = [
         a
@@ -115,22 +123,18 @@ def _cuda_build_runs_here() -> bool:
         or (a.startswith("compute_") and a[8:].isdigit())
     ]
     if not known:
-        return True
+        return None
     runs = any(
         (a.startswith("sm_") and a[3:-1] == str(major) and int(a[-1]) <= minor)  # same major
         or (a.startswith("compute_") and int(a[8:]) <= major * 10 + minor)  # PTX, compiled here
         for a in known
     )
-    if not runs:
-        log.warning(
-            "this torch build has no kernels for the GPU (%s, sm_%d%d; built for %s); "
-            "using the CPU",
-            torch.cuda.get_device_name(0),
-            major,
-            minor,
-            " ".join(archs),
-        )
-    return runs
+    if runs:
+        return None
+    return (
+        f"this torch build has no kernels for the GPU ({torch.cuda.get_device_name(index)}, "
+        f"sm_{major}{minor}; built for {' '.join(archs)})"
+    )
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -145,7 +149,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     name = name.strip().lower()
     local_rank = os.environ.get("LOCAL_RANK")
     if name == "auto":
-        if torch.cuda.is_available() and _cuda_build_runs_here():
+        if torch.cuda.is_available() and cuda_build_runs_here():
             name = "cuda"
         elif _mps_available():
             name = "mps"
@@ -163,11 +167,20 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("mps")
     if not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} requested but CUDA is not available here")
+    if index is None and local_rank is not None:
+        if not (local_rank.isascii() and local_rank.strip().isdigit()):
+            raise UsageError(
+                f"LOCAL_RANK={local_rank!r} is not a GPU index (torchrun sets it to 0, 1, ...)"
+            )
+        index = local_rank.strip()
     if index is None:
-        index = local_rank if local_rank is not None else str(torch.cuda.current_device())
+        index = str(torch.cuda.current_device())
     count = torch.cuda.device_count()
     if int(index) >= count:
         raise DeviceError(f"device cuda:{index} requested but only {count} CUDA device(s) exist")
+    missing = cuda_kernels_missing(int(index))
+    if missing:  # it would fail at the first kernel, an internal error
+        raise DeviceError(f"{missing}: install a torch build for it, or use --device cpu")
     return torch.device("cuda", int(index))
 
 
@@ -249,7 +262,7 @@ def set_threads(threads: int | None) -> int:
         every_core = min(cores, MAX_THREADS)
         # OpenMP also takes a list, one count per nesting level: the first is the outer one.
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else every_core
+        threads = int(env) if env.isascii() and env.isdigit() and int(env) > 0 else every_core
         if threads > MAX_THREADS:
             log.warning(
                 "OMP_NUM_THREADS=%s is more than %d; using %d", env, MAX_THREADS, every_core
@@ -398,7 +411,9 @@ class ComputePath:
         layout = " channels-last" if self.channels_last and self.runtime == "torch" else ""
         runtime = " on OpenVINO" if self.runtime == "openvino" else ""
         why = f"{self.reason}; {self.pointwise_reason}" if self.pointwise_reason else self.reason
-        return f"{self.device} {self.precision}{layout}{runtime} ({why})"
+        count = torch.get_num_threads()
+        threads = f", {count} thread{'s' * (count != 1)}" if self.device.type == "cpu" else ""
+        return f"{self.device} {self.precision}{layout}{runtime}{threads} ({why})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -629,7 +644,8 @@ def cuda_native_bf16(device: torch.device) -> bool:
 def _check_supported(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not supported on the CPU; use fp32 or bf16")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and device.type == "cuda" and not cuda_native_bf16(device):
+        # is_bf16_supported() says yes on every CUDA GPU: emulated, many times slower
         raise UsageError(f"bf16 is not supported on {device}; use fp16 or fp32")
 
 

@@ -13,7 +13,7 @@ from tinymodels import TINY_ANYIR as TINY
 
 import anyrestore.compute as compute
 from anyrestore.compute import choose_path, set_threads
-from anyrestore.errors import UsageError
+from anyrestore.errors import DeviceError, UsageError
 from anyrestore.models import create_model
 
 
@@ -335,6 +335,37 @@ def test_auto_takes_bf16_only_on_a_gpu_that_computes_it_natively(
     assert asked in ([torch.device("cuda", 1)], [])  # the GPU asked about, not the current one
     monkeypatch.setattr(compute, "resolve_device", lambda name: torch.device("cuda", 1))
     assert choose_path("cuda:1", "auto").precision == ("bf16" if native else "fp16")
+    # What is_bf16_supported() answers on every CUDA GPU, emulating or not
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    if not native:  # asked for by name: refused (exit 2), not run emulated
+        with pytest.raises(UsageError, match="bf16 is not supported on cuda:1"):
+            choose_path("cuda:1", "bf16")
+
+
+@pytest.mark.parametrize("value", ["", "-1", "one", "²"])
+def test_a_local_rank_that_is_no_gpu_index_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from anyrestore.compute import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", value)
+    with pytest.raises(UsageError, match="LOCAL_RANK=.* is not a GPU index"):
+        resolve_device("cuda")
+
+
+def test_an_omp_num_threads_that_is_no_count_takes_every_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(compute, "_cores", lambda: 2)
+    try:
+        for value in ("²", "two", "0", "-3"):  # "²".isdigit() is True; int("²") fails
+            monkeypatch.setenv("OMP_NUM_THREADS", value)
+            assert set_threads(None) == 2, value
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_more_threads_than_cores_are_warned_about(
@@ -429,7 +460,13 @@ def test_auto_passes_over_a_gpu_this_torch_build_has_no_kernels_for(
     with caplog.at_level("WARNING", logger="anyrestore"):
         assert resolve_device("auto") == torch.device("cpu")
     assert "no kernels for the GPU (GeForce GTX 1050, sm_61" in caplog.text
-    assert resolve_device("cuda") == torch.device("cuda", 0)  # asked for by name: tried
+    with pytest.raises(DeviceError, match="no kernels for the GPU .*use --device cpu"):
+        resolve_device("cuda")  # asked for by name: exit 5, not an internal error at a kernel
+    from anyrestore.training.setup import pick_device
+
+    assert pick_device("auto") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="no kernels for the GPU"):
+        pick_device("cuda")
     for capability in ((8, 6), (7, 5), (9, 0), (12, 0)):  # same major, or PTX it compiles
         monkeypatch.setattr(cuda, "get_device_capability", lambda *a, c=capability: c)
         assert resolve_device("auto") == torch.device("cuda", 0), capability

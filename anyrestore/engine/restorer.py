@@ -243,8 +243,15 @@ class Restorer:
         return self._eager if info is not None and info.runtime == "torch" else self.path
 
     def describe(self) -> str:
-        """The compute path in words ("cpu fp32 channels-last ..."), as `fix` prints it."""
-        return self.path.describe()
+        """The compute path in words ("cpu fp32 channels-last, 2 threads (why)"), as `fix`
+        prints it; with OpenVINO, also what runs the passes it does not."""
+        said = self.path.describe()
+        if self._openvino is None:
+            return said
+        eager = self._eager
+        precision = f"{eager.precision} " if eager.precision != self.path.precision else ""
+        first = "" if self._openvino_always else "a new size's first whole image and "
+        return f"{said}; {first}tiled statistics run {precision}on eager torch"
 
     @property
     def last_run(self) -> RunInfo | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from anyrestore.compute import choose_path
+from anyrestore.compute import choose_path, cuda_build_runs_here, cuda_kernels_missing
 from anyrestore.errors import ConfigError, DeviceError, UsageError
 from anyrestore.files import missing_folders, remove_empty
 from anyrestore.models.layers.pointwise import pointwise_kernel
@@ -208,8 +208,11 @@ def load_initial_weights(
 
 
 def pick_device(name: str) -> torch.device:
+    """The training device: ``auto`` is CUDA when it is there and this torch build has kernels
+    for it (else the CPU, as for inference); a GPU named without kernels is a DeviceError."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        usable = torch.cuda.is_available() and cuda_build_runs_here()
+        return torch.device("cuda" if usable else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -222,6 +225,9 @@ def pick_device(name: str) -> torch.device:
         )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"training runs on cpu or cuda, not {name!r}")
+    missing = cuda_kernels_missing(device.index or 0) if device.type == "cuda" else None
+    if missing:  # it would fail at the first kernel, an internal error
+        raise DeviceError(f"{missing}: install a torch build for it, or train on device cpu")
     return device
 
 

@@ -379,7 +379,7 @@ def test_speed_json_and_table(tmp_path: Path, tiny_weights: Path) -> None:
     assert code == 0
     paths = {r["model"]: r["compute"] for r in json.loads(out)}
     assert set(paths) == {"tiny [fp32]", "tiny [bf16]"}
-    assert paths["tiny [bf16]"].startswith("cpu bf16 channels-last (requested")
+    assert paths["tiny [bf16]"].startswith("cpu bf16 channels-last, 1 thread (requested")
 
 
 def test_library_warnings_read_as_the_tools_own(

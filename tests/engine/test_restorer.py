@@ -95,7 +95,9 @@ def test_auto_device_falls_back_to_cpu_and_reports_it() -> None:
     assert resolve_device("auto") == torch.device("cpu")
     restorer = Restorer(tiny_anyir(), "auto")
     assert restorer.device == torch.device("cpu") and restorer.precision == "fp32"
-    assert restorer.describe().startswith("cpu fp32 channels-last (")
+    threads = torch.get_num_threads()
+    plural = "s" if threads != 1 else ""
+    assert restorer.describe().startswith(f"cpu fp32 channels-last, {threads} thread{plural} (")
 
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x", "gpu0", ""])
