@@ -143,7 +143,8 @@ def list_images(
     ``pattern`` (a relative glob, matched as ``Path.rglob`` would) every matching file
     counts, whatever its extension. A link to nothing is listed: reading it fails and is
     reported, not silently passed over. Photos in a format anyrestore cannot read
-    (``unreadable_photos``) go to ``passed_over`` (when given), for the caller to name.
+    (``unreadable_photos``), matched by a pattern or not, go to ``passed_over`` (when
+    given), for the caller to name.
     Linked folders are followed (datasets are often assembled from links), each real folder
     once; a pattern containing ``**`` is left to ``rglob``, which does not follow them.
     """
@@ -184,9 +185,11 @@ def list_images(
         if exclude is not None and Path(os.path.realpath(path)).is_relative_to(exclude):
             continue
         suffix = path.suffix.lower()
-        if pattern is None and (suffix not in IMAGE_EXTENSIONS or suffix in cannot_read):
-            if passed_over is not None and suffix in cannot_read:
+        if suffix in cannot_read:  # matched by a pattern too: each would fail alike
+            if passed_over is not None:
                 passed_over.append(path)
+            continue
+        if pattern is None and suffix not in IMAGE_EXTENSIONS:
             continue
         found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())

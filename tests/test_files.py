@@ -364,6 +364,11 @@ def test_avif_photos_are_listed_where_pillow_reads_them(
     assert sorted(p.name for p in passed_over) == (
         ["IMG_3.heic"] if avif else ["IMG_1.avif", "IMG_3.heic"]
     )
+    # A pattern matching them (--glob 'IMG_*') passes them over alike: each would fail
+    passed_over.clear()
+    found = files.list_images(tmp_path, pattern="IMG_*", passed_over=passed_over)
+    assert [p.name for p in found] == (["IMG_1.avif", "IMG_2.jpg"] if avif else ["IMG_2.jpg"])
+    assert "IMG_3.heic" in [p.name for p in passed_over]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
