@@ -219,8 +219,8 @@ def _unexpected(exc: Exception) -> NoReturn:
         fail(SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
     if _debug():
         raise exc
-    if isinstance(exc, MemoryError):
-        fail("out of memory", ExitCode.FAILED)
+    if isinstance(exc, MemoryError):  # decoding a huge photo, say: the code of memory
+        fail("out of memory", ExitCode.DEVICE)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         fail(f"{exc.strerror or _first_line(exc)}{where}", ExitCode.FAILED)
