@@ -257,7 +257,8 @@ def contact_sheet(items: list[tuple[str, Image.Image]], path: Path, cols: int = 
 
 
 def write_archive(out: Path, archive: Path) -> None:
-    """A reproducible tar (sorted names, zeroed times and owners) of train/, val/ and the CSVs."""
+    """A reproducible tar (sorted names; zeroed times and owners; fixed modes, whatever the
+    umask) of train/, val/ and the CSVs."""
     tmp = archive.with_name(archive.name + ".tmp")
     names = ["manifest.csv", "dropped.csv"]
     for split in ("train", "val"):
@@ -265,6 +266,7 @@ def write_archive(out: Path, archive: Path) -> None:
 
     def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        info.mode = 0o755 if info.isdir() else 0o644
         return info
 
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:

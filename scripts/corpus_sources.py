@@ -23,13 +23,15 @@ from pathlib import Path
 
 SKIMAGE_VERSION = "0.26.0"
 SKLEARN_VERSION = "1.9.1"
-DEBIAN_PACKAGES = (
-    "opencv-doc",
-    "plasma-workspace-wallpapers",
-    "lomiri-wallpapers-20.04",
-    "ukui-wallpapers",
-    "lomiri-wallpapers-16.04",
-)
+# Debian packages and the versions the corpus was built from (docs/corpus.md): another
+# version would bring other photos, groups and split, so it is fetched by version or refused.
+DEBIAN_PACKAGES: dict[str, str] = {
+    "opencv-doc": "4.6.0+dfsg-12",
+    "plasma-workspace-wallpapers": "4:5.27.5-2",
+    "lomiri-wallpapers-20.04": "20.04.0-2",
+    "ukui-wallpapers": "20.04.3-1.1",
+    "lomiri-wallpapers-16.04": "20.04.0-2",
+}
 
 # Wheels with a folder of sample photos: name -> (version, folder, file the license is read from,
 # license when that file has no per-image statement).
@@ -110,21 +112,38 @@ def fetch_wheel(name: str, version: str, cache: Path) -> Path:
     return found[0]
 
 
-def fetch_deb(package: str, cache: Path) -> tuple[Path, str]:
-    """apt-get download one package into cache/debs and dpkg -x it; returns (tree, version)."""
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob(f"{package}_*.deb"))
-    if not found:
-        log(f"apt-get download {package}")
-        subprocess.run(["apt-get", "download", "-q", package], cwd=debs, check=True)
-        found = sorted(debs.glob(f"{package}_*.deb"))
-    if not found:
-        raise RuntimeError(f"apt-get download produced no .deb for {package}")
-    deb = found[-1]
-    version = subprocess.run(
+def _deb_version(deb: Path) -> str:
+    return subprocess.run(
         ["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def fetch_deb(package: str, cache: Path, version: str | None = None) -> tuple[Path, str]:
+    """apt-get download one package, at ``version`` (its pinned one by default), into
+    cache/debs and dpkg -x it; returns (tree, version). Another version is refused, cached
+    or served: its photos would make another corpus."""
+    version = version or DEBIAN_PACKAGES[package]
+    debs = cache / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+
+    def cached() -> Path | None:
+        return next(
+            (d for d in sorted(debs.glob(f"{package}_*.deb")) if _deb_version(d) == version), None
+        )
+
+    deb = cached()
+    if deb is None:
+        log(f"apt-get download {package}={version}")
+        fetched = subprocess.run(
+            ["apt-get", "download", "-q", f"{package}={version}"], cwd=debs, check=False
+        )
+        deb = cached()
+        if deb is None:
+            raise RuntimeError(
+                f"{package} {version} (the version the corpus is built from) could not be "
+                f"downloaded (apt-get exit {fetched.returncode}): add a Debian source that "
+                "serves it, or update DEBIAN_PACKAGES and docs/corpus.md for another corpus"
+            )
     tree = cache / "extracted" / f"{package}_{version}"
     if not (tree / ".complete").exists():
         log(f"dpkg -x {deb.name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -272,3 +273,56 @@ def test_build_writes_disjoint_splits_with_all_scales_together(tmp_path):
     assert [(r["file"], r["sha256"]) for r in read_manifest(out)] == first
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*.jpg"))
     assert on_disk == sorted(f for f, _ in first)
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_debian_packages_are_fetched_at_the_version_the_corpus_is_built_from(
+    tmp_path, monkeypatch, served
+):
+    # A host whose apt serves another version would build other photos and another split.
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "opencv-doc_4.10.0_all.deb").write_text("4.10.0")  # another version, cached
+    asked = []
+
+    class Done:
+        def __init__(self, stdout: str = "", returncode: int = 0) -> None:
+            self.stdout, self.returncode = stdout, returncode
+
+    def run(cmd, cwd=None, **kwargs):
+        if cmd[0] == "dpkg-deb":  # -f DEB Version
+            return Done(Path(cmd[2]).read_text())
+        if cmd[0] == "apt-get":
+            asked.append(cmd[-1])
+            name, version = cmd[-1].split("=")
+            if served:
+                (Path(cwd) / f"{name}_{version.replace(':', '%3a')}_all.deb").write_text(version)
+            return Done(returncode=0 if served else 100)
+        Path(cmd[3]).mkdir(parents=True, exist_ok=True)  # dpkg -x DEB TREE
+        return Done()
+
+    monkeypatch.setattr(cs.subprocess, "run", run)
+    pinned = cs.DEBIAN_PACKAGES["opencv-doc"]
+    if served:
+        tree, version = cs.fetch_deb("opencv-doc", tmp_path)
+        assert version == pinned and tree.name == f"opencv-doc_{pinned}"
+        assert asked == [f"opencv-doc={pinned}"]
+        assert cs.fetch_deb("opencv-doc", tmp_path)[1] == pinned and len(asked) == 1  # cached
+    else:
+        with pytest.raises(
+            RuntimeError, match=rf"opencv-doc {re.escape(pinned)} .* could not be downloaded"
+        ):
+            cs.fetch_deb("opencv-doc", tmp_path)
+
+
+def test_the_archive_is_the_same_bytes_whatever_the_files_modes(tmp_path):
+    # Built under umask 002 on one host and 022 on another: the same archive.
+    def archive(root: Path, mode: int) -> bytes:
+        for name in ("manifest.csv", "dropped.csv", "train/a.jpg", "val/b.jpg"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(name)
+            (root / name).chmod(mode)
+        bc.write_archive(root, root / "corpus.tar")
+        return (root / "corpus.tar").read_bytes()
+
+    assert archive(tmp_path / "a", 0o664) == archive(tmp_path / "b", 0o644)
