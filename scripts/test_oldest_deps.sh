@@ -6,14 +6,22 @@
 #
 #   bash scripts/test_oldest_deps.sh [PYTEST ARGS...]
 #
-# VENV (default /tmp/anyrestore-oldest) is made anew each run. torch is the exception: only
+# VENV (default /tmp/anyrestore-oldest) is made anew each run with PYTHON (default python3),
+# which must be 3.10 or 3.11: the oldest numpy and scipy allowed have no wheels for later
+# Pythons. torch is the exception: only
 # torch 2.13.0 installs as a CPU build here (any other version pulls the CUDA build), so its
 # bound (an API audit: torch.get_autocast_dtype and friends came with 2.4) is not pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-/tmp/anyrestore-oldest}
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 10), (3, 11)))'; then
+  echo "test_oldest_deps.sh: $python is not Python 3.10 or 3.11; the oldest numpy and scipy" \
+    "pyproject.toml allows have no wheels for later ones: run with PYTHON=python3.11" >&2
+  exit 2
+fi
 rm -rf "$venv"
-python3 -m venv "$venv"
+"$python" -m venv "$venv"
 . "$venv/bin/activate"
 pip install -q torch==2.13.0
 pip install -q 'tomli>=2.0; python_version < "3.11"'  # the snippet below reads pyproject.toml

@@ -38,3 +38,20 @@ def test_a_dependency_without_a_lower_bound_is_refused(tmp_path: Path) -> None:
     )
     done = _pins(tmp_path / "pyproject.toml")
     assert done.returncode != 0 and "no >= bound to pin in 'rich'" in done.stderr
+
+
+def test_a_python_the_oldest_wheels_do_not_exist_for_is_refused_first(tmp_path: Path) -> None:
+    # numpy 1.24.4 has no wheels for Python 3.12+: pip would try to build it and fail late.
+    newer = tmp_path / "python3.13"
+    newer.write_text("#!/bin/sh\nexit 1\n")  # what the version check answers there
+    newer.chmod(0o755)
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    done = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(newer), "VENV": str(venv)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "run with PYTHON=python3.11" in done.stderr
+    assert venv.is_dir()  # refused before anything was removed or installed
