@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -31,9 +32,14 @@ KINDS = ("haze", "low_light", "rain", "snow", "noise_25")
 
 
 def centre_crops(folder: Path, crop: int, count: int) -> torch.Tensor:
-    """(count, 3, crop, crop): the centre of the first ``count`` photos at least ``crop`` wide."""
+    """(count, 3, crop, crop): the centre of the first ``count`` photos at least ``crop`` wide,
+    one per scene: a corpus holds each photo at several scales (``NAME__s050``, ``NAME__s100``),
+    the largest of which is taken."""
     crops = []
-    for path in find_photos(folder):
+    scenes: dict[str, Path] = {}
+    for path in find_photos(folder):  # sorted: s025 < s050 < s100, the last one stays
+        scenes[re.sub(r"__s\d{3}$", "", path.stem)] = path
+    for path in scenes.values():
         photo = load_photo(path, max_side=None)
         h, w = photo.shape[-2:]
         if min(h, w) < crop:

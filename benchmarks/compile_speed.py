@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -34,15 +33,14 @@ from anyrestore.compute import (
     set_threads,
     training_pointwise,
 )
+from anyrestore.errors import WeightsError
 from anyrestore.metrics import psnr
 from anyrestore.models import create_model, list_models
 from anyrestore.models.layers.bands import whole_maps
 from anyrestore.models.layers.pointwise import pointwise_kernel
 from anyrestore.training.config import OptimConfig
 from anyrestore.training.optim import build_optimizer
-from anyrestore.weights.checkpoint import load_checkpoint
-
-EMBEDDED = Path(__file__).resolve().parents[1] / "anyrestore" / "weights" / "embedded"
+from anyrestore.weights import load_weights
 
 
 def best_of(fn: Callable[[], object], rounds: int) -> float:
@@ -50,10 +48,9 @@ def best_of(fn: Callable[[], object], rounds: int) -> float:
 
 
 def forward(args: argparse.Namespace) -> dict:
-    shipped = EMBEDDED / f"{args.model}-synthetic.safetensors"
-    if shipped.is_file():
-        model = load_checkpoint(shipped)
-    else:  # variants without shipped weights: the same cost with seeded random ones
+    try:  # the variant's default weights, as `fix --model NAME` loads them
+        model = load_weights(args.model).model
+    except WeightsError:  # variants without shipped weights: the same cost, seeded random ones
         torch.manual_seed(0)
         model = create_model(args.model)
     model = model.eval().to(memory_format=torch.channels_last)
