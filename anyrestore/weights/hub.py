@@ -109,13 +109,22 @@ def download(entry: WeightsEntry, *, offline: bool | None = None) -> Path:
             f"could not download weights {entry.name!r} ({where}) from {endpoint() or 'https://huggingface.co'}: "
             f"{_cause(exc)}"
         ) from None
+    except hf_errors.GatedRepoError:  # a RepositoryNotFoundError too: not "not found"
+        raise WeightsError(
+            f"weights {entry.name!r}: {entry.repo_id} is a gated repository this client has no "
+            "access to: accept its terms on the Hub, then set HF_TOKEN to a token of that "
+            "account (or run `hf auth login`)"
+        ) from None
     except (
         hf_errors.RepositoryNotFoundError,
         hf_errors.RevisionNotFoundError,
         hf_errors.EntryNotFoundError,  # remote only: the local one is handled above
     ) as exc:
+        # The Hub answers a private repo without a token as one that does not exist
+        private = isinstance(exc, hf_errors.RepositoryNotFoundError)
+        hint = "; if it is private, set HF_TOKEN to a token with access" if private else ""
         raise WeightsError(
-            f"weights {entry.name!r}: {where} not found on the Hub ({_first_line(exc)})"
+            f"weights {entry.name!r}: {where} not found on the Hub ({_first_line(exc)}){hint}"
         ) from None
     except (hf_errors.HfHubHTTPError, ValueError, OSError, RuntimeError) as exc:
         # HTTP errors during the transfer, size mismatches, a full disk, an unwritable cache,

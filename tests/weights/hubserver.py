@@ -12,7 +12,8 @@ What huggingface_hub (1.27 to 2.x) asks and what we answer:
   ``Location``.
 * ``GET`` of the resolve URL or the CDN URL: the bytes, honouring ``Range: bytes=N-`` (206)
   when the client resumes.
-* Errors: 404 with ``X-Error-Code`` RepoNotFound / RevisionNotFound / EntryNotFound, or any
+* Errors: 404 with ``X-Error-Code`` RepoNotFound / RevisionNotFound / EntryNotFound, 403
+  GatedRepo for a repo in ``gated``, or any
   status forced by a test (``fail_head`` / ``fail_get``).
 
 Every request is recorded in ``requests`` so tests can assert that none was made.
@@ -47,6 +48,7 @@ class FakeHub:
         self.lfs_redirect = lfs_redirect
         self.fail_head: int | None = None
         self.fail_get: int | None = None
+        self.gated: set[str] = set()  # repos whose terms this client has not accepted: 403
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self._lock = threading.Lock()
         self.stopped = False
@@ -114,6 +116,8 @@ class FakeHub:
         repo = self.repos.get(repo_id)
         if repo is None:
             return _send(req, 404, b"", head=head, headers={"X-Error-Code": "RepoNotFound"})
+        if repo_id in self.gated:
+            return _send(req, 403, b"", head=head, headers={"X-Error-Code": "GatedRepo"})
         if rev not in (repo.commit, "main"):
             return _send(req, 404, b"", head=head, headers={"X-Error-Code": "RevisionNotFound"})
         commit = {"X-Repo-Commit": repo.commit}

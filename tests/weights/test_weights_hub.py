@@ -156,6 +156,15 @@ def test_http_500_is_a_network_error_and_leaves_nothing_half_written(
     assert resolve_weights("tiny-hub").read_bytes() == tiny_bytes
 
 
+def test_a_gated_repo_says_what_access_needs_not_that_it_is_missing(fake_hub, manifest, tiny_bytes):
+    fake_hub.publish(REPO, COMMIT, "tiny.safetensors", tiny_bytes)
+    fake_hub.gated.add(REPO)
+    manifest(hub_entry(tiny_bytes))
+    with pytest.raises(WeightsError, match="gated repository .* set HF_TOKEN") as raised:
+        load_weights("tiny-hub")
+    assert "not found" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("repo", "revision", "filename"),
     [
