@@ -801,8 +801,9 @@ def _time_bf16(model: nn.Module, device: torch.device, kernels: KernelScope | No
     scope = kernels or (lambda kind: nullcontext())
     was_training = model.training
     model.eval().to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, device=device)
-    x = x.contiguous(memory_format=torch.channels_last)
+    # A private generator: the caller's random stream is not the probe's to move
+    x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, generator=torch.Generator().manual_seed(0))
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
     best = {"fp32": float("inf"), "bf16": float("inf")}
     try:
         with torch.inference_mode():

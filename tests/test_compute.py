@@ -162,8 +162,10 @@ def test_explicit_precisions_are_honoured_or_refused(cpu_with) -> None:
 def test_the_real_probe_leaves_the_model_trainable() -> None:
     # The probe runs the model in inference mode; its parameters must stay ordinary tensors.
     model = tiny().train()
+    stream = torch.get_rng_state()
     speedup = compute._time_bf16(model, torch.device("cpu"))
     assert speedup > 0 and model.training
+    assert torch.equal(torch.get_rng_state(), stream)  # torch.manual_seed(0) still holds after
     model(torch.rand(2, 3, 16, 16)).mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
