@@ -219,7 +219,7 @@ def _unexpected(exc: Exception) -> NoReturn:
         fail(SIGNAL_WORDS.get(signal.Signals(signum), "interrupted"), 128 + signum)
     if _debug():
         raise exc
-    if isinstance(exc, MemoryError):  # decoding a huge photo, say: the code of memory
+    if isinstance(exc, MemoryError):  # decoding a huge photo, say: memory is exit 5
         fail("out of memory", ExitCode.DEVICE)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
