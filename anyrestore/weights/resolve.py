@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from anyrestore.errors import UsageError, WeightsError
 from anyrestore.models.base import RestorationModel
@@ -122,14 +122,22 @@ def _checked_local(path: Path) -> Path:
     return path
 
 
+def _own_file_names(entry: WeightsEntry) -> set[str]:
+    """The file names that are ``entry``'s own: its embedded copy's, and its Hub file's where
+    that is named after the entry (``org/x``'s ``model.safetensors`` is anyone's name: every
+    export of a training run may be called that)."""
+    names = {entry.embedded_path.name} if entry.embedded_path else set()
+    if entry.filename:
+        hub = PurePosixPath(entry.filename)  # a file in a folder of the repository: its name
+        if hub.stem == entry.name:
+            names.add(hub.name)
+    return names
+
+
 def _check_listed(path: Path) -> None:
     """A local file named like a manifest checkpoint must have that checkpoint's bytes (of
-    one of them, where entries of several Hub repositories share a file name)."""
-    named = [
-        entry
-        for entry in list_entries()
-        if path.name in {entry.filename, entry.embedded_path.name if entry.embedded_path else None}
-    ]
+    one of them, where several entries own a file name)."""
+    named = [entry for entry in list_entries() if path.name in _own_file_names(entry)]
     if not named:
         return
     size = path.stat().st_size

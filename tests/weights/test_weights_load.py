@@ -331,19 +331,21 @@ def test_shipped_names_resolve_under_a_private_manifest(manifest, tiny_bytes):
     assert default is not None and default.name == "tiny-embedded"
 
 
-def test_a_local_file_named_like_a_manifest_checkpoint_must_be_one_of_them(
+def test_a_local_file_named_after_a_manifest_entry_must_be_its_checkpoint(
     manifest, tiny_bytes, tmp_path
 ):
-    # Two repositories may both call their file tiny.safetensors: a true copy of the second
-    # was refused as a damaged copy of the first.
-    other = bytes(len(tiny_bytes))
+    # Its own name: a copy with other bytes is damaged. A generic Hub file name (what users
+    # call their exports) is anyone's: a checkpoint of one's own so named loads.
     manifest(
-        hub_entry(other, name="first", repo_id="org-a/tiny"),
-        hub_entry(tiny_bytes, name="second", repo_id="org-b/tiny"),
+        hub_entry(tiny_bytes, name="tiny", repo_id="org-a/tiny", filename="w/tiny.safetensors"),
+        hub_entry(bytes(len(tiny_bytes)), name="published", filename="model.safetensors"),
     )
     copy = tmp_path / "tiny.safetensors"
     copy.write_bytes(tiny_bytes)
     assert resolve_weights(str(copy)) == copy
     copy.write_bytes(tiny_bytes[:-1] + bytes([tiny_bytes[-1] ^ 1]))
-    with pytest.raises(WeightsError, match="named like the manifest's weights 'first'.*damaged"):
+    with pytest.raises(WeightsError, match="named like the manifest's weights 'tiny'.*damaged"):
         resolve_weights(str(copy))
+    own = tmp_path / "model.safetensors"
+    own.write_bytes(tiny_bytes)
+    assert resolve_weights(str(own)) == own
