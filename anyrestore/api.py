@@ -103,17 +103,21 @@ def restore(
     from anyrestore.engine.imageio import can_write
 
     check_strength(strength)
-    restorer = _restorer(model, device)
+    # What is wrong with the input is said before the model loads (and, on a first run,
+    # times its kernels): a bad array or an unreadable file should not wait for that.
     limits = {"max_pixels": max_pixels, "allow_truncated": allow_truncated}
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data = restorer.restore_image(read_image(bytes(image), name="<bytes>", **limits), strength)
+        data = read_image(bytes(image), name="<bytes>", **limits)
+        data = _restorer(model, device).restore_image(data, strength)
         return encode_image(data, data.format if can_write(data.format) else "PNG")
     if isinstance(image, (str, os.PathLike)):
-        return _to_pil(restorer.restore_image(read_image(image, **limits), strength))
+        data = read_image(image, **limits)
+        return _to_pil(_restorer(model, device).restore_image(data, strength))
     if isinstance(image, PILImage.Image):
-        return _restore_pil(restorer, image, strength)
+        return _restore_pil(_restorer(model, device), image, strength)
     if isinstance(image, np.ndarray):
-        return _restore_array(restorer, image, strength)
+        _array_scale(image)
+        return _restore_array(_restorer(model, device), image, strength)
     raise TypeError(
         f"restore takes a path, bytes, a PIL image or a numpy array, not {type(image).__name__}"
     )
@@ -200,18 +204,23 @@ def _restore_rgb(restorer: Restorer, rgb: np.ndarray, strength: float) -> np.nda
     return restorer.restore_tensor(x, strength).permute(1, 2, 0).numpy()
 
 
-def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
-    from anyrestore.engine.imageio.pixels import LUMA
+def _array_scale(image: Array) -> float:
+    """The value of white in an image array restore takes; an InputError for any other array."""
     from anyrestore.errors import InputError
 
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise InputError(f"expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}")
     if image.dtype.kind == "u" and image.dtype.itemsize in (1, 2):  # either byte order
-        scale = float(np.iinfo(image.dtype).max)
-    elif np.issubdtype(image.dtype, np.floating):
-        scale = 1.0
-    else:
-        raise InputError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
+        return float(np.iinfo(image.dtype).max)
+    if np.issubdtype(image.dtype, np.floating):
+        return 1.0
+    raise InputError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
+
+
+def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:
+    from anyrestore.engine.imageio.pixels import LUMA
+
+    scale = _array_scale(image)
     gray = image.ndim == 2
     pixels = image[..., None] if gray else image
     rgb = np.broadcast_to(pixels[..., :1], (*pixels.shape[:2], 3)) if gray else pixels[..., :3]

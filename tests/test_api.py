@@ -164,6 +164,23 @@ def test_what_restore_refuses_is_named(
         anyrestore.restore(image, tiny_checkpoint, device="cpu")  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize(
+    "image",
+    [[[0, 1]], np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 3), np.int32), b"not an image"],
+    ids=["list", "two channels", "int32", "bytes"],
+)
+def test_a_bad_input_is_refused_before_the_model_loads(
+    image: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Loading (and, on a first run, timing kernels) takes seconds: not for an input refused.
+    def no_model(*args: object) -> None:
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(anyrestore.api, "_restorer", no_model)
+    with pytest.raises((TypeError, InputError)):
+        anyrestore.restore(image)  # type: ignore[call-overload]
+
+
 def test_damaged_weights_raise_instead_of_returning_a_black_picture(
     tiny_checkpoint: Path, rgb: np.ndarray
 ) -> None:
