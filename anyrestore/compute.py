@@ -800,7 +800,9 @@ def _time_bf16(model: nn.Module, device: torch.device, kernels: KernelScope | No
     kernel = {"fp32": fp32_kernel, "bf16": "gemm"}
     scope = kernels or (lambda kind: nullcontext())
     was_training = model.training
-    model.eval().to(memory_format=torch.channels_last)
+    # On the device it is timed for (a Restorer for the CPU given a model on a GPU moves it
+    # there next anyway), in the layout it runs in
+    model.eval().to(device, memory_format=torch.channels_last)
     # A private generator: the caller's random stream is not the probe's to move
     x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, generator=torch.Generator().manual_seed(0))
     x = x.to(device).contiguous(memory_format=torch.channels_last)
