@@ -212,6 +212,8 @@ def add_entry(
     if added.default:
         demoted = [e.name for e in entries if e.default]
         old = _without_defaults(old)
+        if any(e.default for e in parse_manifest(old, source=str(path))):
+            raise _not_tables(path, "--default")
     at = _first_entry_line(old, added.model, entries) if prefer else None
     if at is None:
         new = old.rstrip("\n") + "\n\n" + entry_text
@@ -234,15 +236,30 @@ def _first_entry_line(text: str, model: str, entries: list[WeightsEntry]) -> int
     if index is None:
         return None
     lines = text.splitlines(keepends=True)
-    headers = [i for i, line in enumerate(lines) if _ENTRY_HEADER.match(line)]
+    headers = [i for i, line in enumerate(lines) if _ENTRY_HEADER.fullmatch(line)]
+    if len(headers) != len(entries):  # not one header line per entry: no line to place it at
+        raise _not_tables(None, "--prefer")
     at = headers[index]
     while at > 0 and lines[at - 1].lstrip().startswith("#"):
         at -= 1
     return at
 
 
-# A ``[[weights]]`` header, however TOML lets it be spaced ("[[ weights ]]").
-_ENTRY_HEADER = re.compile(r"[ \t]*\[\[[ \t]*weights[ \t]*\]\]")
+# A ``[[weights]]`` header line, however TOML lets it be spaced ("[[ weights ]]").
+_ENTRY_HEADER = re.compile(r"[ \t]*\[\[[ \t]*weights[ \t]*\]\][ \t]*(#.*)?\n?")
+
+
+def _not_tables(path: Path | None, option: str) -> UsageError:
+    """``option`` edits the manifest's ``[[weights]]`` tables line by line; a manifest that
+    writes its entries another way (an inline array, a quoted header) is left to a hand edit."""
+    where = f" {path}" if path else ""
+    return UsageError(
+        f"{option} edits [[weights]] tables, and the manifest{where} writes its entries "
+        "another way (inline tables or quoted headers): add the entry without it, then edit "
+        "the manifest by hand"
+    )
+
+
 # An entry's ``default = true`` line, as ``weights add`` and hand edits write it.
 _DEFAULT_LINE = re.compile(r"[ \t]*default[ \t]*=[ \t]*true[ \t]*(#.*)?\n?")
 _TABLE_HEADER = re.compile(r"[ \t]*\[\[?[\w.\"' -]+\]\]?[ \t]*(#.*)?\n?")

@@ -253,6 +253,23 @@ def test_a_new_default_takes_over(manifest, tiny_file, tiny_bytes, tmp_path, mon
     assert list_entries() == before
 
 
+@pytest.mark.parametrize("option", ["--prefer", "--default"])
+def test_options_that_edit_entry_tables_refuse_a_manifest_written_otherwise(
+    manifest, tiny_file, tiny_bytes, option
+):
+    # A quoted header is valid TOML: there was no line to place the entry at (an internal
+    # error), and the old default stayed beside the new one (a misleading exit 4).
+    entry = hub_entry(tiny_bytes, default=True)
+    assert entry.startswith("[[weights]]")
+    path = manifest(entry.replace("[[weights]]", '[["weights"]]', 1))
+    before = path.read_text()
+    args = ["add", str(tiny_file), "--license", "MIT", "--repo-id", REPO, "--revision", COMMIT]
+    result = _run(*args, "--name", "tiny-v2", "--write", option)
+    assert result.exit_code == 2 and f"{option} edits [[weights]] tables" in result.stderr
+    assert path.read_text() == before
+    assert _run(*args, "--name", "tiny-v2", "--write").exit_code == 0  # without it: added
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
 def test_add_writes_through_the_package_symlink(tmp_path, tiny_file):
     real = tmp_path / "weights_manifest.toml"
