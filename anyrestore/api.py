@@ -116,7 +116,7 @@ def restore(
     if isinstance(image, PILImage.Image):
         return _restore_pil(_restorer(model, device), image, strength)
     if isinstance(image, np.ndarray):
-        _array_scale(image)
+        _check_array(image)
         return _restore_array(_restorer(model, device), image, strength)
     raise TypeError(
         f"restore takes a path, bytes, a PIL image or a numpy array, not {type(image).__name__}"
@@ -215,6 +215,21 @@ def _array_scale(image: Array) -> float:
     if np.issubdtype(image.dtype, np.floating):
         return 1.0
     raise InputError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
+
+
+def _check_array(image: Array) -> None:
+    """Everything the engine would refuse in an image array, said before any model loads."""
+    import torch
+
+    from anyrestore.engine.restorer import check_pixels
+    from anyrestore.errors import InputError
+
+    _array_scale(image)
+    if image.size == 0:
+        raise InputError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+    if image.dtype.kind == "f":  # NaN, or floats on another scale (integers cannot be)
+        rgb = np.asarray(image[..., :3] if image.ndim == 3 else image[..., None], np.float32)
+        check_pixels(torch.from_numpy(rgb).movedim(-1, 0))
 
 
 def _restore_array(restorer: Restorer, image: Array, strength: float) -> Array:

@@ -407,7 +407,9 @@ def remove_stale_temps(dest: Path) -> list[Path]:
     except OSError:
         return []
     removed = []
-    for tmp in dest.parent.glob(f"{glob.escape(_temp_prefix(dest))}*.tmp"):
+    # Exactly the temporaries _make_temp names: ``.last.pt.bak.<8>.tmp`` is another file's
+    ours = f"{glob.escape(_temp_prefix(dest))}{'[0-9a-f]' * 8}.tmp"
+    for tmp in dest.parent.glob(ours):
         with contextlib.suppress(OSError):
             if tmp.stat().st_mtime < written:
                 tmp.unlink()
@@ -477,7 +479,7 @@ class AtomicFile:
             raise _write_error(self.path, exc) from None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _make_temp(dest)
+            self.tmp = _make_temp(dest)
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a folder must be: name it
             blocker = next((p for p in dest.parents if _is_file(p)), None)
@@ -486,7 +488,9 @@ class AtomicFile:
                 message = f"cannot write {self.path}: {blocker} is a file, not a folder"
                 raise UsageError(message) from None
             raise _write_error(self.path, exc) from None
-        self.tmp = tmp
+        except BaseException:  # a stop signal: the folders made for the file go too
+            self.discard()
+            raise
         self.dest = dest
 
     def write(self, *chunks: bytes | memoryview) -> None:
@@ -556,12 +560,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield Path(path)
         return
     target = _destination(Path(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_temp(target)
+    _check_not_read_only(target)  # as AtomicFile: a read-only file is not replaced
+    made = missing_folders(target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _make_temp(target)
+    except BaseException:
+        remove_empty(made)
+        raise
     try:
         yield tmp
         _sync_file(tmp)
         _put_in_place(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_empty(made)  # the folders made for it, if nothing else was put there
         raise

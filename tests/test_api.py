@@ -166,8 +166,16 @@ def test_what_restore_refuses_is_named(
 
 @pytest.mark.parametrize(
     "image",
-    [[[0, 1]], np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 3), np.int32), b"not an image"],
-    ids=["list", "two channels", "int32", "bytes"],
+    [
+        [[0, 1]],
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((4, 4, 3), np.int32),
+        np.zeros((0, 0, 3), np.uint8),
+        np.full((4, 4, 3), np.nan, np.float32),
+        np.full((4, 4), 200.0, np.float32),
+        b"not an image",
+    ],
+    ids=["list", "two channels", "int32", "empty", "NaN", "0-255 floats", "bytes"],
 )
 def test_a_bad_input_is_refused_before_the_model_loads(
     image: object, monkeypatch: pytest.MonkeyPatch

@@ -470,9 +470,44 @@ def test_temporaries_a_killed_writer_left_are_removed_but_not_a_newer_one(tmp_pa
     old = tmp_path / ".last.pt.0123abcd.tmp"
     new = tmp_path / ".last.pt.89abcdef.tmp"  # another writer, still at work
     other = tmp_path / ".other.pt.0123abcd.tmp"
-    for path, age in ((old, 100), (new, -100), (other, 100)):
+    backup = tmp_path / ".last.pt.bak.0123abcd.tmp"  # last.pt.bak's temporary, not last.pt's
+    users = tmp_path / ".last.pt.old.tmp"  # a file of the user's
+    for path, age in ((old, 100), (new, -100), (other, 100), (backup, 100), (users, 100)):
         path.write_bytes(b"partial")
         written = dest.stat().st_mtime - age
         os.utime(path, (written, written))
     assert remove_stale_temps(dest) == [old]
     assert not old.exists() and new.exists() and other.exists() and dest.exists()
+    assert backup.exists() and users.exists()
+
+
+def test_a_stop_while_the_temporary_is_made_leaves_no_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyrestore import files
+
+    def stopped(dest: Path) -> Path:
+        raise KeyboardInterrupt  # Ctrl-C on a slow mount
+
+    monkeypatch.setattr(files, "_make_temp", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        files.AtomicFile(tmp_path / "a" / "b" / "c.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_refuses_a_read_only_file_and_takes_back_its_folders(tmp_path: Path) -> None:
+    # What checkpoints, embedded copies and bench images are written with: held to the same
+    # rules as every output.
+    from anyrestore.files import atomic_path
+
+    kept = tmp_path / "last.pt"
+    kept.write_bytes(b"the only copy")
+    kept.chmod(0o444)
+    with pytest.raises(UsageError, match="read-only"):
+        with atomic_path(kept) as tmp:
+            tmp.write_bytes(b"new")
+    assert kept.read_bytes() == b"the only copy"
+    with pytest.raises(OSError):
+        with atomic_path(tmp_path / "new" / "kind" / "x.png"):
+            raise OSError("the writer failed")
+    assert not (tmp_path / "new").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,8 @@ def run_quality(
     scores: dict[tuple[str, str], _Scores] = {}
     saver = None
     if save_dir is not None:  # an unwritable folder fails before any model runs
-        AtomicFile(Path(save_dir) / "probe").discard()
+        # a name no file of the user's has (a "probe" of theirs could be a folder, a link)
+        AtomicFile(Path(save_dir) / f".anyrestore-probe-{secrets.token_hex(8)}").discard()
         saver = _Saver(Path(save_dir), suite)
     for pair in pairs:
         if pair.kind not in data_kind:

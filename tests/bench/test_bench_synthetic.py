@@ -102,6 +102,7 @@ def test_photos_sharing_a_stem_keep_separate_per_image_records(tmp_path: Path) -
         Image.fromarray(array).save(tmp_path / name)
     files = find_photos(tmp_path)
     tasks = [t for t in SYNTHETIC_TASKS if t.kind == "noise_25"]
+    (tmp_path / "saved" / "probe").mkdir(parents=True)  # a folder of the user's: in no way
     records = run_quality(
         [identity_candidate()],
         tasks,
