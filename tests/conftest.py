@@ -48,10 +48,26 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The bf16 probe's and OpenVINO's caches go to a temporary folder; subprocesses use one
     thread too."""
     os.environ["ANYRESTORE_CACHE"] = str(tmp_path_factory.mktemp("anyrestore-cache"))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
     # Commands run on eager PyTorch unless a test asks for OpenVINO (which converts the
     # model once per weights file, half a minute for the shipped ones).
-    os.environ.setdefault("ANYRESTORE_RUNTIME", "torch")
+    os.environ["ANYRESTORE_RUNTIME"] = "torch"
+    # What the developer's shell may set would change what the tests see: another manifest,
+    # pixel limit, Hub, offline mode, or a torchrun rank that shards every batch.
+    for name in _OUTER_SETTINGS:
+        os.environ.pop(name, None)
+
+
+_OUTER_SETTINGS = (
+    "ANYRESTORE_MANIFEST",
+    "ANYRESTORE_MAX_PIXELS",
+    "ANYRESTORE_DEBUG",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+)
 
 
 @pytest.fixture(autouse=True)

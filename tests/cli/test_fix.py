@@ -134,7 +134,11 @@ def test_input_is_only_overwritten_with_overwrite(tmp_path: Path, tiny_checkpoin
     result = fix(src, "-o", src, "--weights", tiny_checkpoint, "--overwrite")
     assert result.exit_code == 0 and src.read_bytes() != before
     existing = photo(tmp_path / "other.png", seed=1)  # other existing outputs are replaced
+    old = existing.read_bytes()
     assert fix(src, "-o", existing, "--weights", tiny_checkpoint).exit_code == 0
+    assert existing.read_bytes() != old
+    with Image.open(src) as restored, Image.open(existing) as written:
+        assert written.size == restored.size
 
 
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
