@@ -199,6 +199,26 @@ def test_attention_in_fp16_does_not_overflow_on_a_large_map(literal: bool) -> No
     assert (got - want).abs().max() < 0.05 * want.abs().max()
 
 
+@pytest.mark.parametrize("literal", [False, True])
+def test_attention_in_fp16_keeps_a_quiet_channels_cosines(literal: bool) -> None:
+    # Scaled to fit fp16's range by 1/sqrt(hw), a channel of small values had its squared
+    # norm round to 0: its cosines came out around 1e8 and its attention row one-hot.
+    torch.manual_seed(0)
+    attn = TransposedAttention(8, 2, project=False)
+    attn.step_by_step = literal
+    with torch.no_grad():
+        attn.qkv.weight[0].mul_(1e-4)  # q's first channel: values around 1e-4
+    x = torch.randn(1, 8, 256, 256)
+    maps = []
+    for dtype in (torch.float32, torch.float16):
+        set_global_mode(attn, "record")
+        with torch.no_grad():
+            attn.to(dtype)(x.to(dtype))
+        maps.append(attn.stats._stored.float())
+        set_global_mode(attn, "live")
+    assert (maps[1] - maps[0]).abs().max() < 0.05
+
+
 @pytest.mark.parametrize("gate_cls", [GatedDA, PreviewGatedDA])
 def test_gated_da_temperature_uses_image_channel_statistics(gate_cls: type) -> None:
     torch.manual_seed(0)

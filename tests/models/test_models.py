@@ -18,6 +18,7 @@ from anyrestore.models import (
     register_arch,
     register_model,
 )
+from anyrestore.models.layers.globalstats import frozen_global_stats
 from anyrestore.models.registry import config_from_dict
 from anyrestore.weights.checkpoint import load_checkpoint, save_checkpoint
 
@@ -373,6 +374,10 @@ def test_a_model_cast_whole_to_another_dtype_runs_and_agrees_with_fp32(
     with torch.no_grad():
         reference = model(x)
         out = model.to(dtype)(x.to(dtype))
+        # Tiled, as the engine runs it: statistics recorded and replayed in the model's dtype
+        with frozen_global_stats(model, x.to(dtype)):
+            replayed = model(x.to(dtype))
     assert out.dtype == dtype and out.shape == x.shape
     error = (out.double() - reference.double()).abs().max().item()
     assert error < (1e-5 if dtype == torch.float64 else 0.05), error
+    assert torch.equal(replayed, out)

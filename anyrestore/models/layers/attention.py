@@ -64,9 +64,12 @@ class TransposedAttention(nn.Module):
 
         if qk.dtype == torch.float16:
             # The products sum over every pixel and fp16 stops at 65,504 (a 512 px tile
-            # overflows once q^2 averages 0.25): scaled by 1/sqrt(hw) they sum to a mean. The
-            # cosine does not change; fp32 and bf16 (fp32's range) are left as they are.
-            qk = qk * (h * w) ** -0.5
+            # overflows once q^2 averages 0.25), and a quiet channel's squared norm falls
+            # below its smallest value. Each channel divided by its own norm (in fp32) makes
+            # the Gram matrix hold the cosines themselves, in [-1, 1] at any scale. The cosine
+            # does not change; fp32 and bf16 (fp32's range) are left as they are.
+            norm = torch.linalg.vector_norm(qk, dim=1, keepdim=True, dtype=torch.float32)
+            qk = (qk.float() / norm.clamp_min(1e-12)).to(torch.float16)
             q, k = qk.split(c, dim=-1)
 
         def channel_attention() -> torch.Tensor:

@@ -51,13 +51,23 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 _LOW = (torch.float16, torch.bfloat16)
 
 
-def _for_this_pass(value: Any) -> Any:
-    """Recorded values as a pass without autocast takes them: an fp32 pass (the retry of a
-    tile that overflowed in fp16) must not meet fp16/bf16 values recorded under autocast."""
+def _for_this_pass(value: Any, recorded_under_autocast: bool) -> Any:
+    """Recorded values as this pass takes them: a pass without autocast (the fp32 retry of a
+    tile that overflowed in fp16) must not meet fp16/bf16 values recorded under autocast.
+    Values a model cast whole to bf16/fp16 recorded without autocast stay as they are: that
+    model computes in their dtype."""
     first = next(_tensors(value), None)
-    if first is None or torch.is_autocast_enabled(first.device.type):
+    if first is None or not recorded_under_autocast:
+        return value
+    if torch.is_autocast_enabled(first.device.type):
         return value
     return _map_tensors(value, lambda t: t.float() if t.dtype in _LOW else t)
+
+
+def _autocast_on(value: Any) -> bool:
+    """Whether autocast is on for the device ``value``'s tensors are on."""
+    first = next(_tensors(value), None)
+    return first is not None and torch.is_autocast_enabled(first.device.type)
 
 
 def _expand_batch(value: Any, batch: int) -> Any:
@@ -78,6 +88,7 @@ class GlobalStat(nn.Module):
         super().__init__()
         self.mode: Mode = "live"
         self._stored: Any = None
+        self._under_autocast = False  # whether the stored values were recorded under it
 
     def forward(self, compute: Callable[[], T], batch: int) -> T:
         if self.mode == "live":
@@ -85,10 +96,11 @@ class GlobalStat(nn.Module):
         if self.mode == "record":
             value = compute()
             self._stored = _detach(value)
+            self._under_autocast = _autocast_on(value)
             return value
         if self._stored is None:
             raise RuntimeError("GlobalStat is in replay mode but nothing was recorded")
-        return _expand_batch(_for_this_pass(self._stored), batch)
+        return _expand_batch(_for_this_pass(self._stored, self._under_autocast), batch)
 
 
 class GlobalMap(GlobalStat):
@@ -119,7 +131,8 @@ class GlobalMap(GlobalStat):
         if self.windows is None:
             if self._stored.shape[-2:] != (h, w):
                 raise RuntimeError("GlobalMap replay on another size needs tile windows")
-            return _expand_batch(_for_this_pass(self._stored), like.shape[0])
+            stored = _for_this_pass(self._stored, self._under_autocast)
+            return _expand_batch(stored, like.shape[0])
         if self.scale is None:
             return compute()
         if len(self.windows) != like.shape[0]:
@@ -131,7 +144,7 @@ class GlobalMap(GlobalStat):
             for y, x, _, _ in self.windows
         ]
         crop = torch.cat(crops) if len(crops) > 1 else crops[0]
-        return _for_this_pass(crop.to(like.device, non_blocking=True))
+        return _for_this_pass(crop.to(like.device, non_blocking=True), self._under_autocast)
 
     def _on_image_grid(self, height: int, width: int) -> torch.Tensor:
         stored = self._stored
