@@ -277,14 +277,15 @@ def _restore_pil(restorer: Restorer, image: Image.Image, strength: float) -> Ima
             )
         gray = _restore_array(restorer, values.astype(np.uint16), strength)
         key = info.get("transparency")  # a PNG's tRNS gray key: Pillow has no 16-bit LA
-        if isinstance(key, int) and 0 <= key <= 65535:
+        keyed = isinstance(key, int) and 0 <= key <= 65535
+        if keyed:
             # The key keeps the same pixels transparent: they get the key back, and a visible
             # pixel the restoration brought onto it moves one level off (1/65535, unseen).
             hidden = values == key
             gray[hidden] = key
             gray[~hidden & (gray == key)] = key + 1 if key < 65535 else key - 1
         out = PILImage.fromarray(gray if image.mode != "I" else gray.astype(np.int32))
-        if isinstance(key, int) and 0 <= key <= 65535:
+        if keyed:
             out.info["transparency"] = key
     elif image.mode == "F":  # floats in [0, 1]; the engine refuses any other scale
         out = PILImage.fromarray(_restore_array(restorer, np.asarray(image), strength), "F")

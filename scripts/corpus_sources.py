@@ -118,11 +118,11 @@ def _deb_version(deb: Path) -> str:
     ).stdout.strip()
 
 
-def fetch_deb(package: str, cache: Path, version: str | None = None) -> tuple[Path, str]:
-    """apt-get download one package, at ``version`` (its pinned one by default), into
-    cache/debs and dpkg -x it; returns (tree, version). Another version is refused, cached
-    or served: its photos would make another corpus."""
-    version = version or DEBIAN_PACKAGES[package]
+def fetch_deb(package: str, cache: Path) -> tuple[Path, str]:
+    """apt-get download one package at its pinned version into cache/debs and dpkg -x it;
+    returns (tree, version). Another version is refused, cached or served: its photos would
+    make another corpus."""
+    version = DEBIAN_PACKAGES[package]
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
 

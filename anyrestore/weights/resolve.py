@@ -128,9 +128,9 @@ def _own_file_names(entry: WeightsEntry) -> set[str]:
     export of a training run may be called that)."""
     names = {entry.embedded_path.name} if entry.embedded_path else set()
     if entry.filename:
-        hub = PurePosixPath(entry.filename)  # a file in a folder of the repository: its name
-        if hub.stem == entry.name:
-            names.add(hub.name)
+        upload = PurePosixPath(entry.filename)  # a file in a folder of the repository: its name
+        if upload.stem == entry.name:
+            names.add(upload.name)
     return names
 
 

@@ -56,10 +56,7 @@ def _for_this_pass(value: Any, recorded_under_autocast: bool) -> Any:
     tile that overflowed in fp16) must not meet fp16/bf16 values recorded under autocast.
     Values a model cast whole to bf16/fp16 recorded without autocast stay as they are: that
     model computes in their dtype."""
-    first = next(_tensors(value), None)
-    if first is None or not recorded_under_autocast:
-        return value
-    if torch.is_autocast_enabled(first.device.type):
+    if not recorded_under_autocast or _autocast_on(value):
         return value
     return _map_tensors(value, lambda t: t.float() if t.dtype in _LOW else t)
 
