@@ -15,10 +15,10 @@ the new one at each ``--precision`` (default ``auto``, plus ``fp32``) and each `
 tree's default weights too (the released layout 2: rows "... layout 2", no PSNR against the
 old output, which other weights made). A first untimed call converts (OpenVINO) or warms up;
 the best of two after it counts. The new tree's output is compared with the old one's (PSNR;
-"same computation" means at least 60 dB for fp32). Training: samples/s of forward + L1 loss + backward + Adam at
-``--crop`` px, batch ``--batch``, the optimizer built as each tree's ``anyrestore train``
-builds it (the new one takes PyTorch's fused Adam). The CPU and its bf16 support are
-printed with the table.
+"same computation" means at least 60 dB for fp32). Training: samples/s of forward + L1 loss
++ backward + Adam at ``--crop`` px, batch ``--batch``, the optimizer built as each tree's
+``anyrestore train`` builds it (the new one takes PyTorch's fused Adam). The CPU and its
+bf16 support are printed with the table.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@
 #
 # VENV (default /tmp/anyrestore-oldest) is made anew each run with PYTHON (default python3),
 # which must be 3.10 or 3.11: the oldest numpy and scipy allowed have no wheels for later
-# Pythons. torch is the exception: only
-# torch 2.13.0 installs as a CPU build here (any other version pulls the CUDA build), so its
-# bound (an API audit: torch.get_autocast_dtype and friends came with 2.4) is not pinned.
+# Pythons. torch is the exception to the pins: only torch 2.13.0 installs as a CPU build here
+# (any other version pulls the CUDA build), so its bound (an API audit:
+# torch.get_autocast_dtype and friends came with 2.4) is not pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-/tmp/anyrestore-oldest}
